@@ -1,0 +1,61 @@
+"""Type stub of the native module `oxiquant._native` (hand-written; checked against the module
+by tests/test_stub.py)."""
+
+from typing import Any, Optional
+
+import numpy as np
+
+__version__: str
+MAX_OPSET: int
+
+class OxiquantError(Exception):
+    """Base class of every error oxiquant raises."""
+
+class UnsupportedOpError(OxiquantError):
+    """The model uses ops oxiquant cannot run."""
+
+    unsupported: list[tuple[str, str, int, str]]
+    """(op_type, first_node, count, reason) for each unsupported op type."""
+
+class ModelFormatError(OxiquantError):
+    """The model file or graph is unreadable or invalid."""
+
+class ShapeError(OxiquantError):
+    """A tensor has the wrong shape or dtype."""
+
+class InvalidArgumentError(OxiquantError):
+    """An argument is outside its domain."""
+
+class InternalError(OxiquantError):
+    """A bug in oxiquant (a caught Rust panic)."""
+
+ValueInfo = tuple[str, int, Optional[list[Any]]]
+NodeParts = tuple[str, str, str, list[str], list[str], list[tuple[str, str, Any]]]
+
+class NativeModel:
+    """A network held by the Rust core."""
+
+    @staticmethod
+    def from_parts(
+        name: str,
+        opset: int,
+        nodes: list[NodeParts],
+        initializers: list[tuple[str, np.ndarray]],
+        inputs: list[ValueInfo],
+        outputs: list[ValueInfo],
+    ) -> NativeModel: ...
+    def to_parts(self) -> dict[str, Any]: ...
+    def run(self, feeds: dict[str, np.ndarray], num_threads: Optional[int] = None) -> dict[str, np.ndarray]: ...
+    def fold_constants(self) -> int: ...
+    def summary(self) -> dict[str, Any]: ...
+    @property
+    def input_names(self) -> list[str]: ...
+    @property
+    def output_names(self) -> list[str]: ...
+    @property
+    def inputs(self) -> list[ValueInfo]: ...
+    def copy(self) -> NativeModel: ...
+    def __deepcopy__(self, memo: Any) -> NativeModel: ...
+
+def set_num_threads(n: Optional[int] = None) -> None: ...
+def get_num_threads() -> int: ...

@@ -1,0 +1,143 @@
+"""`Model`: a network held by the Rust core, with ONNX in and out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from oxiquant import onnx_io
+from oxiquant._errors import ShapeError
+from oxiquant._native import NativeModel
+
+Inputs = Union[np.ndarray, Mapping[str, np.ndarray], Sequence[np.ndarray]]
+
+
+def _dtype_name(elem: int) -> str:
+    return str(helper.tensor_dtype_to_np_dtype(elem))
+
+
+def _shape_str(shape: list[Any] | None) -> str:
+    if shape is None:
+        return "[any]"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+class Model:
+    """A neural network loaded into oxiquant's engine. Build one with `oxiquant.load`."""
+
+    def __init__(self, native: NativeModel, ir_version: int | None = None) -> None:
+        self._native = native
+        self._ir_version = ir_version
+
+    # -- inspection --------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        """Names of the inputs `run` needs."""
+        return list(self._native.input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._native.output_names)
+
+    @property
+    def inputs(self) -> list[tuple[str, str, list[Any] | None]]:
+        """(name, numpy dtype name, shape) of each input; symbolic dims are str or None."""
+        return [(n, _dtype_name(e), s) for n, e, s in self._native.inputs]
+
+    def op_counts(self) -> dict[str, int]:
+        return dict(self._native.summary()["op_counts"])
+
+    @property
+    def num_parameters(self) -> int:
+        return int(self._native.summary()["num_parameters"])
+
+    def summary(self) -> str:
+        """A human-readable description: inputs, outputs, op counts, parameter count."""
+        s = self._native.summary()
+        lines = [f"Model '{s['name']}' (ai.onnx opset {s['opset']}): {s['num_nodes']} nodes, "
+                 f"{s['num_parameters']:,} parameters"]
+        for n, e, shape in s["inputs"]:
+            lines.append(f"  input  {n}: {_dtype_name(e)} {_shape_str(shape)}")
+        for n, e, shape in s["outputs"]:
+            lines.append(f"  output {n}: {_dtype_name(e)} {_shape_str(shape)}")
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(s["op_counts"].items(), key=lambda kv: (-kv[1], kv[0])))
+        lines.append(f"  ops: {ops}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        s = self._native.summary()
+        return (f"<oxiquant.Model '{s['name']}': {s['num_nodes']} nodes, {s['num_parameters']:,} parameters, "
+                f"inputs {self.input_names}, outputs {self.output_names}>")
+
+    # -- running -----------------------------------------------------------------------
+    def _feeds(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        names = self.input_names
+        if isinstance(inputs, np.ndarray):
+            if len(names) != 1:
+                raise ShapeError(f"the model has {len(names)} inputs {names}; pass a dict of arrays")
+            feeds = {names[0]: inputs}
+        elif isinstance(inputs, Mapping):
+            feeds = dict(inputs)
+        elif isinstance(inputs, Sequence) and not isinstance(inputs, (str, bytes)):
+            if len(inputs) != len(names):
+                raise ShapeError(f"got {len(inputs)} arrays for the model's {len(names)} inputs {names}")
+            feeds = dict(zip(names, inputs))
+        else:
+            raise ShapeError(f"inputs must be a numpy array, a dict or a list of arrays, got {type(inputs).__name__}")
+        expected = {n: _dtype_name(e) for n, e, _ in self._native.inputs}
+        out = {}
+        for k, v in feeds.items():
+            arr = np.asarray(v)
+            want = expected.get(k)
+            if want is not None and arr.dtype != np.dtype(want):
+                raise ShapeError(
+                    f"input '{k}' expects {want}, got {arr.dtype} (convert it, e.g. x.astype(np.{want}))"
+                )
+            out[k] = arr
+        return out
+
+    def run(self, inputs: Inputs, num_threads: int | None = None) -> dict[str, np.ndarray]:
+        """Runs the model; returns {output name: array}.
+
+        `inputs` is one array (single-input models), a dict name -> array, or a list of arrays in
+        input order. `num_threads` defaults to `oxiquant.get_num_threads()`. The GIL is released
+        while the engine runs."""
+        return dict(self._native.run(self._feeds(inputs), num_threads))
+
+    # -- ONNX out ----------------------------------------------------------------------
+    def to_onnx(self) -> onnx.ModelProto:
+        """The model as an ONNX ModelProto."""
+        return onnx_io.parts_to_proto(self._native.to_parts(), self._ir_version)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Writes the model as an ONNX file (weights go to external data past 1 GiB); returns
+        the path, so that `oxiquant.load(m.save(p))` round-trips."""
+        return onnx_io.write_model(self.to_onnx(), path)
+
+    def copy(self) -> Model:
+        return Model(self._native.copy(), self._ir_version)
+
+    def __copy__(self) -> Model:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Model:
+        return self.copy()
+
+
+def load(source: onnx_io.ModelSource, fold_constants: bool = True) -> Model:
+    """Loads an ONNX model (a path, raw bytes or an onnx.ModelProto; external data included).
+
+    Constant subgraphs (Constant, ConstantOfShape, Shape/Gather chains over static shapes) are
+    folded unless `fold_constants=False`. Raises `UnsupportedOpError` listing every op type the
+    engine cannot run with its first node, or `ModelFormatError` for an invalid model."""
+    proto = onnx_io.read_model(source)
+    native = NativeModel.from_parts(**onnx_io.proto_to_parts(proto))
+    if fold_constants:
+        native.fold_constants()
+    return Model(native, int(proto.ir_version) or None)

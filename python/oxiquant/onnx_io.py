@@ -1,0 +1,193 @@
+"""ONNX protobuf <-> the plain parts the native core takes.
+
+All protobuf handling lives here (with the `onnx` package); the core only sees names,
+attribute values and numpy arrays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto, helper, numpy_helper
+
+from oxiquant._errors import ModelFormatError
+
+ModelSource = Union[str, "os.PathLike[str]", bytes, onnx.ModelProto]
+
+# Protobuf refuses messages above 2 GiB; larger models must keep weights as external data.
+_PROTOBUF_LIMIT = 2**31 - 1
+_EXTERNAL_THRESHOLD = 1 << 30
+
+_ATTR_KINDS = {
+    AttributeProto.INT: "int",
+    AttributeProto.FLOAT: "float",
+    AttributeProto.STRING: "string",
+    AttributeProto.INTS: "ints",
+    AttributeProto.FLOATS: "floats",
+    AttributeProto.STRINGS: "strings",
+    AttributeProto.TENSOR: "tensor",
+}
+_KIND_TYPES = {
+    "int": AttributeProto.INT,
+    "float": AttributeProto.FLOAT,
+    "string": AttributeProto.STRING,
+    "ints": AttributeProto.INTS,
+    "floats": AttributeProto.FLOATS,
+    "strings": AttributeProto.STRINGS,
+    "tensor": AttributeProto.TENSOR,
+}
+_NUMPY_OK = {np.dtype(t) for t in (np.float32, np.int64, np.int32, np.int8, np.uint8, np.bool_)}
+
+
+def read_model(source: ModelSource) -> onnx.ModelProto:
+    """Reads a ModelProto from a path, raw bytes or a ModelProto (returned as is)."""
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            return onnx.load_model_from_string(bytes(source))
+        except Exception as e:  # protobuf raises DecodeError and others
+            raise ModelFormatError(f"the bytes given are not an ONNX model: {e}") from None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ModelFormatError(f"no ONNX file at '{path}'")
+        try:
+            return onnx.load(str(path), load_external_data=True)
+        except Exception as e:
+            raise ModelFormatError(f"'{path}' is not a readable ONNX model: {type(e).__name__}: {e}") from None
+    raise ModelFormatError(
+        f"cannot load a model from {type(source).__name__}; give a path, bytes or an onnx.ModelProto"
+    )
+
+
+def _tensor_to_numpy(t: TensorProto, where: str) -> np.ndarray:
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:
+        raise ModelFormatError(f"{where}: cannot read tensor '{t.name}': {e}") from None
+    if arr.dtype not in _NUMPY_OK:
+        raise ModelFormatError(
+            f"{where}: tensor '{t.name}' has dtype {arr.dtype}; oxiquant supports float32, int64, int32, "
+            "int8, uint8 and bool"
+        )
+    return np.ascontiguousarray(arr)
+
+
+def _attr_to_part(node_name: str, a: AttributeProto) -> tuple[str, str, Any] | None:
+    kind = _ATTR_KINDS.get(a.type)
+    if kind is None:
+        # Subgraph and sparse attributes belong to control-flow ops, which the core reports
+        # as unsupported by op type; the attribute itself is not needed for that.
+        return None
+    value: Any
+    if kind == "int":
+        value = int(a.i)
+    elif kind == "float":
+        value = float(a.f)
+    elif kind == "string":
+        value = a.s.decode("utf-8", errors="replace")
+    elif kind == "ints":
+        value = [int(v) for v in a.ints]
+    elif kind == "floats":
+        value = [float(v) for v in a.floats]
+    elif kind == "strings":
+        value = [s.decode("utf-8", errors="replace") for s in a.strings]
+    else:
+        value = _tensor_to_numpy(a.t, f"node '{node_name}' attribute '{a.name}'")
+    return (a.name, kind, value)
+
+
+def _value_info_part(v: onnx.ValueInfoProto) -> tuple[str, int, list[Any] | None]:
+    tt = v.type.tensor_type
+    if not v.type.HasField("tensor_type"):
+        raise ModelFormatError(f"graph value '{v.name}' is not a tensor (sequences and maps are not supported)")
+    shape: list[Any] | None = None
+    if tt.HasField("shape"):
+        shape = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                shape.append(int(d.dim_value))
+            elif d.HasField("dim_param"):
+                shape.append(d.dim_param)
+            else:
+                shape.append(None)
+    return (v.name, int(tt.elem_type), shape)
+
+
+def model_opset(model: onnx.ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    raise ModelFormatError("the model imports no ai.onnx opset")
+
+
+def proto_to_parts(model: onnx.ModelProto) -> dict[str, Any]:
+    """The arguments of `NativeModel.from_parts` for a ModelProto."""
+    g = model.graph
+    if len(g.sparse_initializer):
+        raise ModelFormatError("sparse initializers are not supported")
+    nodes = []
+    for n in g.node:
+        attrs = [p for p in (_attr_to_part(n.name or n.op_type, a) for a in n.attribute) if p is not None]
+        nodes.append((n.name, n.op_type, n.domain, list(n.input), list(n.output), attrs))
+    inits = [(t.name, _tensor_to_numpy(t, "initializer")) for t in g.initializer]
+    return {
+        "name": g.name or "graph",
+        "opset": model_opset(model),
+        "nodes": nodes,
+        "initializers": inits,
+        "inputs": [_value_info_part(v) for v in g.input],
+        "outputs": [_value_info_part(v) for v in g.output],
+    }
+
+
+def _value_info(name: str, elem: int, shape: list[Any] | None) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def parts_to_proto(parts: dict[str, Any], ir_version: int | None = None, producer: str = "oxiquant") -> onnx.ModelProto:
+    """Builds a ModelProto from the dict returned by `NativeModel.to_parts`."""
+    init_names = {name for name, _ in parts["initializers"]}
+    nodes = []
+    for name, op_type, domain, inputs, outputs, attrs in parts["nodes"]:
+        node = helper.make_node(op_type, inputs, outputs, name=name, domain=domain or None)
+        for key, kind, value in attrs:
+            if kind == "tensor":
+                value = numpy_helper.from_array(np.asarray(value))
+            node.attribute.append(helper.make_attribute(key, value, attr_type=_KIND_TYPES[kind]))
+        nodes.append(node)
+    graph = helper.make_graph(
+        nodes,
+        parts["name"],
+        [_value_info(*v) for v in parts["inputs"] if v[0] not in init_names],
+        [_value_info(*v) for v in parts["outputs"]],
+        initializer=[numpy_helper.from_array(np.asarray(a), name) for name, a in parts["initializers"]],
+    )
+    opset = helper.make_opsetid("", int(parts["opset"]))
+    model = helper.make_model(graph, opset_imports=[opset], producer_name=producer)
+    min_ir = helper.find_min_ir_version_for([opset])
+    model.ir_version = max(min_ir, ir_version or min_ir)
+    return model
+
+
+def write_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
+    """Saves a model; weights go to an external data file beside it when the model is too
+    large for one protobuf message."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = model.ByteSize() if model.ByteSize() < _PROTOBUF_LIMIT else _PROTOBUF_LIMIT
+    if size >= _EXTERNAL_THRESHOLD:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+        )
+    else:
+        onnx.save_model(model, str(path))
+    return path

@@ -1,0 +1,190 @@
+//! Runs a graph on concrete inputs: a plan resolved once (value slots, last uses), then the
+//! nodes in topological order, each intermediate freed as soon as its last reader has run.
+//! An observer can see every value as it is produced (the calibration hook).
+
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+enum Src<'g> {
+    Slot(usize),
+    Init(&'g Tensor),
+    Absent,
+}
+
+struct Step<'g> {
+    node: usize,
+    inputs: Vec<Src<'g>>,
+    outputs: Vec<usize>,
+    /// Slots whose last reader is this step.
+    free_after: Vec<usize>,
+}
+
+/// A graph prepared for repeated runs.
+pub struct Executor<'g> {
+    graph: &'g Graph,
+    steps: Vec<Step<'g>>,
+    n_slots: usize,
+    /// (graph input name, slot) for the inputs the caller feeds.
+    feeds: Vec<(usize, usize)>,
+    outputs: Vec<Src<'g>>,
+    slot_names: Vec<String>,
+    /// Declared inputs that no node or output reads: they may be omitted.
+    unused_inputs: Vec<usize>,
+}
+
+/// Receives every value as it is produced: graph inputs first, then each node's outputs.
+pub type Observer<'a> = dyn FnMut(&str, &Tensor) + 'a;
+
+impl<'g> Executor<'g> {
+    pub fn new(graph: &'g Graph) -> Result<Executor<'g>> {
+        let mut slot_of: HashMap<&str, usize> = HashMap::new();
+        let mut slot_names = Vec::new();
+        let mut feeds = Vec::new();
+        for (i, vi) in graph.inputs.iter().enumerate() {
+            if graph.initializers.contains_key(&vi.name) {
+                continue;
+            }
+            slot_of.insert(&vi.name, slot_names.len());
+            feeds.push((i, slot_names.len()));
+            slot_names.push(vi.name.clone());
+        }
+        let resolve = |name: &str, slot_of: &HashMap<&str, usize>| -> Option<Src<'g>> {
+            if name.is_empty() {
+                Some(Src::Absent)
+            } else if let Some(&s) = slot_of.get(name) {
+                Some(Src::Slot(s))
+            } else {
+                graph.initializers.get(name).map(Src::Init)
+            }
+        };
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for (idx, n) in graph.nodes.iter().enumerate() {
+            let inputs = n
+                .inputs
+                .iter()
+                .map(|v| {
+                    resolve(v, &slot_of).ok_or_else(|| {
+                        Error::format(format!("node '{}' ({}) reads '{v}' before it is produced", n.name, n.op.op_type()))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut outputs = Vec::with_capacity(n.outputs.len());
+            for o in &n.outputs {
+                slot_of.insert(o, slot_names.len());
+                outputs.push(slot_names.len());
+                slot_names.push(o.clone());
+            }
+            steps.push(Step { node: idx, inputs, outputs, free_after: Vec::new() });
+        }
+        let outputs = graph
+            .outputs
+            .iter()
+            .map(|o| resolve(&o.name, &slot_of).ok_or_else(|| Error::format(format!("graph output '{}' is never produced", o.name))))
+            .collect::<Result<Vec<_>>>()?;
+        // Last reader of every slot; graph outputs are kept to the end.
+        let mut last_use: Vec<Option<usize>> = vec![None; slot_names.len()];
+        for (si, st) in steps.iter().enumerate() {
+            for s in &st.inputs {
+                if let Src::Slot(k) = s {
+                    last_use[*k] = Some(si);
+                }
+            }
+        }
+        for o in &outputs {
+            if let Src::Slot(k) = o {
+                last_use[*k] = None;
+            }
+        }
+        for (k, lu) in last_use.iter().enumerate() {
+            if let Some(si) = lu {
+                steps[*si].free_after.push(k);
+            }
+        }
+        let unused_inputs = feeds
+            .iter()
+            .filter(|&&(_, slot)| last_use[slot].is_none() && !outputs.iter().any(|o| matches!(o, Src::Slot(k) if *k == slot)))
+            .map(|&(i, _)| i)
+            .collect();
+        Ok(Executor { graph, steps, n_slots: slot_names.len(), feeds, outputs, slot_names, unused_inputs })
+    }
+
+    /// Checks the feeds against the declared inputs (names, dtypes, shapes).
+    fn bind(&self, mut feeds: HashMap<String, Tensor>) -> Result<Vec<Option<Tensor>>> {
+        let mut slots: Vec<Option<Tensor>> = (0..self.n_slots).map(|_| None).collect();
+        for &(i, slot) in &self.feeds {
+            let vi = &self.graph.inputs[i];
+            let Some(t) = feeds.remove(&vi.name) else {
+                if self.unused_inputs.contains(&i) {
+                    continue; // declared but read by nothing
+                }
+                return Err(Error::shape(format!("missing input '{}' ({} {})", vi.name, vi.dtype, vi.shape_string())));
+            };
+            vi.check(&t)?;
+            slots[slot] = Some(t);
+        }
+        if let Some(extra) = feeds.keys().next() {
+            let names: Vec<&str> = self.feeds.iter().map(|&(i, _)| self.graph.inputs[i].name.as_str()).collect();
+            return Err(Error::shape(format!("unknown input '{extra}'; the model's inputs are {names:?}")));
+        }
+        Ok(slots)
+    }
+
+    /// Runs the graph; returns the graph outputs in declaration order.
+    pub fn run(&self, feeds: HashMap<String, Tensor>, mut observer: Option<&mut Observer<'_>>) -> Result<Vec<(String, Tensor)>> {
+        let mut slots = self.bind(feeds)?;
+        if let Some(obs) = observer.as_deref_mut() {
+            for &(_, slot) in &self.feeds {
+                if let Some(t) = &slots[slot] {
+                    obs(&self.slot_names[slot], t);
+                }
+            }
+        }
+        for st in &self.steps {
+            let node = &self.graph.nodes[st.node];
+            let results = {
+                let args: Vec<Option<&Tensor>> = st
+                    .inputs
+                    .iter()
+                    .map(|s| match s {
+                        Src::Slot(k) => slots[*k].as_ref(),
+                        Src::Init(t) => Some(*t),
+                        Src::Absent => None,
+                    })
+                    .collect();
+                node.op.eval(&args).map_err(|e| e.at_node(&node.name, node.op.op_type()))?
+            };
+            for (slot, t) in st.outputs.iter().zip(results) {
+                if let Some(obs) = observer.as_deref_mut() {
+                    obs(&self.slot_names[*slot], &t);
+                }
+                slots[*slot] = Some(t);
+            }
+            for k in &st.free_after {
+                slots[*k] = None;
+            }
+        }
+        self.graph
+            .outputs
+            .iter()
+            .zip(&self.outputs)
+            .enumerate()
+            .map(|(i, (o, src))| {
+                let t = match src {
+                    // Move the tensor out unless a later output names the same value.
+                    Src::Slot(k) if self.outputs[i + 1..].iter().any(|s| matches!(s, Src::Slot(j) if j == k)) => slots[*k].clone(),
+                    Src::Slot(k) => slots[*k].take(),
+                    Src::Init(t) => Some((*t).clone()),
+                    Src::Absent => None,
+                };
+                t.map(|t| (o.name.clone(), t)).ok_or_else(|| Error::format(format!("graph output '{}' was not computed", o.name)))
+            })
+            .collect()
+    }
+}
+
+/// Runs `graph` once without an observer.
+pub fn run(graph: &Graph, feeds: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>> {
+    Executor::new(graph)?.run(feeds, None)
+}

@@ -1,0 +1,191 @@
+//! Building a checked `Graph` from ONNX-shaped parts, and writing it back.
+//!
+//! The parts are what the Python side reads out of an ONNX protobuf; no protobuf parsing
+//! happens in the core.
+
+use super::{topo_order, AttrReader, AttrValue, Graph, Node, ValueInfo};
+use crate::error::{Error, Result, UnsupportedEntry};
+use crate::ops::{Op, MAX_OPSET};
+use crate::tensor::Tensor;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Oldest `ai.onnx` opset accepted (older ones use broadcast attributes and other forms the
+/// engine does not model).
+pub const MIN_OPSET: i64 = 7;
+
+/// One ONNX node as plain data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawNode {
+    pub name: String,
+    pub op_type: String,
+    pub domain: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub attrs: Vec<(String, AttrValue)>,
+}
+
+/// An ONNX graph as plain data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawGraph {
+    pub name: String,
+    pub opset: i64,
+    pub nodes: Vec<RawNode>,
+    pub initializers: Vec<(String, Tensor)>,
+    pub inputs: Vec<ValueInfo>,
+    pub outputs: Vec<ValueInfo>,
+}
+
+impl Graph {
+    /// Checks and types a raw graph. Every unsupported op is reported at once, each op type
+    /// with its first node; structural problems (dangling edges, cycles, duplicate producers)
+    /// name the node and value at fault.
+    pub fn from_raw(raw: RawGraph) -> Result<Graph> {
+        if raw.opset > MAX_OPSET {
+            return Err(Error::format(format!(
+                "the model uses ai.onnx opset {}, newer than the newest oxiquant knows ({MAX_OPSET})",
+                raw.opset
+            )));
+        }
+        if raw.opset < MIN_OPSET {
+            return Err(Error::format(format!(
+                "the model uses ai.onnx opset {}; oxiquant supports opsets {MIN_OPSET} to {MAX_OPSET} (convert it with onnx.version_converter)",
+                raw.opset
+            )));
+        }
+        let mut initializers = BTreeMap::new();
+        for (name, t) in raw.initializers {
+            if name.is_empty() {
+                return Err(Error::format("an initializer has an empty name"));
+            }
+            if initializers.insert(name.clone(), t).is_some() {
+                return Err(Error::format(format!("initializer '{name}' is defined twice")));
+            }
+        }
+        let mut seen_inputs = HashSet::new();
+        for i in &raw.inputs {
+            if i.name.is_empty() || !seen_inputs.insert(i.name.clone()) {
+                return Err(Error::format(format!("graph input '{}' is empty or declared twice", i.name)));
+            }
+        }
+
+        // Name every node uniquely (ONNX allows empty and repeated node names).
+        let mut node_names = HashSet::new();
+        let mut named: Vec<(String, RawNode)> = Vec::with_capacity(raw.nodes.len());
+        for (i, n) in raw.nodes.into_iter().enumerate() {
+            let base = if n.name.is_empty() { format!("{}_{i}", n.op_type) } else { n.name.clone() };
+            let mut name = base.clone();
+            let mut k = 1;
+            while !node_names.insert(name.clone()) {
+                name = format!("{base}_{k}");
+                k += 1;
+            }
+            named.push((name, n));
+        }
+
+        // Type every op, collecting all unsupported ones before failing.
+        let mut unsupported: Vec<UnsupportedEntry> = Vec::new();
+        let mut first_error: Option<Error> = None;
+        let mut nodes = Vec::with_capacity(named.len());
+        for (name, n) in named {
+            let reader = AttrReader::new(&name, &n.op_type, &n.attrs);
+            match Op::parse(&n.op_type, &n.domain, &reader, raw.opset) {
+                Ok(op) => nodes.push(Node { name, op, inputs: n.inputs, outputs: n.outputs }),
+                Err(Error::UnsupportedOp(entries)) => {
+                    for mut e in entries {
+                        e.domain = n.domain.clone();
+                        match unsupported.iter_mut().find(|u| u.op_type == e.op_type && u.domain == e.domain) {
+                            Some(u) => u.count += 1,
+                            None => unsupported.push(e),
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if !unsupported.is_empty() {
+            return Err(Error::UnsupportedOp(unsupported));
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+
+        // Drop optional outputs the engine does not compute, unless something reads them.
+        let mut read: HashSet<String> = raw.outputs.iter().map(|o| o.name.clone()).collect();
+        for n in &nodes {
+            read.extend(n.inputs.iter().cloned());
+        }
+        for n in &mut nodes {
+            if n.outputs.is_empty() {
+                return Err(Error::format(format!("node '{}' ({}) has no output", n.name, n.op.op_type())));
+            }
+            let k = n.op.num_outputs();
+            if let Some(extra) = n.outputs.iter().skip(k).find(|o| !o.is_empty() && read.contains(*o)) {
+                return Err(Error::UnsupportedOp(vec![UnsupportedEntry {
+                    op_type: n.op.op_type().to_string(),
+                    domain: String::new(),
+                    first_node: n.name.clone(),
+                    count: 1,
+                    reason: format!("its optional output '{extra}' is used but not computed"),
+                }]));
+            }
+            n.outputs.truncate(k);
+            if n.outputs[0].is_empty() {
+                return Err(Error::format(format!("node '{}' ({}) has an empty output name", n.name, n.op.op_type())));
+            }
+        }
+
+        // Each value has exactly one source.
+        let mut source: HashMap<String, String> = HashMap::new();
+        for name in initializers.keys() {
+            source.insert(name.clone(), format!("initializer '{name}'"));
+        }
+        for i in &raw.inputs {
+            source.entry(i.name.clone()).or_insert_with(|| format!("graph input '{}'", i.name));
+        }
+        for n in &nodes {
+            for o in &n.outputs {
+                if let Some(prev) = source.insert(o.clone(), format!("node '{}'", n.name)) {
+                    return Err(Error::format(format!("value '{o}' is produced by both {prev} and node '{}' ({})", n.name, n.op.op_type())));
+                }
+            }
+        }
+        for o in &raw.outputs {
+            if !source.contains_key(&o.name) {
+                return Err(Error::format(format!("graph output '{}' is not produced by any node", o.name)));
+            }
+        }
+
+        let mut roots: HashSet<String> = initializers.keys().cloned().collect();
+        roots.extend(raw.inputs.iter().map(|i| i.name.clone()));
+        roots.insert(String::new());
+        let order = topo_order(&nodes, &roots)?;
+        let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+        let nodes = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        Ok(Graph { name: raw.name, opset: raw.opset, nodes, initializers, inputs: raw.inputs, outputs: raw.outputs })
+    }
+
+    /// The graph as ONNX-shaped parts (inverse of `from_raw`).
+    pub fn to_raw(&self) -> RawGraph {
+        RawGraph {
+            name: self.name.clone(),
+            opset: self.opset,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| RawNode {
+                    name: n.name.clone(),
+                    op_type: n.op.op_type().to_string(),
+                    domain: String::new(),
+                    inputs: n.inputs.clone(),
+                    outputs: n.outputs.clone(),
+                    attrs: n.op.to_attrs(self.opset),
+                })
+                .collect(),
+            initializers: self.initializers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            inputs: self.inputs.clone(),
+            outputs: self.outputs.clone(),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Compute kernels by family. Each fast kernel has a plain reference version beside it and
+//! property tests comparing the two.
+
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod pool;

@@ -1,0 +1,14 @@
+//! oxiquant core: the graph IR, CPU inference kernels and graph passes. Pure Rust: no Python
+//! in here (the `oxiquant-py` crate holds the bindings).
+
+pub mod error;
+pub mod exec;
+pub mod graph;
+pub mod kernels;
+pub mod ops;
+pub mod passes;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use graph::Graph;
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,181 @@
+//! Conv: attributes, pad resolution and the glue to the convolution kernel.
+
+use super::{input, AttrReader};
+use crate::error::{Error, Result};
+use crate::graph::AttrValue;
+use crate::kernels::conv::{conv2d, ConvShape, Window2d};
+use crate::tensor::Tensor;
+
+/// How padding is given: explicit per-side pads or ONNX `auto_pad`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Padding {
+    /// ONNX order: all begins, then all ends.
+    Explicit(Vec<usize>),
+    SameUpper,
+    SameLower,
+    Valid,
+}
+
+impl Padding {
+    pub fn parse(a: &AttrReader<'_>) -> Result<Padding> {
+        let auto = a.string("auto_pad", "NOTSET")?;
+        let pads = a.usizes_opt("pads")?;
+        Ok(match auto.as_str() {
+            "NOTSET" | "" => Padding::Explicit(pads.unwrap_or_default()),
+            "SAME_UPPER" => Padding::SameUpper,
+            "SAME_LOWER" => Padding::SameLower,
+            "VALID" => Padding::Valid,
+            other => return Err(a.unsupported(format!("auto_pad '{other}'"))),
+        })
+    }
+
+    pub fn to_attrs(&self, out: &mut Vec<(String, AttrValue)>) {
+        match self {
+            Padding::Explicit(p) if p.iter().any(|&v| v != 0) => {
+                out.push(("pads".into(), AttrValue::Ints(p.iter().map(|&v| v as i64).collect())))
+            }
+            Padding::Explicit(_) => {}
+            Padding::SameUpper => out.push(("auto_pad".into(), AttrValue::String("SAME_UPPER".into()))),
+            Padding::SameLower => out.push(("auto_pad".into(), AttrValue::String("SAME_LOWER".into()))),
+            Padding::Valid => out.push(("auto_pad".into(), AttrValue::String("VALID".into()))),
+        }
+    }
+
+    /// Pads [begin..., end...] for spatial sizes `input`, kernel spans and strides.
+    pub fn resolve(&self, input: &[usize], kernel: &[usize], strides: &[usize], dilations: &[usize]) -> Result<Vec<usize>> {
+        let r = input.len();
+        match self {
+            Padding::Explicit(p) if p.is_empty() => Ok(vec![0; 2 * r]),
+            Padding::Explicit(p) if p.len() == 2 * r => Ok(p.clone()),
+            Padding::Explicit(p) => Err(Error::shape(format!("pads {p:?} should have {} values for {r} spatial dims", 2 * r))),
+            Padding::Valid => Ok(vec![0; 2 * r]),
+            Padding::SameUpper | Padding::SameLower => {
+                let mut pads = vec![0; 2 * r];
+                for d in 0..r {
+                    let out = input[d].div_ceil(strides[d]);
+                    let span = (kernel[d] - 1) * dilations[d] + 1;
+                    let total = ((out - 1) * strides[d] + span).saturating_sub(input[d]);
+                    let small = total / 2;
+                    let (b, e) = if *self == Padding::SameUpper { (small, total - small) } else { (total - small, small) };
+                    pads[d] = b;
+                    pads[d + r] = e;
+                }
+                Ok(pads)
+            }
+        }
+    }
+}
+
+/// Lifts 1-D spatial parameters to 2-D (height 1) so one kernel serves both.
+pub fn window_2d(kernel: &[usize], strides: &[usize], dilations: &[usize], pads: &[usize]) -> Window2d {
+    if kernel.len() == 1 {
+        Window2d { kernel: [1, kernel[0]], strides: [1, strides[0]], dilations: [1, dilations[0]], pads: [0, pads[0], 0, pads[1]] }
+    } else {
+        Window2d { kernel: [kernel[0], kernel[1]], strides: [strides[0], strides[1]], dilations: [dilations[0], dilations[1]], pads: [pads[0], pads[1], pads[2], pads[3]] }
+    }
+}
+
+/// Spatial attribute with a default of ones; checks its length against the rank.
+pub fn spatial(v: &Option<Vec<usize>>, rank: usize, what: &str) -> Result<Vec<usize>> {
+    match v {
+        None => Ok(vec![1; rank]),
+        Some(v) if v.len() == rank && v.iter().all(|&x| x > 0) => Ok(v.clone()),
+        Some(v) => Err(Error::shape(format!("{what} {v:?} should be {rank} positive values"))),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv {
+    pub kernel_shape: Option<Vec<usize>>,
+    pub strides: Option<Vec<usize>>,
+    pub dilations: Option<Vec<usize>>,
+    pub padding: Padding,
+    pub group: usize,
+}
+
+impl Conv {
+    pub fn parse(a: &AttrReader<'_>) -> Result<Conv> {
+        let group = a.int("group", 1)?;
+        if group < 1 {
+            return Err(Error::format(format!("node '{}' (Conv): group must be >= 1, got {group}", a.node)));
+        }
+        Ok(Conv {
+            kernel_shape: a.usizes_opt("kernel_shape")?,
+            strides: a.usizes_opt("strides")?,
+            dilations: a.usizes_opt("dilations")?,
+            padding: Padding::parse(a)?,
+            group: group as usize,
+        })
+    }
+
+    pub fn to_attrs(&self) -> Vec<(String, AttrValue)> {
+        let mut out = Vec::new();
+        let ints = |v: &Vec<usize>| AttrValue::Ints(v.iter().map(|&x| x as i64).collect());
+        if let Some(k) = &self.kernel_shape {
+            out.push(("kernel_shape".into(), ints(k)));
+        }
+        if let Some(s) = &self.strides {
+            out.push(("strides".into(), ints(s)));
+        }
+        if let Some(d) = &self.dilations {
+            out.push(("dilations".into(), ints(d)));
+        }
+        self.padding.to_attrs(&mut out);
+        if self.group != 1 {
+            out.push(("group".into(), AttrValue::Int(self.group as i64)));
+        }
+        out
+    }
+
+    /// Resolves the geometry for an input shape [n, c, spatial...] and weight shape.
+    pub fn geometry(&self, xs: &[usize], ws: &[usize]) -> Result<ConvShape> {
+        let r = xs.len().saturating_sub(2);
+        if !(r == 1 || r == 2) || ws.len() != xs.len() {
+            return Err(Error::shape(format!(
+                "Conv supports 1-D and 2-D inputs [N, C, (H,) W] with a weight of the same rank; got input {xs:?} and weight {ws:?}"
+            )));
+        }
+        let kernel = ws[2..].to_vec();
+        if let Some(k) = &self.kernel_shape {
+            if *k != kernel {
+                return Err(Error::shape(format!("kernel_shape {k:?} does not match weight {ws:?}")));
+            }
+        }
+        let g = self.group;
+        if xs[1] != ws[1] * g || ws[0] % g != 0 {
+            return Err(Error::shape(format!(
+                "input {xs:?} has {} channels but weight {ws:?} with group {g} expects {}",
+                xs[1],
+                ws[1] * g
+            )));
+        }
+        let strides = spatial(&self.strides, r, "strides")?;
+        let dilations = spatial(&self.dilations, r, "dilations")?;
+        let pads = self.padding.resolve(&xs[2..], &kernel, &strides, &dilations)?;
+        let win = window_2d(&kernel, &strides, &dilations, &pads);
+        let (h, w) = if r == 1 { (1, xs[2]) } else { (xs[2], xs[3]) };
+        let out = win
+            .output_size(h, w, false)
+            .ok_or_else(|| Error::shape(format!("input {xs:?} is smaller than the kernel {kernel:?} with dilations {dilations:?} and pads {pads:?}")))?;
+        Ok(ConvShape { n: xs[0], c: xs[1], h, w, m: ws[0], group: g, win, out })
+    }
+
+    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0, "X")?;
+        let w = input(inputs, 1, "W")?;
+        let s = self.geometry(x.shape(), w.shape())?;
+        let bias = match inputs.get(2).copied().flatten() {
+            Some(b) if b.len() == s.m => Some(b.as_slice::<f32>()?),
+            Some(b) => return Err(Error::shape(format!("bias of shape {:?} should have {} values", b.shape(), s.m))),
+            None => None,
+        };
+        let y = conv2d(x.as_slice::<f32>()?, w.as_slice::<f32>()?, bias, &s);
+        let mut shape = vec![s.n, s.m];
+        if x.rank() == 3 {
+            shape.push(s.out[1]);
+        } else {
+            shape.extend_from_slice(&s.out);
+        }
+        Ok(vec![Tensor::from_vec(shape, y)?])
+    }
+}

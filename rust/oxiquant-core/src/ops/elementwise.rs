@@ -1,0 +1,157 @@
+//! Broadcasting arithmetic (Add, Sub, Mul, Div, Sum) and unary activations.
+
+use super::input;
+use crate::error::{Error, Result};
+use crate::kernels::elementwise::{binary, sigmoid, unary_inplace};
+use crate::tensor::{Tensor, TensorData};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl BinaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "Add",
+            BinaryOp::Sub => "Sub",
+            BinaryOp::Mul => "Mul",
+            BinaryOp::Div => "Div",
+        }
+    }
+
+    pub fn apply(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        macro_rules! arith {
+            ($x:expr, $y:expr, $div:expr) => {{
+                let (v, s) = match self {
+                    BinaryOp::Add => binary($x, a.shape(), $y, b.shape(), |p, q| p + q)?,
+                    BinaryOp::Sub => binary($x, a.shape(), $y, b.shape(), |p, q| p - q)?,
+                    BinaryOp::Mul => binary($x, a.shape(), $y, b.shape(), |p, q| p * q)?,
+                    BinaryOp::Div => binary($x, a.shape(), $y, b.shape(), $div)?,
+                };
+                Tensor::from_vec(s, v)
+            }};
+        }
+        match (a.data(), b.data()) {
+            (TensorData::F32(x), TensorData::F32(y)) => arith!(x, y, |p, q| p / q),
+            // Integer division truncates toward zero like numpy's C semantics used by ONNX
+            // runtimes; division by zero yields 0 instead of a panic.
+            (TensorData::I64(x), TensorData::I64(y)) => arith!(x, y, |p: i64, q: i64| p.checked_div(q).unwrap_or(0)),
+            (TensorData::I32(x), TensorData::I32(y)) => arith!(x, y, |p: i32, q: i32| p.checked_div(q).unwrap_or(0)),
+            _ => Err(Error::shape(format!(
+                "{} needs two float32, int64 or int32 operands of the same dtype, got {} {:?} and {} {:?}",
+                self.name(),
+                a.dtype(),
+                a.shape(),
+                b.dtype(),
+                b.shape()
+            ))),
+        }
+    }
+}
+
+pub fn eval_binary(op: BinaryOp, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    Ok(vec![op.apply(input(inputs, 0, "A")?, input(inputs, 1, "B")?)?])
+}
+
+/// Variadic Sum with broadcasting.
+pub fn eval_sum(inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let mut acc = input(inputs, 0, "data_0")?.clone();
+    for i in 1..inputs.len() {
+        acc = BinaryOp::Add.apply(&acc, input(inputs, i, "data_i")?)?;
+    }
+    Ok(vec![acc])
+}
+
+/// Activations applied element by element.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unary {
+    Relu,
+    LeakyRelu { alpha: f32 },
+    Sigmoid,
+    Tanh,
+    HardSigmoid { alpha: f32, beta: f32 },
+    HardSwish,
+    Exp,
+    Neg,
+    Abs,
+    Sqrt,
+}
+
+impl Unary {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Relu => "Relu",
+            Unary::LeakyRelu { .. } => "LeakyRelu",
+            Unary::Sigmoid => "Sigmoid",
+            Unary::Tanh => "Tanh",
+            Unary::HardSigmoid { .. } => "HardSigmoid",
+            Unary::HardSwish => "HardSwish",
+            Unary::Exp => "Exp",
+            Unary::Neg => "Neg",
+            Unary::Abs => "Abs",
+            Unary::Sqrt => "Sqrt",
+        }
+    }
+
+    pub fn f(self, v: f32) -> f32 {
+        match self {
+            Unary::Relu => v.max(0.0),
+            Unary::LeakyRelu { alpha } => {
+                if v < 0.0 {
+                    alpha * v
+                } else {
+                    v
+                }
+            }
+            Unary::Sigmoid => sigmoid(v),
+            Unary::Tanh => v.tanh(),
+            Unary::HardSigmoid { alpha, beta } => (alpha * v + beta).clamp(0.0, 1.0),
+            Unary::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+            Unary::Exp => v.exp(),
+            Unary::Neg => -v,
+            Unary::Abs => v.abs(),
+            Unary::Sqrt => v.sqrt(),
+        }
+    }
+
+    pub fn eval(self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0, "X")?;
+        let mut y = x.clone();
+        unary_inplace(y.as_mut_slice::<f32>()?, |v| self.f(v));
+        Ok(vec![y])
+    }
+}
+
+/// Clip with bounds from attributes (opset < 11) or from optional inputs 1 and 2.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clip {
+    pub min: Option<f32>,
+    pub max: Option<f32>,
+}
+
+impl Clip {
+    pub fn bounds(&self, inputs: &[Option<&Tensor>]) -> Result<(f32, f32)> {
+        let scalar = |i: usize, what: &str| -> Result<Option<f32>> {
+            match inputs.get(i).copied().flatten() {
+                None => Ok(None),
+                Some(t) if t.len() == 1 => Ok(Some(t.to_f32_vec()[0])),
+                Some(t) => Err(Error::shape(format!("Clip {what} must be a scalar, got shape {:?}", t.shape()))),
+            }
+        };
+        let lo = scalar(1, "min")?.or(self.min).unwrap_or(f32::NEG_INFINITY);
+        let hi = scalar(2, "max")?.or(self.max).unwrap_or(f32::INFINITY);
+        Ok((lo, hi))
+    }
+
+    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (lo, hi) = self.bounds(inputs)?;
+        let mut y = input(inputs, 0, "input")?.clone();
+        // min then max, like onnxruntime, so that lo > hi yields hi.
+        unary_inplace(y.as_mut_slice::<f32>()?, |v| v.max(lo).min(hi));
+        Ok(vec![y])
+    }
+}

@@ -1,0 +1,104 @@
+//! MaxPool, AveragePool, GlobalAveragePool and GlobalMaxPool.
+
+use super::conv::{spatial, window_2d, Padding};
+use super::{input, AttrReader};
+use crate::error::{Error, Result};
+use crate::graph::AttrValue;
+use crate::kernels::pool::{global_pool, pool2d, PoolKind};
+use crate::tensor::Tensor;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub max: bool,
+    pub kernel_shape: Vec<usize>,
+    pub strides: Option<Vec<usize>>,
+    pub dilations: Option<Vec<usize>>,
+    pub padding: Padding,
+    pub ceil_mode: bool,
+    pub count_include_pad: bool,
+}
+
+impl Pool {
+    pub fn parse(a: &AttrReader<'_>, max: bool) -> Result<Pool> {
+        let kernel_shape = a
+            .usizes_opt("kernel_shape")?
+            .ok_or_else(|| Error::format(format!("node '{}' ({}): kernel_shape is required", a.node, a.op)))?;
+        if max {
+            // storage_order only changes the optional Indices output, which is not produced.
+            a.ignore(&["storage_order"]);
+        }
+        Ok(Pool {
+            max,
+            kernel_shape,
+            strides: a.usizes_opt("strides")?,
+            dilations: a.usizes_opt("dilations")?,
+            padding: Padding::parse(a)?,
+            ceil_mode: a.int("ceil_mode", 0)? != 0,
+            count_include_pad: !max && a.int("count_include_pad", 0)? != 0,
+        })
+    }
+
+    pub fn to_attrs(&self) -> Vec<(String, AttrValue)> {
+        let ints = |v: &Vec<usize>| AttrValue::Ints(v.iter().map(|&x| x as i64).collect());
+        let mut out = vec![("kernel_shape".to_string(), ints(&self.kernel_shape))];
+        if let Some(s) = &self.strides {
+            out.push(("strides".into(), ints(s)));
+        }
+        if let Some(d) = &self.dilations {
+            if d.iter().any(|&x| x != 1) {
+                out.push(("dilations".into(), ints(d)));
+            }
+        }
+        self.padding.to_attrs(&mut out);
+        if self.ceil_mode {
+            out.push(("ceil_mode".into(), AttrValue::Int(1)));
+        }
+        if self.count_include_pad {
+            out.push(("count_include_pad".into(), AttrValue::Int(1)));
+        }
+        out
+    }
+
+    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0, "X")?;
+        let xs = x.shape();
+        let r = self.kernel_shape.len();
+        if !(r == 1 || r == 2) || xs.len() != r + 2 {
+            return Err(Error::shape(format!(
+                "pooling supports 1-D and 2-D inputs [N, C, (H,) W]; got input {xs:?} with kernel {:?}",
+                self.kernel_shape
+            )));
+        }
+        let strides = spatial(&self.strides, r, "strides")?;
+        let dilations = spatial(&self.dilations, r, "dilations")?;
+        let pads = self.padding.resolve(&xs[2..], &self.kernel_shape, &strides, &dilations)?;
+        let win = window_2d(&self.kernel_shape, &strides, &dilations, &pads);
+        let (h, w) = if r == 1 { (1, xs[2]) } else { (xs[2], xs[3]) };
+        let out = win
+            .output_size(h, w, self.ceil_mode)
+            .ok_or_else(|| Error::shape(format!("input {xs:?} is smaller than the pooling window {:?}", self.kernel_shape)))?;
+        let kind = if self.max { PoolKind::Max } else { PoolKind::Avg { count_include_pad: self.count_include_pad } };
+        let y = pool2d(x.as_slice::<f32>()?, xs[0] * xs[1], h, w, &win, out, kind);
+        let mut shape = vec![xs[0], xs[1]];
+        if r == 1 {
+            shape.push(out[1]);
+        } else {
+            shape.extend_from_slice(&out);
+        }
+        Ok(vec![Tensor::from_vec(shape, y)?])
+    }
+}
+
+pub fn eval_global(max: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = input(inputs, 0, "X")?;
+    let xs = x.shape();
+    if xs.len() < 3 {
+        return Err(Error::shape(format!("global pooling needs an input [N, C, spatial...], got {xs:?}")));
+    }
+    let planes = xs[0] * xs[1];
+    let plane: usize = xs[2..].iter().product();
+    let y = global_pool(x.as_slice::<f32>()?, planes, plane, max);
+    let mut shape = vec![xs[0], xs[1]];
+    shape.extend(std::iter::repeat_n(1, xs.len() - 2));
+    Ok(vec![Tensor::from_vec(shape, y)?])
+}

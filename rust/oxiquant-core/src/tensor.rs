@@ -1,0 +1,347 @@
+//! Owned dense tensors (row-major) of the few element types the engine needs.
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// Element types, with their ONNX `TensorProto.DataType` codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    U8,
+    I8,
+    I32,
+    I64,
+    Bool,
+}
+
+impl DType {
+    pub fn onnx_code(self) -> i32 {
+        match self {
+            DType::F32 => 1,
+            DType::U8 => 2,
+            DType::I8 => 3,
+            DType::I32 => 6,
+            DType::I64 => 7,
+            DType::Bool => 9,
+        }
+    }
+    pub fn from_onnx_code(code: i32) -> Option<DType> {
+        Some(match code {
+            1 => DType::F32,
+            2 => DType::U8,
+            3 => DType::I8,
+            6 => DType::I32,
+            7 => DType::I64,
+            9 => DType::Bool,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::U8 => "uint8",
+            DType::I8 => "int8",
+            DType::I32 => "int32",
+            DType::I64 => "int64",
+            DType::Bool => "bool",
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The element buffer of a tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    Bool(Vec<bool>),
+}
+
+/// Runs `$body` with `$v` bound to the typed vector inside a `TensorData`.
+#[macro_export]
+macro_rules! dispatch_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            $crate::tensor::TensorData::F32($v) => $body,
+            $crate::tensor::TensorData::U8($v) => $body,
+            $crate::tensor::TensorData::I8($v) => $body,
+            $crate::tensor::TensorData::I32($v) => $body,
+            $crate::tensor::TensorData::I64($v) => $body,
+            $crate::tensor::TensorData::Bool($v) => $body,
+        }
+    };
+}
+
+/// A dense row-major tensor that owns its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: TensorData,
+}
+
+/// Element types that a `Tensor` can hold, for generic constructors and accessors.
+pub trait Element: Copy + Send + Sync + 'static + PartialOrd + fmt::Debug {
+    const DTYPE: DType;
+    fn wrap(v: Vec<Self>) -> TensorData;
+    fn slice(d: &TensorData) -> Option<&[Self]>;
+    fn slice_mut(d: &mut TensorData) -> Option<&mut [Self]>;
+    fn into_vec(d: TensorData) -> std::result::Result<Vec<Self>, TensorData>;
+    fn zero() -> Self;
+}
+
+macro_rules! impl_element {
+    ($t:ty, $variant:ident, $zero:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$variant;
+            fn wrap(v: Vec<Self>) -> TensorData {
+                TensorData::$variant(v)
+            }
+            fn slice(d: &TensorData) -> Option<&[Self]> {
+                match d {
+                    TensorData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_mut(d: &mut TensorData) -> Option<&mut [Self]> {
+                match d {
+                    TensorData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn into_vec(d: TensorData) -> std::result::Result<Vec<Self>, TensorData> {
+                match d {
+                    TensorData::$variant(v) => Ok(v),
+                    other => Err(other),
+                }
+            }
+            fn zero() -> Self {
+                $zero
+            }
+        }
+    };
+}
+impl_element!(f32, F32, 0.0);
+impl_element!(u8, U8, 0);
+impl_element!(i8, I8, 0);
+impl_element!(i32, I32, 0);
+impl_element!(i64, I64, 0);
+impl_element!(bool, Bool, false);
+
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// Builds a tensor, checking that the data length matches the shape.
+    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor> {
+        let n = numel(&shape);
+        let len = dispatch_data!(&data, v => v.len());
+        if n != len {
+            return Err(Error::shape(format!(
+                "tensor of shape {shape:?} needs {n} elements, got {len}"
+            )));
+        }
+        Ok(Tensor { shape, data })
+    }
+    pub fn from_vec<T: Element>(shape: Vec<usize>, v: Vec<T>) -> Result<Tensor> {
+        Tensor::new(shape, T::wrap(v))
+    }
+    pub fn zeros<T: Element>(shape: Vec<usize>) -> Tensor {
+        let n = numel(&shape);
+        Tensor {
+            shape,
+            data: T::wrap(vec![T::zero(); n]),
+        }
+    }
+    pub fn scalar<T: Element>(v: T) -> Tensor {
+        Tensor {
+            shape: vec![],
+            data: T::wrap(vec![v]),
+        }
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    pub fn len(&self) -> usize {
+        numel(&self.shape)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn dtype(&self) -> DType {
+        match &self.data {
+            TensorData::F32(_) => DType::F32,
+            TensorData::U8(_) => DType::U8,
+            TensorData::I8(_) => DType::I8,
+            TensorData::I32(_) => DType::I32,
+            TensorData::I64(_) => DType::I64,
+            TensorData::Bool(_) => DType::Bool,
+        }
+    }
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+    pub fn into_parts(self) -> (Vec<usize>, TensorData) {
+        (self.shape, self.data)
+    }
+    /// Typed view of the elements; a `Shape` error names the expected and actual dtype.
+    pub fn as_slice<T: Element>(&self) -> Result<&[T]> {
+        T::slice(&self.data).ok_or_else(|| {
+            Error::shape(format!(
+                "expected a {} tensor, got {} of shape {:?}",
+                T::DTYPE,
+                self.dtype(),
+                self.shape
+            ))
+        })
+    }
+    pub fn as_mut_slice<T: Element>(&mut self) -> Result<&mut [T]> {
+        let (dt, shape) = (self.dtype(), self.shape.clone());
+        T::slice_mut(&mut self.data).ok_or_else(|| {
+            Error::shape(format!(
+                "expected a {} tensor, got {dt} of shape {shape:?}",
+                T::DTYPE
+            ))
+        })
+    }
+    pub fn into_vec<T: Element>(self) -> Result<Vec<T>> {
+        let shape = self.shape;
+        T::into_vec(self.data).map_err(|d| {
+            let t = Tensor { shape, data: d };
+            Error::shape(format!(
+                "expected a {} tensor, got {} of shape {:?}",
+                T::DTYPE,
+                t.dtype(),
+                t.shape
+            ))
+        })
+    }
+    /// Same data, new shape (element count must match).
+    pub fn reshape(self, shape: Vec<usize>) -> Result<Tensor> {
+        if numel(&shape) != self.len() {
+            return Err(Error::shape(format!(
+                "cannot reshape {:?} ({} elements) to {:?}",
+                self.shape,
+                self.len(),
+                shape
+            )));
+        }
+        Ok(Tensor {
+            shape,
+            data: self.data,
+        })
+    }
+    /// Integer values of a small index tensor (shape inputs, axes, pads), any int dtype.
+    pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
+        Ok(match &self.data {
+            TensorData::I64(v) => v.clone(),
+            TensorData::I32(v) => v.iter().map(|&x| x as i64).collect(),
+            TensorData::I8(v) => v.iter().map(|&x| x as i64).collect(),
+            TensorData::U8(v) => v.iter().map(|&x| x as i64).collect(),
+            TensorData::Bool(v) => v.iter().map(|&x| x as i64).collect(),
+            TensorData::F32(_) => {
+                return Err(Error::shape(format!(
+                    "expected an integer tensor, got float32 of shape {:?}",
+                    self.shape
+                )))
+            }
+        })
+    }
+    /// Float values of any tensor (used by scalar inputs like Clip's min/max).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match &self.data {
+            TensorData::F32(v) => v.clone(),
+            TensorData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            TensorData::I32(v) => v.iter().map(|&x| x as f32).collect(),
+            TensorData::I8(v) => v.iter().map(|&x| x as f32).collect(),
+            TensorData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+            TensorData::Bool(v) => v.iter().map(|&x| x as u8 as f32).collect(),
+        }
+    }
+    /// Converts to another dtype with ONNX Cast semantics (float -> int truncates toward 0).
+    pub fn cast(&self, to: DType) -> Tensor {
+        let shape = self.shape.clone();
+        if to == self.dtype() {
+            return self.clone();
+        }
+        let f = self.to_f64_vec();
+        let data = match to {
+            DType::F32 => TensorData::F32(f.iter().map(|&x| x as f32).collect()),
+            DType::U8 => TensorData::U8(f.iter().map(|&x| x as u8).collect()),
+            DType::I8 => TensorData::I8(f.iter().map(|&x| x as i8).collect()),
+            DType::I32 => TensorData::I32(f.iter().map(|&x| x as i32).collect()),
+            DType::I64 => TensorData::I64(f.iter().map(|&x| x as i64).collect()),
+            DType::Bool => TensorData::Bool(f.iter().map(|&x| x != 0.0).collect()),
+        };
+        Tensor { shape, data }
+    }
+    fn to_f64_vec(&self) -> Vec<f64> {
+        match &self.data {
+            TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::I8(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::U8(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
+        }
+    }
+}
+
+/// Row-major strides of a shape.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_checks_length() {
+        assert!(Tensor::from_vec(vec![2, 3], vec![0f32; 5]).is_err());
+        let t = Tensor::from_vec(vec![2, 3], vec![0f32; 6]).unwrap();
+        assert_eq!(t.len(), 6);
+    }
+
+    #[test]
+    fn typed_access_reports_dtype() {
+        let t = Tensor::from_vec(vec![2], vec![1i64, 2]).unwrap();
+        let e = t.as_slice::<f32>().unwrap_err();
+        assert!(e.to_string().contains("expected a float32 tensor, got int64"));
+    }
+
+    #[test]
+    fn mut_slice_writes() {
+        let mut t = Tensor::zeros::<f32>(vec![3]);
+        t.as_mut_slice::<f32>().unwrap()[1] = 2.0;
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[0.0, 2.0, 0.0]);
+        assert!(t.as_mut_slice::<i64>().is_err());
+    }
+
+    #[test]
+    fn cast_truncates_toward_zero() {
+        let t = Tensor::from_vec(vec![3], vec![-1.7f32, 0.2, 2.9]).unwrap();
+        assert_eq!(t.cast(DType::I64).as_slice::<i64>().unwrap(), &[-1, 0, 2]);
+    }
+
+    #[test]
+    fn strides_row_major() {
+        assert_eq!(strides(&[2, 3, 4]), vec![12, 4, 1]);
+        assert_eq!(strides(&[]), Vec::<usize>::new());
+    }
+}

@@ -1,0 +1,169 @@
+//! `oxiquant._native`: the PyO3 face of the core. Conversions, exceptions and GIL release
+//! only; all logic lives in `oxiquant-core`.
+
+mod convert;
+mod errors;
+mod threads;
+
+use convert::{attr_to_py, feeds_from_py, node_from_py, tensor_from_py, tensor_to_py, value_info_from_py, value_info_to_py, PyNode, PyValueInfo};
+use errors::guard;
+use oxiquant_core::graph::RawGraph;
+use oxiquant_core::{exec, passes, Graph};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+/// A network held by the Rust core.
+#[pyclass(module = "oxiquant._native", name = "NativeModel")]
+#[derive(Clone)]
+struct NativeModel {
+    graph: Graph,
+}
+
+#[pymethods]
+impl NativeModel {
+    /// Builds a model from ONNX-shaped parts (see `oxiquant.onnx_io`).
+    #[staticmethod]
+    #[pyo3(signature = (name, opset, nodes, initializers, inputs, outputs))]
+    fn from_parts(
+        py: Python<'_>,
+        name: String,
+        opset: i64,
+        nodes: Vec<PyNode<'_>>,
+        initializers: Vec<(String, Bound<'_, PyAny>)>,
+        inputs: Vec<PyValueInfo<'_>>,
+        outputs: Vec<PyValueInfo<'_>>,
+    ) -> PyResult<NativeModel> {
+        let nodes = nodes.into_iter().map(node_from_py).collect::<PyResult<Vec<_>>>()?;
+        let initializers = initializers
+            .into_iter()
+            .map(|(n, a)| {
+                let t = tensor_from_py(&a, &format!("initializer '{n}'"))?;
+                Ok((n, t))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let inputs = inputs.into_iter().map(value_info_from_py).collect::<PyResult<Vec<_>>>()?;
+        let outputs = outputs.into_iter().map(value_info_from_py).collect::<PyResult<Vec<_>>>()?;
+        let raw = RawGraph { name, opset, nodes, initializers, inputs, outputs };
+        let graph = py.detach(|| guard("model loading", || Graph::from_raw(raw)))?;
+        Ok(NativeModel { graph })
+    }
+
+    /// The model as ONNX-shaped parts: a dict with name, opset, nodes, initializers, inputs,
+    /// outputs (the inverse of `from_parts`).
+    fn to_parts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let raw = self.graph.to_raw();
+        let d = PyDict::new(py);
+        d.set_item("name", raw.name)?;
+        d.set_item("opset", raw.opset)?;
+        let nodes = PyList::empty(py);
+        for n in &raw.nodes {
+            let attrs = PyList::empty(py);
+            for (k, v) in &n.attrs {
+                let (kind, val) = attr_to_py(py, v)?;
+                attrs.append((k, kind, val))?;
+            }
+            nodes.append((&n.name, &n.op_type, &n.domain, &n.inputs, &n.outputs, attrs))?;
+        }
+        d.set_item("nodes", nodes)?;
+        let inits = PyList::empty(py);
+        for (k, t) in raw.initializers {
+            inits.append((k, tensor_to_py(py, t)?))?;
+        }
+        d.set_item("initializers", inits)?;
+        let ins = raw.inputs.iter().map(|v| value_info_to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
+        let outs = raw.outputs.iter().map(|v| value_info_to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
+        d.set_item("inputs", ins)?;
+        d.set_item("outputs", outs)?;
+        Ok(d)
+    }
+
+    /// Runs the model. `feeds` maps input names to numpy arrays; returns output name -> array.
+    #[pyo3(signature = (feeds, num_threads=None))]
+    fn run<'py>(&self, py: Python<'py>, feeds: &Bound<'py, PyDict>, num_threads: Option<usize>) -> PyResult<Bound<'py, PyDict>> {
+        let feeds = feeds_from_py(feeds)?;
+        let pool = threads::pool(num_threads)?;
+        let graph = &self.graph;
+        let outs = py.detach(|| guard("inference", || pool.install(|| exec::run(graph, feeds))))?;
+        let d = PyDict::new(py);
+        for (k, t) in outs {
+            d.set_item(k, tensor_to_py(py, t)?)?;
+        }
+        Ok(d)
+    }
+
+    /// Folds constant subgraphs in place; returns the number of nodes removed.
+    fn fold_constants(&mut self, py: Python<'_>) -> PyResult<usize> {
+        let g = &mut self.graph;
+        py.detach(|| guard("constant folding", || passes::fold_constants(g)))
+    }
+
+    /// Op counts, parameter count, inputs and outputs.
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("name", &self.graph.name)?;
+        d.set_item("opset", self.graph.opset)?;
+        d.set_item("op_counts", self.graph.op_counts())?;
+        d.set_item("num_nodes", self.graph.nodes.len())?;
+        d.set_item("num_parameters", self.graph.num_parameters())?;
+        let ins = self.graph.runtime_inputs().map(|v| value_info_to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
+        let outs = self.graph.outputs.iter().map(|v| value_info_to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
+        d.set_item("inputs", ins)?;
+        d.set_item("outputs", outs)?;
+        Ok(d)
+    }
+
+    /// Names of the inputs the caller must feed.
+    #[getter]
+    fn input_names(&self) -> Vec<String> {
+        self.graph.runtime_inputs().map(|v| v.name.clone()).collect()
+    }
+
+    #[getter]
+    fn output_names(&self) -> Vec<String> {
+        self.graph.outputs.iter().map(|v| v.name.clone()).collect()
+    }
+
+    /// Runtime inputs as (name, onnx elem type, shape) tuples.
+    #[getter]
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, pyo3::types::PyTuple>>> {
+        self.graph.runtime_inputs().map(|v| value_info_to_py(py, v)).collect()
+    }
+
+    fn copy(&self) -> NativeModel {
+        self.clone()
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> NativeModel {
+        self.clone()
+    }
+}
+
+/// Sets the default thread count of heavy calls (`None` restores the default).
+#[pyfunction]
+#[pyo3(signature = (n=None))]
+fn set_num_threads(n: Option<usize>) -> PyResult<()> {
+    threads::set_default(n)
+}
+
+/// The thread count heavy calls use when not told otherwise.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    threads::default_threads()
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<NativeModel>()?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add("OxiquantError", py.get_type::<errors::OxiquantError>())?;
+    m.add("UnsupportedOpError", py.get_type::<errors::UnsupportedOpError>())?;
+    m.add("ModelFormatError", py.get_type::<errors::ModelFormatError>())?;
+    m.add("ShapeError", py.get_type::<errors::ShapeError>())?;
+    m.add("InvalidArgumentError", py.get_type::<errors::InvalidArgumentError>())?;
+    m.add("InternalError", py.get_type::<errors::InternalError>())?;
+    m.add("MAX_OPSET", oxiquant_core::ops::MAX_OPSET)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -48,20 +48,29 @@ def read_model(source: ModelSource) -> onnx.ModelProto:
         return source
     if isinstance(source, (bytes, bytearray)):
         try:
-            return onnx.load_model_from_string(bytes(source))
+            model = onnx.load_model_from_string(bytes(source))
         except Exception as e:  # protobuf raises DecodeError and others
             raise ModelFormatError(f"the bytes given are not an ONNX model: {e}") from None
+        return _check_nonempty(model, "the bytes given")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise ModelFormatError(f"no ONNX file at '{path}'")
         try:
-            return onnx.load(str(path), load_external_data=True)
+            model = onnx.load(str(path), load_external_data=True)
         except Exception as e:
             raise ModelFormatError(f"'{path}' is not a readable ONNX model: {type(e).__name__}: {e}") from None
+        return _check_nonempty(model, f"'{path}'")
     raise ModelFormatError(
         f"cannot load a model from {type(source).__name__}; give a path, bytes or an onnx.ModelProto"
     )
+
+
+def _check_nonempty(model: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    # Protobuf happily parses an empty or lucky-garbage file as an empty message.
+    if not model.HasField("graph") or not model.opset_import:
+        raise ModelFormatError(f"{what} holds no ONNX graph (empty, truncated or not an ONNX file)")
+    return model
 
 
 def _tensor_to_numpy(t: TensorProto, where: str) -> np.ndarray:
@@ -74,7 +83,8 @@ def _tensor_to_numpy(t: TensorProto, where: str) -> np.ndarray:
             f"{where}: tensor '{t.name}' has dtype {arr.dtype}; oxiquant supports float32, int64, int32, "
             "int8, uint8 and bool"
         )
-    return np.ascontiguousarray(arr)
+    # (np.ascontiguousarray would turn a 0-d scalar into shape [1].)
+    return np.asarray(arr, order="C")
 
 
 def _attr_to_part(node_name: str, a: AttributeProto) -> tuple[str, str, Any] | None:

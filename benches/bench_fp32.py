@@ -1,0 +1,131 @@
+"""fp32 inference throughput: oxiquant vs onnxruntime, side by side in one run.
+
+    python benches/bench_fp32.py [--threads 2] [--seconds 3] [--write]
+
+Each configuration alternates short timed rounds of the two engines (so machine noise hits
+both alike) and reports images/s and the ratio oxiquant / onnxruntime. With --write the table
+replaces the fp32 section of benches/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import zoo  # noqa: E402
+
+import oxiquant  # noqa: E402
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+BEGIN, END = "<!-- fp32:begin -->", "<!-- fp32:end -->"
+
+
+def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for v in list(m.graph.input) + list(m.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "N"
+    # A Reshape to a fixed [1, C] (classifier flatten) must follow the batch too.
+    inits = {t.name: t for t in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "Reshape" and n.input[1] in inits:
+            shape = onnx.numpy_helper.to_array(inits[n.input[1]]).copy()
+            if shape.ndim == 1 and shape.size and shape[0] == 1:
+                shape[0] = -1
+                inits[n.input[1]].CopyFrom(onnx.numpy_helper.from_array(shape, n.input[1]))
+    return m
+
+
+def models() -> list[tuple[str, onnx.ModelProto, list[int]]]:
+    out = [("ResNet-50 (light, 224x224)", with_dynamic_batch(zoo.light_model("resnet50")), [1, 32])]
+    if zoo.SHARED_DATA.is_dir():
+        aka = onnx.load(str(zoo.SHARED_DATA / "akamaster_resnet20_cifar10.onnx"))
+        out.append(("ResNet-20 akamaster (CIFAR)", aka, [1, 32]))
+        onnc = onnx.load(str(zoo.SHARED_DATA / "onnc_resnet20_cifar10.onnx"))
+        out.append(("ResNet-20 onnc (CIFAR, batch fixed at 1)", onnc, [1]))
+    return out
+
+
+def timed_rounds(fns: dict[str, callable], seconds: float) -> dict[str, float]:
+    """Alternates rounds of each function; returns the median seconds per call."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():  # warm-up
+        f()
+        f()
+    deadline = time.perf_counter() + seconds * len(fns)
+    while time.perf_counter() < deadline or min(len(v) for v in samples.values()) < 5:
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            samples[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=3.0, help="timing budget per engine and config")
+    ap.add_argument("--write", action="store_true", help="update benches/RESULTS.md")
+    args = ap.parse_args()
+
+    rows = []
+    for title, proto, batches in models():
+        qm = oxiquant.load(proto)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
+        for b in batches:
+            x = np.random.default_rng(0).standard_normal([b, *shape[1:]]).astype(np.float32)
+            ref = sess.run(None, {name: x})[0]
+            got = next(iter(qm.run({name: x}, num_threads=args.threads).values()))
+            err = float(np.max(np.abs(got - ref)) / (np.max(np.abs(ref)) + 1e-12))
+            t = timed_rounds(
+                {
+                    "oxiquant": lambda: qm.run({name: x}, num_threads=args.threads),
+                    "onnxruntime": lambda: sess.run(None, {name: x}),
+                },
+                args.seconds,
+            )
+            ox, rt = b / t["oxiquant"], b / t["onnxruntime"]
+            rows.append((title, b, ox, rt, ox / rt, err))
+            print(f"{title:42s} batch {b:3d}: oxiquant {ox:9.1f} img/s, onnxruntime {rt:9.1f} img/s, "
+                  f"ratio {ox / rt:.2f} (max rel diff {err:.1e})", flush=True)
+
+    cmd = f"python benches/bench_fp32.py --threads {args.threads} --seconds {args.seconds:g}"
+    table = [
+        f"Command: `{cmd}`  ",
+        f"Machine: {platform.machine()}, {args.threads} threads for each engine; onnxruntime {ort.__version__}, "
+        f"oxiquant {oxiquant.__version__}; median of alternating rounds.",
+        "",
+        "| model | batch | oxiquant img/s | onnxruntime img/s | ratio (oxiquant / ort) | max rel. output diff |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    table += [f"| {t} | {b} | {o:.1f} | {r:.1f} | **{q:.2f}x** | {e:.1e} |" for t, b, o, r, q, e in rows]
+    if args.write:
+        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+        block = "\n".join([BEGIN, *table, END])
+        if BEGIN in text and END in text:
+            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip() + "\n\n## fp32 inference throughput\n\n" + block + "\n"
+        RESULTS.write_text(text)
+        print(f"wrote {RESULTS}")
+    else:
+        print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()

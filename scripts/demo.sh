@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up a venv in .venv, installs oxiquant (built by maturin) and runs the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${OXIQUANT_VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet .
+python -m oxiquant demo "$@"

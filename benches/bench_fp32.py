@@ -19,9 +19,9 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import zoo  # noqa: E402
+import oxiquant
 
-import oxiquant  # noqa: E402
+import zoo
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- fp32:begin -->", "<!-- fp32:end -->"
@@ -94,15 +94,18 @@ def main() -> None:
             err = float(np.max(np.abs(got - ref)) / (np.max(np.abs(ref)) + 1e-12))
             t = timed_rounds(
                 {
-                    "oxiquant": lambda: qm.run({name: x}, num_threads=args.threads),
-                    "onnxruntime": lambda: sess.run(None, {name: x}),
+                    "oxiquant": lambda qm=qm, name=name, x=x: qm.run({name: x}, num_threads=args.threads),
+                    "onnxruntime": lambda sess=sess, name=name, x=x: sess.run(None, {name: x}),
                 },
                 args.seconds,
             )
             ox, rt = b / t["oxiquant"], b / t["onnxruntime"]
             rows.append((title, b, ox, rt, ox / rt, err))
-            print(f"{title:42s} batch {b:3d}: oxiquant {ox:9.1f} img/s, onnxruntime {rt:9.1f} img/s, "
-                  f"ratio {ox / rt:.2f} (max rel diff {err:.1e})", flush=True)
+            print(
+                f"{title:42s} batch {b:3d}: oxiquant {ox:9.1f} img/s, onnxruntime {rt:9.1f} img/s, "
+                f"ratio {ox / rt:.2f} (max rel diff {err:.1e})",
+                flush=True,
+            )
 
     cmd = f"python benches/bench_fp32.py --threads {args.threads} --seconds {args.seconds:g}"
     table = [
@@ -118,7 +121,7 @@ def main() -> None:
         text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
         block = "\n".join([BEGIN, *table, END])
         if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
         else:
             text = text.rstrip() + "\n\n## fp32 inference throughput\n\n" + block + "\n"
         RESULTS.write_text(text)

@@ -6,11 +6,19 @@ inputs) or stored as initializers; `OpCase.feeds` holds the arrays for the graph
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+# The op types oxiquant runs (rust/oxiquant-core/src/ops/mod.rs, Op::parse).
+SUPPORTED_OPS = frozenset(
+    """Conv Gemm MatMul Add Sub Mul Div Sum Relu LeakyRelu Clip Sigmoid Tanh HardSigmoid HardSwish Exp Neg Abs
+    Sqrt Softmax MaxPool AveragePool GlobalAveragePool GlobalMaxPool BatchNormalization LRN Flatten Reshape
+    Transpose Concat Slice Pad Squeeze Unsqueeze Identity Dropout Resize Upsample Constant ConstantOfShape
+    Shape Gather Cast""".split()
+)
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4
@@ -33,6 +41,11 @@ class Init:
 
 Operand = Union[np.ndarray, Init, None]
 
+# Which independent implementation gives the expected outputs: "onnxruntime" (the default),
+# "onnx" (onnx.reference.ReferenceEvaluator, for variants onnxruntime does not implement), or a
+# function of the feeds written from the ONNX specification.
+Reference = Union[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]
+
 
 @dataclass
 class OpCase:
@@ -41,6 +54,7 @@ class OpCase:
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
     rtol: float = RTOL
     atol: float = ATOL
+    reference: Reference = "onnxruntime"
 
 
 def elem_type(arr: np.ndarray) -> int:
@@ -57,6 +71,7 @@ def make_case(
     n_outputs: int = 1,
     rtol: float = RTOL,
     atol: float = ATOL,
+    reference: Reference = "onnxruntime",
 ) -> OpCase:
     """One `op_type` node. `inputs[i]` is an array (graph input `in{i}`), `Init(array)`
     (initializer `in{i}`) or None (an omitted optional input, written as "")."""
@@ -91,18 +106,31 @@ def make_case(
         [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, out_types)],
         initializer=inits,
     )
-    return OpCase(case_id, finish_model(graph, opset), feeds, rtol, atol)
+    model = finish_model(graph, opset, feeds, reference)
+    return OpCase(case_id, model, feeds, rtol, atol, reference)
 
 
-def finish_model(graph: onnx.GraphProto, opset: int) -> onnx.ModelProto:
+def finish_model(
+    graph: onnx.GraphProto,
+    opset: int,
+    feeds: Optional[dict[str, np.ndarray]] = None,
+    reference: Reference = "onnxruntime",
+) -> onnx.ModelProto:
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="oxiquant-tests")
     # IR version 3 (the minimum for opsets 7 and 8) requires every graph output to carry a
     # shape; IR 8 does not, and onnxruntime reads it with any opset.
     model.ir_version = max(helper.find_min_ir_version_for(opsets), 8)
-    # ONNX shape inference fills in the output types, which the full check requires.
+    # The checker wants a shape (possibly of unknown dims) on every graph output: ONNX shape
+    # inference provides it, or, where it cannot (e.g. Reshape to a run-time shape), the rank
+    # of onnxruntime's result with unknown dims.
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    onnx.checker.check_model(model, full_check=outputs_have_shapes(model))
+    if not outputs_have_shapes(model):
+        ranks = {k: v.ndim for k, v in run_reference(model, feeds or {}, reference).items()}
+        for o in model.graph.output:
+            if not o.type.tensor_type.HasField("shape"):
+                o.CopyFrom(helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, [None] * ranks[o.name]))
+    onnx.checker.check_model(model, full_check=True)
     return model
 
 
@@ -123,8 +151,24 @@ def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dic
     return dict(zip(names, sess.run(names, feeds)))
 
 
+def run_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: Reference) -> dict[str, np.ndarray]:
+    if callable(reference):
+        return reference(feeds)
+    if reference == "onnx":
+        from onnx.reference import ReferenceEvaluator
+
+        names = [o.name for o in model.graph.output]
+        return dict(zip(names, ReferenceEvaluator(model).run(names, feeds)))
+    assert reference == "onnxruntime", reference
+    return run_onnxruntime(model, feeds)
+
+
 def assert_outputs_close(
-    got: dict[str, np.ndarray], want: dict[str, np.ndarray], rtol: float = RTOL, atol: float = ATOL, what: str = ""
+    got: dict[str, np.ndarray],
+    want: dict[str, np.ndarray],
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    what: str = "",
 ) -> None:
     assert set(got) == set(want), f"{what}: outputs {sorted(got)} != expected {sorted(want)}"
     for name, w in want.items():

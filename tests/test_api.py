@@ -5,12 +5,13 @@ import copy
 import numpy as np
 import onnx
 import pytest
-import zoo
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import oxiquant
 from oxiquant.__main__ import demo_model
+
+import zoo
 
 
 def two_input_model():
@@ -62,8 +63,14 @@ def test_load_from_bytes_and_external_data(tmp_path, rng):
     proto = demo_model()
     m_bytes = oxiquant.load(proto.SerializeToString())
     path = tmp_path / "ext.onnx"
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="ext.data", size_threshold=0)
+    onnx.save_model(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.data",
+        size_threshold=0,
+    )
     assert (tmp_path / "ext.data").exists()
     m_ext = oxiquant.load(path)
     x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
@@ -85,8 +92,11 @@ def test_constant_folding_on_load():
     c1 = helper.make_node("Constant", [], ["j"], value=numpy_helper.from_array(np.array([6], np.int64)))
     cat = helper.make_node("Concat", ["k", "j"], ["shape"], axis=0)
     r = helper.make_node("Reshape", ["x", "shape"], ["y"])
-    proto = zoo.make_model([c0, c1, cat, r], [helper.make_tensor_value_info("x", 1, [2, 3, 2])],
-                           [helper.make_tensor_value_info("y", 1, None)])
+    proto = zoo.make_model(
+        [c0, c1, cat, r],
+        [helper.make_tensor_value_info("x", 1, [2, 3, 2])],
+        [helper.make_tensor_value_info("y", 1, None)],
+    )
     assert oxiquant.load(proto).op_counts() == {"Reshape": 1}
     assert oxiquant.load(proto, fold_constants=False).op_counts() == {"Constant": 2, "Concat": 1, "Reshape": 1}
 

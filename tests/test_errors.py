@@ -3,18 +3,24 @@
 import numpy as np
 import onnx
 import pytest
-import zoo
 from onnx import helper
 
 import oxiquant
 from oxiquant.__main__ import demo_model
 
+import zoo
+
 VI = helper.make_tensor_value_info
 
 
 def test_hierarchy():
-    for cls in (oxiquant.UnsupportedOpError, oxiquant.ModelFormatError, oxiquant.ShapeError,
-                oxiquant.InvalidArgumentError, oxiquant.InternalError):
+    for cls in (
+        oxiquant.UnsupportedOpError,
+        oxiquant.ModelFormatError,
+        oxiquant.ShapeError,
+        oxiquant.InvalidArgumentError,
+        oxiquant.InternalError,
+    ):
         assert issubclass(cls, oxiquant.OxiquantError)
     assert issubclass(oxiquant.OxiquantError, Exception)
 
@@ -74,8 +80,9 @@ def test_cycle_is_named():
 
 
 def test_dangling_input_is_named():
-    proto = zoo.make_model([helper.make_node("Add", ["x", "ghost"], ["y"], name="adder")],
-                           [VI("x", 1, [1])], [VI("y", 1, None)])
+    proto = zoo.make_model(
+        [helper.make_node("Add", ["x", "ghost"], ["y"], name="adder")], [VI("x", 1, [1])], [VI("y", 1, None)]
+    )
     with pytest.raises(oxiquant.ModelFormatError, match="'adder'.*'ghost'"):
         oxiquant.load(proto)
 
@@ -96,7 +103,9 @@ def test_opset_from_the_future():
 
 def test_wrong_input_shape_rank_dtype_and_name(rng):
     m = oxiquant.load(demo_model())
-    with pytest.raises(oxiquant.ShapeError, match=r"input 'x' expects float32 \[N, 1, 28, 28\], got float32 \[2, 3, 28, 28\]"):
+    with pytest.raises(
+        oxiquant.ShapeError, match=r"input 'x' expects float32 \[N, 1, 28, 28\], got float32 \[2, 3, 28, 28\]"
+    ):
         m.run(np.zeros((2, 3, 28, 28), np.float32))
     with pytest.raises(oxiquant.ShapeError, match=r"\[28, 28\]"):
         m.run(np.zeros((28, 28), np.float32))
@@ -111,8 +120,12 @@ def test_wrong_input_shape_rank_dtype_and_name(rng):
 def test_runtime_error_names_node():
     # A Reshape to an impossible shape only fails at run time: the node and op are named.
     shape = onnx.numpy_helper.from_array(np.array([7, -1], np.int64), "shape")
-    proto = zoo.make_model([helper.make_node("Reshape", ["x", "shape"], ["y"], name="bad_reshape")],
-                           [VI("x", 1, ["N", 4])], [VI("y", 1, None)], [shape])
+    proto = zoo.make_model(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"], name="bad_reshape")],
+        [VI("x", 1, ["N", 4])],
+        [VI("y", 1, None)],
+        [shape],
+    )
     m = oxiquant.load(proto)
     with pytest.raises(oxiquant.ShapeError, match="node 'bad_reshape' \\(Reshape\\).*cannot reshape"):
         m.run(np.zeros((3, 4), np.float32))

@@ -5,9 +5,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import zoo
 
 import oxiquant
+
+import zoo
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -64,7 +65,7 @@ def test_onnc_resnet20_batch1_matches_onnxruntime():
     name = m.input_names[0]
     correct = 0
     for i in range(len(x)):
-        xi = x[i:i + 1]
+        xi = x[i : i + 1]
         expected = ort_run(model, {name: xi})
         got = m.run(xi)
         for k in expected:

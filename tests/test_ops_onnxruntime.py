@@ -11,18 +11,19 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+import oxiquant
+
 from op_models import (
+    SUPPORTED_OPS,
     Init,
     OpCase,
     assert_outputs_close,
     finish_model,
     make_case,
-    outputs_have_shapes,
     rng,
-    run_onnxruntime,
+    run_reference,
 )
-
-import oxiquant
 
 F = TensorProto.FLOAT
 I64 = TensorProto.INT64
@@ -46,14 +47,14 @@ def conv_cases() -> list[OpCase]:
     r = rng(1)
     cases = []
 
-    def add(cid, xs, ws, bias=True, w_init=True, opset=11, **attrs):
+    def add(cid, xs, ws, bias=True, w_init=True, opset=11, reference="onnxruntime", **attrs):
         x = randn(r, *xs)
         w = randn(r, *ws, scale=0.5)
         ins = [x, Init(w) if w_init else w]
         if bias:
             b = randn(r, ws[0])
             ins.append(Init(b) if w_init else b)
-        cases.append(make_case(f"conv_{cid}", "Conv", ins, attrs, opset))
+        cases.append(make_case(f"conv_{cid}", "Conv", ins, attrs, opset, reference=reference))
 
     # 1-D
     add("1d_basic", (2, 3, 10), (4, 3, 3))
@@ -76,12 +77,36 @@ def conv_cases() -> list[OpCase]:
     add("2d_strides_3x2_rect_kernel", (1, 3, 11, 10), (4, 3, 2, 3), strides=[3, 2])
     add("2d_dilations_2x2", (1, 3, 10, 10), (4, 3, 3, 3), dilations=[2, 2])
     add("2d_dilations_1x3_pads", (1, 3, 9, 12), (4, 3, 3, 3), dilations=[1, 3], pads=[1, 3, 1, 3])
-    add("2d_dilation_stride_pads", (2, 3, 12, 12), (4, 3, 3, 3), dilations=[2, 2], strides=[2, 2], pads=[2, 1, 1, 2])
+    add(
+        "2d_dilation_stride_pads",
+        (2, 3, 12, 12),
+        (4, 3, 3, 3),
+        dilations=[2, 2],
+        strides=[2, 2],
+        pads=[2, 1, 1, 2],
+    )
     add("2d_same_upper_k3_s1", (1, 3, 7, 7), (4, 3, 3, 3), auto_pad="SAME_UPPER")
     add("2d_same_upper_k4_s2", (1, 3, 9, 8), (4, 3, 4, 4), auto_pad="SAME_UPPER", strides=[2, 2])
     add("2d_same_lower_k4_s2", (1, 3, 9, 8), (4, 3, 4, 4), auto_pad="SAME_LOWER", strides=[2, 2])
     add("2d_same_lower_k2_s1", (1, 3, 6, 7), (4, 3, 2, 2), auto_pad="SAME_LOWER")
-    add("2d_same_upper_dilated", (1, 2, 9, 9), (3, 2, 3, 3), auto_pad="SAME_UPPER", dilations=[2, 2])
+    # onnxruntime refuses auto_pad SAME with dilations; the ONNX reference implements the spec.
+    add(
+        "2d_same_upper_dilated",
+        (1, 2, 9, 9),
+        (3, 2, 3, 3),
+        auto_pad="SAME_UPPER",
+        dilations=[2, 2],
+        reference="onnx",
+    )
+    add(
+        "2d_same_lower_dilated_s2",
+        (1, 2, 10, 9),
+        (3, 2, 2, 3),
+        auto_pad="SAME_LOWER",
+        dilations=[2, 3],
+        strides=[2, 2],
+        reference="onnx",
+    )
     add("2d_valid_s2", (1, 3, 10, 9), (4, 3, 3, 3), auto_pad="VALID", strides=[2, 2])
     add("2d_group2", (2, 4, 7, 7), (6, 2, 3, 3), group=2, pads=[1, 1, 1, 1])
     add("2d_group3_strided", (1, 6, 9, 9), (9, 2, 3, 3), group=3, strides=[2, 2])
@@ -240,7 +265,26 @@ def unary_cases() -> list[OpCase]:
     cases.append(make_case("exp_range", "Exp", [np.linspace(-20, 20, 64, dtype=np.float32).reshape(4, 16)]))
     for op in ("Relu", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu"):
         cases.append(make_case(f"{op.lower()}_large", op, [big], opset=14))
+    # NaN and infinities go through as onnxruntime (and numpy) treat them: NaN stays NaN.
+    for op in (
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "HardSigmoid",
+        "HardSwish",
+        "Exp",
+        "Neg",
+        "Abs",
+        "Sqrt",
+    ):
+        cases.append(make_case(f"{op.lower()}_special_values", op, [SPECIAL_VALUES], opset=14))
     return cases
+
+
+SPECIAL_VALUES = np.array(
+    [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30, 3.5, -3.5, 80.0, -80.0, 1e30, -1e30], np.float32
+)
 
 
 def clip_cases() -> list[OpCase]:
@@ -265,6 +309,9 @@ def clip_cases() -> list[OpCase]:
         cases.append(make_case(f"clip_inputs_none_opset{opset}", "Clip", [x], opset=opset))
     cases.append(make_case("clip_runtime_bounds", "Clip", [x, lo, hi]))
     cases.append(make_case("clip_min_greater_than_max", "Clip", [x, Init(hi), Init(lo)]))
+    cases.append(make_case("clip_special_values", "Clip", [SPECIAL_VALUES, Init(lo), Init(hi)]))
+    cases.append(make_case("clip6_special_values_opset7", "Clip", [SPECIAL_VALUES], {"min": -1.0, "max": 2.0}, 7))
+    cases.append(make_case("clip_min_greater_than_max_special", "Clip", [SPECIAL_VALUES, Init(hi), Init(lo)]))
     cases.append(make_case("clip_large", "Clip", [randn(r, 4, 64, 16, 16), Init(lo), Init(hi)]))
     return cases
 
@@ -299,8 +346,24 @@ def pool_cases() -> list[OpCase]:
         add(op, "2d_pads_asym", (1, 2, 6, 7), kernel_shape=[3, 2], pads=[0, 1, 2, 0])
         add(op, "2d_rect_kernel_strides", (1, 2, 9, 10), kernel_shape=[2, 3], strides=[1, 2])
         add(op, "2d_ceil", (1, 2, 8, 8), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
-        add(op, "2d_ceil_pads", (1, 2, 7, 8), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)
-        add(op, "2d_ceil_last_window_on_pad", (1, 3, 2, 2), kernel_shape=[3, 3], strides=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1)
+        add(
+            op,
+            "2d_ceil_pads",
+            (1, 2, 7, 8),
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            ceil_mode=1,
+        )
+        add(
+            op,
+            "2d_ceil_last_window_on_pad",
+            (1, 3, 2, 2),
+            kernel_shape=[3, 3],
+            strides=[3, 3],
+            pads=[1, 1, 1, 1],
+            ceil_mode=1,
+        )
         add(op, "2d_ceil_s3", (1, 1, 10, 11), kernel_shape=[2, 2], strides=[3, 3], ceil_mode=1)
         add(op, "2d_same_upper", (1, 2, 7, 8), kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")
         add(op, "2d_same_lower", (1, 2, 7, 8), kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER")
@@ -315,40 +378,142 @@ def pool_cases() -> list[OpCase]:
         add(op, "2d_opset22", (1, 2, 7, 7), opset=22, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     for cip in (0, 1):
         a = "AveragePool"
-        add(a, f"2d_pads_cip{cip}", (1, 2, 6, 6), kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=cip)
-        add(a, f"2d_pads_asym_cip{cip}", (1, 2, 6, 7), kernel_shape=[3, 3], pads=[2, 0, 1, 2], count_include_pad=cip)
-        add(a, f"2d_ceil_pads_cip{cip}", (1, 2, 7, 8), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
-            ceil_mode=1, count_include_pad=cip)
-        add(a, f"2d_ceil_last_window_on_pad_cip{cip}", (1, 3, 2, 2), kernel_shape=[3, 3], strides=[3, 3],
-            pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=cip)
-        add(a, f"2d_same_upper_cip{cip}", (1, 2, 7, 8), kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER",
-            count_include_pad=cip)
-        add(a, f"2d_same_lower_cip{cip}", (1, 2, 7, 8), kernel_shape=[4, 4], strides=[2, 2], auto_pad="SAME_LOWER",
-            count_include_pad=cip)
-        add(a, f"1d_pads_cip{cip}", (1, 2, 9), kernel_shape=[4], strides=[2], pads=[2, 1], count_include_pad=cip)
-        add(a, f"2d_dilations_pads_cip{cip}", (1, 2, 9, 9), opset=19, kernel_shape=[3, 3], dilations=[2, 2],
-            pads=[1, 1, 2, 2], count_include_pad=cip)
-        add(a, f"2d_dilations_ceil_cip{cip}", (1, 2, 10, 10), opset=19, kernel_shape=[2, 2], dilations=[2, 2],
-            strides=[2, 2], ceil_mode=1, count_include_pad=cip)
+        add(
+            a,
+            f"2d_pads_cip{cip}",
+            (1, 2, 6, 6),
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            count_include_pad=cip,
+        )
+        add(
+            a,
+            f"2d_pads_asym_cip{cip}",
+            (1, 2, 6, 7),
+            kernel_shape=[3, 3],
+            pads=[2, 0, 1, 2],
+            count_include_pad=cip,
+        )
+        add(
+            a,
+            f"2d_ceil_pads_cip{cip}",
+            (1, 2, 7, 8),
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            ceil_mode=1,
+            count_include_pad=cip,
+        )
+        add(
+            a,
+            f"2d_ceil_last_window_on_pad_cip{cip}",
+            (1, 3, 2, 2),
+            kernel_shape=[3, 3],
+            strides=[3, 3],
+            pads=[1, 1, 1, 1],
+            ceil_mode=1,
+            count_include_pad=cip,
+        )
+        add(
+            a,
+            f"2d_same_upper_cip{cip}",
+            (1, 2, 7, 8),
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            auto_pad="SAME_UPPER",
+            count_include_pad=cip,
+        )
+        add(
+            a,
+            f"2d_same_lower_cip{cip}",
+            (1, 2, 7, 8),
+            kernel_shape=[4, 4],
+            strides=[2, 2],
+            auto_pad="SAME_LOWER",
+            count_include_pad=cip,
+        )
+        add(
+            a,
+            f"1d_pads_cip{cip}",
+            (1, 2, 9),
+            kernel_shape=[4],
+            strides=[2],
+            pads=[2, 1],
+            count_include_pad=cip,
+        )
+        add(
+            a,
+            f"2d_dilations_pads_cip{cip}",
+            (1, 2, 9, 9),
+            opset=19,
+            kernel_shape=[3, 3],
+            dilations=[2, 2],
+            pads=[1, 1, 2, 2],
+            count_include_pad=cip,
+        )
+        add(
+            a,
+            f"2d_dilations_ceil_cip{cip}",
+            (1, 2, 10, 10),
+            opset=19,
+            kernel_shape=[2, 2],
+            dilations=[2, 2],
+            strides=[2, 2],
+            ceil_mode=1,
+            count_include_pad=cip,
+        )
     add("AveragePool", "2d_dilations", (1, 2, 8, 8), opset=19, kernel_shape=[2, 2], dilations=[2, 3])
     add("AveragePool", "1d_dilations", (1, 2, 12), opset=19, kernel_shape=[3], dilations=[2], strides=[2])
     add("MaxPool", "2d_dilations", (1, 2, 8, 8), kernel_shape=[2, 2], dilations=[2, 2])
-    add("MaxPool", "2d_dilations_strides_pads", (1, 2, 11, 11), kernel_shape=[3, 3], dilations=[2, 3],
-        strides=[2, 2], pads=[1, 2, 1, 2])
-    add("MaxPool", "2d_dilations_ceil", (1, 2, 10, 10), kernel_shape=[2, 2], dilations=[2, 2], strides=[2, 2],
-        ceil_mode=1)
+    add(
+        "MaxPool",
+        "2d_dilations_strides_pads",
+        (1, 2, 11, 11),
+        kernel_shape=[3, 3],
+        dilations=[2, 3],
+        strides=[2, 2],
+        pads=[1, 2, 1, 2],
+    )
+    add(
+        "MaxPool",
+        "2d_dilations_ceil",
+        (1, 2, 10, 10),
+        kernel_shape=[2, 2],
+        dilations=[2, 2],
+        strides=[2, 2],
+        ceil_mode=1,
+    )
     add("MaxPool", "1d_dilations", (1, 2, 12), kernel_shape=[3], dilations=[3])
     add("MaxPool", "2d_storage_order0", (1, 2, 6, 6), kernel_shape=[2, 2], storage_order=0)
     add("MaxPool", "2d_opset8", (1, 2, 6, 6), opset=8, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     # Max over windows that are entirely negative must not be clamped by the zero padding.
-    cases.append(make_case("maxpool_negative_padded", "MaxPool", [-np.abs(randn(r, 1, 2, 5, 5)) - 1.0],
-                           {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, 12))
+    cases.append(
+        make_case(
+            "maxpool_negative_padded",
+            "MaxPool",
+            [-np.abs(randn(r, 1, 2, 5, 5)) - 1.0],
+            {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+            12,
+        )
+    )
     for op in ("GlobalAveragePool", "GlobalMaxPool"):
         cases.append(make_case(f"{op.lower()}_4d", op, [randn(r, 2, 3, 5, 6)]))
         cases.append(make_case(f"{op.lower()}_3d", op, [randn(r, 2, 4, 7)]))
         cases.append(make_case(f"{op.lower()}_large", op, [randn(r, 2, 64, 32, 32)]))
         cases.append(make_case(f"{op.lower()}_1x1", op, [randn(r, 1, 3, 1, 1)], opset=7))
     return cases
+
+
+def lrn_spec(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0) -> np.ndarray:
+    """LRN as the ONNX specification writes it, in float64."""
+    c = x.shape[1]
+    x64 = x.astype(np.float64)
+    square_sum = np.zeros_like(x64)
+    for ch in range(c):
+        lo = max(0, ch - (size - 1) // 2)
+        hi = min(c - 1, ch + int(np.ceil((size - 1) / 2)))
+        square_sum[:, ch] = (x64[:, lo : hi + 1] ** 2).sum(axis=1)
+    return (x64 / (bias + alpha / size * square_sum) ** beta).astype(np.float32)
 
 
 def norm_cases() -> list[OpCase]:
@@ -377,7 +542,14 @@ def norm_cases() -> list[OpCase]:
         "size1": {"size": 1, "alpha": 0.3},
         "size9_wider_than_c": {"size": 9, "alpha": 0.2, "beta": 0.9},
     }.items():
-        cases.append(make_case(f"lrn_{cid}", "LRN", [x], attrs, 13))
+        # onnxruntime only implements odd sizes (and the ONNX reference evaluator's LRN is wrong
+        # for channels past the batch size), so even sizes use the specification's formula.
+        ref = (
+            "onnxruntime"
+            if attrs["size"] % 2
+            else (lambda feeds, attrs=attrs: {"out0": lrn_spec(feeds["in0"], **attrs)})
+        )
+        cases.append(make_case(f"lrn_{cid}", "LRN", [x], attrs, 13, reference=ref))
     cases.append(make_case("lrn_opset7", "LRN", [x], {"size": 3, "alpha": 0.02}, 7))
     return cases
 
@@ -391,7 +563,9 @@ def shape_op_cases() -> list[OpCase]:
         for axis in (0, 1, 2, 4, -1, -3):
             if opset < 11 and axis < 0:
                 continue
-            cases.append(make_case(f"flatten{opset}_axis{axis}".replace("-", "neg"), "Flatten", [x4], {"axis": axis}, opset))
+            cases.append(
+                make_case(f"flatten{opset}_axis{axis}".replace("-", "neg"), "Flatten", [x4], {"axis": axis}, opset)
+            )
     cases.append(make_case("flatten13_default", "Flatten", [x4]))
     cases.append(make_case("flatten13_int64", "Flatten", [r.integers(-9, 9, (2, 3, 4))], {"axis": 2}))
 
@@ -405,9 +579,26 @@ def shape_op_cases() -> list[OpCase]:
         cases.append(make_case(f"reshape_{cid}", "Reshape", [x4, i64(*spec)]))
     cases.append(make_case("reshape_allowzero14", "Reshape", [x4, i64(6, -1)], {"allowzero": 1}, 14))
     cases.append(make_case("reshape_runtime_shape", "Reshape", [x4, np.array([3, -1, 2], dtype=np.int64)]))
+    cases.append(
+        make_case(
+            "reshape_allowzero14_empty",
+            "Reshape",
+            [np.zeros((3, 0, 2), np.float32), i64(0, 4)],
+            {"allowzero": 1},
+            14,
+        )
+    )
+    cases.append(
+        make_case("reshape_keep_zero_dim_empty", "Reshape", [np.zeros((3, 0, 2), np.float32), i64(3, 0, 1, 2)])
+    )
     cases.append(make_case("reshape_opset7", "Reshape", [x4, i64(0, 0, 20)], opset=7))
 
-    for cid, perm in {"default": None, "0231": [0, 2, 3, 1], "3102": [3, 1, 0, 2], "identity": [0, 1, 2, 3]}.items():
+    for cid, perm in {
+        "default": None,
+        "0231": [0, 2, 3, 1],
+        "3102": [3, 1, 0, 2],
+        "identity": [0, 1, 2, 3],
+    }.items():
         attrs = {} if perm is None else {"perm": perm}
         cases.append(make_case(f"transpose_{cid}", "Transpose", [x4], attrs))
     cases.append(make_case("transpose_2d", "Transpose", [randn(r, 3, 7)]))
@@ -422,8 +613,14 @@ def shape_op_cases() -> list[OpCase]:
         -1: [(2, 3, 4), (2, 3, 2)],
         -3: [(2, 3, 4), (3, 3, 4)],
     }.items():
-        cases.append(make_case(f"concat_axis{axis}".replace("-", "neg"), "Concat", [randn(r, *s) for s in shapes],
-                               {"axis": axis}))
+        cases.append(
+            make_case(
+                f"concat_axis{axis}".replace("-", "neg"),
+                "Concat",
+                [randn(r, *s) for s in shapes],
+                {"axis": axis},
+            )
+        )
     cases.append(make_case("concat_1d", "Concat", [randn(r, 3), randn(r, 2)], {"axis": 0}, 11))
     cases.append(make_case("concat_with_initializer", "Concat", [randn(r, 2, 3), Init(randn(r, 2, 2))], {"axis": -1}))
     cases.append(make_case("concat_int64", "Concat", [r.integers(0, 9, (2, 2)), r.integers(0, 9, (1, 2))], {"axis": 0}))
@@ -467,11 +664,23 @@ def slice_cases() -> list[OpCase]:
         cases.append(make_case(f"slice13_{cid}", "Slice", ins))
     cases.append(make_case("slice10_basic", "Slice", [x, i64(1), i64(-1), i64(1)], opset=10))
     cases.append(make_case("slice11_steps", "Slice", [x, i64(0), i64(7), i64(2), i64(3)], opset=11))
-    cases.append(make_case("slice13_runtime_starts", "Slice", [x, np.array([1, 2], np.int64), np.array([4, 6], np.int64),
-                                                             i64(0, 1)]))
-    cases.append(make_case("slice13_int32_indices", "Slice",
-                           [x, Init(np.array([1], np.int32)), Init(np.array([-1], np.int32)), Init(np.array([2], np.int32))]))
-    cases.append(make_case("slice13_int64_data", "Slice", [r.integers(0, 100, (4, 5)), i64(-1), i64(-5), i64(1), i64(-2)]))
+    cases.append(
+        make_case(
+            "slice13_runtime_starts",
+            "Slice",
+            [x, np.array([1, 2], np.int64), np.array([4, 6], np.int64), i64(0, 1)],
+        )
+    )
+    cases.append(
+        make_case(
+            "slice13_int32_indices",
+            "Slice",
+            [x, Init(np.array([1], np.int32)), Init(np.array([-1], np.int32)), Init(np.array([2], np.int32))],
+        )
+    )
+    cases.append(
+        make_case("slice13_int64_data", "Slice", [r.integers(0, 100, (4, 5)), i64(-1), i64(-5), i64(1), i64(-2)])
+    )
     return cases
 
 
@@ -491,13 +700,14 @@ def pad_cases() -> list[OpCase]:
     cases.append(make_case("pad2_constant_value_attr_opset10", "Pad", [x], {"pads": pads, "value": 0.25}, 10))
     cases.append(make_case("pad13_negative_crop", "Pad", [x, i64(0, -1, 1, -2, 0, 0, -1, 1)], {}, 13))
     cases.append(make_case("pad13_runtime_pads", "Pad", [x, np.array(pads, np.int64)], {"mode": "edge"}, 13))
-    cases.append(make_case("pad13_int64_data", "Pad", [r.integers(0, 9, (3, 3)), i64(1, 0, 0, 2), Init(np.array(7))],
-                           {}, 13))
+    cases.append(
+        make_case("pad13_int64_data", "Pad", [r.integers(0, 9, (3, 3)), i64(1, 0, 0, 2), Init(np.array(7))], {}, 13)
+    )
     cases.append(make_case("pad13_reflect_max", "Pad", [randn(r, 1, 4), i64(0, 3, 0, 3)], {"mode": "reflect"}, 13))
     return cases
 
 
-RESIZE_COORDS = ["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel", "tf_half_pixel_for_nearest"]
+RESIZE_COORDS = ["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel", "half_pixel_symmetric"]
 RESIZE_NEAREST = ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
 
 
@@ -513,32 +723,98 @@ def resize_cases() -> list[OpCase]:
     for coord in RESIZE_COORDS:
         for nearest in RESIZE_NEAREST:
             attrs = {"mode": "nearest", "coordinate_transformation_mode": coord, "nearest_mode": nearest}
-            cases.append(make_case(f"resize13_up_{coord}_{nearest}", "Resize", [x, None, scales(1, 1, 2.5, 1.5)],
-                                   attrs, 13))
+            cases.append(
+                make_case(f"resize13_up_{coord}_{nearest}", "Resize", [x, None, scales(1, 1, 2.5, 1.5)], attrs, 13)
+            )
         attrs = {"mode": "nearest", "coordinate_transformation_mode": coord}
         cases.append(make_case(f"resize13_down_{coord}", "Resize", [x, None, scales(1, 1, 0.6, 0.5)], attrs, 13))
-        cases.append(make_case(f"resize13_sizes_up_{coord}", "Resize", [x, None, None, i64(1, 2, 8, 13)],
-                               {**attrs, "nearest_mode": "round_prefer_ceil"}, 13))
-        cases.append(make_case(f"resize13_sizes_down_{coord}", "Resize", [x, None, None, i64(1, 2, 3, 4)],
-                               {**attrs, "nearest_mode": "floor"}, 13))
+        cases.append(
+            make_case(
+                f"resize13_sizes_up_{coord}",
+                "Resize",
+                [x, None, None, i64(1, 2, 8, 13)],
+                {**attrs, "nearest_mode": "round_prefer_ceil"},
+                13,
+            )
+        )
+        cases.append(
+            make_case(
+                f"resize13_sizes_down_{coord}",
+                "Resize",
+                [x, None, None, i64(1, 2, 3, 4)],
+                {**attrs, "nearest_mode": "floor"},
+                13,
+            )
+        )
         cases.append(make_case(f"resize13_sizes_to_one_{coord}", "Resize", [x, None, None, i64(1, 2, 1, 3)], attrs, 13))
+    cases.append(
+        make_case(
+            "resize19_half_pixel_symmetric_fractional",
+            "Resize",
+            [randn(r, 1, 1, 7, 9), None, scales(1, 1, 1.3, 0.7)],
+            {"coordinate_transformation_mode": "half_pixel_symmetric"},
+            19,
+        )
+    )
+    # tf_half_pixel_for_nn exists in Resize-11 (deprecated from 13 on).
+    for nearest in RESIZE_NEAREST:
+        for sc in ((1, 1, 2.5, 1.5), (1, 1, 0.6, 0.5)):
+            attrs = {
+                "mode": "nearest",
+                "coordinate_transformation_mode": "tf_half_pixel_for_nn",
+                "nearest_mode": nearest,
+            }
+            cases.append(
+                make_case(
+                    f"resize11_tf_half_pixel_for_nn_{nearest}_{'up' if sc[2] > 1 else 'down'}",
+                    "Resize",
+                    [x, empty, scales(*sc)],
+                    attrs,
+                    11,
+                )
+            )
     cases.append(make_case("resize13_default_attrs", "Resize", [x, None, scales(1, 1, 2, 2)], {}, 13))
     cases.append(make_case("resize13_scale_3", "Resize", [x, None, scales(1, 1, 3, 3)], {"mode": "nearest"}, 13))
     cases.append(make_case("resize13_channel_scale", "Resize", [x, None, scales(1, 2, 1, 1)], {"mode": "nearest"}, 13))
-    cases.append(make_case("resize13_runtime_scales", "Resize", [x, None, np.array([1, 1, 2, 0.5], np.float32)],
-                           {"mode": "nearest", "nearest_mode": "floor"}, 13))
-    cases.append(make_case("resize11_scales", "Resize", [x, empty, scales(1, 1, 2, 2)],
-                           {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
-                           11))
+    cases.append(
+        make_case(
+            "resize13_runtime_scales",
+            "Resize",
+            [x, None, np.array([1, 1, 2, 0.5], np.float32)],
+            {"mode": "nearest", "nearest_mode": "floor"},
+            13,
+        )
+    )
+    cases.append(
+        make_case(
+            "resize11_scales",
+            "Resize",
+            [x, empty, scales(1, 1, 2, 2)],
+            {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+            11,
+        )
+    )
     cases.append(make_case("resize11_sizes", "Resize", [x, empty, empty, i64(1, 2, 7, 9)], {"mode": "nearest"}, 11))
     cases.append(make_case("resize19_half_pixel", "Resize", [x, None, scales(1, 1, 1.5, 2.5)], {"mode": "nearest"}, 19))
     cases.append(make_case("resize10_up", "Resize", [x, scales(1, 1, 2, 3)], {"mode": "nearest"}, 10))
     cases.append(make_case("resize10_down", "Resize", [x, scales(1, 1, 0.5, 0.5)], {"mode": "nearest"}, 10))
-    cases.append(make_case("resize13_int64_data", "Resize", [r.integers(0, 99, (1, 1, 3, 3)), None, scales(1, 1, 2, 2)],
-                           {"mode": "nearest"}, 13))
+    cases.append(make_case("resize10_fractional", "Resize", [x, scales(1, 1, 1.7, 0.6)], {"mode": "nearest"}, 10))
+    # onnxruntime has no int64 Resize kernel.
+    cases.append(
+        make_case(
+            "resize13_int64_data",
+            "Resize",
+            [r.integers(0, 99, (1, 1, 3, 3)), None, scales(1, 1, 2, 1.5)],
+            {"mode": "nearest"},
+            13,
+            reference="onnx",
+        )
+    )
+    cases.append(make_case("upsample9_fractional", "Upsample", [x, scales(1, 1, 1.5, 2.5)], {"mode": "nearest"}, 9))
     cases.append(make_case("upsample9_scales_input", "Upsample", [x, scales(1, 1, 2, 3)], {"mode": "nearest"}, 9))
-    cases.append(make_case("upsample7_scales_attr", "Upsample", [x], {"mode": "nearest", "scales": [1.0, 1.0, 2.0, 2.0]},
-                           7))
+    cases.append(
+        make_case("upsample7_scales_attr", "Upsample", [x], {"mode": "nearest", "scales": [1.0, 1.0, 2.0, 2.0]}, 7)
+    )
     return cases
 
 
@@ -554,7 +830,13 @@ def squeeze_cases() -> list[OpCase]:
         cases.append(make_case(f"squeeze13_{cid}", "Squeeze", ins, {}, 13))
     cases.append(make_case("squeeze13_runtime_axes", "Squeeze", [x, np.array([0, 2], np.int64)], {}, 13))
     cases.append(make_case("squeeze7_attr", "Squeeze", [x], {"axes": [0, 2]}, 7))
-    for cid, axes in {"front": [0], "back": [-1], "two": [0, 3], "unsorted_neg": [-1, 1], "three": [0, 2, 4]}.items():
+    for cid, axes in {
+        "front": [0],
+        "back": [-1],
+        "two": [0, 3],
+        "unsorted_neg": [-1, 1],
+        "three": [0, 2, 4],
+    }.items():
         cases.append(make_case(f"unsqueeze11_{cid}", "Unsqueeze", [y], {"axes": axes}, 11))
         cases.append(make_case(f"unsqueeze13_{cid}", "Unsqueeze", [y, i64(*axes)], {}, 13))
     cases.append(make_case("unsqueeze13_scalar", "Unsqueeze", [scalar_f32(2.5), i64(0)], {}, 13))
@@ -603,8 +885,14 @@ def misc_cases() -> list[OpCase]:
         cases.append(make_case(f"gather_{cid}", "Gather", [data, Init(np.array(idx, np.int64))], {"axis": axis}))
     cases.append(make_case("gather_runtime_indices", "Gather", [data, np.array([[3, -4]], np.int64)], {"axis": 0}))
     cases.append(make_case("gather_int32_indices", "Gather", [data, Init(np.array([1, -1], np.int32))], {"axis": 1}))
-    cases.append(make_case("gather_int64_data", "Gather", [r.integers(-9, 9, (4, 6)), Init(np.array([-1, 2], np.int64))],
-                           {"axis": 1}))
+    cases.append(
+        make_case(
+            "gather_int64_data",
+            "Gather",
+            [r.integers(-9, 9, (4, 6)), Init(np.array([-1, 2], np.int64))],
+            {"axis": 1},
+        )
+    )
     cases.append(make_case("gather_opset7", "Gather", [data, Init(np.array([1, 0], np.int64))], {"axis": 0}, 7))
     # Cast.
     xf = np.concatenate([randn(r, 20, scale=30.0), np.array([0.0, -0.0, 0.5, -0.5, 1.5, -2.5, 100.9], np.float32)])
@@ -640,7 +928,7 @@ def constant_cases() -> list[OpCase]:
             [helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(x.dtype), list(x.shape))],
             [helper.make_tensor_value_info("y", out_type, None)],
         )
-        cases.append(OpCase(cid, finish_model(graph, opset), {"x": x}))
+        cases.append(OpCase(cid, finish_model(graph, opset, {"x": x}), {"x": x}))
 
     x = randn(r, 2, 3)
     xi = r.integers(-5, 5, (2, 3))
@@ -663,8 +951,26 @@ def constant_cases() -> list[OpCase]:
     ]:
         kw = {} if value is None else {"value": value}
         two_nodes(cid, shape, helper.make_node("ConstantOfShape", ["s"], ["y"], **kw), randn(r, 2, 3, 4), t, 13)
-    cases.append(make_case("constantofshape_from_initializer", "ConstantOfShape", [i64(2, 0, 3)],
-                           {"value": numpy_helper.from_array(np.array([0.5], np.float32))}, 13, out_types=[F]))
+    cases.append(
+        make_case(
+            "constantofshape_scalar_shape",
+            "ConstantOfShape",
+            [Init(np.zeros((0,), np.int64))],
+            {"value": numpy_helper.from_array(np.array([2.0], np.float32))},
+            13,
+            out_types=[F],
+        )
+    )
+    cases.append(
+        make_case(
+            "constantofshape_from_initializer",
+            "ConstantOfShape",
+            [i64(2, 0, 3)],
+            {"value": numpy_helper.from_array(np.array([0.5], np.float32))},
+            13,
+            out_types=[F],
+        )
+    )
     return cases
 
 
@@ -696,26 +1002,20 @@ def _op_types(case: OpCase) -> set[str]:
 
 
 def test_every_supported_op_is_covered() -> None:
-    supported = {
-        "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Sum", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh",
-        "HardSigmoid", "HardSwish", "Exp", "Neg", "Abs", "Sqrt", "Softmax", "MaxPool", "AveragePool",
-        "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "LRN", "Flatten", "Reshape", "Transpose",
-        "Concat", "Slice", "Pad", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Resize", "Upsample", "Constant",
-        "ConstantOfShape", "Shape", "Gather", "Cast",
-    }  # fmt: skip
     covered = set().union(*(_op_types(c) for c in ALL_CASES))
-    assert supported <= covered, f"ops without a case: {sorted(supported - covered)}"
+    assert SUPPORTED_OPS <= covered, f"ops without a case: {sorted(SUPPORTED_OPS - covered)}"
 
 
 @pytest.fixture(scope="module")
 def reference_outputs() -> dict[str, dict[str, np.ndarray]]:
-    """onnxruntime's outputs, computed once per case and shared by both tests."""
+    """The reference outputs (onnxruntime's unless a case says otherwise), computed once per case
+    and shared by both tests."""
     return {}
 
 
 def _reference(case: OpCase, cache: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if case.id not in cache:
-        cache[case.id] = run_onnxruntime(case.model, case.feeds)
+        cache[case.id] = run_reference(case.model, case.feeds, case.reference)
     return cache[case.id]
 
 
@@ -731,18 +1031,20 @@ def test_matches_onnxruntime(case: OpCase, reference_outputs) -> None:
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=_ids)
 def test_save_roundtrip(case: OpCase, tmp_path, reference_outputs) -> None:
-    model = oxiquant.load(case.model, fold_constants=False)
-    first = model.run(case.feeds)
-    path = model.save(tmp_path / f"{case.id}.onnx")
-    saved_proto = onnx.load(str(path))
-    onnx.checker.check_model(saved_proto, full_check=outputs_have_shapes(saved_proto))
-    again = oxiquant.load(path, fold_constants=False).run(case.feeds)
-    assert set(again) == set(first)
-    for name, v in first.items():
-        np.testing.assert_array_equal(again[name], v, err_msg=f"{case.id}: '{name}' changed after save/load")
-    # The saved file must mean the same thing to another runtime (no attribute lost or changed).
-    saved = run_onnxruntime(saved_proto, case.feeds)
-    assert_outputs_close(saved, _reference(case, reference_outputs), case.rtol, case.atol, what=f"{case.id} (saved)")
+    for fold in (False, True):
+        what = f"{case.id} (saved, fold_constants={fold})"
+        model = oxiquant.load(case.model, fold_constants=fold)
+        first = model.run(case.feeds)
+        path = model.save(tmp_path / f"{case.id}_{fold}.onnx")
+        saved_proto = onnx.load(str(path))
+        onnx.checker.check_model(saved_proto, full_check=True)
+        again = oxiquant.load(path, fold_constants=False).run(case.feeds)
+        assert set(again) == set(first), what
+        for name, v in first.items():
+            np.testing.assert_array_equal(again[name], v, err_msg=f"{what}: '{name}' changed after save/load")
+        # The saved file must mean the same thing to the reference (no attribute lost or changed).
+        saved = run_reference(saved_proto, case.feeds, case.reference)
+        assert_outputs_close(saved, _reference(case, reference_outputs), case.rtol, case.atol, what=what)
 
 
 # -- Deliberately unsupported variants: refused at load, never computed wrongly ----------------
@@ -754,17 +1056,41 @@ def _unsupported_cases() -> list[OpCase]:
         make_case("resize_linear", "Resize", [x, None, s], {"mode": "linear"}, 13),
         make_case("resize_cubic", "Resize", [x, None, s], {"mode": "cubic"}, 13),
         make_case("upsample_linear", "Upsample", [x, s], {"mode": "linear"}, 9),
-        make_case("resize_tf_crop_and_resize", "Resize", [x, Init(np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32)), s],
-                  {"mode": "nearest", "coordinate_transformation_mode": "tf_crop_and_resize"}, 13),
+        make_case(
+            "resize_tf_crop_and_resize",
+            "Resize",
+            [x, Init(np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32)), s],
+            {"mode": "nearest", "coordinate_transformation_mode": "tf_crop_and_resize"},
+            13,
+        ),
         make_case("resize_axes", "Resize", [x, None, Init(np.array([2, 2], np.float32))], {"axes": [2, 3]}, 18),
         make_case("resize_antialias", "Resize", [x, None, s], {"antialias": 1}, 18),
+        make_case(
+            "resize_misspelt_coordinate_mode",
+            "Resize",
+            [x, None, s],
+            {"coordinate_transformation_mode": "tf_half_pixel_for_nearest"},
+            13,
+        ),
+        make_case("resize_unknown_nearest_mode", "Resize", [x, None, s], {"nearest_mode": "nearest_even"}, 13),
         make_case("pad_wrap", "Pad", [x, i64(0, 0, 1, 1, 0, 0, 1, 1)], {"mode": "wrap"}, 19),
         make_case("maxpool_3d", "MaxPool", [randn(r, 1, 1, 4, 4, 4)], {"kernel_shape": [2, 2, 2]}, 12),
         make_case("averagepool_3d", "AveragePool", [randn(r, 1, 1, 4, 4, 4)], {"kernel_shape": [2, 2, 2]}, 12),
-        make_case("conv_3d", "Conv", [randn(r, 1, 1, 4, 4, 4), Init(randn(r, 1, 1, 2, 2, 2))],
-                  {"kernel_shape": [2, 2, 2]}, 11),
-        make_case("batchnorm_training", "BatchNormalization",
-                  [randn(r, 2, 3), *(Init(np.ones(3, np.float32)) for _ in range(4))], {"training_mode": 1}, 15),
+        make_case(
+            "conv_3d",
+            "Conv",
+            [randn(r, 1, 1, 4, 4, 4), Init(randn(r, 1, 1, 2, 2, 2))],
+            {"kernel_shape": [2, 2, 2]},
+            11,
+        ),
+        make_case(
+            "batchnorm_training",
+            "BatchNormalization",
+            [randn(r, 2, 3), *(Init(np.ones(3, np.float32)) for _ in range(4))],
+            {"training_mode": 1},
+            15,
+            n_outputs=3,
+        ),
     ]
 
 
@@ -777,6 +1103,31 @@ def test_unsupported_variant_is_refused_at_load(case: OpCase) -> None:
         oxiquant.load(case.model)
     op = next(iter(_op_types(case)))
     assert op in str(info.value), f"the error should name the op: {info.value}"
+
+
+def test_dropout_training_mode_is_refused_when_it_would_drop() -> None:
+    """Dropout-12+ takes training_mode as an input; when it is true (with a non-zero ratio) the
+    engine must refuse rather than return the input unchanged."""
+    x = randn(rng(20), 3, 4)
+    case = make_case("dropout_training", "Dropout", [x, Init(scalar_f32(0.5)), np.array(True)], {}, 13)
+    model = oxiquant.load(case.model)
+    with pytest.raises(oxiquant.UnsupportedOpError, match="training_mode"):
+        model.run(case.feeds)
+    # Inference mode, or training with ratio 0, is the identity.
+    for training, ratio in ((False, 0.5), (True, 0.0)):
+        feeds = {"in0": x, "in2": np.array(training)}
+        case = make_case("dropout_identity", "Dropout", [x, Init(scalar_f32(ratio)), np.array(training)], {}, 13)
+        assert_outputs_close(oxiquant.load(case.model).run(feeds), run_reference(case.model, feeds, "onnxruntime"))
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_lrn_spec_reference_agrees_with_onnxruntime(size: int) -> None:
+    """The formula used as the reference for even LRN sizes, checked where onnxruntime runs."""
+    x = randn(rng(19), 2, 6, 3, 3)
+    attrs = {"size": size, "alpha": 0.1, "beta": 0.6, "bias": 1.5}
+    case = make_case("lrn_ref", "LRN", [x], attrs, 13)
+    want = run_reference(case.model, case.feeds, "onnxruntime")["out0"]
+    np.testing.assert_allclose(lrn_spec(x, **attrs), want, rtol=1e-5, atol=1e-6)
 
 
 def test_opset_below_7_is_refused() -> None:

@@ -18,9 +18,11 @@ def stub_names():
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             top.add(node.name)
         if isinstance(node, ast.ClassDef):
-            members[node.name] = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AnnAssign))
-                                  and not isinstance(n, ast.AnnAssign)} | {
-                n.target.id for n in node.body if isinstance(n, ast.AnnAssign)}
+            members[node.name] = {
+                n.name
+                for n in node.body
+                if isinstance(n, (ast.FunctionDef, ast.AnnAssign)) and not isinstance(n, ast.AnnAssign)
+            } | {n.target.id for n in node.body if isinstance(n, ast.AnnAssign)}
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             top.add(node.target.id)
     return top, members

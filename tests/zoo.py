@@ -67,7 +67,7 @@ def light_input(model: onnx.ModelProto, seed: int = 1) -> dict[str, np.ndarray]:
 def cifar_images(n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n CIFAR-10 test images as uint8 HWC and their labels (needs ../shared/data)."""
     with np.load(SHARED_DATA / "cifar10_test.npz") as d:
-        return d["images"][start:start + n], d["labels"][start:start + n]
+        return d["images"][start : start + n], d["labels"][start : start + n]
 
 
 def normalize_cifar(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

@@ -1,8 +1,8 @@
 """oxiquant: post-training quantization of ONNX networks on a Rust CPU engine.
 
-    import oxiquant
-    model = oxiquant.load("resnet20.onnx")
-    out = model.run(x)            # dict of output name -> numpy array
+import oxiquant
+model = oxiquant.load("resnet20.onnx")
+out = model.run(x)            # dict of output name -> numpy array
 """
 
 from oxiquant._errors import (

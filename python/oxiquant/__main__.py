@@ -1,7 +1,7 @@
 """`python -m oxiquant`: command-line entry points.
 
-    python -m oxiquant demo            load a small residual+concat CNN, run it, check it
-    python -m oxiquant run MODEL.onnx  run any model on random input and time it
+python -m oxiquant demo            load a small residual+concat CNN, run it, check it
+python -m oxiquant run MODEL.onnx  run any model on random input and time it
 """
 
 from __future__ import annotations
@@ -26,8 +26,16 @@ def demo_model(seed: int = 0) -> onnx.ModelProto:
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32), name)
 
-    inits = [w("w1", 8, 1, 3, 3), w("b1", 8), w("w2", 8, 8, 3, 3), w("b2", 8), w("w3", 8, 8, 1, 1),
-             w("b3", 8), w("wf", 16 * 7 * 7, 10), w("bf", 10)]
+    inits = [
+        w("w1", 8, 1, 3, 3),
+        w("b1", 8),
+        w("w2", 8, 8, 3, 3),
+        w("b2", 8),
+        w("w3", 8, 8, 1, 1),
+        w("b3", 8),
+        w("wf", 16 * 7 * 7, 10),
+        w("bf", 10),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
@@ -41,8 +49,13 @@ def demo_model(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("MatMul", ["f", "wf"], ["m"], name="fc"),
         helper.make_node("Add", ["m", "bf"], ["logits"], name="fc_bias"),
     ]
-    g = helper.make_graph(nodes, "demo_cnn", [helper.make_tensor_value_info("x", 1, ["N", 1, 28, 28])],
-                          [helper.make_tensor_value_info("logits", 1, ["N", 10])], initializer=inits)
+    g = helper.make_graph(
+        nodes,
+        "demo_cnn",
+        [helper.make_tensor_value_info("x", 1, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", 1, ["N", 10])],
+        initializer=inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="oxiquant-demo")
     m.ir_version = 8
     return m

@@ -60,8 +60,10 @@ class Model:
     def summary(self) -> str:
         """A human-readable description: inputs, outputs, op counts, parameter count."""
         s = self._native.summary()
-        lines = [f"Model '{s['name']}' (ai.onnx opset {s['opset']}): {s['num_nodes']} nodes, "
-                 f"{s['num_parameters']:,} parameters"]
+        lines = [
+            f"Model '{s['name']}' (ai.onnx opset {s['opset']}): {s['num_nodes']} nodes, "
+            f"{s['num_parameters']:,} parameters"
+        ]
         for n, e, shape in s["inputs"]:
             lines.append(f"  input  {n}: {_dtype_name(e)} {_shape_str(shape)}")
         for n, e, shape in s["outputs"]:
@@ -72,8 +74,10 @@ class Model:
 
     def __repr__(self) -> str:
         s = self._native.summary()
-        return (f"<oxiquant.Model '{s['name']}': {s['num_nodes']} nodes, {s['num_parameters']:,} parameters, "
-                f"inputs {self.input_names}, outputs {self.output_names}>")
+        return (
+            f"<oxiquant.Model '{s['name']}': {s['num_nodes']} nodes, {s['num_parameters']:,} parameters, "
+            f"inputs {self.input_names}, outputs {self.output_names}>"
+        )
 
     # -- running -----------------------------------------------------------------------
     def _feeds(self, inputs: Inputs) -> dict[str, np.ndarray]:
@@ -96,9 +100,7 @@ class Model:
             arr = np.asarray(v)
             want = expected.get(k)
             if want is not None and arr.dtype != np.dtype(want):
-                raise ShapeError(
-                    f"input '{k}' expects {want}, got {arr.dtype} (convert it, e.g. x.astype(np.{want}))"
-                )
+                raise ShapeError(f"input '{k}' expects {want}, got {arr.dtype} (convert it, e.g. x.astype(np.{want}))")
             out[k] = arr
         return out
 

@@ -208,12 +208,8 @@ impl Tensor {
     }
     pub fn as_mut_slice<T: Element>(&mut self) -> Result<&mut [T]> {
         let (dt, shape) = (self.dtype(), self.shape.clone());
-        T::slice_mut(&mut self.data).ok_or_else(|| {
-            Error::shape(format!(
-                "expected a {} tensor, got {dt} of shape {shape:?}",
-                T::DTYPE
-            ))
-        })
+        T::slice_mut(&mut self.data)
+            .ok_or_else(|| Error::shape(format!("expected a {} tensor, got {dt} of shape {shape:?}", T::DTYPE)))
     }
     pub fn into_vec<T: Element>(self) -> Result<Vec<T>> {
         let shape = self.shape;
@@ -237,10 +233,7 @@ impl Tensor {
                 shape
             )));
         }
-        Ok(Tensor {
-            shape,
-            data: self.data,
-        })
+        Ok(Tensor { shape, data: self.data })
     }
     /// Integer values of a small index tensor (shape inputs, axes, pads), any int dtype.
     pub fn to_i64_vec(&self) -> Result<Vec<i64>> {

@@ -74,7 +74,11 @@ fn attr_from_py(node: &str, name: &str, kind: &str, value: &Bound<'_, PyAny>) ->
         "floats" => AttrValue::Floats(value.extract().map_err(bad)?),
         "strings" => AttrValue::Strings(value.extract().map_err(bad)?),
         "tensor" => AttrValue::Tensor(tensor_from_py(value, &format!("node '{node}' attribute '{name}'"))?),
-        other => return Err(ModelFormatError::new_err(format!("node '{node}': attribute '{name}' has unsupported kind '{other}'"))),
+        other => {
+            return Err(ModelFormatError::new_err(format!(
+                "node '{node}': attribute '{name}' has unsupported kind '{other}'"
+            )))
+        }
     })
 }
 
@@ -91,7 +95,14 @@ pub fn attr_to_py<'py>(py: Python<'py>, a: &AttrValue) -> PyResult<(String, Boun
 }
 
 /// (name, op_type, domain, inputs, outputs, [(attr, kind, value)])
-pub type PyNode<'py> = (String, String, String, Vec<String>, Vec<String>, Vec<(String, String, Bound<'py, PyAny>)>);
+pub type PyNode<'py> = (
+    String,
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+    Vec<(String, String, Bound<'py, PyAny>)>,
+);
 
 pub fn node_from_py(n: PyNode<'_>) -> PyResult<RawNode> {
     let (name, op_type, domain, inputs, outputs, attrs) = n;
@@ -99,7 +110,14 @@ pub fn node_from_py(n: PyNode<'_>) -> PyResult<RawNode> {
         .iter()
         .map(|(k, kind, v)| Ok((k.clone(), attr_from_py(&name, k, kind, v)?)))
         .collect::<PyResult<Vec<_>>>()?;
-    Ok(RawNode { name, op_type, domain, inputs, outputs, attrs })
+    Ok(RawNode {
+        name,
+        op_type,
+        domain,
+        inputs,
+        outputs,
+        attrs,
+    })
 }
 
 /// (name, onnx elem type, shape or None; each dim an int, a str or None)
@@ -107,8 +125,11 @@ pub type PyValueInfo<'py> = (String, i32, Option<Vec<Bound<'py, PyAny>>>);
 
 pub fn value_info_from_py(v: PyValueInfo<'_>) -> PyResult<ValueInfo> {
     let (name, code, shape) = v;
-    let dtype = DType::from_onnx_code(code)
-        .ok_or_else(|| ModelFormatError::new_err(format!("value '{name}' has ONNX element type {code}, which oxiquant does not support")))?;
+    let dtype = DType::from_onnx_code(code).ok_or_else(|| {
+        ModelFormatError::new_err(format!(
+            "value '{name}' has ONNX element type {code}, which oxiquant does not support"
+        ))
+    })?;
     let shape = match shape {
         None => None,
         Some(dims) => Some(
@@ -117,9 +138,9 @@ pub fn value_info_from_py(v: PyValueInfo<'_>) -> PyResult<ValueInfo> {
                     if d.is_none() {
                         Ok(Dim::Symbolic(String::new()))
                     } else if let Ok(n) = d.extract::<i64>() {
-                        usize::try_from(n)
-                            .map(Dim::Fixed)
-                            .map_err(|_| ModelFormatError::new_err(format!("value '{name}' has a negative dimension {n}")))
+                        usize::try_from(n).map(Dim::Fixed).map_err(|_| {
+                            ModelFormatError::new_err(format!("value '{name}' has a negative dimension {n}"))
+                        })
                     } else {
                         Ok(Dim::Symbolic(d.extract::<String>()?))
                     }
@@ -144,7 +165,14 @@ pub fn value_info_to_py<'py>(py: Python<'py>, v: &ValueInfo) -> PyResult<Bound<'
                 .collect::<PyResult<Vec<_>>>()
         })
         .transpose()?;
-    PyTuple::new(py, [v.name.clone().into_pyobject(py)?.into_any(), v.dtype.onnx_code().into_pyobject(py)?.into_any(), shape.into_pyobject(py)?.into_any()])
+    PyTuple::new(
+        py,
+        [
+            v.name.clone().into_pyobject(py)?.into_any(),
+            v.dtype.onnx_code().into_pyobject(py)?.into_any(),
+            shape.into_pyobject(py)?.into_any(),
+        ],
+    )
 }
 
 pub fn feeds_from_py(feeds: &Bound<'_, PyDict>) -> PyResult<std::collections::HashMap<String, Tensor>> {

@@ -7,12 +7,42 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-create_exception!(_native, OxiquantError, PyException, "Base class of every error oxiquant raises.");
-create_exception!(_native, UnsupportedOpError, OxiquantError, "The model uses ops oxiquant cannot run; `.unsupported` lists (op_type, first_node, count, reason).");
-create_exception!(_native, ModelFormatError, OxiquantError, "The model file or graph is unreadable or invalid.");
-create_exception!(_native, ShapeError, OxiquantError, "A tensor has the wrong shape or dtype; the message says what was expected.");
-create_exception!(_native, InvalidArgumentError, OxiquantError, "An argument is outside its domain.");
-create_exception!(_native, InternalError, OxiquantError, "A bug in oxiquant (a caught Rust panic); please report it with the model.");
+create_exception!(
+    _native,
+    OxiquantError,
+    PyException,
+    "Base class of every error oxiquant raises."
+);
+create_exception!(
+    _native,
+    UnsupportedOpError,
+    OxiquantError,
+    "The model uses ops oxiquant cannot run; `.unsupported` lists (op_type, first_node, count, reason)."
+);
+create_exception!(
+    _native,
+    ModelFormatError,
+    OxiquantError,
+    "The model file or graph is unreadable or invalid."
+);
+create_exception!(
+    _native,
+    ShapeError,
+    OxiquantError,
+    "A tensor has the wrong shape or dtype; the message says what was expected."
+);
+create_exception!(
+    _native,
+    InvalidArgumentError,
+    OxiquantError,
+    "An argument is outside its domain."
+);
+create_exception!(
+    _native,
+    InternalError,
+    OxiquantError,
+    "A bug in oxiquant (a caught Rust panic); please report it with the model."
+);
 
 /// Converts a core error into the matching Python exception.
 pub fn to_py(e: Error) -> PyErr {
@@ -21,8 +51,10 @@ pub fn to_py(e: Error) -> PyErr {
         Error::UnsupportedOp(entries) => {
             let err = UnsupportedOpError::new_err(msg);
             Python::attach(|py| {
-                let items: Vec<(String, String, usize, String)> =
-                    entries.iter().map(|u| (u.op_type.clone(), u.first_node.clone(), u.count, u.reason.clone())).collect();
+                let items: Vec<(String, String, usize, String)> = entries
+                    .iter()
+                    .map(|u| (u.op_type.clone(), u.first_node.clone(), u.count, u.reason.clone()))
+                    .collect();
                 if let Ok(list) = PyList::new(py, items) {
                     let _ = err.value(py).setattr("unsupported", list);
                 }
@@ -46,7 +78,9 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, Error>) -> PyResult<T>
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".to_string());
-            Err(InternalError::new_err(format!("internal error in {what}: {detail} (please report this with the model)")))
+            Err(InternalError::new_err(format!(
+                "internal error in {what}: {detail} (please report this with the model)"
+            )))
         }
     }
 }

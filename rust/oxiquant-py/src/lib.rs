@@ -5,12 +5,18 @@ mod convert;
 mod errors;
 mod threads;
 
-use convert::{attr_to_py, feeds_from_py, node_from_py, tensor_from_py, tensor_to_py, value_info_from_py, value_info_to_py, PyNode, PyValueInfo};
+use convert::{
+    attr_to_py, feeds_from_py, node_from_py, tensor_from_py, tensor_to_py, value_info_from_py, value_info_to_py,
+    PyNode, PyValueInfo,
+};
 use errors::guard;
 use oxiquant_core::graph::RawGraph;
 use oxiquant_core::{exec, passes, Graph};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A network held by the Rust core.
 #[pyclass(module = "oxiquant._native", name = "NativeModel")]
@@ -41,9 +47,22 @@ impl NativeModel {
                 Ok((n, t))
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let inputs = inputs.into_iter().map(value_info_from_py).collect::<PyResult<Vec<_>>>()?;
-        let outputs = outputs.into_iter().map(value_info_from_py).collect::<PyResult<Vec<_>>>()?;
-        let raw = RawGraph { name, opset, nodes, initializers, inputs, outputs };
+        let inputs = inputs
+            .into_iter()
+            .map(value_info_from_py)
+            .collect::<PyResult<Vec<_>>>()?;
+        let outputs = outputs
+            .into_iter()
+            .map(value_info_from_py)
+            .collect::<PyResult<Vec<_>>>()?;
+        let raw = RawGraph {
+            name,
+            opset,
+            nodes,
+            initializers,
+            inputs,
+            outputs,
+        };
         let graph = py.detach(|| guard("model loading", || Graph::from_raw(raw)))?;
         Ok(NativeModel { graph })
     }
@@ -70,8 +89,16 @@ impl NativeModel {
             inits.append((k, tensor_to_py(py, t)?))?;
         }
         d.set_item("initializers", inits)?;
-        let ins = raw.inputs.iter().map(|v| value_info_to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
-        let outs = raw.outputs.iter().map(|v| value_info_to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
+        let ins = raw
+            .inputs
+            .iter()
+            .map(|v| value_info_to_py(py, v))
+            .collect::<PyResult<Vec<_>>>()?;
+        let outs = raw
+            .outputs
+            .iter()
+            .map(|v| value_info_to_py(py, v))
+            .collect::<PyResult<Vec<_>>>()?;
         d.set_item("inputs", ins)?;
         d.set_item("outputs", outs)?;
         Ok(d)
@@ -79,7 +106,12 @@ impl NativeModel {
 
     /// Runs the model. `feeds` maps input names to numpy arrays; returns output name -> array.
     #[pyo3(signature = (feeds, num_threads=None))]
-    fn run<'py>(&self, py: Python<'py>, feeds: &Bound<'py, PyDict>, num_threads: Option<usize>) -> PyResult<Bound<'py, PyDict>> {
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        feeds: &Bound<'py, PyDict>,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let feeds = feeds_from_py(feeds)?;
         let pool = threads::pool(num_threads)?;
         let graph = &self.graph;
@@ -105,8 +137,17 @@ impl NativeModel {
         d.set_item("op_counts", self.graph.op_counts())?;
         d.set_item("num_nodes", self.graph.nodes.len())?;
         d.set_item("num_parameters", self.graph.num_parameters())?;
-        let ins = self.graph.runtime_inputs().map(|v| value_info_to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
-        let outs = self.graph.outputs.iter().map(|v| value_info_to_py(py, v)).collect::<PyResult<Vec<_>>>()?;
+        let ins = self
+            .graph
+            .runtime_inputs()
+            .map(|v| value_info_to_py(py, v))
+            .collect::<PyResult<Vec<_>>>()?;
+        let outs = self
+            .graph
+            .outputs
+            .iter()
+            .map(|v| value_info_to_py(py, v))
+            .collect::<PyResult<Vec<_>>>()?;
         d.set_item("inputs", ins)?;
         d.set_item("outputs", outs)?;
         Ok(d)

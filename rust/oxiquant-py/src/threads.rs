@@ -24,7 +24,9 @@ pub fn default_threads() -> usize {
 
 pub fn set_default(n: Option<usize>) -> PyResult<()> {
     if n == Some(0) {
-        return Err(InvalidArgumentError::new_err("num_threads must be >= 1 (or None for the default)"));
+        return Err(InvalidArgumentError::new_err(
+            "num_threads must be >= 1 (or None for the default)",
+        ));
     }
     if let Ok(mut g) = DEFAULT.lock() {
         *g = n;
@@ -40,7 +42,9 @@ pub fn pool(n: Option<usize>) -> PyResult<Arc<ThreadPool>> {
         None => default_threads(),
     };
     let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut map = pools.lock().map_err(|_| InvalidArgumentError::new_err("thread pool registry poisoned"))?;
+    let mut map = pools
+        .lock()
+        .map_err(|_| InvalidArgumentError::new_err("thread pool registry poisoned"))?;
     if let Some(p) = map.get(&n) {
         return Ok(p.clone());
     }

@@ -66,7 +66,11 @@ impl<'g> Executor<'g> {
                 .iter()
                 .map(|v| {
                     resolve(v, &slot_of).ok_or_else(|| {
-                        Error::format(format!("node '{}' ({}) reads '{v}' before it is produced", n.name, n.op.op_type()))
+                        Error::format(format!(
+                            "node '{}' ({}) reads '{v}' before it is produced",
+                            n.name,
+                            n.op.op_type()
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -76,12 +80,20 @@ impl<'g> Executor<'g> {
                 outputs.push(slot_names.len());
                 slot_names.push(o.clone());
             }
-            steps.push(Step { node: idx, inputs, outputs, free_after: Vec::new() });
+            steps.push(Step {
+                node: idx,
+                inputs,
+                outputs,
+                free_after: Vec::new(),
+            });
         }
         let outputs = graph
             .outputs
             .iter()
-            .map(|o| resolve(&o.name, &slot_of).ok_or_else(|| Error::format(format!("graph output '{}' is never produced", o.name))))
+            .map(|o| {
+                resolve(&o.name, &slot_of)
+                    .ok_or_else(|| Error::format(format!("graph output '{}' is never produced", o.name)))
+            })
             .collect::<Result<Vec<_>>>()?;
         // Last reader of every slot; graph outputs are kept to the end.
         let mut last_use: Vec<Option<usize>> = vec![None; slot_names.len()];
@@ -104,10 +116,20 @@ impl<'g> Executor<'g> {
         }
         let unused_inputs = feeds
             .iter()
-            .filter(|&&(_, slot)| last_use[slot].is_none() && !outputs.iter().any(|o| matches!(o, Src::Slot(k) if *k == slot)))
+            .filter(|&&(_, slot)| {
+                last_use[slot].is_none() && !outputs.iter().any(|o| matches!(o, Src::Slot(k) if *k == slot))
+            })
             .map(|&(i, _)| i)
             .collect();
-        Ok(Executor { graph, steps, n_slots: slot_names.len(), feeds, outputs, slot_names, unused_inputs })
+        Ok(Executor {
+            graph,
+            steps,
+            n_slots: slot_names.len(),
+            feeds,
+            outputs,
+            slot_names,
+            unused_inputs,
+        })
     }
 
     /// Checks the feeds against the declared inputs (names, dtypes, shapes).
@@ -119,20 +141,35 @@ impl<'g> Executor<'g> {
                 if self.unused_inputs.contains(&i) {
                     continue; // declared but read by nothing
                 }
-                return Err(Error::shape(format!("missing input '{}' ({} {})", vi.name, vi.dtype, vi.shape_string())));
+                return Err(Error::shape(format!(
+                    "missing input '{}' ({} {})",
+                    vi.name,
+                    vi.dtype,
+                    vi.shape_string()
+                )));
             };
             vi.check(&t)?;
             slots[slot] = Some(t);
         }
         if let Some(extra) = feeds.keys().next() {
-            let names: Vec<&str> = self.feeds.iter().map(|&(i, _)| self.graph.inputs[i].name.as_str()).collect();
-            return Err(Error::shape(format!("unknown input '{extra}'; the model's inputs are {names:?}")));
+            let names: Vec<&str> = self
+                .feeds
+                .iter()
+                .map(|&(i, _)| self.graph.inputs[i].name.as_str())
+                .collect();
+            return Err(Error::shape(format!(
+                "unknown input '{extra}'; the model's inputs are {names:?}"
+            )));
         }
         Ok(slots)
     }
 
     /// Runs the graph; returns the graph outputs in declaration order.
-    pub fn run(&self, feeds: HashMap<String, Tensor>, mut observer: Option<&mut Observer<'_>>) -> Result<Vec<(String, Tensor)>> {
+    pub fn run(
+        &self,
+        feeds: HashMap<String, Tensor>,
+        mut observer: Option<&mut Observer<'_>>,
+    ) -> Result<Vec<(String, Tensor)>> {
         let mut slots = self.bind(feeds)?;
         if let Some(obs) = observer.as_deref_mut() {
             for &(_, slot) in &self.feeds {
@@ -141,9 +178,35 @@ impl<'g> Executor<'g> {
                 }
             }
         }
+        let mut profile = Profile::from_env();
         for st in &self.steps {
             let node = &self.graph.nodes[st.node];
-            let results = {
+            let started = profile.as_ref().map(|_| std::time::Instant::now());
+            // Hand the first input over when this node is its last reader (and reads it once).
+            let owned = match st.inputs.first() {
+                Some(Src::Slot(k))
+                    if node.op.has_in_place()
+                        && st.free_after.contains(k)
+                        && !st.inputs[1..].iter().any(|s| matches!(s, Src::Slot(j) if j == k)) =>
+                {
+                    slots[*k].take()
+                }
+                _ => None,
+            };
+            let results = if let Some(x) = owned {
+                let rest: Vec<Option<&Tensor>> = st.inputs[1..]
+                    .iter()
+                    .map(|s| match s {
+                        Src::Slot(k) => slots[*k].as_ref(),
+                        Src::Init(t) => Some(*t),
+                        Src::Absent => None,
+                    })
+                    .collect();
+                vec![node
+                    .op
+                    .eval_in_place(x, &rest)
+                    .map_err(|e| e.at_node(&node.name, node.op.op_type()))?]
+            } else {
                 let args: Vec<Option<&Tensor>> = st
                     .inputs
                     .iter()
@@ -153,8 +216,13 @@ impl<'g> Executor<'g> {
                         Src::Absent => None,
                     })
                     .collect();
-                node.op.eval(&args).map_err(|e| e.at_node(&node.name, node.op.op_type()))?
+                node.op
+                    .eval(&args)
+                    .map_err(|e| e.at_node(&node.name, node.op.op_type()))?
             };
+            if let (Some(p), Some(t)) = (profile.as_mut(), started) {
+                p.add(node.op.op_type(), t.elapsed());
+            }
             for (slot, t) in st.outputs.iter().zip(results) {
                 if let Some(obs) = observer.as_deref_mut() {
                     obs(&self.slot_names[*slot], &t);
@@ -173,14 +241,54 @@ impl<'g> Executor<'g> {
             .map(|(i, (o, src))| {
                 let t = match src {
                     // Move the tensor out unless a later output names the same value.
-                    Src::Slot(k) if self.outputs[i + 1..].iter().any(|s| matches!(s, Src::Slot(j) if j == k)) => slots[*k].clone(),
+                    Src::Slot(k)
+                        if self.outputs[i + 1..]
+                            .iter()
+                            .any(|s| matches!(s, Src::Slot(j) if j == k)) =>
+                    {
+                        slots[*k].clone()
+                    }
                     Src::Slot(k) => slots[*k].take(),
                     Src::Init(t) => Some((*t).clone()),
                     Src::Absent => None,
                 };
-                t.map(|t| (o.name.clone(), t)).ok_or_else(|| Error::format(format!("graph output '{}' was not computed", o.name)))
+                t.map(|t| (o.name.clone(), t))
+                    .ok_or_else(|| Error::format(format!("graph output '{}' was not computed", o.name)))
             })
             .collect()
+    }
+}
+
+/// Per-op-type wall time, printed to stderr when `OXIQUANT_PROFILE=1` (a developer aid for
+/// finding where a model spends its time).
+struct Profile(Vec<(&'static str, std::time::Duration, usize)>);
+
+impl Profile {
+    fn from_env() -> Option<Profile> {
+        (std::env::var("OXIQUANT_PROFILE").as_deref() == Ok("1")).then(|| Profile(Vec::new()))
+    }
+    fn add(&mut self, op: &'static str, d: std::time::Duration) {
+        match self.0.iter_mut().find(|e| e.0 == op) {
+            Some(e) => {
+                e.1 += d;
+                e.2 += 1;
+            }
+            None => self.0.push((op, d, 1)),
+        }
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        self.0.sort_by_key(|e| std::cmp::Reverse(e.1));
+        let total: f64 = self.0.iter().map(|e| e.1.as_secs_f64()).sum();
+        for (op, d, n) in &self.0 {
+            eprintln!(
+                "{op:>20} {:9.3} ms {:5.1}% ({n} nodes)",
+                d.as_secs_f64() * 1e3,
+                100.0 * d.as_secs_f64() / total.max(1e-12)
+            );
+        }
     }
 }
 

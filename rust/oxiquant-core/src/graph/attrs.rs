@@ -40,7 +40,12 @@ pub struct AttrReader<'a> {
 
 impl<'a> AttrReader<'a> {
     pub fn new(node: &'a str, op: &'a str, list: &'a [(String, AttrValue)]) -> Self {
-        AttrReader { node, op, list, seen: RefCell::new(vec![false; list.len()]) }
+        AttrReader {
+            node,
+            op,
+            list,
+            seen: RefCell::new(vec![false; list.len()]),
+        }
     }
 
     fn get(&self, name: &str) -> Option<&'a AttrValue> {
@@ -100,7 +105,12 @@ impl<'a> AttrReader<'a> {
                 .map(|&x| usize::try_from(x))
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map(Some)
-                .map_err(|_| Error::format(format!("node '{}' ({}): attribute '{name}' must be non-negative, got {v:?}", self.node, self.op))),
+                .map_err(|_| {
+                    Error::format(format!(
+                        "node '{}' ({}): attribute '{name}' must be non-negative, got {v:?}",
+                        self.node, self.op
+                    ))
+                }),
         }
     }
     pub fn floats_opt(&self, name: &str) -> Result<Option<Vec<f32>>> {
@@ -149,7 +159,13 @@ impl<'a> AttrReader<'a> {
     /// Fails if an attribute was never read: the op would ignore it and compute something else.
     pub fn finish(&self) -> Result<()> {
         let seen = self.seen.borrow();
-        let unread: Vec<&str> = self.list.iter().zip(seen.iter()).filter(|(_, s)| !**s).map(|((n, _), _)| n.as_str()).collect();
+        let unread: Vec<&str> = self
+            .list
+            .iter()
+            .zip(seen.iter())
+            .filter(|(_, s)| !**s)
+            .map(|((n, _), _)| n.as_str())
+            .collect();
         if unread.is_empty() {
             Ok(())
         } else {

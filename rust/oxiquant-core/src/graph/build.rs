@@ -64,7 +64,10 @@ impl Graph {
         let mut seen_inputs = HashSet::new();
         for i in &raw.inputs {
             if i.name.is_empty() || !seen_inputs.insert(i.name.clone()) {
-                return Err(Error::format(format!("graph input '{}' is empty or declared twice", i.name)));
+                return Err(Error::format(format!(
+                    "graph input '{}' is empty or declared twice",
+                    i.name
+                )));
             }
         }
 
@@ -72,7 +75,11 @@ impl Graph {
         let mut node_names = HashSet::new();
         let mut named: Vec<(String, RawNode)> = Vec::with_capacity(raw.nodes.len());
         for (i, n) in raw.nodes.into_iter().enumerate() {
-            let base = if n.name.is_empty() { format!("{}_{i}", n.op_type) } else { n.name.clone() };
+            let base = if n.name.is_empty() {
+                format!("{}_{i}", n.op_type)
+            } else {
+                n.name.clone()
+            };
             let mut name = base.clone();
             let mut k = 1;
             while !node_names.insert(name.clone()) {
@@ -89,11 +96,19 @@ impl Graph {
         for (name, n) in named {
             let reader = AttrReader::new(&name, &n.op_type, &n.attrs);
             match Op::parse(&n.op_type, &n.domain, &reader, raw.opset) {
-                Ok(op) => nodes.push(Node { name, op, inputs: n.inputs, outputs: n.outputs }),
+                Ok(op) => nodes.push(Node {
+                    name,
+                    op,
+                    inputs: n.inputs,
+                    outputs: n.outputs,
+                }),
                 Err(Error::UnsupportedOp(entries)) => {
                     for mut e in entries {
                         e.domain = n.domain.clone();
-                        match unsupported.iter_mut().find(|u| u.op_type == e.op_type && u.domain == e.domain) {
+                        match unsupported
+                            .iter_mut()
+                            .find(|u| u.op_type == e.op_type && u.domain == e.domain)
+                        {
                             Some(u) => u.count += 1,
                             None => unsupported.push(e),
                         }
@@ -118,7 +133,11 @@ impl Graph {
         }
         for n in &mut nodes {
             if n.outputs.is_empty() {
-                return Err(Error::format(format!("node '{}' ({}) has no output", n.name, n.op.op_type())));
+                return Err(Error::format(format!(
+                    "node '{}' ({}) has no output",
+                    n.name,
+                    n.op.op_type()
+                )));
             }
             let k = n.op.num_outputs();
             if let Some(extra) = n.outputs.iter().skip(k).find(|o| !o.is_empty() && read.contains(*o)) {
@@ -132,7 +151,11 @@ impl Graph {
             }
             n.outputs.truncate(k);
             if n.outputs[0].is_empty() {
-                return Err(Error::format(format!("node '{}' ({}) has an empty output name", n.name, n.op.op_type())));
+                return Err(Error::format(format!(
+                    "node '{}' ({}) has an empty output name",
+                    n.name,
+                    n.op.op_type()
+                )));
             }
         }
 
@@ -142,18 +165,27 @@ impl Graph {
             source.insert(name.clone(), format!("initializer '{name}'"));
         }
         for i in &raw.inputs {
-            source.entry(i.name.clone()).or_insert_with(|| format!("graph input '{}'", i.name));
+            source
+                .entry(i.name.clone())
+                .or_insert_with(|| format!("graph input '{}'", i.name));
         }
         for n in &nodes {
             for o in &n.outputs {
                 if let Some(prev) = source.insert(o.clone(), format!("node '{}'", n.name)) {
-                    return Err(Error::format(format!("value '{o}' is produced by both {prev} and node '{}' ({})", n.name, n.op.op_type())));
+                    return Err(Error::format(format!(
+                        "value '{o}' is produced by both {prev} and node '{}' ({})",
+                        n.name,
+                        n.op.op_type()
+                    )));
                 }
             }
         }
         for o in &raw.outputs {
             if !source.contains_key(&o.name) {
-                return Err(Error::format(format!("graph output '{}' is not produced by any node", o.name)));
+                return Err(Error::format(format!(
+                    "graph output '{}' is not produced by any node",
+                    o.name
+                )));
             }
         }
 
@@ -163,7 +195,14 @@ impl Graph {
         let order = topo_order(&nodes, &roots)?;
         let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
         let nodes = order.into_iter().filter_map(|i| slots[i].take()).collect();
-        Ok(Graph { name: raw.name, opset: raw.opset, nodes, initializers, inputs: raw.inputs, outputs: raw.outputs })
+        Ok(Graph {
+            name: raw.name,
+            opset: raw.opset,
+            nodes,
+            initializers,
+            inputs: raw.inputs,
+            outputs: raw.outputs,
+        })
     }
 
     /// The graph as ONNX-shaped parts (inverse of `from_raw`).

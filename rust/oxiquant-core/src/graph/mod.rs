@@ -53,7 +53,12 @@ impl ValueInfo {
     pub fn check(&self, t: &Tensor) -> Result<()> {
         let dims_ok = match &self.shape {
             None => true,
-            Some(s) => s.len() == t.rank() && s.iter().zip(t.shape()).all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n)),
+            Some(s) => {
+                s.len() == t.rank()
+                    && s.iter()
+                        .zip(t.shape())
+                        .all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n))
+            }
         };
         if t.dtype() != self.dtype || !dims_ok {
             return Err(Error::shape(format!(
@@ -134,7 +139,10 @@ impl Graph {
         if !used.contains(base) {
             return base.to_string();
         }
-        (1..).map(|i| format!("{base}_{i}")).find(|n| !used.contains(n)).unwrap_or_else(|| base.to_string())
+        (1..)
+            .map(|i| format!("{base}_{i}"))
+            .find(|n| !used.contains(n))
+            .unwrap_or_else(|| base.to_string())
     }
 
     /// Inserts a single-input node after `value`, so that every former reader of `value`
@@ -149,7 +157,12 @@ impl Graph {
                 for o in self.nodes[p].outputs.iter_mut().filter(|o| *o == value) {
                     *o = inner.clone();
                 }
-                let node = Node { name: node_name, op, inputs: vec![inner], outputs: vec![value.to_string()] };
+                let node = Node {
+                    name: node_name,
+                    op,
+                    inputs: vec![inner],
+                    outputs: vec![value.to_string()],
+                };
                 self.nodes.insert(p + 1, node);
                 Ok(p + 1)
             }
@@ -163,7 +176,15 @@ impl Graph {
                 for o in self.outputs.iter_mut().filter(|o| o.name == value) {
                     o.name = out.clone();
                 }
-                self.nodes.insert(0, Node { name: node_name, op, inputs: vec![value.to_string()], outputs: vec![out] });
+                self.nodes.insert(
+                    0,
+                    Node {
+                        name: node_name,
+                        op,
+                        inputs: vec![value.to_string()],
+                        outputs: vec![out],
+                    },
+                );
                 Ok(0)
             }
             None => Err(Error::format(format!("cannot insert after '{value}': no such value"))),
@@ -182,19 +203,37 @@ impl Graph {
         let node_name = self.fresh_name(name);
         let out = self.fresh_name(&format!("{value}__{node_name}"));
         self.nodes[consumer].inputs[slot] = out.clone();
-        self.nodes.insert(consumer, Node { name: node_name, op, inputs: vec![value], outputs: vec![out] });
+        self.nodes.insert(
+            consumer,
+            Node {
+                name: node_name,
+                op,
+                inputs: vec![value],
+                outputs: vec![out],
+            },
+        );
         Ok(consumer)
     }
 
     /// Removes a node whose output equals its first input (Identity, Dropout, a no-op
     /// Reshape ...), reconnecting the readers of its output to its input.
     pub fn remove_passthrough(&mut self, idx: usize) -> Result<()> {
-        let node = self.nodes.get(idx).ok_or_else(|| Error::format(format!("no node #{idx}")))?;
+        let node = self
+            .nodes
+            .get(idx)
+            .ok_or_else(|| Error::format(format!("no node #{idx}")))?;
         let (src, dst) = match (node.inputs.first(), node.outputs.first()) {
             (Some(s), Some(d)) if !s.is_empty() => (s.clone(), d.clone()),
-            _ => return Err(Error::format(format!("node '{}' has no input to reconnect to", node.name))),
+            _ => {
+                return Err(Error::format(format!(
+                    "node '{}' has no input to reconnect to",
+                    node.name
+                )))
+            }
         };
-        let src_is_exposed = self.inputs.iter().any(|i| i.name == src) || self.initializers.contains_key(&src) || self.is_graph_output(&src);
+        let src_is_exposed = self.inputs.iter().any(|i| i.name == src)
+            || self.initializers.contains_key(&src)
+            || self.is_graph_output(&src);
         let src_other_uses = self.consumers(&src).len() > 1;
         self.nodes.remove(idx);
         if self.is_graph_output(&dst) && !src_is_exposed && !src_other_uses {
@@ -231,7 +270,8 @@ impl Graph {
         self.nodes.retain(|_| *k.next().unwrap_or(&false));
         // A declared input that only named a (now dead) initializer goes with it.
         let inits = &self.initializers;
-        self.inputs.retain(|i| live.contains(&i.name) || !inits.contains_key(&i.name));
+        self.inputs
+            .retain(|i| live.contains(&i.name) || !inits.contains_key(&i.name));
         self.initializers.retain(|name, _| live.contains(name));
     }
 
@@ -252,7 +292,11 @@ impl Graph {
 
     /// Number of scalar parameters held in float initializers.
     pub fn num_parameters(&self) -> usize {
-        self.initializers.values().filter(|t| t.dtype() == DType::F32).map(|t| t.len()).sum()
+        self.initializers
+            .values()
+            .filter(|t| t.dtype() == DType::F32)
+            .map(|t| t.len())
+            .sum()
     }
 
     /// Op type -> number of nodes.
@@ -313,8 +357,14 @@ pub(crate) fn topo_order(nodes: &[Node], roots: &HashSet<String>) -> Result<Vec<
         }
     }
     if order.len() != nodes.len() {
-        let stuck: Vec<&str> = (0..nodes.len()).filter(|i| indeg[*i] > 0).take(8).map(|i| nodes[i].name.as_str()).collect();
-        return Err(Error::format(format!("the graph has a cycle through node(s) {stuck:?}")));
+        let stuck: Vec<&str> = (0..nodes.len())
+            .filter(|i| indeg[*i] > 0)
+            .take(8)
+            .map(|i| nodes[i].name.as_str())
+            .collect();
+        return Err(Error::format(format!(
+            "the graph has a cycle through node(s) {stuck:?}"
+        )));
     }
     Ok(order)
 }

@@ -68,14 +68,14 @@ impl ConvShape {
 }
 
 /// Writes the im2col matrix [cg * kh * kw, oh * ow] of one image's channel group.
-fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32]) {
+fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32], parallel: bool) {
     let [kh, kw] = s.win.kernel;
     let [oh, ow] = s.out;
     let (h, w) = (s.h as isize, s.w as isize);
     let [sh, sw] = s.win.strides;
     let [dh, dw] = s.win.dilations;
     let (pt, pl) = (s.win.pads[0] as isize, s.win.pads[1] as isize);
-    col.chunks_mut(oh * ow).enumerate().for_each(|(row, dst)| {
+    let fill_row = |(row, dst): (usize, &mut [f32])| {
         let c = row / (kh * kw);
         let i = (row / kw) % kh;
         let j = row % kw;
@@ -98,7 +98,14 @@ fn im2col(x: &[f32], s: &ConvShape, col: &mut [f32]) {
                 }
             }
         }
-    });
+    };
+    // Copying the patches is memory-bound and, on large planes, as long as a fair part of
+    // the product: split it across threads when the product itself is split.
+    if parallel {
+        col.par_chunks_mut(oh * ow).enumerate().for_each(fill_row);
+    } else {
+        col.chunks_mut(oh * ow).enumerate().for_each(fill_row);
+    }
 }
 
 fn is_pointwise(s: &ConvShape) -> bool {
@@ -106,7 +113,16 @@ fn is_pointwise(s: &ConvShape) -> bool {
 }
 
 /// One image, one group: out[mg, oh*ow] = W_g[mg, ksize] x col + bias.
-fn conv_group(x_img: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape, g: usize, out: &mut [f32], col: &mut Vec<f32>, threads: usize) {
+fn conv_group(
+    x_img: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    g: usize,
+    out: &mut [f32],
+    col: &mut Vec<f32>,
+    threads: usize,
+) {
     let (cg, mg, ks) = (s.cg(), s.mg(), s.ksize());
     let plane_out = s.out[0] * s.out[1];
     let xg = &x_img[g * cg * s.h * s.w..(g + 1) * cg * s.h * s.w];
@@ -115,7 +131,7 @@ fn conv_group(x_img: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape, g:
         xg
     } else {
         col.resize(ks * plane_out, 0.0);
-        im2col(xg, s, col);
+        im2col(xg, s, col, threads > 1);
         col
     };
     let accumulate = if let Some(b) = bias {
@@ -126,7 +142,17 @@ fn conv_group(x_img: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape, g:
     } else {
         false
     };
-    sgemm(mg, plane_out, ks, 1.0, MatRef::row_major(wg, ks, false), MatRef::row_major(b_mat, plane_out, false), out, accumulate, threads);
+    sgemm(
+        mg,
+        plane_out,
+        ks,
+        1.0,
+        MatRef::row_major(wg, ks, false),
+        MatRef::row_major(b_mat, plane_out, false),
+        out,
+        accumulate,
+        threads,
+    );
 }
 
 /// Depthwise (one input and one output channel per group): direct accumulation per plane.
@@ -174,24 +200,53 @@ pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
         out.par_chunks_mut(plane_out).enumerate().for_each(|(idx, o)| {
             let ch = idx % s.c;
             let b = bias.map_or(0.0, |b| b[ch]);
-            depthwise_plane(&x[idx * plane_in..(idx + 1) * plane_in], &wt[ch * ks..(ch + 1) * ks], b, s, o);
+            depthwise_plane(
+                &x[idx * plane_in..(idx + 1) * plane_in],
+                &wt[ch * ks..(ch + 1) * ks],
+                b,
+                s,
+                o,
+            );
         });
         return out;
     }
     let img_out = s.m * plane_out;
     let grp_out = s.mg() * plane_out;
     let jobs = s.n * s.group;
-    if jobs >= threads && threads > 1 {
+    // Large products run one after the other, each split across threads (better cache use
+    // than one image per thread); small ones run one per thread.
+    let product = s.mg() * plane_out * s.ksize();
+    if jobs >= threads && threads > 1 && product < (1 << 23) {
         // Enough independent (image, group) products to keep every thread busy.
-        out.par_chunks_mut(grp_out).enumerate().for_each_init(Vec::new, |col, (idx, o)| {
-            let (img, g) = (idx / s.group, idx % s.group);
-            conv_group(&x[img * s.c * plane_in..(img + 1) * s.c * plane_in], wt, bias, s, g, o, col, 1);
-        });
+        out.par_chunks_mut(grp_out)
+            .enumerate()
+            .for_each_init(Vec::new, |col, (idx, o)| {
+                let (img, g) = (idx / s.group, idx % s.group);
+                conv_group(
+                    &x[img * s.c * plane_in..(img + 1) * s.c * plane_in],
+                    wt,
+                    bias,
+                    s,
+                    g,
+                    o,
+                    col,
+                    1,
+                );
+            });
     } else {
         let mut col = Vec::new();
         for (img, o_img) in out.chunks_mut(img_out).enumerate() {
             for (g, o) in o_img.chunks_mut(grp_out).enumerate() {
-                conv_group(&x[img * s.c * plane_in..(img + 1) * s.c * plane_in], wt, bias, s, g, o, &mut col, threads);
+                conv_group(
+                    &x[img * s.c * plane_in..(img + 1) * s.c * plane_in],
+                    wt,
+                    bias,
+                    s,
+                    g,
+                    o,
+                    &mut col,
+                    threads,
+                );
             }
         }
     }
@@ -213,8 +268,10 @@ pub fn conv2d_ref(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) ->
                     for c in 0..cg {
                         for i in 0..kh {
                             for j in 0..kw {
-                                let iy = (y * s.win.strides[0] + i * s.win.dilations[0]) as isize - s.win.pads[0] as isize;
-                                let ix = (xo * s.win.strides[1] + j * s.win.dilations[1]) as isize - s.win.pads[1] as isize;
+                                let iy =
+                                    (y * s.win.strides[0] + i * s.win.dilations[0]) as isize - s.win.pads[0] as isize;
+                                let ix =
+                                    (xo * s.win.strides[1] + j * s.win.dilations[1]) as isize - s.win.pads[1] as isize;
                                 if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
                                     continue;
                                 }
@@ -241,7 +298,9 @@ mod tests {
         let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 33) % 2001) as f32 / 1000.0 - 1.0
             })
             .collect()
@@ -273,7 +332,12 @@ mod tests {
 
     #[test]
     fn output_size_ceil_mode_drops_window_starting_in_pad() {
-        let win = Window2d { kernel: [2, 2], strides: [2, 2], dilations: [1, 1], pads: [0, 0, 1, 1] };
+        let win = Window2d {
+            kernel: [2, 2],
+            strides: [2, 2],
+            dilations: [1, 1],
+            pads: [0, 0, 1, 1],
+        };
         assert_eq!(win.output_size(4, 4, true), Some([2, 2]));
         assert_eq!(win.output_size(5, 5, true), Some([3, 3]));
         assert_eq!(win.output_size(5, 5, false), Some([3, 3]));

@@ -83,7 +83,13 @@ where
 }
 
 /// Reference broadcasting: unravels every output index on its own.
-pub fn binary_ref<T: Copy + Default, F: Fn(T, T) -> T>(a: &[T], sa: &[usize], b: &[T], sb: &[usize], f: F) -> Result<(Vec<T>, Vec<usize>)> {
+pub fn binary_ref<T: Copy + Default, F: Fn(T, T) -> T>(
+    a: &[T],
+    sa: &[usize],
+    b: &[T],
+    sb: &[usize],
+    f: F,
+) -> Result<(Vec<T>, Vec<usize>)> {
     let shape = broadcast_shape(sa, sb)?;
     let n = numel(&shape);
     let pick = |src: &[T], s: &[usize], idx: &[usize]| {
@@ -107,7 +113,8 @@ pub fn binary_ref<T: Copy + Default, F: Fn(T, T) -> T>(a: &[T], sa: &[usize], b:
 /// Applies `f` to every element in place, in parallel for large tensors.
 pub fn unary_inplace<F: Fn(f32) -> f32 + Sync>(x: &mut [f32], f: F) {
     if x.len() >= PAR_MIN {
-        x.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+        x.par_chunks_mut(4096)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
     } else {
         x.iter_mut().for_each(|v| *v = f(*v));
     }

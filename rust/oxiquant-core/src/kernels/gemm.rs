@@ -54,7 +54,10 @@ pub fn sgemm(
     // Bounds the strided reads below so that the unsafe call cannot go out of the slices.
     let a_last = (m - 1) * a.rs + (k - 1) * a.cs;
     let b_last = (k - 1) * b.rs + (n - 1) * b.cs;
-    assert!(a_last < a.data.len() && b_last < b.data.len(), "sgemm operand too short");
+    assert!(
+        a_last < a.data.len() && b_last < b.data.len(),
+        "sgemm operand too short"
+    );
     let par = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {

@@ -8,11 +8,21 @@ pub enum PoolKind {
     Max,
     /// Average; `count_include_pad` divides by the window clipped to the padded input
     /// instead of the real input (ONNX semantics).
-    Avg { count_include_pad: bool },
+    Avg {
+        count_include_pad: bool,
+    },
 }
 
 /// Pools `planes` planes of `h x w` into planes of `out[0] x out[1]`.
-pub fn pool2d(x: &[f32], planes: usize, h: usize, w: usize, win: &Window2d, out: [usize; 2], kind: PoolKind) -> Vec<f32> {
+pub fn pool2d(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    win: &Window2d,
+    out: [usize; 2],
+    kind: PoolKind,
+) -> Vec<f32> {
     let plane_out = out[0] * out[1];
     let mut y = vec![0f32; planes * plane_out];
     y.par_chunks_mut(plane_out.max(1)).enumerate().for_each(|(p, o)| {
@@ -49,22 +59,28 @@ fn pool_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], ki
             }
             o[oy * out[1] + ox] = match kind {
                 PoolKind::Max => mx,
-                PoolKind::Avg { count_include_pad: false } => {
+                PoolKind::Avg {
+                    count_include_pad: false,
+                } => {
                     if count == 0 {
                         0.0
                     } else {
                         sum / count as f32
                     }
                 }
-                PoolKind::Avg { count_include_pad: true } => {
+                PoolKind::Avg {
+                    count_include_pad: true,
+                } => {
                     // Window clipped to the padded extent [-pad_begin, size + pad_end).
                     let ext = |start: isize, k: usize, d: usize, size: isize, pb: usize, pe: usize| {
                         let lo = -(pb as isize);
                         let hi = size + pe as isize;
-                        (0..k).filter(|&t| {
-                            let p = start + (t * d) as isize;
-                            p >= lo && p < hi
-                        }).count()
+                        (0..k)
+                            .filter(|&t| {
+                                let p = start + (t * d) as isize;
+                                p >= lo && p < hi
+                            })
+                            .count()
                     };
                     let n = ext(y0, win.kernel[0], win.dilations[0], h_i, win.pads[0], win.pads[2])
                         * ext(x0, win.kernel[1], win.dilations[1], w_i, win.pads[1], win.pads[3]);
@@ -91,7 +107,15 @@ pub fn global_pool(x: &[f32], planes: usize, plane: usize, max: bool) -> Vec<f32
 }
 
 /// Reference pooling: one output at a time, in f64, straight from the definition.
-pub fn pool2d_ref(x: &[f32], planes: usize, h: usize, w: usize, win: &Window2d, out: [usize; 2], kind: PoolKind) -> Vec<f32> {
+pub fn pool2d_ref(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    win: &Window2d,
+    out: [usize; 2],
+    kind: PoolKind,
+) -> Vec<f32> {
     let mut y = Vec::with_capacity(planes * out[0] * out[1]);
     for p in 0..planes {
         for oy in 0..out[0] {
@@ -118,7 +142,11 @@ pub fn pool2d_ref(x: &[f32], planes: usize, h: usize, w: usize, win: &Window2d, 
                     PoolKind::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                     PoolKind::Avg { count_include_pad } => {
                         let n = if count_include_pad { padded } else { vals.len() };
-                        if n == 0 { 0.0 } else { vals.iter().sum::<f64>() / n as f64 }
+                        if n == 0 {
+                            0.0
+                        } else {
+                            vals.iter().sum::<f64>() / n as f64
+                        }
                     }
                 };
                 y.push(v as f32);

@@ -42,12 +42,21 @@ impl Padding {
     }
 
     /// Pads [begin..., end...] for spatial sizes `input`, kernel spans and strides.
-    pub fn resolve(&self, input: &[usize], kernel: &[usize], strides: &[usize], dilations: &[usize]) -> Result<Vec<usize>> {
+    pub fn resolve(
+        &self,
+        input: &[usize],
+        kernel: &[usize],
+        strides: &[usize],
+        dilations: &[usize],
+    ) -> Result<Vec<usize>> {
         let r = input.len();
         match self {
             Padding::Explicit(p) if p.is_empty() => Ok(vec![0; 2 * r]),
             Padding::Explicit(p) if p.len() == 2 * r => Ok(p.clone()),
-            Padding::Explicit(p) => Err(Error::shape(format!("pads {p:?} should have {} values for {r} spatial dims", 2 * r))),
+            Padding::Explicit(p) => Err(Error::shape(format!(
+                "pads {p:?} should have {} values for {r} spatial dims",
+                2 * r
+            ))),
             Padding::Valid => Ok(vec![0; 2 * r]),
             Padding::SameUpper | Padding::SameLower => {
                 let mut pads = vec![0; 2 * r];
@@ -56,7 +65,11 @@ impl Padding {
                     let span = (kernel[d] - 1) * dilations[d] + 1;
                     let total = ((out - 1) * strides[d] + span).saturating_sub(input[d]);
                     let small = total / 2;
-                    let (b, e) = if *self == Padding::SameUpper { (small, total - small) } else { (total - small, small) };
+                    let (b, e) = if *self == Padding::SameUpper {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    };
                     pads[d] = b;
                     pads[d + r] = e;
                 }
@@ -69,9 +82,19 @@ impl Padding {
 /// Lifts 1-D spatial parameters to 2-D (height 1) so one kernel serves both.
 pub fn window_2d(kernel: &[usize], strides: &[usize], dilations: &[usize], pads: &[usize]) -> Window2d {
     if kernel.len() == 1 {
-        Window2d { kernel: [1, kernel[0]], strides: [1, strides[0]], dilations: [1, dilations[0]], pads: [0, pads[0], 0, pads[1]] }
+        Window2d {
+            kernel: [1, kernel[0]],
+            strides: [1, strides[0]],
+            dilations: [1, dilations[0]],
+            pads: [0, pads[0], 0, pads[1]],
+        }
     } else {
-        Window2d { kernel: [kernel[0], kernel[1]], strides: [strides[0], strides[1]], dilations: [dilations[0], dilations[1]], pads: [pads[0], pads[1], pads[2], pads[3]] }
+        Window2d {
+            kernel: [kernel[0], kernel[1]],
+            strides: [strides[0], strides[1]],
+            dilations: [dilations[0], dilations[1]],
+            pads: [pads[0], pads[1], pads[2], pads[3]],
+        }
     }
 }
 
@@ -97,15 +120,31 @@ impl Conv {
     pub fn parse(a: &AttrReader<'_>) -> Result<Conv> {
         let group = a.int("group", 1)?;
         if group < 1 {
-            return Err(Error::format(format!("node '{}' (Conv): group must be >= 1, got {group}", a.node)));
+            return Err(Error::format(format!(
+                "node '{}' (Conv): group must be >= 1, got {group}",
+                a.node
+            )));
         }
-        Ok(Conv {
+        let conv = Conv {
             kernel_shape: a.usizes_opt("kernel_shape")?,
             strides: a.usizes_opt("strides")?,
             dilations: a.usizes_opt("dilations")?,
             padding: Padding::parse(a)?,
             group: group as usize,
-        })
+        };
+        // Refuse 3-D and higher at load when the attributes tell the rank (otherwise the
+        // weight's rank is checked when the node runs).
+        let mut ranks: Vec<usize> = [&conv.kernel_shape, &conv.strides, &conv.dilations]
+            .iter()
+            .filter_map(|v| v.as_ref().map(|v| v.len()))
+            .collect();
+        if let Padding::Explicit(p) = &conv.padding {
+            ranks.push(p.len() / 2);
+        }
+        if let Some(r) = ranks.into_iter().find(|&r| r > 2) {
+            return Err(a.unsupported(format!("{r}-D convolution (only 1-D and 2-D are supported)")));
+        }
+        Ok(conv)
     }
 
     pub fn to_attrs(&self) -> Vec<(String, AttrValue)> {
@@ -154,10 +193,21 @@ impl Conv {
         let pads = self.padding.resolve(&xs[2..], &kernel, &strides, &dilations)?;
         let win = window_2d(&kernel, &strides, &dilations, &pads);
         let (h, w) = if r == 1 { (1, xs[2]) } else { (xs[2], xs[3]) };
-        let out = win
-            .output_size(h, w, false)
-            .ok_or_else(|| Error::shape(format!("input {xs:?} is smaller than the kernel {kernel:?} with dilations {dilations:?} and pads {pads:?}")))?;
-        Ok(ConvShape { n: xs[0], c: xs[1], h, w, m: ws[0], group: g, win, out })
+        let out = win.output_size(h, w, false).ok_or_else(|| {
+            Error::shape(format!(
+                "input {xs:?} is smaller than the kernel {kernel:?} with dilations {dilations:?} and pads {pads:?}"
+            ))
+        })?;
+        Ok(ConvShape {
+            n: xs[0],
+            c: xs[1],
+            h,
+            w,
+            m: ws[0],
+            group: g,
+            win,
+            out,
+        })
     }
 
     pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -166,7 +216,13 @@ impl Conv {
         let s = self.geometry(x.shape(), w.shape())?;
         let bias = match inputs.get(2).copied().flatten() {
             Some(b) if b.len() == s.m => Some(b.as_slice::<f32>()?),
-            Some(b) => return Err(Error::shape(format!("bias of shape {:?} should have {} values", b.shape(), s.m))),
+            Some(b) => {
+                return Err(Error::shape(format!(
+                    "bias of shape {:?} should have {} values",
+                    b.shape(),
+                    s.m
+                )))
+            }
             None => None,
         };
         let y = conv2d(x.as_slice::<f32>()?, w.as_slice::<f32>()?, bias, &s);

@@ -99,7 +99,14 @@ impl Unary {
 
     pub fn f(self, v: f32) -> f32 {
         match self {
-            Unary::Relu => v.max(0.0),
+            // Not `v.max(0.0)`, which turns NaN into 0: NaN propagates, as in onnxruntime.
+            Unary::Relu => {
+                if v < 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            }
             Unary::LeakyRelu { alpha } => {
                 if v < 0.0 {
                     alpha * v
@@ -139,7 +146,10 @@ impl Clip {
             match inputs.get(i).copied().flatten() {
                 None => Ok(None),
                 Some(t) if t.len() == 1 => Ok(Some(t.to_f32_vec()[0])),
-                Some(t) => Err(Error::shape(format!("Clip {what} must be a scalar, got shape {:?}", t.shape()))),
+                Some(t) => Err(Error::shape(format!(
+                    "Clip {what} must be a scalar, got shape {:?}",
+                    t.shape()
+                ))),
             }
         };
         let lo = scalar(1, "min")?.or(self.min).unwrap_or(f32::NEG_INFINITY);
@@ -150,8 +160,19 @@ impl Clip {
     pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (lo, hi) = self.bounds(inputs)?;
         let mut y = input(inputs, 0, "input")?.clone();
-        // min then max, like onnxruntime, so that lo > hi yields hi.
-        unary_inplace(y.as_mut_slice::<f32>()?, |v| v.max(lo).min(hi));
+        unary_inplace(y.as_mut_slice::<f32>()?, |v| Clip::apply(v, lo, hi));
         Ok(vec![y])
+    }
+
+    /// `min(max(v, lo), hi)` as onnxruntime computes it: lo > hi yields hi, and NaN stays NaN
+    /// (`f32::max`/`f32::min` would replace it by a bound).
+    #[inline]
+    pub fn apply(v: f32, lo: f32, hi: f32) -> f32 {
+        let t = if v < lo { lo } else { v };
+        if t > hi {
+            hi
+        } else {
+            t
+        }
     }
 }

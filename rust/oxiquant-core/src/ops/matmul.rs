@@ -50,10 +50,22 @@ impl Gemm {
         let a = input(inputs, 0, "A")?;
         let b = input(inputs, 1, "B")?;
         if a.rank() != 2 || b.rank() != 2 {
-            return Err(Error::shape(format!("Gemm needs 2-D A and B, got {:?} and {:?}", a.shape(), b.shape())));
+            return Err(Error::shape(format!(
+                "Gemm needs 2-D A and B, got {:?} and {:?}",
+                a.shape(),
+                b.shape()
+            )));
         }
-        let (m, k) = if self.trans_a { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
-        let (kb, n) = if self.trans_b { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+        let (m, k) = if self.trans_a {
+            (a.shape()[1], a.shape()[0])
+        } else {
+            (a.shape()[0], a.shape()[1])
+        };
+        let (kb, n) = if self.trans_b {
+            (b.shape()[1], b.shape()[0])
+        } else {
+            (b.shape()[0], b.shape()[1])
+        };
         if k != kb {
             return Err(Error::shape(format!(
                 "Gemm inner dimensions differ: A {:?} (transA={}) and B {:?} (transB={})",
@@ -69,9 +81,13 @@ impl Gemm {
             if self.beta != 0.0 {
                 let shape = broadcast_shape(&[m, n], c.shape())?;
                 if shape != [m, n] {
-                    return Err(Error::shape(format!("Gemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape())));
+                    return Err(Error::shape(format!(
+                        "Gemm C of shape {:?} does not broadcast to [{m}, {n}]",
+                        c.shape()
+                    )));
                 }
-                let (cv, _) = crate::kernels::elementwise::binary(&y, &[m, n], c.as_slice::<f32>()?, c.shape(), |_, c| c)?;
+                let (cv, _) =
+                    crate::kernels::elementwise::binary(&y, &[m, n], c.as_slice::<f32>()?, c.shape(), |_, c| c)?;
                 y = cv;
                 if self.beta != 1.0 {
                     y.iter_mut().for_each(|v| *v *= self.beta);
@@ -81,7 +97,17 @@ impl Gemm {
         }
         let am = MatRef::row_major(a.as_slice::<f32>()?, a.shape()[1], self.trans_a);
         let bm = MatRef::row_major(b.as_slice::<f32>()?, b.shape()[1], self.trans_b);
-        sgemm(m, n, k, self.alpha, am, bm, &mut y, accumulate, rayon::current_num_threads());
+        sgemm(
+            m,
+            n,
+            k,
+            self.alpha,
+            am,
+            bm,
+            &mut y,
+            accumulate,
+            rayon::current_num_threads(),
+        );
         Ok(vec![Tensor::from_vec(vec![m, n], y)?])
     }
 }
@@ -105,7 +131,11 @@ pub fn matmul(inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
     let (kb, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
     if k != kb {
-        return Err(Error::shape(format!("MatMul inner dimensions differ: {:?} x {:?}", a.shape(), b.shape())));
+        return Err(Error::shape(format!(
+            "MatMul inner dimensions differ: {:?} x {:?}",
+            a.shape(),
+            b.shape()
+        )));
     }
     let batch = broadcast_shape(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
     let nb = numel(&batch);
@@ -141,9 +171,13 @@ pub fn matmul(inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         sgemm(m, n, k, 1.0, am, bm, out, false, t);
     };
     if nb >= threads && threads > 1 {
-        y.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, out)| one(i, out, 1));
+        y.par_chunks_mut((m * n).max(1))
+            .enumerate()
+            .for_each(|(i, out)| one(i, out, 1));
     } else {
-        y.chunks_mut((m * n).max(1)).enumerate().for_each(|(i, out)| one(i, out, threads));
+        y.chunks_mut((m * n).max(1))
+            .enumerate()
+            .for_each(|(i, out)| one(i, out, threads));
     }
     let mut shape = batch;
     if !a1 {

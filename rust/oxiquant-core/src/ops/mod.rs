@@ -74,6 +74,31 @@ pub(crate) fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
     Ok(a as usize)
 }
 
+/// Dropout for inference: the identity. Opset 12 and newer can ask for training through the
+/// `training_mode` input; with a non-zero ratio that drops random elements, which the engine
+/// does not do, so it is refused rather than silently computed as the identity.
+fn check_dropout_inference(inputs: &[Option<&Tensor>]) -> Result<()> {
+    let first = |i: usize| {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|t| t.to_f32_vec().first().copied())
+    };
+    let training = first(2).is_some_and(|v| v != 0.0);
+    if training && first(1).unwrap_or(0.5) != 0.0 {
+        return Err(Error::UnsupportedOp(vec![crate::error::UnsupportedEntry {
+            op_type: "Dropout".into(),
+            domain: String::new(),
+            // The executor prefixes the error with the node's name.
+            first_node: "this node".into(),
+            count: 1,
+            reason: "training_mode=true with a non-zero ratio (only inference is supported)".into(),
+        }]));
+    }
+    Ok(())
+}
+
 fn ints(v: &[i64]) -> AttrValue {
     AttrValue::Ints(v.to_vec())
 }
@@ -102,17 +127,28 @@ impl Op {
             }
             "Sum" => Op::Sum,
             "Relu" => Op::Unary(Unary::Relu),
-            "LeakyRelu" => Op::Unary(Unary::LeakyRelu { alpha: a.float("alpha", 0.01)? }),
+            "LeakyRelu" => Op::Unary(Unary::LeakyRelu {
+                alpha: a.float("alpha", 0.01)?,
+            }),
             "Sigmoid" => Op::Unary(Unary::Sigmoid),
             "Tanh" => Op::Unary(Unary::Tanh),
-            "HardSigmoid" => Op::Unary(Unary::HardSigmoid { alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? }),
+            "HardSigmoid" => Op::Unary(Unary::HardSigmoid {
+                alpha: a.float("alpha", 0.2)?,
+                beta: a.float("beta", 0.5)?,
+            }),
             "HardSwish" => Op::Unary(Unary::HardSwish),
             "Exp" => Op::Unary(Unary::Exp),
             "Neg" => Op::Unary(Unary::Neg),
             "Abs" => Op::Unary(Unary::Abs),
             "Sqrt" => Op::Unary(Unary::Sqrt),
-            "Clip" => Op::Clip(Clip { min: a.float_opt("min")?, max: a.float_opt("max")? }),
-            "Softmax" => Op::Softmax(Softmax { axis: a.int("axis", if opset < 13 { 1 } else { -1 })?, legacy: opset < 13 }),
+            "Clip" => Op::Clip(Clip {
+                min: a.float_opt("min")?,
+                max: a.float_opt("max")?,
+            }),
+            "Softmax" => Op::Softmax(Softmax {
+                axis: a.int("axis", if opset < 13 { 1 } else { -1 })?,
+                legacy: opset < 13,
+            }),
             "BatchNormalization" => {
                 a.ignore(&["momentum"]);
                 if a.int("spatial", 1)? != 1 {
@@ -124,33 +160,57 @@ impl Op {
                 if opset < 7 && a.has("is_test") {
                     a.ignore(&["is_test"]);
                 }
-                Op::BatchNorm { epsilon: a.float("epsilon", 1e-5)? }
+                Op::BatchNorm {
+                    epsilon: a.float("epsilon", 1e-5)?,
+                }
             }
             "LRN" => {
-                let size = a.int_opt("size")?.ok_or_else(|| Error::format(format!("node '{}' (LRN): size is required", a.node)))?;
+                let size = a
+                    .int_opt("size")?
+                    .ok_or_else(|| Error::format(format!("node '{}' (LRN): size is required", a.node)))?;
                 if size < 1 {
-                    return Err(Error::format(format!("node '{}' (LRN): size must be >= 1, got {size}", a.node)));
+                    return Err(Error::format(format!(
+                        "node '{}' (LRN): size must be >= 1, got {size}",
+                        a.node
+                    )));
                 }
-                Op::Lrn(Lrn { size: size as usize, alpha: a.float("alpha", 1e-4)?, beta: a.float("beta", 0.75)?, bias: a.float("bias", 1.0)? })
+                Op::Lrn(Lrn {
+                    size: size as usize,
+                    alpha: a.float("alpha", 1e-4)?,
+                    beta: a.float("beta", 0.75)?,
+                    bias: a.float("bias", 1.0)?,
+                })
             }
             "MaxPool" => Op::Pool(Pool::parse(a, true)?),
             "AveragePool" => Op::Pool(Pool::parse(a, false)?),
             "GlobalAveragePool" => Op::GlobalPool { max: false },
             "GlobalMaxPool" => Op::GlobalPool { max: true },
-            "Flatten" => Op::Flatten { axis: a.int("axis", 1)? },
+            "Flatten" => Op::Flatten {
+                axis: a.int("axis", 1)?,
+            },
             "Reshape" => {
                 if a.has("shape") {
                     return Err(a.unsupported("shape as an attribute (opset < 5)"));
                 }
-                Op::Reshape { allowzero: a.int("allowzero", 0)? != 0 }
+                Op::Reshape {
+                    allowzero: a.int("allowzero", 0)? != 0,
+                }
             }
-            "Transpose" => Op::Transpose { perm: a.usizes_opt("perm")? },
-            "Concat" => Op::Concat { axis: a.int("axis", 1)? },
+            "Transpose" => Op::Transpose {
+                perm: a.usizes_opt("perm")?,
+            },
+            "Concat" => Op::Concat {
+                axis: a.int("axis", 1)?,
+            },
             "Slice" => {
                 if opset < 10 {
                     let starts = a.ints_opt("starts")?.unwrap_or_default();
                     let ends = a.ints_opt("ends")?.unwrap_or_default();
-                    Op::Slice(Some(SliceAttrs { starts, ends, axes: a.ints_opt("axes")? }))
+                    Op::Slice(Some(SliceAttrs {
+                        starts,
+                        ends,
+                        axes: a.ints_opt("axes")?,
+                    }))
                 } else {
                     Op::Slice(None)
                 }
@@ -162,11 +222,23 @@ impl Op {
                     "edge" => PadMode::Edge,
                     other => return Err(a.unsupported(format!("mode '{other}'"))),
                 };
-                let pads = if opset < 11 { a.ints_opt("pads")?.or(a.ints_opt("paddings")?) } else { None };
-                Op::Pad(Pad { mode, pads, value: a.float("value", 0.0)? })
+                let pads = if opset < 11 {
+                    a.ints_opt("pads")?.or(a.ints_opt("paddings")?)
+                } else {
+                    None
+                };
+                Op::Pad(Pad {
+                    mode,
+                    pads,
+                    value: a.float("value", 0.0)?,
+                })
             }
-            "Squeeze" => Op::Squeeze { axes: a.ints_opt("axes")? },
-            "Unsqueeze" => Op::Unsqueeze { axes: a.ints_opt("axes")? },
+            "Squeeze" => Op::Squeeze {
+                axes: a.ints_opt("axes")?,
+            },
+            "Unsqueeze" => Op::Unsqueeze {
+                axes: a.ints_opt("axes")?,
+            },
             "Identity" => Op::Identity,
             "Dropout" => {
                 a.ignore(&["ratio", "seed", "is_test"]);
@@ -179,13 +251,39 @@ impl Op {
                 }
                 let legacy = op_type == "Upsample" || opset < 11;
                 a.ignore(&["cubic_coeff_a", "exclude_outside", "extrapolation_value"]);
-                if a.int("antialias", 0)? != 0 || a.has("axes") || a.string("keep_aspect_ratio_policy", "stretch")? != "stretch" {
+                if a.int("antialias", 0)? != 0
+                    || a.has("axes")
+                    || a.string("keep_aspect_ratio_policy", "stretch")? != "stretch"
+                {
                     return Err(a.unsupported("antialias, axes and keep_aspect_ratio_policy are not supported"));
                 }
-                let coord = if legacy { "asymmetric".to_string() } else { a.string("coordinate_transformation_mode", "half_pixel")? };
-                let nearest = if legacy { "floor".to_string() } else { a.string("nearest_mode", "round_prefer_floor")? };
+                let coord = if legacy {
+                    "asymmetric".to_string()
+                } else {
+                    a.string("coordinate_transformation_mode", "half_pixel")?
+                };
+                let nearest = if legacy {
+                    "simple".to_string()
+                } else {
+                    a.string("nearest_mode", "round_prefer_floor")?
+                };
                 if coord == "tf_crop_and_resize" {
                     return Err(a.unsupported("coordinate_transformation_mode tf_crop_and_resize"));
+                }
+                const COORD_MODES: [&str; 6] = [
+                    "half_pixel",
+                    "half_pixel_symmetric",
+                    "pytorch_half_pixel",
+                    "align_corners",
+                    "asymmetric",
+                    "tf_half_pixel_for_nn",
+                ];
+                if !COORD_MODES.contains(&coord.as_str()) {
+                    return Err(a.unsupported(format!("coordinate_transformation_mode '{coord}'")));
+                }
+                const NEAREST_MODES: [&str; 4] = ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"];
+                if !legacy && !NEAREST_MODES.contains(&nearest.as_str()) {
+                    return Err(a.unsupported(format!("nearest_mode '{nearest}'")));
                 }
                 Op::Resize(Resize {
                     coord_mode: coord,
@@ -211,12 +309,23 @@ impl Op {
                 };
                 Op::Constant(t)
             }
-            "ConstantOfShape" => Op::ConstantOfShape(a.tensor_opt("value")?.unwrap_or_else(|| Tensor::scalar(0f32))),
-            "Shape" => Op::Shape { start: a.int("start", 0)?, end: a.int_opt("end")? },
-            "Gather" => Op::Gather { axis: a.int("axis", 0)? },
+            // The default value is a one-element 1-D tensor, as the attribute must be (it is
+            // written back as such).
+            "ConstantOfShape" => Op::ConstantOfShape(match a.tensor_opt("value")? {
+                Some(t) => t,
+                None => Tensor::from_vec(vec![1], vec![0f32])?,
+            }),
+            "Shape" => Op::Shape {
+                start: a.int("start", 0)?,
+                end: a.int_opt("end")?,
+            },
+            "Gather" => Op::Gather {
+                axis: a.int("axis", 0)?,
+            },
             "Cast" => {
                 let code = a.int("to", 0)?;
-                let to = DType::from_onnx_code(code as i32).ok_or_else(|| a.unsupported(format!("cast to ONNX dtype {code}")))?;
+                let to = DType::from_onnx_code(code as i32)
+                    .ok_or_else(|| a.unsupported(format!("cast to ONNX dtype {code}")))?;
                 a.ignore(&["saturate"]);
                 Op::Cast { to }
             }
@@ -280,7 +389,10 @@ impl Op {
             Op::Conv(c) => c.to_attrs(),
             Op::Gemm(g) => g.to_attrs(),
             Op::Unary(Unary::LeakyRelu { alpha }) => one("alpha", AttrValue::Float(*alpha)),
-            Op::Unary(Unary::HardSigmoid { alpha, beta }) => vec![("alpha".into(), AttrValue::Float(*alpha)), ("beta".into(), AttrValue::Float(*beta))],
+            Op::Unary(Unary::HardSigmoid { alpha, beta }) => vec![
+                ("alpha".into(), AttrValue::Float(*alpha)),
+                ("beta".into(), AttrValue::Float(*beta)),
+            ],
             Op::Clip(c) => {
                 let mut v = Vec::new();
                 if let Some(m) = c.min {
@@ -305,7 +417,10 @@ impl Op {
             Op::Transpose { perm: Some(p) } => one("perm", AttrValue::Ints(p.iter().map(|&x| x as i64).collect())),
             Op::Concat { axis } => one("axis", AttrValue::Int(*axis)),
             Op::Slice(Some(s)) => {
-                let mut v = vec![("starts".to_string(), ints(&s.starts)), ("ends".to_string(), ints(&s.ends))];
+                let mut v = vec![
+                    ("starts".to_string(), ints(&s.starts)),
+                    ("ends".to_string(), ints(&s.ends)),
+                ];
                 if let Some(ax) = &s.axes {
                     v.push(("axes".into(), ints(ax)));
                 }
@@ -330,8 +445,11 @@ impl Op {
                 if let Some(s) = &r.scales {
                     v.push(("scales".to_string(), AttrValue::Floats(s.clone())));
                 }
-                if opset >= 11 && r.scales.is_none() {
-                    v.push(("coordinate_transformation_mode".into(), AttrValue::String(r.coord_mode.clone())));
+                if opset >= 11 && !r.upsample && r.scales.is_none() {
+                    v.push((
+                        "coordinate_transformation_mode".into(),
+                        AttrValue::String(r.coord_mode.clone()),
+                    ));
                     v.push(("nearest_mode".into(), AttrValue::String(r.nearest_mode.clone())));
                 }
                 v.push(("mode".into(), AttrValue::String("nearest".into())));
@@ -361,6 +479,59 @@ impl Op {
         1
     }
 
+    /// Whether `eval_in_place` can reuse the first input's buffer as the output.
+    pub fn has_in_place(&self) -> bool {
+        matches!(
+            self,
+            Op::Unary(_)
+                | Op::Clip(_)
+                | Op::Identity
+                | Op::Dropout
+                | Op::BatchNorm { .. }
+                | Op::Reshape { .. }
+                | Op::Flatten { .. }
+        )
+    }
+
+    /// Runs the op writing into its first input `x`, which no one else needs any more (the
+    /// executor hands it over after its last reader). Saves an allocation and a copy per
+    /// activation. `rest` are the inputs after the first. Only for ops with `has_in_place`.
+    pub fn eval_in_place(&self, mut x: Tensor, rest: &[Option<&Tensor>]) -> Result<Tensor> {
+        let mut all: Vec<Option<&Tensor>> = Vec::with_capacity(rest.len() + 1);
+        all.push(None);
+        all.extend_from_slice(rest);
+        match self {
+            Op::Unary(u) => {
+                crate::kernels::elementwise::unary_inplace(x.as_mut_slice::<f32>()?, |v| u.f(v));
+                Ok(x)
+            }
+            Op::Clip(c) => {
+                let (lo, hi) = c.bounds(&all)?;
+                crate::kernels::elementwise::unary_inplace(x.as_mut_slice::<f32>()?, |v| Clip::apply(v, lo, hi));
+                Ok(x)
+            }
+            Op::Identity => Ok(x),
+            Op::Dropout => {
+                check_dropout_inference(&all)?;
+                Ok(x)
+            }
+            Op::BatchNorm { epsilon } => norm::batch_norm_in_place(*epsilon, x, &all),
+            Op::Reshape { allowzero } => {
+                let spec = input(&all, 1, "shape")?.to_i64_vec()?;
+                let shape = shape::reshape_target(x.shape(), &spec, *allowzero)?;
+                x.reshape(shape)
+            }
+            Op::Flatten { axis } => {
+                let shape = shape::flatten_shape(*axis, x.shape())?;
+                x.reshape(shape)
+            }
+            _ => {
+                all[0] = Some(&x);
+                Ok(self.eval(&all)?.swap_remove(0))
+            }
+        }
+    }
+
     /// Runs the op on its inputs (`None` for an omitted optional input).
     pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         match self {
@@ -384,7 +555,11 @@ impl Op {
             Op::Pad(p) => p.eval(inputs),
             Op::Squeeze { axes } => shape::squeeze(axes, inputs),
             Op::Unsqueeze { axes } => shape::unsqueeze(axes, inputs),
-            Op::Identity | Op::Dropout => Ok(vec![input(inputs, 0, "input")?.clone()]),
+            Op::Identity => Ok(vec![input(inputs, 0, "input")?.clone()]),
+            Op::Dropout => {
+                check_dropout_inference(inputs)?;
+                Ok(vec![input(inputs, 0, "data")?.clone()])
+            }
             Op::Resize(r) => r.eval(inputs),
             Op::Constant(t) => Ok(vec![t.clone()]),
             Op::ConstantOfShape(v) => shape::constant_of_shape(v, inputs),

@@ -18,7 +18,11 @@ impl Softmax {
         let s = x.shape();
         let axis = norm_axis(self.axis, s.len())?;
         let (outer, len, inner) = if self.legacy {
-            (s[..axis].iter().product::<usize>(), s[axis..].iter().product::<usize>(), 1)
+            (
+                s[..axis].iter().product::<usize>(),
+                s[axis..].iter().product::<usize>(),
+                1,
+            )
         } else {
             (s[..axis].iter().product(), s[axis], s[axis + 1..].iter().product())
         };
@@ -54,7 +58,10 @@ fn channel_params<'a>(inputs: &[Option<&'a Tensor>], c: usize, names: &[&str]) -
         .map(|(i, name)| {
             let t = input(inputs, i + 1, name)?;
             if t.len() != c {
-                return Err(Error::shape(format!("{name} has shape {:?}, expected {c} values (one per channel)", t.shape())));
+                return Err(Error::shape(format!(
+                    "{name} has shape {:?}, expected {c} values (one per channel)",
+                    t.shape()
+                )));
             }
             t.as_slice::<f32>()
         })
@@ -64,20 +71,29 @@ fn channel_params<'a>(inputs: &[Option<&'a Tensor>], c: usize, names: &[&str]) -
 /// Inference BatchNormalization: per channel `y = (x - mean) / sqrt(var + eps) * scale + b`.
 pub fn batch_norm(epsilon: f32, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = input(inputs, 0, "X")?;
-    let s = x.shape();
+    Ok(vec![batch_norm_in_place(epsilon, x.clone(), inputs)?])
+}
+
+/// BatchNormalization writing into `x` (`inputs[0]` is ignored; 1..=4 are the parameters).
+pub fn batch_norm_in_place(epsilon: f32, mut x: Tensor, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
+    let s = x.shape().to_vec();
     if s.len() < 2 {
-        return Err(Error::shape(format!("BatchNormalization needs an input [N, C, ...], got {s:?}")));
+        return Err(Error::shape(format!(
+            "BatchNormalization needs an input [N, C, ...], got {s:?}"
+        )));
     }
     let c = s[1];
     let p = channel_params(inputs, c, &["scale", "B", "mean", "var"])?;
     let (mul, add) = batch_norm_affine(p[0], p[1], p[2], p[3], epsilon);
     let inner: usize = s[2..].iter().product();
-    let mut y = x.clone();
-    y.as_mut_slice::<f32>()?.par_chunks_mut(inner.max(1)).enumerate().for_each(|(i, plane)| {
-        let ch = i % c;
-        plane.iter_mut().for_each(|v| *v = *v * mul[ch] + add[ch]);
-    });
-    Ok(vec![y])
+    x.as_mut_slice::<f32>()?
+        .par_chunks_mut(inner.max(1))
+        .enumerate()
+        .for_each(|(i, plane)| {
+            let ch = i % c;
+            plane.iter_mut().for_each(|v| *v = *v * mul[ch] + add[ch]);
+        });
+    Ok(x)
 }
 
 /// BatchNormalization as a per-channel affine map `y = x * mul + add` (also used to fold it).
@@ -101,7 +117,9 @@ impl Lrn {
         let x = input(inputs, 0, "X")?;
         let s = x.shape();
         if s.len() < 3 {
-            return Err(Error::shape(format!("LRN needs an input [N, C, spatial...], got {s:?}")));
+            return Err(Error::shape(format!(
+                "LRN needs an input [N, C, spatial...], got {s:?}"
+            )));
         }
         let (c, inner) = (s[1], s[2..].iter().product::<usize>());
         let xv = x.as_slice::<f32>()?;

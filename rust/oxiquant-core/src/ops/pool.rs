@@ -23,6 +23,12 @@ impl Pool {
         let kernel_shape = a
             .usizes_opt("kernel_shape")?
             .ok_or_else(|| Error::format(format!("node '{}' ({}): kernel_shape is required", a.node, a.op)))?;
+        if !(1..=2).contains(&kernel_shape.len()) {
+            return Err(a.unsupported(format!(
+                "{}-D pooling (only 1-D and 2-D are supported)",
+                kernel_shape.len()
+            )));
+        }
         if max {
             // storage_order only changes the optional Indices output, which is not produced.
             a.ignore(&["storage_order"]);
@@ -71,13 +77,24 @@ impl Pool {
         }
         let strides = spatial(&self.strides, r, "strides")?;
         let dilations = spatial(&self.dilations, r, "dilations")?;
-        let pads = self.padding.resolve(&xs[2..], &self.kernel_shape, &strides, &dilations)?;
+        let pads = self
+            .padding
+            .resolve(&xs[2..], &self.kernel_shape, &strides, &dilations)?;
         let win = window_2d(&self.kernel_shape, &strides, &dilations, &pads);
         let (h, w) = if r == 1 { (1, xs[2]) } else { (xs[2], xs[3]) };
-        let out = win
-            .output_size(h, w, self.ceil_mode)
-            .ok_or_else(|| Error::shape(format!("input {xs:?} is smaller than the pooling window {:?}", self.kernel_shape)))?;
-        let kind = if self.max { PoolKind::Max } else { PoolKind::Avg { count_include_pad: self.count_include_pad } };
+        let out = win.output_size(h, w, self.ceil_mode).ok_or_else(|| {
+            Error::shape(format!(
+                "input {xs:?} is smaller than the pooling window {:?}",
+                self.kernel_shape
+            ))
+        })?;
+        let kind = if self.max {
+            PoolKind::Max
+        } else {
+            PoolKind::Avg {
+                count_include_pad: self.count_include_pad,
+            }
+        };
         let y = pool2d(x.as_slice::<f32>()?, xs[0] * xs[1], h, w, &win, out, kind);
         let mut shape = vec![xs[0], xs[1]];
         if r == 1 {
@@ -93,7 +110,9 @@ pub fn eval_global(max: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
     let x = input(inputs, 0, "X")?;
     let xs = x.shape();
     if xs.len() < 3 {
-        return Err(Error::shape(format!("global pooling needs an input [N, C, spatial...], got {xs:?}")));
+        return Err(Error::shape(format!(
+            "global pooling needs an input [N, C, spatial...], got {xs:?}"
+        )));
     }
     let planes = xs[0] * xs[1];
     let plane: usize = xs[2..].iter().product();

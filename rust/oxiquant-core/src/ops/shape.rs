@@ -2,9 +2,9 @@
 //! Slice, Pad, Squeeze, Unsqueeze, Resize (nearest), Gather, Shape, Cast, ConstantOfShape.
 
 use super::{input, norm_axis};
+use crate::dispatch_data;
 use crate::error::{Error, Result};
 use crate::tensor::{numel, strides, DType, Tensor, TensorData};
-use crate::dispatch_data;
 
 /// Marks an output element that takes the fill value instead of an input element.
 const FILL: usize = usize::MAX;
@@ -54,17 +54,30 @@ fn take(t: &Tensor, shape: Vec<usize>, offsets: &[usize], fill: f64) -> Result<T
 }
 
 fn ints_input(inputs: &[Option<&Tensor>], i: usize, what: &str) -> Result<Option<Vec<i64>>> {
-    inputs.get(i).copied().flatten().map(|t| t.to_i64_vec()).transpose().map_err(|e| Error::shape(format!("{what}: {e}")))
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .map(|t| t.to_i64_vec())
+        .transpose()
+        .map_err(|e| Error::shape(format!("{what}: {e}")))
+}
+
+/// The 2-D shape Flatten gives `shape` at `axis`.
+pub fn flatten_shape(axis: i64, shape: &[usize]) -> Result<Vec<usize>> {
+    let a = if axis < 0 { axis + shape.len() as i64 } else { axis };
+    if a < 0 || a > shape.len() as i64 {
+        return Err(Error::shape(format!(
+            "Flatten axis {axis} out of range for shape {shape:?}"
+        )));
+    }
+    let a = a as usize;
+    Ok(vec![shape[..a].iter().product(), shape[a..].iter().product()])
 }
 
 pub fn flatten(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = input(inputs, 0, "input")?;
-    let a = if axis < 0 { axis + x.rank() as i64 } else { axis };
-    if a < 0 || a > x.rank() as i64 {
-        return Err(Error::shape(format!("Flatten axis {axis} out of range for shape {:?}", x.shape())));
-    }
-    let a = a as usize;
-    let shape = vec![x.shape()[..a].iter().product(), x.shape()[a..].iter().product()];
+    let shape = flatten_shape(axis, x.shape())?;
     Ok(vec![x.clone().reshape(shape)?])
 }
 
@@ -78,7 +91,11 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| Error::shape(format!("Reshape shape {spec:?}: 0 at position {i} but input {input:?} has no such dim")))?),
+            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
+                Error::shape(format!(
+                    "Reshape shape {spec:?}: 0 at position {i} but input {input:?} has no such dim"
+                ))
+            })?),
             d if d >= 0 => out.push(d as usize),
             _ => return Err(Error::shape(format!("Reshape shape {spec:?} is invalid"))),
         }
@@ -92,7 +109,9 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
         out[i] = total / known;
     }
     if numel(&out) != total {
-        return Err(Error::shape(format!("cannot reshape {input:?} ({total} elements) to {spec:?}")));
+        return Err(Error::shape(format!(
+            "cannot reshape {input:?} ({total} elements) to {spec:?}"
+        )));
     }
     Ok(out)
 }
@@ -111,11 +130,17 @@ pub fn transpose(perm: &Option<Vec<usize>>, inputs: &[Option<&Tensor>]) -> Resul
     let mut sorted = perm.clone();
     sorted.sort_unstable();
     if sorted != (0..r).collect::<Vec<_>>() {
-        return Err(Error::shape(format!("Transpose perm {perm:?} is not a permutation of the {r} axes of {:?}", x.shape())));
+        return Err(Error::shape(format!(
+            "Transpose perm {perm:?} is not a permutation of the {r} axes of {:?}",
+            x.shape()
+        )));
     }
     let st = strides(x.shape());
     let shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
-    let tables: Vec<Vec<Option<usize>>> = perm.iter().map(|&p| (0..x.shape()[p]).map(|o| Some(o * st[p])).collect()).collect();
+    let tables: Vec<Vec<Option<usize>>> = perm
+        .iter()
+        .map(|&p| (0..x.shape()[p]).map(|o| Some(o * st[p])).collect())
+        .collect();
     Ok(vec![take(x, shape, &offsets_from_tables(&tables), 0.0)?])
 }
 
@@ -127,7 +152,8 @@ pub fn concat(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let mut shape = first.shape().to_vec();
     shape[a] = 0;
     for t in &parts {
-        let ok = t.rank() == r && t.dtype() == first.dtype() && (0..r).all(|d| d == a || t.shape()[d] == first.shape()[d]);
+        let ok =
+            t.rank() == r && t.dtype() == first.dtype() && (0..r).all(|d| d == a || t.shape()[d] == first.shape()[d]);
         if !ok {
             return Err(Error::shape(format!(
                 "Concat on axis {axis}: input {} {:?} does not match {} {:?}",
@@ -144,10 +170,13 @@ pub fn concat(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     macro_rules! cat {
         ($variant:ident) => {{
             let mut out = Vec::with_capacity(numel(&shape));
-            let slices: Vec<_> = parts.iter().map(|t| match t.data() {
-                TensorData::$variant(v) => v.as_slice(),
-                _ => &[],
-            }).collect();
+            let slices: Vec<_> = parts
+                .iter()
+                .map(|t| match t.data() {
+                    TensorData::$variant(v) => v.as_slice(),
+                    _ => &[],
+                })
+                .collect();
             for o in 0..outer {
                 for (t, s) in parts.iter().zip(&slices) {
                     let blk = t.shape()[a] * inner;
@@ -191,10 +220,14 @@ pub fn slice(attrs: &Option<SliceAttrs>, inputs: &[Option<&Tensor>]) -> Result<V
     let axes: Vec<i64> = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-        return Err(Error::shape(format!("Slice: starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length")));
+        return Err(Error::shape(format!(
+            "Slice: starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length"
+        )));
     }
     let st = strides(x.shape());
-    let mut tables: Vec<Vec<Option<usize>>> = (0..r).map(|d| (0..x.shape()[d]).map(|o| Some(o * st[d])).collect()).collect();
+    let mut tables: Vec<Vec<Option<usize>>> = (0..r)
+        .map(|d| (0..x.shape()[d]).map(|o| Some(o * st[d])).collect())
+        .collect();
     let mut shape = x.shape().to_vec();
     for i in 0..starts.len() {
         let d = norm_axis(axes[i], r)?;
@@ -209,8 +242,14 @@ pub fn slice(attrs: &Option<SliceAttrs>, inputs: &[Option<&Tensor>]) -> Result<V
         } else {
             (fix(starts[i]).clamp(0, dim - 1), fix(ends[i]).clamp(-1, dim - 1))
         };
-        let count = if step > 0 { ((e - s).max(0) as u64).div_ceil(step as u64) } else { ((s - e).max(0) as u64).div_ceil(step.unsigned_abs()) } as usize;
-        tables[d] = (0..count).map(|o| Some((s + o as i64 * step) as usize * st[d])).collect();
+        let count = if step > 0 {
+            ((e - s).max(0) as u64).div_ceil(step as u64)
+        } else {
+            ((s - e).max(0) as u64).div_ceil(step.unsigned_abs())
+        } as usize;
+        tables[d] = (0..count)
+            .map(|o| Some((s + o as i64 * step) as usize * st[d]))
+            .collect();
         shape[d] = count;
     }
     Ok(vec![take(x, shape, &offsets_from_tables(&tables), 0.0)?])
@@ -251,7 +290,12 @@ impl Pad {
                 let p = input(inputs, 1, "pads")?.to_i64_vec()?;
                 let v = match inputs.get(2).copied().flatten() {
                     Some(t) if t.len() == 1 => t.to_f32_vec()[0] as f64,
-                    Some(t) => return Err(Error::shape(format!("Pad constant_value must be a scalar, got {:?}", t.shape()))),
+                    Some(t) => {
+                        return Err(Error::shape(format!(
+                            "Pad constant_value must be a scalar, got {:?}",
+                            t.shape()
+                        )))
+                    }
                     None => 0.0,
                 };
                 (p, v)
@@ -262,7 +306,11 @@ impl Pad {
             None => (0..r).collect(),
         };
         if pads_in.len() != 2 * axes.len() {
-            return Err(Error::shape(format!("Pad: pads {pads_in:?} should have {} values for input {:?}", 2 * axes.len(), x.shape())));
+            return Err(Error::shape(format!(
+                "Pad: pads {pads_in:?} should have {} values for input {:?}",
+                2 * axes.len(),
+                x.shape()
+            )));
         }
         let mut pads = vec![0i64; 2 * r];
         for (i, &a) in axes.iter().enumerate() {
@@ -276,13 +324,23 @@ impl Pad {
             let dim = x.shape()[d] as i64;
             let out = dim + pads[d] + pads[d + r];
             if out < 0 {
-                return Err(Error::shape(format!("Pad: pads {pads:?} remove more than the {dim} elements of axis {d}")));
+                return Err(Error::shape(format!(
+                    "Pad: pads {pads:?} remove more than the {dim} elements of axis {d}"
+                )));
             }
             if self.mode != PadMode::Constant && dim == 0 && out > 0 {
-                return Err(Error::shape(format!("Pad mode {} cannot pad an empty axis", self.mode.name())));
+                return Err(Error::shape(format!(
+                    "Pad mode {} cannot pad an empty axis",
+                    self.mode.name()
+                )));
             }
-            if self.mode == PadMode::Reflect && (pads[d] >= dim || pads[d + r] >= dim) && (pads[d] > 0 || pads[d + r] > 0) {
-                return Err(Error::shape(format!("Pad mode reflect: pads {pads:?} must be smaller than axis {d} of size {dim}")));
+            if self.mode == PadMode::Reflect
+                && (pads[d] >= dim || pads[d + r] >= dim)
+                && (pads[d] > 0 || pads[d + r] > 0)
+            {
+                return Err(Error::shape(format!(
+                    "Pad mode reflect: pads {pads:?} must be smaller than axis {d} of size {dim}"
+                )));
             }
             shape.push(out as usize);
             tables.push(
@@ -343,7 +401,10 @@ pub fn unsqueeze(axes: &Option<Vec<i64>>, inputs: &[Option<&Tensor>]) -> Result<
         if ins.contains(&d) {
             shape.push(1);
         } else {
-            shape.push(*src.next().ok_or_else(|| Error::shape(format!("Unsqueeze axes {axes:?} invalid for {:?}", x.shape())))?);
+            shape.push(
+                *src.next()
+                    .ok_or_else(|| Error::shape(format!("Unsqueeze axes {axes:?} invalid for {:?}", x.shape())))?,
+            );
         }
     }
     Ok(vec![x.clone().reshape(shape)?])
@@ -366,15 +427,32 @@ impl Resize {
     pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "X")?;
         let r = x.rank();
-        let scales_t = inputs.get(self.scales_input).copied().flatten().filter(|t| !t.is_empty());
-        let sizes_t = if self.scales_input == 2 { inputs.get(3).copied().flatten().filter(|t| !t.is_empty()) } else { None };
+        let scales_t = inputs
+            .get(self.scales_input)
+            .copied()
+            .flatten()
+            .filter(|t| !t.is_empty());
+        let sizes_t = if self.scales_input == 2 {
+            inputs.get(3).copied().flatten().filter(|t| !t.is_empty())
+        } else {
+            None
+        };
         let (scales, out_shape): (Vec<f32>, Vec<usize>) = if let Some(sz) = sizes_t {
             let s = sz.to_i64_vec()?;
             if s.len() != r || s.iter().any(|&v| v < 0) {
-                return Err(Error::shape(format!("Resize sizes {s:?} do not fit input {:?}", x.shape())));
+                return Err(Error::shape(format!(
+                    "Resize sizes {s:?} do not fit input {:?}",
+                    x.shape()
+                )));
             }
             let out: Vec<usize> = s.iter().map(|&v| v as usize).collect();
-            (out.iter().zip(x.shape()).map(|(&o, &i)| o as f32 / i.max(1) as f32).collect(), out)
+            (
+                out.iter()
+                    .zip(x.shape())
+                    .map(|(&o, &i)| o as f32 / i.max(1) as f32)
+                    .collect(),
+                out,
+            )
         } else {
             let sc = match (&self.scales, scales_t) {
                 (Some(s), _) => s.clone(),
@@ -382,15 +460,28 @@ impl Resize {
                 (None, None) => return Err(Error::shape("Resize needs scales or sizes".to_string())),
             };
             if sc.len() != r || sc.iter().any(|&v| v <= 0.0) {
-                return Err(Error::shape(format!("Resize scales {sc:?} do not fit input {:?}", x.shape())));
+                return Err(Error::shape(format!(
+                    "Resize scales {sc:?} do not fit input {:?}",
+                    x.shape()
+                )));
             }
-            let out = x.shape().iter().zip(&sc).map(|(&i, &s)| (i as f32 * s).floor() as usize).collect();
+            let out = x
+                .shape()
+                .iter()
+                .zip(&sc)
+                .map(|(&i, &s)| (i as f32 * s).floor() as usize)
+                .collect();
             (sc, out)
         };
         let st = strides(x.shape());
         let tables: Vec<Vec<Option<usize>>> = (0..r)
             .map(|d| {
                 let (len_in, len_out, scale) = (x.shape()[d], out_shape[d], scales[d]);
+                if scale == 1.0 && len_out == len_in {
+                    // An axis that is not resized is copied as is (as onnxruntime does), even
+                    // where a mode's formula would shift it (tf_half_pixel_for_nn with ceil).
+                    return (0..len_out).map(|o| Some(o * st[d])).collect();
+                }
                 (0..len_out)
                     .map(|o| {
                         let xo = o as f32;
@@ -400,16 +491,34 @@ impl Resize {
                             "align_corners" => 0.0,
                             "pytorch_half_pixel" if len_out > 1 => (xo + 0.5) / scale - 0.5,
                             "pytorch_half_pixel" => 0.0,
-                            "tf_half_pixel_for_nearest" => (xo + 0.5) / scale,
+                            "tf_half_pixel_for_nn" => (xo + 0.5) / scale,
+                            "half_pixel_symmetric" => {
+                                // Centres the sampled grid when the scaled width is fractional.
+                                // The last step in f64, as onnxruntime does, so that exact
+                                // integers stay exact for floor/ceil.
+                                let adjustment = len_out as f32 / (len_in as f32 * scale);
+                                let offset = len_in as f32 / 2.0 * (1.0 - adjustment);
+                                (offset as f64 + (xo as f64 + 0.5) / scale as f64 - 0.5) as f32
+                            }
+                            // half_pixel (other modes are refused when the node is read)
                             _ => (xo + 0.5) / scale - 0.5,
                         };
                         let idx = match self.nearest_mode.as_str() {
                             "floor" => orig.floor(),
                             "ceil" => orig.ceil(),
                             "round_prefer_ceil" => (orig + 0.5).floor(),
+                            // Resize-10 and Upsample, which predate nearest_mode: onnxruntime's
+                            // rule, the reference for these versions (the spec names none).
+                            "simple" if scale < 1.0 => orig.ceil(),
+                            "simple" => orig.floor(),
+                            // round_prefer_floor (other modes are refused when the node is read)
                             _ => {
                                 // round_prefer_floor: halves go down
-                                if orig.fract() == 0.5 { orig.floor() } else { orig.round() }
+                                if orig.fract() == 0.5 {
+                                    orig.floor()
+                                } else {
+                                    orig.round()
+                                }
                             }
                         };
                         let i = (idx.max(0.0) as usize).min(len_in.saturating_sub(1));
@@ -434,7 +543,9 @@ pub fn gather(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     for &i in &idx {
         let j = if i < 0 { i + dim } else { i };
         if j < 0 || j >= dim {
-            return Err(Error::shape(format!("Gather index {i} out of range for axis {a} of size {dim}")));
+            return Err(Error::shape(format!(
+                "Gather index {i} out of range for axis {a} of size {dim}"
+            )));
         }
         rows.push(Some(j as usize * inner));
     }
@@ -461,7 +572,9 @@ pub fn shape_of(start: i64, end: Option<i64>, inputs: &[Option<&Tensor>]) -> Res
 pub fn constant_of_shape(value: &Tensor, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let spec = input(inputs, 0, "input")?.to_i64_vec()?;
     if spec.iter().any(|&d| d < 0) {
-        return Err(Error::shape(format!("ConstantOfShape shape {spec:?} has a negative dimension")));
+        return Err(Error::shape(format!(
+            "ConstantOfShape shape {spec:?} has a negative dimension"
+        )));
     }
     let shape: Vec<usize> = spec.iter().map(|&d| d as usize).collect();
     let n = numel(&shape);

@@ -12,7 +12,10 @@ pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
     let mut i = 0;
     while i < graph.nodes.len() {
         let node = &graph.nodes[i];
-        let all_const = node.inputs.iter().all(|v| v.is_empty() || graph.initializers.contains_key(v));
+        let all_const = node
+            .inputs
+            .iter()
+            .all(|v| v.is_empty() || graph.initializers.contains_key(v));
         // A graph output keeps its node so that the output stays a computed value.
         let feeds_output = node.outputs.iter().any(|o| graph.is_graph_output(o));
         if !all_const || feeds_output {
@@ -20,7 +23,10 @@ pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
             continue;
         }
         let args: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| graph.initializers.get(v)).collect();
-        let outs = node.op.eval(&args).map_err(|e| e.at_node(&node.name, node.op.op_type()))?;
+        let outs = node
+            .op
+            .eval(&args)
+            .map_err(|e| e.at_node(&node.name, node.op.op_type()))?;
         let names = node.outputs.clone();
         graph.nodes.remove(i);
         for (name, t) in names.into_iter().zip(outs) {
@@ -58,15 +64,47 @@ mod tests {
             name: "g".into(),
             opset: 11,
             nodes: vec![
-                node("c0", "Constant", &[], &["two"], vec![("value_int".into(), AttrValue::Int(2))]),
-                node("u", "Unsqueeze", &["two"], &["two1"], vec![("axes".into(), AttrValue::Ints(vec![0]))]),
-                node("c1", "Constant", &[], &["m1"], vec![("value_ints".into(), AttrValue::Ints(vec![-1]))]),
-                node("cat", "Concat", &["two1", "m1"], &["shape"], vec![("axis".into(), AttrValue::Int(0))]),
+                node(
+                    "c0",
+                    "Constant",
+                    &[],
+                    &["two"],
+                    vec![("value_int".into(), AttrValue::Int(2))],
+                ),
+                node(
+                    "u",
+                    "Unsqueeze",
+                    &["two"],
+                    &["two1"],
+                    vec![("axes".into(), AttrValue::Ints(vec![0]))],
+                ),
+                node(
+                    "c1",
+                    "Constant",
+                    &[],
+                    &["m1"],
+                    vec![("value_ints".into(), AttrValue::Ints(vec![-1]))],
+                ),
+                node(
+                    "cat",
+                    "Concat",
+                    &["two1", "m1"],
+                    &["shape"],
+                    vec![("axis".into(), AttrValue::Int(0))],
+                ),
                 node("r", "Reshape", &["x", "shape"], &["y"], vec![]),
             ],
             initializers: vec![],
-            inputs: vec![ValueInfo { name: "x".into(), dtype: DType::F32, shape: Some(vec![Dim::Fixed(2), Dim::Fixed(3)]) }],
-            outputs: vec![ValueInfo { name: "y".into(), dtype: DType::F32, shape: None }],
+            inputs: vec![ValueInfo {
+                name: "x".into(),
+                dtype: DType::F32,
+                shape: Some(vec![Dim::Fixed(2), Dim::Fixed(3)]),
+            }],
+            outputs: vec![ValueInfo {
+                name: "y".into(),
+                dtype: DType::F32,
+                shape: None,
+            }],
         };
         let mut g = Graph::from_raw(raw).unwrap();
         let x = Tensor::from_vec(vec![2, 3], (0..6).map(|v| v as f32).collect()).unwrap();

@@ -13,6 +13,17 @@ enum Src<'g> {
     Absent,
 }
 
+impl<'g> Src<'g> {
+    /// The tensor this source names, if it is present.
+    fn get<'a>(&'a self, slots: &'a [Option<Tensor>]) -> Option<&'a Tensor> {
+        match self {
+            Src::Slot(k) => slots[*k].as_ref(),
+            Src::Init(t) => Some(*t),
+            Src::Absent => None,
+        }
+    }
+}
+
 struct Step<'g> {
     node: usize,
     inputs: Vec<Src<'g>>,
@@ -194,28 +205,13 @@ impl<'g> Executor<'g> {
                 _ => None,
             };
             let results = if let Some(x) = owned {
-                let rest: Vec<Option<&Tensor>> = st.inputs[1..]
-                    .iter()
-                    .map(|s| match s {
-                        Src::Slot(k) => slots[*k].as_ref(),
-                        Src::Init(t) => Some(*t),
-                        Src::Absent => None,
-                    })
-                    .collect();
+                let rest: Vec<Option<&Tensor>> = st.inputs[1..].iter().map(|s| s.get(&slots)).collect();
                 vec![node
                     .op
                     .eval_in_place(x, &rest)
                     .map_err(|e| e.at_node(&node.name, node.op.op_type()))?]
             } else {
-                let args: Vec<Option<&Tensor>> = st
-                    .inputs
-                    .iter()
-                    .map(|s| match s {
-                        Src::Slot(k) => slots[*k].as_ref(),
-                        Src::Init(t) => Some(*t),
-                        Src::Absent => None,
-                    })
-                    .collect();
+                let args: Vec<Option<&Tensor>> = st.inputs.iter().map(|s| s.get(&slots)).collect();
                 node.op
                     .eval(&args)
                     .map_err(|e| e.at_node(&node.name, node.op.op_type()))?

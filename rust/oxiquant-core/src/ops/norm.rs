@@ -17,14 +17,11 @@ impl Softmax {
         let x = input(inputs, 0, "input")?;
         let s = x.shape();
         let axis = norm_axis(self.axis, s.len())?;
-        let (outer, len, inner) = if self.legacy {
-            (
-                s[..axis].iter().product::<usize>(),
-                s[axis..].iter().product::<usize>(),
-                1,
-            )
+        // Softmax runs over `len` values `inner` apart, in blocks of `len * inner`.
+        let (len, inner) = if self.legacy {
+            (s[axis..].iter().product::<usize>(), 1)
         } else {
-            (s[..axis].iter().product(), s[axis], s[axis + 1..].iter().product())
+            (s[axis], s[axis + 1..].iter().product())
         };
         let mut y = x.clone();
         let v = y.as_mut_slice::<f32>()?;
@@ -45,7 +42,6 @@ impl Softmax {
                 }
             }
         });
-        let _ = outer;
         Ok(vec![y])
     }
 }

@@ -3,6 +3,7 @@
 import oxiquant
 model = oxiquant.load("resnet20.onnx")
 out = model.run(x)            # dict of output name -> numpy array
+qmodel = oxiquant.quantize_network(model, nb_bits=8, calibration_set=calib)
 """
 
 from oxiquant._errors import (
@@ -16,6 +17,16 @@ from oxiquant._errors import (
 from oxiquant._native import MAX_OPSET, get_num_threads, set_num_threads
 from oxiquant._native import __version__ as __version__
 from oxiquant.model import Model, load
+from oxiquant.ptq import (
+    adjust_ranges,
+    compute_ranges,
+    insert_scaling_nodes,
+    normalize_activations,
+    normalize_parameters,
+    prepare_network,
+    quantize_network,
+    quantize_normalized_network,
+)
 
 __all__ = [
     "MAX_OPSET",
@@ -26,7 +37,15 @@ __all__ = [
     "OxiquantError",
     "ShapeError",
     "UnsupportedOpError",
+    "adjust_ranges",
+    "compute_ranges",
     "get_num_threads",
+    "insert_scaling_nodes",
     "load",
+    "normalize_activations",
+    "normalize_parameters",
+    "prepare_network",
+    "quantize_network",
+    "quantize_normalized_network",
     "set_num_threads",
 ]

@@ -79,6 +79,18 @@ class Model:
             f"inputs {self.input_names}, outputs {self.output_names}>"
         )
 
+    @property
+    def quant_info(self) -> dict[str, Any]:
+        """The quantization state as plain data: `stage`, `activations` (per Scaling node: role,
+        tensor, range, clip, clipping, bits, signed, scale, step), `weights` (per affine node:
+        weight_scale, weight_bits, weight_clip), `float_nodes` (node, op, why it stays float)
+        and `warnings`."""
+        return dict(self._native.ptq_info())
+
+    @property
+    def is_quantized(self) -> bool:
+        return self._native.ptq_info()["stage"] == "quantized"
+
     # -- running -----------------------------------------------------------------------
     def _feeds(self, inputs: Inputs) -> dict[str, np.ndarray]:
         names = self.input_names

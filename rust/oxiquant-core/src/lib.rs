@@ -7,6 +7,7 @@ pub mod graph;
 pub mod kernels;
 pub mod ops;
 pub mod passes;
+pub mod ptq;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -3,6 +3,7 @@
 
 mod convert;
 mod errors;
+mod ptq;
 mod threads;
 
 use convert::{
@@ -11,6 +12,7 @@ use convert::{
 };
 use errors::guard;
 use oxiquant_core::graph::RawGraph;
+use oxiquant_core::ptq::{self as core_ptq, Clipping, PtqState};
 use oxiquant_core::{exec, passes, Graph};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -23,6 +25,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Clone)]
 struct NativeModel {
     graph: Graph,
+    ptq: PtqState,
 }
 
 #[pymethods]
@@ -64,13 +67,16 @@ impl NativeModel {
             outputs,
         };
         let graph = py.detach(|| guard("model loading", || Graph::from_raw(raw)))?;
-        Ok(NativeModel { graph })
+        Ok(NativeModel {
+            graph,
+            ptq: PtqState::default(),
+        })
     }
 
     /// The model as ONNX-shaped parts: a dict with name, opset, nodes, initializers, inputs,
     /// outputs (the inverse of `from_parts`).
     fn to_parts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let raw = self.graph.to_raw();
+        let raw = self.graph.to_raw().map_err(errors::to_py)?;
         let d = PyDict::new(py);
         d.set_item("name", raw.name)?;
         d.set_item("opset", raw.opset)?;
@@ -170,6 +176,150 @@ impl NativeModel {
         self.graph.runtime_inputs().map(|v| value_info_to_py(py, v)).collect()
     }
 
+    /// PTQ step 1 (in place). Returns what changed.
+    fn ptq_prepare<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (g, st) = (&mut self.graph, &mut self.ptq);
+        let r = py.detach(|| guard("prepare_network", || core_ptq::prepare::prepare(g, st)))?;
+        let d = PyDict::new(py);
+        d.set_item("folded_constants", r.folded_constants)?;
+        d.set_item("folded_batchnorms", r.folded_batchnorms)?;
+        d.set_item("removed_passthroughs", r.removed_passthroughs)?;
+        Ok(d)
+    }
+
+    /// PTQ step 2 (in place).
+    fn ptq_insert_scaling_nodes(&mut self, py: Python<'_>) -> PyResult<()> {
+        let (g, st) = (&mut self.graph, &mut self.ptq);
+        py.detach(|| {
+            guard("insert_scaling_nodes", || {
+                core_ptq::insert_scaling::insert_scaling_nodes(g, st)
+            })
+        })
+    }
+
+    /// PTQ step 3 (in place).
+    fn ptq_normalize_parameters(&mut self, py: Python<'_>, per_channel: bool) -> PyResult<()> {
+        let (g, st) = (&mut self.graph, &mut self.ptq);
+        py.detach(|| {
+            guard("normalize_parameters", || {
+                core_ptq::normalize_params::normalize_parameters(g, st, per_channel)
+            })
+        })
+    }
+
+    /// PTQ step 4, part 1: clears the statistics.
+    fn ptq_calibration_begin(&mut self) -> PyResult<()> {
+        guard("compute_ranges", || core_ptq::calibrate::begin(&mut self.ptq))
+    }
+
+    /// PTQ step 4, part 2: runs one calibration batch and merges its statistics.
+    #[pyo3(signature = (feeds, num_threads=None))]
+    fn ptq_calibration_batch(
+        &mut self,
+        py: Python<'_>,
+        feeds: &Bound<'_, PyDict>,
+        num_threads: Option<usize>,
+    ) -> PyResult<()> {
+        let feeds = feeds_from_py(feeds)?;
+        let pool = threads::pool(num_threads)?;
+        let (g, st) = (&self.graph, &mut self.ptq);
+        py.detach(|| {
+            guard("compute_ranges", || {
+                pool.install(|| core_ptq::calibrate::observe_batch(g, st, feeds))
+            })
+        })
+    }
+
+    /// PTQ step 4, part 3: closes the calibration.
+    fn ptq_calibration_finish(&mut self) -> PyResult<()> {
+        guard("compute_ranges", || core_ptq::calibrate::finish(&mut self.ptq))
+    }
+
+    /// PTQ step 5.
+    #[pyo3(signature = (clipping, nb_bits, optimize_signs, num_threads=None))]
+    fn ptq_adjust_ranges(
+        &mut self,
+        py: Python<'_>,
+        clipping: &str,
+        nb_bits: u32,
+        optimize_signs: bool,
+        num_threads: Option<usize>,
+    ) -> PyResult<()> {
+        let method = Clipping::parse(clipping).map_err(errors::to_py)?;
+        let pool = threads::pool(num_threads)?;
+        let (g, st) = (&self.graph, &mut self.ptq);
+        py.detach(|| {
+            guard("adjust_ranges", || {
+                pool.install(|| core_ptq::adjust::adjust_ranges(g, st, method, nb_bits, optimize_signs))
+            })
+        })
+    }
+
+    /// PTQ step 6 (in place).
+    fn ptq_normalize_activations(&mut self, py: Python<'_>) -> PyResult<()> {
+        let (g, st) = (&mut self.graph, &mut self.ptq);
+        py.detach(|| {
+            guard("normalize_activations", || {
+                core_ptq::normalize_acts::normalize_activations(g, st)
+            })
+        })
+    }
+
+    /// PTQ step 7 (in place).
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (act_bits, weight_bits, optimize_signs, single_shift, no_quant, dequantize_outputs, weight_clipping))]
+    fn ptq_quantize(
+        &mut self,
+        py: Python<'_>,
+        act_bits: u32,
+        weight_bits: u32,
+        optimize_signs: bool,
+        single_shift: bool,
+        no_quant: bool,
+        dequantize_outputs: bool,
+        weight_clipping: &str,
+    ) -> PyResult<()> {
+        let weight_clipping = match weight_clipping {
+            "max" => Clipping::Max,
+            "mse" => Clipping::Mse,
+            other => {
+                return Err(errors::InvalidArgumentError::new_err(format!(
+                    "weight_clipping must be 'max' or 'mse', got '{other}'"
+                )))
+            }
+        };
+        let opts = core_ptq::quantize::QuantizeOptions {
+            act_bits,
+            weight_bits,
+            optimize_signs,
+            single_shift,
+            no_quant,
+            dequantize_outputs,
+            weight_clipping,
+        };
+        let (g, st) = (&mut self.graph, &mut self.ptq);
+        py.detach(|| {
+            guard("quantize_normalized_network", || {
+                core_ptq::quantize::quantize_network(g, st, &opts)
+            })
+        })
+    }
+
+    /// The PTQ state as plain data (stage, per-layer ranges, scales, bit widths ...).
+    fn ptq_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        ptq::info_to_py(py, &self.ptq)
+    }
+
+    /// Scale `S` of every activation (stored = real / S).
+    fn ptq_scales(&self) -> std::collections::HashMap<String, Vec<f32>> {
+        self.ptq.scales.clone()
+    }
+
+    /// Integer unit of every quantized value (int = stored * unit).
+    fn ptq_units(&self) -> std::collections::HashMap<String, Vec<f32>> {
+        self.ptq.units.clone()
+    }
+
     fn copy(&self) -> NativeModel {
         self.clone()
     }
@@ -177,6 +327,25 @@ impl NativeModel {
     fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> NativeModel {
         self.clone()
     }
+}
+
+/// Statistics of `values` and the clipping value `method` picks for them: returns
+/// (clip, hist_abs, hist_pos, range). For tests against an independent reference.
+#[pyfunction]
+fn clip_from_values(
+    values: Vec<f32>,
+    method: &str,
+    nb_bits: u32,
+    signed: bool,
+) -> PyResult<(f32, Vec<u64>, Vec<u64>, f32)> {
+    let method = Clipping::parse(method).map_err(errors::to_py)?;
+    guard("clip_from_values", || {
+        core_ptq::check_bits("clip_from_values", nb_bits)?;
+        let mut s = core_ptq::RangeStats::new();
+        s.update(&values)?;
+        let c = core_ptq::clipping::clip_value(&s, method, nb_bits, signed);
+        Ok((c, s.hist_abs, s.hist_pos, s.range))
+    })
 }
 
 /// Sets the default thread count of heavy calls (`None` restores the default).
@@ -198,6 +367,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeModel>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(clip_from_values, m)?)?;
     m.add("OxiquantError", py.get_type::<errors::OxiquantError>())?;
     m.add("UnsupportedOpError", py.get_type::<errors::UnsupportedOpError>())?;
     m.add("ModelFormatError", py.get_type::<errors::ModelFormatError>())?;

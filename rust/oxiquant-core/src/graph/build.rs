@@ -5,7 +5,7 @@
 
 use super::{topo_order, AttrReader, AttrValue, Graph, Node, ValueInfo};
 use crate::error::{Error, Result, UnsupportedEntry};
-use crate::ops::{Op, MAX_OPSET};
+use crate::ops::{Op, Scaling, MAX_OPSET};
 use crate::tensor::Tensor;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -205,26 +205,124 @@ impl Graph {
         })
     }
 
-    /// The graph as ONNX-shaped parts (inverse of `from_raw`).
-    pub fn to_raw(&self) -> RawGraph {
-        RawGraph {
-            name: self.name.clone(),
-            opset: self.opset,
-            nodes: self
-                .nodes
-                .iter()
-                .map(|n| RawNode {
+    /// The graph as ONNX-shaped parts (inverse of `from_raw`). PTQ Scaling nodes, which are
+    /// not ONNX ops, are lowered to standard ones (see `lower_scaling`).
+    pub fn to_raw(&self) -> Result<RawGraph> {
+        let mut used = self.used_names();
+        let mut fresh = |base: String| -> String {
+            let mut name = base.clone();
+            let mut i = 1;
+            while used.contains(&name) {
+                name = format!("{base}_{i}");
+                i += 1;
+            }
+            used.insert(name.clone());
+            name
+        };
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        let mut initializers: Vec<(String, Tensor)> =
+            self.initializers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for n in &self.nodes {
+            match &n.op {
+                Op::Scaling(sc) => lower_scaling(n, sc, self.opset, &mut fresh, &mut nodes, &mut initializers)?,
+                op => nodes.push(RawNode {
                     name: n.name.clone(),
-                    op_type: n.op.op_type().to_string(),
+                    op_type: op.op_type().to_string(),
                     domain: String::new(),
                     inputs: n.inputs.clone(),
                     outputs: n.outputs.clone(),
-                    attrs: n.op.to_attrs(self.opset),
-                })
-                .collect(),
-            initializers: self.initializers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    attrs: op.to_attrs(self.opset),
+                }),
+            }
+        }
+        Ok(RawGraph {
+            name: self.name.clone(),
+            opset: self.opset,
+            nodes,
+            initializers,
             inputs: self.inputs.clone(),
             outputs: self.outputs.clone(),
-        }
+        })
     }
+}
+
+/// A Scaling node as `Mul(x, factor)`, and for a quantizer `Round` (`Floor(x + 0.5)` before
+/// opset 11, which has no Round: ties then round up instead of to even) and `Clip`.
+fn lower_scaling(
+    n: &Node,
+    sc: &Scaling,
+    opset: i64,
+    fresh: &mut dyn FnMut(String) -> String,
+    nodes: &mut Vec<RawNode>,
+    inits: &mut Vec<(String, Tensor)>,
+) -> Result<()> {
+    let (x, y) = match (n.inputs.first(), n.outputs.first()) {
+        (Some(x), Some(y)) => (x.clone(), y.clone()),
+        _ => {
+            return Err(Error::format(format!(
+                "Scaling node '{}' needs one input and one output",
+                n.name
+            )))
+        }
+    };
+    let factor = fresh(format!("{}_factor", n.name));
+    inits.push((factor.clone(), sc.factor_tensor()?));
+    let mut raw = |name: String, op: &str, inputs: Vec<String>, output: String, attrs: Vec<(String, AttrValue)>| {
+        nodes.push(RawNode {
+            name,
+            op_type: op.to_string(),
+            domain: String::new(),
+            inputs,
+            outputs: vec![output],
+            attrs,
+        });
+    };
+    let Some(q) = sc.quant else {
+        raw(n.name.clone(), "Mul", vec![x, factor], y, Vec::new());
+        return Ok(());
+    };
+    let scaled = fresh(format!("{y}_scaled"));
+    raw(n.name.clone(), "Mul", vec![x, factor], scaled.clone(), Vec::new());
+    let rounded = fresh(format!("{y}_rounded"));
+    if opset >= 11 {
+        raw(
+            fresh(format!("{}_round", n.name)),
+            "Round",
+            vec![scaled],
+            rounded.clone(),
+            Vec::new(),
+        );
+    } else {
+        let half = fresh(format!("{}_half", n.name));
+        inits.push((half.clone(), Tensor::scalar(0.5f32)));
+        let shifted = fresh(format!("{y}_shifted"));
+        raw(
+            fresh(format!("{}_add_half", n.name)),
+            "Add",
+            vec![scaled, half],
+            shifted.clone(),
+            Vec::new(),
+        );
+        raw(
+            fresh(format!("{}_floor", n.name)),
+            "Floor",
+            vec![shifted],
+            rounded.clone(),
+            Vec::new(),
+        );
+    }
+    let clip_name = fresh(format!("{}_clip", n.name));
+    if opset >= 11 {
+        let (lo, hi) = (fresh(format!("{}_lo", n.name)), fresh(format!("{}_hi", n.name)));
+        inits.push((lo.clone(), Tensor::scalar(q.lo)));
+        inits.push((hi.clone(), Tensor::scalar(q.hi)));
+        raw(clip_name, "Clip", vec![rounded, lo, hi], y, Vec::new());
+    } else {
+        let attrs = vec![
+            ("min".to_string(), AttrValue::Float(q.lo)),
+            ("max".to_string(), AttrValue::Float(q.hi)),
+        ];
+        raw(clip_name, "Clip", vec![rounded], y, attrs);
+    }
+    Ok(())
 }

@@ -123,7 +123,7 @@ impl Graph {
     }
 
     /// Every value name in use (inputs, initializers, node outputs) and node name.
-    fn used_names(&self) -> HashSet<String> {
+    pub(crate) fn used_names(&self) -> HashSet<String> {
         let mut s: HashSet<String> = self.initializers.keys().cloned().collect();
         s.extend(self.inputs.iter().map(|v| v.name.clone()));
         for n in &self.nodes {

@@ -70,15 +70,23 @@ pub fn eval_sum(inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Unary {
     Relu,
-    LeakyRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
     Sigmoid,
     Tanh,
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     HardSwish,
     Exp,
     Neg,
     Abs,
     Sqrt,
+    /// Round half to even (ONNX Round).
+    Round,
+    Floor,
 }
 
 impl Unary {
@@ -94,6 +102,8 @@ impl Unary {
             Unary::Neg => "Neg",
             Unary::Abs => "Abs",
             Unary::Sqrt => "Sqrt",
+            Unary::Round => "Round",
+            Unary::Floor => "Floor",
         }
     }
 
@@ -122,6 +132,8 @@ impl Unary {
             Unary::Neg => -v,
             Unary::Abs => v.abs(),
             Unary::Sqrt => v.sqrt(),
+            Unary::Round => v.round_ties_even(),
+            Unary::Floor => v.floor(),
         }
     }
 

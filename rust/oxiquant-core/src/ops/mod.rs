@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod scaling;
 pub mod shape;
 
 use crate::error::{Error, Result};
@@ -18,6 +19,7 @@ pub use elementwise::{BinaryOp, Clip, Unary};
 pub use matmul::Gemm;
 pub use norm::{Lrn, Softmax};
 pub use pool::Pool;
+pub use scaling::{QuantBounds, Scaling};
 pub use shape::{Pad, PadMode, Resize, SliceAttrs};
 
 /// Newest `ai.onnx` opset whose semantics the engine follows for every op it knows.
@@ -33,26 +35,51 @@ pub enum Op {
     Unary(Unary),
     Clip(Clip),
     Softmax(Softmax),
-    BatchNorm { epsilon: f32 },
+    BatchNorm {
+        epsilon: f32,
+    },
     Lrn(Lrn),
     Pool(Pool),
-    GlobalPool { max: bool },
-    Flatten { axis: i64 },
-    Reshape { allowzero: bool },
-    Transpose { perm: Option<Vec<usize>> },
-    Concat { axis: i64 },
+    GlobalPool {
+        max: bool,
+    },
+    Flatten {
+        axis: i64,
+    },
+    Reshape {
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
+    Concat {
+        axis: i64,
+    },
     Slice(Option<SliceAttrs>),
     Pad(Pad),
-    Squeeze { axes: Option<Vec<i64>> },
-    Unsqueeze { axes: Option<Vec<i64>> },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Option<Vec<i64>>,
+    },
     Identity,
     Dropout,
     Resize(Resize),
     Constant(Tensor),
     ConstantOfShape(Tensor),
-    Shape { start: i64, end: Option<i64> },
-    Gather { axis: i64 },
-    Cast { to: DType },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    Gather {
+        axis: i64,
+    },
+    Cast {
+        to: DType,
+    },
+    /// PTQ scaling / requantization point (not an ONNX op; exported as Mul [+ Round + Clip]).
+    Scaling(Scaling),
 }
 
 /// The required input `i` of a node, or an error naming it.
@@ -141,6 +168,8 @@ impl Op {
             "Neg" => Op::Unary(Unary::Neg),
             "Abs" => Op::Unary(Unary::Abs),
             "Sqrt" => Op::Unary(Unary::Sqrt),
+            "Round" => Op::Unary(Unary::Round),
+            "Floor" => Op::Unary(Unary::Floor),
             "Clip" => Op::Clip(Clip {
                 min: a.float_opt("min")?,
                 max: a.float_opt("max")?,
@@ -379,6 +408,7 @@ impl Op {
             Op::Shape { .. } => "Shape",
             Op::Gather { .. } => "Gather",
             Op::Cast { .. } => "Cast",
+            Op::Scaling(_) => "Scaling",
         }
     }
 
@@ -484,6 +514,7 @@ impl Op {
         matches!(
             self,
             Op::Unary(_)
+                | Op::Scaling(_)
                 | Op::Clip(_)
                 | Op::Identity
                 | Op::Dropout
@@ -511,6 +542,7 @@ impl Op {
                 Ok(x)
             }
             Op::Identity => Ok(x),
+            Op::Scaling(sc) => sc.eval_in_place(x),
             Op::Dropout => {
                 check_dropout_inference(&all)?;
                 Ok(x)
@@ -566,6 +598,7 @@ impl Op {
             Op::Shape { start, end } => shape::shape_of(*start, *end, inputs),
             Op::Gather { axis } => shape::gather(*axis, inputs),
             Op::Cast { to } => shape::cast(*to, inputs),
+            Op::Scaling(sc) => sc.eval(inputs),
         }
     }
 }

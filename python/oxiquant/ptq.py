@@ -1,0 +1,266 @@
+"""Post-training quantization: the one-liner `quantize_network` and the step-by-step API.
+
+The steps edit the model in place (as in Aidge's module; use `model.copy()` to keep the
+original) and must run in this order:
+
+    prepare_network(m)
+    insert_scaling_nodes(m)
+    normalize_parameters(m, per_channel=...)
+    compute_ranges(m, calibration_set)
+    adjust_ranges(m, clipping=..., nb_bits=..., optimize_signs=...)
+    normalize_activations(m)
+    quantize_normalized_network(m, nb_bits, optimize_signs=..., ...)
+
+`quantize_network` runs exactly these on a copy and returns it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Union
+
+import numpy as np
+
+from oxiquant._errors import InvalidArgumentError, ShapeError
+from oxiquant.model import Model
+
+CalibrationSet = Union[np.ndarray, Mapping[str, np.ndarray], Iterable[Any]]
+
+CLIPPING_METHODS = ("max", "mse", "kl", "sigma3", "sigma4", "sigma5")
+
+
+def _check_bits(nb_bits: Any, what: str = "nb_bits") -> int:
+    if isinstance(nb_bits, bool) or not isinstance(nb_bits, (int, np.integer)):
+        raise InvalidArgumentError(f"{what} must be an integer between 2 and 16, got {nb_bits!r}")
+    if not 2 <= int(nb_bits) <= 16:
+        raise InvalidArgumentError(f"{what} must be between 2 and 16, got {nb_bits}")
+    return int(nb_bits)
+
+
+def _check_clipping(clipping: str) -> str:
+    if not isinstance(clipping, str) or clipping.lower() not in CLIPPING_METHODS:
+        raise InvalidArgumentError(f"clipping must be one of {', '.join(CLIPPING_METHODS)}; got {clipping!r}")
+    return clipping.lower()
+
+
+def prepare_network(model: Model) -> dict[str, int]:
+    """Step 1: folds constants and BatchNormalization, removes Identity/Dropout, and lists
+    the nodes that will stay in float (`model.quant_info["float_nodes"]`). Returns counts of
+    what changed."""
+    return dict(model._native.ptq_prepare())
+
+
+def insert_scaling_nodes(model: Model) -> None:
+    """Step 2: inserts the Scaling nodes (factor 1: the function is unchanged)."""
+    model._native.ptq_insert_scaling_nodes()
+
+
+def normalize_parameters(model: Model, per_channel: bool = False) -> None:
+    """Step 3: scales every weight tensor (or, with `per_channel`, every output channel) into
+    [-1, 1], rescales biases and balances merging branches."""
+    model._native.ptq_normalize_parameters(bool(per_channel))
+
+
+# -- calibration data --------------------------------------------------------------------
+def _input_specs(model: Model) -> list[tuple[str, np.dtype, list[Any] | None]]:
+    return [(n, np.dtype(d), s) for n, d, s in model.inputs]
+
+
+def _as_input(arr: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.dtype != dtype:
+        if np.issubdtype(a.dtype, np.floating) and np.issubdtype(dtype, np.floating):
+            a = a.astype(dtype)
+        else:
+            raise ShapeError(
+                f"calibration data for input '{name}' is {a.dtype}, the model expects {dtype} "
+                "(preprocess it into the model's input range first)"
+            )
+    return np.ascontiguousarray(a)
+
+
+def _fixed_batch(shape: list[Any] | None) -> int | None:
+    if shape and isinstance(shape[0], int):
+        return int(shape[0])
+    return None
+
+
+def _batches(model: Model, data: CalibrationSet, batch_size: int) -> tuple[Iterator[dict[str, np.ndarray]], int | None]:
+    """Yields feeds dicts; also returns the number of batches when it is known."""
+    specs = _input_specs(model)
+    names = [n for n, _, _ in specs]
+    fixed = {_fixed_batch(s) for _, _, s in specs} - {None}
+    if len(fixed) == 1:
+        # The graph pins its batch size (e.g. 1): calibration follows it.
+        batch_size = fixed.pop()
+
+    def split(arrays: dict[str, np.ndarray]) -> tuple[Iterator[dict[str, np.ndarray]], int]:
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) != 1:
+            raise ShapeError(f"calibration arrays have different lengths: { {k: len(a) for k, a in arrays.items()} }")
+        n = lengths.pop()
+        count = -(-n // batch_size)
+
+        def gen() -> Iterator[dict[str, np.ndarray]]:
+            for i in range(0, n, batch_size):
+                yield {k: a[i : i + batch_size] for k, a in arrays.items()}
+
+        return gen(), count
+
+    def to_feeds(item: Any) -> dict[str, np.ndarray]:
+        if isinstance(item, Mapping):
+            unknown = set(item) - set(names)
+            missing = set(names) - set(item)
+            if unknown or missing:
+                raise ShapeError(
+                    f"calibration batch names {sorted(item)} do not match the model's inputs {names}"
+                    + (f" (unknown: {sorted(unknown)})" if unknown else "")
+                    + (f" (missing: {sorted(missing)})" if missing else "")
+                )
+            return {n: _as_input(item[n], n, d) for n, d, _ in specs}
+        if len(specs) != 1:
+            raise ShapeError(f"the model has {len(specs)} inputs {names}: give calibration batches as dicts")
+        n, d, shape = specs[0]
+        a = _as_input(item, n, d)
+        if shape is not None and a.ndim == len(shape) - 1:
+            a = a[None]  # one sample
+        return {n: a}
+
+    if isinstance(data, np.ndarray):
+        if len(specs) != 1:
+            raise ShapeError(f"the model has {len(specs)} inputs {names}: give a dict of arrays")
+        n, d, _ = specs[0]
+        return split({n: _as_input(data, n, d)})
+    if isinstance(data, Mapping):
+        feeds = to_feeds(data)
+        return split(feeds)
+    if isinstance(data, (list, tuple)):
+        items = list(data)
+        if items and len(specs) == 1 and not isinstance(items[0], Mapping):
+            n, d, shape = specs[0]
+            first = np.asarray(items[0])
+            if shape is not None and first.ndim == len(shape) - 1:
+                # A list of single samples: stack them into batches.
+                return split({n: _as_input(np.stack([np.asarray(x) for x in items]), n, d)})
+        return (to_feeds(x) for x in items), len(items)
+    if isinstance(data, Iterable):
+        return (to_feeds(x) for x in data), None
+    raise InvalidArgumentError(
+        "calibration_set must be a numpy array [N, ...], a dict of arrays, a list of arrays or an iterable "
+        f"of batches; got {type(data).__name__}"
+    )
+
+
+def _progress(it: Iterator[Any], total: int | None, enabled: bool | None, desc: str) -> Iterator[Any]:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(it, total=total, desc=desc, unit="batch", leave=False))
+
+
+def compute_ranges(
+    model: Model,
+    calibration_set: CalibrationSet,
+    batch_size: int = 32,
+    progress: bool | None = None,
+    num_threads: int | None = None,
+) -> dict[str, float]:
+    """Step 4: runs the model over the calibration set, batch by batch, and records the range
+    (and histograms) of every Scaling node's output. Memory does not grow with the number of
+    samples. Returns {Scaling node: range, in real units}."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+    native = model._native
+    native.ptq_calibration_begin()
+    batches, total = _batches(model, calibration_set, int(batch_size))
+    for feeds in _progress(batches, total, progress, "calibration"):
+        native.ptq_calibration_batch(feeds, num_threads)
+    native.ptq_calibration_finish()
+    return {layer["name"]: layer["range"] for layer in model.quant_info["activations"] if layer["range"] is not None}
+
+
+def adjust_ranges(model: Model, clipping: str = "max", nb_bits: int = 8, optimize_signs: bool = False) -> dict[str, float]:
+    """Step 5: picks each Scaling node's clipping value for `nb_bits` with `clipping` (max,
+    mse, kl, sigma3, sigma4, sigma5; see docs/algorithm.md for what each minimizes). Use the
+    same `optimize_signs` as in `quantize_normalized_network`. Returns {node: clip value}."""
+    model._native.ptq_adjust_ranges(_check_clipping(clipping), _check_bits(nb_bits), bool(optimize_signs))
+    return {layer["name"]: layer["clip"] for layer in model.quant_info["activations"] if layer["clip"] is not None}
+
+
+def normalize_activations(model: Model) -> None:
+    """Step 6: sets every Scaling node so that its output lies in [-1, 1] on the calibration
+    data (within the clipping value), rescales biases and balances merging branches."""
+    model._native.ptq_normalize_activations()
+
+
+def quantize_normalized_network(
+    model: Model,
+    nb_bits: int,
+    *,
+    weight_bits: int | None = None,
+    optimize_signs: bool = False,
+    single_shift: bool = False,
+    no_quant: bool = False,
+    dequantize_outputs: bool = True,
+    weight_clipping: str = "max",
+) -> None:
+    """Step 7: integer weights (`weight_bits`, default `nb_bits`) and biases, quantizers of
+    `nb_bits` on activations. `optimize_signs` uses unsigned ranges where a tensor is provably
+    non-negative; `single_shift` makes requantization factors powers of two (compensated in
+    the weights); `no_quant` skips rounding (the normalized float network);
+    `dequantize_outputs` appends a multiplication back to real units on every output;
+    `weight_clipping="mse"` shrinks each weight range to minimize its rounding error."""
+    bits = _check_bits(nb_bits)
+    wbits = bits if weight_bits is None else _check_bits(weight_bits, "weight_bits")
+    if weight_clipping not in ("max", "mse"):
+        raise InvalidArgumentError(f"weight_clipping must be 'max' or 'mse', got {weight_clipping!r}")
+    model._native.ptq_quantize(
+        bits, wbits, bool(optimize_signs), bool(single_shift), bool(no_quant), bool(dequantize_outputs), weight_clipping
+    )
+
+
+def quantize_network(
+    model: Model,
+    nb_bits: int,
+    calibration_set: CalibrationSet,
+    *,
+    clipping: str = "max",
+    per_channel: bool = False,
+    optimize_signs: bool = False,
+    single_shift: bool = False,
+    no_quant: bool = False,
+    dequantize_outputs: bool = True,
+    weight_bits: int | None = None,
+    weight_clipping: str = "max",
+    batch_size: int = 32,
+    progress: bool | None = None,
+    num_threads: int | None = None,
+) -> Model:
+    """Quantizes `model` to `nb_bits` with the Aidge PTQ; returns a new model (the input is
+    left untouched). See the step functions for the options; `model.quant_info` of the result
+    holds the per-layer scales, ranges, clipping values and bit widths."""
+    bits = _check_bits(nb_bits)
+    clipping = _check_clipping(clipping)
+    q = model.copy()
+    prepare_network(q)
+    insert_scaling_nodes(q)
+    normalize_parameters(q, per_channel=per_channel)
+    compute_ranges(q, calibration_set, batch_size=batch_size, progress=progress, num_threads=num_threads)
+    act_bits = bits
+    adjust_ranges(q, clipping=clipping, nb_bits=act_bits, optimize_signs=optimize_signs)
+    normalize_activations(q)
+    quantize_normalized_network(
+        q,
+        bits,
+        weight_bits=weight_bits,
+        optimize_signs=optimize_signs,
+        single_shift=single_shift,
+        no_quant=no_quant,
+        dequantize_outputs=dequantize_outputs,
+        weight_clipping=weight_clipping,
+    )
+    return q

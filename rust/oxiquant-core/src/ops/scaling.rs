@@ -1,0 +1,158 @@
+//! The Scaling op of the PTQ pipeline: `y = x * factor` (one factor, or one per channel of
+//! axis 1), optionally followed by a quantizer `y = clamp(round_half_even(y), lo, hi)`.
+//! It is not an ONNX op: export lowers it to Mul (+ Round + Clip).
+
+use super::input;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Integer bounds of a quantizer, held as floats (the fake-quantized graph computes in f32;
+/// every value it produces is an integer in `[lo, hi]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantBounds {
+    pub lo: f32,
+    pub hi: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scaling {
+    /// One factor, or one per channel (axis 1) of the input.
+    pub factor: Vec<f32>,
+    /// Rank of the tensor it applies to, needed to lay a per-channel factor out for export
+    /// (`[C, 1, 1]` for a 4-D activation). 0 when unknown (only valid for one factor).
+    pub rank: usize,
+    pub quant: Option<QuantBounds>,
+}
+
+impl Scaling {
+    pub fn identity() -> Scaling {
+        Scaling {
+            factor: vec![1.0],
+            rank: 0,
+            quant: None,
+        }
+    }
+
+    /// The factor laid out to broadcast against the input (numpy rules).
+    pub fn factor_tensor(&self) -> Result<Tensor> {
+        if self.factor.len() == 1 {
+            return Tensor::from_vec(vec![1], self.factor.clone());
+        }
+        if self.rank < 2 {
+            return Err(Error::shape(format!(
+                "a per-channel Scaling factor ({} values) needs the input rank, got {}",
+                self.factor.len(),
+                self.rank
+            )));
+        }
+        let mut shape = vec![self.factor.len()];
+        shape.resize(self.rank - 1, 1);
+        Tensor::from_vec(shape, self.factor.clone())
+    }
+
+    #[inline]
+    fn apply(v: f32, f: f32, q: Option<QuantBounds>) -> f32 {
+        let y = v * f;
+        match q {
+            // NaN stays NaN (it is caught by calibration before quantizing).
+            Some(b) => {
+                let r = y.round_ties_even();
+                if r < b.lo {
+                    b.lo
+                } else if r > b.hi {
+                    b.hi
+                } else {
+                    r
+                }
+            }
+            None => y,
+        }
+    }
+
+    pub fn eval_in_place(&self, mut x: Tensor) -> Result<Tensor> {
+        let shape = x.shape().to_vec();
+        let q = self.quant;
+        let data = x.as_mut_slice::<f32>()?;
+        if self.factor.len() == 1 {
+            let f = self.factor[0];
+            data.par_chunks_mut(1 << 14)
+                .for_each(|c| c.iter_mut().for_each(|v| *v = Self::apply(*v, f, q)));
+            return Ok(x);
+        }
+        let c = self.factor.len();
+        if shape.len() < 2 || shape[1] != c {
+            return Err(Error::shape(format!(
+                "Scaling has {c} per-channel factors but its input has shape {shape:?} (expected [N, {c}, ...])"
+            )));
+        }
+        let inner: usize = shape[2..].iter().product();
+        if inner == 0 {
+            return Ok(x);
+        }
+        data.par_chunks_mut(inner).enumerate().for_each(|(i, plane)| {
+            let f = self.factor[i % c];
+            plane.iter_mut().for_each(|v| *v = Self::apply(*v, f, q));
+        });
+        Ok(x)
+    }
+
+    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0, "X")?.clone();
+        Ok(vec![self.eval_in_place(x)?])
+    }
+
+    /// Plain reference: one element at a time, no parallelism.
+    pub fn eval_ref(&self, x: &Tensor) -> Result<Tensor> {
+        let shape = x.shape().to_vec();
+        let xs = x.as_slice::<f32>()?;
+        let inner: usize = shape.get(2..).map(|s| s.iter().product()).unwrap_or(1);
+        let c = self.factor.len();
+        let out = xs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = if c == 1 { 0 } else { (i / inner.max(1)) % c };
+                Self::apply(v, self.factor[ch], self.quant)
+            })
+            .collect();
+        Tensor::from_vec(shape, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fast_matches_reference(
+            n in 1usize..3, c in 1usize..5, hw in 0usize..7, per_channel in any::<bool>(),
+            quant in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let shape = vec![n, c, hw, 2];
+            let len = n * c * hw * 2;
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 20001) as f32 / 100.0 - 100.0 };
+            let x = Tensor::from_vec(shape, (0..len).map(|_| next()).collect::<Vec<f32>>()).unwrap();
+            let factor = if per_channel { (0..c).map(|_| next() / 37.0).collect() } else { vec![next() / 37.0] };
+            let sc = Scaling { factor, rank: 4, quant: quant.then_some(QuantBounds { lo: -7.0, hi: 7.0 }) };
+            let fast = sc.eval_in_place(x.clone()).unwrap();
+            let slow = sc.eval_ref(&x).unwrap();
+            prop_assert_eq!(fast.as_slice::<f32>().unwrap(), slow.as_slice::<f32>().unwrap());
+        }
+    }
+
+    #[test]
+    fn quantizer_rounds_half_to_even_and_clamps() {
+        let x = Tensor::from_vec(vec![6], vec![0.5f32, 1.5, 2.5, -2.5, 100.0, -100.0]).unwrap();
+        let sc = Scaling {
+            factor: vec![1.0],
+            rank: 1,
+            quant: Some(QuantBounds { lo: -7.0, hi: 7.0 }),
+        };
+        let y = sc.eval_in_place(x).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[0.0, 2.0, 2.0, -2.0, 7.0, -7.0]);
+    }
+}

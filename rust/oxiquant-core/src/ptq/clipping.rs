@@ -1,0 +1,228 @@
+//! Step 5, `adjust_ranges`: replaces a tensor's range `R` by a clipping value `c <= R` that
+//! suits the target bit width. Every method works on the streaming histograms of
+//! `calibrate` (signed tensors use the histogram of `|x|`, unsigned ones that of `max(x,0)`).
+//!
+//! - `Max`: `c = R`. No clipping error; the rounding step is as coarse as the outliers ask.
+//! - `Mse`: minimizes the expected squared error of quantize-dequantize: rounding error
+//!   inside `[-c, c]` plus clipping error outside, each bin counted at its centre.
+//! - `Kl`: minimizes the KL divergence between the histogram and its quantized version (the
+//!   TensorRT entropy calibration): keeps the shape of the distribution.
+//! - `Sigma(k)`: `c = mean + k * std` of the magnitudes, capped at `R`: a cheap outlier cut
+//!   that assumes a bell-shaped distribution.
+
+use super::calibrate::RangeStats;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Clipping {
+    Max,
+    Mse,
+    Kl,
+    Sigma(u32),
+}
+
+impl Clipping {
+    pub fn parse(s: &str) -> Result<Clipping> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "max" => Clipping::Max,
+            "mse" => Clipping::Mse,
+            "kl" | "entropy" => Clipping::Kl,
+            "sigma3" => Clipping::Sigma(3),
+            "sigma4" => Clipping::Sigma(4),
+            "sigma5" => Clipping::Sigma(5),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown clipping method '{other}'; expected one of max, mse, kl, sigma3, sigma4, sigma5"
+                )))
+            }
+        })
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Clipping::Max => "max".into(),
+            Clipping::Mse => "mse".into(),
+            Clipping::Kl => "kl".into(),
+            Clipping::Sigma(k) => format!("sigma{k}"),
+        }
+    }
+}
+
+/// Largest integer level of an `bits`-bit tensor: `2^(n-1) - 1` signed, `2^n - 1` unsigned.
+pub fn levels(bits: u32, signed: bool) -> u32 {
+    if signed {
+        (1u32 << (bits - 1)) - 1
+    } else {
+        (1u32 << bits) - 1
+    }
+}
+
+/// The clipping value (in the units of the statistics) for `bits` and the sign.
+pub fn clip_value(stats: &RangeStats, method: Clipping, bits: u32, signed: bool) -> f32 {
+    let (hist, max) = if signed {
+        (&stats.hist_abs, stats.max_abs)
+    } else {
+        (&stats.hist_pos, stats.max.max(0.0))
+    };
+    if max <= 0.0 || stats.range <= 0.0 {
+        return max.max(0.0);
+    }
+    let c = match method {
+        Clipping::Max => max,
+        Clipping::Mse => mse_clip(hist, stats.range, max, levels(bits, signed).max(1)),
+        Clipping::Kl => kl_clip(hist, stats.range, max, levels(bits, signed).max(1) as usize + 1),
+        Clipping::Sigma(k) => {
+            let n = stats.count.max(1) as f64;
+            let (s, s2) = if signed {
+                (stats.sum_abs, stats.sum_sq)
+            } else {
+                (stats.sum_pos, stats.sum_sq_pos)
+            };
+            let mean = s / n;
+            let std = (s2 / n - mean * mean).max(0.0).sqrt();
+            (mean + k as f64 * std) as f32
+        }
+    };
+    c.min(max)
+}
+
+/// Expected squared error of quantizing the histogram with clipping value `c` and `l`
+/// positive levels (each bin at its centre).
+pub fn quantization_error(hist: &[u64], range: f32, c: f32, l: u32) -> f64 {
+    let w = range as f64 / hist.len() as f64;
+    let step = c as f64 / l as f64;
+    let top = l as f64;
+    hist.iter()
+        .enumerate()
+        .filter(|(_, &h)| h > 0)
+        .map(|(i, &h)| {
+            let x = (i as f64 + 0.5) * w;
+            let q = (x / step).round().min(top) * step;
+            h as f64 * (x - q) * (x - q)
+        })
+        .sum()
+}
+
+/// Number of candidate clipping values tried by the MSE search.
+const MSE_CANDIDATES: usize = 400;
+
+fn mse_clip(hist: &[u64], range: f32, max: f32, l: u32) -> f32 {
+    // Candidates spread over (0, max]; `max` itself is one of them.
+    let best = (1..=MSE_CANDIDATES)
+        .into_par_iter()
+        .map(|j| {
+            let c = max * j as f32 / MSE_CANDIDATES as f32;
+            (quantization_error(hist, range, c, l), j)
+        })
+        .reduce(
+            || (f64::INFINITY, MSE_CANDIDATES),
+            |a, b| if b.0 < a.0 || (b.0 == a.0 && b.1 > a.1) { b } else { a },
+        );
+    max * best.1 as f32 / MSE_CANDIDATES as f32
+}
+
+/// KL divergence of `p` from `q` (both unnormalized; bins where `p` is 0 add nothing, bins
+/// where only `q` is 0 get a tiny `q`).
+fn kl_divergence(p: &[f64], q: &[f64]) -> f64 {
+    let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
+    if sp <= 0.0 || sq <= 0.0 {
+        return f64::INFINITY;
+    }
+    p.iter()
+        .zip(q)
+        .filter(|(&a, _)| a > 0.0)
+        .map(|(&a, &b)| {
+            let pa = a / sp;
+            let qb = (b / sq).max(1e-12);
+            pa * (pa / qb).ln()
+        })
+        .sum()
+}
+
+/// The KL divergence when the first `i` bins are kept (outliers folded into the last one)
+/// and represented by `nq` levels.
+pub fn kl_for_threshold(hist: &[u64], i: usize, nq: usize) -> f64 {
+    let mut p: Vec<f64> = hist[..i].iter().map(|&h| h as f64).collect();
+    let outliers: u64 = hist[i..].iter().sum();
+    p[i - 1] += outliers as f64;
+    let mut q = vec![0f64; i];
+    for j in 0..nq {
+        let (start, end) = (j * i / nq, ((j + 1) * i / nq).max(j * i / nq + 1).min(i));
+        let total: f64 = hist[start..end].iter().map(|&h| h as f64).sum();
+        let nonzero = p[start..end].iter().filter(|&&v| v > 0.0).count();
+        if nonzero > 0 {
+            for k in start..end {
+                if p[k] > 0.0 {
+                    q[k] = total / nonzero as f64;
+                }
+            }
+        }
+    }
+    kl_divergence(&p, &q)
+}
+
+fn kl_clip(hist: &[u64], range: f32, max: f32, nq: usize) -> f32 {
+    let bins = hist.len();
+    let w = range / bins as f32;
+    // Bins beyond the largest value carry nothing: stop there.
+    let last = ((max / w).ceil() as usize).clamp(1, bins);
+    if last <= nq {
+        return max;
+    }
+    let best = (nq..=last)
+        .into_par_iter()
+        .map(|i| (kl_for_threshold(hist, i, nq), i))
+        .reduce(
+            || (f64::INFINITY, last),
+            |a, b| if b.0 < a.0 || (b.0 == a.0 && b.1 > a.1) { b } else { a },
+        );
+    (best.1 as f32 * w).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_from(values: &[f32]) -> RangeStats {
+        let mut s = RangeStats::new();
+        s.update(values).unwrap();
+        s
+    }
+
+    #[test]
+    fn max_is_the_largest_magnitude() {
+        let s = stats_from(&[-3.0, 1.0, 2.0]);
+        assert_eq!(clip_value(&s, Clipping::Max, 8, true), 3.0);
+        assert_eq!(clip_value(&s, Clipping::Max, 8, false), 2.0);
+    }
+
+    #[test]
+    fn mse_cuts_a_lone_outlier_at_low_bit_width() {
+        let mut v: Vec<f32> = (0..10000).map(|i| ((i % 200) as f32 - 100.0) / 100.0).collect();
+        v.push(50.0);
+        let s = stats_from(&v);
+        let c = clip_value(&s, Clipping::Mse, 4, true);
+        assert!(c < 5.0, "clip {c}");
+        assert!(c >= 0.5, "clip {c}");
+    }
+
+    #[test]
+    fn sigma_is_capped_at_max() {
+        let s = stats_from(&[1.0; 100]);
+        assert_eq!(clip_value(&s, Clipping::Sigma(3), 8, true), 1.0);
+    }
+
+    #[test]
+    fn stats_stream_like_one_batch_up_to_bin_merging() {
+        let a: Vec<f32> = (0..1000).map(|i| i as f32 / 1000.0).collect();
+        let b: Vec<f32> = (0..1000).map(|i| i as f32 / 100.0).collect();
+        let mut s = RangeStats::new();
+        s.update(&a).unwrap();
+        s.update(&b).unwrap();
+        assert_eq!(s.count, 2000);
+        assert_eq!(s.hist_abs.iter().sum::<u64>(), 2000);
+        assert!(s.range >= 9.99 && s.max_abs == 9.99);
+        assert!(s.update(&[f32::NAN]).is_err());
+    }
+}

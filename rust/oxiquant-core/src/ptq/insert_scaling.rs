@@ -1,0 +1,156 @@
+//! Step 2, `insert_scaling_nodes`: a Scaling node (factor 1) after every graph input, affine
+//! node and merging node; on every merge input edge that has no Scaling node of its own; and
+//! around float islands (a dequantizer before, a requantizer after). The function is
+//! unchanged exactly.
+
+use super::classify::{activations, classify, Class};
+use super::{PtqState, Role, ScalingInfo, Stage};
+use crate::error::Result;
+use crate::graph::Graph;
+use crate::ops::{Op, Scaling};
+use crate::tensor::DType;
+use std::collections::HashMap;
+
+fn info(role: Role, output: String) -> ScalingInfo {
+    ScalingInfo {
+        role,
+        output,
+        stats: None,
+        calib_scale: 1.0,
+        clip: None,
+        clipping: None,
+        bits: None,
+        signed: true,
+        step: None,
+        power_of_two: None,
+    }
+}
+
+fn add_after(graph: &mut Graph, state: &mut PtqState, value: &str, name: &str, role: Role) -> Result<()> {
+    let idx = graph.insert_after(value, name, Op::Scaling(Scaling::identity()))?;
+    let n = &graph.nodes[idx];
+    state.scaling.insert(n.name.clone(), info(role, n.outputs[0].clone()));
+    Ok(())
+}
+
+fn add_on_edge(
+    graph: &mut Graph,
+    state: &mut PtqState,
+    node: usize,
+    slot: usize,
+    name: &str,
+    role: Role,
+) -> Result<()> {
+    let idx = graph.insert_on_edge(node, slot, name, Op::Scaling(Scaling::identity()))?;
+    let n = &graph.nodes[idx];
+    state.scaling.insert(n.name.clone(), info(role, n.outputs[0].clone()));
+    Ok(())
+}
+
+/// The Scaling node that a merge input edge `(merge, slot)` may rebalance on its own: walking
+/// up through seamless nodes, each value read only here, to a Scaling node read only here.
+pub fn branch_owner(graph: &Graph, merge: usize, slot: usize, classes: &HashMap<String, Class>) -> Option<usize> {
+    let mut cur = graph.nodes.get(merge)?.inputs.get(slot)?.clone();
+    loop {
+        if graph.consumers(&cur).len() != 1 || graph.is_graph_output(&cur) {
+            return None;
+        }
+        let p = graph.producer(&cur)?;
+        let node = &graph.nodes[p];
+        match (&node.op, classes.get(&node.name)) {
+            (Op::Scaling(_), _) => return Some(p),
+            (_, Some(Class::Seamless)) => cur = node.inputs.first()?.clone(),
+            _ => return None,
+        }
+    }
+}
+
+/// The class of every node, by name.
+pub fn node_classes(graph: &Graph) -> HashMap<String, Class> {
+    let acts = activations(graph);
+    graph
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), classify(graph, n, &acts)))
+        .collect()
+}
+
+pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<()> {
+    state.expect("insert_scaling_nodes", Stage::Prepared, &[])?;
+    let classes = node_classes(graph);
+    let acts = activations(graph);
+    let inputs: Vec<String> = graph
+        .runtime_inputs()
+        .filter(|i| i.dtype == DType::F32 && acts.contains(&i.name))
+        .map(|i| i.name.clone())
+        .collect();
+    for name in inputs {
+        add_after(graph, state, &name, &format!("{name}_quantizer"), Role::Input)?;
+    }
+    let snapshot: Vec<(String, String)> = graph
+        .nodes
+        .iter()
+        .filter(|n| !matches!(n.op, Op::Scaling(_)))
+        .map(|n| (n.name.clone(), n.outputs[0].clone()))
+        .collect();
+    for (name, out) in &snapshot {
+        let role = match classes.get(name) {
+            Some(Class::Affine) => Role::Affine,
+            Some(Class::Merging) => Role::Merge,
+            Some(Class::FloatIsland(_)) => {
+                // Requantize an island's output unless only islands (or nothing) read it.
+                let feeds_quantized = graph.consumers(out).iter().any(|&(c, _)| {
+                    !matches!(
+                        classes.get(&graph.nodes[c].name),
+                        Some(Class::FloatIsland(_) | Class::Passive)
+                    )
+                });
+                if !feeds_quantized {
+                    continue;
+                }
+                Role::IslandOutput
+            }
+            _ => continue,
+        };
+        add_after(graph, state, out, &format!("{name}_scaling"), role)?;
+    }
+    // Dequantize what enters an island, unless it comes straight from another island.
+    for (name, _) in &snapshot {
+        if !matches!(classes.get(name), Some(Class::FloatIsland(_))) {
+            continue;
+        }
+        let Some(idx) = graph.node_index(name) else { continue };
+        let data = super::classify::data_inputs(&graph.nodes[idx].op, &graph.nodes[idx]).len();
+        for slot in 0..graph.nodes[idx].inputs.len().min(data.max(1)) {
+            let Some(idx) = graph.node_index(name) else { continue };
+            let v = graph.nodes[idx].inputs[slot].clone();
+            let from_island = graph
+                .producer(&v)
+                .is_some_and(|p| matches!(classes.get(&graph.nodes[p].name), Some(Class::FloatIsland(_))));
+            if acts.contains(&v) && !from_island || graph.producer(&v).is_some_and(|p| is_scaling(graph, p)) {
+                add_on_edge(graph, state, idx, slot, &format!("{name}_dequant{slot}"), Role::Dequant)?;
+            }
+        }
+    }
+    // Give every merge input a Scaling node of its own.
+    let classes = node_classes(graph);
+    for (name, _) in &snapshot {
+        if !matches!(classes.get(name), Some(Class::Merging)) {
+            continue;
+        }
+        let Some(idx) = graph.node_index(name) else { continue };
+        for slot in 0..graph.nodes[idx].inputs.len() {
+            let Some(idx) = graph.node_index(name) else { continue };
+            if branch_owner(graph, idx, slot, &classes).is_none() {
+                add_on_edge(graph, state, idx, slot, &format!("{name}_branch{slot}"), Role::Branch)?;
+            }
+        }
+    }
+    state.scales.clear();
+    state.stage = Stage::ScalingInserted;
+    Ok(())
+}
+
+fn is_scaling(graph: &Graph, idx: usize) -> bool {
+    matches!(graph.nodes[idx].op, Op::Scaling(_))
+}

@@ -1,0 +1,227 @@
+//! Post-training quantization: the Aidge PTQ as passes over the graph, one module each.
+//!
+//! Order (each pass checks that the previous one ran): `prepare` -> `insert_scaling` ->
+//! `normalize_params` -> `calibrate` (compute ranges, streaming over batches) ->
+//! `clipping` (adjust ranges) -> `normalize_acts` -> `quantize`.
+//!
+//! Notation (see docs/algorithm.md): every float activation `t` of the transformed graph
+//! stores `t_real / S(t)`; `PtqState::scales` holds `S` for every value (one number, or one
+//! per channel between an affine node and its Scaling node).
+
+pub mod adjust;
+pub mod affine;
+pub mod calibrate;
+pub mod classify;
+pub mod clipping;
+pub mod insert_scaling;
+pub mod normalize_acts;
+pub mod normalize_params;
+pub mod prepare;
+pub mod quantize;
+pub mod signs;
+
+use crate::error::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+
+pub use calibrate::RangeStats;
+pub use classify::{classify, Class};
+pub use clipping::Clipping;
+
+/// How far a model has gone through the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Float,
+    Prepared,
+    ScalingInserted,
+    ParamsNormalized,
+    Calibrated,
+    RangesAdjusted,
+    ActsNormalized,
+    Quantized,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Float => "float",
+            Stage::Prepared => "prepared",
+            Stage::ScalingInserted => "scaling nodes inserted",
+            Stage::ParamsNormalized => "parameters normalized",
+            Stage::Calibrated => "ranges computed",
+            Stage::RangesAdjusted => "ranges adjusted",
+            Stage::ActsNormalized => "activations normalized",
+            Stage::Quantized => "quantized",
+        }
+    }
+}
+
+/// Why a Scaling node is where it is; decides how its factor is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// After a graph input: quantizes the real input with a calibrated range.
+    Input,
+    /// After an affine node (Conv, Gemm, MatMul): the requantization of its accumulator.
+    Affine,
+    /// After a merging node (Add, Sum, Sub, Concat).
+    Merge,
+    /// On one input edge of a merging node, so that the branch can be rebalanced alone.
+    Branch,
+    /// After a float island: requantizes its real output with a calibrated range.
+    IslandOutput,
+    /// Before a float island: turns stored values back into real ones (never quantized).
+    Dequant,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Input => "input",
+            Role::Affine => "affine",
+            Role::Merge => "merge",
+            Role::Branch => "branch",
+            Role::IslandOutput => "island_output",
+            Role::Dequant => "dequant",
+        }
+    }
+    /// Roles whose output scale comes from a calibrated range.
+    pub fn calibrated(self) -> bool {
+        !matches!(self, Role::Dequant)
+    }
+}
+
+/// What the pipeline knows about one Scaling node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalingInfo {
+    pub role: Role,
+    /// The value the node writes.
+    pub output: String,
+    /// Statistics of its output over the calibration set (stored units at calibration time).
+    pub stats: Option<RangeStats>,
+    /// Its output scale `S` when the statistics were taken: real = stored * S.
+    pub calib_scale: f32,
+    /// The range kept after clipping, in real units, and the method that chose it.
+    pub clip: Option<f32>,
+    pub clipping: Option<Clipping>,
+    /// Filled by `quantize`.
+    pub bits: Option<u32>,
+    pub signed: bool,
+    /// Real value of one integer step (`S / Q`), after quantization.
+    pub step: Option<f32>,
+    /// Whether `single_shift` could make its factor a power of two.
+    pub power_of_two: Option<bool>,
+}
+
+/// Per affine node: the weight scale taken out by `normalize_params` and the input scale its
+/// bias was last divided by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AffineInfo {
+    pub weight_scale: Vec<f32>,
+    pub bias_in_scale: f32,
+    /// Filled by `quantize`.
+    pub weight_bits: Option<u32>,
+    /// Per-channel fraction of `max|W|` kept by weight clipping (1 = no clipping).
+    pub weight_clip: Vec<f32>,
+}
+
+/// The PTQ annotations of a graph, carried from pass to pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PtqState {
+    pub stage: Stage,
+    pub per_channel: bool,
+    /// Accumulated scale `S` of every float activation: stored = real / S.
+    pub scales: HashMap<String, Vec<f32>>,
+    pub affine: BTreeMap<String, AffineInfo>,
+    /// Scaling node name -> info.
+    pub scaling: BTreeMap<String, ScalingInfo>,
+    /// Nodes computed in float, with the reason (said in the result, never silently).
+    pub float_nodes: Vec<(String, String, String)>,
+    /// Notes for the user (degenerate ranges, single_shift fallbacks, ...).
+    pub warnings: Vec<String>,
+    pub batches_seen: usize,
+    pub samples_seen: usize,
+    /// Integer unit of every value after quantization: int = stored * unit.
+    pub units: HashMap<String, Vec<f32>>,
+    pub dequantized_outputs: bool,
+    pub no_quant: bool,
+    /// The `optimize_signs` the clipping values were chosen for.
+    pub adjusted_signs: Option<bool>,
+}
+
+impl Default for PtqState {
+    fn default() -> Self {
+        PtqState {
+            stage: Stage::Float,
+            per_channel: false,
+            scales: HashMap::new(),
+            affine: BTreeMap::new(),
+            scaling: BTreeMap::new(),
+            float_nodes: Vec::new(),
+            warnings: Vec::new(),
+            batches_seen: 0,
+            samples_seen: 0,
+            units: HashMap::new(),
+            dequantized_outputs: false,
+            no_quant: false,
+            adjusted_signs: None,
+        }
+    }
+}
+
+impl PtqState {
+    /// Fails unless the model is exactly at `needed` (or, with `or_later`, past it and before
+    /// quantization), naming the step to run first.
+    pub fn expect(&self, step: &str, needed: Stage, allowed: &[Stage]) -> Result<()> {
+        if self.stage == needed || allowed.contains(&self.stage) {
+            return Ok(());
+        }
+        let hint = match needed {
+            Stage::Float => "it can only run on a float model (load it again, or use a copy)",
+            Stage::Prepared => "run prepare_network first",
+            Stage::ScalingInserted => "run insert_scaling_nodes first",
+            Stage::ParamsNormalized => "run normalize_parameters first",
+            Stage::Calibrated => "run compute_ranges first",
+            Stage::RangesAdjusted => "run adjust_ranges first",
+            Stage::ActsNormalized => "run normalize_activations first",
+            Stage::Quantized => "run quantize_normalized_network first",
+        };
+        Err(Error::InvalidArgument(format!(
+            "{step}: the model is at stage '{}', this step needs '{}': {hint}",
+            self.stage.name(),
+            needed.name()
+        )))
+    }
+
+    /// `S` of a value (1 when nothing was recorded, as for graph inputs).
+    pub fn scale(&self, value: &str) -> Vec<f32> {
+        self.scales.get(value).cloned().unwrap_or_else(|| vec![1.0])
+    }
+}
+
+/// A positive finite number, or 1 (an all-zero weight channel or a constantly zero
+/// activation has no scale to take out; any positive one is exact for it).
+pub(crate) fn positive_or_one(x: f32) -> f32 {
+    if x > 0.0 && x.is_finite() {
+        x
+    } else {
+        1.0
+    }
+}
+
+/// The largest element (the common scale a per-channel scale collapses to).
+pub(crate) fn max_of(v: &[f32]) -> f32 {
+    v.iter().copied().fold(0.0f32, f32::max)
+}
+
+/// Bit widths the pipeline supports.
+pub const MIN_BITS: u32 = 2;
+pub const MAX_BITS: u32 = 16;
+
+pub fn check_bits(step: &str, bits: u32) -> Result<()> {
+    if (MIN_BITS..=MAX_BITS).contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{step}: nb_bits must be between {MIN_BITS} and {MAX_BITS}, got {bits}"
+        )))
+    }
+}

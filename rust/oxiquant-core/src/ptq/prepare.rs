@@ -1,0 +1,143 @@
+//! Step 1, `prepare_network`: fold constants, fold BatchNormalization into the Conv/Gemm
+//! before it, fold Gemm's alpha/beta, remove Identity and Dropout, then list the nodes that
+//! will stay in float. The float function is unchanged.
+
+use super::affine::AffineParams;
+use super::classify::{activations, classify, Class};
+use super::{PtqState, Stage};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::ops::norm::batch_norm_affine;
+use crate::ops::Op;
+use crate::passes::fold_constants;
+
+/// What `prepare` changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PrepareReport {
+    pub folded_constants: usize,
+    pub folded_batchnorms: usize,
+    pub removed_passthroughs: usize,
+}
+
+pub fn prepare(graph: &mut Graph, state: &mut PtqState) -> Result<PrepareReport> {
+    state.expect("prepare_network", Stage::Float, &[])?;
+    let mut report = PrepareReport {
+        folded_constants: fold_constants(graph)?,
+        ..Default::default()
+    };
+    report.removed_passthroughs = remove_passthroughs(graph)?;
+    report.folded_batchnorms = fold_batchnorms(graph)?;
+    fold_gemm_alpha_beta(graph)?;
+    graph.prune();
+    let acts = activations(graph);
+    state.float_nodes.clear();
+    for n in &graph.nodes {
+        if let Class::FloatIsland(why) = classify(graph, n, &acts) {
+            state
+                .float_nodes
+                .push((n.name.clone(), n.op.op_type().to_string(), why));
+        }
+    }
+    state.stage = Stage::Prepared;
+    Ok(report)
+}
+
+fn remove_passthroughs(graph: &mut Graph) -> Result<usize> {
+    let mut removed = 0;
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        if matches!(graph.nodes[i].op, Op::Identity | Op::Dropout) && graph.nodes[i].outputs.len() == 1 {
+            // A Dropout asking for training is an error at run time; never drop one silently.
+            if matches!(graph.nodes[i].op, Op::Dropout) && graph.nodes[i].inputs.len() > 2 {
+                let n = &graph.nodes[i];
+                let training = n.inputs[2].as_str();
+                if training.is_empty()
+                    || graph
+                        .initializers
+                        .get(training)
+                        .is_some_and(|t| t.to_f32_vec() == [0.0])
+                {
+                } else {
+                    return Err(Error::InvalidArgument(format!(
+                        "node '{}' (Dropout): training_mode is not a constant false; only inference graphs can be quantized",
+                        n.name
+                    )));
+                }
+            }
+            graph.remove_passthrough(i)?;
+            removed += 1;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// `BN(affine(x))` becomes `affine'(x)` when the affine node's only reader is the BN.
+fn fold_batchnorms(graph: &mut Graph) -> Result<usize> {
+    let mut folded = 0;
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        let Op::BatchNorm { epsilon } = graph.nodes[i].op else {
+            i += 1;
+            continue;
+        };
+        let bn = graph.nodes[i].clone();
+        let params: Option<Vec<Vec<f32>>> = bn.inputs[1..]
+            .iter()
+            .map(|v| graph.initializers.get(v).map(|t| t.to_f32_vec()))
+            .collect();
+        let producer = bn.inputs.first().and_then(|x| graph.producer(x));
+        let foldable = match (producer, &params) {
+            (Some(p), Some(ps)) if ps.len() == 4 => {
+                let x = &bn.inputs[0];
+                matches!(graph.nodes[p].op, Op::Conv(_) | Op::Gemm(_))
+                    && graph.consumers(x).len() == 1
+                    && !graph.is_graph_output(x)
+                    && AffineParams::read(graph, p).is_ok_and(|a| a.channels == ps[0].len())
+            }
+            _ => false,
+        };
+        let (Some(p), Some(ps), true) = (producer, params, foldable) else {
+            i += 1;
+            continue;
+        };
+        let (mul, add) = batch_norm_affine(&ps[0], &ps[1], &ps[2], &ps[3], epsilon);
+        let mut a = AffineParams::read(graph, p)?;
+        a.for_each_mut(|c, w| *w *= mul[c]);
+        for (c, b) in a.bias.iter_mut().enumerate() {
+            *b = *b * mul[c] + add[c];
+        }
+        a.has_bias = true;
+        a.write(graph, p)?;
+        // The affine node now writes the BN's output.
+        graph.nodes[p].outputs[0] = bn.outputs[0].clone();
+        graph.nodes.remove(i);
+        folded += 1;
+    }
+    Ok(folded)
+}
+
+fn fold_gemm_alpha_beta(graph: &mut Graph) -> Result<()> {
+    for i in 0..graph.nodes.len() {
+        let Op::Gemm(g) = &graph.nodes[i].op else { continue };
+        if (g.alpha == 1.0 && g.beta == 1.0) || g.trans_a {
+            continue;
+        }
+        let (alpha, beta) = (g.alpha, g.beta);
+        let Ok(mut a) = AffineParams::read(graph, i) else {
+            continue;
+        };
+        if a.has_bias && a.bias.len() != a.channels {
+            continue;
+        }
+        a.for_each_mut(|_, w| *w *= alpha);
+        a.bias.iter_mut().for_each(|b| *b *= beta);
+        a.write(graph, i)?;
+        if let Op::Gemm(g) = &mut graph.nodes[i].op {
+            g.alpha = 1.0;
+            g.beta = 1.0;
+        }
+    }
+    Ok(())
+}

@@ -210,6 +210,10 @@ pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
         });
         return out;
     }
+    if super::conv_direct::supported(s) {
+        super::conv_direct::direct_conv(x, wt, bias, s, &mut out);
+        return out;
+    }
     let img_out = s.m * plane_out;
     let grp_out = s.mg() * plane_out;
     let jobs = s.n * s.group;

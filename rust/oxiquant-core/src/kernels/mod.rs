@@ -2,6 +2,7 @@
 //! property tests comparing the two.
 
 pub mod conv;
+pub mod conv_direct;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;

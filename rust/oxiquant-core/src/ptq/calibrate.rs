@@ -28,6 +28,11 @@ pub struct RangeStats {
     /// Histogram of `|x|` and of `max(x, 0)` over `[0, range]`, `BINS` bins each.
     pub hist_abs: Vec<u64>,
     pub hist_pos: Vec<u64>,
+    /// How many values were exactly 0, and how many were <= 0 (counted in bin 0 of
+    /// `hist_abs` and `hist_pos`): exactly representable, so the clipping searches leave
+    /// them out instead of treating them as values at the bin's centre.
+    pub zeros_abs: u64,
+    pub zeros_pos: u64,
     pub count: u64,
     /// Sums of `|x|`, `x^2`, `max(x,0)`, `max(x,0)^2` (for the sigma clipping).
     pub sum_abs: f64,
@@ -36,11 +41,84 @@ pub struct RangeStats {
     pub sum_sq_pos: f64,
 }
 
-/// Partial statistics of one chunk.
-struct Partial {
-    hist_abs: Vec<u64>,
-    hist_pos: Vec<u64>,
+/// Extremes and sums of one chunk.
+struct Moments {
+    min: f32,
+    max: f32,
+    /// Sums of |x|, x^2, max(x,0), max(x,0)^2.
     sums: [f64; 4],
+    zeros: u64,
+    finite: bool,
+}
+
+impl Moments {
+    fn empty() -> Moments {
+        Moments {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            sums: [0.0; 4],
+            zeros: 0,
+            finite: true,
+        }
+    }
+    fn merge(a: Moments, b: Moments) -> Moments {
+        Moments {
+            min: a.min.min(b.min),
+            max: a.max.max(b.max),
+            sums: [0, 1, 2, 3].map(|i| a.sums[i] + b.sums[i]),
+            zeros: a.zeros + b.zeros,
+            finite: a.finite && b.finite,
+        }
+    }
+}
+
+/// One chunk's moments in eight f32 lanes (a chunk is at most 32K values, so f32 partial
+/// sums lose at most about 1e-4 relative, plenty for the sigma clipping).
+fn chunk_moments(c: &[f32]) -> Moments {
+    const L: usize = 8;
+    let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
+    let (mut sa, mut ss, mut sp, mut ssp, mut nan) = ([0f32; L], [0f32; L], [0f32; L], [0f32; L], [0f32; L]);
+    let mut zeros = [0u32; L];
+    let mut lanes = c.chunks_exact(L);
+    for v in &mut lanes {
+        for i in 0..L {
+            let x = v[i];
+            let a = x.abs();
+            let p = if x > 0.0 { x } else { 0.0 };
+            lo[i] = if x < lo[i] { x } else { lo[i] };
+            hi[i] = if x > hi[i] { x } else { hi[i] };
+            sa[i] += a;
+            ss[i] += a * a;
+            sp[i] += p;
+            ssp[i] += p * p;
+            // NaN and infinities make this NaN.
+            nan[i] += x * 0.0;
+            zeros[i] += (x == 0.0) as u32;
+        }
+    }
+    let mut m = Moments::empty();
+    for i in 0..L {
+        m.min = m.min.min(lo[i]);
+        m.max = m.max.max(hi[i]);
+        m.sums[0] += sa[i] as f64;
+        m.sums[1] += ss[i] as f64;
+        m.sums[2] += sp[i] as f64;
+        m.sums[3] += ssp[i] as f64;
+        m.finite &= nan[i] == 0.0;
+        m.zeros += zeros[i] as u64;
+    }
+    for &x in lanes.remainder() {
+        let p = x.max(0.0) as f64;
+        m.min = m.min.min(x);
+        m.max = m.max.max(x);
+        m.sums[0] += x.abs() as f64;
+        m.sums[1] += (x as f64) * (x as f64);
+        m.sums[2] += p;
+        m.sums[3] += p * p;
+        m.finite &= x.is_finite();
+        m.zeros += (x == 0.0) as u64;
+    }
+    m
 }
 
 impl RangeStats {
@@ -52,6 +130,8 @@ impl RangeStats {
             min: f32::INFINITY,
             hist_abs: vec![0; BINS],
             hist_pos: vec![0; BINS],
+            zeros_abs: 0,
+            zeros_pos: 0,
             count: 0,
             sum_abs: 0.0,
             sum_sq: 0.0,
@@ -78,38 +158,30 @@ impl RangeStats {
     }
 
     /// Adds a tensor's values. Fails on NaN or infinity.
+    ///
+    /// Two passes over the data, each split across threads: extremes and sums (eight lanes,
+    /// so that it vectorizes), then one histogram increment per value (positive and negative
+    /// magnitudes in one table, so the sign costs no branch).
     pub fn update(&mut self, x: &[f32]) -> Result<()> {
         if x.is_empty() {
             return Ok(());
         }
         const CHUNK: usize = 1 << 15;
-        let (lo, hi, finite) = x
+        let moments = x
             .par_chunks(CHUNK)
-            .map(|c| {
-                c.iter()
-                    .fold((f32::INFINITY, f32::NEG_INFINITY, true), |(lo, hi, ok), &v| {
-                        (lo.min(v), hi.max(v), ok && v.is_finite())
-                    })
-            })
-            .reduce(
-                || (f32::INFINITY, f32::NEG_INFINITY, true),
-                |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 && b.2),
-            );
-        if !finite {
+            .map(chunk_moments)
+            .reduce(Moments::empty, Moments::merge);
+        if !moments.finite {
             return Err(Error::InvalidArgument("a value is NaN or infinite".into()));
         }
+        let (lo, hi) = (moments.min, moments.max);
         let m = lo.abs().max(hi.abs());
         self.min = self.min.min(lo);
         self.max = self.max.max(hi);
         self.max_abs = self.max_abs.max(m);
         if self.range == 0.0 {
-            // The first non-zero batch sets the range; all-zero batches only count zeros.
-            if m > 0.0 {
-                let zeros = (self.hist_abs[0], self.hist_pos[0]);
-                self.range = m;
-                self.hist_abs[0] = zeros.0;
-                self.hist_pos[0] = zeros.1;
-            }
+            // The first non-zero batch sets the range (all-zero batches only fill bin 0).
+            self.range = m;
         } else if m > self.range {
             let k = (m / self.range).log2().ceil().max(1.0) as u32;
             self.grow(k);
@@ -119,47 +191,50 @@ impl RangeStats {
         }
         let range = self.range;
         let scale = if range > 0.0 { BINS as f32 / range } else { 0.0 };
-        let bin = |v: f32| ((v * scale) as usize).min(BINS - 1);
-        let p = x
+        // Bins 0..BINS: positive values and zeros; BINS..2*BINS: negative magnitudes.
+        let table = x
             .par_chunks(CHUNK)
             .map(|c| {
-                let mut part = Partial {
-                    hist_abs: vec![0; BINS],
-                    hist_pos: vec![0; BINS],
-                    sums: [0.0; 4],
-                };
-                let (mut sa, mut ss, mut sp, mut ssp) = (0f64, 0f64, 0f64, 0f64);
+                let mut t = vec![0u32; 2 * BINS];
                 for &v in c {
-                    let a = v.abs();
-                    let pos = if v > 0.0 { v } else { 0.0 };
-                    part.hist_abs[bin(a)] += 1;
-                    part.hist_pos[bin(pos)] += 1;
-                    sa += a as f64;
-                    ss += (a as f64) * (a as f64);
-                    sp += pos as f64;
-                    ssp += (pos as f64) * (pos as f64);
+                    let i = ((v.abs() * scale) as usize).min(BINS - 1) + (v < 0.0) as usize * BINS;
+                    t[i] += 1;
                 }
-                part.sums = [sa, ss, sp, ssp];
-                part
+                t
             })
             .reduce_with(|mut a, b| {
-                a.hist_abs.iter_mut().zip(&b.hist_abs).for_each(|(x, y)| *x += y);
-                a.hist_pos.iter_mut().zip(&b.hist_pos).for_each(|(x, y)| *x += y);
-                for i in 0..4 {
-                    a.sums[i] += b.sums[i];
-                }
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
                 a
             });
-        if let Some(p) = p {
-            self.hist_abs.iter_mut().zip(&p.hist_abs).for_each(|(x, y)| *x += y);
-            self.hist_pos.iter_mut().zip(&p.hist_pos).for_each(|(x, y)| *x += y);
-            self.sum_abs += p.sums[0];
-            self.sum_sq += p.sums[1];
-            self.sum_pos += p.sums[2];
-            self.sum_sq_pos += p.sums[3];
+        if let Some(t) = table {
+            let (pos, neg) = t.split_at(BINS);
+            let negatives: u64 = neg.iter().map(|&c| c as u64).sum();
+            for i in 0..BINS {
+                self.hist_abs[i] += (pos[i] + neg[i]) as u64;
+                self.hist_pos[i] += pos[i] as u64;
+            }
+            self.hist_pos[0] += negatives;
+            self.zeros_abs += moments.zeros;
+            self.zeros_pos += moments.zeros + negatives;
         }
+        self.sum_abs += moments.sums[0];
+        self.sum_sq += moments.sums[1];
+        self.sum_pos += moments.sums[2];
+        self.sum_sq_pos += moments.sums[3];
         self.count += x.len() as u64;
         Ok(())
+    }
+
+    /// The histogram the clipping searches use: of `|x|` (signed) or `max(x, 0)` (unsigned),
+    /// without the exact zeros.
+    pub fn clipping_histogram(&self, signed: bool) -> Vec<u64> {
+        let (mut h, z) = if signed {
+            (self.hist_abs.clone(), self.zeros_abs)
+        } else {
+            (self.hist_pos.clone(), self.zeros_pos)
+        };
+        h[0] = h[0].saturating_sub(z);
+        h
     }
 
     /// Whether every value seen was >= 0.

@@ -1,0 +1,349 @@
+//! Direct convolution for single-group convolutions (most 3x3 and 1x1 layers of CNNs): no
+//! im2col matrix. The input image is copied once into a zero-padded buffer; then, for a run of output pixels along one row, the patch element `(c, i, j)` of every
+//! pixel is a contiguous run of that buffer at a fixed offset. A register-blocked kernel
+//! (6 output channels x 16 pixels: twelve AVX2 accumulators, which fit the 16 registers
+//! without spilling; a 4 x 24 tile spilled one and ran at half the speed) reads those runs
+//! in place, with FMA when the CPU has it.
+//!
+//! Why not the GEMM crate here: with few output channels (16-64, as in CIFAR ResNets) the
+//! product is too flat for its packing to pay off; measured on this project's machine,
+//! 12-15 GFLOP/s for it against several times more for this kernel (benches/RESULTS.md).
+
+use super::conv::ConvShape;
+use rayon::prelude::*;
+
+/// Output channels per kernel call (and pixels: two vectors of `LANES`).
+const MR: usize = 6;
+/// Pixels per vector.
+const LANES: usize = 8;
+
+/// Whether `direct_conv` handles this shape and beats im2col + GEMM on it. Measured
+/// (benches/RESULTS.md, ResNet-20 and ResNet-50 layers): it wins on spatial kernels up to
+/// K = 1152 (1.1-2x) and on 1x1 layers with few outputs; the GEMM crate wins on 1x1 layers
+/// with 64+ outputs and on 3x3 layers with 256+ input channels, where its cache blocking of
+/// the long K dimension pays.
+pub fn supported(s: &ConvShape) -> bool {
+    let k = s.c * s.win.kernel[0] * s.win.kernel[1];
+    let spatial = s.win.kernel[0] * s.win.kernel[1] > 1;
+    let worth = if spatial { k <= 1152 } else { s.m <= 32 };
+    handles(s) && s.m >= 4 && worth
+}
+
+/// Shapes the kernel computes correctly (any kernel, dilation and vertical stride).
+pub fn handles(s: &ConvShape) -> bool {
+    s.group == 1 && (1..=4).contains(&s.win.strides[1])
+}
+
+/// Weights `[m, k]` as panels of `MR` rows interleaved by `k`: `p[panel][k][r]`; rows past
+/// `m` are zero.
+fn pack_weights(wt: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let panels = m.div_ceil(MR);
+    let mut p = vec![0f32; panels * k * MR];
+    for row in 0..m {
+        let (panel, r) = (row / MR, row % MR);
+        for kk in 0..k {
+            p[(panel * k + kk) * MR + r] = wt[row * k + kk];
+        }
+    }
+    p
+}
+
+/// The zero-padded image split into `sw` column phases (`sw` = horizontal stride): phase
+/// `q` holds padded columns `q, q + sw, q + 2 sw, ...`, so that the patch element of
+/// consecutive output pixels is contiguous whatever the stride. Layout
+/// `[q][c][hp][wq]`, then slack so that full vectors read past the last row stay inside.
+struct Padded {
+    buf: Vec<f32>,
+    hp: usize,
+    wq: usize,
+}
+
+fn pad_image(x: &[f32], s: &ConvShape) -> Padded {
+    let [pt, pl, pb, pr] = s.win.pads;
+    let sw = s.win.strides[1];
+    let (hp, wp) = (s.h + pt + pb, s.w + pl + pr);
+    let wq = wp.div_ceil(sw);
+    let mut buf = vec![0f32; sw * s.c * hp * wq + wq + 4 * LANES];
+    for c in 0..s.c {
+        for y in 0..s.h {
+            let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
+            if sw == 1 {
+                let dst = ((c * hp) + y + pt) * wq + pl;
+                buf[dst..dst + s.w].copy_from_slice(src);
+                continue;
+            }
+            for q in 0..sw {
+                // Input columns landing in phase q are every sw-th from the first one.
+                let first = (q + sw - pl % sw) % sw;
+                let row = ((q * s.c + c) * hp + y + pt) * wq;
+                for ix in (first..s.w).step_by(sw) {
+                    buf[row + (ix + pl) / sw] = src[ix];
+                }
+            }
+        }
+    }
+    Padded { buf, hp, wq }
+}
+
+/// Offsets in the padded image of every patch element `(c, i, j)`, in weight order.
+fn patch_offsets(s: &ConvShape, hp: usize, wq: usize) -> Vec<usize> {
+    let [kh, kw] = s.win.kernel;
+    let [dh, dw] = s.win.dilations;
+    let sw = s.win.strides[1];
+    let mut offs = Vec::with_capacity(s.c * kh * kw);
+    for c in 0..s.c {
+        for i in 0..kh {
+            for j in 0..kw {
+                let (q, col) = ((j * dw) % sw, (j * dw) / sw);
+                offs.push(((q * s.c + c) * hp + i * dh) * wq + col);
+            }
+        }
+    }
+    offs
+}
+
+/// `acc[r][v*8 + l] = sum_k w[k][r] * img[offs[k] + bases[v] + l]` for `NV` runs of 8
+/// pixels. Portable version (and the reference for the SIMD one).
+fn tile_portable<const NV: usize>(
+    w: &[f32],
+    img: &[f32],
+    offs: &[usize],
+    bases: &[usize; 2],
+    acc: &mut [[f32; 16]; MR],
+) {
+    let mut a = [[0f32; 16]; MR];
+    for (kk, &o) in offs.iter().enumerate() {
+        let wk = &w[kk * MR..kk * MR + MR];
+        for v in 0..NV {
+            let px = &img[o + bases[v]..o + bases[v] + LANES];
+            for r in 0..MR {
+                for (l, &x) in px.iter().enumerate() {
+                    a[r][v * LANES + l] += wk[r] * x;
+                }
+            }
+        }
+    }
+    *acc = a;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{LANES, MR};
+    use std::arch::x86_64::*;
+
+    /// SAFETY: the caller checked AVX2 and FMA, `w.len() >= offs.len() * MR`, and
+    /// `offs[k] + bases[v] + LANES <= img.len()` for every k and v < NV.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile<const NV: usize>(
+        w: &[f32],
+        img: &[f32],
+        offs: &[usize],
+        bases: &[usize; 2],
+        acc: &mut [[f32; 16]; MR],
+    ) {
+        // SAFETY: see the function's contract.
+        unsafe {
+            let mut c = [[_mm256_setzero_ps(); NV]; MR];
+            let wp = w.as_ptr();
+            let ip = img.as_ptr();
+            for (kk, &o) in offs.iter().enumerate() {
+                let mut x = [_mm256_setzero_ps(); NV];
+                for (v, xv) in x.iter_mut().enumerate() {
+                    *xv = _mm256_loadu_ps(ip.add(o + bases[v]));
+                }
+                for (r, cr) in c.iter_mut().enumerate() {
+                    let a = _mm256_broadcast_ss(&*wp.add(kk * MR + r));
+                    for v in 0..NV {
+                        cr[v] = _mm256_fmadd_ps(a, x[v], cr[v]);
+                    }
+                }
+            }
+            for r in 0..MR {
+                for v in 0..NV {
+                    _mm256_storeu_ps(acc[r].as_mut_ptr().add(v * LANES), c[r][v]);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the best tile kernel for `nv` vectors.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn tile(
+    nv: usize,
+    simd: bool,
+    w: &[f32],
+    img: &[f32],
+    offs: &[usize],
+    max_off: usize,
+    bases: &[usize; 2],
+    acc: &mut [[f32; 16]; MR],
+) {
+    // Bounds for the unchecked SIMD loads (the portable path checks by slicing).
+    let top = max_off + bases[..nv].iter().max().copied().unwrap_or(0);
+    let in_bounds = top + LANES <= img.len() && w.len() >= offs.len() * MR;
+    #[cfg(target_arch = "x86_64")]
+    if simd && in_bounds {
+        // SAFETY: AVX2/FMA were detected by the caller (`simd`) and the bounds checked above.
+        unsafe {
+            match nv {
+                2 => avx2::tile::<2>(w, img, offs, bases, acc),
+                _ => avx2::tile::<1>(w, img, offs, bases, acc),
+            }
+        }
+        return;
+    }
+    let _ = (simd, in_bounds);
+    match nv {
+        2 => tile_portable::<2>(w, img, offs, bases, acc),
+        _ => tile_portable::<1>(w, img, offs, bases, acc),
+    }
+}
+
+fn has_simd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Raw output pointer shared by tasks that write disjoint output rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements (distinct (image, row) pairs), see `direct_conv`.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Through a method, so that closures capture the whole (Send) wrapper.
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// Convolution of `x` [n, c, h, w] by `wt` [m, c, kh, kw] for shapes where `supported`.
+pub fn direct_conv(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape, out: &mut [f32]) {
+    direct_conv_with(x, wt, bias, s, out, has_simd())
+}
+
+pub(crate) fn direct_conv_with(
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    out: &mut [f32],
+    simd: bool,
+) {
+    let [kh, kw] = s.win.kernel;
+    let k = s.c * kh * kw;
+    let [oh, ow] = s.out;
+    let sh = s.win.strides[0];
+    let plane_in = s.c * s.h * s.w;
+    let plane_out = oh * ow;
+    assert!(out.len() >= s.n * s.m * plane_out && x.len() >= s.n * plane_in && wt.len() >= s.m * k);
+    let packed = pack_weights(wt, s.m, k);
+    let panels = s.m.div_ceil(MR);
+    let optr = OutPtr(out.as_mut_ptr());
+    let out_len = out.len();
+    // Runs of up to 8 output pixels along a row; a kernel call takes two of them, from one
+    // row or two (small planes), so that its twelve accumulators stay busy.
+    let segs_per_row = ow.div_ceil(LANES);
+    let row_flops = 2 * s.m * ow * k;
+    // A whole number of kernel calls per task: rows x segments even.
+    let unit = if segs_per_row % 2 == 0 { 1 } else { 2 };
+    let rows_per_task = ((1 << 20) / row_flops.max(1))
+        .max(1)
+        .next_multiple_of(unit)
+        .min(oh.next_multiple_of(unit));
+    (0..s.n).into_par_iter().for_each(|img| {
+        let Padded { buf, hp, wq } = pad_image(&x[img * plane_in..(img + 1) * plane_in], s);
+        let offs = patch_offsets(s, hp, wq);
+        let max_off = offs.iter().max().copied().unwrap_or(0);
+        let row_blocks: Vec<usize> = (0..oh).step_by(rows_per_task).collect();
+        row_blocks.par_iter().for_each(|&y0| {
+            // (buffer offset, output offset within the image plane, pixels)
+            let mut segs: Vec<(usize, usize, usize)> = Vec::with_capacity(rows_per_task * segs_per_row);
+            for y in y0..(y0 + rows_per_task).min(oh) {
+                for x0 in (0..ow).step_by(LANES) {
+                    segs.push((y * sh * wq + x0, y * ow + x0, LANES.min(ow - x0)));
+                }
+            }
+            let mut acc = [[0f32; 16]; MR];
+            for p in 0..panels {
+                let w = &packed[p * k * MR..(p + 1) * k * MR];
+                for group in segs.chunks(2) {
+                    let mut bases = [0usize; 2];
+                    for (b, sg) in bases.iter_mut().zip(group) {
+                        *b = sg.0;
+                    }
+                    tile(group.len(), simd, w, &buf, &offs, max_off, &bases, &mut acc);
+                    for r in 0..MR {
+                        let m = p * MR + r;
+                        if m >= s.m {
+                            break;
+                        }
+                        let b = bias.map_or(0.0, |b| b[m]);
+                        for (v, &(_, at, n_px)) in group.iter().enumerate() {
+                            let at = (img * s.m + m) * plane_out + at;
+                            debug_assert!(at + n_px <= out_len);
+                            // SAFETY: `at..at + n_px` lies inside `out` (asserted sizes) and
+                            // belongs to a row of image `img` that only this task writes.
+                            let dst = unsafe { std::slice::from_raw_parts_mut(optr.at(at), n_px) };
+                            for (d, &a) in dst.iter_mut().zip(&acc[r][v * LANES..v * LANES + n_px]) {
+                                *d = a + b;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::{conv2d_ref, Window2d};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fill(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(120))]
+        #[test]
+        fn matches_reference(n in 1usize..3, c in 1usize..6, m in 1usize..14, h in 1usize..12, w in 8usize..30,
+                             kh in 1usize..4, kw in 1usize..4, sh in 1usize..3, sw in 1usize..4, dh in 1usize..3, dw in 1usize..3,
+                             pads in proptest::array::uniform4(0usize..3), with_bias in any::<bool>(),
+                             simd in any::<bool>(), seed in 0u64..1000) {
+            let win = Window2d { kernel: [kh, kw], strides: [sh, sw], dilations: [dh, dw], pads };
+            let Some(out) = win.output_size(h, w, false) else { return Ok(()); };
+            let s = ConvShape { n, c, h, w, m, group: 1, win, out };
+            if !handles(&s) { return Ok(()); }
+            let x = fill(n * c * h * w, seed);
+            let wt = fill(m * c * kh * kw, seed + 7);
+            let b = fill(m, seed + 9);
+            let bias = with_bias.then_some(&b[..]);
+            let want = conv2d_ref(&x, &wt, bias, &s);
+            let mut got = vec![0f32; want.len()];
+            direct_conv_with(&x, &wt, bias, &s, &mut got, simd && has_simd());
+            for (a, b) in got.iter().zip(&want) {
+                prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! Step 4, `compute_ranges`: runs the parameter-normalized network over calibration batches
 //! and records, for every Scaling node output, its largest magnitude and histograms of `|x|`
 //! and of `max(x, 0)`. Streaming: the statistics have a fixed size, whatever the number of
-//! samples; batches are merged as they come (the histogram range doubles when a batch
-//! exceeds it, merging bins pairwise, so no sample is ever kept).
+//! samples; batches are merged as they come (the histogram range is a power of two that
+//! doubles when a batch exceeds it, merging bins pairwise, so no sample is ever kept and the
+//! result does not depend on the batch size).
 
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
@@ -19,7 +20,7 @@ pub const BINS: usize = 2048;
 /// Running statistics of one tensor over the calibration set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeStats {
-    /// Upper edge of the histograms (a power-of-two multiple of the first batch's max).
+    /// Upper edge of the histograms: the smallest power of two >= `max_abs`.
     pub range: f32,
     /// `max |x|` and `max x` seen.
     pub max_abs: f32,
@@ -39,6 +40,15 @@ pub struct RangeStats {
     pub sum_sq: f64,
     pub sum_pos: f64,
     pub sum_sq_pos: f64,
+}
+
+/// The smallest power of two >= `x` (for `x > 0`).
+fn pow2_at_least(x: f32) -> f32 {
+    let mut p = 2f32.powi(x.log2().floor() as i32);
+    while p < x {
+        p *= 2.0;
+    }
+    p
 }
 
 /// Extremes and sums of one chunk.
@@ -179,14 +189,17 @@ impl RangeStats {
         self.min = self.min.min(lo);
         self.max = self.max.max(hi);
         self.max_abs = self.max_abs.max(m);
-        if self.range == 0.0 {
-            // The first non-zero batch sets the range (all-zero batches only fill bin 0).
-            self.range = m;
-        } else if m > self.range {
-            let k = (m / self.range).log2().ceil().max(1.0) as u32;
-            self.grow(k);
-            while self.range < m {
-                self.grow(1);
+        // The range is always a power of two: then it depends only on the largest value,
+        // never on how the samples were split into batches, and growing it merges bins
+        // exactly (the edges of the coarser histogram are edges of the finer one).
+        if m > self.range {
+            let target = pow2_at_least(m);
+            if self.range == 0.0 {
+                self.range = target;
+            } else {
+                while self.range < target {
+                    self.grow(1);
+                }
             }
         }
         let range = self.range;
@@ -327,4 +340,26 @@ pub fn finish(state: &mut PtqState) -> Result<()> {
     }
     state.stage = Stage::Calibrated;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statistics_do_not_depend_on_the_batch_split() {
+        let v: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 9.0).collect();
+        let mut whole = RangeStats::new();
+        whole.update(&v).unwrap();
+        for split in [1usize, 7, 100, 2500] {
+            let mut parts = RangeStats::new();
+            for c in v.chunks(split) {
+                parts.update(c).unwrap();
+            }
+            assert_eq!(parts.range, whole.range);
+            assert_eq!(parts.hist_abs, whole.hist_abs, "split {split}");
+            assert_eq!(parts.hist_pos, whole.hist_pos, "split {split}");
+            assert_eq!((parts.zeros_abs, parts.zeros_pos), (whole.zeros_abs, whole.zeros_pos));
+        }
+    }
 }

@@ -60,11 +60,8 @@ pub fn levels(bits: u32, signed: bool) -> u32 {
 
 /// The clipping value (in the units of the statistics) for `bits` and the sign.
 pub fn clip_value(stats: &RangeStats, method: Clipping, bits: u32, signed: bool) -> f32 {
-    let (hist, max) = if signed {
-        (&stats.hist_abs, stats.max_abs)
-    } else {
-        (&stats.hist_pos, stats.max.max(0.0))
-    };
+    let max = if signed { stats.max_abs } else { stats.max.max(0.0) };
+    let hist = &stats.clipping_histogram(signed);
     if max <= 0.0 || stats.range <= 0.0 {
         return max.max(0.0);
     }

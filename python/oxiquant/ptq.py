@@ -183,7 +183,9 @@ def compute_ranges(
     return {layer["name"]: layer["range"] for layer in model.quant_info["activations"] if layer["range"] is not None}
 
 
-def adjust_ranges(model: Model, clipping: str = "max", nb_bits: int = 8, optimize_signs: bool = False) -> dict[str, float]:
+def adjust_ranges(
+    model: Model, clipping: str = "max", nb_bits: int = 8, optimize_signs: bool = False
+) -> dict[str, float]:
     """Step 5: picks each Scaling node's clipping value for `nb_bits` with `clipping` (max,
     mse, kl, sigma3, sigma4, sigma5; see docs/algorithm.md for what each minimizes). Use the
     same `optimize_signs` as in `quantize_normalized_network`. Returns {node: clip value}."""

@@ -1,11 +1,43 @@
 //! Step 5, `adjust_ranges`: the clipping value of every calibrated Scaling node, chosen by
 //! one of the `clipping` methods for the target bit width and the tensor's sign.
+//!
+//! A Scaling node read only by Clips (a Conv followed by Relu6, say) never needs a range
+//! wider than the Clips let through: its clipping value is capped at their largest bound
+//! magnitude, whatever the method. Without the cap, a tensor calibrated at +-1000 in front
+//! of a Clip(0, 6) would quantize [0, 6] into less than one step.
 
 use super::clipping::{clip_value, Clipping};
 use super::signs::signedness;
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::ops::Op;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+/// When every reader of `value` is a Clip (on its data input) with finite bounds: the
+/// largest bound magnitude, in the value's stored units.
+fn clip_readers_bound(graph: &Graph, value: &str) -> Option<f32> {
+    let readers = graph.consumers(value);
+    if readers.is_empty() || graph.is_graph_output(value) {
+        return None;
+    }
+    let mut bound = 0f32;
+    for (c, slot) in readers {
+        let n = &graph.nodes[c];
+        let Op::Clip(clip) = n.op else { return None };
+        if slot != 0 {
+            return None;
+        }
+        let args: Vec<Option<&Tensor>> = n.inputs.iter().map(|v| graph.initializers.get(v)).collect();
+        let (lo, hi) = clip.bounds(&args).ok()?;
+        if !(lo.is_finite() && hi.is_finite()) {
+            return None;
+        }
+        bound = bound.max(lo.abs()).max(hi.abs());
+    }
+    (bound > 0.0).then_some(bound)
+}
 
 pub fn adjust_ranges(
     graph: &Graph,
@@ -17,6 +49,11 @@ pub fn adjust_ranges(
     state.expect("adjust_ranges", Stage::Calibrated, &[Stage::RangesAdjusted])?;
     super::check_bits("adjust_ranges", nb_bits)?;
     let signs = signedness(graph, state, optimize_signs);
+    let caps: HashMap<String, f32> = state
+        .scaling
+        .iter()
+        .filter_map(|(name, info)| clip_readers_bound(graph, &info.output).map(|b| (name.clone(), b)))
+        .collect();
     for (name, info) in state.scaling.iter_mut() {
         if !info.role.calibrated() {
             continue;
@@ -28,7 +65,12 @@ pub fn adjust_ranges(
         })?;
         let signed = signs.get(name).copied().unwrap_or(true);
         info.signed = signed;
-        info.clip = Some(clip_value(stats, method, nb_bits, signed) * info.calib_scale);
+        let mut clip = clip_value(stats, method, nb_bits, signed);
+        if let Some(&cap) = caps.get(name) {
+            // The Clips' bounds are in the units the statistics were taken in.
+            clip = clip.min(cap);
+        }
+        info.clip = Some(clip * info.calib_scale);
         info.clipping = Some(method);
     }
     state.adjusted_signs = Some(optimize_signs);

@@ -168,21 +168,26 @@ impl Default for PtqState {
 }
 
 impl PtqState {
-    /// Fails unless the model is exactly at `needed` (or, with `or_later`, past it and before
-    /// quantization), naming the step to run first.
+    /// Fails unless the model is exactly at `needed` (or at one of the `allowed` stages),
+    /// naming the step to run next: the one after the model's current stage (not the one
+    /// just before `step`, which may itself need earlier steps), or, when the model is past
+    /// `step`, saying so.
     pub fn expect(&self, step: &str, needed: Stage, allowed: &[Stage]) -> Result<()> {
         if self.stage == needed || allowed.contains(&self.stage) {
             return Ok(());
         }
-        let hint = match needed {
-            Stage::Float => "it can only run on a float model (load it again, or use a copy)",
-            Stage::Prepared => "run prepare_network first",
-            Stage::ScalingInserted => "run insert_scaling_nodes first",
-            Stage::ParamsNormalized => "run normalize_parameters first",
-            Stage::Calibrated => "run compute_ranges first",
-            Stage::RangesAdjusted => "run adjust_ranges first",
-            Stage::ActsNormalized => "run normalize_activations first",
-            Stage::Quantized => "run quantize_normalized_network first",
+        let hint = if self.stage > needed {
+            "the model is past this step; start again from the float model (load it again, or keep a model.copy())"
+        } else {
+            match self.stage {
+                Stage::Float => "run prepare_network first",
+                Stage::Prepared => "run insert_scaling_nodes first",
+                Stage::ScalingInserted => "run normalize_parameters first",
+                Stage::ParamsNormalized => "run compute_ranges first",
+                Stage::Calibrated => "run adjust_ranges first",
+                Stage::RangesAdjusted => "run normalize_activations first",
+                Stage::ActsNormalized | Stage::Quantized => "run quantize_normalized_network first",
+            }
         };
         Err(Error::InvalidArgument(format!(
             "{step}: the model is at stage '{}', this step needs '{}': {hint}",

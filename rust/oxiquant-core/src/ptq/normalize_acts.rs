@@ -36,13 +36,14 @@ impl ScaleRules for ActRules {
         })
     }
 
-    fn scaling(&mut self, graph: &mut Graph, idx: usize, s_in: &[f32], state: &mut PtqState) -> Result<f32> {
+    fn scaling(&mut self, graph: &mut Graph, idx: usize, s_in: &[f32], state: &mut PtqState) -> Result<(f32, bool)> {
         let name = graph.nodes[idx].name.clone();
         let rank = producer_rank(graph, idx);
         let info = state
             .scaling
             .get(&name)
             .ok_or_else(|| Error::InvalidArgument(format!("Scaling node '{name}' is unknown to the pipeline")))?;
+        let mut constant_zero = false;
         let (factor, s_out) = if info.role == Role::Dequant {
             (vec![s_in[0]], 1.0)
         } else {
@@ -58,7 +59,9 @@ impl ScaleRules for ActRules {
             let s_out = if c > 0.0 && c.is_finite() {
                 c
             } else {
-                // Constantly zero on the calibration set: keep the incoming scale.
+                // Constantly zero on the calibration set: keep the incoming scale (a merging
+                // node it feeds balances its other inputs without it).
+                constant_zero = true;
                 let keep = max_of(s_in).max(f32::MIN_POSITIVE);
                 state.warnings.push(format!(
                     "'{name}' was constantly 0 on the calibration set; its scale is left as is"
@@ -73,7 +76,7 @@ impl ScaleRules for ActRules {
             }
             sc.factor = factor;
         }
-        Ok(s_out)
+        Ok((s_out, constant_zero))
     }
 }
 

@@ -10,14 +10,16 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::ops::{Clip, Op};
 use crate::tensor::Tensor;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What differs between the parameter (step 3) and activation (step 6) normalizations.
 pub(crate) trait ScaleRules {
     /// Rewrites affine node `idx` read at input scale `s_in`; returns its output scale.
     fn affine(&mut self, graph: &mut Graph, idx: usize, s_in: f32, state: &mut PtqState) -> Result<Vec<f32>>;
-    /// Sets Scaling node `idx`'s factor for input scale `s_in`; returns its output scale.
-    fn scaling(&mut self, graph: &mut Graph, idx: usize, s_in: &[f32], state: &mut PtqState) -> Result<f32>;
+    /// Sets Scaling node `idx`'s factor for input scale `s_in`; returns its output scale and
+    /// whether that scale is arbitrary (a node that was constantly 0 on the calibration set:
+    /// any scale is exact for it, so a merging node must not balance its other inputs to it).
+    fn scaling(&mut self, graph: &mut Graph, idx: usize, s_in: &[f32], state: &mut PtqState) -> Result<(f32, bool)>;
 }
 
 fn scalar(s: &[f32], graph: &Graph, idx: usize, what: &str) -> Result<f32> {
@@ -38,19 +40,30 @@ pub(crate) fn walk(graph: &mut Graph, state: &mut PtqState, rules: &mut dyn Scal
     let classes = node_classes(graph);
     let old_scales = std::mem::take(&mut state.scales);
     let mut scales: HashMap<String, Vec<f32>> = HashMap::new();
+    // Values whose scale is arbitrary (constantly 0 upstream, through seamless nodes).
+    let mut free: HashSet<String> = HashSet::new();
     let get = |scales: &HashMap<String, Vec<f32>>, v: &str| scales.get(v).cloned().unwrap_or_else(|| vec![1.0]);
     for idx in 0..graph.nodes.len() {
         let name = graph.nodes[idx].name.clone();
         let first_in = graph.nodes[idx].inputs.first().cloned().unwrap_or_default();
         let s_in = get(&scales, &first_in);
+        let mut out_free = false;
         let s_out: Vec<f32> = match classes.get(&name).cloned().unwrap_or(Class::Passive) {
-            Class::Scaling => vec![rules.scaling(graph, idx, &s_in, state)?],
+            Class::Scaling => {
+                let (s, f) = rules.scaling(graph, idx, &s_in, state)?;
+                out_free = f;
+                vec![s]
+            }
             Class::Affine => {
                 let s = scalar(&s_in, graph, idx, "the input")?;
                 rules.affine(graph, idx, s, state)?
             }
-            Class::Seamless => s_in,
+            Class::Seamless => {
+                out_free = free.contains(&first_in);
+                s_in
+            }
             Class::Bounded => {
+                out_free = free.contains(&first_in);
                 let s_new = scalar(&s_in, graph, idx, "the input")?;
                 let s_old = old_scales.get(&first_in).map(|v| v[0]).unwrap_or(1.0);
                 rescale_clip(graph, idx, s_old / s_new)?;
@@ -62,7 +75,15 @@ pub(crate) fn walk(graph: &mut Graph, state: &mut PtqState, rules: &mut dyn Scal
                     .iter()
                     .map(|v| scalar(&get(&scales, v), graph, idx, &format!("input '{v}'")))
                     .collect::<Result<_>>()?;
-                let s_max = max_of(&s);
+                // Balance to the largest scale among the inputs that have a real one.
+                let live: Vec<f32> = ins
+                    .iter()
+                    .zip(&s)
+                    .filter(|(v, _)| !free.contains(*v))
+                    .map(|(_, &si)| si)
+                    .collect();
+                out_free = live.is_empty();
+                let s_max = if out_free { max_of(&s) } else { max_of(&live) };
                 for (slot, &si) in s.iter().enumerate() {
                     if si == s_max {
                         continue;
@@ -91,6 +112,9 @@ pub(crate) fn walk(graph: &mut Graph, state: &mut PtqState, rules: &mut dyn Scal
             Class::Passive => continue,
         };
         for o in graph.nodes[idx].outputs.clone() {
+            if out_free {
+                free.insert(o.clone());
+            }
             scales.insert(o, s_out.clone());
         }
     }
@@ -163,7 +187,7 @@ impl ScaleRules for ParamRules {
         })
     }
 
-    fn scaling(&mut self, graph: &mut Graph, idx: usize, s_in: &[f32], state: &mut PtqState) -> Result<f32> {
+    fn scaling(&mut self, graph: &mut Graph, idx: usize, s_in: &[f32], state: &mut PtqState) -> Result<(f32, bool)> {
         let name = graph.nodes[idx].name.clone();
         let role = state.scaling.get(&name).map(|i| i.role);
         let rank = producer_rank(graph, idx);
@@ -175,7 +199,7 @@ impl ScaleRules for ParamRules {
             if let Op::Scaling(sc) = &mut graph.nodes[idx].op {
                 sc.factor = vec![s];
             }
-            return Ok(1.0);
+            return Ok((1.0, false));
         }
         // A per-channel input scale is absorbed here: the output gets the largest one.
         let old = sc.factor.first().copied().unwrap_or(1.0);
@@ -184,7 +208,7 @@ impl ScaleRules for ParamRules {
             sc.factor = s_in.iter().map(|&s| old * s / m).collect();
             sc.rank = rank;
         }
-        Ok(m / old)
+        Ok((m / old, false))
     }
 }
 

@@ -1,0 +1,292 @@
+"""Random float networks for the PTQ property tests, as a hypothesis strategy.
+
+`networks()` draws small valid ONNX models (opset 13, one input `x` of shape [N, C, H, W] with
+a symbolic batch dimension, one output `y`): chains and DAGs of Conv (kernel 1 or 3, stride 1
+or 2, grouped and depthwise, with or without pads and bias), Relu / LeakyRelu / Clip(0, 6),
+MaxPool / AveragePool / GlobalAveragePool, BatchNormalization right after a Conv (folded by
+`prepare_network`), residual Adds (identity shortcut, conv shortcut, or a shortcut from any
+earlier tensor of the same shape, the network input included), Concats of branches, and an
+optional Flatten + Gemm head.
+
+Hypothesis draws the structure and one seed; the weights come from numpy with that seed.
+Each affine layer draws a weight "kind": normal, an all-zero output channel, tiny (1e-3),
+huge (1e3) or all zero, so that degenerate scales are exercised too (`degenerate=False`
+keeps only normal weights, for properties that need a well-behaved network).
+
+Graphs stay small (<= ~12 nodes, spatial <= 8x8, <= 8 channels per layer, 12 after a
+Concat) so that one example runs in milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 13
+MAX_CHANNELS = 8
+MAX_CONCAT_CHANNELS = 12
+# No new block once the graph has this many nodes (a block adds up to ~10).
+MAX_NODES_BEFORE_BLOCK = 8
+
+WEIGHT_KINDS = ("normal", "normal", "normal", "zero_channel", "tiny", "huge", "zero")
+
+
+@dataclass
+class Tensor:
+    name: str
+    c: int
+    h: int
+    w: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.c, self.h, self.w)
+
+
+@dataclass
+class Builder:
+    """Accumulates nodes and initializers; `rng` makes the weights."""
+
+    rng: np.random.Generator
+    degenerate: bool
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    inits: list[onnx.TensorProto] = field(default_factory=list)
+    counter: int = 0
+
+    def fresh(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}{self.counter}"
+
+    def const(self, base: str, arr: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        out = self.fresh(op.lower() + "_")
+        self.nodes.append(helper.make_node(op, inputs, [out], name=self.fresh(op + "_n"), **attrs))
+        return out
+
+    def weights(self, shape: tuple[int, ...], fan_in: int, kind: str) -> np.ndarray:
+        w = self.rng.uniform(-1.0, 1.0, size=shape) * np.sqrt(3.0 / max(fan_in, 1))
+        if kind == "zero_channel":
+            w[self.rng.integers(shape[0])] = 0.0
+        elif kind == "tiny":
+            w *= 1e-3
+        elif kind == "huge":
+            w *= 1e3
+        elif kind == "zero":
+            w[...] = 0.0
+        return w.astype(np.float32)
+
+
+def _conv_out(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+@st.composite
+def _weight_kind(draw, degenerate: bool) -> str:
+    return draw(st.sampled_from(WEIGHT_KINDS)) if degenerate else "normal"
+
+
+def _conv(draw, b: Builder, x: Tensor, *, co=None, k=None, s=None, p=None, groups=None, bn=None) -> Tensor:
+    """A Conv (optionally followed by a BatchNormalization) reading `x`."""
+    if k is None:
+        k = draw(st.sampled_from([1, 3])) if min(x.h, x.w) >= 3 else 1
+    if p is None:
+        p = draw(st.sampled_from([0, 1])) if k == 3 else 0
+    if k > x.h + 2 * p or k > x.w + 2 * p:
+        k, p = 1, 0
+    if s is None:
+        s = draw(st.sampled_from([1, 2]))
+    if groups is None:
+        style = draw(st.sampled_from(["dense", "dense", "depthwise", "grouped"]))
+        divisors = [g for g in range(1, x.c + 1) if x.c % g == 0 and (co is None or co % g == 0)]
+        if style == "depthwise" and x.c > 1 and x.c in divisors:
+            groups = x.c
+        elif style == "grouped":
+            groups = draw(st.sampled_from(divisors))
+        else:
+            groups = 1
+    if co is None:
+        if groups == 1:
+            co = draw(st.integers(1, MAX_CHANNELS))
+        else:
+            choices = [m * groups for m in range(1, MAX_CHANNELS // groups + 1)]
+            co = draw(st.sampled_from(choices))
+    assert co % groups == 0 and x.c % groups == 0
+    kind = draw(_weight_kind(b.degenerate))
+    fan_in = (x.c // groups) * k * k
+    w = b.const("W", b.weights((co, x.c // groups, k, k), fan_in, kind))
+    inputs = [x.name, w]
+    if draw(st.booleans()):
+        bias = b.rng.uniform(-0.5, 0.5, size=co)
+        if kind == "zero":
+            bias = np.zeros(co)
+        inputs.append(b.const("B", bias))
+    y = b.node("Conv", inputs, kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p], group=groups)
+    out = Tensor(y, co, _conv_out(x.h, k, s, p), _conv_out(x.w, k, s, p))
+    if bn is None:
+        bn = draw(st.integers(0, 3)) == 0
+    if bn:
+        scale = b.rng.uniform(0.5, 1.5, size=co)
+        shift = b.rng.uniform(-0.5, 0.5, size=co)
+        mean = b.rng.uniform(-0.5, 0.5, size=co)
+        var = b.rng.uniform(0.5, 1.5, size=co)
+        params = [b.const(n, v) for n, v in zip(("bn_scale", "bn_b", "bn_mean", "bn_var"), (scale, shift, mean, var))]
+        out = Tensor(b.node("BatchNormalization", [out.name, *params], epsilon=1e-5), co, out.h, out.w)
+    return out
+
+
+def _activation(draw, b: Builder, x: Tensor) -> Tensor:
+    kind = draw(st.sampled_from(["Relu", "LeakyRelu", "Clip"]))
+    if kind == "Relu":
+        y = b.node("Relu", [x.name])
+    elif kind == "LeakyRelu":
+        y = b.node("LeakyRelu", [x.name], alpha=draw(st.sampled_from([0.01, 0.1, 0.25])))
+    else:
+        y = b.node("Clip", [x.name, b.const("clip_lo", np.array(0.0)), b.const("clip_hi", np.array(6.0))])
+    return Tensor(y, x.c, x.h, x.w)
+
+
+def _pool(draw, b: Builder, x: Tensor) -> Tensor:
+    kinds = ["GlobalAveragePool"]
+    if min(x.h, x.w) >= 2:
+        kinds += ["MaxPool", "AveragePool"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "GlobalAveragePool":
+        return Tensor(b.node(kind, [x.name]), x.c, 1, 1)
+    k = draw(st.sampled_from([2, 3])) if min(x.h, x.w) >= 3 else 2
+    s = draw(st.sampled_from([1, 2]))
+    p = draw(st.sampled_from([0, 1])) if k == 3 else 0
+    attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p, p, p, p]}
+    if kind == "AveragePool":
+        attrs["count_include_pad"] = draw(st.sampled_from([0, 1]))
+    y = b.node(kind, [x.name], **attrs)
+    return Tensor(y, x.c, _conv_out(x.h, k, s, p), _conv_out(x.w, k, s, p))
+
+
+def _residual(draw, b: Builder, x: Tensor, history: list[Tensor]) -> Tensor:
+    style = draw(st.sampled_from(["identity", "conv", "earlier"]))
+    if style == "identity" or (style == "earlier" and not any(t.shape == x.shape for t in history)):
+        # x -> conv3x3 [-> act -> conv3x3] -> Add(x, .)
+        main = _conv(draw, b, x, co=x.c, k=3, s=1, p=1)
+        if draw(st.booleans()):
+            main = _activation(draw, b, main)
+            main = _conv(draw, b, main, co=x.c, k=3, s=1, p=1, groups=1)
+        operands = [x.name, main.name] if draw(st.booleans()) else [main.name, x.name]
+        return Tensor(b.node("Add", operands), x.c, x.h, x.w)
+    if style == "conv":
+        s = draw(st.sampled_from([1, 2]))
+        co = draw(st.integers(1, MAX_CHANNELS))
+        main = _conv(draw, b, x, co=co, k=3, s=s, p=1, groups=1)
+        short = _conv(draw, b, x, co=co, k=1, s=s, p=0, groups=1)
+        assert main.shape == short.shape, (main, short)
+        return Tensor(b.node("Add", [main.name, short.name]), co, main.h, main.w)
+    # The current tensor plus an earlier one of the same shape (a long shortcut, maybe from
+    # the network input).
+    other = draw(st.sampled_from([t for t in history if t.shape == x.shape]))
+    return Tensor(b.node("Add", [other.name, x.name]), x.c, x.h, x.w)
+
+
+def _concat(draw, b: Builder, x: Tensor) -> Tensor:
+    n = draw(st.integers(2, 3))
+    parts: list[Tensor] = []
+    for _ in range(n):
+        room = MAX_CONCAT_CHANNELS - sum(t.c for t in parts)
+        kinds = ["pool"] if room < 1 else ["conv", "conv", "identity", "pool"]
+        kinds = [k for k in kinds if k == "conv" or x.c <= room] or ["conv"]
+        kind = draw(st.sampled_from(kinds))
+        if kind == "identity":
+            parts.append(x)
+        elif kind == "pool" and x.c <= room:
+            attrs = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
+            parts.append(Tensor(b.node("MaxPool", [x.name], **attrs), x.c, x.h, x.w))
+        else:
+            co = draw(st.integers(1, max(1, min(MAX_CHANNELS, room))))
+            k = draw(st.sampled_from([1, 3]))
+            part = _conv(draw, b, x, co=co, k=k, s=1, p=1 if k == 3 else 0)
+            if draw(st.booleans()):
+                part = _activation(draw, b, part)
+            parts.append(part)
+        if sum(t.c for t in parts) >= MAX_CONCAT_CHANNELS:
+            break
+    if len(parts) == 1:
+        return parts[0]
+    return Tensor(b.node("Concat", [t.name for t in parts], axis=1), sum(t.c for t in parts), x.h, x.w)
+
+
+@st.composite
+def networks(draw, max_blocks: int = 4, degenerate: bool = True, head: bool | None = None) -> onnx.ModelProto:
+    """A random valid float network as an onnx.ModelProto (input `x`, output `y`)."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    b = Builder(np.random.default_rng(seed), degenerate)
+    c = draw(st.integers(1, 4))
+    hw = draw(st.integers(3, 8))
+    x = Tensor("x", c, hw, hw)
+    history = [x]
+    n_blocks = draw(st.integers(1, max_blocks))
+    for _ in range(n_blocks):
+        if len(b.nodes) >= MAX_NODES_BEFORE_BLOCK:
+            break
+        kind = draw(st.sampled_from(["conv", "conv", "act", "pool", "residual", "concat"]))
+        if kind == "conv":
+            x = _conv(draw, b, x)
+            if draw(st.booleans()):
+                x = _activation(draw, b, x)
+        elif kind == "act":
+            x = _activation(draw, b, x)
+        elif kind == "pool":
+            x = _pool(draw, b, x)
+        elif kind == "residual":
+            x = _residual(draw, b, x, history)
+        else:
+            x = _concat(draw, b, x)
+        if x.c > MAX_CHANNELS:
+            # Keep the channels down after a wide Concat.
+            x = _conv(draw, b, x, co=draw(st.integers(1, MAX_CHANNELS)), k=1, s=1, p=0, groups=1)
+        history.append(x)
+    if head if head is not None else draw(st.booleans()):
+        flat = b.node("Flatten", [x.name], axis=1)
+        features = x.c * x.h * x.w
+        k = draw(st.integers(1, 6))
+        kind = draw(_weight_kind(b.degenerate))
+        trans_b = draw(st.sampled_from([0, 1]))
+        w = b.weights((k, features), features, kind)
+        inputs = [flat, b.const("Wg", w if trans_b else w.T)]
+        if draw(st.booleans()):
+            inputs.append(b.const("Bg", b.rng.uniform(-0.5, 0.5, size=k)))
+        y = b.node("Gemm", inputs, transB=trans_b)
+        x = Tensor(y, k, 1, 1)
+        out_shape = ["N", k]
+    else:
+        out_shape = ["N", x.c, x.h, x.w]
+    # The graph output is always called "y", written by the last node.
+    last = b.nodes[-1]
+    assert last.output[0] == x.name, "the last node writes the current tensor"
+    last.output[0] = "y"
+    graph = helper.make_graph(
+        b.nodes,
+        "ptq_random",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=b.inits,
+    )
+    opsets = [helper.make_opsetid("", OPSET)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="oxiquant-tests")
+    model.ir_version = 8
+    return model
+
+
+def input_shape(model: onnx.ModelProto) -> tuple[int, ...]:
+    """[C, H, W] of the model's input."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return tuple(int(d.dim_value) for d in dims[1:])
+
+
+def calibration_data(model: onnx.ModelProto, rng: np.random.Generator, n: int = 16) -> np.ndarray:
+    return rng.standard_normal((n, *input_shape(model))).astype(np.float32)

@@ -1,0 +1,552 @@
+"""The PTQ API: step order, argument checks, calibration set forms, errors that name what
+is wrong, `quant_info`, float islands and degenerate models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import oxiquant
+
+import zoo
+
+VI = helper.make_tensor_value_info
+
+
+def init(name: str, arr) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name)
+
+
+def small_cnn(seed: int = 0, middle: str | None = None) -> onnx.ModelProto:
+    """Conv+BN+Relu, a residual block, GlobalAveragePool, Flatten, Gemm: [N,3,8,8] -> [N,5].
+    `middle` (e.g. "Sigmoid") inserts that op after the first Relu."""
+    g = np.random.default_rng(seed)
+
+    def w(*shape):
+        return g.uniform(-1, 1, shape) * np.sqrt(3.0 / np.prod(shape[1:]))
+
+    inits = [
+        init("w1", w(4, 3, 3, 3)),
+        init("b1", g.uniform(-0.2, 0.2, 4)),
+        init("bn_s", g.uniform(0.5, 1.5, 4)),
+        init("bn_b", g.uniform(-0.5, 0.5, 4)),
+        init("bn_m", g.uniform(-0.5, 0.5, 4)),
+        init("bn_v", g.uniform(0.5, 1.5, 4)),
+        init("w2", w(4, 4, 3, 3)),
+        init("b2", g.uniform(-0.2, 0.2, 4)),
+        init("wg", w(5, 4)),
+        init("bg", g.uniform(-0.2, 0.2, 5)),
+    ]
+    r1 = "r1"
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn1"], name="bn1"),
+        helper.make_node("Relu", ["bn1"], ["r1"], name="relu1"),
+    ]
+    if middle:
+        nodes.append(helper.make_node(middle, ["r1"], ["mid"], name="middle"))
+        r1 = "mid"
+    nodes += [
+        helper.make_node("Conv", [r1, "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Add", [r1, "c2"], ["res"], name="add"),
+        helper.make_node("Relu", ["res"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "wg", "bg"], ["y"], transB=1, name="fc"),
+    ]
+    return zoo.make_model(
+        nodes, [VI("x", TensorProto.FLOAT, ["N", 3, 8, 8])], [VI("y", TensorProto.FLOAT, None)], inits
+    )
+
+
+def two_input_model(seed: int = 0) -> onnx.ModelProto:
+    """conv(a) + conv(b) -> Relu: inputs 'a' and 'b' of [N,2,6,6]."""
+    g = np.random.default_rng(seed)
+    inits = [init("wa", g.uniform(-1, 1, (3, 2, 3, 3))), init("wb", g.uniform(-1, 1, (3, 2, 1, 1)))]
+    nodes = [
+        helper.make_node("Conv", ["a", "wa"], ["ca"], pads=[1, 1, 1, 1], name="conv_a"),
+        helper.make_node("Conv", ["b", "wb"], ["cb"], name="conv_b"),
+        helper.make_node("Add", ["ca", "cb"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["y"], name="relu"),
+    ]
+    ins = [VI("a", TensorProto.FLOAT, ["N", 2, 6, 6]), VI("b", TensorProto.FLOAT, ["N", 2, 6, 6])]
+    return zoo.make_model(nodes, ins, [VI("y", TensorProto.FLOAT, None)], inits)
+
+
+@pytest.fixture
+def calib(rng):
+    return rng.standard_normal((40, 3, 8, 8)).astype(np.float32)
+
+
+@pytest.fixture
+def model():
+    return oxiquant.load(small_cnn())
+
+
+def ort_run(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    noise = float(np.mean((got.astype(np.float64) - ref) ** 2))
+    return np.inf if noise == 0 else 10 * np.log10(float(np.mean(ref.astype(np.float64) ** 2)) / noise)
+
+
+def steps_until(m: oxiquant.Model, calib: np.ndarray, last: str) -> None:
+    """Runs the steps in order up to and including `last`."""
+    steps = [
+        ("prepare_network", lambda: oxiquant.prepare_network(m)),
+        ("insert_scaling_nodes", lambda: oxiquant.insert_scaling_nodes(m)),
+        ("normalize_parameters", lambda: oxiquant.normalize_parameters(m)),
+        ("compute_ranges", lambda: oxiquant.compute_ranges(m, calib)),
+        ("adjust_ranges", lambda: oxiquant.adjust_ranges(m)),
+        ("normalize_activations", lambda: oxiquant.normalize_activations(m)),
+        ("quantize_normalized_network", lambda: oxiquant.quantize_normalized_network(m, 8)),
+    ]
+    for name, run in steps:
+        run()
+        if name == last:
+            return
+    raise AssertionError(last)
+
+
+# -- step order ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("done", "call", "needed"),
+    [
+        (None, "insert_scaling_nodes", "prepare_network"),
+        (None, "normalize_parameters", "prepare_network"),
+        ("prepare_network", "normalize_parameters", "insert_scaling_nodes"),
+        ("prepare_network", "compute_ranges", "insert_scaling_nodes"),
+        ("insert_scaling_nodes", "compute_ranges", "normalize_parameters"),
+        ("normalize_parameters", "adjust_ranges", "compute_ranges"),
+        ("normalize_parameters", "normalize_activations", "compute_ranges"),
+        ("compute_ranges", "quantize_normalized_network", "adjust_ranges"),
+        ("adjust_ranges", "quantize_normalized_network", "normalize_activations"),
+        ("prepare_network", "quantize_normalized_network", "insert_scaling_nodes"),
+    ],
+)
+def test_steps_out_of_order_name_the_step_to_run_next(model, calib, done, call, needed):
+    # The hint is the step that follows the model's current stage (following it leads to
+    # `call`), not the one just before `call`.
+    if done:
+        steps_until(model, calib, done)
+    stage = model.quant_info["stage"]
+    fn = getattr(oxiquant, call)
+    args = {
+        "compute_ranges": (calib,),
+        "quantize_normalized_network": (8,),
+    }.get(call, ())
+    with pytest.raises(oxiquant.InvalidArgumentError, match=f"{call}.*run {needed} first"):
+        fn(model, *args)
+    assert model.quant_info["stage"] == stage  # nothing changed
+
+
+@pytest.mark.parametrize(
+    ("done", "call"),
+    [
+        ("insert_scaling_nodes", "prepare_network"),
+        ("normalize_activations", "normalize_parameters"),
+        ("normalize_activations", "compute_ranges"),
+        ("quantize_normalized_network", "insert_scaling_nodes"),
+        ("quantize_normalized_network", "normalize_activations"),
+    ],
+)
+def test_steps_already_done_say_so(model, calib, done, call):
+    # Not "run <the step before> first", which would send the user round in circles.
+    steps_until(model, calib, done)
+    args = (calib,) if call == "compute_ranges" else ()
+    with pytest.raises(oxiquant.InvalidArgumentError, match=f"{call}.*past this step.*float model") as ei:
+        getattr(oxiquant, call)(model, *args)
+    assert "first" not in str(ei.value)
+
+
+@pytest.mark.parametrize("again", ["prepare_network", "insert_scaling_nodes", "normalize_parameters"])
+def test_a_structural_step_cannot_run_twice(model, calib, again):
+    steps_until(model, calib, again)
+    with pytest.raises(oxiquant.InvalidArgumentError, match=again):
+        getattr(oxiquant, again)(model)
+
+
+def test_quantized_model_cannot_be_quantized_again(model, calib):
+    q = oxiquant.quantize_network(model, 8, calib)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="float model"):
+        oxiquant.quantize_network(q, 8, calib)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="quantize_normalized_network"):
+        oxiquant.quantize_normalized_network(q, 8)
+
+
+def test_ranges_can_be_recomputed_and_clipping_readjusted(calib):
+    # compute_ranges and adjust_ranges may run again before normalize_activations.
+    m = oxiquant.load(small_cnn())
+    steps_until(m, calib, "adjust_ranges")
+    oxiquant.adjust_ranges(m, clipping="mse", nb_bits=4)
+    first = oxiquant.compute_ranges(m, calib[:10])
+    again = oxiquant.compute_ranges(m, calib[:10])
+    assert first == again
+    oxiquant.adjust_ranges(m, clipping="max")
+    oxiquant.normalize_activations(m)
+    oxiquant.quantize_normalized_network(m, 8)
+    ref = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, calib[:10])
+    np.testing.assert_array_equal(m.run(calib)["y"], ref.run(calib)["y"])
+
+
+# -- argument checks -------------------------------------------------------------------
+BAD_BITS = [0, 1, 17, -3, "8", True, 2.5, None, 8.0]
+
+
+@pytest.mark.parametrize("bits", BAD_BITS)
+def test_bad_bit_widths(model, calib, bits):
+    with pytest.raises(oxiquant.InvalidArgumentError, match="nb_bits"):
+        oxiquant.quantize_network(model, bits, calib)
+    if bits is not None:  # weight_bits=None means "as nb_bits"
+        with pytest.raises(oxiquant.InvalidArgumentError, match="weight_bits"):
+            oxiquant.quantize_network(model, 8, calib, weight_bits=bits)
+    steps_until(model, calib, "compute_ranges")
+    with pytest.raises(oxiquant.InvalidArgumentError, match="nb_bits"):
+        oxiquant.adjust_ranges(model, nb_bits=bits)
+    oxiquant.adjust_ranges(model)
+    oxiquant.normalize_activations(model)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="nb_bits"):
+        oxiquant.quantize_normalized_network(model, bits)
+    assert model.quant_info["stage"] == "activations normalized"
+
+
+@pytest.mark.parametrize("bits", [2, 3, 16, np.int64(8), np.int32(4)])
+def test_good_bit_widths(model, calib, bits):
+    q = oxiquant.quantize_network(model, bits, calib)
+    assert {a["bits"] for a in q.quant_info["activations"] if a["role"] != "dequant"} == {int(bits)}
+    assert {w["weight_bits"] for w in q.quant_info["weights"]} == {int(bits)}
+
+
+@pytest.mark.parametrize("clipping", ["median", "", "l2", None, 3])
+def test_unknown_clipping(model, calib, clipping):
+    with pytest.raises(oxiquant.InvalidArgumentError, match="clipping"):
+        oxiquant.quantize_network(model, 8, calib, clipping=clipping)
+    steps_until(model, calib, "compute_ranges")
+    with pytest.raises(oxiquant.InvalidArgumentError, match="clipping"):
+        oxiquant.adjust_ranges(model, clipping=clipping)
+
+
+def test_clipping_names_are_case_insensitive(model, calib):
+    a = oxiquant.quantize_network(model, 6, calib, clipping="MSE")
+    b = oxiquant.quantize_network(model, 6, calib, clipping="mse")
+    np.testing.assert_array_equal(a.run(calib)["y"], b.run(calib)["y"])
+    assert {x["clipping"] for x in a.quant_info["activations"] if x["role"] != "dequant"} == {"mse"}
+
+
+@pytest.mark.parametrize("kwargs", [{"weight_clipping": "kl"}, {"batch_size": 0}, {"batch_size": True}])
+def test_other_bad_arguments(model, calib, kwargs):
+    with pytest.raises(oxiquant.InvalidArgumentError):
+        oxiquant.quantize_network(model, 8, calib, **kwargs)
+
+
+def test_optimize_signs_must_match_between_clipping_and_quantization(model, calib):
+    steps_until(model, calib, "compute_ranges")
+    oxiquant.adjust_ranges(model, clipping="mse", optimize_signs=True)
+    oxiquant.normalize_activations(model)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="optimize_signs"):
+        oxiquant.quantize_normalized_network(model, 8, optimize_signs=False)
+    oxiquant.quantize_normalized_network(model, 8, optimize_signs=True)
+
+
+# -- calibration data ------------------------------------------------------------------
+def test_empty_calibration_set(model, calib):
+    for empty in ([], calib[:0], iter([])):
+        m = oxiquant.load(small_cnn())
+        with pytest.raises(oxiquant.InvalidArgumentError, match="empty"):
+            oxiquant.quantize_network(m, 8, empty)
+        steps_until(m, calib, "normalize_parameters")
+        with pytest.raises(oxiquant.InvalidArgumentError, match="empty"):
+            oxiquant.compute_ranges(m, empty)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_calibration_data_with_nan_or_inf_names_the_node(model, calib, bad):
+    data = calib.copy()
+    data[3, 1, 2, 2] = bad
+    with pytest.raises(oxiquant.InvalidArgumentError, match=r"calibration: the output of '\w+'.*NaN/Inf"):
+        oxiquant.quantize_network(model, 8, data)
+    # The user's model is untouched by the failed call.
+    assert model.quant_info["stage"] == "float"
+    np.testing.assert_array_equal(model.run(calib)["y"], oxiquant.load(small_cnn()).run(calib)["y"])
+
+
+def test_failed_calibration_can_be_retried(model, calib):
+    steps_until(model, calib, "normalize_parameters")
+    data = calib.copy()
+    data[-1] = np.nan
+    with pytest.raises(oxiquant.InvalidArgumentError, match="NaN"):
+        oxiquant.compute_ranges(model, data, batch_size=8)
+    oxiquant.compute_ranges(model, calib)
+    oxiquant.adjust_ranges(model)
+    oxiquant.normalize_activations(model)
+    oxiquant.quantize_normalized_network(model, 8)
+    ref = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, calib)
+    np.testing.assert_array_equal(model.run(calib)["y"], ref.run(calib)["y"])
+    assert model.quant_info["calibration_samples"] == len(calib)
+
+
+def test_calibration_dict_with_wrong_names(calib):
+    m = oxiquant.load(small_cnn())
+    with pytest.raises(oxiquant.ShapeError, match=r"unknown: \['image'\].*missing: \['x'\]"):
+        oxiquant.quantize_network(m, 8, [{"image": calib[:4]}])
+    with pytest.raises(oxiquant.ShapeError, match="unknown"):
+        oxiquant.quantize_network(m, 8, {"x": calib, "extra": calib})
+    two = oxiquant.load(two_input_model())
+    a = calib[:, :2, :6, :6].copy()
+    with pytest.raises(oxiquant.ShapeError, match=r"missing: \['b'\]"):
+        oxiquant.quantize_network(two, 8, {"a": a})
+    with pytest.raises(oxiquant.ShapeError, match="2 inputs"):
+        oxiquant.quantize_network(two, 8, a)
+    assert m.quant_info["stage"] == "float" and two.quant_info["stage"] == "float"
+
+
+def test_calibration_data_of_the_wrong_dtype(model, calib):
+    with pytest.raises(oxiquant.ShapeError, match="int32"):
+        oxiquant.quantize_network(model, 8, calib.astype(np.int32))
+    # float64 is converted.
+    q64 = oxiquant.quantize_network(model, 8, calib.astype(np.float64))
+    q32 = oxiquant.quantize_network(model, 8, calib)
+    np.testing.assert_array_equal(q64.run(calib)["y"], q32.run(calib)["y"])
+
+
+def test_calibration_set_forms_give_identical_ranges(calib):
+    forms = {
+        "array": calib,
+        "list of samples": list(calib),
+        "list of batches": [calib[i : i + 7] for i in range(0, len(calib), 7)],
+        "generator": (calib[i : i + 16] for i in range(0, len(calib), 16)),
+        "dict": {"x": calib},
+        "list of dict batches": [{"x": calib[:25]}, {"x": calib[25:]}],
+        "tuple of samples": tuple(calib),
+    }
+    ranges, outputs = {}, {}
+    for name, data in forms.items():
+        m = oxiquant.load(small_cnn())
+        steps_until(m, calib, "normalize_parameters")
+        ranges[name] = oxiquant.compute_ranges(m, data, batch_size=10)
+        assert m.quant_info["calibration_samples"] == len(calib), name
+        oxiquant.adjust_ranges(m)
+        oxiquant.normalize_activations(m)
+        oxiquant.quantize_normalized_network(m, 8)
+        outputs[name] = m.run(calib)["y"]
+    for name in forms:
+        assert ranges[name] == ranges["array"], name
+        np.testing.assert_array_equal(outputs[name], outputs["array"], err_msg=name)
+
+
+def test_two_input_model_calibration_forms(rng):
+    a = rng.standard_normal((12, 2, 6, 6)).astype(np.float32)
+    b = 3 * rng.standard_normal((12, 2, 6, 6)).astype(np.float32)
+    forms = {
+        "dict": {"a": a, "b": b},
+        "list of dict batches": [{"a": a[:5], "b": b[:5]}, {"a": a[5:], "b": b[5:]}],
+        "generator": ({"a": a[i : i + 4], "b": b[i : i + 4]} for i in range(0, 12, 4)),
+    }
+    proto = two_input_model()
+    ref = ort_run(proto, {"a": a, "b": b})
+    results = {}
+    for name, data in forms.items():
+        q = oxiquant.quantize_network(oxiquant.load(proto), 8, data)
+        results[name] = (q.quant_info["activations"], q.run({"a": a, "b": b})["y"])
+        assert sqnr_db(ref, results[name][1]) > 30, name
+    for name in forms:
+        assert results[name][0] == results["dict"][0], name
+        np.testing.assert_array_equal(results[name][1], results["dict"][1])
+    # Each input gets its own calibrated quantizer.
+    inputs = {a["tensor"]: a["range"] for a in results["dict"][0] if a["role"] == "input"}
+    assert len(inputs) == 2
+    assert sorted(inputs.values()) == pytest.approx(sorted([float(np.abs(a).max()), float(np.abs(b).max())]))
+
+
+# -- the one-liner is the steps ----------------------------------------------------------
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {},
+        {"clipping": "mse", "per_channel": True},
+        {"clipping": "kl", "optimize_signs": True},
+        {"clipping": "sigma4", "single_shift": True, "weight_bits": 6},
+        {"per_channel": True, "weight_clipping": "mse", "dequantize_outputs": False},
+        {"no_quant": True},
+    ],
+)
+def test_steps_by_hand_equal_quantize_network(calib, opts):
+    bits = 5
+    q = oxiquant.quantize_network(oxiquant.load(small_cnn()), bits, calib, batch_size=8, **opts)
+    m = oxiquant.load(small_cnn())
+    oxiquant.prepare_network(m)
+    oxiquant.insert_scaling_nodes(m)
+    oxiquant.normalize_parameters(m, per_channel=opts.get("per_channel", False))
+    oxiquant.compute_ranges(m, calib, batch_size=8)
+    oxiquant.adjust_ranges(
+        m, clipping=opts.get("clipping", "max"), nb_bits=bits, optimize_signs=opts.get("optimize_signs", False)
+    )
+    oxiquant.normalize_activations(m)
+    oxiquant.quantize_normalized_network(
+        m,
+        bits,
+        weight_bits=opts.get("weight_bits"),
+        optimize_signs=opts.get("optimize_signs", False),
+        single_shift=opts.get("single_shift", False),
+        no_quant=opts.get("no_quant", False),
+        dequantize_outputs=opts.get("dequantize_outputs", True),
+        weight_clipping=opts.get("weight_clipping", "max"),
+    )
+    np.testing.assert_array_equal(m.run(calib)["y"], q.run(calib)["y"])
+    assert m.quant_info == q.quant_info
+    assert m.to_onnx().SerializeToString() == q.to_onnx().SerializeToString()
+
+
+# -- quant_info ------------------------------------------------------------------------
+@pytest.mark.parametrize("optimize_signs", [False, True])
+def test_quant_info_fields(model, calib, optimize_signs):
+    bits = 6
+    q = oxiquant.quantize_network(model, bits, calib, optimize_signs=optimize_signs, clipping="mse")
+    info = q.quant_info
+    assert info["stage"] == "quantized" and info["dequantized_outputs"] and not info["no_quant"]
+    assert info["calibration_samples"] == len(calib)
+    acts = [a for a in info["activations"] if a["role"] != "dequant"]
+    assert {a["role"] for a in acts} >= {"input", "affine", "branch", "merge"}
+    for a in acts:
+        assert a["bits"] == bits and a["clipping"] == "mse"
+        assert a["step"] > 0 and np.isfinite(a["step"])
+        assert 0 < a["clip"] <= a["range"] * (1 + 1e-6)
+        assert a["min"] <= a["max"] and a["range"] == pytest.approx(max(abs(a["min"]), abs(a["max"])))
+        q_levels = 2 ** (bits - 1) - 1 if a["signed"] else 2**bits - 1
+        assert a["step"] == pytest.approx(a["scale"] / q_levels, rel=1e-5)
+        if not optimize_signs:
+            assert a["signed"]
+    if optimize_signs:
+        # The Relu before the residual Add feeds it, so its branch can be unsigned; the
+        # Gemm output (logits) cannot.
+        assert any(not a["signed"] for a in acts)
+        assert next(a for a in acts if a["tensor"] == "y")["signed"]
+    # The input quantizer's range is the calibration data's.
+    inp = next(a for a in acts if a["role"] == "input")
+    assert inp["range"] == pytest.approx(float(np.abs(calib).max()))
+    names = {w["name"] for w in info["weights"]}
+    assert names == {"conv1", "conv2", "fc"}
+    for w in info["weights"]:
+        assert w["weight_bits"] == bits and all(s > 0 for s in w["weight_scale"])
+        assert w["weight_clip"] == [1.0] * len(w["weight_scale"])
+    assert info["float_nodes"] == []
+
+
+def test_quantized_model_is_close_to_float_and_exports(model, calib):
+    ref = ort_run(small_cnn(), {"x": calib})
+    for bits, floor_db in ((8, 30), (6, 20)):
+        q = oxiquant.quantize_network(model, bits, calib)
+        y = q.run(calib)["y"]
+        assert sqnr_db(ref, y) > floor_db, bits
+        np.testing.assert_allclose(ort_run(q.to_onnx(), {"x": calib}), y, rtol=1e-5, atol=1e-6 * np.abs(y).max())
+
+
+# -- float islands and degenerate models -------------------------------------------------
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
+def test_float_island_is_reported_and_the_model_still_quantizes(calib, op):
+    proto = small_cnn(middle=op)
+    ref = ort_run(proto, {"x": calib})
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, calib)
+    info = q.quant_info
+    assert [(n, o) for n, o, _ in info["float_nodes"]] == [("middle", op)]
+    assert "scale-invariant" in info["float_nodes"][0][2]
+    roles = {a["role"] for a in info["activations"]}
+    assert {"dequant", "island_output"} <= roles
+    y = q.run(calib)["y"]
+    assert np.all(np.isfinite(y)) and sqnr_db(ref, y) > 25
+    np.testing.assert_allclose(ort_run(q.to_onnx(), {"x": calib}), y, rtol=1e-5, atol=1e-6 * np.abs(y).max())
+    # prepare_network alone lists it too.
+    m = oxiquant.load(proto)
+    oxiquant.prepare_network(m)
+    assert [n for n, _, _ in m.quant_info["float_nodes"]] == ["middle"]
+
+
+def test_trailing_softmax_stays_float(calib):
+    proto = small_cnn()
+    proto.graph.node[-1].output[0] = "logits"
+    proto.graph.node.append(helper.make_node("Softmax", ["logits"], ["y"], axis=1, name="softmax"))
+    ref = ort_run(proto, {"x": calib})
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, calib)
+    assert [n for n, _, _ in q.quant_info["float_nodes"]] == ["softmax"]
+    y = q.run(calib)["y"]
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.abs(y - ref).max() < 0.05
+
+
+def test_all_zero_weights_and_a_constant_zero_activation(calib):
+    """conv1 has all-zero weights and bias: its output, the Relu and the residual branch are
+    constantly 0 on any input. Quantizes with no NaN, says so in the warnings, and outputs
+    what the float model does (the Gemm bias alone)."""
+    proto = small_cnn()
+    for t in proto.graph.initializer:
+        if t.name in ("w1", "b1"):
+            t.CopyFrom(init(t.name, np.zeros(numpy_helper.to_array(t).shape)))
+    # Drop the BatchNormalization (and its parameters) so that conv1's output stays 0.
+    nodes = [n for n in proto.graph.node if n.op_type != "BatchNormalization"]
+    nodes[1].input[0] = "c1"  # relu1 reads the conv directly
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    kept = [t for t in proto.graph.initializer if not t.name.startswith("bn_")]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    ref = ort_run(proto, {"x": calib})
+    for opts in ({}, {"per_channel": True}, {"clipping": "mse"}, {"clipping": "kl"}, {"single_shift": True}):
+        q = oxiquant.quantize_network(oxiquant.load(proto), 8, calib, **opts)
+        y = q.run(calib)["y"]
+        assert np.all(np.isfinite(y)), opts
+        np.testing.assert_allclose(y, ref, atol=0.02 * np.abs(ref).max(), err_msg=str(opts))
+        assert any("constantly 0" in w for w in q.quant_info["warnings"]), opts
+        # The dead branch of the Add must not set the scale of the live one (conv2's): it
+        # keeps its own range, or the Add output is a handful of integer levels.
+        c2 = next(a for a in q.quant_info["activations"] if a["tensor"] == "c2")
+        assert c2["scale"] == pytest.approx(c2["clip"]), (opts, c2)
+        for a in q.quant_info["activations"]:
+            assert a["step"] is None or (np.isfinite(a["step"]) and a["step"] > 0), a
+        exported = ort_run(q.to_onnx(), {"x": calib})
+        assert np.all(np.isfinite(exported))
+
+
+def test_model_without_any_weight(calib):
+    # Relu -> MaxPool: only an input quantizer; outputs are integers times one step.
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+    ]
+    proto = zoo.make_model(nodes, [VI("x", TensorProto.FLOAT, ["N", 3, 8, 8])], [VI("y", TensorProto.FLOAT, None)])
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, calib)
+    ref = ort_run(proto, {"x": calib})
+    step = next(a["step"] for a in q.quant_info["activations"] if a["role"] == "input")
+    y = q.run(calib)["y"]
+    assert np.abs(y - ref).max() <= step / 2 * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("clipping", ["max", "mse", "kl"])
+def test_the_batch_size_does_not_change_the_result(model, calib, clipping):
+    """Histograms are merged exactly across batches: the clipping values, and so the
+    quantized model, are the same whatever the batch size."""
+    runs = [
+        oxiquant.quantize_network(
+            model, 4, calib, clipping=clipping, optimize_signs=True, batch_size=bs, progress=False
+        )
+        for bs in (len(calib), 7, 1)
+    ]
+    clips = [[layer["clip"] for layer in q.quant_info["activations"]] for q in runs]
+    assert clips[1] == clips[0] and clips[2] == clips[0]
+    outs = [q.run(calib)["y"] for q in runs]
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_array_equal(outs[2], outs[0])
+
+
+def test_sigma_clipping_depends_on_the_batch_size_only_by_float_summation(model, calib):
+    runs = [
+        oxiquant.quantize_network(model, 4, calib, clipping="sigma3", batch_size=bs, progress=False)
+        for bs in (len(calib), 7)
+    ]
+    a, b = ([layer["clip"] for layer in q.quant_info["activations"]] for q in runs)
+    np.testing.assert_allclose(a, b, rtol=1e-5)

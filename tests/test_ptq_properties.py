@@ -1,0 +1,310 @@
+"""Properties of the PTQ pipeline on random networks (ptq_graphs.networks), checked against
+independent references: onnxruntime on the original float model, and numpy.
+
+Profiles (tests/conftest.py): "ci" (default, 25 examples per test) and "long" (300):
+HYPOTHESIS_PROFILE=long python -m pytest tests/test_ptq_properties.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from hypothesis import example, given
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import oxiquant
+
+import ptq_graphs
+
+RTOL = 1e-4  # relative to the output's magnitude
+N_CALIB = 16
+
+
+def ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_run(model: onnx.ModelProto, x: np.ndarray, extra_outputs: list[str] = ()) -> dict[str, np.ndarray]:
+    """Runs `model` on input `x` in onnxruntime; `extra_outputs` become graph outputs too."""
+    if extra_outputs:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        have = {o.name for o in model.graph.output}
+        for name in extra_outputs:
+            if name not in have:
+                model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+                have.add(name)
+    sess = ort_session(model)
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, {"x": x})))
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, what: str, rtol: float = RTOL) -> None:
+    """Equal within `rtol` of the magnitude of `want` (elementwise relative error means
+    nothing for outputs near 0 next to large ones)."""
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    assert np.all(np.isfinite(got)), f"{what}: non-finite values"
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    err = float(np.abs(got.astype(np.float64) - want).max()) if want.size else 0.0
+    assert err <= rtol * scale + 1e-30, f"{what}: max error {err:.3g} for outputs up to {scale:.3g}"
+
+
+def output_scale(m: oxiquant.Model, name: str = "y") -> float:
+    s = m._native.ptq_scales().get(name, [1.0])
+    assert len(s) == 1, f"output '{name}' has a per-channel scale {s}"
+    return float(s[0])
+
+
+def assert_export_matches(m: oxiquant.Model, x: np.ndarray, what: str, rtol: float = RTOL) -> None:
+    """The exported ONNX model runs in onnxruntime and agrees with oxiquant's engine."""
+    exported = m.to_onnx()
+    onnx.checker.check_model(exported)
+    assert_close(ort_run(exported, x)["y"], m.run(x)["y"], f"{what}: onnxruntime on the export vs m.run", rtol)
+
+
+def normalized_tensors(m: oxiquant.Model, proto: onnx.ModelProto) -> list[str]:
+    """The tensors that lie in [-1, 1] on the calibration data after normalize_activations
+    (MAX): the outputs of the calibrated Scaling nodes, except that a Scaling node read only
+    by Clips has its range capped at their bounds, and then it is the Clips' outputs."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in proto.graph.output}
+    tensors = []
+    for a in m.quant_info["activations"]:
+        if a["role"] == "dequant":
+            continue
+        t = a["tensor"]
+        clips = readers.get(t, [])
+        if t not in outputs and clips and all(n.op_type == "Clip" and n.input[0] == t for n in clips):
+            assert a["clip"] <= a["range"] * (1 + 1e-6), a
+            tensors += [n.output[0] for n in clips]
+        else:
+            assert a["clip"] == a["range"], f"MAX clipping changed the range of '{t}': {a}"
+            tensors.append(t)
+    return tensors
+
+
+def affine_weights(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Conv/Gemm weights of an exported model, one row per output channel."""
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    out = {}
+    for n in proto.graph.node:
+        if n.op_type in ("Conv", "Gemm"):
+            w = inits[n.input[1]]
+            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
+            rows = w if n.op_type == "Conv" or trans_b else w.T
+            out[n.name] = rows.reshape(rows.shape[0], -1)
+    return out
+
+
+def calibration(model: onnx.ModelProto, seed: int = 1234) -> np.ndarray:
+    return ptq_graphs.calibration_data(model, np.random.default_rng(seed), N_CALIB)
+
+
+def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    noise = float(np.mean((got.astype(np.float64) - ref) ** 2))
+    signal = float(np.mean(ref.astype(np.float64) ** 2))
+    return np.inf if noise == 0 else 10 * np.log10(signal / noise)
+
+
+# -- regression examples (bugs these tests found) -----------------------------------------
+def _model(nodes, inits, c_out=3) -> onnx.ModelProto:
+    """Input [N, 2, 6, 6], output y of [N, c_out, 6, 6]."""
+    graph = helper.make_graph(
+        nodes,
+        "example",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c_out, 6, 6])],
+        initializer=[numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def relu6_after_a_wide_conv() -> onnx.ModelProto:
+    """Conv with large weights (outputs up to ~1000) -> Clip(0, 6) -> Conv. The quantizer
+    in front of the Clip used the Conv's whole range, so [0, 6] fell within one step and the
+    Clip's integer bounds rounded to [0, 0]: a constant output at any bit width."""
+    g = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], kernel_shape=[1, 1]),
+    ]
+    inits = {
+        "w1": 300 * g.uniform(-1, 1, (4, 2, 3, 3)),
+        "b1": g.uniform(-1, 1, 4),
+        "lo": np.array(0.0),
+        "hi": np.array(6.0),
+        "w2": g.uniform(-1, 1, (3, 4, 1, 1)),
+    }
+    return _model(nodes, inits)
+
+
+def dead_branch_into_an_add() -> onnx.ModelProto:
+    """Add(Relu(Conv with all-zero weights), Conv(x)): the zero branch kept an arbitrary
+    scale (its input's) and the Add balanced the live branch up to it, leaving the live
+    branch a few integer levels."""
+    g = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["r0", "c1"], ["y"]),
+    ]
+    return _model(nodes, {"w0": np.zeros((3, 2, 1, 1)), "w1": 0.01 * g.uniform(-1, 1, (3, 2, 3, 3))})
+
+
+def test_regression_examples_quantize_well():
+    """The two bugs above, measured directly: 8-bit SQNR of the dequantized output."""
+    for proto, floor_db in ((relu6_after_a_wide_conv(), 18.0), (dead_branch_into_an_add(), 30.0)):
+        x = calibration(proto, seed=7)
+        ref = ort_run(proto, x)["y"]
+        for per_channel in (False, True):
+            q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, per_channel=per_channel)
+            got = sqnr_db(ref, q.run(x)["y"])
+            assert got > floor_db, f"{proto.graph.node[1].op_type}: 8-bit SQNR {got:.1f} dB"
+
+
+# -- the float steps preserve the function ---------------------------------------------
+@given(ptq_graphs.networks(), st.booleans())
+@example(relu6_after_a_wide_conv(), False)
+@example(dead_branch_into_an_add(), True)
+def test_float_steps_preserve_the_function(proto, per_channel):
+    x = calibration(proto)
+    ref = ort_run(proto, x)["y"]
+    m = oxiquant.load(proto)
+    assert_close(m.run(x)["y"], ref, "loaded model")
+
+    oxiquant.prepare_network(m)
+    assert_close(m.run(x)["y"], ref, "after prepare_network")
+    assert_export_matches(m, x, "after prepare_network")
+    assert not any(n.op_type == "BatchNormalization" for n in m.to_onnx().graph.node), "a BatchNorm was not folded"
+
+    before = m.run(x)["y"]
+    oxiquant.insert_scaling_nodes(m)
+    after = m.run(x)["y"]
+    np.testing.assert_array_equal(after, before, err_msg="insert_scaling_nodes changed the outputs")
+    assert_export_matches(m, x, "after insert_scaling_nodes")
+
+    oxiquant.normalize_parameters(m, per_channel=per_channel)
+    assert_close(m.run(x)["y"] * output_scale(m), ref, "after normalize_parameters (times the output scale)")
+    assert_export_matches(m, x, "after normalize_parameters")
+    for node, w in affine_weights(m.to_onnx()).items():
+        peak = np.abs(w).max(axis=1)
+        assert peak.max() <= 1.0, f"weight of '{node}' is not in [-1, 1]: max |W| = {peak.max()}"
+        # ... and normalized: max |W| is 1 per tensor (per channel with per_channel), or
+        # the weights are all zero.
+        tops = peak if per_channel else peak.max(keepdims=True)
+        assert np.all((tops == 0) | (np.abs(tops - 1) < 1e-6)), f"'{node}': max |W| {tops}"
+
+    oxiquant.compute_ranges(m, x, batch_size=5)
+    oxiquant.adjust_ranges(m, clipping="max")
+    oxiquant.normalize_activations(m)
+    assert_close(m.run(x)["y"] * output_scale(m), ref, "after normalize_activations (times the output scale)")
+    assert_export_matches(m, x, "after normalize_activations")
+    # On the calibration data every Scaling node output lies in [-1, 1] (MAX clipping).
+    exported = m.to_onnx()
+    tensors = normalized_tensors(m, exported)
+    values = ort_run(exported, x, tensors)
+    for t in tensors:
+        peak = float(np.abs(values[t]).max())
+        assert peak <= 1.0 + 1e-5, f"Scaling output '{t}' reaches {peak} on the calibration data"
+
+    oxiquant.quantize_normalized_network(m, 8, no_quant=True, dequantize_outputs=True)
+    assert_close(m.run(x)["y"], ref, "after quantize_normalized_network(no_quant=True)")
+    assert_export_matches(m, x, "after quantize_normalized_network(no_quant=True)")
+
+
+# -- quantization -----------------------------------------------------------------------
+QUANT_OPTIONS = st.fixed_dictionaries(
+    {
+        "clipping": st.sampled_from(["max", "mse", "kl", "sigma3", "sigma5"]),
+        "per_channel": st.booleans(),
+        "optimize_signs": st.booleans(),
+        "single_shift": st.booleans(),
+        "weight_clipping": st.sampled_from(["max", "mse"]),
+        "weight_bits": st.none() | st.integers(2, 8),
+    }
+)
+
+
+@given(ptq_graphs.networks(), st.integers(2, 16), QUANT_OPTIONS)
+@example(relu6_after_a_wide_conv(), 8, {"optimize_signs": True})
+@example(dead_branch_into_an_add(), 4, {"per_channel": True, "single_shift": True, "clipping": "mse"})
+def test_quantized_outputs_are_integers_in_range(proto, bits, opts):
+    """Quantizing a valid network never fails, whatever the options; before dequantization
+    the output is made of integers of the activation width."""
+    x = calibration(proto)
+    q = oxiquant.quantize_network(oxiquant.load(proto), bits, x, dequantize_outputs=False, **opts)
+    y = q.run(x)["y"]
+    assert np.all(np.isfinite(y))
+    np.testing.assert_array_equal(y, np.round(y), err_msg="a quantized output is not an integer")
+    signed_max = 2 ** (bits - 1) - 1
+    if opts.get("optimize_signs") and y.min() >= 0:
+        assert y.max() <= 2**bits - 1, f"unsigned {bits}-bit output reaches {y.max()}"
+    else:
+        assert np.abs(y).max() <= signed_max, f"signed {bits}-bit output reaches {np.abs(y).max()}"
+    acts = [a for a in q.quant_info["activations"] if a["role"] != "dequant"]
+    assert all(a["bits"] == bits and a["step"] > 0 for a in acts)
+    if not opts.get("optimize_signs"):
+        assert all(a["signed"] for a in acts)
+    # The exported integer network agrees with the engine (within one step where the
+    # float accumulation order of onnxruntime differs).
+    got = ort_run(q.to_onnx(), x)["y"]
+    assert np.abs(got - y).max() <= 1, "the exported quantized model disagrees with m.run by more than one step"
+
+
+def sqnr_gain_db(proto: onnx.ModelProto, per_channel: bool) -> float | None:
+    """SQNR(8 bits) - SQNR(4 bits) of the dequantized output against the float one, or None
+    for a (nearly) constant output, which sits within a step or two at any width: a large
+    bias with a small input-dependent part has no signal to measure."""
+    x = calibration(proto, seed=7)
+    ref = ort_run(proto, x)["y"]
+    if np.std(ref) <= 0.1 * np.abs(ref).max():
+        return None
+    s = {}
+    for bits in (4, 8):
+        q = oxiquant.quantize_network(oxiquant.load(proto), bits, x, per_channel=per_channel)
+        y = q.run(x)["y"]
+        assert y.shape == ref.shape and np.all(np.isfinite(y))
+        s[bits] = sqnr_db(ref, y)
+    if np.isinf(s[8]):
+        return np.inf if np.isfinite(s[4]) else 0.0
+    return s[8] - s[4]
+
+
+@given(st.lists(st.tuples(ptq_graphs.networks(degenerate=False), st.booleans()), min_size=4, max_size=4))
+@example([(relu6_after_a_wide_conv(), False), (relu6_after_a_wide_conv(), True)])
+@example([(dead_branch_into_an_add(), False), (dead_branch_into_an_add(), True)])
+def test_sqnr_grows_with_the_bit_width(cases):
+    """On well-behaved networks (no degenerate weights), 4 more bits buy about 24 dB; asked
+    here: more than 6 dB on average over a few networks. (One network alone can defeat it:
+    a per-tensor weight scale can round a small but decisive weight to 0 at any width.)"""
+    gains = [g for g in (sqnr_gain_db(p, pc) for p, pc in cases) if g is not None]
+    if gains:
+        mean = float(np.mean(np.clip(gains, -30.0, 30.0)))
+        assert mean > 6.0, f"SQNR gains from 4 to 8 bits: {np.round(gains, 1)} dB (mean of the clipped {mean:.1f})"
+
+
+@given(ptq_graphs.networks(), st.sampled_from(["max", "mse", "kl", "sigma3"]), st.booleans())
+def test_quantize_network_leaves_its_input_alone(proto, clipping, per_channel):
+    x = calibration(proto)
+    m = oxiquant.load(proto)
+    before_out = m.run(x)["y"]
+    before_onnx = m.to_onnx().SerializeToString()
+    q = oxiquant.quantize_network(m, 8, x, clipping=clipping, per_channel=per_channel)
+    assert q is not m and q._native is not m._native
+    assert q.is_quantized and not m.is_quantized
+    assert m.quant_info["stage"] == "float"
+    np.testing.assert_array_equal(m.run(x)["y"], before_out)
+    assert m.to_onnx().SerializeToString() == before_onnx
+    y = q.run(x)["y"]
+    assert y.shape == before_out.shape and np.all(np.isfinite(y))

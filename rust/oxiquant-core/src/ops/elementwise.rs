@@ -140,8 +140,21 @@ impl Unary {
     pub fn eval(self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "X")?;
         let mut y = x.clone();
-        unary_inplace(y.as_mut_slice::<f32>()?, |v| self.f(v));
+        self.apply_slice(y.as_mut_slice::<f32>()?);
         Ok(vec![y])
+    }
+
+    /// Applies the op to every element. The variant is matched once, outside the loop, so
+    /// that each loop is specialized (and vectorized where the op allows).
+    pub fn apply_slice(self, x: &mut [f32]) {
+        match self {
+            Unary::Relu => unary_inplace(x, |v| Unary::Relu.f(v)),
+            Unary::LeakyRelu { alpha } => unary_inplace(x, |v| Unary::LeakyRelu { alpha }.f(v)),
+            Unary::Round => unary_inplace(x, |v| v.round_ties_even()),
+            Unary::Abs => unary_inplace(x, |v| v.abs()),
+            Unary::Neg => unary_inplace(x, |v| -v),
+            other => unary_inplace(x, |v| other.f(v)),
+        }
     }
 }
 

@@ -533,7 +533,7 @@ impl Op {
         all.extend_from_slice(rest);
         match self {
             Op::Unary(u) => {
-                crate::kernels::elementwise::unary_inplace(x.as_mut_slice::<f32>()?, |v| u.f(v));
+                u.apply_slice(x.as_mut_slice::<f32>()?);
                 Ok(x)
             }
             Op::Clip(c) => {

@@ -6,49 +6,58 @@ use crate::dispatch_data;
 use crate::error::{Error, Result};
 use crate::tensor::{numel, strides, DType, Tensor, TensorData};
 
-/// Marks an output element that takes the fill value instead of an input element.
-const FILL: usize = usize::MAX;
-
-/// Builds the flat input offset of every output element from per-axis offset tables
-/// (`None` = fill). Output axis `d` has `tables[d].len()` elements.
-fn offsets_from_tables(tables: &[Vec<Option<usize>>]) -> Vec<usize> {
-    let n: usize = tables.iter().map(|t| t.len()).product();
-    let mut out = Vec::with_capacity(n);
-    fn rec(tables: &[Vec<Option<usize>>], base: Option<usize>, out: &mut Vec<usize>) {
-        match tables.split_first() {
-            None => out.push(base.unwrap_or(FILL)),
-            Some((t, rest)) => {
-                for o in t {
-                    let b = match (base, o) {
-                        (Some(b), Some(o)) => Some(b + o),
-                        _ => None,
-                    };
-                    rec(rest, b, out);
+/// Gathers `t`'s elements into a tensor of `shape`: along every axis `d`, output index `o`
+/// reads input offset `tables[d][o]` (summed over axes), or `fill` when any of them is
+/// `None` (padding). The last axis runs in a tight loop per row, so Slice, Pad and
+/// Transpose cost one pass over the output.
+fn take_tables(t: &Tensor, shape: Vec<usize>, tables: &[Vec<Option<usize>>], fill: f64) -> Result<Tensor> {
+    fn gather<T: Copy>(v: &[T], tables: &[Vec<Option<usize>>], fill: T) -> Vec<T> {
+        let n: usize = tables.iter().map(|t| t.len()).product();
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
+        }
+        let Some((last, outer)) = tables.split_last() else {
+            out.push(v[0]);
+            return out;
+        };
+        fn rec<T: Copy>(
+            v: &[T],
+            outer: &[Vec<Option<usize>>],
+            last: &[Option<usize>],
+            base: Option<usize>,
+            fill: T,
+            out: &mut Vec<T>,
+        ) {
+            match outer.split_first() {
+                None => match base {
+                    Some(b) => out.extend(last.iter().map(|o| match o {
+                        Some(o) => v[b + o],
+                        None => fill,
+                    })),
+                    None => out.extend(std::iter::repeat_n(fill, last.len())),
+                },
+                Some((t, rest)) => {
+                    for o in t {
+                        let b = match (base, o) {
+                            (Some(b), Some(o)) => Some(b + o),
+                            _ => None,
+                        };
+                        rec(v, rest, last, b, fill, out);
+                    }
                 }
             }
         }
-    }
-    if n > 0 {
-        rec(tables, Some(0), &mut out);
-    }
-    out
-}
-
-/// Gathers `t`'s elements at `offsets` (FILL takes `fill`) into a tensor of `shape`.
-fn take(t: &Tensor, shape: Vec<usize>, offsets: &[usize], fill: f64) -> Result<Tensor> {
-    macro_rules! go {
-        ($v:expr, $fill:expr) => {{
-            let f = $fill;
-            offsets.iter().map(|&o| if o == FILL { f } else { $v[o] }).collect()
-        }};
+        rec(v, outer, last, Some(0), fill, &mut out);
+        out
     }
     let data = match t.data() {
-        TensorData::F32(v) => TensorData::F32(go!(v, fill as f32)),
-        TensorData::U8(v) => TensorData::U8(go!(v, fill as u8)),
-        TensorData::I8(v) => TensorData::I8(go!(v, fill as i8)),
-        TensorData::I32(v) => TensorData::I32(go!(v, fill as i32)),
-        TensorData::I64(v) => TensorData::I64(go!(v, fill as i64)),
-        TensorData::Bool(v) => TensorData::Bool(go!(v, fill != 0.0)),
+        TensorData::F32(v) => TensorData::F32(gather(v, tables, fill as f32)),
+        TensorData::U8(v) => TensorData::U8(gather(v, tables, fill as u8)),
+        TensorData::I8(v) => TensorData::I8(gather(v, tables, fill as i8)),
+        TensorData::I32(v) => TensorData::I32(gather(v, tables, fill as i32)),
+        TensorData::I64(v) => TensorData::I64(gather(v, tables, fill as i64)),
+        TensorData::Bool(v) => TensorData::Bool(gather(v, tables, fill != 0.0)),
     };
     Tensor::new(shape, data)
 }
@@ -141,7 +150,7 @@ pub fn transpose(perm: &Option<Vec<usize>>, inputs: &[Option<&Tensor>]) -> Resul
         .iter()
         .map(|&p| (0..x.shape()[p]).map(|o| Some(o * st[p])).collect())
         .collect();
-    Ok(vec![take(x, shape, &offsets_from_tables(&tables), 0.0)?])
+    Ok(vec![take_tables(x, shape, &tables, 0.0)?])
 }
 
 pub fn concat(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -252,7 +261,7 @@ pub fn slice(attrs: &Option<SliceAttrs>, inputs: &[Option<&Tensor>]) -> Result<V
             .collect();
         shape[d] = count;
     }
-    Ok(vec![take(x, shape, &offsets_from_tables(&tables), 0.0)?])
+    Ok(vec![take_tables(x, shape, &tables, 0.0)?])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,7 +370,7 @@ impl Pad {
                     .collect::<Vec<_>>(),
             );
         }
-        Ok(vec![take(x, shape, &offsets_from_tables(&tables), value)?])
+        Ok(vec![take_tables(x, shape, &tables, value)?])
     }
 }
 
@@ -527,7 +536,7 @@ impl Resize {
                     .collect()
             })
             .collect();
-        Ok(vec![take(x, out_shape, &offsets_from_tables(&tables), 0.0)?])
+        Ok(vec![take_tables(x, out_shape, &tables, 0.0)?])
     }
 }
 
@@ -557,7 +566,7 @@ pub fn gather(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let mut shape = x.shape()[..a].to_vec();
     shape.extend_from_slice(idx_t.shape());
     shape.extend_from_slice(&x.shape()[a + 1..]);
-    Ok(vec![take(x, shape, &offsets_from_tables(&tables), 0.0)?])
+    Ok(vec![take_tables(x, shape, &tables, 0.0)?])
 }
 
 pub fn shape_of(start: i64, end: Option<i64>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {

@@ -12,68 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 import oxiquant
 
 import zoo
+from ptq_graphs import init, small_cnn, two_input_model
 
 VI = helper.make_tensor_value_info
-
-
-def init(name: str, arr) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name)
-
-
-def small_cnn(seed: int = 0, middle: str | None = None) -> onnx.ModelProto:
-    """Conv+BN+Relu, a residual block, GlobalAveragePool, Flatten, Gemm: [N,3,8,8] -> [N,5].
-    `middle` (e.g. "Sigmoid") inserts that op after the first Relu."""
-    g = np.random.default_rng(seed)
-
-    def w(*shape):
-        return g.uniform(-1, 1, shape) * np.sqrt(3.0 / np.prod(shape[1:]))
-
-    inits = [
-        init("w1", w(4, 3, 3, 3)),
-        init("b1", g.uniform(-0.2, 0.2, 4)),
-        init("bn_s", g.uniform(0.5, 1.5, 4)),
-        init("bn_b", g.uniform(-0.5, 0.5, 4)),
-        init("bn_m", g.uniform(-0.5, 0.5, 4)),
-        init("bn_v", g.uniform(0.5, 1.5, 4)),
-        init("w2", w(4, 4, 3, 3)),
-        init("b2", g.uniform(-0.2, 0.2, 4)),
-        init("wg", w(5, 4)),
-        init("bg", g.uniform(-0.2, 0.2, 5)),
-    ]
-    r1 = "r1"
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
-        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn1"], name="bn1"),
-        helper.make_node("Relu", ["bn1"], ["r1"], name="relu1"),
-    ]
-    if middle:
-        nodes.append(helper.make_node(middle, ["r1"], ["mid"], name="middle"))
-        r1 = "mid"
-    nodes += [
-        helper.make_node("Conv", [r1, "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
-        helper.make_node("Add", [r1, "c2"], ["res"], name="add"),
-        helper.make_node("Relu", ["res"], ["r2"], name="relu2"),
-        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
-        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "wg", "bg"], ["y"], transB=1, name="fc"),
-    ]
-    return zoo.make_model(
-        nodes, [VI("x", TensorProto.FLOAT, ["N", 3, 8, 8])], [VI("y", TensorProto.FLOAT, None)], inits
-    )
-
-
-def two_input_model(seed: int = 0) -> onnx.ModelProto:
-    """conv(a) + conv(b) -> Relu: inputs 'a' and 'b' of [N,2,6,6]."""
-    g = np.random.default_rng(seed)
-    inits = [init("wa", g.uniform(-1, 1, (3, 2, 3, 3))), init("wb", g.uniform(-1, 1, (3, 2, 1, 1)))]
-    nodes = [
-        helper.make_node("Conv", ["a", "wa"], ["ca"], pads=[1, 1, 1, 1], name="conv_a"),
-        helper.make_node("Conv", ["b", "wb"], ["cb"], name="conv_b"),
-        helper.make_node("Add", ["ca", "cb"], ["s"], name="add"),
-        helper.make_node("Relu", ["s"], ["y"], name="relu"),
-    ]
-    ins = [VI("a", TensorProto.FLOAT, ["N", 2, 6, 6]), VI("b", TensorProto.FLOAT, ["N", 2, 6, 6])]
-    return zoo.make_model(nodes, ins, [VI("y", TensorProto.FLOAT, None)], inits)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import onnx
 from onnx import helper
 
 from oxiquant import onnx_io
-from oxiquant._errors import ShapeError
+from oxiquant._errors import InvalidArgumentError, ShapeError
 from oxiquant._native import NativeModel
 
 Inputs = Union[np.ndarray, Mapping[str, np.ndarray], Sequence[np.ndarray]]
@@ -125,14 +125,24 @@ class Model:
         return dict(self._native.run(self._feeds(inputs), num_threads))
 
     # -- ONNX out ----------------------------------------------------------------------
-    def to_onnx(self) -> onnx.ModelProto:
-        """The model as an ONNX ModelProto."""
-        return onnx_io.parts_to_proto(self._native.to_parts(), self._ir_version)
+    def to_onnx(self, format: str = "fake") -> onnx.ModelProto:
+        """The model as an ONNX ModelProto.
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+        For a quantized model, `format` picks the form: "fake" (default; quantizers as
+        Mul/Round/Clip on integer-valued floats, the exact arithmetic of `run`) or "qdq"
+        (QuantizeLinear/DequantizeLinear pairs, int8 weights, int32 biases: standard
+        quantized ONNX that onnxruntime runs with its integer kernels; up to 8 bits, opset
+        >= 13). A float model is the same in every format."""
+        if format not in ("fake", "qdq"):
+            raise InvalidArgumentError(f"format must be 'fake' or 'qdq', got {format!r}")
+        if format == "qdq" and not self.is_quantized:
+            raise InvalidArgumentError("format='qdq' needs a quantized model (see oxiquant.quantize_network)")
+        return onnx_io.parts_to_proto(self._native.to_parts(format), self._ir_version)
+
+    def save(self, path: str | os.PathLike[str], format: str = "fake") -> Path:
         """Writes the model as an ONNX file (weights go to external data past 1 GiB); returns
-        the path, so that `oxiquant.load(m.save(p))` round-trips."""
-        return onnx_io.write_model(self.to_onnx(), path)
+        the path, so that `oxiquant.load(m.save(p))` round-trips. `format` as in `to_onnx`."""
+        return onnx_io.write_model(self.to_onnx(format), path)
 
     def copy(self) -> Model:
         return Model(self._native.copy(), self._ir_version)

@@ -74,9 +74,19 @@ impl NativeModel {
     }
 
     /// The model as ONNX-shaped parts: a dict with name, opset, nodes, initializers, inputs,
-    /// outputs (the inverse of `from_parts`).
-    fn to_parts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let raw = self.graph.to_raw().map_err(errors::to_py)?;
+    /// outputs (the inverse of `from_parts`). `format`: "fake" (quantizers as Mul/Round/Clip
+    /// on integer-valued floats) or "qdq" (QuantizeLinear/DequantizeLinear, int8 weights).
+    #[pyo3(signature = (format="fake"))]
+    fn to_parts<'py>(&self, py: Python<'py>, format: &str) -> PyResult<Bound<'py, PyDict>> {
+        let raw = match format {
+            "fake" => self.graph.to_raw().map_err(errors::to_py)?,
+            "qdq" => guard("QDQ export", || core_ptq::export_qdq::to_qdq(&self.graph, &self.ptq))?,
+            other => {
+                return Err(errors::InvalidArgumentError::new_err(format!(
+                    "unknown export format '{other}'; expected 'fake' or 'qdq'"
+                )))
+            }
+        };
         let d = PyDict::new(py);
         d.set_item("name", raw.name)?;
         d.set_item("opset", raw.opset)?;

@@ -194,7 +194,6 @@ pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
     let mut out = vec![0f32; s.output_len()];
     let plane_in = s.h * s.w;
     let plane_out = s.out[0] * s.out[1];
-    let threads = rayon::current_num_threads();
     if s.group == s.c && s.group == s.m && s.group > 1 {
         let ks = s.win.kernel[0] * s.win.kernel[1];
         out.par_chunks_mut(plane_out).enumerate().for_each(|(idx, o)| {
@@ -214,6 +213,21 @@ pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
         super::conv_direct::direct_conv(x, wt, bias, s, &mut out);
         return out;
     }
+    conv2d_im2col_into(x, wt, bias, s, &mut out);
+    out
+}
+
+/// The im2col + GEMM path alone (for the kernel benchmark; `conv2d` picks the best path).
+pub fn conv2d_im2col(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+    let mut out = vec![0f32; s.output_len()];
+    conv2d_im2col_into(x, wt, bias, s, &mut out);
+    out
+}
+
+fn conv2d_im2col_into(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape, out: &mut [f32]) {
+    let plane_in = s.h * s.w;
+    let plane_out = s.out[0] * s.out[1];
+    let threads = rayon::current_num_threads();
     let img_out = s.m * plane_out;
     let grp_out = s.mg() * plane_out;
     let jobs = s.n * s.group;
@@ -254,7 +268,6 @@ pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
             }
         }
     }
-    out
 }
 
 /// Direct seven-loop convolution: the reference `conv2d` is tested against.

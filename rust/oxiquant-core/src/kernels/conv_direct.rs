@@ -12,7 +12,9 @@
 use super::conv::ConvShape;
 use rayon::prelude::*;
 
-/// Output channels per kernel call (and pixels: two vectors of `LANES`).
+/// Output channels per kernel call (and pixels: two vectors of `LANES`). A 4 x 16 tile
+/// (eight accumulators, for channel counts like 16 that 6 does not divide) measured 0.6x
+/// this one: eight FMA chains do not hide the FMA latency.
 const MR: usize = 6;
 /// Pixels per vector.
 const LANES: usize = 8;

@@ -13,6 +13,7 @@ pub mod affine;
 pub mod calibrate;
 pub mod classify;
 pub mod clipping;
+pub mod export_qdq;
 pub mod insert_scaling;
 pub mod normalize_acts;
 pub mod normalize_params;

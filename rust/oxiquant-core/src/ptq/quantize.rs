@@ -148,7 +148,11 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                         factor,
                         rank,
                         quant: Some(if signed {
-                            QuantBounds { lo: -q_out, hi: q_out }
+                            // Two's complement range, as ONNX int8/int4 saturate: the export is exact.
+                            QuantBounds {
+                                lo: -q_out - 1.0,
+                                hi: q_out,
+                            }
                         } else {
                             QuantBounds { lo: 0.0, hi: q_out }
                         }),

@@ -1,0 +1,321 @@
+//! QDQ export of a quantized graph: standard ONNX that any runtime with QuantizeLinear /
+//! DequantizeLinear runs, and that onnxruntime fuses into its integer kernels.
+//!
+//! The quantized graph holds integers in f32 (see `quantize`). The export keeps that "integer
+//! unit" form: every quantizer `clamp(round(x * f))` becomes `QuantizeLinear(x, 1/f)` ->
+//! `DequantizeLinear(., 1)`, weights become int8 initializers read through
+//! `DequantizeLinear(., r)` and biases int32 ones read through `DequantizeLinear(., r)`, where
+//! `r` is 1, or, when the quantizer after an affine node has one factor per channel, that
+//! factor over its largest one (ONNX runtimes requantize a convolution's output with one
+//! scale, so the per-channel part moves into the weight scales: `x_scale * w_scale[c] /
+//! y_scale` is then exactly the factor). Rounding is half to even in both, the integer ranges
+//! are the two's complement ones ONNX saturates to; narrower widths than the 8-bit container
+//! get a Clip. The dequantizers (float islands, outputs) stay multiplications.
+
+use super::{PtqState, Stage};
+use crate::error::{Error, Result};
+use crate::graph::{AttrValue, Graph, RawGraph, RawNode};
+use crate::ops::{Op, Unary};
+use crate::tensor::Tensor;
+use std::collections::{HashMap, HashSet};
+
+struct Writer {
+    used: HashSet<String>,
+    nodes: Vec<RawNode>,
+    inits: Vec<(String, Tensor)>,
+}
+
+impl Writer {
+    fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut i = 1;
+        while self.used.contains(&name) {
+            name = format!("{base}_{i}");
+            i += 1;
+        }
+        self.used.insert(name.clone());
+        name
+    }
+    fn init(&mut self, base: &str, t: Tensor) -> String {
+        let name = self.fresh(base);
+        self.inits.push((name.clone(), t));
+        name
+    }
+    fn node(&mut self, name: &str, op: &str, inputs: Vec<String>, output: String, attrs: Vec<(String, AttrValue)>) {
+        let name = self.fresh(name);
+        self.nodes.push(RawNode {
+            name,
+            op_type: op.to_string(),
+            domain: String::new(),
+            inputs,
+            outputs: vec![output],
+            attrs,
+        });
+    }
+}
+
+fn scalar_or_vec(v: &[f32]) -> Result<Tensor> {
+    if v.len() == 1 {
+        Ok(Tensor::scalar(v[0]))
+    } else {
+        Tensor::from_vec(vec![v.len()], v.to_vec())
+    }
+}
+
+fn axis_attr(v: &[f32], axis: i64) -> Vec<(String, AttrValue)> {
+    if v.len() > 1 {
+        vec![("axis".to_string(), AttrValue::Int(axis))]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Converts integer-valued floats to a narrower integer type, failing (naming the tensor)
+/// if one does not fit.
+fn to_ints<T: TryFrom<i64> + crate::tensor::Element>(v: &[f32], shape: Vec<usize>, what: &str) -> Result<Tensor> {
+    let out: Option<Vec<T>> = v.iter().map(|&x| T::try_from(x as i64).ok()).collect();
+    let out = out.ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "QDQ export: {what} has values outside the range of its integer type"
+        ))
+    })?;
+    Tensor::from_vec(shape, out)
+}
+
+pub fn to_qdq(graph: &Graph, state: &PtqState) -> Result<RawGraph> {
+    state.expect("QDQ export", Stage::Quantized, &[])?;
+    if state.no_quant {
+        return Err(Error::InvalidArgument(
+            "QDQ export: the model was made with no_quant=True and holds no integers; save it as 'fake'".into(),
+        ));
+    }
+    if graph.opset < 13 {
+        return Err(Error::InvalidArgument(format!(
+            "QDQ export needs ai.onnx opset >= 13 (per-channel QuantizeLinear); the model is at opset {}. \
+             Convert the float model first (onnx.version_converter.convert_version(model, 13))",
+            graph.opset
+        )));
+    }
+    for (name, info) in &state.scaling {
+        if info.bits.is_some_and(|b| b > 8) {
+            return Err(Error::InvalidArgument(format!(
+                "QDQ export: quantizer '{name}' has {} bits; QDQ export supports up to 8",
+                info.bits.unwrap_or(0)
+            )));
+        }
+    }
+    for (name, a) in &state.affine {
+        if a.weight_bits.is_some_and(|b| b > 8) {
+            return Err(Error::InvalidArgument(format!(
+                "QDQ export: the weights of '{name}' have {} bits; QDQ export supports up to 8",
+                a.weight_bits.unwrap_or(0)
+            )));
+        }
+    }
+    let mut w = Writer {
+        used: graph.used_names(),
+        nodes: Vec::new(),
+        inits: Vec::new(),
+    };
+    // Quantizers with one factor per channel right after an affine node: that node's weights
+    // carry the factors' ratios.
+    let mut weight_ratio: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut quant_factor: HashMap<String, f32> = HashMap::new();
+    for n in &graph.nodes {
+        let Op::Scaling(sc) = &n.op else { continue };
+        if sc.quant.is_none() || sc.factor.len() < 2 {
+            continue;
+        }
+        let p = n.inputs.first().and_then(|v| graph.producer(v));
+        let ok = p.is_some_and(|p| {
+            state.affine.contains_key(&graph.nodes[p].name) && graph.consumers(&n.inputs[0]).len() == 1
+        });
+        let Some(p) = p.filter(|_| ok) else {
+            return Err(Error::InvalidArgument(format!(
+                "QDQ export: quantizer '{}' has per-channel factors but does not directly follow an affine node",
+                n.name
+            )));
+        };
+        let m = sc.factor.iter().copied().fold(0f32, f32::max);
+        weight_ratio.insert(graph.nodes[p].name.clone(), sc.factor.iter().map(|f| f / m).collect());
+        quant_factor.insert(n.name.clone(), m);
+    }
+    // Values renamed because the node producing them was dropped (a Relu after an unsigned
+    // quantizer is the identity on its integers).
+    let mut alias: HashMap<String, String> = HashMap::new();
+    let resolve = |alias: &HashMap<String, String>, v: &str| alias.get(v).cloned().unwrap_or_else(|| v.to_string());
+    let mut replaced_inits: HashSet<String> = HashSet::new();
+    for n in &graph.nodes {
+        let inputs: Vec<String> = n.inputs.iter().map(|v| resolve(&alias, v)).collect();
+        match &n.op {
+            Op::Scaling(sc) => match sc.quant {
+                Some(b) => {
+                    let f = quant_factor.get(&n.name).copied().unwrap_or(sc.factor[0]);
+                    let signed = b.lo < 0.0;
+                    let (zp, lo8, hi8) = if signed {
+                        (Tensor::scalar(0i8), -128.0, 127.0)
+                    } else {
+                        (Tensor::scalar(0u8), 0.0, 255.0)
+                    };
+                    let zp = w.init(&format!("{}_zero_point", n.name), zp);
+                    let scale = w.init(&format!("{}_scale", n.name), Tensor::scalar(1.0 / f));
+                    let one = w.init(&format!("{}_unit", n.name), Tensor::scalar(1.0f32));
+                    let q = w.fresh(&format!("{}_q", n.outputs[0]));
+                    w.node(
+                        &format!("{}_quantize", n.name),
+                        "QuantizeLinear",
+                        vec![inputs[0].clone(), scale, zp.clone()],
+                        q.clone(),
+                        Vec::new(),
+                    );
+                    let narrower = b.lo > lo8 || b.hi < hi8;
+                    let dq_out = if narrower {
+                        w.fresh(&format!("{}_wide", n.outputs[0]))
+                    } else {
+                        n.outputs[0].clone()
+                    };
+                    w.node(
+                        &format!("{}_dequantize", n.name),
+                        "DequantizeLinear",
+                        vec![q, one, zp],
+                        dq_out.clone(),
+                        Vec::new(),
+                    );
+                    if narrower {
+                        let lo = w.init(&format!("{}_lo", n.name), Tensor::scalar(b.lo));
+                        let hi = w.init(&format!("{}_hi", n.name), Tensor::scalar(b.hi));
+                        w.node(
+                            &format!("{}_clamp", n.name),
+                            "Clip",
+                            vec![dq_out, lo, hi],
+                            n.outputs[0].clone(),
+                            Vec::new(),
+                        );
+                    }
+                }
+                None => {
+                    let f = w.init(&format!("{}_factor", n.name), sc.factor_tensor()?);
+                    w.node(
+                        &n.name,
+                        "Mul",
+                        vec![inputs[0].clone(), f],
+                        n.outputs[0].clone(),
+                        Vec::new(),
+                    );
+                }
+            },
+            Op::Unary(Unary::Relu)
+                if !graph.is_graph_output(&n.outputs[0])
+                    && graph.producer(&n.inputs[0]).is_some_and(
+                        |p| matches!(&graph.nodes[p].op, Op::Scaling(s) if s.quant.is_some_and(|b| b.lo >= 0.0)),
+                    ) =>
+            {
+                alias.insert(n.outputs[0].clone(), inputs[0].clone());
+            }
+            Op::Conv(_) | Op::Gemm(_) | Op::MatMul if state.affine.contains_key(&n.name) => {
+                let ratio = weight_ratio.get(&n.name).cloned().unwrap_or_else(|| vec![1.0]);
+                let wname = &n.inputs[1];
+                let wt = graph.initializers.get(wname).ok_or_else(|| {
+                    Error::InvalidArgument(format!("QDQ export: the weight of '{}' is not a constant", n.name))
+                })?;
+                let axis = match &n.op {
+                    Op::Gemm(g) if !g.trans_b => 1,
+                    _ => 0,
+                };
+                let wq = to_ints::<i8>(
+                    &wt.to_f32_vec(),
+                    wt.shape().to_vec(),
+                    &format!("the weight of '{}'", n.name),
+                )?;
+                let wq = w.init(&format!("{}_weight_q", n.name), wq);
+                let wzp_v = vec![0i8; ratio.len()];
+                let wzp = w.init(
+                    &format!("{}_weight_zero_point", n.name),
+                    if ratio.len() == 1 {
+                        Tensor::scalar(0i8)
+                    } else {
+                        Tensor::from_vec(vec![ratio.len()], wzp_v)?
+                    },
+                );
+                let ws = w.init(&format!("{}_weight_scale", n.name), scalar_or_vec(&ratio)?);
+                let wdq = w.fresh(&format!("{}_weight", n.name));
+                w.node(
+                    &format!("{}_weight_dequantize", n.name),
+                    "DequantizeLinear",
+                    vec![wq, ws, wzp],
+                    wdq.clone(),
+                    axis_attr(&ratio, axis),
+                );
+                replaced_inits.insert(wname.clone());
+                let mut new_inputs = vec![inputs[0].clone(), wdq];
+                if let Some(bname) = n.inputs.get(2).filter(|b| !b.is_empty()) {
+                    let bt = graph.initializers.get(bname).ok_or_else(|| {
+                        Error::InvalidArgument(format!("QDQ export: the bias of '{}' is not a constant", n.name))
+                    })?;
+                    let bq = to_ints::<i32>(
+                        &bt.to_f32_vec(),
+                        bt.shape().to_vec(),
+                        &format!("the bias of '{}'", n.name),
+                    )?;
+                    let channels = bt.len();
+                    let bratio = ratio.clone();
+                    let bq = w.init(&format!("{}_bias_q", n.name), bq);
+                    let bzp = w.init(
+                        &format!("{}_bias_zero_point", n.name),
+                        if bratio.len() == 1 {
+                            Tensor::scalar(0i32)
+                        } else {
+                            Tensor::from_vec(vec![channels], vec![0i32; channels])?
+                        },
+                    );
+                    let bs = w.init(&format!("{}_bias_scale", n.name), scalar_or_vec(&bratio)?);
+                    let bdq = w.fresh(&format!("{}_bias", n.name));
+                    w.node(
+                        &format!("{}_bias_dequantize", n.name),
+                        "DequantizeLinear",
+                        vec![bq, bs, bzp],
+                        bdq.clone(),
+                        axis_attr(&bratio, 0),
+                    );
+                    replaced_inits.insert(bname.clone());
+                    new_inputs.push(bdq);
+                }
+                w.nodes.push(RawNode {
+                    name: n.name.clone(),
+                    op_type: n.op.op_type().to_string(),
+                    domain: String::new(),
+                    inputs: new_inputs,
+                    outputs: n.outputs.clone(),
+                    attrs: n.op.to_attrs(graph.opset),
+                });
+            }
+            op => w.nodes.push(RawNode {
+                name: n.name.clone(),
+                op_type: op.op_type().to_string(),
+                domain: String::new(),
+                inputs,
+                outputs: n.outputs.clone(),
+                attrs: op.to_attrs(graph.opset),
+            }),
+        }
+    }
+    let mut initializers: Vec<(String, Tensor)> = graph
+        .initializers
+        .iter()
+        .filter(|(k, _)| !replaced_inits.contains(*k) || graph.consumers(k).len() > 1)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    initializers.extend(w.inits);
+    let mut outputs = graph.outputs.clone();
+    for o in &mut outputs {
+        o.name = resolve(&alias, &o.name);
+    }
+    Ok(RawGraph {
+        name: graph.name.clone(),
+        opset: graph.opset,
+        nodes: w.nodes,
+        initializers,
+        inputs: graph.inputs.clone(),
+        outputs,
+    })
+}

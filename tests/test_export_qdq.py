@@ -1,0 +1,155 @@
+"""QDQ export: the quantized model as QuantizeLinear/DequantizeLinear ONNX, run by
+onnxruntime (the independent reference) and compared with oxiquant's own run."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import oxiquant
+
+from ptq_graphs import networks, small_cnn, two_input_model
+
+
+def ort_session(proto: onnx.ModelProto, optimized_path: str | None = None, fused: bool = True) -> ort.InferenceSession:
+    """`fused=False` keeps onnxruntime to the QDQ graph as written (DequantizeLinear, float
+    op, QuantizeLinear: the ONNX semantics); `fused=True` lets it fuse the patterns into its
+    integer kernels (QLinearConv, QLinearAdd ...)."""
+    opts = ort.SessionOptions()
+    if not fused:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def check_agrees(
+    q: oxiquant.Model, feeds: dict[str, np.ndarray], name: str = "y", fused: bool = False
+) -> onnx.ModelProto:
+    """`q` was quantized with dequantize_outputs=False: its outputs are integers, and the
+    exported model must give the same ones in onnxruntime (one LSB of slack for a rounding
+    tie flipped by computing x / (1/f) instead of x * f).
+
+    With `fused=True` onnxruntime runs its own integer kernels; on CPUs without VNNI they
+    multiply u8 x s8 pairs into saturating int16 sums, which 8-bit weights can overflow
+    (onnxruntime's `reduce_range` issue): only 7-bit weights are exact there."""
+    proto = q.to_onnx("qdq")
+    onnx.checker.check_model(proto)
+    ops = {n.op_type for n in proto.graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    int8 = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1]
+    assert int8 or not q.quant_info["weights"], "the weights should be int8 initializers"
+    ref = ort_session(proto, fused=fused).run([name], feeds)[0]
+    got = q.run(feeds)[name]
+    np.testing.assert_array_equal(got, np.round(got))
+    assert np.abs(ref - got).max() <= 1.0
+    return proto
+
+
+@pytest.fixture
+def calib(rng):
+    return rng.standard_normal((48, 3, 8, 8)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {},
+        {"per_channel": True},
+        {"per_channel": True, "optimize_signs": True},
+        {"per_channel": True, "optimize_signs": True, "clipping": "mse"},
+        {"optimize_signs": True, "clipping": "kl", "single_shift": True},
+        {"per_channel": True, "weight_clipping": "mse"},
+    ],
+)
+def test_qdq_export_runs_in_onnxruntime_and_agrees(calib, opts):
+    q = oxiquant.quantize_network(
+        oxiquant.load(small_cnn()), 8, calib, dequantize_outputs=False, progress=False, **opts
+    )
+    check_agrees(q, {"x": calib})
+
+
+@pytest.mark.parametrize("bits", [2, 4, 6])
+def test_narrow_widths_export_with_a_clamp(calib, bits):
+    q = oxiquant.quantize_network(
+        oxiquant.load(small_cnn()),
+        bits,
+        calib,
+        per_channel=True,
+        optimize_signs=True,
+        dequantize_outputs=False,
+        progress=False,
+    )
+    proto = check_agrees(q, {"x": calib})
+    assert any(n.op_type == "Clip" for n in proto.graph.node)
+
+
+def test_two_input_model(rng):
+    a = rng.standard_normal((16, 2, 6, 6)).astype(np.float32)
+    b = rng.standard_normal((16, 2, 6, 6)).astype(np.float32)
+    q = oxiquant.quantize_network(
+        oxiquant.load(two_input_model()), 8, {"a": a, "b": b}, dequantize_outputs=False, progress=False
+    )
+    check_agrees(q, {"a": a, "b": b})
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_onnxruntime_integer_kernels_agree_with_7_bit_weights(calib, tmp_path, per_channel):
+    q = oxiquant.quantize_network(
+        oxiquant.load(small_cnn()),
+        8,
+        calib,
+        weight_bits=7,
+        per_channel=per_channel,
+        optimize_signs=True,
+        dequantize_outputs=False,
+        progress=False,
+    )
+    check_agrees(q, {"x": calib}, fused=True)
+    out = tmp_path / "optimized.onnx"
+    ort_session(q.to_onnx("qdq"), str(out)).run(None, {"x": calib})
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QLinearConv", "QLinearAdd"} <= ops, sorted(ops)
+
+
+def test_qdq_needs_a_quantized_model(calib):
+    m = oxiquant.load(small_cnn())
+    with pytest.raises(oxiquant.InvalidArgumentError, match="quantized model"):
+        m.to_onnx("qdq")
+    nq = oxiquant.quantize_network(m, 8, calib, no_quant=True, progress=False)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="no_quant"):
+        nq.to_onnx("qdq")
+    wide = oxiquant.quantize_network(m, 12, calib, progress=False)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="up to 8"):
+        wide.to_onnx("qdq")
+    with pytest.raises(oxiquant.InvalidArgumentError, match="format"):
+        wide.to_onnx("qoperator-typo")
+
+
+def test_saved_qdq_file_loads_back_as_onnx(calib, tmp_path):
+    q = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, calib, progress=False)
+    path = q.save(tmp_path / "q.onnx", format="qdq")
+    onnx.checker.check_model(str(path))
+
+
+@settings(max_examples=15, deadline=None)
+@given(net=networks(max_blocks=3, degenerate=False), seed=st.integers(0, 2**16), per_channel=st.booleans())
+def test_generated_networks_export_and_agree(net, seed, per_channel):
+    m = oxiquant.load(net)
+    shape = [d.dim_value or 4 for d in net.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(seed).standard_normal([8, *shape[1:]]).astype(np.float32)
+    q = oxiquant.quantize_network(
+        m, 8, x, per_channel=per_channel, optimize_signs=True, dequantize_outputs=False, progress=False
+    )
+    check_agrees(q, {"x": x})
+
+
+def test_dequantized_outputs_agree_in_real_units(calib):
+    q = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, calib, per_channel=True, progress=False)
+    ref = ort_session(q.to_onnx("qdq"), fused=False).run(["y"], {"x": calib})[0]
+    got = q.run(calib)["y"]
+    np.testing.assert_allclose(ref, got, rtol=1e-5, atol=1e-6 * np.abs(got).max())

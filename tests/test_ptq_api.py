@@ -491,3 +491,17 @@ def test_sigma_clipping_depends_on_the_batch_size_only_by_float_summation(model,
     ]
     a, b = ([layer["clip"] for layer in q.quant_info["activations"]] for q in runs)
     np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_calibration_without_histograms(model, calib):
+    """histograms=False keeps what MAX and SIGMA need; MSE and KL then refuse clearly."""
+    a, b = model.copy(), model.copy()
+    for m, hist in ((a, True), (b, False)):
+        oxiquant.prepare_network(m)
+        oxiquant.insert_scaling_nodes(m)
+        oxiquant.normalize_parameters(m)
+        oxiquant.compute_ranges(m, calib, progress=False, histograms=hist)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="histograms"):
+        oxiquant.adjust_ranges(b, "mse", 8)
+    for clipping in ("max", "sigma3"):
+        assert oxiquant.adjust_ranges(a, clipping, 4) == pytest.approx(oxiquant.adjust_ranges(b, clipping, 4))

@@ -168,14 +168,17 @@ def compute_ranges(
     batch_size: int = 32,
     progress: bool | None = None,
     num_threads: int | None = None,
+    histograms: bool = True,
 ) -> dict[str, float]:
     """Step 4: runs the model over the calibration set, batch by batch, and records the range
     (and histograms) of every Scaling node's output. Memory does not grow with the number of
-    samples. Returns {Scaling node: range, in real units}."""
+    samples. `histograms=False` skips the histograms, which only the "mse" and "kl" clipping
+    methods need (a pass over every tensor saved). Returns {Scaling node: range, in real
+    units}."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     native = model._native
-    native.ptq_calibration_begin()
+    native.ptq_calibration_begin(bool(histograms))
     batches, total = _batches(model, calibration_set, int(batch_size))
     for feeds in _progress(batches, total, progress, "calibration"):
         native.ptq_calibration_batch(feeds, num_threads)
@@ -251,7 +254,14 @@ def quantize_network(
     prepare_network(q)
     insert_scaling_nodes(q)
     normalize_parameters(q, per_channel=per_channel)
-    compute_ranges(q, calibration_set, batch_size=batch_size, progress=progress, num_threads=num_threads)
+    compute_ranges(
+        q,
+        calibration_set,
+        batch_size=batch_size,
+        progress=progress,
+        num_threads=num_threads,
+        histograms=clipping in ("mse", "kl"),
+    )
     act_bits = bits
     adjust_ranges(q, clipping=clipping, nb_bits=act_bits, optimize_signs=optimize_signs)
     normalize_activations(q)

@@ -217,9 +217,13 @@ impl NativeModel {
         })
     }
 
-    /// PTQ step 4, part 1: clears the statistics.
-    fn ptq_calibration_begin(&mut self) -> PyResult<()> {
-        guard("compute_ranges", || core_ptq::calibrate::begin(&mut self.ptq))
+    /// PTQ step 4, part 1: clears the statistics (`histograms`: keep the histograms that
+    /// MSE and KL clipping need).
+    #[pyo3(signature = (histograms=true))]
+    fn ptq_calibration_begin(&mut self, histograms: bool) -> PyResult<()> {
+        guard("compute_ranges", || {
+            core_ptq::calibrate::begin(&mut self.ptq, histograms)
+        })
     }
 
     /// PTQ step 4, part 2: runs one calibration batch and merges its statistics.

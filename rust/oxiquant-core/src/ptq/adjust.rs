@@ -48,6 +48,17 @@ pub fn adjust_ranges(
 ) -> Result<()> {
     state.expect("adjust_ranges", Stage::Calibrated, &[Stage::RangesAdjusted])?;
     super::check_bits("adjust_ranges", nb_bits)?;
+    if matches!(method, Clipping::Mse | Clipping::Kl)
+        && state
+            .scaling
+            .values()
+            .any(|i| i.stats.as_ref().is_some_and(|s| !s.histograms))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "adjust_ranges: clipping '{}' needs histograms, but compute_ranges ran with histograms=False",
+            method.name()
+        )));
+    }
     let signs = signedness(graph, state, optimize_signs);
     let caps: HashMap<String, f32> = state
         .scaling

@@ -40,6 +40,9 @@ pub struct RangeStats {
     pub sum_sq: f64,
     pub sum_pos: f64,
     pub sum_sq_pos: f64,
+    /// Whether the histograms are kept (MSE and KL clipping need them; MAX and SIGMA do not,
+    /// and skipping them saves a pass over every tensor).
+    pub histograms: bool,
 }
 
 /// The smallest power of two >= `x` (for `x > 0`).
@@ -147,6 +150,17 @@ impl RangeStats {
             sum_sq: 0.0,
             sum_pos: 0.0,
             sum_sq_pos: 0.0,
+            histograms: true,
+        }
+    }
+
+    /// Statistics without histograms (extremes, zeros and sums only).
+    pub fn without_histograms() -> RangeStats {
+        RangeStats {
+            histograms: false,
+            hist_abs: Vec::new(),
+            hist_pos: Vec::new(),
+            ..RangeStats::new()
         }
     }
 
@@ -157,7 +171,10 @@ impl RangeStats {
 
     /// Doubles the range `k` times, merging bins pairwise.
     fn grow(&mut self, k: u32) {
-        for h in [&mut self.hist_abs, &mut self.hist_pos] {
+        for h in [&mut self.hist_abs, &mut self.hist_pos]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+        {
             let mut merged = vec![0u64; BINS];
             for (i, &c) in h.iter().enumerate() {
                 merged[i >> k.min(63)] += c;
@@ -201,6 +218,15 @@ impl RangeStats {
                     self.grow(1);
                 }
             }
+        }
+        if !self.histograms {
+            self.zeros_abs += moments.zeros;
+            self.sum_abs += moments.sums[0];
+            self.sum_sq += moments.sums[1];
+            self.sum_pos += moments.sums[2];
+            self.sum_sq_pos += moments.sums[3];
+            self.count += x.len() as u64;
+            return Ok(());
         }
         let range = self.range;
         let scale = if range > 0.0 { BINS as f32 / range } else { 0.0 };
@@ -246,7 +272,9 @@ impl RangeStats {
         } else {
             (self.hist_pos.clone(), self.zeros_pos)
         };
-        h[0] = h[0].saturating_sub(z);
+        if let Some(first) = h.first_mut() {
+            *first = first.saturating_sub(z);
+        }
         h
     }
 
@@ -262,15 +290,20 @@ impl Default for RangeStats {
     }
 }
 
-/// Starts a fresh calibration (statistics cleared).
-pub fn begin(state: &mut PtqState) -> Result<()> {
+/// Starts a fresh calibration (statistics cleared); `histograms: false` keeps only what MAX
+/// and SIGMA clipping need.
+pub fn begin(state: &mut PtqState, histograms: bool) -> Result<()> {
     state.expect(
         "compute_ranges",
         Stage::ParamsNormalized,
         &[Stage::Calibrated, Stage::RangesAdjusted],
     )?;
     for info in state.scaling.values_mut() {
-        info.stats = Some(RangeStats::new());
+        info.stats = Some(if histograms {
+            RangeStats::new()
+        } else {
+            RangeStats::without_histograms()
+        });
         info.clip = None;
         info.clipping = None;
     }

@@ -61,14 +61,27 @@ pub fn levels(bits: u32, signed: bool) -> u32 {
 /// The clipping value (in the units of the statistics) for `bits` and the sign.
 pub fn clip_value(stats: &RangeStats, method: Clipping, bits: u32, signed: bool) -> f32 {
     let max = if signed { stats.max_abs } else { stats.max.max(0.0) };
-    let hist = &stats.clipping_histogram(signed);
     if max <= 0.0 || stats.range <= 0.0 {
         return max.max(0.0);
     }
+    if !stats.histograms && matches!(method, Clipping::Mse | Clipping::Kl) {
+        // `adjust_ranges` refuses this case before getting here; MAX is the safe answer.
+        return max;
+    }
     let c = match method {
         Clipping::Max => max,
-        Clipping::Mse => mse_clip(hist, stats.range, max, levels(bits, signed).max(1)),
-        Clipping::Kl => kl_clip(hist, stats.range, max, levels(bits, signed).max(1) as usize + 1),
+        Clipping::Mse => mse_clip(
+            &stats.clipping_histogram(signed),
+            stats.range,
+            max,
+            levels(bits, signed).max(1),
+        ),
+        Clipping::Kl => kl_clip(
+            &stats.clipping_histogram(signed),
+            stats.range,
+            max,
+            levels(bits, signed).max(1) as usize + 1,
+        ),
         Clipping::Sigma(k) => {
             let n = stats.count.max(1) as f64;
             let (s, s2) = if signed {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up a venv in .venv, installs oxiquant (built by maturin) and runs the demo.
+# Sets up a venv in .venv, installs oxiquant (built by maturin) and runs the demo. onnxruntime
+# is installed too, so that the demo can run the QDQ export it writes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${OXIQUANT_VENV:-.venv}"
@@ -7,5 +8,5 @@ VENV="${OXIQUANT_VENV:-.venv}"
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet .
+python -m pip install --quiet . "onnxruntime>=1.17"
 python -m oxiquant demo "$@"

@@ -3,7 +3,7 @@
 //! The parts are what the Python side reads out of an ONNX protobuf; no protobuf parsing
 //! happens in the core.
 
-use super::{topo_order, AttrReader, AttrValue, Graph, Node, ValueInfo};
+use super::{topo_order, AttrReader, AttrValue, Graph, NameGen, Node, ValueInfo};
 use crate::error::{Error, Result, UnsupportedEntry};
 use crate::ops::{Op, Scaling, MAX_OPSET};
 use crate::tensor::Tensor;
@@ -208,23 +208,13 @@ impl Graph {
     /// The graph as ONNX-shaped parts (inverse of `from_raw`). PTQ Scaling nodes, which are
     /// not ONNX ops, are lowered to standard ones (see `lower_scaling`).
     pub fn to_raw(&self) -> Result<RawGraph> {
-        let mut used = self.used_names();
-        let mut fresh = |base: String| -> String {
-            let mut name = base.clone();
-            let mut i = 1;
-            while used.contains(&name) {
-                name = format!("{base}_{i}");
-                i += 1;
-            }
-            used.insert(name.clone());
-            name
-        };
+        let mut names = NameGen::new(self);
         let mut nodes = Vec::with_capacity(self.nodes.len());
         let mut initializers: Vec<(String, Tensor)> =
             self.initializers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for n in &self.nodes {
             match &n.op {
-                Op::Scaling(sc) => lower_scaling(n, sc, self.opset, &mut fresh, &mut nodes, &mut initializers)?,
+                Op::Scaling(sc) => lower_scaling(n, sc, self.opset, &mut names, &mut nodes, &mut initializers)?,
                 op => nodes.push(RawNode {
                     name: n.name.clone(),
                     op_type: op.op_type().to_string(),
@@ -252,7 +242,7 @@ fn lower_scaling(
     n: &Node,
     sc: &Scaling,
     opset: i64,
-    fresh: &mut dyn FnMut(String) -> String,
+    names: &mut NameGen,
     nodes: &mut Vec<RawNode>,
     inits: &mut Vec<(String, Tensor)>,
 ) -> Result<()> {
@@ -265,7 +255,7 @@ fn lower_scaling(
             )))
         }
     };
-    let factor = fresh(format!("{}_factor", n.name));
+    let factor = names.fresh(&format!("{}_factor", n.name));
     inits.push((factor.clone(), sc.factor_tensor()?));
     let mut raw = |name: String, op: &str, inputs: Vec<String>, output: String, attrs: Vec<(String, AttrValue)>| {
         nodes.push(RawNode {
@@ -281,39 +271,42 @@ fn lower_scaling(
         raw(n.name.clone(), "Mul", vec![x, factor], y, Vec::new());
         return Ok(());
     };
-    let scaled = fresh(format!("{y}_scaled"));
+    let scaled = names.fresh(&format!("{y}_scaled"));
     raw(n.name.clone(), "Mul", vec![x, factor], scaled.clone(), Vec::new());
-    let rounded = fresh(format!("{y}_rounded"));
+    let rounded = names.fresh(&format!("{y}_rounded"));
     if opset >= 11 {
         raw(
-            fresh(format!("{}_round", n.name)),
+            names.fresh(&format!("{}_round", n.name)),
             "Round",
             vec![scaled],
             rounded.clone(),
             Vec::new(),
         );
     } else {
-        let half = fresh(format!("{}_half", n.name));
+        let half = names.fresh(&format!("{}_half", n.name));
         inits.push((half.clone(), Tensor::scalar(0.5f32)));
-        let shifted = fresh(format!("{y}_shifted"));
+        let shifted = names.fresh(&format!("{y}_shifted"));
         raw(
-            fresh(format!("{}_add_half", n.name)),
+            names.fresh(&format!("{}_add_half", n.name)),
             "Add",
             vec![scaled, half],
             shifted.clone(),
             Vec::new(),
         );
         raw(
-            fresh(format!("{}_floor", n.name)),
+            names.fresh(&format!("{}_floor", n.name)),
             "Floor",
             vec![shifted],
             rounded.clone(),
             Vec::new(),
         );
     }
-    let clip_name = fresh(format!("{}_clip", n.name));
+    let clip_name = names.fresh(&format!("{}_clip", n.name));
     if opset >= 11 {
-        let (lo, hi) = (fresh(format!("{}_lo", n.name)), fresh(format!("{}_hi", n.name)));
+        let (lo, hi) = (
+            names.fresh(&format!("{}_lo", n.name)),
+            names.fresh(&format!("{}_hi", n.name)),
+        );
         inits.push((lo.clone(), Tensor::scalar(q.lo)));
         inits.push((hi.clone(), Tensor::scalar(q.hi)));
         raw(clip_name, "Clip", vec![rounded, lo, hi], y, Vec::new());

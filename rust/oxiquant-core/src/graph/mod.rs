@@ -123,7 +123,7 @@ impl Graph {
     }
 
     /// Every value name in use (inputs, initializers, node outputs) and node name.
-    pub(crate) fn used_names(&self) -> HashSet<String> {
+    fn used_names(&self) -> HashSet<String> {
         let mut s: HashSet<String> = self.initializers.keys().cloned().collect();
         s.extend(self.inputs.iter().map(|v| v.name.clone()));
         for n in &self.nodes {
@@ -311,6 +311,31 @@ impl Graph {
     /// Inputs the caller must feed (declared inputs that are not initializers).
     pub fn runtime_inputs(&self) -> impl Iterator<Item = &ValueInfo> {
         self.inputs.iter().filter(|i| !self.initializers.contains_key(&i.name))
+    }
+}
+
+/// Hands out names that no value or node of a graph uses and that it has not given out
+/// before (for nodes and initializers created while exporting).
+pub struct NameGen {
+    used: HashSet<String>,
+}
+
+impl NameGen {
+    pub fn new(graph: &Graph) -> NameGen {
+        NameGen {
+            used: graph.used_names(),
+        }
+    }
+
+    pub fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut i = 1;
+        while self.used.contains(&name) {
+            name = format!("{base}_{i}");
+            i += 1;
+        }
+        self.used.insert(name.clone());
+        name
     }
 }
 

@@ -219,13 +219,13 @@ impl RangeStats {
                 }
             }
         }
+        self.zeros_abs += moments.zeros;
+        self.sum_abs += moments.sums[0];
+        self.sum_sq += moments.sums[1];
+        self.sum_pos += moments.sums[2];
+        self.sum_sq_pos += moments.sums[3];
+        self.count += x.len() as u64;
         if !self.histograms {
-            self.zeros_abs += moments.zeros;
-            self.sum_abs += moments.sums[0];
-            self.sum_sq += moments.sums[1];
-            self.sum_pos += moments.sums[2];
-            self.sum_sq_pos += moments.sums[3];
-            self.count += x.len() as u64;
             return Ok(());
         }
         let range = self.range;
@@ -253,14 +253,8 @@ impl RangeStats {
                 self.hist_pos[i] += pos[i] as u64;
             }
             self.hist_pos[0] += negatives;
-            self.zeros_abs += moments.zeros;
             self.zeros_pos += moments.zeros + negatives;
         }
-        self.sum_abs += moments.sums[0];
-        self.sum_sq += moments.sums[1];
-        self.sum_pos += moments.sums[2];
-        self.sum_sq_pos += moments.sums[3];
-        self.count += x.len() as u64;
         Ok(())
     }
 

@@ -14,33 +14,54 @@
 
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
-use crate::graph::{AttrValue, Graph, RawGraph, RawNode};
+use crate::graph::{AttrValue, Graph, NameGen, RawGraph, RawNode};
 use crate::ops::{Op, Unary};
 use crate::tensor::Tensor;
 use std::collections::{HashMap, HashSet};
 
 struct Writer {
-    used: HashSet<String>,
+    names: NameGen,
     nodes: Vec<RawNode>,
     inits: Vec<(String, Tensor)>,
 }
 
 impl Writer {
     fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut i = 1;
-        while self.used.contains(&name) {
-            name = format!("{base}_{i}");
-            i += 1;
-        }
-        self.used.insert(name.clone());
-        name
+        self.names.fresh(base)
     }
     fn init(&mut self, base: &str, t: Tensor) -> String {
         let name = self.fresh(base);
         self.inits.push((name.clone(), t));
         name
     }
+    /// `DequantizeLinear(ints, scale, 0)` over new initializers, `scale` one value or one per
+    /// channel along `axis`; returns the name of the dequantized value.
+    fn dequantized<T: crate::tensor::Element + Default + Copy>(
+        &mut self,
+        base: &str,
+        ints: Tensor,
+        scale: &[f32],
+        axis: i64,
+    ) -> Result<String> {
+        let q = self.init(&format!("{base}_q"), ints);
+        let zero = if scale.len() == 1 {
+            Tensor::scalar(T::default())
+        } else {
+            Tensor::from_vec(vec![scale.len()], vec![T::default(); scale.len()])?
+        };
+        let zp = self.init(&format!("{base}_zero_point"), zero);
+        let sc = self.init(&format!("{base}_scale"), scalar_or_vec(scale)?);
+        let out = self.fresh(base);
+        self.node(
+            &format!("{base}_dequantize"),
+            "DequantizeLinear",
+            vec![q, sc, zp],
+            out.clone(),
+            axis_attr(scale, axis),
+        );
+        Ok(out)
+    }
+
     fn node(&mut self, name: &str, op: &str, inputs: Vec<String>, output: String, attrs: Vec<(String, AttrValue)>) {
         let name = self.fresh(name);
         self.nodes.push(RawNode {
@@ -113,7 +134,7 @@ pub fn to_qdq(graph: &Graph, state: &PtqState) -> Result<RawGraph> {
         }
     }
     let mut w = Writer {
-        used: graph.used_names(),
+        names: NameGen::new(graph),
         nodes: Vec::new(),
         inits: Vec::new(),
     };
@@ -227,25 +248,7 @@ pub fn to_qdq(graph: &Graph, state: &PtqState) -> Result<RawGraph> {
                     wt.shape().to_vec(),
                     &format!("the weight of '{}'", n.name),
                 )?;
-                let wq = w.init(&format!("{}_weight_q", n.name), wq);
-                let wzp_v = vec![0i8; ratio.len()];
-                let wzp = w.init(
-                    &format!("{}_weight_zero_point", n.name),
-                    if ratio.len() == 1 {
-                        Tensor::scalar(0i8)
-                    } else {
-                        Tensor::from_vec(vec![ratio.len()], wzp_v)?
-                    },
-                );
-                let ws = w.init(&format!("{}_weight_scale", n.name), scalar_or_vec(&ratio)?);
-                let wdq = w.fresh(&format!("{}_weight", n.name));
-                w.node(
-                    &format!("{}_weight_dequantize", n.name),
-                    "DequantizeLinear",
-                    vec![wq, ws, wzp],
-                    wdq.clone(),
-                    axis_attr(&ratio, axis),
-                );
+                let wdq = w.dequantized::<i8>(&format!("{}_weight", n.name), wq, &ratio, axis)?;
                 replaced_inits.insert(wname.clone());
                 let mut new_inputs = vec![inputs[0].clone(), wdq];
                 if let Some(bname) = n.inputs.get(2).filter(|b| !b.is_empty()) {
@@ -257,26 +260,8 @@ pub fn to_qdq(graph: &Graph, state: &PtqState) -> Result<RawGraph> {
                         bt.shape().to_vec(),
                         &format!("the bias of '{}'", n.name),
                     )?;
-                    let channels = bt.len();
-                    let bratio = ratio.clone();
-                    let bq = w.init(&format!("{}_bias_q", n.name), bq);
-                    let bzp = w.init(
-                        &format!("{}_bias_zero_point", n.name),
-                        if bratio.len() == 1 {
-                            Tensor::scalar(0i32)
-                        } else {
-                            Tensor::from_vec(vec![channels], vec![0i32; channels])?
-                        },
-                    );
-                    let bs = w.init(&format!("{}_bias_scale", n.name), scalar_or_vec(&bratio)?);
-                    let bdq = w.fresh(&format!("{}_bias", n.name));
-                    w.node(
-                        &format!("{}_bias_dequantize", n.name),
-                        "DequantizeLinear",
-                        vec![bq, bs, bzp],
-                        bdq.clone(),
-                        axis_attr(&bratio, 0),
-                    );
+                    // The bias scale is the input scale (1) times the weight scale.
+                    let bdq = w.dequantized::<i32>(&format!("{}_bias", n.name), bq, &ratio, 0)?;
                     replaced_inits.insert(bname.clone());
                     new_inputs.push(bdq);
                 }

@@ -29,8 +29,9 @@ pub use classify::{classify, Class};
 pub use clipping::Clipping;
 
 /// How far a model has gone through the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Stage {
+    #[default]
     Float,
     Prepared,
     ScalingInserted,
@@ -125,7 +126,7 @@ pub struct AffineInfo {
 }
 
 /// The PTQ annotations of a graph, carried from pass to pass.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PtqState {
     pub stage: Stage,
     pub per_channel: bool,
@@ -146,26 +147,6 @@ pub struct PtqState {
     pub no_quant: bool,
     /// The `optimize_signs` the clipping values were chosen for.
     pub adjusted_signs: Option<bool>,
-}
-
-impl Default for PtqState {
-    fn default() -> Self {
-        PtqState {
-            stage: Stage::Float,
-            per_channel: false,
-            scales: HashMap::new(),
-            affine: BTreeMap::new(),
-            scaling: BTreeMap::new(),
-            float_nodes: Vec::new(),
-            warnings: Vec::new(),
-            batches_seen: 0,
-            samples_seen: 0,
-            units: HashMap::new(),
-            dequantized_outputs: false,
-            no_quant: false,
-            adjusted_signs: None,
-        }
-    }
 }
 
 impl PtqState {

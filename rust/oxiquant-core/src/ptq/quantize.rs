@@ -338,7 +338,7 @@ fn dequantize_outputs(graph: &mut Graph, state: &mut PtqState, units: &HashMap<S
                 "output '{o}' has a per-channel scale and cannot be dequantized by one factor"
             )));
         }
-        let idx = graph.insert_after(
+        graph.insert_after(
             &o,
             &format!("{o}_dequantize"),
             Op::Scaling(Scaling {
@@ -347,7 +347,6 @@ fn dequantize_outputs(graph: &mut Graph, state: &mut PtqState, units: &HashMap<S
                 quant: None,
             }),
         )?;
-        let _ = idx;
     }
     state.dequantized_outputs = true;
     Ok(())

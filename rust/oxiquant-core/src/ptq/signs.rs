@@ -58,13 +58,12 @@ fn clamped_by_readers(graph: &Graph, value: &str) -> bool {
 pub fn signedness(graph: &Graph, state: &PtqState, optimize_signs: bool) -> HashMap<String, bool> {
     let classes = node_classes(graph);
     let mut signed: HashMap<String, bool> = HashMap::new();
-    for (i, n) in graph.nodes.iter().enumerate() {
+    for n in &graph.nodes {
         if !state.scaling.contains_key(&n.name) {
             continue;
         }
         let unsigned = optimize_signs
             && (non_negative(graph, &n.outputs[0], &classes, 0) || clamped_by_readers(graph, &n.outputs[0]));
-        let _ = i;
         signed.insert(n.name.clone(), !unsigned);
     }
     for (m, n) in graph.nodes.iter().enumerate() {

@@ -134,3 +134,23 @@ def test_demo_command_runs_and_passes_its_checks():
     r = subprocess.run([sys.executable, "-m", "oxiquant", "demo"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SQNR vs float" in r.stdout and "QDQ export" in r.stdout
+
+
+def test_run_fetches_intermediate_values_matching_onnxruntime():
+    import onnxruntime as ort
+
+    proto = demo_model()
+    model = oxiquant.load(proto)
+    hidden = proto.graph.node[0].output[0]
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim][1:]
+    x = np.random.default_rng(0).standard_normal((2, *dims)).astype(np.float32)
+    got = model.run(x, fetch=[hidden])
+    assert set(got) == {*model.output_names, hidden}
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(proto)
+    exposed.graph.output.append(helper.make_empty_tensor_value_info(hidden))
+    sess = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
+    (want,) = sess.run([hidden], {proto.graph.input[0].name: x})
+    np.testing.assert_allclose(got[hidden], want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="cannot fetch 'nope'"):
+        model.run(x, fetch=["nope"])

@@ -116,13 +116,17 @@ class Model:
             out[k] = arr
         return out
 
-    def run(self, inputs: Inputs, num_threads: int | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, inputs: Inputs, num_threads: int | None = None, fetch: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Runs the model; returns {output name: array}.
 
         `inputs` is one array (single-input models), a dict name -> array, or a list of arrays in
-        input order. `num_threads` defaults to `oxiquant.get_num_threads()`. The GIL is released
-        while the engine runs."""
-        return dict(self._native.run(self._feeds(inputs), num_threads))
+        input order. `num_threads` defaults to `oxiquant.get_num_threads()`. `fetch` names
+        intermediate values to return as well (e.g. the tensors listed in `quant_info`). The GIL
+        is released while the engine runs."""
+        names = None if fetch is None else [str(n) for n in fetch]
+        return dict(self._native.run(self._feeds(inputs), num_threads, names))
 
     # -- ONNX out ----------------------------------------------------------------------
     def to_onnx(self, format: str = "fake") -> onnx.ModelProto:

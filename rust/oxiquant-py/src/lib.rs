@@ -120,20 +120,27 @@ impl NativeModel {
         Ok(d)
     }
 
-    /// Runs the model. `feeds` maps input names to numpy arrays; returns output name -> array.
-    #[pyo3(signature = (feeds, num_threads=None))]
+    /// Runs the model. `feeds` maps input names to numpy arrays; returns output name -> array,
+    /// followed by the intermediate values named in `fetch` (copied as they are produced).
+    #[pyo3(signature = (feeds, num_threads=None, fetch=None))]
     fn run<'py>(
         &self,
         py: Python<'py>,
         feeds: &Bound<'py, PyDict>,
         num_threads: Option<usize>,
+        fetch: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let feeds = feeds_from_py(feeds)?;
         let pool = threads::pool(num_threads)?;
         let graph = &self.graph;
-        let outs = py.detach(|| guard("inference", || pool.install(|| exec::run(graph, feeds))))?;
+        let fetch = fetch.unwrap_or_default();
+        let (outs, fetched) = py.detach(|| {
+            guard("inference", || {
+                pool.install(|| exec::run_fetching(graph, feeds, &fetch))
+            })
+        })?;
         let d = PyDict::new(py);
-        for (k, t) in outs {
+        for (k, t) in outs.into_iter().chain(fetched) {
             d.set_item(k, tensor_to_py(py, t)?)?;
         }
         Ok(d)

@@ -292,3 +292,39 @@ impl Drop for Profile {
 pub fn run(graph: &Graph, feeds: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>> {
     Executor::new(graph)?.run(feeds, None)
 }
+
+/// Runs `graph` once and also returns copies of the intermediate values named in `fetch`, in
+/// that order (for per-layer comparisons). A name the graph does not produce is an error that
+/// lists what was asked for.
+#[allow(clippy::type_complexity)]
+pub fn run_fetching(
+    graph: &Graph,
+    feeds: HashMap<String, Tensor>,
+    fetch: &[String],
+) -> Result<(Vec<(String, Tensor)>, Vec<(String, Tensor)>)> {
+    if fetch.is_empty() {
+        return Ok((run(graph, feeds)?, Vec::new()));
+    }
+    let mut got: HashMap<String, Tensor> = HashMap::new();
+    let wanted: std::collections::HashSet<&str> = fetch.iter().map(String::as_str).collect();
+    let mut obs = |name: &str, t: &Tensor| {
+        if wanted.contains(name) {
+            got.insert(name.to_string(), t.clone());
+        }
+    };
+    let outs = Executor::new(graph)?.run(feeds, Some(&mut obs))?;
+    let out_names: std::collections::HashSet<&str> = outs.iter().map(|(n, _)| n.as_str()).collect();
+    let mut fetched = Vec::with_capacity(fetch.len());
+    for name in fetch {
+        if let Some(t) = got.get(name) {
+            fetched.push((name.clone(), t.clone()));
+        } else if let Some(t) = graph.initializers.get(name) {
+            fetched.push((name.clone(), t.clone()));
+        } else if !out_names.contains(name.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "cannot fetch '{name}': no node of the graph produces a value of that name"
+            )));
+        }
+    }
+    Ok((outs, fetched))
+}

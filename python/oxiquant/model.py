@@ -117,16 +117,37 @@ class Model:
         return out
 
     def run(
-        self, inputs: Inputs, num_threads: int | None = None, fetch: Sequence[str] | None = None
+        self,
+        inputs: Inputs,
+        num_threads: int | None = None,
+        fetch: Sequence[str] | None = None,
+        mode: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Runs the model; returns {output name: array}.
 
         `inputs` is one array (single-input models), a dict name -> array, or a list of arrays in
         input order. `num_threads` defaults to `oxiquant.get_num_threads()`. `fetch` names
         intermediate values to return as well (e.g. the tensors listed in `quant_info`). The GIL
-        is released while the engine runs."""
+        is released while the engine runs.
+
+        For a quantized model, `mode` picks the arithmetic: "int" (the default when the
+        integer engine can hold the model, see `engine`): i8/u8 activations, i8 weights, i32
+        accumulators and exact fixed-point requantization; "fake": the same quantized graph
+        computed in f32 (integers held in floats). Both give the same values wherever the f32
+        sums are exact (docs/integer-engine.md)."""
         names = None if fetch is None else [str(n) for n in fetch]
-        return dict(self._native.run(self._feeds(inputs), num_threads, names))
+        return dict(self._native.run(self._feeds(inputs), num_threads, names, mode))
+
+    @property
+    def engine(self) -> str:
+        """What `run` uses by default: "int" (the integer engine), "fake" (a quantized model
+        the integer engine cannot hold, e.g. wider than 8 bits: see `engine_note`) or "float"."""
+        return self._native.engine()[0]
+
+    @property
+    def engine_note(self) -> str | None:
+        """Why a quantized model does not run on the integer engine (None when it does)."""
+        return self._native.engine()[1]
 
     # -- ONNX out ----------------------------------------------------------------------
     def to_onnx(self, format: str = "fake") -> onnx.ModelProto:

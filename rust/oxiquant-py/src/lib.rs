@@ -16,6 +16,7 @@ use oxiquant_core::ptq::{self as core_ptq, Clipping, PtqState};
 use oxiquant_core::{exec, passes, Graph};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+use std::sync::Arc;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,6 +27,33 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct NativeModel {
     graph: Graph,
     ptq: PtqState,
+    /// The integer engine's graph, lowered once when the model is quantized.
+    int_plan: IntPlan,
+}
+
+impl IntPlan {
+    fn of(graph: &Graph, st: &PtqState) -> IntPlan {
+        if st.stage != core_ptq::Stage::Quantized {
+            IntPlan::None
+        } else if st.no_quant {
+            IntPlan::Unavailable("it was quantized with no_quant=True (its values are not integers)".into())
+        } else {
+            match core_ptq::lower_int::lower_to_integer(graph, st) {
+                Ok(ig) => IntPlan::Ready(Arc::new(ig)),
+                Err(e) => IntPlan::Unavailable(e.to_string()),
+            }
+        }
+    }
+}
+
+/// Whether a model runs on the integer engine.
+#[derive(Clone)]
+enum IntPlan {
+    /// Not quantized (a float model, or one in the middle of the pipeline).
+    None,
+    Ready(Arc<Graph>),
+    /// Quantized, but the integer engine cannot hold it (the reason).
+    Unavailable(String),
 }
 
 #[pymethods]
@@ -70,6 +98,7 @@ impl NativeModel {
         Ok(NativeModel {
             graph,
             ptq: PtqState::default(),
+            int_plan: IntPlan::None,
         })
     }
 
@@ -122,17 +151,41 @@ impl NativeModel {
 
     /// Runs the model. `feeds` maps input names to numpy arrays; returns output name -> array,
     /// followed by the intermediate values named in `fetch` (copied as they are produced).
-    #[pyo3(signature = (feeds, num_threads=None, fetch=None))]
+    /// `mode`: None (the integer engine for a quantized model that it can hold, else the
+    /// graph as it is), "int" or "fake" (the quantized graph in float arithmetic).
+    #[pyo3(signature = (feeds, num_threads=None, fetch=None, mode=None))]
     fn run<'py>(
         &self,
         py: Python<'py>,
         feeds: &Bound<'py, PyDict>,
         num_threads: Option<usize>,
         fetch: Option<Vec<String>>,
+        mode: Option<&str>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let graph: &Graph = match (mode, &self.int_plan) {
+            (None, IntPlan::Ready(g)) | (Some("int"), IntPlan::Ready(g)) => g,
+            (None, _) => &self.graph,
+            (Some("fake"), IntPlan::None) | (Some("int"), IntPlan::None) => {
+                return Err(errors::InvalidArgumentError::new_err(format!(
+                    "mode='{}' applies to quantized models; this one is at stage '{}'",
+                    mode.unwrap_or_default(),
+                    self.ptq.stage.name()
+                )))
+            }
+            (Some("fake"), _) => &self.graph,
+            (Some("int"), IntPlan::Unavailable(why)) => {
+                return Err(errors::InvalidArgumentError::new_err(format!(
+                    "the integer engine cannot run this model: {why}"
+                )))
+            }
+            (Some(other), _) => {
+                return Err(errors::InvalidArgumentError::new_err(format!(
+                    "mode must be 'int' or 'fake', got '{other}'"
+                )))
+            }
+        };
         let feeds = feeds_from_py(feeds)?;
         let pool = threads::pool(num_threads)?;
-        let graph = &self.graph;
         let fetch = fetch.unwrap_or_default();
         let (outs, fetched) = py.detach(|| {
             guard("inference", || {
@@ -146,10 +199,35 @@ impl NativeModel {
         Ok(d)
     }
 
+    /// "int" when `run` uses the integer engine by default, "fake" for a quantized model it
+    /// cannot hold (with the reason), "float" otherwise.
+    fn engine(&self) -> (String, Option<String>) {
+        match &self.int_plan {
+            IntPlan::Ready(_) => ("int".into(), None),
+            IntPlan::Unavailable(why) => ("fake".into(), Some(why.clone())),
+            IntPlan::None => ("float".into(), None),
+        }
+    }
+
+    /// Op counts of the integer engine's graph (empty when there is none).
+    fn int_op_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        match &self.int_plan {
+            IntPlan::Ready(g) => g.op_counts(),
+            _ => Default::default(),
+        }
+    }
+
     /// Folds constant subgraphs in place; returns the number of nodes removed.
     fn fold_constants(&mut self, py: Python<'_>) -> PyResult<usize> {
-        let g = &mut self.graph;
-        py.detach(|| guard("constant folding", || passes::fold_constants(g)))
+        let (g, st) = (&mut self.graph, &self.ptq);
+        let (n, plan) = py.detach(|| {
+            guard("constant folding", || {
+                let n = passes::fold_constants(g)?;
+                Ok((n, IntPlan::of(g, st)))
+            })
+        })?;
+        self.int_plan = plan;
+        Ok(n)
     }
 
     /// Op counts, parameter count, inputs and outputs.
@@ -319,11 +397,14 @@ impl NativeModel {
             weight_clipping,
         };
         let (g, st) = (&mut self.graph, &mut self.ptq);
-        py.detach(|| {
+        let plan = py.detach(|| {
             guard("quantize_normalized_network", || {
-                core_ptq::quantize::quantize_network(g, st, &opts)
+                core_ptq::quantize::quantize_network(g, st, &opts)?;
+                Ok(IntPlan::of(g, st))
             })
-        })
+        })?;
+        self.int_plan = plan;
+        Ok(())
     }
 
     /// The PTQ state as plain data (stage, per-layer ranges, scales, bit widths ...).

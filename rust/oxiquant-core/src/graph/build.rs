@@ -215,6 +215,13 @@ impl Graph {
         for n in &self.nodes {
             match &n.op {
                 Op::Scaling(sc) => lower_scaling(n, sc, self.opset, &mut names, &mut nodes, &mut initializers)?,
+                Op::Int(i) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "node '{}' ({}) belongs to the integer engine and has no ONNX form; export the quantized model instead",
+                        n.name,
+                        i.name()
+                    )))
+                }
                 op => nodes.push(RawNode {
                     name: n.name.clone(),
                     op_type: op.op_type().to_string(),

@@ -6,3 +6,6 @@ pub mod conv_direct;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;
+pub mod qconv_direct;
+pub mod qgemm;
+pub mod requant;

@@ -70,25 +70,27 @@ fn pool_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], ki
                 }
                 PoolKind::Avg {
                     count_include_pad: true,
-                } => {
-                    // Window clipped to the padded extent [-pad_begin, size + pad_end).
-                    let ext = |start: isize, k: usize, d: usize, size: isize, pb: usize, pe: usize| {
-                        let lo = -(pb as isize);
-                        let hi = size + pe as isize;
-                        (0..k)
-                            .filter(|&t| {
-                                let p = start + (t * d) as isize;
-                                p >= lo && p < hi
-                            })
-                            .count()
-                    };
-                    let n = ext(y0, win.kernel[0], win.dilations[0], h_i, win.pads[0], win.pads[2])
-                        * ext(x0, win.kernel[1], win.dilations[1], w_i, win.pads[1], win.pads[3]);
-                    sum / n.max(1) as f32
-                }
+                } => sum / padded_count(win, h, w, y0, x0).max(1) as f32,
             };
         }
     }
+}
+
+/// Size of the window at (`y0`, `x0`) clipped to the padded extent
+/// `[-pad_begin, size + pad_end)`: the divisor of `count_include_pad` averaging.
+pub fn padded_count(win: &Window2d, h: usize, w: usize, y0: isize, x0: isize) -> usize {
+    let ext = |start: isize, k: usize, d: usize, size: usize, pb: usize, pe: usize| {
+        let lo = -(pb as isize);
+        let hi = (size + pe) as isize;
+        (0..k)
+            .filter(|&t| {
+                let p = start + (t * d) as isize;
+                p >= lo && p < hi
+            })
+            .count()
+    };
+    ext(y0, win.kernel[0], win.dilations[0], h, win.pads[0], win.pads[2])
+        * ext(x0, win.kernel[1], win.dilations[1], w, win.pads[1], win.pads[3])
 }
 
 /// Mean (or max) over each whole plane.

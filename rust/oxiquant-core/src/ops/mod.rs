@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod quantized;
 pub mod scaling;
 pub mod shape;
 
@@ -80,6 +81,8 @@ pub enum Op {
     },
     /// PTQ scaling / requantization point (not an ONNX op; exported as Mul [+ Round + Clip]).
     Scaling(Scaling),
+    /// An op of the integer engine (built by `ptq::lower_int`, never parsed or exported).
+    Int(quantized::IntOp),
 }
 
 /// The required input `i` of a node, or an error naming it.
@@ -409,6 +412,7 @@ impl Op {
             Op::Gather { .. } => "Gather",
             Op::Cast { .. } => "Cast",
             Op::Scaling(_) => "Scaling",
+            Op::Int(i) => i.name(),
         }
     }
 
@@ -599,6 +603,7 @@ impl Op {
             Op::Gather { axis } => shape::gather(*axis, inputs),
             Op::Cast { to } => shape::cast(*to, inputs),
             Op::Scaling(sc) => sc.eval(inputs),
+            Op::Int(i) => i.eval(inputs),
         }
     }
 }

@@ -65,9 +65,8 @@ impl Pool {
         out
     }
 
-    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(inputs, 0, "X")?;
-        let xs = x.shape();
+    /// Resolves the window for input shape `xs`: `(planes, h, w, window, out, output shape)`.
+    pub fn plan(&self, xs: &[usize]) -> Result<PoolPlan> {
         let r = self.kernel_shape.len();
         if !(r == 1 || r == 2) || xs.len() != r + 2 {
             return Err(Error::shape(format!(
@@ -88,6 +87,12 @@ impl Pool {
                 self.kernel_shape
             ))
         })?;
+        let mut shape = vec![xs[0], xs[1]];
+        if r == 1 {
+            shape.push(out[1]);
+        } else {
+            shape.extend_from_slice(&out);
+        }
         let kind = if self.max {
             PoolKind::Max
         } else {
@@ -95,15 +100,34 @@ impl Pool {
                 count_include_pad: self.count_include_pad,
             }
         };
-        let y = pool2d(x.as_slice::<f32>()?, xs[0] * xs[1], h, w, &win, out, kind);
-        let mut shape = vec![xs[0], xs[1]];
-        if r == 1 {
-            shape.push(out[1]);
-        } else {
-            shape.extend_from_slice(&out);
-        }
-        Ok(vec![Tensor::from_vec(shape, y)?])
+        Ok(PoolPlan {
+            planes: xs[0] * xs[1],
+            h,
+            w,
+            win,
+            out,
+            shape,
+            kind,
+        })
     }
+
+    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0, "X")?;
+        let p = self.plan(x.shape())?;
+        let y = pool2d(x.as_slice::<f32>()?, p.planes, p.h, p.w, &p.win, p.out, p.kind);
+        Ok(vec![Tensor::from_vec(p.shape, y)?])
+    }
+}
+
+/// A pooling window resolved for one input shape.
+pub struct PoolPlan {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub win: crate::kernels::conv::Window2d,
+    pub out: [usize; 2],
+    pub shape: Vec<usize>,
+    pub kind: PoolKind,
 }
 
 pub fn eval_global(max: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {

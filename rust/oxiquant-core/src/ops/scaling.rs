@@ -53,11 +53,12 @@ impl Scaling {
 
     #[inline]
     fn apply(v: f32, f: f32, q: Option<QuantBounds>) -> f32 {
-        let y = v * f;
         match q {
             // NaN stays NaN (it is caught by calibration before quantizing).
             Some(b) => {
-                let r = y.round_ties_even();
+                // The product of two f32 is exact in f64, so this rounds the exact product,
+                // as the integer engine's fixed-point requantization does (bit-identical).
+                let r = ((v as f64) * (f as f64)).round_ties_even() as f32;
                 if r < b.lo {
                     b.lo
                 } else if r > b.hi {
@@ -66,7 +67,15 @@ impl Scaling {
                     r
                 }
             }
-            None => y,
+            None => v * f,
+        }
+    }
+
+    /// `apply` over a slice; quantizers go through the vectorized kernel (same results).
+    fn apply_slice(x: &mut [f32], f: f32, q: Option<QuantBounds>) {
+        match q {
+            Some(b) => crate::kernels::requant::quantize_f32_in_place(x, f, b.lo, b.hi),
+            None => x.iter_mut().for_each(|v| *v *= f),
         }
     }
 
@@ -81,8 +90,7 @@ impl Scaling {
         let data = x.as_mut_slice::<f32>()?;
         if self.factor.len() == 1 {
             let f = self.factor[0];
-            data.par_chunks_mut(1 << 14)
-                .for_each(|c| c.iter_mut().for_each(|v| *v = Self::apply(*v, f, q)));
+            data.par_chunks_mut(1 << 14).for_each(|c| Self::apply_slice(c, f, q));
             return Ok(x);
         }
         let c = self.factor.len();
@@ -97,7 +105,7 @@ impl Scaling {
         }
         data.par_chunks_mut(inner).enumerate().for_each(|(i, plane)| {
             let f = self.factor[i % c];
-            plane.iter_mut().for_each(|v| *v = Self::apply(*v, f, q));
+            Self::apply_slice(plane, f, q);
         });
         Ok(x)
     }

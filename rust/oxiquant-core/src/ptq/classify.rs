@@ -132,6 +132,7 @@ pub fn classify(graph: &Graph, n: &Node, acts: &HashSet<String>) -> Class {
         Op::BatchNorm { .. } => island("BatchNormalization not preceded by a Conv/Gemm it can be folded into"),
         Op::Lrn(_) => island("LRN is not scale-invariant"),
         Op::Cast { .. } => island("Cast"),
+        Op::Int(i) => island(&format!("{} is an op of the integer engine", i.name())),
         Op::Shape { .. } | Op::Constant(_) | Op::ConstantOfShape(_) => Class::Passive,
     }
 }

@@ -69,6 +69,9 @@ pub fn weight_clip_fraction(w: &[f32], q: u32) -> f32 {
     best.1
 }
 
+/// The largest f32 that fits an i32 (`i32::MAX as f32` rounds up to 2^31, which does not).
+pub const BIAS_LIMIT: f32 = 2_147_483_520.0;
+
 fn unit_of(units: &HashMap<String, Vec<f32>>, v: &str) -> Option<Vec<f32>> {
     units.get(v).cloned()
 }
@@ -207,11 +210,11 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                 let u_out: Vec<f32> = (0..a.channels).map(|c| u_in * qwf * ratio[c] / alpha[c]).collect();
                 for (c, b) in a.bias.iter_mut().enumerate() {
                     *b = (*b * u_out[c]).round_ties_even();
-                    if b.abs() > i32::MAX as f32 {
+                    if b.abs() > BIAS_LIMIT {
                         state
                             .warnings
                             .push(format!("node '{}': a bias overflows int32 and is clamped", node.name));
-                        *b = b.clamp(-(i32::MAX as f32), i32::MAX as f32);
+                        *b = b.clamp(-BIAS_LIMIT, BIAS_LIMIT);
                     }
                 }
                 a.write(graph, idx)?;

@@ -1,0 +1,316 @@
+//! Direct integer convolution: the patches are read in place, no im2col matrix.
+//!
+//! The image of one channel group is copied once into a zero-padded i16 buffer with the
+//! channels interleaved in pairs (`[phase][c / 2][row][col][2]`, the columns split into
+//! `stride` phases). For a run of consecutive output pixels of one row, the pair of patch
+//! elements `(c, c + 1)` at kernel position `(i, j)` is then one contiguous run of that
+//! buffer, at an offset that depends only on `(i, j, c / 2)`: exactly the operand layout the
+//! pair-product kernel (`vpmaddwd`) needs. The weights are packed once with `k` ordered
+//! `(i, j, c)` so that their pairs line up.
+//!
+//! Measured against the im2col + packed product (benches/RESULTS.md): copying the patches
+//! cost more than the products on layers with few output channels.
+
+use super::conv::ConvShape;
+use super::qgemm::{PackedA, QAct, MR, NR};
+use rayon::prelude::*;
+
+/// Weights `[m][cg][kh][kw]` reordered to `[m][kh][kw][cg rounded up to even]` and packed.
+pub fn pack_weights(w: &[i8], m: usize, cg: usize, kh: usize, kw: usize) -> PackedA {
+    let cp = cg.div_ceil(2) * 2;
+    let k = kh * kw * cp;
+    let mut r = vec![0i8; m * k];
+    for o in 0..m {
+        for c in 0..cg {
+            for i in 0..kh {
+                for j in 0..kw {
+                    r[o * k + (i * kw + j) * cp + c] = w[((o * cg + c) * kh + i) * kw + j];
+                }
+            }
+        }
+    }
+    PackedA::new(&r, m, k)
+}
+
+/// One group's image, padded, pair-interleaved and phase-split (see the module doc).
+pub struct PairImage {
+    buf: Vec<i16>,
+    hp: usize,
+    wq: usize,
+    pairs: usize,
+    phases: usize,
+}
+
+impl PairImage {
+    pub fn new() -> PairImage {
+        PairImage {
+            buf: Vec::new(),
+            hp: 0,
+            wq: 0,
+            pairs: 0,
+            phases: 1,
+        }
+    }
+
+    /// Fills from `x` (`cg` planes of `h x w`) for the geometry `s`.
+    pub fn fill<T: QAct>(&mut self, x: &[T], cg: usize, s: &ConvShape) {
+        let [pt, pl, pb, pr] = s.win.pads;
+        let sw = s.win.strides[1];
+        self.hp = s.h + pt + pb;
+        let wp = s.w + pl + pr;
+        self.wq = wp.div_ceil(sw);
+        self.pairs = cg.div_ceil(2);
+        self.phases = sw;
+        let plane = self.hp * self.wq * 2;
+        // Slack: a full tile read at the last offset stays inside the buffer.
+        let len = sw * self.pairs * plane + 2 * NR * 2;
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        for q in 0..sw {
+            for c in 0..cg {
+                let (cp, e) = (c / 2, c % 2);
+                let base = (q * self.pairs + cp) * plane;
+                for y in 0..s.h {
+                    let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
+                    let row = base + (y + pt) * self.wq * 2;
+                    // Padded column `xq * sw + q` holds input column `xq * sw + q - pl`.
+                    for xq in 0..self.wq {
+                        let col = (xq * sw + q) as isize - pl as isize;
+                        if col >= 0 && (col as usize) < s.w {
+                            self.buf[row + xq * 2 + e] = src[col as usize].widen();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Default for PairImage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Offsets (in i16) of the pair runs, in the weights' `k`-pair order `(i, j, c / 2)`.
+fn offsets(img: &PairImage, s: &ConvShape) -> Vec<usize> {
+    let [kh, kw] = s.win.kernel;
+    let [dh, dw] = s.win.dilations;
+    let sw = s.win.strides[1];
+    let mut v = Vec::with_capacity(kh * kw * img.pairs);
+    for i in 0..kh {
+        for j in 0..kw {
+            let (q, xq) = ((j * dw) % sw, (j * dw) / sw);
+            for cp in 0..img.pairs {
+                v.push((((q * img.pairs + cp) * img.hp + i * dh) * img.wq + xq) * 2);
+            }
+        }
+    }
+    v
+}
+
+/// One tile from in-place operands, plain Rust.
+fn tile_ref(a: &[i32], b: &[i16], offs: &[usize], tile: &mut [[i32; NR]; MR]) {
+    *tile = [[0; NR]; MR];
+    for (kk, &off) in offs.iter().enumerate() {
+        let bv = &b[off..off + NR * 2];
+        for (r, row) in tile.iter_mut().enumerate() {
+            let w = a[kk * MR + r];
+            let (w0, w1) = (w as i16 as i32, w >> 16);
+            for (j, acc) in row.iter_mut().enumerate() {
+                *acc += w0 * bv[2 * j] as i32 + w1 * bv[2 * j + 1] as i32;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2(a: &[i32], b: &[i16], offs: &[usize], tile: &mut [[i32; NR]; MR]) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller checked that every `off + 2 * NR` is inside `b` and that `a` holds
+    // `offs.len() * MR` words.
+    unsafe {
+        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for (kk, &off) in offs.iter().enumerate() {
+            let b0 = _mm256_loadu_si256(bp.add(off) as *const __m256i);
+            let b1 = _mm256_loadu_si256(bp.add(off + 16) as *const __m256i);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let w = _mm256_set1_epi32(*ap.add(kk * MR + r));
+                acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(w, b0));
+                acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(w, b1));
+            }
+        }
+        for (row, acc_r) in tile.iter_mut().zip(acc) {
+            _mm256_storeu_si256(row.as_mut_ptr() as *mut __m256i, acc_r[0]);
+            _mm256_storeu_si256(row.as_mut_ptr().add(8) as *mut __m256i, acc_r[1]);
+        }
+    }
+}
+
+fn tile(fast: bool, a: &[i32], b: &[i16], offs: &[usize], t: &mut [[i32; NR]; MR]) {
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        // SAFETY: `fast` is only true when AVX2 was detected; bounds checked by `conv`.
+        unsafe { tile_avx2(a, b, offs, t) };
+        return;
+    }
+    let _ = fast;
+    tile_ref(a, b, offs, t)
+}
+
+struct OutPtr<O>(*mut O);
+impl<O> Clone for OutPtr<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<O> Copy for OutPtr<O> {}
+impl<O> OutPtr<O> {
+    /// A method (not a field access) so that closures capture the whole `Sync` wrapper.
+    fn get(self) -> *mut O {
+        self.0
+    }
+}
+// SAFETY: tasks write disjoint (row block x output row) rectangles.
+unsafe impl<O: Send> Send for OutPtr<O> {}
+unsafe impl<O: Send> Sync for OutPtr<O> {}
+
+/// Convolves one group of one image: `out` is `[mg][oh * ow]`; `epilogue(row, accs, dst)`
+/// turns the accumulators of output channel `row` for a run of pixels into output values.
+/// `fast` picks the AVX2 tile (only when the CPU has it).
+pub fn conv<O, F>(a: &PackedA, img: &PairImage, s: &ConvShape, out: &mut [O], parallel: bool, fast: bool, epilogue: F)
+where
+    O: Send,
+    F: Fn(usize, &[i32], &mut [O]) + Sync,
+{
+    let [oh, ow] = s.out;
+    let npix = oh * ow;
+    let offs = offsets(img, s);
+    let m = a.m;
+    assert!(out.len() >= m * npix && a.k == offs.len() * 2, "qconv: bad operands");
+    if npix == 0 || m == 0 {
+        return;
+    }
+    // Every read stays inside the image: the largest tile start plus the largest offset.
+    let sh = s.win.strides[0];
+    let last_start = ((oh - 1) * sh * img.wq + (ow - 1)) * 2;
+    let max_off = offs.iter().copied().max().unwrap_or(0);
+    assert!(last_start + max_off + 2 * NR <= img.buf.len(), "qconv: image too small");
+    let blocks = m.div_ceil(MR);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let task = |bi: usize, y0: usize, y1: usize| {
+        let ab = a.block_words(bi);
+        let mut t = [[0i32; NR]; MR];
+        for oy in y0..y1 {
+            for ox0 in (0..ow).step_by(NR) {
+                let start = (oy * sh * img.wq + ox0) * 2;
+                tile(fast, ab, &img.buf[start..], &offs, &mut t);
+                let cols = NR.min(ow - ox0);
+                for (r, accs) in t.iter().enumerate() {
+                    let row = bi * MR + r;
+                    if row >= m {
+                        break;
+                    }
+                    // SAFETY: (row, pixels oy*ow+ox0 ..+cols) is inside `out` and only this
+                    // task writes it.
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(ptr.get().add(row * npix + oy * ow + ox0), cols) };
+                    epilogue(row, &accs[..cols], dst);
+                }
+            }
+        }
+    };
+    if parallel {
+        let want = 4 * rayon::current_num_threads();
+        let per = (blocks * oh).div_ceil(want).max(1).min(oh);
+        let chunks = oh.div_ceil(per);
+        (0..blocks * chunks).into_par_iter().for_each(|t| {
+            let (bi, ch) = (t / chunks, t % chunks);
+            task(bi, ch * per, ((ch + 1) * per).min(oh));
+        });
+    } else {
+        for bi in 0..blocks {
+            task(bi, 0, oh);
+        }
+    }
+}
+
+/// Whether the AVX2 tile can run here.
+pub fn fast_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Plain reference convolution of one group (i64 sums from the definition).
+pub fn conv_ref(x: &[i16], w: &[i8], s: &ConvShape, cg: usize, mg: usize) -> Vec<i64> {
+    let [kh, kw] = s.win.kernel;
+    let [oh, ow] = s.out;
+    let mut y = vec![0i64; mg * oh * ow];
+    for o in 0..mg {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = 0i64;
+                for c in 0..cg {
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let iy = (oy * s.win.strides[0] + i * s.win.dilations[0]) as isize - s.win.pads[0] as isize;
+                            let ix = (ox * s.win.strides[1] + j * s.win.dilations[1]) as isize - s.win.pads[1] as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
+                                acc += x[(c * s.h + iy as usize) * s.w + ix as usize] as i64
+                                    * w[((o * cg + c) * kh + i) * kw + j] as i64;
+                            }
+                        }
+                    }
+                }
+                y[(o * oh + oy) * ow + ox] = acc;
+            }
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::Window2d;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(80))]
+        #[test]
+        fn direct_matches_the_definition(
+            cg in 1usize..6, mg in 1usize..9, h in 1usize..9, w in 1usize..21, k in 1usize..4,
+            stride in 1usize..4, dil in 1usize..3, pads in proptest::array::uniform4(0usize..3), seed in any::<u64>(),
+        ) {
+            let win = Window2d { kernel: [k, k], strides: [stride, stride], dilations: [dil, dil], pads };
+            let Some(out) = win.output_size(h, w, false) else { return Ok(()) };
+            let s = ConvShape { n: 1, c: cg, h, w, m: mg, group: 1, win, out };
+            let mut st = seed | 1;
+            let mut next = || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st };
+            let x: Vec<u8> = (0..cg * h * w).map(|_| next() as u8).collect();
+            let wt: Vec<i8> = (0..mg * cg * k * k).map(|_| next() as i8).collect();
+            let x16: Vec<i16> = x.iter().map(|&v| v as i16).collect();
+            let want = conv_ref(&x16, &wt, &s, cg, mg);
+            let a = pack_weights(&wt, mg, cg, k, k);
+            let mut img = PairImage::new();
+            img.fill(&x, cg, &s);
+            for fast in [false, fast_available()] {
+                for parallel in [false, true] {
+                    let mut got = vec![0i64; mg * out[0] * out[1]];
+                    conv(&a, &img, &s, &mut got, parallel, fast, |_, acc, dst| {
+                        dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = v as i64)
+                    });
+                    prop_assert_eq!(&got, &want);
+                }
+            }
+        }
+    }
+}

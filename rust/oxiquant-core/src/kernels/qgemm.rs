@@ -1,0 +1,395 @@
+//! Exact integer matrix product for quantized layers: `C[m][n] = sum_k A[m][k] * B[k][n]`
+//! with 8-bit operands (i8 weights, i8 or u8 activations) and i32 accumulators.
+//!
+//! Operands are widened to i16 and multiplied in pairs along `k` (AVX2 `vpmaddwd`: two
+//! products summed into one i32 lane), which is exact for any 8-bit values. The faster
+//! `vpmaddubsw` (u8 x i8 pairs summed into a *saturating* i16) is not used: 255 * 127 * 2
+//! overflows i16, which is why onnxruntime's AVX2 u8s8 kernels can differ from the exact
+//! result on 8-bit weights. Exactness is the point of the integer engine.
+//!
+//! Layouts: `A` (weights) is packed once per layer into blocks of `MR` rows, `[k2][MR]` of
+//! i32 words each holding the pair `(A[r][2kk], A[r][2kk+1])`; `B` is packed per call into
+//! panels of `NR` columns, `[k2][NR][2]` i16. `k2 = ceil(k / 2)`; padding is zero.
+
+use rayon::prelude::*;
+
+/// Rows (output channels) per micro-tile.
+pub const MR: usize = 6;
+/// Columns (pixels) per micro-tile: two vectors of eight i32 lanes. 6 x 16 keeps twelve
+/// accumulators, two B vectors and one broadcast in the sixteen AVX2 registers.
+pub const NR: usize = 16;
+
+/// Packs an `i16` pair into the i32 word `vpmaddwd` reads (low half first).
+#[inline]
+fn pair(lo: i16, hi: i16) -> i32 {
+    ((hi as i32) << 16) | (lo as u16 as i32)
+}
+
+/// Weights `[m][k]` packed once for `qgemm`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedA {
+    pub m: usize,
+    pub k: usize,
+    data: Vec<i32>,
+}
+
+impl PackedA {
+    /// `w` is row-major `[m][k]`.
+    pub fn new<T: QAct>(w: &[T], m: usize, k: usize) -> PackedA {
+        let k2 = k.div_ceil(2);
+        let blocks = m.div_ceil(MR);
+        let mut data = vec![0i32; blocks * k2 * MR];
+        for row in 0..m {
+            let (b, r) = (row / MR, row % MR);
+            let src = &w[row * k..(row + 1) * k];
+            for kk in 0..k2 {
+                let lo = src[2 * kk].widen();
+                let hi = src.get(2 * kk + 1).map_or(0, |&v| v.widen());
+                data[(b * k2 + kk) * MR + r] = pair(lo, hi);
+            }
+        }
+        PackedA { m, k, data }
+    }
+
+    fn k2(&self) -> usize {
+        self.k.div_ceil(2)
+    }
+
+    /// The packed words of row block `b` (`[k2][MR]`).
+    pub fn block_words(&self, b: usize) -> &[i32] {
+        let len = self.k2() * MR;
+        &self.data[b * len..(b + 1) * len]
+    }
+
+    /// The original value `A[row][k]` (for the reference kernel and tests).
+    pub fn get(&self, row: usize, k: usize) -> i32 {
+        let word = self.data[((row / MR) * self.k2() + k / 2) * MR + row % MR];
+        if k % 2 == 0 {
+            word as i16 as i32
+        } else {
+            word >> 16
+        }
+    }
+}
+
+/// Activation values that widen to i16 exactly.
+pub trait QAct: Copy + Send + Sync + 'static {
+    fn widen(self) -> i16;
+}
+impl QAct for i8 {
+    #[inline]
+    fn widen(self) -> i16 {
+        self as i16
+    }
+}
+impl QAct for u8 {
+    #[inline]
+    fn widen(self) -> i16 {
+        self as i16
+    }
+}
+impl QAct for i16 {
+    #[inline]
+    fn widen(self) -> i16 {
+        self
+    }
+}
+
+/// Number of i16 values of a packed `B` with `k` rows and `n` columns.
+pub fn packed_b_len(k: usize, n: usize) -> usize {
+    n.div_ceil(NR) * k.div_ceil(2) * NR * 2
+}
+
+/// Index in a packed `B` (`k` rows) of element `(row, col)`.
+#[inline]
+pub fn packed_b_index(k2: usize, row: usize, col: usize) -> usize {
+    (((col / NR) * k2 + row / 2) * NR + col % NR) * 2 + row % 2
+}
+
+/// Packs row-major `b[k][n]` (in parallel over panels when `parallel`).
+pub fn pack_b_rows<T: QAct>(b: &[T], k: usize, n: usize, out: &mut Vec<i16>, parallel: bool) {
+    let k2 = k.div_ceil(2);
+    out.clear();
+    out.resize(packed_b_len(k, n), 0);
+    if n == 0 || k == 0 {
+        return;
+    }
+    let panel = |(p, dst): (usize, &mut [i16])| {
+        let (c0, cols) = (p * NR, NR.min(n - p * NR));
+        for (kk, d) in dst.chunks_exact_mut(NR * 2).enumerate() {
+            let r0 = &b[2 * kk * n + c0..2 * kk * n + c0 + cols];
+            if 2 * kk + 1 < k {
+                let r1 = &b[(2 * kk + 1) * n + c0..(2 * kk + 1) * n + c0 + cols];
+                for ((pair, &x0), &x1) in d.chunks_exact_mut(2).zip(r0).zip(r1) {
+                    pair[0] = x0.widen();
+                    pair[1] = x1.widen();
+                }
+            } else {
+                for (pair, &x0) in d.chunks_exact_mut(2).zip(r0) {
+                    pair[0] = x0.widen();
+                }
+            }
+        }
+    };
+    if parallel {
+        out.par_chunks_mut(k2 * NR * 2).enumerate().for_each(panel);
+    } else {
+        out.chunks_mut(k2 * NR * 2).enumerate().for_each(panel);
+    }
+}
+
+/// Packs the transpose of row-major `x[n][k]` (a batch of rows, as Gemm reads it).
+pub fn pack_b_transposed<T: QAct>(x: &[T], n: usize, k: usize, out: &mut Vec<i16>) {
+    let k2 = k.div_ceil(2);
+    out.clear();
+    out.resize(packed_b_len(k, n), 0);
+    for col in 0..n {
+        let src = &x[col * k..(col + 1) * k];
+        for (row, &v) in src.iter().enumerate() {
+            out[packed_b_index(k2, row, col)] = v.widen();
+        }
+    }
+}
+
+/// One micro-tile, plain Rust: `tile[r][j] = sum_kk madd(a[kk][r], b[kk][j])`.
+fn tile_ref(a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
+    *tile = [[0; NR]; MR];
+    for kk in 0..k2 {
+        let bv = &b[kk * NR * 2..(kk + 1) * NR * 2];
+        for (r, row) in tile.iter_mut().enumerate() {
+            let w = a[kk * MR + r];
+            let (w0, w1) = (w as i16 as i32, w >> 16);
+            for (j, acc) in row.iter_mut().enumerate() {
+                *acc += w0 * bv[2 * j] as i32 + w1 * bv[2 * j + 1] as i32;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2(a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
+    // SAFETY: the caller checked AVX2; every pointer offset stays inside `a`, `b` and `tile`.
+    unsafe {
+        use std::arch::x86_64::*;
+
+        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for kk in 0..k2 {
+            let b0 = _mm256_loadu_si256(bp.add(kk * NR * 2) as *const __m256i);
+            let b1 = _mm256_loadu_si256(bp.add(kk * NR * 2 + 16) as *const __m256i);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let w = _mm256_set1_epi32(*ap.add(kk * MR + r));
+                acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(w, b0));
+                acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(w, b1));
+            }
+        }
+        for (row, acc_r) in tile.iter_mut().zip(acc) {
+            _mm256_storeu_si256(row.as_mut_ptr() as *mut __m256i, acc_r[0]);
+            _mm256_storeu_si256(row.as_mut_ptr().add(8) as *mut __m256i, acc_r[1]);
+        }
+    }
+}
+
+/// Which micro-kernel runs: chosen once from the CPU's features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Reference,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    pub fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return Kernel::Avx2;
+        }
+        Kernel::Reference
+    }
+
+    /// Every kernel this CPU can run (the tests compare them).
+    pub fn available() -> Vec<Kernel> {
+        let mut v = vec![Kernel::Reference];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            v.push(Kernel::Avx2);
+        }
+        v
+    }
+
+    fn tile(self, a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
+        // Checked here, once per tile, because the AVX2 kernel reads through raw pointers.
+        assert!(a.len() >= k2 * MR && b.len() >= k2 * NR * 2, "qgemm: short operand");
+        match self {
+            Kernel::Reference => tile_ref(a, b, k2, tile),
+            // SAFETY: `Avx2` is only constructed after the feature was detected.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { tile_avx2(a, b, k2, tile) },
+        }
+    }
+}
+
+/// A raw output pointer shared by tasks that write disjoint parts of one buffer.
+struct OutPtr<O>(*mut O);
+impl<O> Clone for OutPtr<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<O> Copy for OutPtr<O> {}
+impl<O> OutPtr<O> {
+    /// A method (not a field access) so that closures capture the whole `Sync` wrapper.
+    fn get(self) -> *mut O {
+        self.0
+    }
+}
+// SAFETY: tasks only write disjoint (row block x panel range) rectangles of the buffer.
+unsafe impl<O: Send> Send for OutPtr<O> {}
+unsafe impl<O: Send> Sync for OutPtr<O> {}
+
+/// Computes `C = A x B` for packed `a` and packed `b` (`n` columns) into `out` (`[m][n]`):
+/// `epilogue(row, first column, accumulators, destination)` turns each run of up to `NR`
+/// accumulators of one row into output values. When `parallel`, the (row block x panel range) tiles are
+/// spread over the rayon pool.
+pub fn qgemm<O, F>(kernel: Kernel, a: &PackedA, b: &[i16], n: usize, out: &mut [O], parallel: bool, epilogue: F)
+where
+    O: Send,
+    F: Fn(usize, usize, &[i32], &mut [O]) + Sync,
+{
+    let k2 = a.k2();
+    let panels = n.div_ceil(NR);
+    assert!(
+        b.len() >= panels * k2 * NR * 2 && out.len() >= a.m * n,
+        "qgemm: short buffer"
+    );
+    if n == 0 || a.m == 0 {
+        return;
+    }
+    let blocks = a.m.div_ceil(MR);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let m = a.m;
+    let task = |bi: usize, p0: usize, p1: usize| {
+        let ab = a.block_words(bi);
+        let mut tile = [[0i32; NR]; MR];
+        for p in p0..p1 {
+            kernel.tile(ab, &b[p * k2 * NR * 2..(p + 1) * k2 * NR * 2], k2, &mut tile);
+            let (c0, cols) = (p * NR, NR.min(n - p * NR));
+            for (r, row) in tile.iter().enumerate() {
+                let grow = bi * MR + r;
+                if grow >= m {
+                    break;
+                }
+                // SAFETY: (row grow, columns c0..c0+cols) lies in `out` ([m][n]) and belongs
+                // to this task's tile only.
+                let dst = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(grow * n + c0), cols) };
+                epilogue(grow, c0, &row[..cols], dst);
+            }
+        }
+    };
+    if parallel {
+        // Enough tasks to balance the pool even when there are few row blocks.
+        let want = 4 * rayon::current_num_threads();
+        let per = (blocks * panels).div_ceil(want).max(1).min(panels);
+        let chunks = panels.div_ceil(per);
+        (0..blocks * chunks).into_par_iter().for_each(|t| {
+            let (bi, ch) = (t / chunks, t % chunks);
+            task(bi, ch * per, ((ch + 1) * per).min(panels));
+        });
+    } else {
+        for bi in 0..blocks {
+            task(bi, 0, panels);
+        }
+    }
+}
+
+/// Plain reference: `C[m][n]` from unpacked operands, i64 sums checked to fit i32.
+pub fn qgemm_ref(a: &[i8], b: &[i16], m: usize, k: usize, n: usize) -> Vec<i32> {
+    let mut c = vec![0i32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: i64 = (0..k).map(|kk| a[i * k + kk] as i64 * b[kk * n + j] as i64).sum();
+            c[i * n + j] = s as i32;
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn every_kernel_matches_the_reference(
+            m in 1usize..20, k in 1usize..70, n in 1usize..40, seed in any::<u64>(), unsigned in any::<bool>()
+        ) {
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+            let a: Vec<i8> = (0..m * k).map(|_| next() as i8).collect();
+            // Extreme values included: -128 * -128 pairs and 255 * 127 pairs must not saturate.
+            let b16: Vec<i16> = (0..k * n)
+                .map(|_| if unsigned { (next() as u8) as i16 } else { (next() as i8) as i16 })
+                .collect();
+            let want = qgemm_ref(&a, &b16, m, k, n);
+            let pa = PackedA::new(&a, m, k);
+            for row in 0..m { for kk in 0..k { prop_assert_eq!(pa.get(row, kk), a[row * k + kk] as i32); } }
+            let mut pb = Vec::new();
+            if unsigned {
+                let b8: Vec<u8> = b16.iter().map(|&v| v as u8).collect();
+                pack_b_rows(&b8, k, n, &mut pb, false);
+            } else {
+                let b8: Vec<i8> = b16.iter().map(|&v| v as i8).collect();
+                pack_b_rows(&b8, k, n, &mut pb, true);
+            }
+            let mut pt = Vec::new();
+            let bt: Vec<i16> = (0..n * k).map(|i| b16[(i % k) * n + i / k]).collect();
+            pack_b_transposed(&bt, n, k, &mut pt);
+            prop_assert_eq!(&pt, &pb);
+            for kernel in Kernel::available() {
+                for parallel in [false, true] {
+                    let mut out = vec![0i32; m * n];
+                    qgemm(kernel, &pa, &pb, n, &mut out, parallel, |_, _, acc, dst| dst.copy_from_slice(acc));
+                    prop_assert_eq!(&out[..], &want[..], "{:?}", kernel);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn saturating_pairs_stay_exact() {
+        // The case vpmaddubsw gets wrong: 255 * 127 + 255 * 127 = 64770 > i16::MAX.
+        let (m, k, n) = (1, 2, 1);
+        let a = [127i8, 127];
+        let mut pb = Vec::new();
+        pack_b_rows(&[255u8, 255], k, n, &mut pb, false);
+        for kernel in Kernel::available() {
+            let mut out = vec![0; m * n];
+            qgemm(
+                kernel,
+                &PackedA::new(&a, m, k),
+                &pb,
+                n,
+                &mut out,
+                false,
+                |_, _, acc, dst| dst.copy_from_slice(acc),
+            );
+            assert_eq!(out[0], 64770, "{kernel:?}");
+        }
+        let mut pt = Vec::new();
+        pack_b_transposed(&[-128i8, -128], 1, 2, &mut pt);
+        let mut out = vec![0; 1];
+        qgemm(
+            Kernel::detect(),
+            &PackedA::new(&[-128i8, -128], 1, 2),
+            &pt,
+            1,
+            &mut out,
+            false,
+            |_, _, acc, dst| dst.copy_from_slice(acc),
+        );
+        assert_eq!(out[0], 32768);
+    }
+}

@@ -1,0 +1,336 @@
+//! Requantization: `y = clamp(round_half_even(x * f), lo, hi)` for integer `x` and a
+//! factor `f` that is an f32, i.e. exactly the fixed-point number `mult * 2^-shift` with a
+//! 24-bit `mult`.
+//!
+//! The reference (`FixedPoint::apply`) is integer-only: an i64 product and a rounding shift,
+//! as integer hardware does it. The fast kernel computes the same exact product in f64 lanes
+//! (AVX2: four per instruction), which is exact while `|x| < 2^29` (29 + 24 bits fit the
+//! 53-bit significand) and then rounds with the FPU's ties-to-even mode: the two are equal
+//! bit for bit on that domain (property-tested below); callers fall back to the reference
+//! outside it.
+
+use crate::tensor::Element;
+
+/// `|x|` below this bound makes the f64 product with an f32 factor exact.
+pub const EXACT_F64_BOUND: i64 = 1 << 29;
+
+/// An exact rational factor `mult * 2^-shift`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedPoint {
+    pub mult: i64,
+    pub shift: i32,
+}
+
+impl FixedPoint {
+    /// The f32 `f` exactly: `mult` is its significand (at most 24 bits), `shift` its exponent.
+    /// `None` for NaN and infinities.
+    pub fn from_f32(f: f32) -> Option<FixedPoint> {
+        if !f.is_finite() {
+            return None;
+        }
+        if f == 0.0 {
+            return Some(FixedPoint { mult: 0, shift: 0 });
+        }
+        let bits = f.to_bits();
+        let exp = ((bits >> 23) & 0xff) as i32;
+        let frac = (bits & 0x7f_ffff) as i64;
+        let (mut m, e) = if exp == 0 {
+            (frac, -149)
+        } else {
+            (frac | 0x80_0000, exp - 150)
+        };
+        let mut shift = -e;
+        while m % 2 == 0 && shift > 0 {
+            m /= 2;
+            shift -= 1;
+        }
+        if bits >> 31 == 1 {
+            m = -m;
+        }
+        Some(FixedPoint { mult: m, shift })
+    }
+
+    pub fn value(&self) -> f64 {
+        self.mult as f64 * 2f64.powi(-self.shift)
+    }
+
+    /// `round_half_even(x * mult * 2^-shift)`, exact for `|x| < 2^38`, saturating at the
+    /// i64 range.
+    #[inline]
+    pub fn apply(&self, x: i64) -> i64 {
+        let p = x * self.mult; // |x| < 2^38 and |mult| < 2^25: no overflow
+        if self.shift <= 0 {
+            let s = (-self.shift) as u32;
+            return if p == 0 {
+                0
+            } else if s >= 63 || p.unsigned_abs() > (i64::MAX as u64) >> s {
+                if p > 0 {
+                    i64::MAX
+                } else {
+                    i64::MIN
+                }
+            } else {
+                p << s
+            };
+        }
+        if self.shift >= 63 {
+            // |p| < 2^63, so |p| * 2^-shift < 1/2.
+            return 0;
+        }
+        let s = self.shift as u32;
+        let q = p >> s; // floor
+        let r = p - (q << s);
+        let half = 1i64 << (s - 1);
+        if r > half || (r == half && q & 1 == 1) {
+            q + 1
+        } else {
+            q
+        }
+    }
+}
+
+/// `round_half_even(a / b)` for `b > 0`, exact (integer average pooling).
+pub fn div_round_even(a: i64, b: i64) -> i64 {
+    let q = a.div_euclid(b);
+    let r2 = 2 * a.rem_euclid(b);
+    if r2 > b || (r2 == b && q & 1 == 1) {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// Element types of quantized activations (one byte each).
+pub trait QElem: super::qgemm::QAct + Element {
+    const MIN: i32;
+    const MAX: i32;
+    const UNSIGNED: bool;
+    fn from_i32(v: i32) -> Self;
+    fn to_i32(self) -> i32;
+}
+impl QElem for i8 {
+    const MIN: i32 = i8::MIN as i32;
+    const MAX: i32 = i8::MAX as i32;
+    const UNSIGNED: bool = false;
+    #[inline]
+    fn from_i32(v: i32) -> i8 {
+        v.clamp(<Self as QElem>::MIN, <Self as QElem>::MAX) as i8
+    }
+    #[inline]
+    fn to_i32(self) -> i32 {
+        self as i32
+    }
+}
+impl QElem for u8 {
+    const MIN: i32 = 0;
+    const MAX: i32 = u8::MAX as i32;
+    const UNSIGNED: bool = true;
+    #[inline]
+    fn from_i32(v: i32) -> u8 {
+        v.clamp(<Self as QElem>::MIN, <Self as QElem>::MAX) as u8
+    }
+    #[inline]
+    fn to_i32(self) -> i32 {
+        self as i32
+    }
+}
+
+/// Reference: `dst[i] = clamp(fp.apply(acc[i] + bias), lo, hi)`, integer-only.
+pub fn requant_row_ref<O: QElem>(acc: &[i32], bias: i32, fp: &FixedPoint, lo: i32, hi: i32, dst: &mut [O]) {
+    for (d, &a) in dst.iter_mut().zip(acc) {
+        let v = fp.apply(a as i64 + bias as i64).clamp(lo as i64, hi as i64);
+        *d = O::from_i32(v as i32);
+    }
+}
+
+/// Fast requantization of one row. Requires `|acc[i] + bias| < EXACT_F64_BOUND` (callers
+/// check it once per layer from the weights' magnitude, or per row) and `lo..=hi` inside
+/// `O`'s range; then equal to `requant_row_ref`.
+pub fn requant_row<O: QElem>(acc: &[i32], bias: i32, f: f32, lo: i32, hi: i32, dst: &mut [O]) {
+    let n = acc.len().min(dst.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected; `dst` has `n` one-byte elements (i8 or u8).
+        done = unsafe {
+            requant_row_avx2(
+                &acc[..n],
+                bias,
+                f as f64,
+                lo as f64,
+                hi as f64,
+                O::UNSIGNED,
+                dst.as_mut_ptr() as *mut u8,
+            )
+        };
+    }
+    let (f, lo, hi) = (f as f64, lo as f64, hi as f64);
+    for (d, &a) in dst[done..n].iter_mut().zip(&acc[done..n]) {
+        let y = ((a as i64 + bias as i64) as f64 * f).round_ties_even().clamp(lo, hi);
+        *d = O::from_i32(y as i32);
+    }
+}
+
+/// Processes whole groups of eight; returns how many elements it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn requant_row_avx2(acc: &[i32], bias: i32, f: f64, lo: f64, hi: f64, unsigned: bool, dst: *mut u8) -> usize {
+    use std::arch::x86_64::*;
+    // SAFETY: loads read acc[i..i + 8] and stores write dst[i..i + 8] with i + 8 <= acc.len().
+    unsafe {
+        let (vb, vf, vlo, vhi) = (
+            _mm256_set1_epi32(bias),
+            _mm256_set1_pd(f),
+            _mm256_set1_pd(lo),
+            _mm256_set1_pd(hi),
+        );
+        let mut i = 0;
+        while i + 8 <= acc.len() {
+            let a = _mm256_add_epi32(_mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i), vb);
+            let conv = |h: __m128i| {
+                let p = _mm256_mul_pd(_mm256_cvtepi32_pd(h), vf);
+                let r = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
+                _mm256_cvtpd_epi32(_mm256_min_pd(_mm256_max_pd(r, vlo), vhi))
+            };
+            let lo4 = conv(_mm256_castsi256_si128(a));
+            let hi4 = conv(_mm256_extracti128_si256::<1>(a));
+            let words = _mm_packs_epi32(lo4, hi4);
+            let bytes = if unsigned {
+                _mm_packus_epi16(words, words)
+            } else {
+                _mm_packs_epi16(words, words)
+            };
+            _mm_storel_epi64(dst.add(i) as *mut __m128i, bytes);
+            i += 8;
+        }
+        i
+    }
+}
+
+/// The fake-quantized graph's quantizer on floats: `x = clamp(round_half_even(x * f), lo, hi)`
+/// with the product in f64 (exact for f32 operands), NaN kept. AVX2 lanes when available.
+pub fn quantize_f32_in_place(x: &mut [f32], f: f32, lo: f32, hi: f32) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if x.len() >= 4 && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected.
+        done = unsafe { quantize_f32_avx2(x, f as f64, lo as f64, hi as f64) };
+    }
+    for v in &mut x[done..] {
+        *v = quantize_f32_ref(*v, f, lo, hi);
+    }
+}
+
+/// Reference for one value.
+#[inline]
+pub fn quantize_f32_ref(v: f32, f: f32, lo: f32, hi: f32) -> f32 {
+    let r = ((v as f64) * (f as f64)).round_ties_even() as f32;
+    if r < lo {
+        lo
+    } else if r > hi {
+        hi
+    } else {
+        r
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_f32_avx2(x: &mut [f32], f: f64, lo: f64, hi: f64) -> usize {
+    use std::arch::x86_64::*;
+    // SAFETY: each step reads and writes x[i..i + 4] with i + 4 <= x.len().
+    unsafe {
+        let (vf, vlo, vhi) = (_mm256_set1_pd(f), _mm256_set1_pd(lo), _mm256_set1_pd(hi));
+        let p = x.as_mut_ptr();
+        let mut i = 0;
+        while i + 4 <= x.len() {
+            let d = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(p.add(i))), vf);
+            let r = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(d);
+            // Bound first: max/min return their second operand when it is NaN, so NaN stays.
+            let c = _mm256_min_pd(vhi, _mm256_max_pd(vlo, r));
+            _mm_storeu_ps(p.add(i), _mm256_cvtpd_ps(c));
+            i += 4;
+        }
+        i
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fixed_point_is_the_float_factor_exactly(f in 1e-9f32..1e3, x in -(1i64 << 30)..(1i64 << 30)) {
+            let fp = FixedPoint::from_f32(f).unwrap();
+            prop_assert_eq!(fp.value(), f as f64);
+            // Exact rounding of x * f, computed independently with i128 rationals.
+            let (num, den) = (x as i128 * fp.mult as i128, 1i128 << fp.shift.max(0));
+            let q = num.div_euclid(den);
+            let r2 = 2 * num.rem_euclid(den);
+            let want = if r2 > den || (r2 == den && q % 2 != 0) { q + 1 } else { q };
+            prop_assert_eq!(fp.apply(x) as i128, want);
+        }
+
+        #[test]
+        fn fast_row_matches_the_integer_reference(
+            acc in proptest::collection::vec(-(1i32 << 28)..(1i32 << 28), 0..40),
+            bias in -(1i32 << 20)..(1i32 << 20),
+            f in 1e-9f32..4.0,
+            unsigned in any::<bool>(),
+        ) {
+            let fp = FixedPoint::from_f32(f).unwrap();
+            if unsigned {
+                let (mut a, mut b) = (vec![0u8; acc.len()], vec![0u8; acc.len()]);
+                requant_row(&acc, bias, f, 0, 255, &mut a);
+                requant_row_ref(&acc, bias, &fp, 0, 255, &mut b);
+                prop_assert_eq!(a, b);
+            } else {
+                let (mut a, mut b) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
+                requant_row(&acc, bias, f, -128, 127, &mut a);
+                requant_row_ref(&acc, bias, &fp, -128, 127, &mut b);
+                prop_assert_eq!(a, b);
+            }
+        }
+
+        #[test]
+        fn fast_float_quantizer_matches_the_reference(
+            x in proptest::collection::vec(-1e4f32..1e4, 0..37), f in 1e-4f32..1e3, with_nan in any::<bool>(),
+        ) {
+            let mut x = x;
+            if with_nan && !x.is_empty() {
+                x[0] = f32::NAN;
+            }
+            let want: Vec<f32> = x.iter().map(|&v| quantize_f32_ref(v, f, -128.0, 127.0)).collect();
+            quantize_f32_in_place(&mut x, f, -128.0, 127.0);
+            prop_assert_eq!(x.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn division_rounds_half_to_even(a in -100_000i64..100_000, b in 1i64..5000) {
+            let q = div_round_even(a, b);
+            let exact = a as f64 / b as f64;
+            prop_assert!((q as f64 - exact).abs() <= 0.5);
+            if (q as f64 - exact).abs() == 0.5 {
+                prop_assert_eq!(q % 2, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn ties_round_to_even() {
+        let half = FixedPoint::from_f32(0.5).unwrap();
+        assert_eq!((half.mult, half.shift), (1, 1));
+        let got: Vec<i64> = [-3, -1, 1, 3, 5].iter().map(|&x| half.apply(x)).collect();
+        assert_eq!(got, vec![-2, 0, 0, 2, 2]);
+        assert_eq!(FixedPoint::from_f32(4.0).unwrap().apply(3), 12);
+        assert_eq!(FixedPoint::from_f32(1e-30).unwrap().apply(1 << 31), 0);
+        assert!(FixedPoint::from_f32(f32::NAN).is_none());
+        // Ties in the fast kernel too (eight lanes plus a tail).
+        let acc: Vec<i32> = vec![-3, -1, 1, 3, 5, 7, 9, 11, 13];
+        let mut y = vec![0i8; acc.len()];
+        requant_row(&acc, 0, 0.5, -128, 127, &mut y);
+        assert_eq!(y, vec![-2, 0, 0, 2, 2, 4, 4, 6, 6]);
+    }
+}

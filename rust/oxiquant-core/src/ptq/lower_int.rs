@@ -1,0 +1,402 @@
+//! Lowers a quantized graph (step 7's output: integers held in f32) to the integer engine's
+//! graph: i8/u8 activations, i8 weights packed once, i32 biases and accumulators, and
+//! requantization by exact fixed-point multipliers.
+//!
+//! Rewrites, in topological order, with the dtype of every value tracked:
+//! - Conv / Gemm / MatMul with a quantized input + the quantizer after it (+ a Relu or Clip
+//!   after that) -> one `QConv` / `QGemm` whose epilogue requantizes and clamps;
+//! - a quantizer (Scaling with bounds) -> `Requantize` (float in for the input quantizers);
+//! - a Scaling without bounds on integers -> `Dequantize` (into a float island or output);
+//! - Relu / Clip -> integer clamp; pooling -> integer pooling (the average rounded half to
+//!   even, so the Round the fake graph puts after it becomes a no-op); Add / Sub / Sum ->
+//!   i32 sums; shape ops (Reshape, Flatten, Concat, Slice, Pad, Transpose ...) run as they
+//!   are on integer tensors; any other op on integers runs in float on the exact integer
+//!   values and is rounded back (`FloatOnIntegers`);
+//! - integer graph outputs get a final conversion to f32 (the values are unchanged).
+//!
+//! Widths above 8 bits have no 8-bit container: the lowering refuses them with a message.
+
+use super::{PtqState, Stage};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Node};
+use crate::ops::quantized::{Dequant, IntOp, QConv, QGemm, Requant};
+use crate::ops::{BinaryOp, Op, Unary};
+use crate::tensor::{DType, Tensor};
+use std::collections::{HashMap, HashSet};
+
+fn err(node: &Node, msg: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!(
+        "integer lowering: node '{}' ({}): {msg}",
+        node.name,
+        node.op.op_type()
+    ))
+}
+
+/// Integer values of a weight or bias that quantization left as integer-valued floats.
+fn integers(node: &Node, t: &Tensor, lo: f32, hi: f32, what: &str) -> Result<Vec<i64>> {
+    let v = t.to_f32_vec();
+    v.iter()
+        .map(|&x| {
+            if x.fract() != 0.0 || !(lo..=hi).contains(&x) {
+                Err(err(
+                    node,
+                    format!("{what} value {x} is not an integer in [{lo}, {hi}] (was the model quantized to at most 8 bits?)"),
+                ))
+            } else {
+                Ok(x as i64)
+            }
+        })
+        .collect()
+}
+
+fn weights_i8(node: &Node, t: &Tensor) -> Result<Vec<i8>> {
+    Ok(integers(node, t, -128.0, 127.0, "weight")?
+        .into_iter()
+        .map(|v| v as i8)
+        .collect())
+}
+
+fn bias_i32(node: &Node, t: Option<&Tensor>, m: usize) -> Result<Vec<i32>> {
+    let Some(t) = t else { return Ok(vec![0; m]) };
+    let limit = super::quantize::BIAS_LIMIT;
+    let v = integers(node, t, -limit, limit, "bias")?;
+    match v.len() {
+        1 => Ok(vec![v[0] as i32; m]),
+        n if n == m => Ok(v.into_iter().map(|x| x as i32).collect()),
+        n => Err(err(node, format!("bias has {n} values for {m} outputs"))),
+    }
+}
+
+/// Bounds of a Relu or constant Clip on integers, if `node` is one.
+fn clamp_bounds(graph: &Graph, node: &Node) -> Result<Option<(i32, i32)>> {
+    Ok(match &node.op {
+        Op::Unary(Unary::Relu) => Some((0, i32::MAX)),
+        Op::Clip(c) => {
+            let args: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| graph.initializers.get(v)).collect();
+            // Non-constant bounds cannot be folded.
+            if node
+                .inputs
+                .iter()
+                .skip(1)
+                .any(|v| !v.is_empty() && !graph.initializers.contains_key(v))
+            {
+                return Ok(None);
+            }
+            let (lo, hi) = c.bounds(&args)?;
+            let lo = if lo.is_finite() {
+                lo.ceil().max(i32::MIN as f32) as i32
+            } else {
+                i32::MIN
+            };
+            let hi = if hi.is_finite() {
+                hi.floor().min(i32::MAX as f32) as i32
+            } else {
+                i32::MAX
+            };
+            Some((lo, hi))
+        }
+        _ => None,
+    })
+}
+
+struct Lowering<'g> {
+    src: &'g Graph,
+    /// Dtype of every integer value (absent: float).
+    dtype: HashMap<String, DType>,
+    /// Nodes already folded into an earlier one.
+    absorbed: HashSet<usize>,
+    nodes: Vec<Node>,
+}
+
+impl Lowering<'_> {
+    fn int(&self, v: &str) -> Option<DType> {
+        self.dtype.get(v).copied()
+    }
+
+    /// The only reader of `idx`'s single output, if the value is not also a graph output.
+    fn sole_reader(&self, idx: usize) -> Option<usize> {
+        let out = self.src.nodes[idx].outputs.first()?;
+        if self.src.is_graph_output(out) {
+            return None;
+        }
+        match self.src.consumers(out)[..] {
+            [(r, 0)] => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The requantizer of Scaling node `t`, with a following Relu/Clip folded into its
+    /// bounds when that is its only reader; returns it and the value the fused chain writes.
+    fn quantizer_chain(&mut self, t: usize) -> Result<(Requant, String)> {
+        let node = &self.src.nodes[t];
+        let Op::Scaling(sc) = &node.op else {
+            return Err(err(node, "expected the quantizer of the layer here"));
+        };
+        let Some(b) = sc.quant else {
+            return Err(err(node, "this Scaling node has no quantizer bounds"));
+        };
+        let mut rq = Requant::new(sc.factor.clone(), b.lo as i32, b.hi as i32).map_err(|e| err(node, e))?;
+        let mut out = node.outputs[0].clone();
+        if let Some(r) = self.sole_reader(t) {
+            if let Some((lo, hi)) = clamp_bounds(self.src, &self.src.nodes[r])? {
+                rq.clamp_to(lo, hi);
+                self.absorbed.insert(r);
+                out = self.src.nodes[r].outputs[0].clone();
+            }
+        }
+        Ok((rq, out))
+    }
+
+    fn push(&mut self, node: &Node, op: IntOp, inputs: Vec<String>, out: String, dt: DType) {
+        self.dtype.insert(out.clone(), dt);
+        self.nodes.push(Node {
+            name: node.name.clone(),
+            op: Op::Int(op),
+            inputs,
+            outputs: vec![out],
+        });
+    }
+
+    fn affine(&mut self, idx: usize) -> Result<()> {
+        let node = &self.src.nodes[idx];
+        let t = self
+            .sole_reader(idx)
+            .filter(|&t| matches!(self.src.nodes[t].op, Op::Scaling(_)))
+            .ok_or_else(|| {
+                err(
+                    node,
+                    "a quantized layer must be read only by its quantizer (Scaling node)",
+                )
+            })?;
+        let (rq, out) = self.quantizer_chain(t)?;
+        self.absorbed.insert(t);
+        let w = self
+            .src
+            .initializers
+            .get(node.inputs.get(1).map(String::as_str).unwrap_or(""))
+            .ok_or_else(|| err(node, "its weight is not a constant"))?;
+        let bias_t = node.inputs.get(2).and_then(|v| self.src.initializers.get(v));
+        let dt = rq.out;
+        let op = match &node.op {
+            Op::Conv(c) => {
+                let m = w.shape().first().copied().unwrap_or(0);
+                let conv = QConv::new(
+                    c.clone(),
+                    &weights_i8(node, w)?,
+                    w.shape().to_vec(),
+                    bias_i32(node, bias_t, m)?,
+                    rq,
+                )
+                .map_err(|e| err(node, e))?;
+                IntOp::Conv(Box::new(conv))
+            }
+            Op::Gemm(_) | Op::MatMul => {
+                let trans_b = matches!(&node.op, Op::Gemm(g) if g.trans_b);
+                if matches!(&node.op, Op::Gemm(g) if g.trans_a) || w.rank() != 2 {
+                    return Err(err(node, "needs transA=0 and a 2-D weight"));
+                }
+                let (r, c) = (w.shape()[0], w.shape()[1]);
+                let wv = weights_i8(node, w)?;
+                // To [m][k] (output features by inputs).
+                let (m, k, wmk) = if trans_b {
+                    (r, c, wv)
+                } else {
+                    let mut t = vec![0i8; r * c];
+                    for i in 0..r {
+                        for j in 0..c {
+                            t[j * r + i] = wv[i * c + j];
+                        }
+                    }
+                    (c, r, t)
+                };
+                if rq.scale.len() > 1 && rq.scale.len() != m {
+                    return Err(err(node, "per-channel factors do not match the output features"));
+                }
+                let g = QGemm::new(&wmk, m, k, bias_i32(node, bias_t, m)?, rq).map_err(|e| err(node, e))?;
+                IntOp::Gemm(Box::new(g))
+            }
+            _ => return Err(err(node, "not an affine op")),
+        };
+        self.push(node, op, vec![node.inputs[0].clone()], out, dt);
+        Ok(())
+    }
+
+    fn node(&mut self, idx: usize) -> Result<()> {
+        let node = &self.src.nodes[idx];
+        let ints: Vec<Option<DType>> = node.inputs.iter().map(|v| self.int(v)).collect();
+        let x_int = ints.first().copied().flatten();
+        let keep = |s: &mut Self| {
+            s.nodes.push(node.clone());
+        };
+        match &node.op {
+            Op::Scaling(sc) => match (sc.quant, x_int) {
+                (Some(_), _) => {
+                    let (rq, out) = self.quantizer_chain(idx)?;
+                    let dt = rq.out;
+                    self.push(node, IntOp::Requant(rq), vec![node.inputs[0].clone()], out, dt);
+                }
+                (None, Some(_)) => {
+                    let op = IntOp::Dequant(Dequant {
+                        factor: sc.factor.clone(),
+                    });
+                    self.nodes.push(Node {
+                        name: node.name.clone(),
+                        op: Op::Int(op),
+                        inputs: node.inputs.clone(),
+                        outputs: node.outputs.clone(),
+                    });
+                }
+                (None, None) => keep(self),
+            },
+            _ if x_int.is_none() && ints.iter().all(Option::is_none) => keep(self),
+            Op::Conv(_) | Op::Gemm(_) | Op::MatMul if x_int.is_some() => self.affine(idx)?,
+            Op::Unary(Unary::Round | Unary::Floor) => {
+                self.push(
+                    node,
+                    IntOp::Pass,
+                    node.inputs.clone(),
+                    node.outputs[0].clone(),
+                    x_int.unwrap_or(DType::I32),
+                );
+            }
+            Op::Unary(Unary::Relu) | Op::Clip(_) if clamp_bounds(self.src, node)?.is_some() => {
+                let (lo, hi) = clamp_bounds(self.src, node)?.unwrap_or((i32::MIN, i32::MAX));
+                let dt = x_int.unwrap_or(DType::I32);
+                self.push(
+                    node,
+                    IntOp::Clip { lo, hi },
+                    vec![node.inputs[0].clone()],
+                    node.outputs[0].clone(),
+                    dt,
+                );
+            }
+            Op::Pool(p) => {
+                let dt = x_int.unwrap_or(DType::I32);
+                self.push(
+                    node,
+                    IntOp::Pool(p.clone()),
+                    node.inputs.clone(),
+                    node.outputs[0].clone(),
+                    dt,
+                );
+            }
+            Op::GlobalPool { max } => {
+                let dt = x_int.unwrap_or(DType::I32);
+                self.push(
+                    node,
+                    IntOp::GlobalPool { max: *max },
+                    node.inputs.clone(),
+                    node.outputs[0].clone(),
+                    dt,
+                );
+            }
+            Op::Binary(BinaryOp::Add | BinaryOp::Sub) | Op::Sum if ints.iter().all(Option::is_some) => {
+                let sub = matches!(node.op, Op::Binary(BinaryOp::Sub));
+                let quantizer = self
+                    .sole_reader(idx)
+                    .filter(|&t| matches!(&self.src.nodes[t].op, Op::Scaling(sc) if sc.quant.is_some()));
+                match quantizer {
+                    // The merge and its quantizer in one pass.
+                    Some(t) if node.inputs.len() == 2 => {
+                        let (requant, out) = self.quantizer_chain(t)?;
+                        self.absorbed.insert(t);
+                        let dt = requant.out;
+                        self.push(node, IntOp::AddRequant { sub, requant }, node.inputs.clone(), out, dt);
+                    }
+                    _ => self.push(
+                        node,
+                        IntOp::Add { sub },
+                        node.inputs.clone(),
+                        node.outputs[0].clone(),
+                        DType::I32,
+                    ),
+                }
+            }
+            Op::Concat { .. } if ints.iter().all(|d| *d == x_int) => {
+                self.dtype.insert(node.outputs[0].clone(), x_int.unwrap_or(DType::I32));
+                keep(self);
+            }
+            Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Slice(_)
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Identity
+            | Op::Dropout
+            | Op::Gather { .. }
+            | Op::Pad(_) => {
+                if let Some(d) = x_int {
+                    self.dtype.insert(node.outputs[0].clone(), d);
+                }
+                keep(self);
+            }
+            op => {
+                // Integers in, integers out: the container of the inputs, or i32 if they differ.
+                let same = ints.iter().flatten().all(|d| Some(*d) == x_int);
+                let dt = if same { x_int.unwrap_or(DType::I32) } else { DType::I32 };
+                if node.outputs.len() != 1 {
+                    return Err(err(node, "has several outputs and integer inputs"));
+                }
+                self.push(
+                    node,
+                    IntOp::Float(Box::new(op.clone())),
+                    node.inputs.clone(),
+                    node.outputs[0].clone(),
+                    dt,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The integer-engine graph of a quantized graph (see the module doc).
+pub fn lower_to_integer(graph: &Graph, state: &PtqState) -> Result<Graph> {
+    if state.stage != Stage::Quantized {
+        return Err(Error::InvalidArgument(format!(
+            "the integer engine runs quantized models; this one is at stage '{}'",
+            state.stage.name()
+        )));
+    }
+    if state.no_quant {
+        return Err(Error::InvalidArgument(
+            "this model was quantized with no_quant=True: its values are not integers; run it with mode='fake'".into(),
+        ));
+    }
+    let mut low = Lowering {
+        src: graph,
+        dtype: HashMap::new(),
+        absorbed: HashSet::new(),
+        nodes: Vec::with_capacity(graph.nodes.len()),
+    };
+    for idx in 0..graph.nodes.len() {
+        if !low.absorbed.contains(&idx) {
+            low.node(idx)?;
+        }
+    }
+    let mut out = Graph {
+        name: graph.name.clone(),
+        opset: graph.opset,
+        nodes: low.nodes,
+        initializers: graph.initializers.clone(),
+        inputs: graph.inputs.clone(),
+        outputs: graph.outputs.clone(),
+    };
+    // Weights now live packed inside the integer ops.
+    out.prune();
+    let int_outputs: Vec<String> = out
+        .outputs
+        .iter()
+        .filter(|o| low.dtype.contains_key(&o.name))
+        .map(|o| o.name.clone())
+        .collect();
+    for o in int_outputs {
+        out.insert_after(
+            &o,
+            &format!("{o}_to_float"),
+            Op::Int(IntOp::Dequant(Dequant { factor: vec![1.0] })),
+        )?;
+    }
+    Ok(out)
+}

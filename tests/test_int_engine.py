@@ -1,0 +1,119 @@
+"""The integer engine: quantized models run with i8/u8 activations, i8 weights, i32
+accumulators and fixed-point requantization. Checked against the fake-quantized simulation
+(the same graph in float arithmetic: bit-identical by design) and against onnxruntime on the
+exported models (within one quantization step: it rounds x / (1/f) in f32)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import oxiquant
+
+import ptq_graphs
+from ptq_graphs import small_cnn, two_input_model
+
+OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "per_channel": st.booleans(),
+        "optimize_signs": st.booleans(),
+        "clipping": st.sampled_from(["max", "mse", "sigma3"]),
+        "single_shift": st.booleans(),
+    },
+)
+
+
+def ort_run(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    opts = ort.SessionOptions()
+    # The graph as written (no fusion into onnxruntime's own integer kernels).
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+@given(ptq_graphs.networks(), st.sampled_from([2, 4, 8]), OPTIONS)
+@example(small_cnn(), 8, {"per_channel": True, "optimize_signs": True})
+def test_integer_engine_equals_the_fake_quantized_graph(proto, bits, opts):
+    x = ptq_graphs.calibration_data(proto, np.random.default_rng(3))
+    q = oxiquant.quantize_network(oxiquant.load(proto), bits, x, dequantize_outputs=False, progress=False, **opts)
+    assert q.engine == "int", q.engine_note
+    got = q.run(x, mode="int")["y"]
+    fake = q.run(x, mode="fake")["y"]
+    np.testing.assert_array_equal(got, fake)
+    # ... and onnxruntime on the exported fake-quantized model, within one step.
+    ref = ort_run(q.to_onnx(), {"x": x})["y"]
+    assert np.abs(ref - got).max() <= 1.0
+
+
+@given(ptq_graphs.networks(max_blocks=3), OPTIONS)
+def test_integer_engine_agrees_with_onnxruntime_on_the_qdq_export(proto, opts):
+    x = ptq_graphs.calibration_data(proto, np.random.default_rng(5))
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, dequantize_outputs=False, progress=False, **opts)
+    got = q.run(x)["y"]
+    ref = ort_run(q.to_onnx("qdq"), {"x": x})["y"]
+    assert np.abs(ref - got).max() <= 1.0
+
+
+def test_default_mode_is_the_integer_engine_and_it_is_exact(rng):
+    x = rng.standard_normal((32, 3, 8, 8)).astype(np.float32)
+    q = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, x, progress=False)
+    assert q.engine == "int" and q.engine_note is None
+    ops = q._native.int_op_counts()
+    assert ops.get("QConv", 0) > 0, ops
+    np.testing.assert_array_equal(q.run(x)["y"], q.run(x, mode="int")["y"])
+    np.testing.assert_array_equal(q.run(x, mode="int")["y"], q.run(x, mode="fake")["y"])
+    # The batch size does not change the integer results.
+    one = np.concatenate([q.run(x[i : i + 1])["y"] for i in range(4)])
+    np.testing.assert_array_equal(one, q.run(x[:4])["y"])
+
+
+def test_two_inputs_and_a_merge(rng):
+    proto = two_input_model()
+    feeds = {
+        i.name: rng.standard_normal([d.dim_value or 4 for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+        for i in proto.graph.input
+    }
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, [feeds] * 4, dequantize_outputs=False, progress=False)
+    for name in q.output_names:
+        np.testing.assert_array_equal(q.run(feeds, mode="int")[name], q.run(feeds, mode="fake")[name])
+
+
+def test_widths_the_engine_cannot_hold_say_so(rng):
+    x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    q = oxiquant.quantize_network(oxiquant.load(small_cnn()), 12, x, progress=False)
+    assert q.engine == "fake"
+    assert "8 bits" in q.engine_note
+    with pytest.raises(oxiquant.InvalidArgumentError, match="integer engine cannot run this model"):
+        q.run(x, mode="int")
+    np.testing.assert_array_equal(q.run(x)["y"], q.run(x, mode="fake")["y"])
+    nq = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, x, no_quant=True, progress=False)
+    assert nq.engine == "fake" and "no_quant" in nq.engine_note
+    f = oxiquant.load(small_cnn())
+    assert f.engine == "float"
+    with pytest.raises(oxiquant.InvalidArgumentError, match="applies to quantized models"):
+        f.run(x, mode="int")
+    with pytest.raises(oxiquant.InvalidArgumentError, match="mode must be"):
+        q.run(x, mode="int8")
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "akamaster_resnet20_cifar10.onnx").exists(), reason="needs ../shared/data")
+def test_resnet20_integer_engine_is_bit_exact_with_the_simulation():
+    d = np.load(DATA / "cifar10_test.npz")
+    mean = np.array([0.4914, 0.4822, 0.4465], np.float32)
+    std = np.array([0.2470, 0.2435, 0.2616], np.float32)
+    x = ((d["images"][:160].astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2).copy()
+    m = oxiquant.load(DATA / "akamaster_resnet20_cifar10.onnx")
+    q = oxiquant.quantize_network(m, 8, x[:64], progress=False)
+    name = q.output_names[0]
+    np.testing.assert_array_equal(q.run(x[64:], mode="int")[name], q.run(x[64:], mode="fake")[name])

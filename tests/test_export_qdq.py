@@ -28,21 +28,27 @@ def ort_session(proto: onnx.ModelProto, optimized_path: str | None = None, fused
 
 
 def check_agrees(
-    q: oxiquant.Model, feeds: dict[str, np.ndarray], name: str = "y", fused: bool = False
+    q: oxiquant.Model,
+    feeds: dict[str, np.ndarray],
+    name: str = "y",
+    fused: bool = False,
+    weight_type: str = "uint8",
 ) -> onnx.ModelProto:
     """`q` was quantized with dequantize_outputs=False: its outputs are integers, and the
     exported model must give the same ones in onnxruntime (one LSB of slack for a rounding
     tie flipped by computing x / (1/f) instead of x * f).
 
-    With `fused=True` onnxruntime runs its own integer kernels; on CPUs without VNNI they
-    multiply u8 x s8 pairs into saturating int16 sums, which 8-bit weights can overflow
-    (onnxruntime's `reduce_range` issue): only 7-bit weights are exact there."""
-    proto = q.to_onnx("qdq")
+    With `fused=True` onnxruntime runs its own integer kernels. With uint8 weights (zero
+    point 128) they widen u8 x u8 pairs to 16 bits: exact. With int8 weights, its AVX2
+    kernels without VNNI sum u8 x s8 pairs into a saturating int16, which 8-bit weights can
+    overflow (onnxruntime's `reduce_range` issue)."""
+    proto = q.to_onnx("qdq", weight_type=weight_type)
     onnx.checker.check_model(proto)
     ops = {n.op_type for n in proto.graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    int8 = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1]
-    assert int8 or not q.quant_info["weights"], "the weights should be int8 initializers"
+    want = onnx.TensorProto.UINT8 if weight_type == "uint8" else onnx.TensorProto.INT8
+    weights = [i for i in proto.graph.initializer if i.data_type == want and len(i.dims) > 1]
+    assert weights or not q.quant_info["weights"], f"the weights should be {weight_type} initializers"
     ref = ort_session(proto, fused=fused).run([name], feeds)[0]
     got = q.run(feeds)[name]
     np.testing.assert_array_equal(got, np.round(got))
@@ -98,14 +104,14 @@ def test_two_input_model(rng):
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_onnxruntime_integer_kernels_agree_with_7_bit_weights(calib, tmp_path, per_channel):
+@pytest.mark.parametrize("signs", [False, True])
+def test_onnxruntime_integer_kernels_agree_with_8_bit_uint8_weights(calib, tmp_path, per_channel, signs):
     q = oxiquant.quantize_network(
         oxiquant.load(small_cnn()),
         8,
         calib,
-        weight_bits=7,
         per_channel=per_channel,
-        optimize_signs=True,
+        optimize_signs=signs,
         dequantize_outputs=False,
         progress=False,
     )
@@ -113,7 +119,17 @@ def test_onnxruntime_integer_kernels_agree_with_7_bit_weights(calib, tmp_path, p
     out = tmp_path / "optimized.onnx"
     ort_session(q.to_onnx("qdq"), str(out)).run(None, {"x": calib})
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
-    assert {"QLinearConv", "QLinearAdd"} <= ops, sorted(ops)
+    # Every convolution and merge runs as an onnxruntime integer kernel.
+    assert {"QLinearConv", "QLinearAdd"} <= ops and "Conv" not in ops, sorted(ops)
+
+
+def test_int8_weights_agree_with_7_bit_weights(calib):
+    q = oxiquant.quantize_network(
+        oxiquant.load(small_cnn()), 8, calib, weight_bits=7, per_channel=True, dequantize_outputs=False, progress=False
+    )
+    check_agrees(q, {"x": calib}, fused=True, weight_type="int8")
+    with pytest.raises(oxiquant.InvalidArgumentError, match="weight_type"):
+        q.to_onnx("qdq", weight_type="int4")
 
 
 def test_qdq_needs_a_quantized_model(calib):
@@ -146,6 +162,7 @@ def test_generated_networks_export_and_agree(net, seed, per_channel):
         m, 8, x, per_channel=per_channel, optimize_signs=True, dequantize_outputs=False, progress=False
     )
     check_agrees(q, {"x": x})
+    check_agrees(q, {"x": x}, fused=True)
 
 
 def test_dequantized_outputs_agree_in_real_units(calib):

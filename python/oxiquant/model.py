@@ -150,24 +150,28 @@ class Model:
         return self._native.engine()[1]
 
     # -- ONNX out ----------------------------------------------------------------------
-    def to_onnx(self, format: str = "fake") -> onnx.ModelProto:
+    def to_onnx(self, format: str = "fake", weight_type: str = "uint8") -> onnx.ModelProto:
         """The model as an ONNX ModelProto.
 
         For a quantized model, `format` picks the form: "fake" (default; quantizers as
-        Mul/Round/Clip on integer-valued floats, the exact arithmetic of `run`) or "qdq"
-        (QuantizeLinear/DequantizeLinear pairs, int8 weights, int32 biases: standard
+        Mul/Round/Clip on integer-valued floats, the arithmetic of `run(mode="fake")`) or
+        "qdq" (QuantizeLinear/DequantizeLinear pairs, 8-bit weights, int32 biases: standard
         quantized ONNX that onnxruntime runs with its integer kernels; up to 8 bits, opset
-        >= 13). A float model is the same in every format."""
+        >= 13). `weight_type` for "qdq": "uint8" (default; the weight plus 128 with zero point
+        128, which onnxruntime multiplies exactly on every CPU) or "int8" (its AVX2 kernels
+        without VNNI sum u8 x s8 pairs into saturating int16 and can overflow with 8-bit
+        weights). A float model is the same in every format."""
         if format not in ("fake", "qdq"):
             raise InvalidArgumentError(f"format must be 'fake' or 'qdq', got {format!r}")
         if format == "qdq" and not self.is_quantized:
             raise InvalidArgumentError("format='qdq' needs a quantized model (see oxiquant.quantize_network)")
-        return onnx_io.parts_to_proto(self._native.to_parts(format), self._ir_version)
+        return onnx_io.parts_to_proto(self._native.to_parts(format, weight_type), self._ir_version)
 
-    def save(self, path: str | os.PathLike[str], format: str = "fake") -> Path:
+    def save(self, path: str | os.PathLike[str], format: str = "fake", weight_type: str = "uint8") -> Path:
         """Writes the model as an ONNX file (weights go to external data past 1 GiB); returns
-        the path, so that `oxiquant.load(m.save(p))` round-trips. `format` as in `to_onnx`."""
-        return onnx_io.write_model(self.to_onnx(format), path)
+        the path, so that `oxiquant.load(m.save(p))` round-trips. `format` and `weight_type`
+        as in `to_onnx`."""
+        return onnx_io.write_model(self.to_onnx(format, weight_type), path)
 
     def copy(self) -> Model:
         return Model(self._native.copy(), self._ir_version)

@@ -104,12 +104,24 @@ impl NativeModel {
 
     /// The model as ONNX-shaped parts: a dict with name, opset, nodes, initializers, inputs,
     /// outputs (the inverse of `from_parts`). `format`: "fake" (quantizers as Mul/Round/Clip
-    /// on integer-valued floats) or "qdq" (QuantizeLinear/DequantizeLinear, int8 weights).
-    #[pyo3(signature = (format="fake"))]
-    fn to_parts<'py>(&self, py: Python<'py>, format: &str) -> PyResult<Bound<'py, PyDict>> {
+    /// on integer-valued floats) or "qdq" (QuantizeLinear/DequantizeLinear, 8-bit weights of
+    /// `weight_type` "uint8" (zero point 128) or "int8").
+    #[pyo3(signature = (format="fake", weight_type="uint8"))]
+    fn to_parts<'py>(&self, py: Python<'py>, format: &str, weight_type: &str) -> PyResult<Bound<'py, PyDict>> {
+        let wt = match weight_type {
+            "uint8" => core_ptq::export_qdq::WeightType::Uint8,
+            "int8" => core_ptq::export_qdq::WeightType::Int8,
+            other => {
+                return Err(errors::InvalidArgumentError::new_err(format!(
+                    "weight_type must be 'uint8' or 'int8', got '{other}'"
+                )))
+            }
+        };
         let raw = match format {
             "fake" => self.graph.to_raw().map_err(errors::to_py)?,
-            "qdq" => guard("QDQ export", || core_ptq::export_qdq::to_qdq(&self.graph, &self.ptq))?,
+            "qdq" => guard("QDQ export", || {
+                core_ptq::export_qdq::to_qdq(&self.graph, &self.ptq, wt)
+            })?,
             other => {
                 return Err(errors::InvalidArgumentError::new_err(format!(
                     "unknown export format '{other}'; expected 'fake' or 'qdq'"

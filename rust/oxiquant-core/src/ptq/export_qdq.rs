@@ -15,7 +15,7 @@
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::{AttrValue, Graph, NameGen, RawGraph, RawNode};
-use crate::ops::{Op, Unary};
+use crate::ops::{Op, Scaling, Unary};
 use crate::tensor::Tensor;
 use std::collections::{HashMap, HashSet};
 
@@ -36,18 +36,19 @@ impl Writer {
     }
     /// `DequantizeLinear(ints, scale, 0)` over new initializers, `scale` one value or one per
     /// channel along `axis`; returns the name of the dequantized value.
-    fn dequantized<T: crate::tensor::Element + Default + Copy>(
+    fn dequantized<T: crate::tensor::Element + Copy>(
         &mut self,
         base: &str,
         ints: Tensor,
+        zero_point: T,
         scale: &[f32],
         axis: i64,
     ) -> Result<String> {
         let q = self.init(&format!("{base}_q"), ints);
         let zero = if scale.len() == 1 {
-            Tensor::scalar(T::default())
+            Tensor::scalar(zero_point)
         } else {
-            Tensor::from_vec(vec![scale.len()], vec![T::default(); scale.len()])?
+            Tensor::from_vec(vec![scale.len()], vec![zero_point; scale.len()])?
         };
         let zp = self.init(&format!("{base}_zero_point"), zero);
         let sc = self.init(&format!("{base}_scale"), scalar_or_vec(scale)?);
@@ -103,7 +104,46 @@ fn to_ints<T: TryFrom<i64> + crate::tensor::Element>(v: &[f32], shape: Vec<usize
     Tensor::from_vec(shape, out)
 }
 
-pub fn to_qdq(graph: &Graph, state: &PtqState) -> Result<RawGraph> {
+/// The integer type of exported weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightType {
+    Int8,
+    /// `w + 128` with zero point 128: onnxruntime then multiplies u8 x u8 pairs widened to
+    /// 16 bits, exact on every CPU, where its AVX2 u8 x s8 kernels sum pairs into a saturating
+    /// int16 and can overflow with 8-bit weights.
+    Uint8,
+}
+
+/// Requantizes `value` (integers in the unit of the quantizers, signed or not) through
+/// `QuantizeLinear(., 1)` -> `DequantizeLinear(., 1)`: exact, and it shows onnxruntime the
+/// DQ -> op -> Q pattern it fuses into integer kernels. Returns the dequantized value.
+fn requantize_unit(w: &mut Writer, value: &str, signed: bool) -> String {
+    let zp = if signed {
+        w.init(&format!("{value}_zero_point"), Tensor::scalar(0i8))
+    } else {
+        w.init(&format!("{value}_zero_point"), Tensor::scalar(0u8))
+    };
+    let one = w.init(&format!("{value}_unit"), Tensor::scalar(1.0f32));
+    let q = w.fresh(&format!("{value}_q"));
+    let out = w.fresh(&format!("{value}_dq"));
+    w.node(
+        &format!("{value}_requantize"),
+        "QuantizeLinear",
+        vec![value.to_string(), one.clone(), zp.clone()],
+        q.clone(),
+        Vec::new(),
+    );
+    w.node(
+        &format!("{value}_dequantize"),
+        "DequantizeLinear",
+        vec![q, one, zp],
+        out.clone(),
+        Vec::new(),
+    );
+    out
+}
+
+pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Result<RawGraph> {
     state.expect("QDQ export", Stage::Quantized, &[])?;
     if state.no_quant {
         return Err(Error::InvalidArgument(
@@ -166,8 +206,25 @@ pub fn to_qdq(graph: &Graph, state: &PtqState) -> Result<RawGraph> {
     let mut alias: HashMap<String, String> = HashMap::new();
     let resolve = |alias: &HashMap<String, String>, v: &str| alias.get(v).cloned().unwrap_or_else(|| v.to_string());
     let mut replaced_inits: HashSet<String> = HashSet::new();
+    // Values written by a DequantizeLinear, and the signedness of the integers every other
+    // quantized value holds (from the quantizer upstream, through single-input ops).
+    let mut dequantized: HashSet<String> = HashSet::new();
+    let mut signed_of: HashMap<String, bool> = HashMap::new();
     for n in &graph.nodes {
         let inputs: Vec<String> = n.inputs.iter().map(|v| resolve(&alias, v)).collect();
+        match &n.op {
+            Op::Scaling(Scaling { quant: Some(b), .. }) => {
+                signed_of.insert(n.outputs[0].clone(), b.lo < 0.0);
+                dequantized.insert(n.outputs[0].clone());
+            }
+            Op::Scaling(_) => {}
+            _ if n.inputs.len() == 1 || matches!(n.op, Op::Pad(_) | Op::Reshape { .. } | Op::Slice(_)) => {
+                if let Some(&sg) = inputs.first().and_then(|v| signed_of.get(v)) {
+                    signed_of.insert(n.outputs[0].clone(), sg);
+                }
+            }
+            _ => {}
+        }
         match &n.op {
             Op::Scaling(sc) => match sc.quant {
                 Some(b) => {
@@ -243,14 +300,27 @@ pub fn to_qdq(graph: &Graph, state: &PtqState) -> Result<RawGraph> {
                     Op::Gemm(g) if !g.trans_b => 1,
                     _ => 0,
                 };
-                let wq = to_ints::<i8>(
-                    &wt.to_f32_vec(),
-                    wt.shape().to_vec(),
-                    &format!("the weight of '{}'", n.name),
-                )?;
-                let wdq = w.dequantized::<i8>(&format!("{}_weight", n.name), wq, &ratio, axis)?;
+                let what = format!("the weight of '{}'", n.name);
+                let base = format!("{}_weight", n.name);
+                let wdq = match weight_type {
+                    WeightType::Int8 => {
+                        let wq = to_ints::<i8>(&wt.to_f32_vec(), wt.shape().to_vec(), &what)?;
+                        w.dequantized::<i8>(&base, wq, 0, &ratio, axis)?
+                    }
+                    WeightType::Uint8 => {
+                        let shifted: Vec<f32> = wt.to_f32_vec().iter().map(|v| v + 128.0).collect();
+                        let wq = to_ints::<u8>(&shifted, wt.shape().to_vec(), &what)?;
+                        w.dequantized::<u8>(&base, wq, 128, &ratio, axis)?
+                    }
+                };
                 replaced_inits.insert(wname.clone());
-                let mut new_inputs = vec![inputs[0].clone(), wdq];
+                // onnxruntime fuses DQ -> Conv -> Q: the input must come from a DequantizeLinear
+                // (not, e.g., from a Relu or MaxPool after one).
+                let x = match signed_of.get(&inputs[0]) {
+                    Some(&sg) if !dequantized.contains(&inputs[0]) => requantize_unit(&mut w, &inputs[0], sg),
+                    _ => inputs[0].clone(),
+                };
+                let mut new_inputs = vec![x, wdq];
                 if let Some(bname) = n.inputs.get(2).filter(|b| !b.is_empty()) {
                     let bt = graph.initializers.get(bname).ok_or_else(|| {
                         Error::InvalidArgument(format!("QDQ export: the bias of '{}' is not a constant", n.name))
@@ -261,7 +331,7 @@ pub fn to_qdq(graph: &Graph, state: &PtqState) -> Result<RawGraph> {
                         &format!("the bias of '{}'", n.name),
                     )?;
                     // The bias scale is the input scale (1) times the weight scale.
-                    let bdq = w.dequantized::<i32>(&format!("{}_bias", n.name), bq, &ratio, 0)?;
+                    let bdq = w.dequantized::<i32>(&format!("{}_bias", n.name), bq, 0, &ratio, 0)?;
                     replaced_inits.insert(bname.clone());
                     new_inputs.push(bdq);
                 }

@@ -117,3 +117,41 @@ def test_resnet20_integer_engine_is_bit_exact_with_the_simulation():
     q = oxiquant.quantize_network(m, 8, x[:64], progress=False)
     name = q.output_names[0]
     np.testing.assert_array_equal(q.run(x[64:], mode="int")[name], q.run(x[64:], mode="fake")[name])
+
+
+def qoperator_session(q: oxiquant.Model) -> ort.InferenceSession:
+    proto = q.to_onnx("qoperator")
+    onnx.checker.check_model(proto)
+    ops = {n.op_type for n in proto.graph.node}
+    assert "Conv" not in ops and "Gemm" not in ops and "MatMul" not in ops, sorted(ops)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("opts", [{}, {"per_channel": True, "optimize_signs": True}, {"clipping": "mse"}])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_qoperator_export_runs_in_onnxruntime_and_agrees(rng, opts, bits):
+    x = rng.standard_normal((32, 3, 8, 8)).astype(np.float32)
+    q = oxiquant.quantize_network(oxiquant.load(small_cnn()), bits, x, dequantize_outputs=False, progress=False, **opts)
+    proto = q.to_onnx("qoperator")
+    assert {"QLinearConv", "QLinearAdd"} <= {n.op_type for n in proto.graph.node}
+    got = qoperator_session(q).run(["y"], {"x": x})[0]
+    assert np.abs(got - q.run(x)["y"]).max() <= 1.0
+
+
+@given(ptq_graphs.networks(max_blocks=3), OPTIONS)
+def test_qoperator_export_of_generated_networks(proto, opts):
+    x = ptq_graphs.calibration_data(proto, np.random.default_rng(9))
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, dequantize_outputs=False, progress=False, **opts)
+    got = qoperator_session(q).run(["y"], {"x": x})[0]
+    assert np.abs(got - q.run(x)["y"]).max() <= 1.0
+
+
+def test_qoperator_needs_the_integer_engine(rng):
+    x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    wide = oxiquant.quantize_network(oxiquant.load(small_cnn()), 12, x, progress=False)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="integer engine"):
+        wide.to_onnx("qoperator")
+    with pytest.raises(oxiquant.InvalidArgumentError, match="quantized model"):
+        oxiquant.load(small_cnn()).to_onnx("qoperator")

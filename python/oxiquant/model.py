@@ -157,14 +157,17 @@ class Model:
         Mul/Round/Clip on integer-valued floats, the arithmetic of `run(mode="fake")`) or
         "qdq" (QuantizeLinear/DequantizeLinear pairs, 8-bit weights, int32 biases: standard
         quantized ONNX that onnxruntime runs with its integer kernels; up to 8 bits, opset
-        >= 13). `weight_type` for "qdq": "uint8" (default; the weight plus 128 with zero point
-        128, which onnxruntime multiplies exactly on every CPU) or "int8" (its AVX2 kernels
+        >= 13) or "qoperator" (the integer engine's graph as QLinearConv, QLinearMatMul and
+        com.microsoft QGemm / QLinearAdd / QLinearAveragePool / QLinearGlobalAveragePool, for
+        runtimes that only run integer operators). `weight_type` for "qdq" and "qoperator":
+        "uint8" (default; the weight plus 128 with zero point 128, which onnxruntime multiplies
+        exactly on every CPU) or "int8" (its AVX2 kernels
         without VNNI sum u8 x s8 pairs into saturating int16 and can overflow with 8-bit
         weights). A float model is the same in every format."""
-        if format not in ("fake", "qdq"):
-            raise InvalidArgumentError(f"format must be 'fake' or 'qdq', got {format!r}")
-        if format == "qdq" and not self.is_quantized:
-            raise InvalidArgumentError("format='qdq' needs a quantized model (see oxiquant.quantize_network)")
+        if format not in ("fake", "qdq", "qoperator"):
+            raise InvalidArgumentError(f"format must be 'fake', 'qdq' or 'qoperator', got {format!r}")
+        if format != "fake" and not self.is_quantized:
+            raise InvalidArgumentError(f"format={format!r} needs a quantized model (see oxiquant.quantize_network)")
         return onnx_io.parts_to_proto(self._native.to_parts(format, weight_type), self._ir_version)
 
     def save(self, path: str | os.PathLike[str], format: str = "fake", weight_type: str = "uint8") -> Path:

@@ -177,9 +177,12 @@ def parts_to_proto(parts: dict[str, Any], ir_version: int | None = None, produce
         [_value_info(*v) for v in parts["outputs"]],
         initializer=[numpy_helper.from_array(np.asarray(a), name) for name, a in parts["initializers"]],
     )
-    opset = helper.make_opsetid("", int(parts["opset"]))
-    model = helper.make_model(graph, opset_imports=[opset], producer_name=producer)
-    min_ir = helper.find_min_ir_version_for([opset])
+    opsets = [helper.make_opsetid("", int(parts["opset"]))]
+    # Contrib ops of the QOperator export (QLinearAdd, QGemm ...).
+    if any(domain == "com.microsoft" for _, _, domain, *_ in parts["nodes"]):
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name=producer)
+    min_ir = helper.find_min_ir_version_for(opsets[:1])
     model.ir_version = max(min_ir, ir_version or min_ir)
     return model
 

@@ -105,7 +105,8 @@ impl NativeModel {
     /// The model as ONNX-shaped parts: a dict with name, opset, nodes, initializers, inputs,
     /// outputs (the inverse of `from_parts`). `format`: "fake" (quantizers as Mul/Round/Clip
     /// on integer-valued floats) or "qdq" (QuantizeLinear/DequantizeLinear, 8-bit weights of
-    /// `weight_type` "uint8" (zero point 128) or "int8").
+    /// `weight_type` "uint8" (zero point 128) or "int8") or "qoperator" (QLinearConv & co.,
+    /// from the integer engine's graph).
     #[pyo3(signature = (format="fake", weight_type="uint8"))]
     fn to_parts<'py>(&self, py: Python<'py>, format: &str, weight_type: &str) -> PyResult<Bound<'py, PyDict>> {
         let wt = match weight_type {
@@ -122,9 +123,22 @@ impl NativeModel {
             "qdq" => guard("QDQ export", || {
                 core_ptq::export_qdq::to_qdq(&self.graph, &self.ptq, wt)
             })?,
+            "qoperator" => match &self.int_plan {
+                IntPlan::Ready(g) => guard("QOperator export", || core_ptq::export_qop::to_qoperator(g, wt))?,
+                IntPlan::Unavailable(why) => {
+                    return Err(errors::InvalidArgumentError::new_err(format!(
+                        "QOperator export needs the integer engine's graph, which this model has not: {why}"
+                    )))
+                }
+                IntPlan::None => {
+                    return Err(errors::InvalidArgumentError::new_err(
+                        "format='qoperator' needs a quantized model (see oxiquant.quantize_network)",
+                    ))
+                }
+            },
             other => {
                 return Err(errors::InvalidArgumentError::new_err(format!(
-                    "unknown export format '{other}'; expected 'fake' or 'qdq'"
+                    "unknown export format '{other}'; expected 'fake', 'qdq' or 'qoperator'"
                 )))
             }
         };

@@ -226,6 +226,8 @@ impl Dequant {
 pub struct QConv {
     pub conv: Conv,
     pub weight_shape: Vec<usize>,
+    /// The weights as given (kept for export).
+    pub weight: Vec<i8>,
     /// One packed weight matrix per group (in the direct kernel's `k` order).
     packed: Vec<PackedA>,
     pub bias: Vec<i32>,
@@ -278,6 +280,7 @@ impl QConv {
         Ok(QConv {
             conv,
             weight_shape,
+            weight: weight.to_vec(),
             packed,
             bias,
             requant,
@@ -347,6 +350,10 @@ impl QConv {
 pub struct QGemm {
     pub k: usize,
     pub m: usize,
+    /// The weight `[m][k]` (kept for export).
+    pub weight: Vec<i8>,
+    /// It came from a MatMul (no bias; any input rank) rather than a Gemm.
+    pub matmul: bool,
     /// The weight as the packed right operand `[k][m]`.
     packed: Vec<i16>,
     pub bias: Vec<i32>,
@@ -370,6 +377,8 @@ impl QGemm {
         Ok(QGemm {
             k,
             m,
+            weight: weight.to_vec(),
+            matmul: false,
             packed,
             bias,
             requant,

@@ -212,7 +212,8 @@ impl Lowering<'_> {
                 if rq.scale.len() > 1 && rq.scale.len() != m {
                     return Err(err(node, "per-channel factors do not match the output features"));
                 }
-                let g = QGemm::new(&wmk, m, k, bias_i32(node, bias_t, m)?, rq).map_err(|e| err(node, e))?;
+                let mut g = QGemm::new(&wmk, m, k, bias_i32(node, bias_t, m)?, rq).map_err(|e| err(node, e))?;
+                g.matmul = matches!(node.op, Op::MatMul);
                 IntOp::Gemm(Box::new(g))
             }
             _ => return Err(err(node, "not an affine op")),

@@ -14,6 +14,7 @@ pub mod calibrate;
 pub mod classify;
 pub mod clipping;
 pub mod export_qdq;
+pub mod export_qop;
 pub mod insert_scaling;
 pub mod lower_int;
 pub mod normalize_acts;

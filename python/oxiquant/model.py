@@ -17,6 +17,9 @@ from oxiquant._native import NativeModel
 
 Inputs = Union[np.ndarray, Mapping[str, np.ndarray], Sequence[np.ndarray]]
 
+#: The forms `Model.to_onnx` / `Model.save` can write (the command line offers these).
+EXPORT_FORMATS = ("fake", "qdq")
+
 
 def _dtype_name(elem: int) -> str:
     return str(helper.tensor_dtype_to_np_dtype(elem))
@@ -137,8 +140,8 @@ class Model:
         (QuantizeLinear/DequantizeLinear pairs, int8 weights, int32 biases: standard
         quantized ONNX that onnxruntime runs with its integer kernels; up to 8 bits, opset
         >= 13). A float model is the same in every format."""
-        if format not in ("fake", "qdq"):
-            raise InvalidArgumentError(f"format must be 'fake' or 'qdq', got {format!r}")
+        if format not in EXPORT_FORMATS:
+            raise InvalidArgumentError(f"format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}")
         if format == "qdq" and not self.is_quantized:
             raise InvalidArgumentError("format='qdq' needs a quantized model (see oxiquant.quantize_network)")
         return onnx_io.parts_to_proto(self._native.to_parts(format), self._ir_version)

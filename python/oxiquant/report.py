@@ -94,7 +94,7 @@ def layer_report(
       (dequantized with `step`): the error accumulated up to and including this quantizer;
     - `local_sqnr_db`: the float activation vs the same activation quantized by this
       quantizer alone (clipping and rounding of this layer only);
-    - `clipped_fraction`: the share of values beyond the clipping value;
+    - `clipped_fraction`: the share of values beyond the clipping value (in magnitude);
     - `histogram`: the float activation's histogram (for the plots).
     Unsigned quantizers are compared with max(x, 0) (a tensor is made unsigned only where it
     is provably non-negative or read only by Relu-like nodes). See docs/report.md."""
@@ -111,12 +111,23 @@ def layer_report(
     prepare_network(ref)  # same function, and the value names the quantized graph keeps
     ref_names = _value_names(ref)
     by_name = {a["name"]: a for a in info["activations"]}
-    places = [p for p in _scaling_values(qmodel) if p[0] in by_name]
+    # Quantizers only (a dequantizer in front of a float island has no step: nothing to report).
+    places = [p for p in _scaling_values(qmodel) if p[0] in by_name and by_name[p[0]]["step"]]
 
-    float_of = {}
-    for name, src, dst in places:
-        cands = [src, by_name[name]["tensor"], dst]
-        float_of[name] = next((c for c in cands if c in ref_names), None)
+    # The float value each quantizer stands for: what it reads, when the float graph has that
+    # value (inputs, branches) or when it is another Scaling node's output (then that node's
+    # float value); otherwise the value it writes, whose name it took over (after an affine or
+    # merging node).
+    float_of: dict[str, Optional[str]] = {}
+    float_of_value: dict[str, Optional[str]] = {}
+    for name, src, dst in _scaling_values(qmodel):  # every Scaling node, in graph order
+        if src in float_of_value:
+            f = float_of_value[src]
+        else:
+            cands = [src, by_name[name]["tensor"] if name in by_name else None, dst]
+            f = next((c for c in cands if c in ref_names), None)
+        float_of_value[dst] = f
+        float_of[name] = f
     want_f = sorted({v for v in float_of.values() if v is not None} | set(ref.output_names))
     want_q = sorted({dst for _, _, dst in places})
     fvals = ref.run(samples, num_threads=num_threads, fetch=want_f)
@@ -155,7 +166,9 @@ def layer_report(
             entry["sqnr_db"], entry["exact"] = _sqnr_db(x, got)
             entry["local_sqnr_db"], _ = _sqnr_db(x, _quantize(x, a["step"], a["bits"], a["signed"]))
             clip = a["clip"] if a["clip"] is not None else a["range"]
-            entry["clipped_fraction"] = float(np.mean(np.abs(x) > clip)) if clip is not None else None
+            # (a relative margin: the clip is an f32 computed from a rescaled range)
+            beyond = np.abs(x) > clip * (1 + 1e-6)
+            entry["clipped_fraction"] = float(np.mean(beyond)) if clip is not None else None
             top = max(float(np.max(np.abs(x))) if x.size else 0.0, float(a["range"] or 0.0), 1e-12)
             lo = 0.0 if not a["signed"] else -top
             counts, _ = np.histogram(x, bins=histogram_bins, range=(lo, top))

@@ -220,3 +220,43 @@ def test_bad_arguments_give_one_line_and_a_nonzero_exit(tmp_path, args, message)
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("oxiquant") and "error" in lines[0] and message in lines[0], lines[0]
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bars_only_in_a_terminal_and_not_with_quiet(quiet):
+    import fcntl
+    import os
+    import struct
+    import termios
+    import threading
+
+    def run(stderr_tty: bool) -> str:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # tqdm needs a width
+        chunks: list[bytes] = []
+
+        def read() -> None:
+            try:
+                while chunk := os.read(master, 65536):
+                    chunks.append(chunk)
+            except OSError:  # the terminal closed
+                pass
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        args = ["evaluate", MODEL, "--data", f"{DATA}:test_images", "--labels", f"{DATA}:test_labels"]
+        r = subprocess.run(
+            [sys.executable, "-m", "oxiquant", *args, "--batch-size", "8", *(["--quiet"] if quiet else [])],
+            stdout=subprocess.PIPE,
+            stderr=slave if stderr_tty else subprocess.PIPE,
+            timeout=300,
+        )
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+        assert r.returncode == 0
+        return b"".join(chunks).decode(errors="replace") if stderr_tty else r.stderr.decode()
+
+    assert ("evaluate digits_cnn.onnx" in run(True)) is not quiet
+    assert run(False) == ""  # stderr is a pipe: no bar

@@ -451,7 +451,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         "(top-1 on the test images; agreement: same prediction as the float model; time: quantization;\n"
         " QDQ rows: the 8-bit model's QDQ export in onnxruntime, without (basic) and with (all opt.) the\n"
-        " fusion into its QLinear kernels, which do not reproduce oxiquant's integers exactly)"
+        " fusion into its QLinear kernels, which saturate int16 sums of u8 x s8 products on CPUs without\n"
+        " VNNI: 8-bit weights can overflow there, 7-bit ones (weight_bits=7) do not)"
     )
     if ort is None:
         print("onnxruntime is not installed: the QDQ export was not run (pip install onnxruntime)")

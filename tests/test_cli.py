@@ -260,3 +260,23 @@ def test_progress_bars_only_in_a_terminal_and_not_with_quiet(quiet):
 
     assert ("evaluate digits_cnn.onnx" in run(True)) is not quiet
     assert run(False) == ""  # stderr is a pipe: no bar
+
+
+def test_missing_optional_dependencies_are_one_clear_line(tmp_path):
+    """Pillow and matplotlib are optional extras: without them, the commands that need them
+    stop with one line naming the extra to install (simulated by hiding the modules)."""
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"")
+    hide = "import sys; sys.modules['PIL'] = None; sys.modules['matplotlib'] = None; "
+    run = hide + "from oxiquant.cli import main; sys.exit(main(sys.argv[1:]))"
+    cases = [
+        (["evaluate", MODEL, "--data", str(tmp_path / "imgs")], "oxiquant[images]"),
+        (["quantize", MODEL, "-c", f"{DATA}:calib_images", "-o", str(tmp_path / "q.onnx"), "--plots", "p"], "[plots]"),
+        (["demo", "--plots", str(tmp_path / "p")], "oxiquant[plots]"),
+    ]
+    for args, hint in cases:
+        r = subprocess.run([sys.executable, "-c", run, *args], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and hint in lines[0], r.stderr
+    assert not (tmp_path / "q.onnx").exists()

@@ -131,7 +131,13 @@ def _preprocess(args: argparse.Namespace, shape: Optional[list[Any]]) -> _data.P
 def _load_inputs(
     args: argparse.Namespace, model: Model, spec: str, what: str
 ) -> tuple[np.ndarray, Optional[list[Path]]]:
-    name, dtype, shape = _single_input(model)
+    return _load_for(args, _single_input(model), spec, what)
+
+
+def _load_for(
+    args: argparse.Namespace, input_spec: tuple[str, np.dtype, Optional[list[Any]]], spec: str, what: str
+) -> tuple[np.ndarray, Optional[list[Path]]]:
+    name, dtype, shape = input_spec
     prep = _preprocess(args, shape) if Path(spec).is_dir() else None
     arr, files = _data.load_data(spec, prep, args.limit, what)
     return _data.as_model_input(arr, name, dtype, shape, what), files
@@ -146,7 +152,7 @@ def _batch_size(model: Model, wanted: int) -> int:
 
 # -- quantize -------------------------------------------------------------------------------
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from oxiquant.report import format_report, layer_report, write_plots
+    from oxiquant.report import _pyplot, format_report, layer_report, write_plots
 
     out = Path(args.output)
     if not out.parent.exists():
@@ -154,6 +160,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     widest = max(args.bits, args.weight_bits or 0)
     if args.format == "qdq" and widest > 8:
         raise InvalidArgumentError(f"--format qdq holds up to 8 bits, not {widest}: use --format fake")
+    if args.plots:
+        _pyplot()  # fails now, with the install hint, rather than after the quantization
     model = oxiquant.load(args.model)
     calib, _ = _load_inputs(args, model, args.calibration, "calibration data")
     _say(args, f"{model.summary()}\ncalibrating on {len(calib)} samples, {args.bits} bits, clipping {args.clipping}")
@@ -242,6 +250,23 @@ class _Runner:
             raise InvalidArgumentError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
         self.runtime = "onnxruntime"
 
+    def input_spec(self) -> tuple[str, np.dtype, Optional[list[Any]]]:
+        if self.model is not None:
+            return _single_input(self.model)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise InvalidArgumentError(f"the command line handles single-input models; {self.path} has {len(inputs)}")
+        i = inputs[0]
+        types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+        if i.type not in types:
+            raise InvalidArgumentError(f"{self.path}: input '{i.name}' has type {i.type}, not a float tensor")
+        shape = [d if isinstance(d, int) else None for d in i.shape]
+        return i.name, np.dtype(types[i.type]), shape
+
+    def batch_size(self, wanted: int) -> int:
+        shape = self.input_spec()[2]
+        return int(shape[0]) if shape and isinstance(shape[0], int) else wanted
+
     @property
     def output_names(self) -> list[str]:
         if self.model is not None:
@@ -275,8 +300,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     runners = [_Runner(args.model, args.runtime, args.threads)]
     if args.qmodel:
         runners.append(_Runner(args.qmodel, args.runtime, args.threads))
-    first = runners[0].model or oxiquant.load(args.model)
-    x, files = _load_inputs(args, first, args.data, "data")
+    x, files = _load_for(args, runners[0].input_spec(), args.data, "data")
     if args.labels is None:
         if files is None:
             raise InvalidArgumentError("--labels is required for array data (a .npy file or FILE.npz:KEY)")
@@ -288,7 +312,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(labels) != len(x):
         raise ShapeError(f"{len(x)} samples but {len(labels)} labels")
     labels = labels.astype(np.int64)
-    batch = _batch_size(first, args.batch_size)
+    batch = min(r.batch_size(args.batch_size) for r in runners)
     logits = []
     for r in runners:
         out = args.output or r.output_names[0]
@@ -333,8 +357,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # -- inspect --------------------------------------------------------------------------------
 def _proto_summary(path: str) -> str:
-    import onnx
-
+    """Op counts and parameters read from the protobuf (for a model the engine cannot load)."""
     from oxiquant import onnx_io
 
     proto = onnx_io.read_model(path)
@@ -343,7 +366,6 @@ def _proto_summary(path: str) -> str:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
     params = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
     ops = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    del onnx
     return f"Model '{proto.graph.name}': {len(proto.graph.node)} nodes, {params:,} parameters\n  ops: {ops}"
 
 
@@ -399,6 +421,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from oxiquant import examples
     from oxiquant.report import format_report, layer_report, write_plots
 
+    if args.plots:
+        from oxiquant.report import _pyplot
+
+        _pyplot()
     t0 = time.perf_counter()
     model = oxiquant.load(examples.DIGITS_MODEL)
     data = examples.digits_data()

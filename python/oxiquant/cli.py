@@ -574,7 +574,7 @@ examples:
 quantizes the bundled example (a small residual + concat CNN trained on scikit-learn's 8x8
 hand-written digits; data: UCI Optical Recognition of Handwritten Digits, CC BY 4.0) to 8 and 4
 bits, prints the accuracy table and the 4-bit per-layer report, and runs the 8-bit QDQ export in
-onnxruntime when it is installed. Offline; a few seconds."""
+onnxruntime when it is installed. Offline; about a second."""
 
 MAIN_EPILOG = """\
 commands:

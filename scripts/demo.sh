@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up a venv in .venv, installs oxiquant (built by maturin) and runs the demo. onnxruntime
+# Sets up a venv in .venv, installs oxiquant (built by maturin) and runs `oxiquant demo`: the
+# bundled digits CNN quantized to 8 and 4 bits, accuracy table and per-layer report. onnxruntime
 # is installed too, so that the demo can run the QDQ export it writes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +10,4 @@ VENV="${OXIQUANT_VENV:-.venv}"
 . "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet . "onnxruntime>=1.17"
-python -m oxiquant demo "$@"
+oxiquant demo "$@"

@@ -6,9 +6,9 @@ import pytest
 from onnx import helper
 
 import oxiquant
-from oxiquant.__main__ import demo_model
 
 import zoo
+from zoo import demo_model
 
 VI = helper.make_tensor_value_info
 

@@ -81,3 +81,46 @@ def make_model(nodes, inputs, outputs, initializers=(), opset=13) -> onnx.ModelP
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
     return m
+
+
+def demo_model(seed: int = 0) -> onnx.ModelProto:
+    """A small CNN with a residual Add and a Concat, seeded random weights: [N,1,28,28] -> [N,10]."""
+    rng = np.random.default_rng(seed)
+
+    def w(name, *shape):
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32), name)
+
+    inits = [
+        w("w1", 8, 1, 3, 3),
+        w("b1", 8),
+        w("w2", 8, 8, 3, 3),
+        w("b2", 8),
+        w("w3", 8, 8, 1, 1),
+        w("b3", 8),
+        w("wf", 16 * 7 * 7, 10),
+        w("bf", 10),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Add", ["c2", "r1"], ["a"], name="residual_add"),
+        helper.make_node("Relu", ["a"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], name="conv3"),
+        helper.make_node("Concat", ["r2", "c3"], ["cat"], axis=1, name="concat"),
+        helper.make_node("MaxPool", ["cat"], ["p"], kernel_shape=[4, 4], strides=[4, 4], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("MatMul", ["f", "wf"], ["m"], name="fc"),
+        helper.make_node("Add", ["m", "bf"], ["logits"], name="fc_bias"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "demo_cnn",
+        [helper.make_tensor_value_info("x", 1, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", 1, ["N", 10])],
+        initializer=inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="oxiquant-demo")
+    m.ir_version = 8
+    return m

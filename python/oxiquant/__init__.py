@@ -4,6 +4,7 @@ import oxiquant
 model = oxiquant.load("resnet20.onnx")
 out = model.run(x)            # dict of output name -> numpy array
 qmodel = oxiquant.quantize_network(model, nb_bits=8, calibration_set=calib)
+print(oxiquant.format_report(oxiquant.layer_report(model, qmodel, calib[:16])))
 """
 
 from oxiquant._errors import (
@@ -27,6 +28,7 @@ from oxiquant.ptq import (
     quantize_network,
     quantize_normalized_network,
 )
+from oxiquant.report import format_report, layer_report
 
 __all__ = [
     "MAX_OPSET",
@@ -39,8 +41,10 @@ __all__ = [
     "UnsupportedOpError",
     "adjust_ranges",
     "compute_ranges",
+    "format_report",
     "get_num_threads",
     "insert_scaling_nodes",
+    "layer_report",
     "load",
     "normalize_activations",
     "normalize_parameters",

@@ -17,6 +17,9 @@ from oxiquant._native import NativeModel
 
 Inputs = Union[np.ndarray, Mapping[str, np.ndarray], Sequence[np.ndarray]]
 
+#: The forms `Model.to_onnx` / `Model.save` can write (the command line offers these).
+EXPORT_FORMATS = ("fake", "qdq", "qoperator")
+
 
 def _dtype_name(elem: int) -> str:
     return str(helper.tensor_dtype_to_np_dtype(elem))
@@ -161,11 +164,10 @@ class Model:
         com.microsoft QGemm / QLinearAdd / QLinearAveragePool / QLinearGlobalAveragePool, for
         runtimes that only run integer operators). `weight_type` for "qdq" and "qoperator":
         "uint8" (default; the weight plus 128 with zero point 128, which onnxruntime multiplies
-        exactly on every CPU) or "int8" (its AVX2 kernels
-        without VNNI sum u8 x s8 pairs into saturating int16 and can overflow with 8-bit
-        weights). A float model is the same in every format."""
-        if format not in ("fake", "qdq", "qoperator"):
-            raise InvalidArgumentError(f"format must be 'fake', 'qdq' or 'qoperator', got {format!r}")
+        exactly on every CPU) or "int8" (its AVX2 kernels without VNNI sum u8 x s8 pairs into
+        saturating int16 and can overflow with 8-bit weights). A float model is the same in every format."""
+        if format not in EXPORT_FORMATS:
+            raise InvalidArgumentError(f"format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}")
         if format != "fake" and not self.is_quantized:
             raise InvalidArgumentError(f"format={format!r} needs a quantized model (see oxiquant.quantize_network)")
         return onnx_io.parts_to_proto(self._native.to_parts(format, weight_type), self._ir_version)

@@ -155,3 +155,24 @@ def test_qoperator_needs_the_integer_engine(rng):
         wide.to_onnx("qoperator")
     with pytest.raises(oxiquant.InvalidArgumentError, match="quantized model"):
         oxiquant.load(small_cnn()).to_onnx("qoperator")
+
+
+def islands_model() -> onnx.ModelProto:
+    """small_cnn with a Sigmoid in the middle and a Softmax at the end: float islands."""
+    proto = small_cnn(middle="Sigmoid")
+    fc = next(n for n in proto.graph.node if n.name == "fc")
+    fc.output[0] = "logits"
+    proto.graph.node.append(onnx.helper.make_node("Softmax", ["logits"], ["y"], axis=1, name="softmax"))
+    return proto
+
+
+@pytest.mark.parametrize("dequantize", [True, False])
+def test_float_islands_in_the_integer_engine_and_the_qoperator_export(rng, dequantize):
+    x = rng.standard_normal((32, 3, 8, 8)).astype(np.float32)
+    q = oxiquant.quantize_network(oxiquant.load(islands_model()), 8, x, dequantize_outputs=dequantize, progress=False)
+    assert {f[1] for f in q.quant_info["float_nodes"]} >= {"Sigmoid", "Softmax"}
+    got = q.run(x, mode="int")["y"]
+    np.testing.assert_array_equal(got, q.run(x, mode="fake")["y"])
+    ref = qoperator_session(q).run(["y"], {"x": x})[0]
+    step = 1.0 if not dequantize else max(a["step"] for a in q.quant_info["activations"] if a["step"])
+    assert np.abs(ref - got).max() <= step

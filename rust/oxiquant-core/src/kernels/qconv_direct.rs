@@ -124,39 +124,52 @@ fn tile_ref(a: &[i32], b: &[i16], offs: &[usize], tile: &mut [[i32; NR]; MR]) {
     }
 }
 
+/// `V` vectors of eight pixels per row (2: the full tile; 1: rows of at most eight pixels,
+/// as in the last stages of CIFAR and ImageNet ResNets, where a full tile would be half wasted).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(a: &[i32], b: &[i16], offs: &[usize], tile: &mut [[i32; NR]; MR]) {
+unsafe fn tile_avx2<const V: usize>(a: &[i32], b: &[i16], offs: &[usize], tile: &mut [[i32; NR]; MR]) {
     use std::arch::x86_64::*;
     // SAFETY: the caller checked that every `off + 2 * NR` is inside `b` and that `a` holds
     // `offs.len() * MR` words.
     unsafe {
-        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        let mut acc = [[_mm256_setzero_si256(); V]; MR];
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         for (kk, &off) in offs.iter().enumerate() {
-            let b0 = _mm256_loadu_si256(bp.add(off) as *const __m256i);
-            let b1 = _mm256_loadu_si256(bp.add(off + 16) as *const __m256i);
+            let mut bv = [_mm256_setzero_si256(); V];
+            for (v, b) in bv.iter_mut().enumerate() {
+                *b = _mm256_loadu_si256(bp.add(off + 16 * v) as *const __m256i);
+            }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let w = _mm256_set1_epi32(*ap.add(kk * MR + r));
-                acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(w, b0));
-                acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(w, b1));
+                for (acc_v, b) in acc_r.iter_mut().zip(&bv) {
+                    *acc_v = _mm256_add_epi32(*acc_v, _mm256_madd_epi16(w, *b));
+                }
             }
         }
         for (row, acc_r) in tile.iter_mut().zip(acc) {
-            _mm256_storeu_si256(row.as_mut_ptr() as *mut __m256i, acc_r[0]);
-            _mm256_storeu_si256(row.as_mut_ptr().add(8) as *mut __m256i, acc_r[1]);
+            for (v, acc_v) in acc_r.iter().enumerate() {
+                _mm256_storeu_si256(row.as_mut_ptr().add(8 * v) as *mut __m256i, *acc_v);
+            }
         }
     }
 }
 
-fn tile(fast: bool, a: &[i32], b: &[i16], offs: &[usize], t: &mut [[i32; NR]; MR]) {
+/// One tile; `cols` is how many of its pixels are used.
+fn tile(fast: bool, a: &[i32], b: &[i16], offs: &[usize], t: &mut [[i32; NR]; MR], cols: usize) {
     #[cfg(target_arch = "x86_64")]
     if fast {
         // SAFETY: `fast` is only true when AVX2 was detected; bounds checked by `conv`.
-        unsafe { tile_avx2(a, b, offs, t) };
+        unsafe {
+            if cols <= 8 {
+                tile_avx2::<1>(a, b, offs, t)
+            } else {
+                tile_avx2::<2>(a, b, offs, t)
+            }
+        };
         return;
     }
-    let _ = fast;
+    let _ = (fast, cols);
     tile_ref(a, b, offs, t)
 }
 
@@ -206,8 +219,8 @@ where
         for oy in y0..y1 {
             for ox0 in (0..ow).step_by(NR) {
                 let start = (oy * sh * img.wq + ox0) * 2;
-                tile(fast, ab, &img.buf[start..], &offs, &mut t);
                 let cols = NR.min(ow - ox0);
+                tile(fast, ab, &img.buf[start..], &offs, &mut t, cols);
                 for (r, accs) in t.iter().enumerate() {
                     let row = bi * MR + r;
                     if row >= m {

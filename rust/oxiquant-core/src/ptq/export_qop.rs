@@ -233,6 +233,18 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
         let x = n.inputs.first().cloned().unwrap_or_default();
         let out = n.outputs.first().cloned().unwrap_or_default();
         let x_dt = w.dtype.get(&x).copied();
+        if let Op::Scaling(sc) = &n.op {
+            // A scaling left in float (into or out of a float island): a multiplication.
+            if sc.quant.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "QOperator export: quantizer '{}' was not lowered to the integer engine",
+                    n.name
+                )));
+            }
+            let f = w.init(&format!("{}_factor", n.name), sc.factor_tensor()?);
+            w.node(&n.name, "Mul", "", vec![x, f], out, Vec::new());
+            continue;
+        }
         let Op::Int(iop) = &n.op else {
             // Float ops, and shape ops that also run on integers as they are.
             let mut inputs = n.inputs.clone();

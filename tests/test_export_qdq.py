@@ -46,8 +46,8 @@ def check_agrees(
     onnx.checker.check_model(proto)
     ops = {n.op_type for n in proto.graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    want = onnx.TensorProto.UINT8 if weight_type == "uint8" else onnx.TensorProto.INT8
-    weights = [i for i in proto.graph.initializer if i.data_type == want and len(i.dims) > 1]
+    want = {onnx.TensorProto.UINT8 if weight_type == "uint8" else onnx.TensorProto.INT8, onnx.TensorProto.INT4}
+    weights = [i for i in proto.graph.initializer if i.data_type in want and len(i.dims) > 1]
     assert weights or not q.quant_info["weights"], f"the weights should be {weight_type} initializers"
     ref = ort_session(proto, fused=fused).run([name], feeds)[0]
     got = q.run(feeds)[name]
@@ -79,8 +79,10 @@ def test_qdq_export_runs_in_onnxruntime_and_agrees(calib, opts):
     check_agrees(q, {"x": calib})
 
 
-@pytest.mark.parametrize("bits", [2, 4, 6])
-def test_narrow_widths_export_with_a_clamp(calib, bits):
+@pytest.mark.parametrize("bits", [2, 3, 4, 6])
+def test_narrow_widths_export_in_int4_or_with_a_clamp(calib, bits):
+    """4 bits and fewer: int4 / uint4 tensors at opset 21; widths that do not fill their
+    container (2, 3, 6 bits) get a Clip to their range."""
     q = oxiquant.quantize_network(
         oxiquant.load(small_cnn()),
         bits,
@@ -91,7 +93,26 @@ def test_narrow_widths_export_with_a_clamp(calib, bits):
         progress=False,
     )
     proto = check_agrees(q, {"x": calib})
-    assert any(n.op_type == "Clip" for n in proto.graph.node)
+    types = {i.data_type for i in proto.graph.initializer}
+    if bits <= 4:
+        assert proto.opset_import[0].version == 21
+        assert onnx.TensorProto.INT4 in types and onnx.TensorProto.UINT4 in types
+    else:
+        assert proto.opset_import[0].version == 13
+        assert onnx.TensorProto.INT4 not in types
+    assert any(n.op_type == "Clip" for n in proto.graph.node) == (bits != 4)
+    check_agrees(q, {"x": calib}, fused=True)
+
+
+def test_4_bit_weights_with_8_bit_activations(calib):
+    q = oxiquant.quantize_network(
+        oxiquant.load(small_cnn()), 8, calib, weight_bits=4, dequantize_outputs=False, progress=False
+    )
+    proto = q.to_onnx("qdq")
+    w4 = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT4 and len(i.dims) > 1]
+    assert w4, "the 4-bit weights should be int4 initializers"
+    got = ort_session(proto, fused=False).run(["y"], {"x": calib})[0]
+    assert np.abs(got - q.run(calib)["y"]).max() <= 1.0
 
 
 def test_two_input_model(rng):

@@ -25,7 +25,7 @@ import numpy as np
 
 import oxiquant
 from oxiquant import _data
-from oxiquant._errors import InvalidArgumentError, OxiquantError, ShapeError, UnsupportedOpError
+from oxiquant._errors import InvalidArgumentError, ModelFormatError, OxiquantError, ShapeError, UnsupportedOpError
 from oxiquant.model import EXPORT_FORMATS, Model
 from oxiquant.ptq import CLIPPING_METHODS
 
@@ -225,6 +225,7 @@ class _Runner:
         self.threads = threads
         self.model: Optional[Model] = None
         self.session = None
+        ours: Optional[Exception] = None
         if runtime in ("auto", "oxiquant"):
             try:
                 self.model = oxiquant.load(path)
@@ -233,6 +234,13 @@ class _Runner:
             except UnsupportedOpError as e:
                 if runtime == "oxiquant":
                     raise UnsupportedOpError(f"{e} (for a QDQ model use --runtime onnxruntime)") from None
+                ours = e
+            except ModelFormatError as e:
+                # e.g. int4 tensors of a 4-bit QDQ export: onnxruntime may run what oxiquant
+                # cannot load; if it cannot either, oxiquant's message is the one shown.
+                if runtime == "oxiquant" or not Path(path).is_file():
+                    raise
+                ours = e
         try:
             import onnxruntime as ort
         except ImportError:
@@ -247,6 +255,8 @@ class _Runner:
         try:
             self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
+            if isinstance(ours, ModelFormatError):
+                raise ours from None
             raise InvalidArgumentError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
         self.runtime = "onnxruntime"
 

@@ -159,9 +159,18 @@ def _value_info(name: str, elem: int, shape: list[Any] | None) -> onnx.ValueInfo
     return helper.make_tensor_value_info(name, elem, shape)
 
 
+def _initializer(name: str, a: np.ndarray, int4_signed: bool | None) -> onnx.TensorProto:
+    """An initializer; `int4_signed` set stores the (i8 / u8 held) values as INT4 / UINT4."""
+    if int4_signed is None:
+        return numpy_helper.from_array(a, name)
+    kind = onnx.TensorProto.INT4 if int4_signed else onnx.TensorProto.UINT4
+    return helper.make_tensor(name, kind, list(a.shape), a.astype(np.int64).ravel().tolist())
+
+
 def parts_to_proto(parts: dict[str, Any], ir_version: int | None = None, producer: str = "oxiquant") -> onnx.ModelProto:
     """Builds a ModelProto from the dict returned by `NativeModel.to_parts`."""
     init_names = {name for name, _ in parts["initializers"]}
+    int4 = dict(parts.get("int4", []))
     nodes = []
     for name, op_type, domain, inputs, outputs, attrs in parts["nodes"]:
         node = helper.make_node(op_type, inputs, outputs, name=name, domain=domain or None)
@@ -175,7 +184,7 @@ def parts_to_proto(parts: dict[str, Any], ir_version: int | None = None, produce
         parts["name"],
         [_value_info(*v) for v in parts["inputs"] if v[0] not in init_names],
         [_value_info(*v) for v in parts["outputs"]],
-        initializer=[numpy_helper.from_array(np.asarray(a), name) for name, a in parts["initializers"]],
+        initializer=[_initializer(name, np.asarray(a), int4.get(name)) for name, a in parts["initializers"]],
     )
     opsets = [helper.make_opsetid("", int(parts["opset"]))]
     # Contrib ops of the QOperator export (QLinearAdd, QGemm ...).

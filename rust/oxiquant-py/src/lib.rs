@@ -118,11 +118,16 @@ impl NativeModel {
                 )))
             }
         };
+        let mut int4_names: Vec<(String, bool)> = Vec::new();
         let raw = match format {
             "fake" => self.graph.to_raw().map_err(errors::to_py)?,
-            "qdq" => guard("QDQ export", || {
-                core_ptq::export_qdq::to_qdq(&self.graph, &self.ptq, wt)
-            })?,
+            "qdq" => {
+                let (raw, int4) = guard("QDQ export", || {
+                    core_ptq::export_qdq::to_qdq(&self.graph, &self.ptq, wt)
+                })?;
+                int4_names = int4;
+                raw
+            }
             "qoperator" => match &self.int_plan {
                 IntPlan::Ready(g) => guard("QOperator export", || core_ptq::export_qop::to_qoperator(g, wt))?,
                 IntPlan::Unavailable(why) => {
@@ -143,6 +148,8 @@ impl NativeModel {
             }
         };
         let d = PyDict::new(py);
+        // (initializer, signed) pairs to store as INT4 / UINT4.
+        d.set_item("int4", int4_names)?;
         d.set_item("name", raw.name)?;
         d.set_item("opset", raw.opset)?;
         let nodes = PyList::empty(py);

@@ -23,6 +23,8 @@ struct Writer {
     names: NameGen,
     nodes: Vec<RawNode>,
     inits: Vec<(String, Tensor)>,
+    /// Initializers to store as INT4 (true) or UINT4 (false): their values are held in i8/u8.
+    int4: Vec<(String, bool)>,
 }
 
 impl Writer {
@@ -143,7 +145,9 @@ fn requantize_unit(w: &mut Writer, value: &str, signed: bool) -> String {
     out
 }
 
-pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Result<RawGraph> {
+/// The QDQ graph, and the initializers to store as INT4 (true) / UINT4 (false). With any,
+/// the graph's opset is raised to 21 (the first with 4-bit types).
+pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Result<(RawGraph, Vec<(String, bool)>)> {
     state.expect("QDQ export", Stage::Quantized, &[])?;
     if state.no_quant {
         return Err(Error::InvalidArgument(
@@ -177,6 +181,7 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
         names: NameGen::new(graph),
         nodes: Vec::new(),
         inits: Vec::new(),
+        int4: Vec::new(),
     };
     // Quantizers with one factor per channel right after an affine node: that node's weights
     // carry the factors' ratios.
@@ -230,12 +235,22 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                 Some(b) => {
                     let f = quant_factor.get(&n.name).copied().unwrap_or(sc.factor[0]);
                     let signed = b.lo < 0.0;
-                    let (zp, lo8, hi8) = if signed {
-                        (Tensor::scalar(0i8), -128.0, 127.0)
+                    // Four bits or fewer: an int4 / uint4 container (opset 21).
+                    let four = if signed {
+                        b.lo >= -8.0 && b.hi <= 7.0
                     } else {
-                        (Tensor::scalar(0u8), 0.0, 255.0)
+                        b.hi <= 15.0
+                    };
+                    let (zp, lo8, hi8) = match (signed, four) {
+                        (true, false) => (Tensor::scalar(0i8), -128.0, 127.0),
+                        (false, false) => (Tensor::scalar(0u8), 0.0, 255.0),
+                        (true, true) => (Tensor::scalar(0i8), -8.0, 7.0),
+                        (false, true) => (Tensor::scalar(0u8), 0.0, 15.0),
                     };
                     let zp = w.init(&format!("{}_zero_point", n.name), zp);
+                    if four {
+                        w.int4.push((zp.clone(), signed));
+                    }
                     let scale = w.init(&format!("{}_scale", n.name), Tensor::scalar(1.0 / f));
                     let one = w.init(&format!("{}_unit", n.name), Tensor::scalar(1.0f32));
                     let q = w.fresh(&format!("{}_q", n.outputs[0]));
@@ -302,7 +317,26 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                 };
                 let what = format!("the weight of '{}'", n.name);
                 let base = format!("{}_weight", n.name);
+                let four_bits = state
+                    .affine
+                    .get(&n.name)
+                    .and_then(|a| a.weight_bits)
+                    .is_some_and(|b| b <= 4);
                 let wdq = match weight_type {
+                    // Weights of four bits or fewer: int4 (opset 21), whatever `weight_type`.
+                    _ if four_bits => {
+                        let wq = to_ints::<i8>(&wt.to_f32_vec(), wt.shape().to_vec(), &what)?;
+                        let before = w.inits.len();
+                        let name = w.dequantized::<i8>(&base, wq, 0, &ratio, axis)?;
+                        // The values and the zero point just written.
+                        let new: Vec<String> = w.inits[before..]
+                            .iter()
+                            .filter(|(_, t)| t.dtype() == crate::tensor::DType::I8)
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        w.int4.extend(new.into_iter().map(|k| (k, true)));
+                        name
+                    }
                     WeightType::Int8 => {
                         let wq = to_ints::<i8>(&wt.to_f32_vec(), wt.shape().to_vec(), &what)?;
                         w.dequantized::<i8>(&base, wq, 0, &ratio, axis)?
@@ -365,12 +399,20 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
     for o in &mut outputs {
         o.name = resolve(&alias, &o.name);
     }
-    Ok(RawGraph {
-        name: graph.name.clone(),
-        opset: graph.opset,
-        nodes: w.nodes,
-        initializers,
-        inputs: graph.inputs.clone(),
-        outputs,
-    })
+    let opset = if w.int4.is_empty() {
+        graph.opset
+    } else {
+        graph.opset.max(21)
+    };
+    Ok((
+        RawGraph {
+            name: graph.name.clone(),
+            opset,
+            nodes: w.nodes,
+            initializers,
+            inputs: graph.inputs.clone(),
+            outputs,
+        },
+        w.int4,
+    ))
 }

@@ -315,24 +315,37 @@ impl QConv {
         if img_out == 0 {
             return y;
         }
+        // 1x1 convolutions are plain matrix products: the packed-panel product reads its
+        // operand contiguously, where the direct kernel would stride over every channel
+        // plane for each tile (measured 0.72x of the f32 kernel on ResNet-50's 1x1 layers).
+        let pointwise = s.win.kernel == [1, 1] && s.win.strides == [1, 1] && s.win.pads == [0; 4];
         let one_image = |(img, out): (usize, &mut [O]), parallel: bool| {
             let mut pairs = qconv_direct::PairImage::new();
+            let mut panels: Vec<i16> = Vec::new();
             for g in 0..s.group {
                 let xg = &x[img * img_in + g * cg * s.h * s.w..img * img_in + (g + 1) * cg * s.h * s.w];
-                pairs.fill(xg, cg, s);
                 let c0 = g * mg;
-                qconv_direct::conv(
-                    &self.packed[g],
-                    &pairs,
-                    s,
-                    &mut out[c0 * npix..(c0 + mg) * npix],
-                    parallel,
-                    fast,
-                    |row, acc, dst| {
-                        self.requant
-                            .row(c0 + row, acc, self.bias[c0 + row], self.exact_f64, dst)
-                    },
-                );
+                let dst = &mut out[c0 * npix..(c0 + mg) * npix];
+                let epilogue = |row: usize, acc: &[i32], dst: &mut [O]| {
+                    self.requant
+                        .row(c0 + row, acc, self.bias[c0 + row], self.exact_f64, dst)
+                };
+                if pointwise {
+                    qgemm::pack_b_rows(xg, cg, npix, &mut panels, parallel);
+                    let kernel = if fast { Kernel::detect() } else { Kernel::Reference };
+                    qgemm::qgemm(
+                        kernel,
+                        &self.packed[g],
+                        &panels,
+                        npix,
+                        dst,
+                        parallel,
+                        |row, _, acc, d| epilogue(row, acc, d),
+                    );
+                } else {
+                    pairs.fill(xg, cg, s);
+                    qconv_direct::conv(&self.packed[g], &pairs, s, dst, parallel, fast, epilogue);
+                }
             }
         };
         if s.n == 1 {
@@ -662,6 +675,61 @@ fn clip(x: &Tensor, lo: i32, hi: i32) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::conv::{ConvShape, Window2d};
+    use crate::ops::Padding;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        /// Both convolution paths (direct, and packed product for 1x1), grouped or not,
+        /// against the definition: i64 sums, then the integer-only requantization.
+        #[test]
+        fn qconv_matches_the_definition(
+            n in 1usize..3, cg in 1usize..5, mg in 1usize..8, group in 1usize..3, hw in 1usize..7,
+            k in prop_oneof![Just(1usize), Just(3)], pad in 0usize..2, seed in any::<u64>(), unsigned in any::<bool>(),
+        ) {
+            let pad = if k == 1 { 0 } else { pad };
+            prop_assume!(hw + 2 * pad >= k);
+            let (c, m) = (cg * group, mg * group);
+            let mut st = seed | 1;
+            let mut next = || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st };
+            let w: Vec<i8> = (0..m * cg * k * k).map(|_| next() as i8).collect();
+            let bias: Vec<i32> = (0..m).map(|_| (next() % 2001) as i32 - 1000).collect();
+            let conv = Conv { kernel_shape: None, strides: None, dilations: None, padding: Padding::Explicit(vec![pad; 4]), group };
+            let rq = Requant::new(vec![0.0137], -128, 127).unwrap();
+            let q = QConv::new(conv, &w, vec![m, cg, k, k], bias.clone(), rq.clone()).unwrap();
+            let x8: Vec<u8> = (0..n * c * hw * hw).map(|_| next() as u8).collect();
+            let x = if unsigned {
+                Tensor::from_vec(vec![n, c, hw, hw], x8.clone()).unwrap()
+            } else {
+                Tensor::from_vec(vec![n, c, hw, hw], x8.iter().map(|&v| v as i8).collect::<Vec<_>>()).unwrap()
+            };
+            let got = q.eval(&x).unwrap();
+            let got = got.as_slice::<i8>().unwrap();
+            let win = Window2d { kernel: [k, k], strides: [1, 1], dilations: [1, 1], pads: [pad; 4] };
+            let out = win.output_size(hw, hw, false).unwrap();
+            let s = ConvShape { n: 1, c: cg, h: hw, w: hw, m: mg, group: 1, win, out };
+            let npix = out[0] * out[1];
+            for img in 0..n {
+                for g in 0..group {
+                    let xs: Vec<i16> = (0..cg * hw * hw)
+                        .map(|i| {
+                            let v = x8[img * c * hw * hw + g * cg * hw * hw + i];
+                            if unsigned { v as i16 } else { v as i8 as i16 }
+                        })
+                        .collect();
+                    let acc = qconv_direct::conv_ref(&xs, &w[g * mg * cg * k * k..(g + 1) * mg * cg * k * k], &s, cg, mg);
+                    for o in 0..mg {
+                        for p in 0..npix {
+                            let ch = g * mg + o;
+                            let want = rq.scale[0].apply(acc[o * npix + p] + bias[ch] as i64).clamp(-128, 127) as i8;
+                            prop_assert_eq!(got[(img * m + ch) * npix + p], want);
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn requant_saturates_and_picks_the_container() {

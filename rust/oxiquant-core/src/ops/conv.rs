@@ -195,7 +195,7 @@ impl Conv {
         let (h, w) = if r == 1 { (1, xs[2]) } else { (xs[2], xs[3]) };
         let out = win.output_size(h, w, false).ok_or_else(|| {
             Error::shape(format!(
-                "input {xs:?} is smaller than the kernel {kernel:?} with dilations {dilations:?} and pads {pads:?}"
+                "input {xs:?} is smaller than the kernel {kernel:?} with dilations {dilations:?} and pads {pads:?} (or the window size overflows)"
             ))
         })?;
         Ok(ConvShape {
@@ -225,6 +225,7 @@ impl Conv {
             }
             None => None,
         };
+        crate::tensor::check_alloc(&[s.n, s.m, s.out[0], s.out[1]], 4)?;
         let y = conv2d(x.as_slice::<f32>()?, w.as_slice::<f32>()?, bias, &s);
         let mut shape = vec![s.n, s.m];
         if x.rank() == 3 {

@@ -19,6 +19,10 @@ use crate::ops::{Clip, Op, QuantBounds, Scaling, Unary};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 
+/// The largest f32 that fits an i32: `i32::MAX as f32` rounds up to 2^31, which does not
+/// (a bias clamped to it failed the QDQ export's int32 conversion).
+const I32_MAX_F32: f32 = 2_147_483_520.0;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizeOptions {
     pub act_bits: u32,
@@ -207,11 +211,11 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                 let u_out: Vec<f32> = (0..a.channels).map(|c| u_in * qwf * ratio[c] / alpha[c]).collect();
                 for (c, b) in a.bias.iter_mut().enumerate() {
                     *b = (*b * u_out[c]).round_ties_even();
-                    if b.abs() > i32::MAX as f32 {
+                    if b.abs() > I32_MAX_F32 {
                         state
                             .warnings
                             .push(format!("node '{}': a bias overflows int32 and is clamped", node.name));
-                        *b = b.clamp(-(i32::MAX as f32), i32::MAX as f32);
+                        *b = b.clamp(-I32_MAX_F32, I32_MAX_F32);
                     }
                 }
                 a.write(graph, idx)?;

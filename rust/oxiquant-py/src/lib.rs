@@ -256,6 +256,11 @@ impl NativeModel {
         guard("compute_ranges", || core_ptq::calibrate::finish(&mut self.ptq))
     }
 
+    /// PTQ step 4, on failure: puts the model back as it was before `ptq_calibration_begin`.
+    fn ptq_calibration_abort(&mut self) {
+        core_ptq::calibrate::abort(&mut self.ptq);
+    }
+
     /// PTQ step 5.
     #[pyo3(signature = (clipping, nb_bits, optimize_signs, num_threads=None))]
     fn ptq_adjust_ranges(

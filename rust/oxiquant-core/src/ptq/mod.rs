@@ -147,6 +147,9 @@ pub struct PtqState {
     pub no_quant: bool,
     /// The `optimize_signs` the clipping values were chosen for.
     pub adjusted_signs: Option<bool>,
+    /// The state before a calibration in progress (`calibrate::begin`), put back by
+    /// `calibrate::abort` when it fails: a failed `compute_ranges` leaves the model as it was.
+    pub calib_backup: Option<Box<PtqState>>,
 }
 
 impl PtqState {

@@ -394,6 +394,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(clip_from_values, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::_guard_selftest, m)?)?;
     m.add("OxiquantError", py.get_type::<errors::OxiquantError>())?;
     m.add("UnsupportedOpError", py.get_type::<errors::UnsupportedOpError>())?;
     m.add("ModelFormatError", py.get_type::<errors::ModelFormatError>())?;

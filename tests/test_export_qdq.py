@@ -7,12 +7,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import oxiquant
 
-from ptq_graphs import networks, small_cnn, two_input_model
+from ptq_graphs import networks, small_cnn, tiny_weights_large_bias, two_input_model
 
 
 def ort_session(proto: onnx.ModelProto, optimized_path: str | None = None, fused: bool = True) -> ort.InferenceSession:
@@ -136,14 +136,23 @@ def test_saved_qdq_file_loads_back_as_onnx(calib, tmp_path):
     onnx.checker.check_model(str(path))
 
 
-@settings(max_examples=15, deadline=None)
-@given(net=networks(max_blocks=3, degenerate=False), seed=st.integers(0, 2**16), per_channel=st.booleans())
-def test_generated_networks_export_and_agree(net, seed, per_channel):
+@settings(max_examples=25, deadline=None)
+@given(
+    net=networks(max_blocks=3),
+    seed=st.integers(0, 2**16),
+    bits=st.integers(2, 8),
+    per_channel=st.booleans(),
+    optimize_signs=st.booleans(),
+)
+@example(net=tiny_weights_large_bias(), seed=0, bits=8, per_channel=False, optimize_signs=False)
+def test_generated_networks_export_and_agree(net, seed, bits, per_channel, optimize_signs):
+    """Random networks, degenerate weights included (all-zero channels and layers, 1e-8 and
+    1e4 magnitudes), at every width the QDQ format holds."""
     m = oxiquant.load(net)
     shape = [d.dim_value or 4 for d in net.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(seed).standard_normal([8, *shape[1:]]).astype(np.float32)
     q = oxiquant.quantize_network(
-        m, 8, x, per_channel=per_channel, optimize_signs=True, dequantize_outputs=False, progress=False
+        m, bits, x, per_channel=per_channel, optimize_signs=optimize_signs, dequantize_outputs=False, progress=False
     )
     check_agrees(q, {"x": x})
 

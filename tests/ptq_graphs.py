@@ -374,6 +374,25 @@ def small_cnn(seed: int = 0, middle: str | None = None) -> onnx.ModelProto:
     )
 
 
+def dead_conv_cnn() -> onnx.ModelProto:
+    """small_cnn with conv1's weights and bias all zero and no BatchNormalization: conv1's
+    output, its Relu and the residual branch are constantly 0 on any input (a zero weight
+    maximum to normalize by, a calibration range of 0)."""
+    proto = small_cnn()
+    for t in proto.graph.initializer:
+        if t.name in ("w1", "b1"):
+            t.CopyFrom(init(t.name, np.zeros(numpy_helper.to_array(t).shape)))
+    # Drop the BatchNormalization (and its parameters) so that conv1's output stays 0.
+    nodes = [n for n in proto.graph.node if n.op_type != "BatchNormalization"]
+    nodes[1].input[0] = "c1"  # relu1 reads the conv directly
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    kept = [t for t in proto.graph.initializer if not t.name.startswith("bn_")]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    return proto
+
+
 def two_input_model(seed: int = 0) -> onnx.ModelProto:
     """conv(a) + conv(b) -> Relu: inputs 'a' and 'b' of [N,2,6,6]."""
     g = np.random.default_rng(seed)

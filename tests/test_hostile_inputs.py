@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 import oxiquant
 
 import zoo
-from ptq_graphs import init, small_cnn, two_input_model
+from ptq_graphs import dead_conv_cnn, init, small_cnn, two_input_model
 
 VI = helper.make_tensor_value_info
 DOC = Path(__file__).resolve().parents[1] / "docs" / "robustness.md"
@@ -122,24 +122,6 @@ def duplicate_producer_model() -> onnx.ModelProto:
 def duplicate_node_names_model() -> onnx.ModelProto:
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="same"), helper.make_node("Neg", ["a"], ["y"], name="same")]
     return zoo.make_model(nodes, [VI("x", 1, [2])], [VI("y", 1, None)])
-
-
-def zero_weights_model() -> onnx.ModelProto:
-    """small_cnn with conv1's weights and bias all zero and no BatchNorm: conv1, its Relu
-    and the residual branch are constantly 0 (range 0), the weights' max is 0 (a division
-    by zero in weight normalization)."""
-    proto = small_cnn()
-    for t in proto.graph.initializer:
-        if t.name in ("w1", "b1"):
-            t.CopyFrom(init(t.name, np.zeros(numpy_helper.to_array(t).shape)))
-    nodes = [n for n in proto.graph.node if n.op_type != "BatchNormalization"]
-    nodes[1].input[0] = "c1"
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
-    kept = [t for t in proto.graph.initializer if not t.name.startswith("bn_")]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept)
-    return proto
 
 
 def every_weight_zero_model() -> onnx.ModelProto:
@@ -651,10 +633,10 @@ CASES = [
     Case(
         "zero-weights",
         "a Conv whose weights and bias are all zero (its output, a Relu and a residual branch constantly 0)",
-        lambda c: oxiquant.quantize_network(c.model(proto=zero_weights_model()), 8, c.calib),
+        lambda c: oxiquant.quantize_network(c.model(proto=dead_conv_cnn()), 8, c.calib),
         None,
         "quantizes; outputs match the float model; `quant_info['warnings']` says which activations are constantly 0",
-        quantizes_like_float(zero_weights_model),
+        quantizes_like_float(dead_conv_cnn),
     ),
     Case(
         "all-weights-zero",

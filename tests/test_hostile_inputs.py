@@ -41,8 +41,8 @@ class Ctx:
         self.calib = np.random.default_rng(5).standard_normal((24, 3, 8, 8)).astype(np.float32)
         self.models: list[tuple[oxiquant.Model, tuple[Any, ...]]] = []
 
-    def model(self, stage: str = "float", proto: onnx.ModelProto | None = None) -> oxiquant.Model:
-        m = oxiquant.load(proto if proto is not None else small_cnn())
+    def model(self, stage: str = "float", proto: onnx.ModelProto | None = None, fold: bool = True) -> oxiquant.Model:
+        m = oxiquant.load(proto if proto is not None else small_cnn(), fold_constants=fold)
         steps = [
             lambda: oxiquant.prepare_network(m),
             lambda: oxiquant.insert_scaling_nodes(m),
@@ -55,6 +55,8 @@ class Ctx:
         return m
 
     def calib_for(self, m: oxiquant.Model) -> dict[str, np.ndarray]:
+        if m.inputs[0][2] == ["N", 2, 5, 5]:
+            return {"x": np.ones((2, 2, 5, 5), np.float32)}
         if m.input_names == ["x"]:
             return {"x": self.calib[:4]}
         return {n: np.zeros((2, *[d for d in s[1:]]), np.float32) for n, _, s in m.inputs}
@@ -66,8 +68,11 @@ class Ctx:
 
 
 def snapshot(m: oxiquant.Model, feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
-    info = m.quant_info
-    return (m.to_onnx().SerializeToString(), repr(info), {k: v.tobytes() for k, v in m.run(feeds).items()})
+    try:
+        outputs: Any = {k: v.tobytes() for k, v in m.run(feeds).items()}
+    except oxiquant.OxiquantError as e:  # a model that cannot run (on purpose) fails the same way
+        outputs = f"{type(e).__name__}: {e}"
+    return (m.to_onnx().SerializeToString(), repr(m.quant_info), outputs)
 
 
 @dataclass
@@ -147,6 +152,23 @@ def quantizes_like_float(proto_fn: Callable[[], onnx.ModelProto]) -> Callable[[A
         assert np.abs(ort_ref(q.to_onnx("qdq"), ctx.calib) - y).max() <= 0.02 * max(float(np.abs(ref).max()), 1e-6)
 
     return check
+
+
+def training_dropout_model() -> onnx.ModelProto:
+    """Conv -> Dropout whose training_mode comes from a Constant node (true): loaded without
+    folding, prepare_network only sees the constant after it has folded the graph."""
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+        helper.make_node("Constant", [], ["train"], value=helper.make_tensor("t", TensorProto.BOOL, [], [True])),
+        helper.make_node("Dropout", ["c", "ratio", "train"], ["y"], name="dropout"),
+    ]
+    proto = zoo.make_model(
+        nodes,
+        [VI("x", TensorProto.FLOAT, ["N", 2, 5, 5])],
+        [VI("y", TensorProto.FLOAT, None)],
+        [conv_weight(), init("ratio", 0.5)],
+    )
+    return proto
 
 
 def truncated(ctx: Ctx) -> Any:
@@ -621,6 +643,13 @@ CASES = [
         lambda c: oxiquant.insert_scaling_nodes(c.model("insert_scaling_nodes")),
         oxiquant.InvalidArgumentError,
         "insert_scaling_nodes: the model is at stage 'scaling nodes inserted'",
+    ),
+    Case(
+        "prepare-fails-after-folding",
+        "a Dropout in training mode, seen only once prepare_network has folded constants",
+        lambda c: oxiquant.prepare_network(c.model(proto=training_dropout_model(), fold=False)),
+        oxiquant.InvalidArgumentError,
+        "node 'dropout' (Dropout): training_mode is not a constant false; only inference graphs can be quantized",
     ),
     Case(
         "qdq-float",

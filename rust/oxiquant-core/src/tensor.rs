@@ -187,9 +187,11 @@ fn machine_memory() -> Option<u64> {
 /// plus swap where the OS says, and a trial reservation). Allocators reserve address space
 /// lazily, so without this a hostile model would get a multi-terabyte buffer and the process
 /// would be killed when the op writes it; with it, the model gets an error naming the shape.
-/// Returns the element count.
+/// An empty output is checked as if its zero dimensions were 1: ops build per-axis index
+/// tables, and [0, 2^60] is no more reasonable than [1, 2^60]. Returns the element count.
 pub fn check_alloc(shape: &[usize], elem_size: usize) -> Result<usize> {
-    let n = checked_numel(shape)
+    let nonzero: Vec<usize> = shape.iter().map(|&d| d.max(1)).collect();
+    let n = checked_numel(&nonzero)
         .filter(|n| n.checked_mul(elem_size).is_some_and(|b| b <= isize::MAX as usize))
         .ok_or_else(|| {
             Error::shape(format!(
@@ -214,7 +216,7 @@ pub fn check_alloc(shape: &[usize], elem_size: usize) -> Result<usize> {
         let mut probe: Vec<u8> = Vec::new();
         probe.try_reserve_exact(bytes).map_err(|_| too_big())?;
     }
-    Ok(n)
+    Ok(numel(shape))
 }
 
 impl Tensor {

@@ -4,8 +4,9 @@
 //! (dangling, cyclic, omitted, duplicated outputs), random initializers (float weights of
 //! random shapes, int64 tensors that end up as shapes, axes and pads), random opsets.
 //!
-//! The property: nothing panics or aborts. Every call returns `Ok` or an `Err`; what the
-//! errors say is checked by the Python tests (tests/test_hostile_inputs.py). The number of
+//! The properties: nothing panics or aborts, every call returns `Ok` or an `Err` (what the
+//! errors say is checked by the Python tests, tests/test_hostile_inputs.py), and a PTQ step
+//! that fails leaves the graph and its PTQ state exactly as they were. The number of
 //! cases is bounded so that this runs in seconds: `PROPTEST_CASES=100000 cargo test -p
 //! oxiquant-core --test fuzz_graph` searches longer; `FUZZ_DEBUG=1` prints why each graph
 //! was refused (to tune the generator).
@@ -355,7 +356,7 @@ fn to_raw(c: &Case) -> RawGraph {
     // [m, C, k, k] (when it has rank 4), w2 as a matrix [last dim of x, m].
     if let (Some((s0, _)), Some(&ci)) = (c.float_inits.first(), c.input_shape.get(1)) {
         if s0.len() == 4 {
-            let shape = vec![s0[0].max(1), ci, s0[2].clamp(1, 3), s0[2].clamp(1, 3)];
+            let shape = vec![s0[0], ci, s0[2].clamp(1, 3), s0[2].clamp(1, 3)];
             initializers[0].1 = float_tensor(shape, 11);
         }
     }
@@ -425,15 +426,36 @@ fn exercise(c: &Case) -> Reached {
     }
     // The PTQ passes on a graph that runs.
     let mut st = PtqState::default();
+    // Every step either succeeds or leaves the graph and the PTQ state exactly as they were
+    // (a failed call must not modify the user's model). Compared through Debug, which sees
+    // every field and treats a NaN attribute as equal to itself.
+    let snapshot = |g: &Graph, st: &PtqState| format!("{g:?}\n{st:?}");
+    macro_rules! atomic {
+        ($g:expr, $st:expr, $step:expr) => {{
+            let before = snapshot(&$g, &$st);
+            let r = $step;
+            if r.is_err() {
+                assert!(snapshot(&$g, &$st) == before, "a failed step modified the model: {r:?}");
+            }
+            r?
+        }};
+    }
     let mut steps = || -> oxiquant_core::Result<()> {
-        ptq::prepare::prepare(&mut g, &mut st)?;
-        ptq::insert_scaling::insert_scaling_nodes(&mut g, &mut st)?;
-        ptq::normalize_params::normalize_parameters(&mut g, &mut st, true)?;
-        ptq::calibrate::begin(&mut st, true)?;
-        ptq::calibrate::observe_batch(&g, &mut st, feeds())?;
-        ptq::calibrate::finish(&mut st)?;
-        ptq::adjust::adjust_ranges(&g, &mut st, Clipping::Mse, 4, true)?;
-        ptq::normalize_acts::normalize_activations(&mut g, &mut st)?;
+        atomic!(g, st, ptq::prepare::prepare(&mut g, &mut st));
+        atomic!(g, st, ptq::insert_scaling::insert_scaling_nodes(&mut g, &mut st));
+        atomic!(
+            g,
+            st,
+            ptq::normalize_params::normalize_parameters(&mut g, &mut st, true)
+        );
+        atomic!(g, st, {
+            ptq::calibrate::begin(&mut st, true)
+                .and_then(|()| ptq::calibrate::observe_batch(&g, &mut st, feeds()))
+                .and_then(|()| ptq::calibrate::finish(&mut st))
+                .inspect_err(|_| ptq::calibrate::abort(&mut st))
+        });
+        atomic!(g, st, ptq::adjust::adjust_ranges(&g, &mut st, Clipping::Mse, 4, true));
+        atomic!(g, st, ptq::normalize_acts::normalize_activations(&mut g, &mut st));
         let opts = ptq::quantize::QuantizeOptions {
             act_bits: 4,
             weight_bits: 4,
@@ -443,7 +465,7 @@ fn exercise(c: &Case) -> Reached {
             dequantize_outputs: true,
             weight_clipping: Clipping::Mse,
         };
-        ptq::quantize::quantize_network(&mut g, &mut st, &opts)?;
+        atomic!(g, st, ptq::quantize::quantize_network(&mut g, &mut st, &opts));
         exec::run(&g, feeds())?;
         g.to_raw()?;
         ptq::export_qdq::to_qdq(&g, &st)?;

@@ -335,7 +335,9 @@ impl Pad {
                     .max(0) as usize
             })
             .collect();
-        check_alloc(&out_shape, 4)?;
+        check_alloc(&out_shape, 8)?;
+        // ... and the index tables, one Option<usize> per output row of every axis.
+        check_alloc(&[out_shape.iter().fold(0usize, |s, &d| s.saturating_add(d))], 16)?;
         let st = strides(x.shape());
         let mut shape = Vec::with_capacity(r);
         let mut tables = Vec::with_capacity(r);
@@ -495,7 +497,8 @@ impl Resize {
                 .collect();
             (sc, out)
         };
-        check_alloc(&out_shape, 4)?;
+        check_alloc(&out_shape, 8)?;
+        check_alloc(&[out_shape.iter().fold(0usize, |s, &d| s.saturating_add(d))], 16)?;
         let st = strides(x.shape());
         let tables: Vec<Vec<Option<usize>>> = (0..r)
             .map(|d| {

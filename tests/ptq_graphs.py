@@ -1,19 +1,21 @@
 """Random float networks for the PTQ property tests, as a hypothesis strategy.
 
 `networks()` draws small valid ONNX models (opset 13, one input `x` of shape [N, C, H, W] with
-a symbolic batch dimension, one output `y`): chains and DAGs of Conv (kernel 1 or 3, stride 1
-or 2, grouped and depthwise, with or without pads and bias), Relu / LeakyRelu / Clip(0, 6),
-MaxPool / AveragePool / GlobalAveragePool, BatchNormalization right after a Conv (folded by
-`prepare_network`), residual Adds (identity shortcut, conv shortcut, or a shortcut from any
-earlier tensor of the same shape, the network input included), Concats of branches, and an
-optional Flatten + Gemm head.
+a symbolic batch dimension, one output `y`): chains and DAGs of Conv (square kernels 1 or 3
+or rectangular ones up to 5, stride 1 to 3, grouped and depthwise, symmetric or asymmetric
+pads, with or without bias), Relu / LeakyRelu / Clip(0, 6), MaxPool / AveragePool /
+GlobalAveragePool, BatchNormalization right after a Conv (folded by `prepare_network`),
+residual Adds (identity shortcut, conv shortcut, or a shortcut from any earlier tensor of
+the same shape, the network input included), Concats of branches, and an optional head:
+Flatten or Reshape, then one or two Gemm / MatMul layers (a Relu between them).
 
 Hypothesis draws the structure and one seed; the weights come from numpy with that seed.
-Each affine layer draws a weight "kind": normal, an all-zero output channel, tiny (1e-3),
-huge (1e3) or all zero, so that degenerate scales are exercised too (`degenerate=False`
-keeps only normal weights, for properties that need a well-behaved network).
+Each affine layer draws a weight "kind": normal, an all-zero output channel, small (1e-3),
+tiny (1e-8), large (1e3), huge (1e4) or all zero, so that degenerate scales are exercised
+too (`degenerate=False` keeps only normal weights, for properties that need a well-behaved
+network).
 
-Graphs stay small (<= ~12 nodes, spatial <= 8x8, <= 8 channels per layer, 12 after a
+Graphs stay small (<= ~14 nodes, spatial <= 8x8, <= 8 channels per layer, 12 after a
 Concat) so that one example runs in milliseconds.
 """
 
@@ -34,7 +36,9 @@ MAX_CONCAT_CHANNELS = 12
 # No new block once the graph has this many nodes (a block adds up to ~10).
 MAX_NODES_BEFORE_BLOCK = 8
 
-WEIGHT_KINDS = ("normal", "normal", "normal", "zero_channel", "tiny", "huge", "zero")
+WEIGHT_KINDS = ("normal", "normal", "normal", "normal", "zero_channel", "small", "tiny", "large", "huge", "zero")
+# Magnitude multipliers of the weight kinds that scale the whole tensor.
+WEIGHT_SCALES = {"small": 1e-3, "tiny": 1e-8, "large": 1e3, "huge": 1e4}
 
 
 @dataclass
@@ -77,10 +81,8 @@ class Builder:
         w = self.rng.uniform(-1.0, 1.0, size=shape) * np.sqrt(3.0 / max(fan_in, 1))
         if kind == "zero_channel":
             w[self.rng.integers(shape[0])] = 0.0
-        elif kind == "tiny":
-            w *= 1e-3
-        elif kind == "huge":
-            w *= 1e3
+        elif kind in WEIGHT_SCALES:
+            w *= WEIGHT_SCALES[kind]
         elif kind == "zero":
             w[...] = 0.0
         return w.astype(np.float32)
@@ -90,21 +92,33 @@ def _conv_out(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 
 
+def _conv_out2(size: int, k: int, s: int, p_begin: int, p_end: int) -> int:
+    return (size + p_begin + p_end - k) // s + 1
+
+
 @st.composite
 def _weight_kind(draw, degenerate: bool) -> str:
     return draw(st.sampled_from(WEIGHT_KINDS)) if degenerate else "normal"
 
 
 def _conv(draw, b: Builder, x: Tensor, *, co=None, k=None, s=None, p=None, groups=None, bn=None) -> Tensor:
-    """A Conv (optionally followed by a BatchNormalization) reading `x`."""
+    """A Conv (optionally followed by a BatchNormalization) reading `x`. `k`, `s` and `p`
+    given: a square kernel, equal strides and symmetric pads (shape-preserving blocks need
+    them); otherwise drawn, rectangular and asymmetric included."""
     if k is None:
-        k = draw(st.sampled_from([1, 3])) if min(x.h, x.w) >= 3 else 1
-    if p is None:
-        p = draw(st.sampled_from([0, 1])) if k == 3 else 0
-    if k > x.h + 2 * p or k > x.w + 2 * p:
-        k, p = 1, 0
+        kh, kw = (draw(st.sampled_from([1, 3])),) * 2 if draw(st.booleans()) else (None, None)
+        if kh is None:
+            kh, kw = draw(st.sampled_from([1, 2, 3, 5])), draw(st.sampled_from([1, 2, 3, 5]))
+        # Pads (top, left, bottom, right), each below its kernel side.
+        pads = [draw(st.integers(0, min(kk - 1, 2))) for kk in (kh, kw, kh, kw)] if p is None else [p] * 4
+    else:
+        kh = kw = k
+        pads = [draw(st.sampled_from([0, 1])) if k == 3 else 0] * 4 if p is None else [p] * 4
+    if kh > x.h + pads[0] + pads[2] or kw > x.w + pads[1] + pads[3]:
+        kh = kw = 1
+        pads = [0, 0, 0, 0]
     if s is None:
-        s = draw(st.sampled_from([1, 2]))
+        s = draw(st.sampled_from([1, 1, 2, 3]))
     if groups is None:
         style = draw(st.sampled_from(["dense", "dense", "depthwise", "grouped"]))
         divisors = [g for g in range(1, x.c + 1) if x.c % g == 0 and (co is None or co % g == 0)]
@@ -122,16 +136,16 @@ def _conv(draw, b: Builder, x: Tensor, *, co=None, k=None, s=None, p=None, group
             co = draw(st.sampled_from(choices))
     assert co % groups == 0 and x.c % groups == 0
     kind = draw(_weight_kind(b.degenerate))
-    fan_in = (x.c // groups) * k * k
-    w = b.const("W", b.weights((co, x.c // groups, k, k), fan_in, kind))
+    fan_in = (x.c // groups) * kh * kw
+    w = b.const("W", b.weights((co, x.c // groups, kh, kw), fan_in, kind))
     inputs = [x.name, w]
     if draw(st.booleans()):
         bias = b.rng.uniform(-0.5, 0.5, size=co)
         if kind == "zero":
             bias = np.zeros(co)
         inputs.append(b.const("B", bias))
-    y = b.node("Conv", inputs, kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p], group=groups)
-    out = Tensor(y, co, _conv_out(x.h, k, s, p), _conv_out(x.w, k, s, p))
+    y = b.node("Conv", inputs, kernel_shape=[kh, kw], strides=[s, s], pads=pads, group=groups)
+    out = Tensor(y, co, _conv_out2(x.h, kh, s, pads[0], pads[2]), _conv_out2(x.w, kw, s, pads[1], pads[3]))
     if bn is None:
         bn = draw(st.integers(0, 3)) == 0
     if bn:
@@ -222,6 +236,19 @@ def _concat(draw, b: Builder, x: Tensor) -> Tensor:
     return Tensor(b.node("Concat", [t.name for t in parts], axis=1), sum(t.c for t in parts), x.h, x.w)
 
 
+def _dense(draw, b: Builder, x: str, features: int, k: int) -> str:
+    """Gemm (transB 0 or 1, with or without bias) or MatMul with a constant [features, k]."""
+    kind = draw(_weight_kind(b.degenerate))
+    w = b.weights((k, features), features, kind)
+    if draw(st.sampled_from(["gemm", "gemm", "matmul"])) == "matmul":
+        return b.node("MatMul", [x, b.const("Wm", w.T)])
+    trans_b = draw(st.sampled_from([0, 1]))
+    inputs = [x, b.const("Wg", w if trans_b else w.T)]
+    if draw(st.booleans()):
+        inputs.append(b.const("Bg", b.rng.uniform(-0.5, 0.5, size=k)))
+    return b.node("Gemm", inputs, transB=trans_b)
+
+
 @st.composite
 def networks(draw, max_blocks: int = 4, degenerate: bool = True, head: bool | None = None) -> onnx.ModelProto:
     """A random valid float network as an onnx.ModelProto (input `x`, output `y`)."""
@@ -253,18 +280,21 @@ def networks(draw, max_blocks: int = 4, degenerate: bool = True, head: bool | No
             x = _conv(draw, b, x, co=draw(st.integers(1, MAX_CHANNELS)), k=1, s=1, p=0, groups=1)
         history.append(x)
     if head if head is not None else draw(st.booleans()):
-        flat = b.node("Flatten", [x.name], axis=1)
         features = x.c * x.h * x.w
-        k = draw(st.integers(1, 6))
-        kind = draw(_weight_kind(b.degenerate))
-        trans_b = draw(st.sampled_from([0, 1]))
-        w = b.weights((k, features), features, kind)
-        inputs = [flat, b.const("Wg", w if trans_b else w.T)]
         if draw(st.booleans()):
-            inputs.append(b.const("Bg", b.rng.uniform(-0.5, 0.5, size=k)))
-        y = b.node("Gemm", inputs, transB=trans_b)
-        x = Tensor(y, k, 1, 1)
-        out_shape = ["N", k]
+            flat = b.node("Flatten", [x.name], axis=1)
+        else:
+            shape = b.fresh("shape")
+            b.inits.append(numpy_helper.from_array(np.array([0, -1], np.int64), shape))
+            flat = b.node("Reshape", [x.name, shape])
+        for layer in range(draw(st.integers(1, 2))):
+            if layer:
+                flat = b.node("Relu", [flat])
+            k = draw(st.integers(1, 6))
+            flat = _dense(draw, b, flat, features, k)
+            features = k
+        x = Tensor(flat, features, 1, 1)
+        out_shape = ["N", features]
     else:
         out_shape = ["N", x.c, x.h, x.w]
     # The graph output is always called "y", written by the last node.
@@ -344,6 +374,25 @@ def small_cnn(seed: int = 0, middle: str | None = None) -> onnx.ModelProto:
     )
 
 
+def dead_conv_cnn() -> onnx.ModelProto:
+    """small_cnn with conv1's weights and bias all zero and no BatchNormalization: conv1's
+    output, its Relu and the residual branch are constantly 0 on any input (a zero weight
+    maximum to normalize by, a calibration range of 0)."""
+    proto = small_cnn()
+    for t in proto.graph.initializer:
+        if t.name in ("w1", "b1"):
+            t.CopyFrom(init(t.name, np.zeros(numpy_helper.to_array(t).shape)))
+    # Drop the BatchNormalization (and its parameters) so that conv1's output stays 0.
+    nodes = [n for n in proto.graph.node if n.op_type != "BatchNormalization"]
+    nodes[1].input[0] = "c1"  # relu1 reads the conv directly
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    kept = [t for t in proto.graph.initializer if not t.name.startswith("bn_")]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    return proto
+
+
 def two_input_model(seed: int = 0) -> onnx.ModelProto:
     """conv(a) + conv(b) -> Relu: inputs 'a' and 'b' of [N,2,6,6]."""
     g = np.random.default_rng(seed)
@@ -356,3 +405,36 @@ def two_input_model(seed: int = 0) -> onnx.ModelProto:
     ]
     ins = [VI("a", TensorProto.FLOAT, ["N", 2, 6, 6]), VI("b", TensorProto.FLOAT, ["N", 2, 6, 6])]
     return zoo.make_model(nodes, ins, [VI("y", TensorProto.FLOAT, ["N", 3, 6, 6])], inits)
+
+
+def tiny_weights_large_bias() -> onnx.ModelProto:
+    """Conv with 1e-8 weights and a bias of 0.5 -> Relu: in integer units the bias is about
+    1e8 times the weights' unit, past int32. The quantizer clamped it to `i32::MAX as f32`,
+    which is 2^31 (f32 rounds up) and does not fit an int32: the QDQ export failed. [N,2,6,6]
+    -> [N,3,6,6]."""
+    g = np.random.default_rng(6)
+    inits = [init("w", 1e-8 * g.uniform(-1, 1, (3, 2, 3, 3))), init("b", [0.5, -0.5, 0.25])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    return zoo.make_model(
+        nodes, [VI("x", TensorProto.FLOAT, ["N", 2, 6, 6])], [VI("y", TensorProto.FLOAT, ["N", 3, 6, 6])], inits
+    )
+
+
+def max_integer_bias(q) -> float:
+    """Largest |bias| of a quantized model's affine nodes, in integer units. Beyond 2^24, sums
+    computed in f32 (the fake-quantized graph, onnxruntime's requantization) are no longer
+    exact, so only the integer engine is: comparisons with them get one step of slack."""
+    proto = q.to_onnx("fake")
+    inits = {i.name: i for i in proto.graph.initializer}
+    biases = [
+        np.abs(onnx.numpy_helper.to_array(inits[n.input[2]])).max()
+        for n in proto.graph.node
+        if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2] in inits
+    ]
+    return float(max(biases, default=0.0))
+
+
+EXACT_F32_SUMS = 2.0**22

@@ -7,12 +7,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import oxiquant
 
-from ptq_graphs import networks, small_cnn, two_input_model
+import ptq_graphs
+from ptq_graphs import networks, small_cnn, tiny_weights_large_bias, two_input_model
 
 
 def ort_session(proto: onnx.ModelProto, optimized_path: str | None = None, fused: bool = True) -> ort.InferenceSession:
@@ -80,9 +81,9 @@ def test_qdq_export_runs_in_onnxruntime_and_agrees(calib, opts):
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 6])
-def test_narrow_widths_export_in_int4_or_with_a_clamp(calib, bits):
-    """4 bits and fewer: int4 / uint4 tensors at opset 21; widths that do not fill their
-    container (2, 3, 6 bits) get a Clip to their range."""
+def test_narrow_widths_export_with_int4_weights_and_clamped_activations(calib, bits):
+    """Weights of 4 bits or fewer are int4 tensors (opset 21); activations keep 8-bit
+    containers with a Clip to their range (onnxruntime's optimizer fails on int4 ones)."""
     q = oxiquant.quantize_network(
         oxiquant.load(small_cnn()),
         bits,
@@ -94,13 +95,9 @@ def test_narrow_widths_export_in_int4_or_with_a_clamp(calib, bits):
     )
     proto = check_agrees(q, {"x": calib})
     types = {i.data_type for i in proto.graph.initializer}
-    if bits <= 4:
-        assert proto.opset_import[0].version == 21
-        assert onnx.TensorProto.INT4 in types and onnx.TensorProto.UINT4 in types
-    else:
-        assert proto.opset_import[0].version == 13
-        assert onnx.TensorProto.INT4 not in types
-    assert any(n.op_type == "Clip" for n in proto.graph.node) == (bits != 4)
+    assert (onnx.TensorProto.INT4 in types) == (bits <= 4)
+    assert proto.opset_import[0].version == (21 if bits <= 4 else 13)
+    assert any(n.op_type == "Clip" for n in proto.graph.node)
     check_agrees(q, {"x": calib}, fused=True)
 
 
@@ -173,17 +170,29 @@ def test_saved_qdq_file_loads_back_as_onnx(calib, tmp_path):
     onnx.checker.check_model(str(path))
 
 
-@settings(max_examples=15, deadline=None)
-@given(net=networks(max_blocks=3, degenerate=False), seed=st.integers(0, 2**16), per_channel=st.booleans())
-def test_generated_networks_export_and_agree(net, seed, per_channel):
+@settings(max_examples=25, deadline=None)
+@given(
+    net=networks(max_blocks=3),
+    seed=st.integers(0, 2**16),
+    bits=st.integers(2, 8),
+    per_channel=st.booleans(),
+    optimize_signs=st.booleans(),
+)
+@example(net=tiny_weights_large_bias(), seed=0, bits=8, per_channel=False, optimize_signs=False)
+def test_generated_networks_export_and_agree(net, seed, bits, per_channel, optimize_signs):
+    """Random networks, degenerate weights included (all-zero channels and layers, 1e-8 and
+    1e4 magnitudes), at every width the QDQ format holds."""
     m = oxiquant.load(net)
     shape = [d.dim_value or 4 for d in net.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(seed).standard_normal([8, *shape[1:]]).astype(np.float32)
     q = oxiquant.quantize_network(
-        m, 8, x, per_channel=per_channel, optimize_signs=True, dequantize_outputs=False, progress=False
+        m, bits, x, per_channel=per_channel, optimize_signs=optimize_signs, dequantize_outputs=False, progress=False
     )
     check_agrees(q, {"x": x})
-    check_agrees(q, {"x": x}, fused=True)
+    # onnxruntime's fused kernels requantize float(accumulator + bias): beyond 2^24 (a 1e-8
+    # weight next to an ordinary bias) that float is rounded, and only the unfused run is exact.
+    if ptq_graphs.max_integer_bias(q) < ptq_graphs.EXACT_F32_SUMS:
+        check_agrees(q, {"x": x}, fused=True)
 
 
 def test_dequantized_outputs_agree_in_real_units(calib):

@@ -7,12 +7,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import oxiquant
 
 import zoo
-from ptq_graphs import init, small_cnn, two_input_model
+from ptq_graphs import dead_conv_cnn, small_cnn, two_input_model
 
 VI = helper.make_tensor_value_info
 
@@ -424,18 +424,7 @@ def test_all_zero_weights_and_a_constant_zero_activation(calib):
     """conv1 has all-zero weights and bias: its output, the Relu and the residual branch are
     constantly 0 on any input. Quantizes with no NaN, says so in the warnings, and outputs
     what the float model does (the Gemm bias alone)."""
-    proto = small_cnn()
-    for t in proto.graph.initializer:
-        if t.name in ("w1", "b1"):
-            t.CopyFrom(init(t.name, np.zeros(numpy_helper.to_array(t).shape)))
-    # Drop the BatchNormalization (and its parameters) so that conv1's output stays 0.
-    nodes = [n for n in proto.graph.node if n.op_type != "BatchNormalization"]
-    nodes[1].input[0] = "c1"  # relu1 reads the conv directly
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
-    kept = [t for t in proto.graph.initializer if not t.name.startswith("bn_")]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept)
+    proto = dead_conv_cnn()
     ref = ort_run(proto, {"x": calib})
     for opts in ({}, {"per_channel": True}, {"clipping": "mse"}, {"clipping": "kl"}, {"single_shift": True}):
         q = oxiquant.quantize_network(oxiquant.load(proto), 8, calib, **opts)

@@ -179,10 +179,15 @@ def compute_ranges(
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     native = model._native
     native.ptq_calibration_begin(bool(histograms))
-    batches, total = _batches(model, calibration_set, int(batch_size))
-    for feeds in _progress(batches, total, progress, "calibration"):
-        native.ptq_calibration_batch(feeds, num_threads)
-    native.ptq_calibration_finish()
+    try:
+        batches, total = _batches(model, calibration_set, int(batch_size))
+        for feeds in _progress(batches, total, progress, "calibration"):
+            native.ptq_calibration_batch(feeds, num_threads)
+        native.ptq_calibration_finish()
+    except BaseException:
+        # A bad batch, an empty set, Ctrl-C: the model keeps its previous state and ranges.
+        native.ptq_calibration_abort()
+        raise
     return {layer["name"]: layer["range"] for layer in model.quant_info["activations"] if layer["range"] is not None}
 
 

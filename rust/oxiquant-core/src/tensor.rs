@@ -135,13 +135,94 @@ impl_element!(i32, I32, 0);
 impl_element!(i64, I64, 0);
 impl_element!(bool, Bool, false);
 
+/// The element count of `shape`, saturating at `usize::MAX` instead of wrapping: a shape
+/// read from a model (a Reshape target, say) whose product overflows then never matches a
+/// buffer's length, so it is refused where a wrapped product could have matched.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
+}
+
+/// The element count of `shape`, or `None` when it overflows `usize`.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// Refuses a shape whose non-zero dimensions multiply past `usize` (an empty tensor of
+/// shape [2^40, 2^40, 0] is otherwise valid), so that any product of a tensor's dimensions
+/// the kernels compute is exact.
+fn check_dims(shape: &[usize]) -> Result<()> {
+    let fits = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .is_some();
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::shape(format!("the dimensions of {shape:?} overflow")))
+    }
+}
+
+/// Outputs up to this size are allocated without asking first.
+const PROBE_BYTES: usize = 1 << 30;
+
+/// RAM plus swap in bytes, on Linux (from /proc/meminfo, read once); `None` elsewhere.
+fn machine_memory() -> Option<u64> {
+    static MEM: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *MEM.get_or_init(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib = |key: &str| {
+            info.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) * 1024)
+    })
+}
+
+/// Checks, before an op allocates an output whose shape comes from the model (attributes,
+/// shape inputs, pads, scales), that a tensor of `shape` with `elem_size`-byte elements can
+/// exist: its size must not overflow and, past 1 GiB, must fit in the machine's memory (RAM
+/// plus swap where the OS says, and a trial reservation). Allocators reserve address space
+/// lazily, so without this a hostile model would get a multi-terabyte buffer and the process
+/// would be killed when the op writes it; with it, the model gets an error naming the shape.
+/// An empty output is checked as if its zero dimensions were 1: ops build per-axis index
+/// tables, and [0, 2^60] is no more reasonable than [1, 2^60]. Returns the element count.
+pub fn check_alloc(shape: &[usize], elem_size: usize) -> Result<usize> {
+    let nonzero: Vec<usize> = shape.iter().map(|&d| d.max(1)).collect();
+    let n = checked_numel(&nonzero)
+        .filter(|n| n.checked_mul(elem_size).is_some_and(|b| b <= isize::MAX as usize))
+        .ok_or_else(|| {
+            Error::shape(format!(
+                "an output of shape {shape:?} would have more elements than memory can address"
+            ))
+        })?;
+    let bytes = n * elem_size;
+    if bytes > PROBE_BYTES {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let too_big = || {
+            Error::shape(format!(
+                "an output of shape {shape:?} needs {:.1} GiB, which cannot be allocated{}",
+                gib(bytes as u64),
+                machine_memory()
+                    .map(|m| format!(" (this machine has {:.1} GiB of RAM and swap)", gib(m)))
+                    .unwrap_or_default()
+            ))
+        };
+        if machine_memory().is_some_and(|m| bytes as u64 > m) {
+            return Err(too_big());
+        }
+        let mut probe: Vec<u8> = Vec::new();
+        probe.try_reserve_exact(bytes).map_err(|_| too_big())?;
+    }
+    Ok(numel(shape))
 }
 
 impl Tensor {
     /// Builds a tensor, checking that the data length matches the shape.
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor> {
+        check_dims(&shape)?;
         let n = numel(&shape);
         let len = dispatch_data!(&data, v => v.len());
         if n != len {
@@ -225,6 +306,7 @@ impl Tensor {
     }
     /// Same data, new shape (element count must match).
     pub fn reshape(self, shape: Vec<usize>) -> Result<Tensor> {
+        check_dims(&shape)?;
         if numel(&shape) != self.len() {
             return Err(Error::shape(format!(
                 "cannot reshape {:?} ({} elements) to {:?}",

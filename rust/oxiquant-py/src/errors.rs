@@ -84,3 +84,26 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, Error>) -> PyResult<T>
         }
     }
 }
+
+/// Test hook for the last line of defence: panics on purpose inside `guard` (in a rayon
+/// worker when `in_pool`), which must come out as `InternalError` with the process intact.
+/// Nothing else calls it; no real code path is meant to panic.
+#[pyfunction]
+#[pyo3(signature = (in_pool=false))]
+pub fn _guard_selftest(py: Python<'_>, in_pool: bool) -> PyResult<()> {
+    py.detach(|| {
+        guard("guard self-test", || {
+            if in_pool {
+                use rayon::prelude::*;
+                (0..64).into_par_iter().for_each(|i| {
+                    if i == 37 {
+                        std::panic::panic_any(format!("deliberate panic in worker item {i}"));
+                    }
+                });
+            } else {
+                std::panic::panic_any("deliberate panic".to_string());
+            }
+            Ok(())
+        })
+    })
+}

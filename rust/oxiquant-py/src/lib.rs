@@ -367,6 +367,11 @@ impl NativeModel {
         guard("compute_ranges", || core_ptq::calibrate::finish(&mut self.ptq))
     }
 
+    /// PTQ step 4, on failure: puts the model back as it was before `ptq_calibration_begin`.
+    fn ptq_calibration_abort(&mut self) {
+        core_ptq::calibrate::abort(&mut self.ptq);
+    }
+
     /// PTQ step 5.
     #[pyo3(signature = (clipping, nb_bits, optimize_signs, num_threads=None))]
     fn ptq_adjust_ranges(
@@ -503,6 +508,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(clip_from_values, m)?)?;
+    m.add_function(wrap_pyfunction!(errors::_guard_selftest, m)?)?;
     m.add("OxiquantError", py.get_type::<errors::OxiquantError>())?;
     m.add("UnsupportedOpError", py.get_type::<errors::UnsupportedOpError>())?;
     m.add("ModelFormatError", py.get_type::<errors::ModelFormatError>())?;

@@ -382,8 +382,22 @@ pub(crate) fn topo_order(nodes: &[Node], roots: &HashSet<String>) -> Result<Vec<
         }
     }
     if order.len() != nodes.len() {
+        // The unsorted nodes are the cycles and everything downstream of them; peel off
+        // the downstream ones (no unsorted reader) so that the message names the cycle.
+        let mut on_cycle: Vec<bool> = indeg.iter().map(|&d| d > 0).collect();
+        loop {
+            let sinks: Vec<usize> = (0..nodes.len())
+                .filter(|&i| on_cycle[i] && !users[i].iter().any(|&u| on_cycle[u]))
+                .collect();
+            if sinks.is_empty() {
+                break;
+            }
+            for i in sinks {
+                on_cycle[i] = false;
+            }
+        }
         let stuck: Vec<&str> = (0..nodes.len())
-            .filter(|i| indeg[*i] > 0)
+            .filter(|&i| on_cycle[i])
             .take(8)
             .map(|i| nodes[i].name.as_str())
             .collect();

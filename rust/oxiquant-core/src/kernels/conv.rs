@@ -18,8 +18,14 @@ impl Window2d {
     pub fn output_size(&self, in_h: usize, in_w: usize, ceil_mode: bool) -> Option<[usize; 2]> {
         let mut out = [0usize; 2];
         for d in 0..2 {
-            let input = [in_h, in_w][d] + self.pads[d] + self.pads[d + 2];
-            let span = (self.kernel[d] - 1) * self.dilations[d] + 1;
+            // Checked: kernel, dilations and pads come from the model file.
+            let input = [in_h, in_w][d]
+                .checked_add(self.pads[d])?
+                .checked_add(self.pads[d + 2])?;
+            let span = self.kernel[d]
+                .checked_sub(1)?
+                .checked_mul(self.dilations[d])?
+                .checked_add(1)?;
             if input < span || self.strides[d] == 0 {
                 return None;
             }

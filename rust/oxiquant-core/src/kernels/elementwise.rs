@@ -41,7 +41,7 @@ where
     F: Fn(T, T) -> T + Sync,
 {
     let shape = broadcast_shape(sa, sb)?;
-    let n = numel(&shape);
+    let n = crate::tensor::check_alloc(&shape, std::mem::size_of::<T>())?;
     let mut out = vec![T::default(); n];
     if n == 0 {
         return Ok((out, shape));

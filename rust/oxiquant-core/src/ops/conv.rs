@@ -61,9 +61,18 @@ impl Padding {
             Padding::SameUpper | Padding::SameLower => {
                 let mut pads = vec![0; 2 * r];
                 for d in 0..r {
+                    // Saturating: kernel, strides and dilations come from the model file (an
+                    // absurd window then fails the output-size check, not an overflow).
                     let out = input[d].div_ceil(strides[d]);
-                    let span = (kernel[d] - 1) * dilations[d] + 1;
-                    let total = ((out - 1) * strides[d] + span).saturating_sub(input[d]);
+                    let span = kernel[d]
+                        .saturating_sub(1)
+                        .saturating_mul(dilations[d])
+                        .saturating_add(1);
+                    let total = out
+                        .saturating_sub(1)
+                        .saturating_mul(strides[d])
+                        .saturating_add(span)
+                        .saturating_sub(input[d]);
                     let small = total / 2;
                     let (b, e) = if *self == Padding::SameUpper {
                         (small, total - small)
@@ -181,11 +190,11 @@ impl Conv {
             }
         }
         let g = self.group;
-        if xs[1] != ws[1] * g || ws[0] % g != 0 {
+        if ws[1].checked_mul(g) != Some(xs[1]) || ws[0] % g != 0 {
             return Err(Error::shape(format!(
                 "input {xs:?} has {} channels but weight {ws:?} with group {g} expects {}",
                 xs[1],
-                ws[1] * g
+                ws[1].saturating_mul(g)
             )));
         }
         let strides = spatial(&self.strides, r, "strides")?;
@@ -195,7 +204,7 @@ impl Conv {
         let (h, w) = if r == 1 { (1, xs[2]) } else { (xs[2], xs[3]) };
         let out = win.output_size(h, w, false).ok_or_else(|| {
             Error::shape(format!(
-                "input {xs:?} is smaller than the kernel {kernel:?} with dilations {dilations:?} and pads {pads:?}"
+                "input {xs:?} is smaller than the kernel {kernel:?} with dilations {dilations:?} and pads {pads:?} (or the window size overflows)"
             ))
         })?;
         Ok(ConvShape {
@@ -225,13 +234,19 @@ impl Conv {
             }
             None => None,
         };
-        let y = conv2d(x.as_slice::<f32>()?, w.as_slice::<f32>()?, bias, &s);
+        crate::tensor::check_alloc(&[s.n, s.m, s.out[0], s.out[1]], 4)?;
         let mut shape = vec![s.n, s.m];
         if x.rank() == 3 {
             shape.push(s.out[1]);
         } else {
             shape.extend_from_slice(&s.out);
         }
+        if s.n == 0 || s.m == 0 {
+            // An empty batch or a weight without output channel: an empty output (the
+            // kernels split their work per image and channel group).
+            return Ok(vec![Tensor::zeros::<f32>(shape)]);
+        }
+        let y = conv2d(x.as_slice::<f32>()?, w.as_slice::<f32>()?, bias, &s);
         Ok(vec![Tensor::from_vec(shape, y)?])
     }
 }

@@ -25,22 +25,39 @@ impl BinaryOp {
 
     pub fn apply(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         macro_rules! arith {
-            ($x:expr, $y:expr, $div:expr) => {{
+            ($x:expr, $y:expr, $add:expr, $sub:expr, $mul:expr, $div:expr) => {{
                 let (v, s) = match self {
-                    BinaryOp::Add => binary($x, a.shape(), $y, b.shape(), |p, q| p + q)?,
-                    BinaryOp::Sub => binary($x, a.shape(), $y, b.shape(), |p, q| p - q)?,
-                    BinaryOp::Mul => binary($x, a.shape(), $y, b.shape(), |p, q| p * q)?,
+                    BinaryOp::Add => binary($x, a.shape(), $y, b.shape(), $add)?,
+                    BinaryOp::Sub => binary($x, a.shape(), $y, b.shape(), $sub)?,
+                    BinaryOp::Mul => binary($x, a.shape(), $y, b.shape(), $mul)?,
                     BinaryOp::Div => binary($x, a.shape(), $y, b.shape(), $div)?,
                 };
                 Tensor::from_vec(s, v)
             }};
         }
         match (a.data(), b.data()) {
-            (TensorData::F32(x), TensorData::F32(y)) => arith!(x, y, |p, q| p / q),
-            // Integer division truncates toward zero like numpy's C semantics used by ONNX
-            // runtimes; division by zero yields 0 instead of a panic.
-            (TensorData::I64(x), TensorData::I64(y)) => arith!(x, y, |p: i64, q: i64| p.checked_div(q).unwrap_or(0)),
-            (TensorData::I32(x), TensorData::I32(y)) => arith!(x, y, |p: i32, q: i32| p.checked_div(q).unwrap_or(0)),
+            (TensorData::F32(x), TensorData::F32(y)) => {
+                arith!(x, y, |p, q| p + q, |p, q| p - q, |p, q| p * q, |p, q| p / q)
+            }
+            // Integers wrap on overflow (two's complement, as numpy and ONNX runtimes do; shape
+            // arithmetic from a model must not panic). Division truncates toward zero; by zero
+            // (or i64::MIN / -1) it yields 0 instead of a panic.
+            (TensorData::I64(x), TensorData::I64(y)) => arith!(
+                x,
+                y,
+                |p: i64, q: i64| p.wrapping_add(q),
+                |p: i64, q: i64| p.wrapping_sub(q),
+                |p: i64, q: i64| p.wrapping_mul(q),
+                |p: i64, q: i64| p.checked_div(q).unwrap_or(0)
+            ),
+            (TensorData::I32(x), TensorData::I32(y)) => arith!(
+                x,
+                y,
+                |p: i32, q: i32| p.wrapping_add(q),
+                |p: i32, q: i32| p.wrapping_sub(q),
+                |p: i32, q: i32| p.wrapping_mul(q),
+                |p: i32, q: i32| p.checked_div(q).unwrap_or(0)
+            ),
             _ => Err(Error::shape(format!(
                 "{} needs two float32, int64 or int32 operands of the same dtype, got {} {:?} and {} {:?}",
                 self.name(),

@@ -75,6 +75,7 @@ impl Gemm {
                 self.trans_b as u8
             )));
         }
+        crate::tensor::check_alloc(&[m, n], 4)?;
         let mut y = vec![0f32; m * n];
         let mut accumulate = false;
         if let Some(c) = inputs.get(2).copied().flatten() {
@@ -163,6 +164,7 @@ pub fn matmul(inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             .collect()
     };
     let (oa, ob) = (offsets(&sa, m * k), offsets(&sb, k * n));
+    crate::tensor::check_alloc(&[nb, m, n], 4)?;
     let mut y = vec![0f32; nb * m * n];
     let threads = rayon::current_num_threads();
     let one = |i: usize, out: &mut [f32], t: usize| {

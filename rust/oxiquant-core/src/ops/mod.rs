@@ -94,11 +94,12 @@ pub(crate) fn input<'a>(inputs: &[Option<&'a Tensor>], i: usize, name: &str) -> 
         .ok_or_else(|| Error::shape(format!("missing required input #{i} ({name})")))
 }
 
-/// A possibly negative axis, checked against the rank.
+/// A possibly negative axis, checked against the rank (a scalar has no axis: callers index
+/// the shape with the result).
 pub(crate) fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
-    if a < 0 || a >= r.max(1) {
+    if a < 0 || a >= r {
         return Err(Error::shape(format!("axis {axis} out of range for rank {rank}")));
     }
     Ok(a as usize)

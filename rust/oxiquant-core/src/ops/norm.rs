@@ -25,7 +25,8 @@ impl Softmax {
         };
         let mut y = x.clone();
         let v = y.as_mut_slice::<f32>()?;
-        if len == 0 {
+        if len == 0 || inner == 0 {
+            // Empty (a zero-size axis after `axis`, too): nothing to normalize.
             return Ok(vec![y]);
         }
         v.par_chunks_mut(len * inner).for_each(|blk| {

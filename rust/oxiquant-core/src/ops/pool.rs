@@ -29,6 +29,12 @@ impl Pool {
                 kernel_shape.len()
             )));
         }
+        if kernel_shape.contains(&0) {
+            return Err(Error::format(format!(
+                "node '{}' ({}): kernel_shape {kernel_shape:?} must be positive",
+                a.node, a.op
+            )));
+        }
         if max {
             // storage_order only changes the optional Indices output, which is not produced.
             a.ignore(&["storage_order"]);
@@ -83,7 +89,7 @@ impl Pool {
         let (h, w) = if r == 1 { (1, xs[2]) } else { (xs[2], xs[3]) };
         let out = win.output_size(h, w, self.ceil_mode).ok_or_else(|| {
             Error::shape(format!(
-                "input {xs:?} is smaller than the pooling window {:?}",
+                "input {xs:?} is smaller than the pooling window {:?} (or the window size overflows)",
                 self.kernel_shape
             ))
         })?;
@@ -100,6 +106,7 @@ impl Pool {
                 count_include_pad: self.count_include_pad,
             }
         };
+        crate::tensor::check_alloc(&[xs[0], xs[1], out[0], out[1]], 4)?;
         Ok(PoolPlan {
             planes: xs[0] * xs[1],
             h,

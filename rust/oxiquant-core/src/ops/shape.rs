@@ -4,7 +4,7 @@
 use super::{input, norm_axis};
 use crate::dispatch_data;
 use crate::error::{Error, Result};
-use crate::tensor::{numel, strides, DType, Tensor, TensorData};
+use crate::tensor::{check_alloc, numel, strides, DType, Tensor, TensorData};
 
 /// Gathers `t`'s elements into a tensor of `shape`: along every axis `d`, output index `o`
 /// reads input offset `tables[d][o]` (summed over axes), or `fill` when any of them is
@@ -111,7 +111,7 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
     }
     let total = numel(input);
     if let Some(i) = infer {
-        let known: usize = out.iter().product();
+        let known = numel(&out);
         if known == 0 || total % known != 0 {
             return Err(Error::shape(format!("cannot reshape {input:?} to {spec:?}")));
         }
@@ -326,13 +326,28 @@ impl Pad {
             pads[a] = pads_in[i];
             pads[a + r] = pads_in[i + axes.len()];
         }
+        // The output size, checked before the index tables (one entry per output row) exist.
+        let out_shape: Vec<usize> = (0..r)
+            .map(|d| {
+                (x.shape()[d] as i64)
+                    .saturating_add(pads[d])
+                    .saturating_add(pads[d + r])
+                    .max(0) as usize
+            })
+            .collect();
+        check_alloc(&out_shape, 8)?;
+        // ... and the index tables, one Option<usize> per output row of every axis.
+        check_alloc(&[out_shape.iter().fold(0usize, |s, &d| s.saturating_add(d))], 16)?;
         let st = strides(x.shape());
         let mut shape = Vec::with_capacity(r);
         let mut tables = Vec::with_capacity(r);
         for d in 0..r {
             let dim = x.shape()[d] as i64;
-            let out = dim + pads[d] + pads[d + r];
-            if out < 0 {
+            let out = dim
+                .checked_add(pads[d])
+                .and_then(|v| v.checked_add(pads[d + r]))
+                .ok_or_else(|| Error::shape(format!("Pad: pads {pads:?} overflow axis {d}")))?;
+            if out < 0 || pads[d] < -dim || pads[d + r] < -dim {
                 return Err(Error::shape(format!(
                     "Pad: pads {pads:?} remove more than the {dim} elements of axis {d}"
                 )));
@@ -468,7 +483,7 @@ impl Resize {
                 (None, Some(t)) => t.as_slice::<f32>()?.to_vec(),
                 (None, None) => return Err(Error::shape("Resize needs scales or sizes".to_string())),
             };
-            if sc.len() != r || sc.iter().any(|&v| v <= 0.0) {
+            if sc.len() != r || sc.iter().any(|&v| v.is_nan() || v <= 0.0 || v.is_infinite()) {
                 return Err(Error::shape(format!(
                     "Resize scales {sc:?} do not fit input {:?}",
                     x.shape()
@@ -482,6 +497,8 @@ impl Resize {
                 .collect();
             (sc, out)
         };
+        check_alloc(&out_shape, 8)?;
+        check_alloc(&[out_shape.iter().fold(0usize, |s, &d| s.saturating_add(d))], 16)?;
         let st = strides(x.shape());
         let tables: Vec<Vec<Option<usize>>> = (0..r)
             .map(|d| {
@@ -566,6 +583,7 @@ pub fn gather(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let mut shape = x.shape()[..a].to_vec();
     shape.extend_from_slice(idx_t.shape());
     shape.extend_from_slice(&x.shape()[a + 1..]);
+    check_alloc(&shape, 8)?;
     Ok(vec![take_tables(x, shape, &tables, 0.0)?])
 }
 
@@ -586,7 +604,7 @@ pub fn constant_of_shape(value: &Tensor, inputs: &[Option<&Tensor>]) -> Result<V
         )));
     }
     let shape: Vec<usize> = spec.iter().map(|&d| d as usize).collect();
-    let n = numel(&shape);
+    let n = check_alloc(&shape, 8)?;
     let data = dispatch_data!(value.data(), v => {
         let first = *v.first().ok_or_else(|| Error::shape("ConstantOfShape value is empty".to_string()))?;
         crate::tensor::Element::wrap(vec![first; n])

@@ -292,6 +292,9 @@ pub fn begin(state: &mut PtqState, histograms: bool) -> Result<()> {
         Stage::ParamsNormalized,
         &[Stage::Calibrated, Stage::RangesAdjusted],
     )?;
+    let mut before = state.clone();
+    before.calib_backup = None;
+    state.calib_backup = Some(Box::new(before));
     for info in state.scaling.values_mut() {
         info.stats = Some(if histograms {
             RangeStats::new()
@@ -337,8 +340,12 @@ pub fn observe_batch(graph: &Graph, state: &mut PtqState, feeds: HashMap<String,
             };
             let res = t.as_slice::<f32>().and_then(|x| stats.update(x));
             if let Err(e) = res {
+                let detail = match e {
+                    Error::InvalidArgument(m) | Error::Shape(m) => m,
+                    other => other.to_string(),
+                };
                 failure = Some(Error::InvalidArgument(format!(
-                    "calibration: the output of '{node}' ('{value}'): {e}; check the calibration data for NaN/Inf"
+                    "calibration: the output of '{node}' ('{value}'): {detail}; check the calibration data for NaN/Inf"
                 )));
             }
         };
@@ -366,7 +373,17 @@ pub fn finish(state: &mut PtqState) -> Result<()> {
         info.calib_scale = scales.get(&info.output).and_then(|s| s.first().copied()).unwrap_or(1.0);
     }
     state.stage = Stage::Calibrated;
+    state.calib_backup = None;
     Ok(())
+}
+
+/// Gives up a calibration started by `begin` (a batch failed, the data ran out, the user
+/// interrupted): the state is put back as it was before `begin`, previous ranges included.
+/// Does nothing when no calibration is in progress.
+pub fn abort(state: &mut PtqState) {
+    if let Some(before) = state.calib_backup.take() {
+        *state = *before;
+    }
 }
 
 #[cfg(test)]

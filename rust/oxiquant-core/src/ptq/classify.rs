@@ -64,6 +64,13 @@ pub fn classify(graph: &Graph, n: &Node, acts: &HashSet<String>) -> Class {
     }
     let island = |why: &str| Class::FloatIsland(why.to_string());
     let input = |i: usize| n.inputs.get(i).map(String::as_str).unwrap_or("");
+    // An empty weight (a layer with no output channel or no input feature) has no scale to
+    // take out; the passes index a weight's first channel.
+    let empty_weight = matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul)
+        && graph.initializers.get(input(1)).is_some_and(|w| w.is_empty());
+    if empty_weight {
+        return island("an empty weight tensor");
+    }
     match &n.op {
         Op::Scaling(_) => Class::Scaling,
         Op::Conv(_) => {

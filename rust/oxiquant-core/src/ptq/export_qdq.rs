@@ -23,7 +23,8 @@ struct Writer {
     names: NameGen,
     nodes: Vec<RawNode>,
     inits: Vec<(String, Tensor)>,
-    /// Initializers to store as INT4 (true) or UINT4 (false): their values are held in i8/u8.
+    /// Initializers to store as INT4 (true) or UINT4 (false): their values are held in i8/u8
+    /// (weights of 4 bits or fewer).
     int4: Vec<(String, bool)>,
 }
 
@@ -235,22 +236,15 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                 Some(b) => {
                     let f = quant_factor.get(&n.name).copied().unwrap_or(sc.factor[0]);
                     let signed = b.lo < 0.0;
-                    // Four bits or fewer: an int4 / uint4 container (opset 21).
-                    let four = if signed {
-                        b.lo >= -8.0 && b.hi <= 7.0
+                    // Activations stay in 8-bit containers (with a Clip below 8 bits) at every
+                    // width: onnxruntime 1.32's QDQ optimizations fail on int4 activations
+                    // (a Clip or Relu before an int4 QuantizeLinear, int4 moved onto MaxPool).
+                    let (zp, lo8, hi8) = if signed {
+                        (Tensor::scalar(0i8), -128.0, 127.0)
                     } else {
-                        b.hi <= 15.0
-                    };
-                    let (zp, lo8, hi8) = match (signed, four) {
-                        (true, false) => (Tensor::scalar(0i8), -128.0, 127.0),
-                        (false, false) => (Tensor::scalar(0u8), 0.0, 255.0),
-                        (true, true) => (Tensor::scalar(0i8), -8.0, 7.0),
-                        (false, true) => (Tensor::scalar(0u8), 0.0, 15.0),
+                        (Tensor::scalar(0u8), 0.0, 255.0)
                     };
                     let zp = w.init(&format!("{}_zero_point", n.name), zp);
-                    if four {
-                        w.int4.push((zp.clone(), signed));
-                    }
                     let scale = w.init(&format!("{}_scale", n.name), Tensor::scalar(1.0 / f));
                     let one = w.init(&format!("{}_unit", n.name), Tensor::scalar(1.0f32));
                     let q = w.fresh(&format!("{}_q", n.outputs[0]));

@@ -47,7 +47,7 @@ impl Writer {
     /// QLinearConv). Used for zero points (`v = 0`) and clamp bounds.
     fn int_scalar(&mut self, base: &str, dt: DType, v: i32) -> Result<String> {
         let t = match dt {
-            DType::I8 => Tensor::scalar((v + 128).clamp(0, 255) as u8),
+            DType::I8 => Tensor::scalar(v.saturating_add(128).clamp(0, 255) as u8),
             DType::U8 => Tensor::scalar(v.clamp(0, 255) as u8),
             DType::I32 => Tensor::scalar(v),
             other => {

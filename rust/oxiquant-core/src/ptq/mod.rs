@@ -24,6 +24,7 @@ pub mod quantize;
 pub mod signs;
 
 use crate::error::{Error, Result};
+use crate::graph::Graph;
 use std::collections::{BTreeMap, HashMap};
 
 pub use calibrate::RangeStats;
@@ -149,6 +150,9 @@ pub struct PtqState {
     pub no_quant: bool,
     /// The `optimize_signs` the clipping values were chosen for.
     pub adjusted_signs: Option<bool>,
+    /// The state before a calibration in progress (`calibrate::begin`), put back by
+    /// `calibrate::abort` when it fails: a failed `compute_ranges` leaves the model as it was.
+    pub calib_backup: Option<Box<PtqState>>,
 }
 
 impl PtqState {
@@ -184,6 +188,21 @@ impl PtqState {
     pub fn scale(&self, value: &str) -> Vec<f32> {
         self.scales.get(value).cloned().unwrap_or_else(|| vec![1.0])
     }
+}
+
+/// Runs a pass on copies of the graph and the state and keeps them only if it succeeds, so
+/// that a pass which can fail after it has started editing leaves the model as it was (the
+/// price: one copy of the graph while it runs).
+pub(crate) fn transactional<T>(
+    graph: &mut Graph,
+    state: &mut PtqState,
+    pass: impl FnOnce(&mut Graph, &mut PtqState) -> Result<T>,
+) -> Result<T> {
+    let (mut g, mut s) = (graph.clone(), state.clone());
+    let out = pass(&mut g, &mut s)?;
+    *graph = g;
+    *state = s;
+    Ok(out)
 }
 
 /// A positive finite number, or 1 (an all-zero weight channel or a constantly zero

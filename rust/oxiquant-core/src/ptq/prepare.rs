@@ -21,6 +21,12 @@ pub struct PrepareReport {
 
 pub fn prepare(graph: &mut Graph, state: &mut PtqState) -> Result<PrepareReport> {
     state.expect("prepare_network", Stage::Float, &[])?;
+    // Some refusals (a Dropout whose training_mode only folds to a constant true) come
+    // after folding has already edited the graph.
+    super::transactional(graph, state, prepare_in_place)
+}
+
+fn prepare_in_place(graph: &mut Graph, state: &mut PtqState) -> Result<PrepareReport> {
     let mut report = PrepareReport {
         folded_constants: fold_constants(graph)?,
         ..Default::default()

@@ -56,6 +56,19 @@ def models() -> list[tuple[str, onnx.ModelProto, list[int]]]:
     return out
 
 
+def write_section(begin: str, end: str, heading: str, table: list[str]) -> None:
+    """Replaces the block between the `begin` / `end` markers of benches/RESULTS.md with
+    `table` (appended under `## heading` the first time)."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+    block = "\n".join([begin, *table, end])
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
+    RESULTS.write_text(text)
+    print(f"wrote {RESULTS}")
+
+
 def timed_rounds(fns: dict[str, callable], seconds: float) -> dict[str, float]:
     """Alternates blocks of calls of each function; returns the median seconds per call.
 
@@ -129,14 +142,7 @@ def main() -> None:
     ]
     table += [f"| {t} | {b} | {o:.1f} | {r:.1f} | **{q:.2f}x** | {e:.1e} |" for t, b, o, r, q, e in rows]
     if args.write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        block = "\n".join([BEGIN, *table, END])
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip() + "\n\n## fp32 inference throughput\n\n" + block + "\n"
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS}")
+        write_section(BEGIN, END, "fp32 inference throughput", table)
     else:
         print("\n".join(table))
 

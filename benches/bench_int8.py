@@ -24,13 +24,12 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_fp32 import timed_rounds, with_dynamic_batch
+from bench_fp32 import timed_rounds, with_dynamic_batch, write_section
 
 import oxiquant
 
 import zoo
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- int8:begin -->", "<!-- int8:end -->"
 
 
@@ -141,14 +140,7 @@ def main() -> None:
         "logit diff says how far apart the two engines are."
     )
     if args.write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        block = "\n".join([BEGIN, *table, END])
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip() + "\n\n## Integer inference throughput\n\n" + block + "\n"
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS}")
+        write_section(BEGIN, END, "Integer inference throughput", table)
     else:
         print("\n".join(table))
 

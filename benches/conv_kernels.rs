@@ -4,7 +4,10 @@
 //! Run: `cargo bench -p oxiquant-core --bench conv_kernels` (prints GFLOP/s and the ratio;
 //! results in benches/RESULTS.md). Timings alternate between the two paths.
 
-use oxiquant_core::kernels::conv::{conv2d, conv2d_im2col, ConvShape, Window2d};
+use oxiquant_core::kernels::conv::{conv2d, conv2d_im2col};
+#[path = "conv_shapes.rs"]
+mod conv_shapes;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -19,49 +22,16 @@ fn time(f: &dyn Fn() -> Vec<f32>, flops: f64) -> f64 {
 }
 
 fn main() {
-    // (name, batch, in channels, size, out channels, stride, kernel)
-    let shapes = [
-        ("R20 stem", 32, 3, 32, 16, 1, 3),
-        ("R20 stage1", 32, 16, 32, 16, 1, 3),
-        ("R20 down2", 32, 16, 32, 32, 2, 3),
-        ("R20 stage2", 32, 32, 16, 32, 1, 3),
-        ("R20 stage3", 32, 64, 8, 64, 1, 3),
-        ("R20 stage1 b1", 1, 16, 32, 16, 1, 3),
-        ("R50 stem", 1, 3, 224, 64, 2, 7),
-        ("R50 3x3 c64", 1, 64, 56, 64, 1, 3),
-        ("R50 3x3 c128", 1, 128, 28, 128, 1, 3),
-        ("R50 3x3 c256", 1, 256, 14, 256, 1, 3),
-        ("R50 1x1 64->256", 1, 64, 56, 256, 1, 1),
-    ];
     for threads in [1, 2] {
-        let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("cannot build a thread pool: {e}");
-                return;
-            }
+        let Some(pool) = conv_shapes::pool(threads) else {
+            return;
         };
         println!("{threads} thread(s)          direct/picked  im2col+gemm  ratio");
-        for &(name, n, c, h, m, stride, k) in &shapes {
-            let win = Window2d {
-                kernel: [k, k],
-                strides: [stride, stride],
-                dilations: [1, 1],
-                pads: [k / 2; 4],
-            };
-            let Some(out) = win.output_size(h, h, false) else {
+        for &(name, n, c, h, m, stride, k) in &conv_shapes::LAYERS {
+            let Some(s) = conv_shapes::geometry(n, c, h, m, stride, k) else {
                 continue;
             };
-            let s = ConvShape {
-                n,
-                c,
-                h,
-                w: h,
-                m,
-                group: 1,
-                win,
-                out,
-            };
+            let out = s.out;
             let x: Vec<f32> = (0..n * c * h * h).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
             let wt: Vec<f32> = (0..m * c * k * k).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
             let b = vec![0.5f32; m];

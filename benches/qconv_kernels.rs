@@ -5,10 +5,13 @@
 //!
 //! Run: `cargo bench -p oxiquant-core --bench qconv_kernels` (results in benches/RESULTS.md).
 
-use oxiquant_core::kernels::conv::{conv2d, ConvShape, Window2d};
+use oxiquant_core::kernels::conv::conv2d;
 use oxiquant_core::ops::quantized::{QConv, Requant};
 use oxiquant_core::ops::{Conv, Padding};
 use oxiquant_core::tensor::Tensor;
+#[path = "conv_shapes.rs"]
+mod conv_shapes;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -23,48 +26,16 @@ fn time(f: &dyn Fn(), macs: f64) -> f64 {
 }
 
 fn main() {
-    // (name, batch, in channels, size, out channels, stride, kernel)
-    let shapes = [
-        ("R20 stem", 32, 3, 32, 16, 1, 3),
-        ("R20 stage1", 32, 16, 32, 16, 1, 3),
-        ("R20 down2", 32, 16, 32, 32, 2, 3),
-        ("R20 stage2", 32, 32, 16, 32, 1, 3),
-        ("R20 stage3", 32, 64, 8, 64, 1, 3),
-        ("R20 stage1 b1", 1, 16, 32, 16, 1, 3),
-        ("R50 stem", 1, 3, 224, 64, 2, 7),
-        ("R50 3x3 c64", 1, 64, 56, 64, 1, 3),
-        ("R50 3x3 c256", 1, 256, 14, 256, 1, 3),
-        ("R50 1x1 64->256", 1, 64, 56, 256, 1, 1),
-    ];
     for threads in [1, 2] {
-        let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("cannot build a thread pool: {e}");
-                return;
-            }
+        let Some(pool) = conv_shapes::pool(threads) else {
+            return;
         };
         println!("{threads} thread(s)          int8 GMAC/s  f32 GMAC/s  int/f32");
-        for &(name, n, c, h, m, stride, k) in &shapes {
-            let win = Window2d {
-                kernel: [k, k],
-                strides: [stride, stride],
-                dilations: [1, 1],
-                pads: [k / 2; 4],
-            };
-            let Some(out) = win.output_size(h, h, false) else {
+        for &(name, n, c, h, m, stride, k) in &conv_shapes::LAYERS {
+            let Some(s) = conv_shapes::geometry(n, c, h, m, stride, k) else {
                 continue;
             };
-            let s = ConvShape {
-                n,
-                c,
-                h,
-                w: h,
-                m,
-                group: 1,
-                win,
-                out,
-            };
+            let out = s.out;
             let xf: Vec<f32> = (0..n * c * h * h).map(|i| (i % 13) as f32 - 6.0).collect();
             let wf: Vec<f32> = (0..m * c * k * k).map(|i| (i % 7) as f32 - 3.0).collect();
             let bf = vec![5f32; m];

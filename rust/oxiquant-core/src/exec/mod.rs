@@ -316,8 +316,12 @@ pub fn run_fetching(
     let out_names: std::collections::HashSet<&str> = outs.iter().map(|(n, _)| n.as_str()).collect();
     let mut fetched = Vec::with_capacity(fetch.len());
     for name in fetch {
-        if let Some(t) = got.get(name) {
-            fetched.push((name.clone(), t.clone()));
+        let seen = fetched.iter().any(|(n, _): &(String, Tensor)| n == name);
+        // Moved out, not copied again (a name asked twice is returned once).
+        if let Some(t) = got.remove(name) {
+            fetched.push((name.clone(), t));
+        } else if seen {
+            continue;
         } else if let Some(t) = graph.initializers.get(name) {
             fetched.push((name.clone(), t.clone()));
         } else if !out_names.contains(name.as_str()) {

@@ -12,7 +12,7 @@
 //! cost more than the products on layers with few output channels.
 
 use super::conv::ConvShape;
-use super::qgemm::{PackedA, QAct, MR, NR};
+use super::qgemm::{Kernel, OutPtr, PackedA, QAct, MR, NR};
 use rayon::prelude::*;
 
 /// Weights `[m][cg][kh][kw]` reordered to `[m][kh][kw][cg rounded up to even]` and packed.
@@ -156,10 +156,10 @@ unsafe fn tile_avx2<const V: usize>(a: &[i32], b: &[i16], offs: &[usize], tile: 
 }
 
 /// One tile; `cols` is how many of its pixels are used.
-fn tile(fast: bool, a: &[i32], b: &[i16], offs: &[usize], t: &mut [[i32; NR]; MR], cols: usize) {
+fn tile(kernel: Kernel, a: &[i32], b: &[i16], offs: &[usize], t: &mut [[i32; NR]; MR], cols: usize) {
     #[cfg(target_arch = "x86_64")]
-    if fast {
-        // SAFETY: `fast` is only true when AVX2 was detected; bounds checked by `conv`.
+    if kernel.is_simd() {
+        // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected; bounds checked by `conv`.
         unsafe {
             if cols <= 8 {
                 tile_avx2::<1>(a, b, offs, t)
@@ -169,32 +169,22 @@ fn tile(fast: bool, a: &[i32], b: &[i16], offs: &[usize], t: &mut [[i32; NR]; MR
         };
         return;
     }
-    let _ = (fast, cols);
+    let _ = (kernel, cols);
     tile_ref(a, b, offs, t)
 }
 
-struct OutPtr<O>(*mut O);
-impl<O> Clone for OutPtr<O> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<O> Copy for OutPtr<O> {}
-impl<O> OutPtr<O> {
-    /// A method (not a field access) so that closures capture the whole `Sync` wrapper.
-    fn get(self) -> *mut O {
-        self.0
-    }
-}
-// SAFETY: tasks write disjoint (row block x output row) rectangles.
-unsafe impl<O: Send> Send for OutPtr<O> {}
-unsafe impl<O: Send> Sync for OutPtr<O> {}
-
 /// Convolves one group of one image: `out` is `[mg][oh * ow]`; `epilogue(row, accs, dst)`
 /// turns the accumulators of output channel `row` for a run of pixels into output values.
-/// `fast` picks the AVX2 tile (only when the CPU has it).
-pub fn conv<O, F>(a: &PackedA, img: &PairImage, s: &ConvShape, out: &mut [O], parallel: bool, fast: bool, epilogue: F)
-where
+/// `kernel` picks the tile (`Kernel::detect()`, or the reference).
+pub fn conv<O, F>(
+    a: &PackedA,
+    img: &PairImage,
+    s: &ConvShape,
+    out: &mut [O],
+    parallel: bool,
+    kernel: Kernel,
+    epilogue: F,
+) where
     O: Send,
     F: Fn(usize, &[i32], &mut [O]) + Sync,
 {
@@ -220,7 +210,7 @@ where
             for ox0 in (0..ow).step_by(NR) {
                 let start = (oy * sh * img.wq + ox0) * 2;
                 let cols = NR.min(ow - ox0);
-                tile(fast, ab, &img.buf[start..], &offs, &mut t, cols);
+                tile(kernel, ab, &img.buf[start..], &offs, &mut t, cols);
                 for (r, accs) in t.iter().enumerate() {
                     let row = bi * MR + r;
                     if row >= m {
@@ -247,18 +237,6 @@ where
         for bi in 0..blocks {
             task(bi, 0, oh);
         }
-    }
-}
-
-/// Whether the AVX2 tile can run here.
-pub fn fast_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -315,10 +293,10 @@ mod tests {
             let a = pack_weights(&wt, mg, cg, k, k);
             let mut img = PairImage::new();
             img.fill(&x, cg, &s);
-            for fast in [false, fast_available()] {
+            for kernel in Kernel::available() {
                 for parallel in [false, true] {
                     let mut got = vec![0i64; mg * out[0] * out[1]];
-                    conv(&a, &img, &s, &mut got, parallel, fast, |_, acc, dst| {
+                    conv(&a, &img, &s, &mut got, parallel, kernel, |_, acc, dst| {
                         dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = v as i64)
                     });
                     prop_assert_eq!(&got, &want);

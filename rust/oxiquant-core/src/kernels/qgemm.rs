@@ -218,6 +218,11 @@ impl Kernel {
         v
     }
 
+    /// Whether this is a SIMD kernel (the direct convolution picks its own tile with it).
+    pub fn is_simd(self) -> bool {
+        self != Kernel::Reference
+    }
+
     fn tile(self, a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
         // Checked here, once per tile, because the AVX2 kernel reads through raw pointers.
         assert!(a.len() >= k2 * MR && b.len() >= k2 * NR * 2, "qgemm: short operand");
@@ -230,8 +235,9 @@ impl Kernel {
     }
 }
 
-/// A raw output pointer shared by tasks that write disjoint parts of one buffer.
-struct OutPtr<O>(*mut O);
+/// A raw output pointer shared by tasks that write disjoint parts of one buffer (here and
+/// in `qconv_direct`).
+pub(crate) struct OutPtr<O>(pub(crate) *mut O);
 impl<O> Clone for OutPtr<O> {
     fn clone(&self) -> Self {
         *self
@@ -240,7 +246,7 @@ impl<O> Clone for OutPtr<O> {
 impl<O> Copy for OutPtr<O> {}
 impl<O> OutPtr<O> {
     /// A method (not a field access) so that closures capture the whole `Sync` wrapper.
-    fn get(self) -> *mut O {
+    pub(crate) fn get(self) -> *mut O {
         self.0
     }
 }

@@ -32,16 +32,30 @@ pub fn container(lo: i32, hi: i32) -> Option<DType> {
     }
 }
 
+/// `(channels, plane size)` for `c` factors over a tensor of `shape`: one factor covers the
+/// whole tensor; several apply along axis 1 (`[N, c, ...]`), or it is an error naming `what`.
+fn channel_planes(c: usize, shape: &[usize], what: &str) -> Result<(usize, usize)> {
+    if c == 1 {
+        return Ok((1, shape.iter().product::<usize>().max(1)));
+    }
+    if shape.len() < 2 || shape[1] != c {
+        return Err(Error::shape(format!(
+            "{what} has {c} per-channel factors but its input has shape {shape:?} (expected [N, {c}, ...])"
+        )));
+    }
+    Ok((c, shape[2..].iter().product()))
+}
+
 /// Integer values of a tensor held in any integer container (or integer-valued floats).
 fn to_i32s(t: &Tensor) -> Result<Vec<i32>> {
     Ok(match t.data() {
         TensorData::I8(v) => v.iter().map(|&x| x as i32).collect(),
         TensorData::U8(v) => v.iter().map(|&x| x as i32).collect(),
         TensorData::I32(v) => v.clone(),
-        other => {
+        _ => {
             return Err(Error::shape(format!(
                 "integer op got a {} tensor, expected i8, u8 or i32",
-                Tensor::new(t.shape().to_vec(), other.clone())?.dtype().name()
+                t.dtype().name()
             )))
         }
     })
@@ -138,16 +152,7 @@ impl Requant {
     }
 
     fn channels_of(&self, shape: &[usize]) -> Result<(usize, usize)> {
-        let c = self.scale.len();
-        if c == 1 {
-            return Ok((1, shape.iter().product::<usize>().max(1)));
-        }
-        if shape.len() < 2 || shape[1] != c {
-            return Err(Error::shape(format!(
-                "requantization has {c} per-channel factors but its input has shape {shape:?} (expected [N, {c}, ...])"
-            )));
-        }
-        Ok((c, shape[2..].iter().product()))
+        channel_planes(self.scale.len(), shape, "requantization")
     }
 
     /// Requantizes integers `x` (any container) of channel `c` into `dst`, in blocks.
@@ -195,16 +200,7 @@ pub struct Dequant {
 impl Dequant {
     pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
         let shape = x.shape().to_vec();
-        let c = self.factor.len();
-        let inner = if c == 1 {
-            x.len().max(1)
-        } else if shape.len() >= 2 && shape[1] == c {
-            shape[2..].iter().product()
-        } else {
-            return Err(Error::shape(format!(
-                "dequantization has {c} per-channel factors but its input has shape {shape:?}"
-            )));
-        };
+        let (c, inner) = channel_planes(self.factor.len(), &shape, "dequantization")?;
         let v = to_i32s(x)?;
         let mut y = vec![0f32; v.len()];
         if inner > 0 {
@@ -296,17 +292,17 @@ impl QConv {
         } else {
             shape.extend_from_slice(&s.out);
         }
-        let fast = qconv_direct::fast_available();
+        let kernel = Kernel::detect();
         with_qelem!(x.dtype(), T => {
             let xv = x.as_slice::<T>()?;
             with_qelem!(self.requant.out, O => {
-                let y = self.run::<T, O>(xv, &s, fast);
+                let y = self.run::<T, O>(xv, &s, kernel);
                 Tensor::from_vec(shape, y)
             })
         })
     }
 
-    fn run<T: QElem, O: QElem>(&self, x: &[T], s: &crate::kernels::conv::ConvShape, fast: bool) -> Vec<O> {
+    fn run<T: QElem, O: QElem>(&self, x: &[T], s: &crate::kernels::conv::ConvShape, kernel: Kernel) -> Vec<O> {
         let (cg, mg) = (s.c / s.group, s.m / s.group);
         let npix = s.out[0] * s.out[1];
         let img_in = s.c * s.h * s.w;
@@ -332,7 +328,6 @@ impl QConv {
                 };
                 if pointwise {
                     qgemm::pack_b_rows(xg, cg, npix, &mut panels, parallel);
-                    let kernel = if fast { Kernel::detect() } else { Kernel::Reference };
                     qgemm::qgemm(
                         kernel,
                         &self.packed[g],
@@ -344,7 +339,7 @@ impl QConv {
                     );
                 } else {
                     pairs.fill(xg, cg, s);
-                    qconv_direct::conv(&self.packed[g], &pairs, s, dst, parallel, fast, epilogue);
+                    qconv_direct::conv(&self.packed[g], &pairs, s, dst, parallel, kernel, epilogue);
                 }
             }
         };
@@ -534,9 +529,13 @@ pub enum IntOp {
         requant: Requant,
     },
     /// A float op applied to integer values (converted exactly to f32), its result rounded
-    /// half to even back into the input's container. Used for the ops the fake-quantized
-    /// graph runs in float on integer values (e.g. LeakyRelu followed by Round).
-    Float(Box<Op>),
+    /// half to even into the container `out` (the inputs', or i32 when they differ). Used for
+    /// the ops the fake-quantized graph runs in float on integer values (e.g. LeakyRelu
+    /// followed by Round).
+    Float {
+        op: Box<Op>,
+        out: DType,
+    },
     /// Identity on integers (a Round/Floor after an op that already produces integers).
     Pass,
 }
@@ -557,7 +556,7 @@ impl IntOp {
             IntOp::Add { sub: true } => "QSub",
             IntOp::AddRequant { sub: false, .. } => "QAddRequantize",
             IntOp::AddRequant { sub: true, .. } => "QSubRequantize",
-            IntOp::Float(_) => "FloatOnIntegers",
+            IntOp::Float { .. } => "FloatOnIntegers",
             IntOp::Pass => "Pass",
         }
     }
@@ -593,26 +592,26 @@ impl IntOp {
                 }
                 Tensor::from_vec(acc.1, acc.0)?
             }
-            IntOp::Float(op) => {
-                let dt = x.dtype();
-                let floats: Vec<Tensor> = inputs
+            IntOp::Float { op, out } => {
+                // Integer inputs as exact floats; float and i64 (shape) inputs as they are.
+                let floats: Vec<Option<Tensor>> = inputs
                     .iter()
                     .map(|t| match t {
-                        Some(t) if t.dtype() != DType::F32 && t.dtype() != DType::I64 => {
-                            Ok(Some(Tensor::from_vec(t.shape().to_vec(), t.to_f32_vec())?))
+                        Some(t) if !matches!(t.dtype(), DType::F32 | DType::I64) => {
+                            Tensor::from_vec(t.shape().to_vec(), t.to_f32_vec()).map(Some)
                         }
-                        Some(t) => Ok(Some((*t).clone())),
-                        None => Ok(None),
+                        _ => Ok(None),
                     })
-                    .collect::<Result<Vec<Option<Tensor>>>>()?
-                    .into_iter()
-                    .map(|t| t.unwrap_or_else(|| Tensor::zeros::<f32>(vec![0])))
+                    .collect::<Result<_>>()?;
+                let args: Vec<Option<&Tensor>> = inputs
+                    .iter()
+                    .zip(&floats)
+                    .map(|(orig, conv)| conv.as_ref().or(*orig))
                     .collect();
-                let args: Vec<Option<&Tensor>> = inputs.iter().zip(&floats).map(|(orig, f)| orig.map(|_| f)).collect();
                 let y = op.eval(&args)?.swap_remove(0);
                 let (shape, v) = (y.shape().to_vec(), y.to_f32_vec());
                 let ints = v.iter().map(|&f| f.round_ties_even() as i32);
-                match dt {
+                match out {
                     DType::I8 => Tensor::from_vec(shape, ints.map(i8::from_i32).collect::<Vec<_>>())?,
                     DType::U8 => Tensor::from_vec(shape, ints.map(u8::from_i32).collect::<Vec<_>>())?,
                     _ => Tensor::from_vec(shape, ints.collect::<Vec<_>>())?,

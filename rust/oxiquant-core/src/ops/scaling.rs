@@ -54,19 +54,9 @@ impl Scaling {
     #[inline]
     fn apply(v: f32, f: f32, q: Option<QuantBounds>) -> f32 {
         match q {
-            // NaN stays NaN (it is caught by calibration before quantizing).
-            Some(b) => {
-                // The product of two f32 is exact in f64, so this rounds the exact product,
-                // as the integer engine's fixed-point requantization does (bit-identical).
-                let r = ((v as f64) * (f as f64)).round_ties_even() as f32;
-                if r < b.lo {
-                    b.lo
-                } else if r > b.hi {
-                    b.hi
-                } else {
-                    r
-                }
-            }
+            // The exact product rounded, as the integer engine's requantization (NaN stays NaN:
+            // calibration catches it before quantizing).
+            Some(b) => crate::kernels::requant::quantize_f32_ref(v, f, b.lo, b.hi),
             None => v * f,
         }
     }

@@ -82,20 +82,41 @@ impl Writer {
         self.names.fresh(base)
     }
 
+    /// Zero point(s) of values held in the engine's container `dt`: one, or `n` for a
+    /// per-channel (axis 1) scale.
+    fn zero_points(&mut self, base: &str, dt: DType, n: usize) -> Result<String> {
+        if n == 1 {
+            return self.int_scalar(base, dt, 0);
+        }
+        let t = match dt {
+            DType::U8 => Tensor::from_vec(vec![n], vec![0u8; n])?,
+            DType::I32 => Tensor::from_vec(vec![n], vec![0i32; n])?,
+            _ => Tensor::from_vec(vec![n], vec![128u8; n])?,
+        };
+        Ok(self.init(base, t))
+    }
+
+    /// `DequantizeLinear(x, factor)` of integers held in `dt` (one factor, or one per
+    /// channel of axis 1), written to `out`.
+    fn dequantize(&mut self, name: &str, x: &str, dt: DType, factor: &[f32], out: &str) -> Result<()> {
+        let scale = self.f32s(&format!("{name}_scale"), factor)?;
+        let zp = self.zero_points(&format!("{name}_zero_point"), dt, factor.len())?;
+        self.node(
+            &format!("{name}_dequantize"),
+            "DequantizeLinear",
+            "",
+            vec![x.to_string(), scale, zp],
+            out.to_string(),
+            axis_1(factor.len()),
+        );
+        Ok(())
+    }
+
     /// `DequantizeLinear(x, 1)`: the integers as floats.
     fn dequantize_unit(&mut self, x: &str) -> Result<String> {
         let dt = self.dtype.get(x).copied().unwrap_or(DType::I32);
-        let one = self.f32s(&format!("{x}_unit"), &[1.0])?;
-        let zp = self.int_scalar(&format!("{x}_zero_point"), dt, 0)?;
         let out = self.fresh(&format!("{x}_float"));
-        self.node(
-            &format!("{x}_dequantize"),
-            "DequantizeLinear",
-            "",
-            vec![x.to_string(), one, zp],
-            out.clone(),
-            Vec::new(),
-        );
+        self.dequantize(x, x, dt, &[1.0], &out)?;
         Ok(out)
     }
 
@@ -103,18 +124,7 @@ impl Writer {
     fn quantize(&mut self, name: &str, x: &str, rq: &Requant, out: &str) -> Result<()> {
         let inv: Vec<f32> = rq.factor.iter().map(|f| 1.0 / f).collect();
         let scale = self.f32s(&format!("{name}_scale"), &inv)?;
-        let zp = if inv.len() == 1 {
-            self.int_scalar(&format!("{name}_zero_point"), rq.out, 0)?
-        } else {
-            let zp = if rq.out == DType::I8 { 128u8 } else { 0 };
-            let t = Tensor::from_vec(vec![inv.len()], vec![zp; inv.len()])?;
-            self.init(&format!("{name}_zero_point"), t)
-        };
-        let attrs = if inv.len() > 1 {
-            vec![("axis".to_string(), AttrValue::Int(1))]
-        } else {
-            Vec::new()
-        };
+        let zp = self.zero_points(&format!("{name}_zero_point"), rq.out, inv.len())?;
         let q = self.clamped_target(name, rq, out);
         self.node(
             &format!("{name}_quantize"),
@@ -122,7 +132,7 @@ impl Writer {
             "",
             vec![x.to_string(), scale, zp],
             q.clone(),
-            attrs,
+            axis_1(inv.len()),
         );
         self.clamp(name, rq, &q, out)
     }
@@ -162,6 +172,15 @@ fn d_factor_tensor(f: &[f32]) -> Result<Tensor> {
         Tensor::from_vec(vec![1], f.to_vec())
     } else {
         Tensor::from_vec(vec![f.len(), 1, 1], f.to_vec())
+    }
+}
+
+/// The `axis` attribute of a per-channel (axis 1) Q/DQ with `n` scales.
+fn axis_1(n: usize) -> Vec<(String, AttrValue)> {
+    if n > 1 {
+        vec![("axis".to_string(), AttrValue::Int(1))]
+    } else {
+        Vec::new()
     }
 }
 
@@ -275,32 +294,8 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                 None => w.quantize(&n.name, &x, rq, &out)?,
                 Some(dt) => {
                     // DequantizeLinear(x, f) -> QuantizeLinear(., 1): one rounding of x * f.
-                    let scale = w.f32s(&format!("{}_factor", n.name), &rq.factor)?;
-                    let zp = if rq.factor.len() == 1 {
-                        w.int_scalar(&format!("{}_in_zero_point", n.name), dt, 0)?
-                    } else {
-                        let c = rq.factor.len();
-                        let t = match dt {
-                            DType::U8 => Tensor::from_vec(vec![c], vec![0u8; c])?,
-                            DType::I32 => Tensor::from_vec(vec![c], vec![0i32; c])?,
-                            _ => Tensor::from_vec(vec![c], vec![128u8; c])?,
-                        };
-                        w.init(&format!("{}_in_zero_point", n.name), t)
-                    };
-                    let attrs = if rq.factor.len() > 1 {
-                        vec![("axis".to_string(), AttrValue::Int(1))]
-                    } else {
-                        Vec::new()
-                    };
                     let f = w.fresh(&format!("{}_real", n.name));
-                    w.node(
-                        &format!("{}_dequantize", n.name),
-                        "DequantizeLinear",
-                        "",
-                        vec![x, scale, zp],
-                        f.clone(),
-                        attrs,
-                    );
+                    w.dequantize(&format!("{}_in", n.name), &x, dt, &rq.factor, &f)?;
                     let unit = Requant {
                         factor: vec![1.0],
                         ..rq.clone()
@@ -312,27 +307,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                 let f = w.init(&format!("{}_factor", n.name), d_factor_tensor(&d.factor)?);
                 w.node(&n.name, "Mul", "", vec![x, f], out, Vec::new());
             }
-            IntOp::Dequant(d) => {
-                let dt = x_dt.unwrap_or(DType::I32);
-                let scale = w.f32s(&format!("{}_scale", n.name), &d.factor)?;
-                let zp = if d.factor.len() == 1 {
-                    w.int_scalar(&format!("{}_zero_point", n.name), dt, 0)?
-                } else {
-                    let c = d.factor.len();
-                    let t = match dt {
-                        DType::U8 => Tensor::from_vec(vec![c], vec![0u8; c])?,
-                        DType::I32 => Tensor::from_vec(vec![c], vec![0i32; c])?,
-                        _ => Tensor::from_vec(vec![c], vec![128u8; c])?,
-                    };
-                    w.init(&format!("{}_zero_point", n.name), t)
-                };
-                let attrs = if d.factor.len() > 1 {
-                    vec![("axis".to_string(), AttrValue::Int(1))]
-                } else {
-                    Vec::new()
-                };
-                w.node(&n.name, "DequantizeLinear", "", vec![x, scale, zp], out, attrs);
-            }
+            IntOp::Dequant(d) => w.dequantize(&n.name, &x, x_dt.unwrap_or(DType::I32), &d.factor, &out)?,
             IntOp::Conv(c) => {
                 let dt = x_dt.unwrap_or(DType::I8);
                 let (ws, ys) = layer_scales(&c.requant);
@@ -539,9 +514,12 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                 );
                 w.dtype.insert(out, dt);
             }
-            IntOp::GlobalPool { max: true } | IntOp::Float(_) => {
+            IntOp::GlobalPool { max: true } | IntOp::Float { .. } => {
                 // Through floats: the op on the exact integer values, rounded back.
-                let dt = x_dt.unwrap_or(DType::I8);
+                let dt = match iop {
+                    IntOp::Float { out, .. } => *out,
+                    _ => x_dt.unwrap_or(DType::I8),
+                };
                 let mut inputs = Vec::new();
                 for v in &n.inputs {
                     inputs.push(if w.dtype.contains_key(v) {
@@ -551,7 +529,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                     });
                 }
                 let (op_type, attrs) = match iop {
-                    IntOp::Float(op) => (op.op_type(), op.to_attrs(graph.opset)),
+                    IntOp::Float { op, .. } => (op.op_type(), op.to_attrs(graph.opset)),
                     _ => ("GlobalMaxPool", Vec::new()),
                 };
                 let f = w.fresh(&format!("{}_float", n.name));

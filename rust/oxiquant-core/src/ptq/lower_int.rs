@@ -226,6 +226,12 @@ impl Lowering<'_> {
         let node = &self.src.nodes[idx];
         let ints: Vec<Option<DType>> = node.inputs.iter().map(|v| self.int(v)).collect();
         let x_int = ints.first().copied().flatten();
+        // Bounds of a Relu or constant Clip on integers (None otherwise).
+        let clamp = if x_int.is_some() && matches!(node.op, Op::Unary(Unary::Relu) | Op::Clip(_)) {
+            clamp_bounds(self.src, node)?
+        } else {
+            None
+        };
         let keep = |s: &mut Self| {
             s.nodes.push(node.clone());
         };
@@ -260,8 +266,8 @@ impl Lowering<'_> {
                     x_int.unwrap_or(DType::I32),
                 );
             }
-            Op::Unary(Unary::Relu) | Op::Clip(_) if clamp_bounds(self.src, node)?.is_some() => {
-                let (lo, hi) = clamp_bounds(self.src, node)?.unwrap_or((i32::MIN, i32::MAX));
+            Op::Unary(Unary::Relu) | Op::Clip(_) if clamp.is_some() => {
+                let (lo, hi) = clamp.unwrap_or((i32::MIN, i32::MAX));
                 let dt = x_int.unwrap_or(DType::I32);
                 self.push(
                     node,
@@ -341,7 +347,10 @@ impl Lowering<'_> {
                 }
                 self.push(
                     node,
-                    IntOp::Float(Box::new(op.clone())),
+                    IntOp::Float {
+                        op: Box::new(op.clone()),
+                        out: dt,
+                    },
                     node.inputs.clone(),
                     node.outputs[0].clone(),
                     dt,

@@ -16,7 +16,7 @@ use oxiquant_core::ptq::{self as core_ptq, Clipping, PtqState};
 use oxiquant_core::{exec, passes, Graph};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,6 +29,22 @@ struct NativeModel {
     ptq: PtqState,
     /// The integer engine's graph, lowered once when the model is quantized.
     int_plan: IntPlan,
+    /// `graph` with BatchNormalization folded and convolutions fused
+    /// (`passes::inference_plan`), built at the first `run` that needs it. Every method that
+    /// edits `graph` clears it.
+    float_plan: OnceLock<Arc<Graph>>,
+}
+
+impl NativeModel {
+    /// The float inference plan of `graph`, built on first use.
+    fn float_plan(&self) -> oxiquant_core::Result<Arc<Graph>> {
+        if let Some(p) = self.float_plan.get() {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(passes::inference_plan(&self.graph)?);
+        // Two threads may build it at once; either result is the same plan.
+        Ok(self.float_plan.get_or_init(|| p).clone())
+    }
 }
 
 impl IntPlan {
@@ -99,6 +115,7 @@ impl NativeModel {
             graph,
             ptq: PtqState::default(),
             int_plan: IntPlan::None,
+            float_plan: OnceLock::new(),
         })
     }
 
@@ -220,8 +237,18 @@ impl NativeModel {
         let feeds = feeds_from_py(feeds)?;
         let pool = threads::pool(num_threads)?;
         let fetch = fetch.unwrap_or_default();
+        // The float graph runs through its inference plan, unless the caller fetches
+        // intermediate values (which the plan may have fused away).
+        let planned = std::ptr::eq(graph, &self.graph) && fetch.is_empty();
         let (outs, fetched) = py.detach(|| {
             guard("inference", || {
+                let plan;
+                let graph = if planned {
+                    plan = self.float_plan()?;
+                    &*plan
+                } else {
+                    graph
+                };
                 pool.install(|| exec::run_fetching(graph, feeds, &fetch))
             })
         })?;
@@ -242,6 +269,12 @@ impl NativeModel {
         }
     }
 
+    /// Op counts of the float inference plan `run` executes for this graph (fused
+    /// convolutions show as e.g. "Conv+Add+Clip"); builds the plan if needed.
+    fn plan_op_counts(&self, py: Python<'_>) -> PyResult<std::collections::BTreeMap<String, usize>> {
+        py.detach(|| guard("inference plan", || Ok(self.float_plan()?.op_counts())))
+    }
+
     /// Op counts of the integer engine's graph (empty when there is none).
     fn int_op_counts(&self) -> std::collections::BTreeMap<String, usize> {
         match &self.int_plan {
@@ -252,6 +285,7 @@ impl NativeModel {
 
     /// Folds constant subgraphs in place; returns the number of nodes removed.
     fn fold_constants(&mut self, py: Python<'_>) -> PyResult<usize> {
+        self.float_plan = OnceLock::new();
         let (g, st) = (&mut self.graph, &self.ptq);
         let (n, plan) = py.detach(|| {
             guard("constant folding", || {
@@ -306,6 +340,7 @@ impl NativeModel {
 
     /// PTQ step 1 (in place). Returns what changed.
     fn ptq_prepare<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.float_plan = OnceLock::new();
         let (g, st) = (&mut self.graph, &mut self.ptq);
         let r = py.detach(|| guard("prepare_network", || core_ptq::prepare::prepare(g, st)))?;
         let d = PyDict::new(py);
@@ -317,6 +352,7 @@ impl NativeModel {
 
     /// PTQ step 2 (in place).
     fn ptq_insert_scaling_nodes(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.float_plan = OnceLock::new();
         let (g, st) = (&mut self.graph, &mut self.ptq);
         py.detach(|| {
             guard("insert_scaling_nodes", || {
@@ -327,6 +363,7 @@ impl NativeModel {
 
     /// PTQ step 3 (in place).
     fn ptq_normalize_parameters(&mut self, py: Python<'_>, per_channel: bool) -> PyResult<()> {
+        self.float_plan = OnceLock::new();
         let (g, st) = (&mut self.graph, &mut self.ptq);
         py.detach(|| {
             guard("normalize_parameters", || {
@@ -394,6 +431,7 @@ impl NativeModel {
 
     /// PTQ step 6 (in place).
     fn ptq_normalize_activations(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.float_plan = OnceLock::new();
         let (g, st) = (&mut self.graph, &mut self.ptq);
         py.detach(|| {
             guard("normalize_activations", || {
@@ -434,6 +472,7 @@ impl NativeModel {
             dequantize_outputs,
             weight_clipping,
         };
+        self.float_plan = OnceLock::new();
         let (g, st) = (&mut self.graph, &mut self.ptq);
         let plan = py.detach(|| {
             guard("quantize_normalized_network", || {

@@ -222,6 +222,13 @@ impl Graph {
                         i.name()
                     )))
                 }
+                Op::FusedConv(f) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "node '{}' ({}) belongs to an inference plan and has no ONNX form; export the model it was planned from",
+                        n.name,
+                        f.name()
+                    )))
+                }
                 op => nodes.push(RawNode {
                     name: n.name.clone(),
                     op_type: op.op_type().to_string(),

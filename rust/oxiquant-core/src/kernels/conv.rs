@@ -223,6 +223,51 @@ pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
     out
 }
 
+/// `conv2d` for inference plans: `packed` holds the weights packed for the direct kernel
+/// (`conv_direct::pack_weights`) when the plan chose it; `residual` (the output's length),
+/// when given, is added and becomes the output buffer; the sum is then clamped to
+/// `[lo, hi]`. The direct kernel does all of it as it stores each value; the other paths run
+/// the plain convolution, then one pass over the output.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fused(
+    x: &[f32],
+    wt: &[f32],
+    packed: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    residual: Option<Vec<f32>>,
+    lo: f32,
+    hi: f32,
+) -> Vec<f32> {
+    use super::conv_direct::{direct_conv_packed, has_simd, supported, Epilogue};
+    let epi = Epilogue {
+        accumulate: residual.is_some(),
+        lo,
+        hi,
+    };
+    debug_assert!(residual.as_ref().is_none_or(|r| r.len() == s.output_len()));
+    if let Some(p) = packed.filter(|_| supported(s)) {
+        let mut out = residual.unwrap_or_else(|| vec![0f32; s.output_len()]);
+        direct_conv_packed(x, p, bias, s, &mut out, epi, has_simd());
+        return out;
+    }
+    let mut y = conv2d(x, wt, bias, s);
+    match residual {
+        Some(mut r) => {
+            r.par_chunks_mut(1 << 14)
+                .zip(y.par_chunks(1 << 14))
+                .for_each(|(r, y)| r.iter_mut().zip(y).for_each(|(r, &v)| *r = epi.apply(v, *r)));
+            r
+        }
+        None => {
+            if !epi.is_none() {
+                super::elementwise::unary_inplace(&mut y, |v| epi.apply(v, 0.0));
+            }
+            y
+        }
+    }
+}
+
 /// The im2col + GEMM path alone (for the kernel benchmark; `conv2d` picks the best path).
 pub fn conv2d_im2col(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
     let mut out = vec![0f32; s.output_len()];

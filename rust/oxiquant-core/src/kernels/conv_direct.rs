@@ -37,8 +37,9 @@ pub fn handles(s: &ConvShape) -> bool {
 }
 
 /// Weights `[m, k]` as panels of `MR` rows interleaved by `k`: `p[panel][k][r]`; rows past
-/// `m` are zero.
-fn pack_weights(wt: &[f32], m: usize, k: usize) -> Vec<f32> {
+/// `m` are zero. Inference plans pack once per model (`ops::fused`); `direct_conv` packs per
+/// call.
+pub fn pack_weights(wt: &[f32], m: usize, k: usize) -> Vec<f32> {
     let panels = m.div_ceil(MR);
     let mut p = vec![0f32; panels * k * MR];
     for row in 0..m {
@@ -60,20 +61,33 @@ struct Padded {
     wq: usize,
 }
 
-fn pad_image(x: &[f32], s: &ConvShape) -> Padded {
+fn pad_image(x: &[f32], s: &ConvShape, parallel: bool) -> Padded {
     let [pt, pl, pb, pr] = s.win.pads;
     let sw = s.win.strides[1];
     let (hp, wp) = (s.h + pt + pb, s.w + pl + pr);
     let wq = wp.div_ceil(sw);
     let mut buf = vec![0f32; sw * s.c * hp * wq + wq + 4 * LANES];
+    if sw == 1 {
+        // One plane per channel: copied in parallel when the images alone do not keep the
+        // threads busy (batch 1), else this copy runs alone before the product.
+        let fill = |(c, plane): (usize, &mut [f32])| {
+            for y in 0..s.h {
+                let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
+                let dst = (y + pt) * wq + pl;
+                plane[dst..dst + s.w].copy_from_slice(src);
+            }
+        };
+        let planes = &mut buf[..s.c * hp * wq];
+        if parallel {
+            planes.par_chunks_mut(hp * wq).enumerate().for_each(fill);
+        } else {
+            planes.chunks_mut(hp * wq).enumerate().for_each(fill);
+        }
+        return Padded { buf, hp, wq };
+    }
     for c in 0..s.c {
         for y in 0..s.h {
             let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
-            if sw == 1 {
-                let dst = ((c * hp) + y + pt) * wq + pl;
-                buf[dst..dst + s.w].copy_from_slice(src);
-                continue;
-            }
             for q in 0..sw {
                 // Input columns landing in phase q are every sw-th from the first one.
                 let first = (q + sw - pl % sw) % sw;
@@ -104,14 +118,27 @@ fn patch_offsets(s: &ConvShape, hp: usize, wq: usize) -> Vec<usize> {
     offs
 }
 
+/// Where a tile's results go: row `r` (output channel `first + r`, for `r < rows`), run `v`
+/// of `n_px[v]` pixels starts at `out[dst[v] + r * plane]`, after `bias[r]` and the
+/// epilogue.
+struct Store<'a> {
+    dst: [usize; 2],
+    n_px: [usize; 2],
+    plane: usize,
+    rows: usize,
+    bias: &'a [f32; MR],
+    epi: Epilogue,
+}
+
 /// `acc[r][v*8 + l] = sum_k w[k][r] * img[offs[k] + bases[v] + l]` for `NV` runs of 8
-/// pixels. Portable version (and the reference for the SIMD one).
+/// pixels, then stored through `st`. Portable version (and the reference for the SIMD one).
 fn tile_portable<const NV: usize>(
     w: &[f32],
     img: &[f32],
     offs: &[usize],
     bases: &[usize; 2],
-    acc: &mut [[f32; 16]; MR],
+    out: OutPtr,
+    st: &Store<'_>,
 ) {
     let mut a = [[0f32; 16]; MR];
     for (kk, &o) in offs.iter().enumerate() {
@@ -125,23 +152,34 @@ fn tile_portable<const NV: usize>(
             }
         }
     }
-    *acc = a;
+    for (r, ar) in a.iter().enumerate().take(st.rows) {
+        for v in 0..NV {
+            // SAFETY: `direct_conv_packed` builds `st` so that this run lies inside `out`
+            // and belongs to rows only this task writes.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.at(st.dst[v] + r * st.plane), st.n_px[v]) };
+            for (d, &x) in dst.iter_mut().zip(&ar[v * LANES..]) {
+                *d = st.epi.apply(x + st.bias[r], *d);
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{LANES, MR};
+    use super::{OutPtr, Store, LANES, MR};
     use std::arch::x86_64::*;
 
-    /// SAFETY: the caller checked AVX2 and FMA, `w.len() >= offs.len() * MR`, and
-    /// `offs[k] + bases[v] + LANES <= img.len()` for every k and v < NV.
+    /// SAFETY: the caller checked AVX2 and FMA, `w.len() >= offs.len() * MR`,
+    /// `offs[k] + bases[v] + LANES <= img.len()` for every k and v < NV, and that `st`
+    /// addresses runs inside `out` that no other thread writes.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile<const NV: usize>(
         w: &[f32],
         img: &[f32],
         offs: &[usize],
         bases: &[usize; 2],
-        acc: &mut [[f32; 16]; MR],
+        out: OutPtr,
+        st: &Store<'_>,
     ) {
         // SAFETY: see the function's contract.
         unsafe {
@@ -160,9 +198,28 @@ mod avx2 {
                     }
                 }
             }
-            for r in 0..MR {
+            // The epilogue in registers for full runs: (acc + bias) [+ out], then clamped.
+            // max/min take the bound first so that a NaN passes through, as `Clip::apply`.
+            let (lo, hi) = (_mm256_set1_ps(st.epi.lo), _mm256_set1_ps(st.epi.hi));
+            for (r, cr) in c.iter().enumerate().take(st.rows) {
+                let b = _mm256_set1_ps(st.bias[r]);
                 for v in 0..NV {
-                    _mm256_storeu_ps(acc[r].as_mut_ptr().add(v * LANES), c[r][v]);
+                    let p = out.at(st.dst[v] + r * st.plane);
+                    let mut y = _mm256_add_ps(cr[v], b);
+                    if st.n_px[v] == LANES {
+                        if st.epi.accumulate {
+                            y = _mm256_add_ps(y, _mm256_loadu_ps(p));
+                        }
+                        y = _mm256_min_ps(hi, _mm256_max_ps(lo, y));
+                        _mm256_storeu_ps(p, y);
+                    } else {
+                        let mut tmp = [0f32; LANES];
+                        _mm256_storeu_ps(tmp.as_mut_ptr(), y);
+                        let dst = std::slice::from_raw_parts_mut(p, st.n_px[v]);
+                        for (d, &x) in dst.iter_mut().zip(&tmp) {
+                            *d = st.epi.apply(x, *d);
+                        }
+                    }
                 }
             }
         }
@@ -180,30 +237,32 @@ fn tile(
     offs: &[usize],
     max_off: usize,
     bases: &[usize; 2],
-    acc: &mut [[f32; 16]; MR],
+    out: OutPtr,
+    st: &Store<'_>,
 ) {
     // Bounds for the unchecked SIMD loads (the portable path checks by slicing).
     let top = max_off + bases[..nv].iter().max().copied().unwrap_or(0);
     let in_bounds = top + LANES <= img.len() && w.len() >= offs.len() * MR;
     #[cfg(target_arch = "x86_64")]
     if simd && in_bounds {
-        // SAFETY: AVX2/FMA were detected by the caller (`simd`) and the bounds checked above.
+        // SAFETY: AVX2/FMA were detected by the caller (`simd`), the input bounds checked
+        // above, and the output runs are the caller's (see `direct_conv_packed`).
         unsafe {
             match nv {
-                2 => avx2::tile::<2>(w, img, offs, bases, acc),
-                _ => avx2::tile::<1>(w, img, offs, bases, acc),
+                2 => avx2::tile::<2>(w, img, offs, bases, out, st),
+                _ => avx2::tile::<1>(w, img, offs, bases, out, st),
             }
         }
         return;
     }
     let _ = (simd, in_bounds);
     match nv {
-        2 => tile_portable::<2>(w, img, offs, bases, acc),
-        _ => tile_portable::<1>(w, img, offs, bases, acc),
+        2 => tile_portable::<2>(w, img, offs, bases, out, st),
+        _ => tile_portable::<1>(w, img, offs, bases, out, st),
     }
 }
 
-fn has_simd() -> bool {
+pub(crate) fn has_simd() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -230,15 +289,71 @@ impl OutPtr {
 
 /// Convolution of `x` [n, c, h, w] by `wt` [m, c, kh, kw] for shapes where `supported`.
 pub fn direct_conv(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape, out: &mut [f32]) {
-    direct_conv_with(x, wt, bias, s, out, has_simd())
+    let packed = pack_weights(wt, s.m, s.c * s.win.kernel[0] * s.win.kernel[1]);
+    direct_conv_packed(x, &packed, bias, s, out, Epilogue::NONE, has_simd())
 }
 
-pub(crate) fn direct_conv_with(
+/// What happens to `acc + bias` before it is stored: added to what `out` holds (a residual
+/// branch copied there first), then clamped to `[lo, hi]` (a fused Relu or Clip). Fusing
+/// saves a pass over the output per folded op.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Epilogue {
+    pub accumulate: bool,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Epilogue {
+    pub const NONE: Epilogue = Epilogue {
+        accumulate: false,
+        lo: f32::NEG_INFINITY,
+        hi: f32::INFINITY,
+    };
+
+    /// `v` (the convolution plus bias) combined with `prev`, the value `out` held.
+    /// The sum is rounded as the unfused graph rounds it: `(acc + bias) + residual`.
+    #[inline(always)]
+    pub fn apply(self, v: f32, prev: f32) -> f32 {
+        let v = if self.accumulate { v + prev } else { v };
+        crate::ops::elementwise::Clip::apply(v, self.lo, self.hi)
+    }
+
+    pub fn is_none(self) -> bool {
+        self == Epilogue::NONE
+    }
+}
+
+/// Output rows per task (a multiple of `unit`). At most about 1 MFLOP of rows, so that the
+/// input rows a task reads stay in L1 across its channel panels (whole-image tasks measured
+/// 0.75x on ResNet-20's first stage); within that, the split that finishes first when `n`
+/// images' row blocks are shared by `threads`, counting a fixed cost per task (a fixed
+/// block size left one thread a third more work than the other on 32-row planes at batch 1).
+fn rows_per_task(oh: usize, unit: usize, row_flops: usize, n: usize, threads: usize) -> usize {
+    /// About 3 us of work at this machine's speed: rayon's cost of a task.
+    const TASK_COST: usize = 200_000;
+    let threads = threads.max(1);
+    let cap = ((1 << 20) / row_flops.max(1)).max(1).next_multiple_of(unit);
+    let mut best = (usize::MAX, unit);
+    for r in (unit..=oh.next_multiple_of(unit).min(cap)).step_by(unit) {
+        let tasks = n * oh.div_ceil(r);
+        let per_thread = tasks.div_ceil(threads);
+        let cost = per_thread.saturating_mul(r.min(oh) * row_flops + TASK_COST);
+        // Ties go to the larger block (fewer tasks).
+        if cost <= best.0 {
+            best = (cost, r);
+        }
+    }
+    best.1
+}
+
+/// `direct_conv` with weights packed by `pack_weights` and an epilogue.
+pub(crate) fn direct_conv_packed(
     x: &[f32],
-    wt: &[f32],
+    packed: &[f32],
     bias: Option<&[f32]>,
     s: &ConvShape,
     out: &mut [f32],
+    epi: Epilogue,
     simd: bool,
 ) {
     let [kh, kw] = s.win.kernel;
@@ -247,8 +362,9 @@ pub(crate) fn direct_conv_with(
     let sh = s.win.strides[0];
     let plane_in = s.c * s.h * s.w;
     let plane_out = oh * ow;
-    assert!(out.len() >= s.n * s.m * plane_out && x.len() >= s.n * plane_in && wt.len() >= s.m * k);
-    let packed = pack_weights(wt, s.m, k);
+    assert!(
+        out.len() >= s.n * s.m * plane_out && x.len() >= s.n * plane_in && packed.len() >= s.m.div_ceil(MR) * k * MR
+    );
     let panels = s.m.div_ceil(MR);
     let optr = OutPtr(out.as_mut_ptr());
     let out_len = out.len();
@@ -258,12 +374,11 @@ pub(crate) fn direct_conv_with(
     let row_flops = 2 * s.m * ow * k;
     // A whole number of kernel calls per task: rows x segments even.
     let unit = if segs_per_row % 2 == 0 { 1 } else { 2 };
-    let rows_per_task = ((1 << 20) / row_flops.max(1))
-        .max(1)
-        .next_multiple_of(unit)
-        .min(oh.next_multiple_of(unit));
+    let threads = rayon::current_num_threads();
+    let rows_per_task = rows_per_task(oh, unit, row_flops, s.n, threads);
+    let pad_parallel = s.n < threads && s.c >= 8;
     (0..s.n).into_par_iter().for_each(|img| {
-        let Padded { buf, hp, wq } = pad_image(&x[img * plane_in..(img + 1) * plane_in], s);
+        let Padded { buf, hp, wq } = pad_image(&x[img * plane_in..(img + 1) * plane_in], s, pad_parallel);
         let offs = patch_offsets(s, hp, wq);
         let max_off = offs.iter().max().copied().unwrap_or(0);
         let row_blocks: Vec<usize> = (0..oh).step_by(rows_per_task).collect();
@@ -275,32 +390,30 @@ pub(crate) fn direct_conv_with(
                     segs.push((y * sh * wq + x0, y * ow + x0, LANES.min(ow - x0)));
                 }
             }
-            let mut acc = [[0f32; 16]; MR];
             for p in 0..panels {
                 let w = &packed[p * k * MR..(p + 1) * k * MR];
+                let rows = MR.min(s.m - p * MR);
+                let mut b = [0f32; MR];
+                if let Some(bias) = bias {
+                    b[..rows].copy_from_slice(&bias[p * MR..p * MR + rows]);
+                }
                 for group in segs.chunks(2) {
+                    let mut st = Store {
+                        dst: [0; 2],
+                        n_px: [0; 2],
+                        plane: plane_out,
+                        rows,
+                        bias: &b,
+                        epi,
+                    };
                     let mut bases = [0usize; 2];
-                    for (b, sg) in bases.iter_mut().zip(group) {
-                        *b = sg.0;
+                    for (v, sg) in group.iter().enumerate() {
+                        bases[v] = sg.0;
+                        st.dst[v] = (img * s.m + p * MR) * plane_out + sg.1;
+                        st.n_px[v] = sg.2;
+                        debug_assert!(st.dst[v] + (rows - 1) * plane_out + sg.2 <= out_len);
                     }
-                    tile(group.len(), simd, w, &buf, &offs, max_off, &bases, &mut acc);
-                    for r in 0..MR {
-                        let m = p * MR + r;
-                        if m >= s.m {
-                            break;
-                        }
-                        let b = bias.map_or(0.0, |b| b[m]);
-                        for (v, &(_, at, n_px)) in group.iter().enumerate() {
-                            let at = (img * s.m + m) * plane_out + at;
-                            debug_assert!(at + n_px <= out_len);
-                            // SAFETY: `at..at + n_px` lies inside `out` (asserted sizes) and
-                            // belongs to a row of image `img` that only this task writes.
-                            let dst = unsafe { std::slice::from_raw_parts_mut(optr.at(at), n_px) };
-                            for (d, &a) in dst.iter_mut().zip(&acc[r][v * LANES..v * LANES + n_px]) {
-                                *d = a + b;
-                            }
-                        }
-                    }
+                    tile(group.len(), simd, w, &buf, &offs, max_off, &bases, optr, &st);
                 }
             }
         });
@@ -331,6 +444,7 @@ mod tests {
         fn matches_reference(n in 1usize..3, c in 1usize..6, m in 1usize..14, h in 1usize..12, w in 8usize..30,
                              kh in 1usize..4, kw in 1usize..4, sh in 1usize..3, sw in 1usize..4, dh in 1usize..3, dw in 1usize..3,
                              pads in proptest::array::uniform4(0usize..3), with_bias in any::<bool>(),
+                             accumulate in any::<bool>(), clamp in 0usize..3,
                              simd in any::<bool>(), seed in 0u64..1000) {
             let win = Window2d { kernel: [kh, kw], strides: [sh, sw], dilations: [dh, dw], pads };
             let Some(out) = win.output_size(h, w, false) else { return Ok(()); };
@@ -340,11 +454,39 @@ mod tests {
             let wt = fill(m * c * kh * kw, seed + 7);
             let b = fill(m, seed + 9);
             let bias = with_bias.then_some(&b[..]);
-            let want = conv2d_ref(&x, &wt, bias, &s);
-            let mut got = vec![0f32; want.len()];
-            direct_conv_with(&x, &wt, bias, &s, &mut got, simd && has_simd());
+            // No clamp, a Relu, or a tight Clip that most values hit.
+            let (lo, hi) = [(f32::NEG_INFINITY, f32::INFINITY), (0.0, f32::INFINITY), (-0.3, 0.2)][clamp];
+            let epi = Epilogue { accumulate, lo, hi };
+            let conv = conv2d_ref(&x, &wt, bias, &s);
+            let residual = fill(conv.len(), seed + 11);
+            let want: Vec<f32> = conv
+                .iter()
+                .zip(&residual)
+                .map(|(&y, &r)| {
+                    let v = if accumulate { y + r } else { y };
+                    v.max(lo).min(hi)
+                })
+                .collect();
+            let mut got = if accumulate { residual.clone() } else { vec![f32::NAN; want.len()] };
+            let packed = pack_weights(&wt, m, c * kh * kw);
+            direct_conv_packed(&x, &packed, bias, &s, &mut got, epi, simd && has_simd());
             for (a, b) in got.iter().zip(&want) {
                 prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+
+        #[test]
+        fn epilogue_keeps_nan_like_clip(v in -2f32..2.0, nan in any::<bool>()) {
+            // Through the SIMD store too: a 1-channel 1x1 convolution of one 8-pixel row.
+            let v = if nan { f32::NAN } else { v };
+            let win = Window2d { kernel: [1, 1], strides: [1, 1], dilations: [1, 1], pads: [0; 4] };
+            let s = ConvShape { n: 1, c: 1, h: 1, w: 8, m: 1, group: 1, win, out: [1, 8] };
+            let epi = Epilogue { accumulate: false, lo: 0.0, hi: 1.0 };
+            for simd in [false, has_simd()] {
+                let mut got = vec![0f32; 8];
+                direct_conv_packed(&[v; 8], &pack_weights(&[1.0], 1, 1), None, &s, &mut got, epi, simd);
+                let want = crate::ops::elementwise::Clip::apply(v, 0.0, 1.0);
+                prop_assert!(got.iter().all(|g| g.to_bits() == want.to_bits()), "{got:?} vs {want}");
             }
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod fused;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
@@ -83,6 +84,9 @@ pub enum Op {
     Scaling(Scaling),
     /// An op of the integer engine (built by `ptq::lower_int`, never parsed or exported).
     Int(quantized::IntOp),
+    /// A convolution with packed weights and fused followers (built by
+    /// `passes::inference_plan`, never parsed or exported).
+    FusedConv(Box<fused::FusedConv>),
 }
 
 /// The required input `i` of a node, or an error naming it.
@@ -414,6 +418,7 @@ impl Op {
             Op::Cast { .. } => "Cast",
             Op::Scaling(_) => "Scaling",
             Op::Int(i) => i.name(),
+            Op::FusedConv(f) => f.name(),
         }
     }
 
@@ -516,6 +521,10 @@ impl Op {
 
     /// Whether `eval_in_place` can reuse the first input's buffer as the output.
     pub fn has_in_place(&self) -> bool {
+        if let Op::FusedConv(f) = self {
+            // Its first input is the residual, whose buffer becomes the output.
+            return f.residual;
+        }
         matches!(
             self,
             Op::Unary(_)
@@ -547,6 +556,7 @@ impl Op {
                 Ok(x)
             }
             Op::Identity => Ok(x),
+            Op::FusedConv(f) if f.residual => f.eval_into(Some(x), rest),
             Op::Scaling(sc) => sc.eval_in_place(x),
             Op::Dropout => {
                 check_dropout_inference(&all)?;
@@ -605,6 +615,7 @@ impl Op {
             Op::Cast { to } => shape::cast(*to, inputs),
             Op::Scaling(sc) => sc.eval(inputs),
             Op::Int(i) => i.eval(inputs),
+            Op::FusedConv(f) => f.eval(inputs),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Graph transforms, one per file, each testable alone.
 
 pub mod fold_constants;
+pub mod inference_plan;
 
 pub use fold_constants::fold_constants;
+pub use inference_plan::inference_plan;

@@ -80,7 +80,7 @@ fn remove_passthroughs(graph: &mut Graph) -> Result<usize> {
 }
 
 /// `BN(affine(x))` becomes `affine'(x)` when the affine node's only reader is the BN.
-fn fold_batchnorms(graph: &mut Graph) -> Result<usize> {
+pub(crate) fn fold_batchnorms(graph: &mut Graph) -> Result<usize> {
     let mut folded = 0;
     let mut i = 0;
     while i < graph.nodes.len() {

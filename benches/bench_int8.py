@@ -14,6 +14,11 @@ benches/RESULTS.md."""
 from __future__ import annotations
 
 import argparse
+import os
+
+# numpy's OpenBLAS threads spin after numpy work and take cycles from both engines' threads
+# (seen in perf as blas_thread_server); neither engine uses numpy's BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import platform
 import sys
 from pathlib import Path

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -17,8 +18,8 @@ import oxiquant
 import ptq_graphs
 
 
-def residual_block(c: int = 8, clip: bool = False, bn: bool = True, seed: int = 0) -> onnx.ModelProto:
-    """x -> Conv -> [BN] -> Relu -> Conv -> Add(x) -> Relu|Clip -> y."""
+def residual_block(c: int = 8, clip: bool = False, bn: bool = True, seed: int = 0, add: str = "Add") -> onnx.ModelProto:
+    """x -> Conv -> [BN] -> Relu -> Conv -> Add(x) (or Sum) -> Relu|Clip -> y."""
     rng = np.random.default_rng(seed)
 
     def init(name, shape, lo=-0.5, hi=0.5):
@@ -34,7 +35,7 @@ def residual_block(c: int = 8, clip: bool = False, bn: bool = True, seed: int = 
     nodes += [
         helper.make_node("Relu", [first], ["a1"]),
         helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
-        helper.make_node("Add", ["x", "c2"], ["s"]),
+        helper.make_node(add, ["x", "c2"], ["s"]),
     ]
     if clip:
         inits += [numpy_helper.from_array(np.float32(0.0), "lo"), numpy_helper.from_array(np.float32(0.75), "hi")]
@@ -56,9 +57,10 @@ def unplanned(m: oxiquant.Model, x: np.ndarray) -> np.ndarray:
     return m.run(x, fetch=["x"])["y"]
 
 
-def test_residual_block_fuses_and_matches_onnxruntime():
+@pytest.mark.parametrize("add", ["Add", "Sum"])
+def test_residual_block_fuses_and_matches_onnxruntime(add):
     for clip in (False, True):
-        onnx_model = residual_block(clip=clip)
+        onnx_model = residual_block(clip=clip, add=add)
         m = oxiquant.load(onnx_model)
         assert m._native.plan_op_counts() == {"Conv+Clip": 1, "Conv+Add+Clip": 1}
         x = np.random.default_rng(1).uniform(-1, 1, (3, 8, 9, 11)).astype(np.float32)

@@ -94,7 +94,8 @@ fn fuse_convs(g: &mut Graph) -> Result<usize> {
         let mut residual = false;
         if let Some((a, slot)) = sole_reader(g, &out) {
             let add = &g.nodes[a];
-            if matches!(add.op, Op::Binary(BinaryOp::Add))
+            // Sum of two is an Add (ResNet-50's residuals are written so).
+            if matches!(add.op, Op::Binary(BinaryOp::Add) | Op::Sum)
                 && add.inputs.len() == 2
                 && add.inputs[0] != add.inputs[1]
                 && !add.inputs[1 - slot].is_empty()

@@ -217,7 +217,7 @@ impl<'g> Executor<'g> {
                     .map_err(|e| e.at_node(&node.name, node.op.op_type()))?
             };
             if let (Some(p), Some(t)) = (profile.as_mut(), started) {
-                p.add(node.op.op_type(), t.elapsed());
+                p.add(&node.name, node.op.op_type(), t.elapsed());
             }
             for (slot, t) in st.outputs.iter().zip(results) {
                 if let Some(obs) = observer.as_deref_mut() {
@@ -255,32 +255,50 @@ impl<'g> Executor<'g> {
     }
 }
 
-/// Per-op-type wall time, printed to stderr when `OXIQUANT_PROFILE=1` (a developer aid for
-/// finding where a model spends its time).
-struct Profile(Vec<(&'static str, std::time::Duration, usize)>);
+/// Per-op-type wall time, printed to stderr when `OXIQUANT_PROFILE=1`, per node with
+/// `OXIQUANT_PROFILE=2` (a developer aid for finding where a model spends its time).
+struct Profile {
+    per_node: bool,
+    entries: Vec<(String, std::time::Duration, usize)>,
+}
 
 impl Profile {
     fn from_env() -> Option<Profile> {
-        (std::env::var("OXIQUANT_PROFILE").as_deref() == Ok("1")).then(|| Profile(Vec::new()))
+        match std::env::var("OXIQUANT_PROFILE").as_deref() {
+            Ok("1") => Some(Profile {
+                per_node: false,
+                entries: Vec::new(),
+            }),
+            Ok("2") => Some(Profile {
+                per_node: true,
+                entries: Vec::new(),
+            }),
+            _ => None,
+        }
     }
-    fn add(&mut self, op: &'static str, d: std::time::Duration) {
-        match self.0.iter_mut().find(|e| e.0 == op) {
+    fn add(&mut self, node: &str, op: &str, d: std::time::Duration) {
+        let key = if self.per_node {
+            format!("{node} ({op})")
+        } else {
+            op.to_string()
+        };
+        match self.entries.iter_mut().find(|e| e.0 == key) {
             Some(e) => {
                 e.1 += d;
                 e.2 += 1;
             }
-            None => self.0.push((op, d, 1)),
+            None => self.entries.push((key, d, 1)),
         }
     }
 }
 
 impl Drop for Profile {
     fn drop(&mut self) {
-        self.0.sort_by_key(|e| std::cmp::Reverse(e.1));
-        let total: f64 = self.0.iter().map(|e| e.1.as_secs_f64()).sum();
-        for (op, d, n) in &self.0 {
+        self.entries.sort_by_key(|e| std::cmp::Reverse(e.1));
+        let total: f64 = self.entries.iter().map(|e| e.1.as_secs_f64()).sum();
+        for (op, d, n) in &self.entries {
             eprintln!(
-                "{op:>20} {:9.3} ms {:5.1}% ({n} nodes)",
+                "{op:>20} {:9.3} ms {:5.1}% ({n} runs)",
                 d.as_secs_f64() * 1e3,
                 100.0 * d.as_secs_f64() / total.max(1e-12)
             );

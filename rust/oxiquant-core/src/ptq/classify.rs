@@ -140,6 +140,7 @@ pub fn classify(graph: &Graph, n: &Node, acts: &HashSet<String>) -> Class {
         Op::Lrn(_) => island("LRN is not scale-invariant"),
         Op::Cast { .. } => island("Cast"),
         Op::Int(i) => island(&format!("{} is an op of the integer engine", i.name())),
+        Op::Q(q) => island(&format!("{} belongs to an already quantized model", q.name())),
         Op::Shape { .. } | Op::Constant(_) | Op::ConstantOfShape(_) => Class::Passive,
     }
 }

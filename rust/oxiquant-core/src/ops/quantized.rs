@@ -708,9 +708,11 @@ pub struct AddInput {
 }
 
 /// Add of two quantized tensors with their own scales and zero points (onnxruntime's
-/// QLinearAdd, and DequantizeLinear x2 -> Add -> QuantizeLinear):
-/// `y = clamp(round_half_even(ra * (a - za) + rb * (b - zb)) + zy, lo, hi)` in f32, with
-/// `ra = sa / sy`, `rb = sb / sy`, as onnxruntime's kernel computes it. Broadcasts.
+/// QLinearAdd, and DequantizeLinear x2 -> Add -> QuantizeLinear), in f32 the way
+/// onnxruntime's AVX2 kernel computes it, so that the integers match it:
+/// `ra = sa / sy`, `rb = sb / sy`, `fixed = zy - (ra * za + rb * zb)`,
+/// `y = clamp(round_half_even(fma(a, ra, fma(b, rb, fixed))), lo, hi)` (`fma`: one rounding),
+/// and for a one-element `b`: `fma(a, ra, fixed + b * rb)`. Broadcasts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QAdd {
     pub a: AddInput,
@@ -722,14 +724,31 @@ pub struct QAdd {
 }
 
 impl QAdd {
+    fn fixed(&self) -> f32 {
+        let (a, b) = (self.a, self.b);
+        self.zero as f32 - (a.ratio * a.zero as f32 + b.ratio * b.zero as f32)
+    }
+
+    /// One output value (the reference arithmetic).
+    #[inline]
+    pub fn apply(&self, fixed: f32, a: i32, b: i32) -> i32 {
+        let v = (a as f32).mul_add(self.a.ratio, (b as f32).mul_add(self.b.ratio, fixed));
+        (v.round_ties_even() as i32).clamp(self.lo, self.hi)
+    }
+
     pub fn eval(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let (av, bv) = (to_i32s(a)?, to_i32s(b)?);
-        let (ea, eb) = (self.a, self.b);
-        let (zero, lo, hi) = (self.zero, self.lo, self.hi);
-        let (y, shape) = binary(&av, a.shape(), &bv, b.shape(), |p, q| {
-            let v = ea.ratio * (p - ea.zero) as f32 + eb.ratio * (q - eb.zero) as f32;
-            ((v.round_ties_even() as i32).saturating_add(zero)).clamp(lo, hi)
-        })?;
+        let fixed = self.fixed();
+        let (y, shape) = if bv.len() == 1 && a.shape().len() >= b.shape().len() {
+            let fixed_b = fixed + bv[0] as f32 * self.b.ratio;
+            let y: Vec<i32> = av
+                .par_iter()
+                .map(|&p| ((p as f32).mul_add(self.a.ratio, fixed_b).round_ties_even() as i32).clamp(self.lo, self.hi))
+                .collect();
+            (y, a.shape().to_vec())
+        } else {
+            binary(&av, a.shape(), &bv, b.shape(), |p, q| self.apply(fixed, p, q))?
+        };
         with_qelem!(self.out, O => Tensor::from_vec(shape.clone(), y.iter().map(|&v| O::from_i32(v)).collect::<Vec<O>>()))
     }
 }

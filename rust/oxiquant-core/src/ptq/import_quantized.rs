@@ -361,6 +361,8 @@ impl<'g> Import<'g> {
             | Op::Unsqueeze { .. }
             | Op::Identity
             | Op::Dropout
+            | Op::Slice(_)
+            | Op::Pad(_)
                 if self.deq.contains_key(&first) =>
             {
                 let d = self.deq[&first].clone();
@@ -375,6 +377,7 @@ impl<'g> Import<'g> {
             | Op::Identity
             | Op::Dropout
             | Op::Slice(_)
+            | Op::Pad(_)
                 if self.ints.contains_key(&first) =>
             {
                 let dt = self.ints[&first];
@@ -417,11 +420,35 @@ impl<'g> Import<'g> {
         for v in inputs.iter().skip(1) {
             self.materialize(v)?;
         }
+        let mut op = node.op.clone();
+        if let Op::Pad(p) = &mut op {
+            // A constant pad value is a real number: its quantized value on the integers.
+            if p.mode == crate::ops::PadMode::Constant {
+                let real = match (&p.pads, inputs.get(2).filter(|v| !v.is_empty())) {
+                    (Some(_), _) => p.value,
+                    (None, Some(v)) => match self.konst(v) {
+                        Some(t) if t.len() == 1 => t.to_f32_vec()[0],
+                        _ => return self.keep(node, "Pad with a non-constant value"),
+                    },
+                    (None, None) => 0.0,
+                };
+                let stored = quantize_one(real, d.p, d.dtype);
+                if p.pads.is_some() {
+                    p.value = stored as f32;
+                } else {
+                    let name = self.names.fresh(&format!("{}_value", node.name));
+                    let t = crate::ops::qlinear::ints_to_tensor(vec![], vec![stored], d.dtype)?;
+                    self.inits.push((name.clone(), t));
+                    inputs.resize(inputs.len().max(3), String::new());
+                    inputs[2] = name;
+                }
+            }
+        }
         let moved = self.names.fresh(&format!("{}_int", node.outputs[0]));
         self.ints.insert(moved.clone(), d.dtype);
         self.nodes.push(Node {
             name: node.name.clone(),
-            op: node.op.clone(),
+            op,
             inputs,
             outputs: vec![moved.clone()],
         });

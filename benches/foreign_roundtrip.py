@@ -81,18 +81,22 @@ def main() -> None:
         print(f"oxiquant engine: {model.engine}; note: {model.engine_note}")
         print("integer ops:", model._native.int_op_counts())
         got = np.concatenate([model.run(x[i : i + 100])[model.output_names[0]] for i in range(0, len(x), 100)])
-        for level, opt in [("all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-                           ("basic", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)]:
+        for level, opt in [
+            ("all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+            ("basic", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC),
+        ]:
             so = ort.SessionOptions()
             so.graph_optimization_level = opt
             sess = ort.InferenceSession(qpath, so, providers=["CPUExecutionProvider"])
             ref = np.concatenate([sess.run(None, {name: x[i : i + 100]})[0] for i in range(0, len(x), 100)])
             diff = np.abs(got - ref) / step
+            agree = int((got.argmax(1) != ref.argmax(1)).sum())
+            acc_ox, acc_ort = ((got.argmax(1) == labels).mean() * 100, (ref.argmax(1) == labels).mean() * 100)
             print(
                 f"{args.format}, onnxruntime {ort.__version__} ({level} optimizations): "
-                f"top-1 disagreements {int((got.argmax(1) != ref.argmax(1)).sum())} / {len(x)}, "
-                f"max logit diff {diff.max():.0f} steps, logits differing {(diff > 0).mean() * 100:.2f} %, "
-                f"top-1 oxiquant {(got.argmax(1) == labels).mean() * 100:.2f} %, onnxruntime {(ref.argmax(1) == labels).mean() * 100:.2f} %"
+                f"top-1 disagreements {agree} / {len(x)}, max logit diff {diff.max():.0f} steps, "
+                f"logits differing {(diff > 0).mean() * 100:.2f} %, top-1 oxiquant {acc_ox:.2f} %, "
+                f"onnxruntime {acc_ort:.2f} %"
             )
 
 

@@ -754,10 +754,12 @@ impl QAdd {
 }
 
 /// Average pooling of a quantized tensor into other parameters (QLinearAveragePool,
-/// QLinearGlobalAveragePool, DequantizeLinear -> AveragePool -> QuantizeLinear). The sums of
-/// `x - x_zero` are exact integers; then, as onnxruntime computes it: global pooling
-/// requantizes the sum by `x_scale / (y_scale * count)` (f32 product, rounded half to even);
-/// windowed pooling takes the f32 mean `sum * x_scale / count` and quantizes it by `y_scale`.
+/// QLinearGlobalAveragePool, DequantizeLinear -> AveragePool -> QuantizeLinear), in the
+/// arithmetic of onnxruntime's kernels so that the integers match them: global pooling sums
+/// `x - x_zero` exactly and requantizes the sum by `x_scale / (y_scale * count)` (f32
+/// product, rounded half to even); windowed pooling sums the dequantized values
+/// `x_scale * (x - x_zero)` in f32 in window order, divides by the count and rounds
+/// `mean / y_scale + y_zero` half to even.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QAvgPool {
     /// `None`: global pooling.
@@ -770,16 +772,20 @@ pub struct QAvgPool {
 }
 
 impl QAvgPool {
-    fn quantize(&self, sum: i64, count: usize) -> i32 {
+    /// Global pooling: the exact sum of `x - x_zero` over `count` values.
+    fn quantize_sum(&self, sum: i64, count: usize) -> i32 {
         let (lo, hi) = bounds_of(self.out).unwrap_or((-128, 127));
-        let r = if self.pool.is_none() {
-            let f = self.x_scale / (self.y_scale * count as f32);
-            ((sum as f32) * f).round_ties_even()
-        } else {
-            let mean = (sum as f32) * self.x_scale / count.max(1) as f32;
-            (mean / self.y_scale).round_ties_even()
-        };
+        let f = self.x_scale / (self.y_scale * count as f32);
+        let r = ((sum as f32) * f).round_ties_even();
         ((r as i32).saturating_add(self.y_zero)).clamp(lo, hi)
+    }
+
+    /// Windowed pooling: the f32 sum of the dequantized values over `count` values.
+    fn quantize_real_sum(&self, sum: f32, count: usize) -> i32 {
+        let (lo, hi) = bounds_of(self.out).unwrap_or((-128, 127));
+        let mean = sum / count.max(1) as f32;
+        let r = (mean / self.y_scale + self.y_zero as f32).round_ties_even();
+        (r as i32).clamp(lo, hi)
     }
 
     pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
@@ -800,7 +806,7 @@ impl QAvgPool {
                     .into_par_iter()
                     .map(|p| {
                         let sum: i64 = xv[p * plane..(p + 1) * plane].iter().map(|&v| (v - zx) as i64).sum();
-                        self.quantize(sum, plane)
+                        self.quantize_sum(sum, plane)
                     })
                     .collect();
                 (shape, y)
@@ -816,7 +822,7 @@ impl QAvgPool {
                         let y0 = (oy * win.strides[0]) as isize - win.pads[0] as isize;
                         for ox in 0..p.out[1] {
                             let x0 = (ox * win.strides[1]) as isize - win.pads[1] as isize;
-                            let (mut sum, mut count) = (0i64, 0usize);
+                            let (mut sum, mut count) = (0f32, 0usize);
                             for i in 0..win.kernel[0] {
                                 let iy = y0 + (i * win.dilations[0]) as isize;
                                 if iy < 0 || iy >= p.h as isize {
@@ -825,7 +831,8 @@ impl QAvgPool {
                                 for j in 0..win.kernel[1] {
                                     let ix = x0 + (j * win.dilations[1]) as isize;
                                     if ix >= 0 && ix < p.w as isize {
-                                        sum += (plane[iy as usize * p.w + ix as usize] - zx) as i64;
+                                        let v = plane[iy as usize * p.w + ix as usize] - zx;
+                                        sum += self.x_scale * v as f32;
                                         count += 1;
                                     }
                                 }
@@ -834,7 +841,7 @@ impl QAvgPool {
                             if pool.count_include_pad {
                                 count = padded_count(&win, p.h, p.w, y0, x0);
                             }
-                            o[oy * p.out[1] + ox] = self.quantize(sum, count);
+                            o[oy * p.out[1] + ox] = self.quantize_real_sum(sum, count);
                         }
                     }
                 });

@@ -314,20 +314,20 @@ fn widest_input(x_zero: i32) -> i64 {
 }
 
 /// A bound on `|acc + bias|` over all rows: `max_r sum_k |w[r][k]| * widest + |bias[r]|`.
-/// Fails when it could leave the i32 accumulators.
+/// Fails when the products alone could leave the i32 accumulators (the bias is added in
+/// i64 by the requantization).
 fn accumulator_bound(w: &[i16], rows: usize, bias: &[i32], x_zero: i32, what: &str) -> Result<i64> {
     let k = w.len() / rows.max(1);
     let widest = widest_input(x_zero);
-    let bound = (0..rows)
-        .map(|r| {
-            let s: i64 = w[r * k..(r + 1) * k].iter().map(|&v| (v as i64).abs()).sum();
-            s * widest + (bias[r] as i64).abs()
-        })
-        .max()
-        .unwrap_or(0);
-    if bound > i32::MAX as i64 {
+    let (mut products, mut bound) = (0i64, 0i64);
+    for r in 0..rows {
+        let s: i64 = w[r * k..(r + 1) * k].iter().map(|&v| (v as i64).abs()).sum();
+        products = products.max(s * widest);
+        bound = bound.max(s * widest + (bias[r] as i64).abs());
+    }
+    if products > i32::MAX as i64 {
         return Err(Error::InvalidArgument(format!(
-            "quantized {what}: accumulators could reach {bound}, past the i32 range"
+            "quantized {what}: accumulators could reach {products}, past the i32 range"
         )));
     }
     Ok(bound)

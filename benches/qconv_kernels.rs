@@ -54,7 +54,14 @@ fn main() {
             ) else {
                 return;
             };
-            let Ok(q) = QConv::new(conv, &wi, vec![m, c, k, k], vec![5; m], rq) else {
+            let Ok(q) = QConv::new(
+                conv,
+                &wi.iter().map(|&v| v as i16).collect::<Vec<_>>(),
+                vec![m, c, k, k],
+                vec![5; m],
+                rq,
+                0,
+            ) else {
                 return;
             };
             let macs = (n * m * out[0] * out[1] * c * k * k) as f64;

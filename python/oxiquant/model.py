@@ -137,19 +137,24 @@ class Model:
         integer engine can hold the model, see `engine`): i8/u8 activations, i8 weights, i32
         accumulators and exact fixed-point requantization; "fake": the same quantized graph
         computed in f32 (integers held in floats). Both give the same values wherever the f32
-        sums are exact (docs/integer-engine.md)."""
+        sums are exact (docs/integer-engine.md). For a QDQ / QOperator model quantized by
+        another tool, "int" runs it on the integer engine (onnxruntime's rounding) and "fake"
+        runs the graph as loaded, each quantized op evaluated as ONNX defines it."""
         names = None if fetch is None else [str(n) for n in fetch]
         return dict(self._native.run(self._feeds(inputs), num_threads, names, mode))
 
     @property
     def engine(self) -> str:
-        """What `run` uses by default: "int" (the integer engine), "fake" (a quantized model
-        the integer engine cannot hold, e.g. wider than 8 bits: see `engine_note`) or "float"."""
+        """What `run` uses by default: "int" (the integer engine; also for QDQ / QOperator
+        models quantized by other tools), "fake" (a quantized model the integer engine cannot
+        hold, e.g. wider than 8 bits: see `engine_note`) or "float"."""
         return self._native.engine()[0]
 
     @property
     def engine_note(self) -> str | None:
-        """Why a quantized model does not run on the integer engine (None when it does)."""
+        """Why a quantized model does not run on the integer engine, or, for a model
+        quantized by another tool, which nodes run in float between a Dequantize and a
+        Quantize and why (None when everything runs on integers)."""
         return self._native.engine()[1]
 
     # -- ONNX out ----------------------------------------------------------------------

@@ -49,13 +49,22 @@ impl NativeModel {
 
 impl IntPlan {
     fn of(graph: &Graph, st: &PtqState) -> IntPlan {
-        if st.stage != core_ptq::Stage::Quantized {
+        if st.stage == core_ptq::Stage::Float && core_ptq::import_quantized::is_quantized_model(graph) {
+            // A model quantized by another tool (QDQ or QOperator).
+            match core_ptq::import_quantized::import_quantized(graph) {
+                Ok(imp) => {
+                    let note = imp.note();
+                    IntPlan::Ready(Arc::new(imp.graph), note)
+                }
+                Err(e) => IntPlan::Unavailable(e.to_string()),
+            }
+        } else if st.stage != core_ptq::Stage::Quantized {
             IntPlan::None
         } else if st.no_quant {
             IntPlan::Unavailable("it was quantized with no_quant=True (its values are not integers)".into())
         } else {
             match core_ptq::lower_int::lower_to_integer(graph, st) {
-                Ok(ig) => IntPlan::Ready(Arc::new(ig)),
+                Ok(ig) => IntPlan::Ready(Arc::new(ig), None),
                 Err(e) => IntPlan::Unavailable(e.to_string()),
             }
         }
@@ -67,7 +76,8 @@ impl IntPlan {
 enum IntPlan {
     /// Not quantized (a float model, or one in the middle of the pipeline).
     None,
-    Ready(Arc<Graph>),
+    /// The integer graph, and what of it stays in float (models quantized by other tools).
+    Ready(Arc<Graph>, Option<String>),
     /// Quantized, but the integer engine cannot hold it (the reason).
     Unavailable(String),
 }
@@ -110,11 +120,17 @@ impl NativeModel {
             inputs,
             outputs,
         };
-        let graph = py.detach(|| guard("model loading", || Graph::from_raw(raw)))?;
+        let (graph, int_plan) = py.detach(|| {
+            guard("model loading", || {
+                let g = Graph::from_raw(raw)?;
+                let plan = IntPlan::of(&g, &PtqState::default());
+                Ok((g, plan))
+            })
+        })?;
         Ok(NativeModel {
             graph,
             ptq: PtqState::default(),
-            int_plan: IntPlan::None,
+            int_plan,
             float_plan: OnceLock::new(),
         })
     }
@@ -146,7 +162,7 @@ impl NativeModel {
                 raw
             }
             "qoperator" => match &self.int_plan {
-                IntPlan::Ready(g) => guard("QOperator export", || core_ptq::export_qop::to_qoperator(g, wt))?,
+                IntPlan::Ready(g, _) => guard("QOperator export", || core_ptq::export_qop::to_qoperator(g, wt))?,
                 IntPlan::Unavailable(why) => {
                     return Err(errors::InvalidArgumentError::new_err(format!(
                         "QOperator export needs the integer engine's graph, which this model has not: {why}"
@@ -213,7 +229,7 @@ impl NativeModel {
         mode: Option<&str>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let graph: &Graph = match (mode, &self.int_plan) {
-            (None, IntPlan::Ready(g)) | (Some("int"), IntPlan::Ready(g)) => g,
+            (None, IntPlan::Ready(g, _)) | (Some("int"), IntPlan::Ready(g, _)) => g,
             (None, _) => &self.graph,
             (Some("fake"), IntPlan::None) | (Some("int"), IntPlan::None) => {
                 return Err(errors::InvalidArgumentError::new_err(format!(
@@ -263,7 +279,7 @@ impl NativeModel {
     /// cannot hold (with the reason), "float" otherwise.
     fn engine(&self) -> (String, Option<String>) {
         match &self.int_plan {
-            IntPlan::Ready(_) => ("int".into(), None),
+            IntPlan::Ready(_, note) => ("int".into(), note.clone()),
             IntPlan::Unavailable(why) => ("fake".into(), Some(why.clone())),
             IntPlan::None => ("float".into(), None),
         }
@@ -278,7 +294,7 @@ impl NativeModel {
     /// Op counts of the integer engine's graph (empty when there is none).
     fn int_op_counts(&self) -> std::collections::BTreeMap<String, usize> {
         match &self.int_plan {
-            IntPlan::Ready(g) => g.op_counts(),
+            IntPlan::Ready(g, _) => g.op_counts(),
             _ => Default::default(),
         }
     }

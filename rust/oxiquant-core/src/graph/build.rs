@@ -232,7 +232,7 @@ impl Graph {
                 op => nodes.push(RawNode {
                     name: n.name.clone(),
                     op_type: op.op_type().to_string(),
-                    domain: String::new(),
+                    domain: op.domain().to_string(),
                     inputs: n.inputs.clone(),
                     outputs: n.outputs.clone(),
                     attrs: op.to_attrs(self.opset),

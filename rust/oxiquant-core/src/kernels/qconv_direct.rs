@@ -15,11 +15,12 @@ use super::conv::ConvShape;
 use super::qgemm::{Kernel, OutPtr, PackedA, QAct, MR, NR};
 use rayon::prelude::*;
 
-/// Weights `[m][cg][kh][kw]` reordered to `[m][kh][kw][cg rounded up to even]` and packed.
-pub fn pack_weights(w: &[i8], m: usize, cg: usize, kh: usize, kw: usize) -> PackedA {
+/// Weights `[m][cg][kh][kw]` (i8, or i16 centered on their zero point) reordered to
+/// `[m][kh][kw][cg rounded up to even]` and packed.
+pub fn pack_weights<T: QAct + Default>(w: &[T], m: usize, cg: usize, kh: usize, kw: usize) -> PackedA {
     let cp = cg.div_ceil(2) * 2;
     let k = kh * kw * cp;
-    let mut r = vec![0i8; m * k];
+    let mut r = vec![T::default(); m * k];
     for o in 0..m {
         for c in 0..cg {
             for i in 0..kh {
@@ -52,8 +53,9 @@ impl PairImage {
         }
     }
 
-    /// Fills from `x` (`cg` planes of `h x w`) for the geometry `s`.
-    pub fn fill<T: QAct>(&mut self, x: &[T], cg: usize, s: &ConvShape) {
+    /// Fills from `x` (`cg` planes of `h x w`) minus `zero` (the input's zero point) for the
+    /// geometry `s`. Padding holds 0, i.e. the value `zero`: the real zero of the input.
+    pub fn fill<T: QAct>(&mut self, x: &[T], cg: usize, zero: i16, s: &ConvShape) {
         let [pt, pl, pb, pr] = s.win.pads;
         let sw = s.win.strides[1];
         self.hp = s.h + pt + pb;
@@ -77,7 +79,7 @@ impl PairImage {
                     for xq in 0..self.wq {
                         let col = (xq * sw + q) as isize - pl as isize;
                         if col >= 0 && (col as usize) < s.w {
-                            self.buf[row + xq * 2 + e] = src[col as usize].widen();
+                            self.buf[row + xq * 2 + e] = src[col as usize].widen() - zero;
                         }
                     }
                 }
@@ -240,8 +242,9 @@ pub fn conv<O, F>(
     }
 }
 
-/// Plain reference convolution of one group (i64 sums from the definition).
-pub fn conv_ref(x: &[i16], w: &[i8], s: &ConvShape, cg: usize, mg: usize) -> Vec<i64> {
+/// Plain reference convolution of one group (i64 sums from the definition; `x` already
+/// centered on its zero point, padding 0).
+pub fn conv_ref<W: QAct>(x: &[i16], w: &[W], s: &ConvShape, cg: usize, mg: usize) -> Vec<i64> {
     let [kh, kw] = s.win.kernel;
     let [oh, ow] = s.out;
     let mut y = vec![0i64; mg * oh * ow];
@@ -256,7 +259,7 @@ pub fn conv_ref(x: &[i16], w: &[i8], s: &ConvShape, cg: usize, mg: usize) -> Vec
                             let ix = (ox * s.win.strides[1] + j * s.win.dilations[1]) as isize - s.win.pads[1] as isize;
                             if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w {
                                 acc += x[(c * s.h + iy as usize) * s.w + ix as usize] as i64
-                                    * w[((o * cg + c) * kh + i) * kw + j] as i64;
+                                    * w[((o * cg + c) * kh + i) * kw + j].widen() as i64;
                             }
                         }
                     }
@@ -280,6 +283,7 @@ mod tests {
         fn direct_matches_the_definition(
             cg in 1usize..6, mg in 1usize..9, h in 1usize..9, w in 1usize..21, k in 1usize..4,
             stride in 1usize..4, dil in 1usize..3, pads in proptest::array::uniform4(0usize..3), seed in any::<u64>(),
+            xz in prop_oneof![Just(0i16), 0i16..256], wz in prop_oneof![Just(0i16), 0i16..256],
         ) {
             let win = Window2d { kernel: [k, k], strides: [stride, stride], dilations: [dil, dil], pads };
             let Some(out) = win.output_size(h, w, false) else { return Ok(()) };
@@ -287,12 +291,14 @@ mod tests {
             let mut st = seed | 1;
             let mut next = || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st };
             let x: Vec<u8> = (0..cg * h * w).map(|_| next() as u8).collect();
-            let wt: Vec<i8> = (0..mg * cg * k * k).map(|_| next() as i8).collect();
-            let x16: Vec<i16> = x.iter().map(|&v| v as i16).collect();
+            // uint8 weights centered on a zero point (0: the i8 range shifted, as before).
+            let wt: Vec<i16> = (0..mg * cg * k * k).map(|_| if wz == 0 { next() as i8 as i16 } else { (next() as u8) as i16 - wz }).collect();
+            // Padding is the input's zero point: 0 once centered.
+            let x16: Vec<i16> = x.iter().map(|&v| v as i16 - xz).collect();
             let want = conv_ref(&x16, &wt, &s, cg, mg);
             let a = pack_weights(&wt, mg, cg, k, k);
             let mut img = PairImage::new();
-            img.fill(&x, cg, &s);
+            img.fill(&x, cg, xz, &s);
             for kernel in Kernel::available() {
                 for parallel in [false, true] {
                     let mut got = vec![0i64; mg * out[0] * out[1]];

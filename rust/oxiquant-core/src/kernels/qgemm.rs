@@ -36,6 +36,12 @@ pub struct PackedA {
 impl PackedA {
     /// `w` is row-major `[m][k]`.
     pub fn new<T: QAct>(w: &[T], m: usize, k: usize) -> PackedA {
+        PackedA::centered(w, m, k, 0)
+    }
+
+    /// Packs `w - zero` (activations with a zero point, rows of a Gemm input). The values
+    /// must fit i16: 8-bit values minus an 8-bit zero point do.
+    pub fn centered<T: QAct>(w: &[T], m: usize, k: usize, zero: i16) -> PackedA {
         let k2 = k.div_ceil(2);
         let blocks = m.div_ceil(MR);
         let mut data = vec![0i32; blocks * k2 * MR];
@@ -43,8 +49,8 @@ impl PackedA {
             let (b, r) = (row / MR, row % MR);
             let src = &w[row * k..(row + 1) * k];
             for kk in 0..k2 {
-                let lo = src[2 * kk].widen();
-                let hi = src.get(2 * kk + 1).map_or(0, |&v| v.widen());
+                let lo = src[2 * kk].widen() - zero;
+                let hi = src.get(2 * kk + 1).map_or(0, |&v| v.widen() - zero);
                 data[(b * k2 + kk) * MR + r] = pair(lo, hi);
             }
         }
@@ -106,8 +112,9 @@ pub fn packed_b_index(k2: usize, row: usize, col: usize) -> usize {
     (((col / NR) * k2 + row / 2) * NR + col % NR) * 2 + row % 2
 }
 
-/// Packs row-major `b[k][n]` (in parallel over panels when `parallel`).
-pub fn pack_b_rows<T: QAct>(b: &[T], k: usize, n: usize, out: &mut Vec<i16>, parallel: bool) {
+/// Packs row-major `b[k][n]` minus `zero` (an activation's zero point; 0 for oxiquant's own
+/// models), in parallel over panels when `parallel`.
+pub fn pack_b_rows<T: QAct>(b: &[T], k: usize, n: usize, zero: i16, out: &mut Vec<i16>, parallel: bool) {
     let k2 = k.div_ceil(2);
     out.clear();
     out.resize(packed_b_len(k, n), 0);
@@ -121,12 +128,12 @@ pub fn pack_b_rows<T: QAct>(b: &[T], k: usize, n: usize, out: &mut Vec<i16>, par
             if 2 * kk + 1 < k {
                 let r1 = &b[(2 * kk + 1) * n + c0..(2 * kk + 1) * n + c0 + cols];
                 for ((pair, &x0), &x1) in d.chunks_exact_mut(2).zip(r0).zip(r1) {
-                    pair[0] = x0.widen();
-                    pair[1] = x1.widen();
+                    pair[0] = x0.widen() - zero;
+                    pair[1] = x1.widen() - zero;
                 }
             } else {
                 for (pair, &x0) in d.chunks_exact_mut(2).zip(r0) {
-                    pair[0] = x0.widen();
+                    pair[0] = x0.widen() - zero;
                 }
             }
         }
@@ -310,11 +317,13 @@ where
 }
 
 /// Plain reference: `C[m][n]` from unpacked operands, i64 sums checked to fit i32.
-pub fn qgemm_ref(a: &[i8], b: &[i16], m: usize, k: usize, n: usize) -> Vec<i32> {
+pub fn qgemm_ref<A: QAct>(a: &[A], b: &[i16], m: usize, k: usize, n: usize) -> Vec<i32> {
     let mut c = vec![0i32; m * n];
     for i in 0..m {
         for j in 0..n {
-            let s: i64 = (0..k).map(|kk| a[i * k + kk] as i64 * b[kk * n + j] as i64).sum();
+            let s: i64 = (0..k)
+                .map(|kk| a[i * k + kk].widen() as i64 * b[kk * n + j] as i64)
+                .sum();
             c[i * n + j] = s as i32;
         }
     }
@@ -345,10 +354,10 @@ mod tests {
             let mut pb = Vec::new();
             if unsigned {
                 let b8: Vec<u8> = b16.iter().map(|&v| v as u8).collect();
-                pack_b_rows(&b8, k, n, &mut pb, false);
+                pack_b_rows(&b8, k, n, 0, &mut pb, false);
             } else {
                 let b8: Vec<i8> = b16.iter().map(|&v| v as i8).collect();
-                pack_b_rows(&b8, k, n, &mut pb, true);
+                pack_b_rows(&b8, k, n, 0, &mut pb, true);
             }
             let mut pt = Vec::new();
             let bt: Vec<i16> = (0..n * k).map(|i| b16[(i % k) * n + i / k]).collect();
@@ -364,13 +373,42 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Centered operands (weights minus a uint8 zero point, activations minus theirs):
+        /// values in [-255, 255], still exact.
+        #[test]
+        fn centered_operands_match_the_reference(
+            m in 1usize..14, k in 1usize..40, n in 1usize..30, seed in any::<u64>(), wz in 0i16..256, xz in 0i16..256,
+        ) {
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+            let w: Vec<i16> = (0..m * k).map(|_| (next() as u8) as i16 - wz).collect();
+            let x: Vec<u8> = (0..k * n).map(|_| next() as u8).collect();
+            let xc: Vec<i16> = x.iter().map(|&v| v as i16 - xz).collect();
+            let want = qgemm_ref(&w, &xc, m, k, n);
+            let mut pb = Vec::new();
+            pack_b_rows(&x, k, n, xz, &mut pb, false);
+            let pa = PackedA::new(&w, m, k);
+            for kernel in Kernel::available() {
+                let mut out = vec![0i32; m * n];
+                qgemm(kernel, &pa, &pb, n, &mut out, true, |_, _, acc, dst| dst.copy_from_slice(acc));
+                prop_assert_eq!(&out[..], &want[..], "{:?}", kernel);
+            }
+            // Activations as the packed left operand (a Gemm's rows), centered on the fly.
+            let xt: Vec<u8> = (0..n * k).map(|i| x[(i % k) * n + i / k]).collect();
+            let pa_x = PackedA::centered(&xt, n, k, xz);
+            for r in 0..n { for kk in 0..k { prop_assert_eq!(pa_x.get(r, kk), xc[kk * n + r] as i32); } }
+        }
+    }
+
     #[test]
     fn saturating_pairs_stay_exact() {
         // The case vpmaddubsw gets wrong: 255 * 127 + 255 * 127 = 64770 > i16::MAX.
         let (m, k, n) = (1, 2, 1);
         let a = [127i8, 127];
         let mut pb = Vec::new();
-        pack_b_rows(&[255u8, 255], k, n, &mut pb, false);
+        pack_b_rows(&[255u8, 255], k, n, 0, &mut pb, false);
         for kernel in Kernel::available() {
             let mut out = vec![0; m * n];
             qgemm(

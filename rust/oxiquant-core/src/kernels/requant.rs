@@ -1,6 +1,12 @@
-//! Requantization: `y = clamp(round_half_even(x * f), lo, hi)` for integer `x` and a
+//! Requantization: `y = clamp(round_half_even(x * f) + zero, lo, hi)` for integer `x` and a
 //! factor `f` that is an f32, i.e. exactly the fixed-point number `mult * 2^-shift` with a
-//! 24-bit `mult`.
+//! 24-bit `mult`, and an output zero point `zero` (0 for oxiquant's own models).
+//!
+//! Two roundings of the product (`Rounding`): `Exact` rounds the exact product `x * f`
+//! (oxiquant's own models); `F32` rounds the f32 product `f32(x) * f` as onnxruntime's
+//! requantization (`MlasRequantizeOutput`) does, so that models quantized by other tools give
+//! onnxruntime's integers wherever its kernels are exact. The two differ only where the f32
+//! product lands on the other side of a .5 tie than the exact one.
 //!
 //! The reference (`FixedPoint::apply`) is integer-only: an i64 product and a rounding shift,
 //! as integer hardware does it. The fast kernel computes the same exact product in f64 lanes
@@ -13,6 +19,49 @@ use crate::tensor::Element;
 
 /// `|x|` below this bound makes the f64 product with an f32 factor exact.
 pub const EXACT_F64_BOUND: i64 = 1 << 29;
+/// `|x|` below this bound is an exact f32 (the fast `F32` rounding then equals the reference).
+pub const EXACT_F32_BOUND: i64 = 1 << 24;
+
+/// How `x * f` is rounded to an integer (half to even in both cases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rounding {
+    /// The exact product (integer-only reference: `FixedPoint::apply`).
+    #[default]
+    Exact,
+    /// The f32 product `f32(x) * f`, rounded to f32 first (onnxruntime's arithmetic).
+    F32,
+}
+
+impl Rounding {
+    /// `|x|` below this keeps the fast kernel equal to the reference.
+    pub fn fast_bound(self) -> i64 {
+        match self {
+            Rounding::Exact => EXACT_F64_BOUND,
+            Rounding::F32 => EXACT_F32_BOUND,
+        }
+    }
+}
+
+/// What a requantized row is turned into: rounding, zero point and clamp bounds (stored units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowOut {
+    pub rounding: Rounding,
+    pub zero: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl RowOut {
+    /// Exact rounding, zero point 0 (oxiquant's own quantizers).
+    pub fn exact(lo: i32, hi: i32) -> RowOut {
+        RowOut {
+            rounding: Rounding::Exact,
+            zero: 0,
+            lo,
+            hi,
+        }
+    }
+}
 
 /// An exact rational factor `mult * 2^-shift`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,38 +184,43 @@ impl QElem for u8 {
     }
 }
 
-/// Reference: `dst[i] = clamp(fp.apply(acc[i] + bias), lo, hi)`, integer-only.
-pub fn requant_row_ref<O: QElem>(acc: &[i32], bias: i32, fp: &FixedPoint, lo: i32, hi: i32, dst: &mut [O]) {
+/// Reference: `dst[i] = clamp(round(acc[i] + bias) + zero, lo, hi)` with the product rounded
+/// as `out.rounding` says: integer-only for `Exact`, IEEE f32 arithmetic for `F32`.
+pub fn requant_row_ref<O: QElem>(acc: &[i32], bias: i32, fp: &FixedPoint, out: RowOut, dst: &mut [O]) {
+    let f = fp.value() as f32;
     for (d, &a) in dst.iter_mut().zip(acc) {
-        let v = fp.apply(a as i64 + bias as i64).clamp(lo as i64, hi as i64);
+        let x = a as i64 + bias as i64;
+        let r = match out.rounding {
+            Rounding::Exact => fp.apply(x),
+            // `as` saturates: out-of-range products clamp to the bounds below.
+            Rounding::F32 => ((x as f32) * f).round_ties_even() as i64,
+        };
+        let v = r.saturating_add(out.zero as i64).clamp(out.lo as i64, out.hi as i64);
         *d = O::from_i32(v as i32);
     }
 }
 
-/// Fast requantization of one row. Requires `|acc[i] + bias| < EXACT_F64_BOUND` (callers
-/// check it once per layer from the weights' magnitude, or per row) and `lo..=hi` inside
-/// `O`'s range; then equal to `requant_row_ref`.
-pub fn requant_row<O: QElem>(acc: &[i32], bias: i32, f: f32, lo: i32, hi: i32, dst: &mut [O]) {
+/// Fast requantization of one row. Requires `|acc[i] + bias| < out.rounding.fast_bound()`
+/// (callers check it once per layer from the weights' magnitude, or per row) and `lo..=hi`
+/// inside `O`'s range; then equal to `requant_row_ref`. The product is the exact f64 one,
+/// rounded to f32 first for `Rounding::F32` (then equal to the IEEE f32 product, the operand
+/// being an exact f32 under the bound).
+pub fn requant_row<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, dst: &mut [O]) {
     let n = acc.len().min(dst.len());
+    let f32_product = out.rounding == Rounding::F32;
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if n >= 8 && std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was detected; `dst` has `n` one-byte elements (i8 or u8).
-        done = unsafe {
-            requant_row_avx2(
-                &acc[..n],
-                bias,
-                f as f64,
-                lo as f64,
-                hi as f64,
-                O::UNSIGNED,
-                dst.as_mut_ptr() as *mut u8,
-            )
-        };
+        done = unsafe { requant_row_avx2(&acc[..n], bias, f as f64, out, O::UNSIGNED, dst.as_mut_ptr() as *mut u8) };
     }
-    let (f, lo, hi) = (f as f64, lo as f64, hi as f64);
+    let (f, lo, hi, zero) = (f as f64, out.lo as f64, out.hi as f64, out.zero as f64);
     for (d, &a) in dst[done..n].iter_mut().zip(&acc[done..n]) {
-        let y = ((a as i64 + bias as i64) as f64 * f).round_ties_even().clamp(lo, hi);
+        let mut p = (a as i64 + bias as i64) as f64 * f;
+        if f32_product {
+            p = p as f32 as f64;
+        }
+        let y = (p.round_ties_even() + zero).clamp(lo, hi);
         *d = O::from_i32(y as i32);
     }
 }
@@ -174,22 +228,29 @@ pub fn requant_row<O: QElem>(acc: &[i32], bias: i32, f: f32, lo: i32, hi: i32, d
 /// Processes whole groups of eight; returns how many elements it wrote.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn requant_row_avx2(acc: &[i32], bias: i32, f: f64, lo: f64, hi: f64, unsigned: bool, dst: *mut u8) -> usize {
+unsafe fn requant_row_avx2(acc: &[i32], bias: i32, f: f64, out: RowOut, unsigned: bool, dst: *mut u8) -> usize {
     use std::arch::x86_64::*;
     // SAFETY: loads read acc[i..i + 8] and stores write dst[i..i + 8] with i + 8 <= acc.len().
     unsafe {
-        let (vb, vf, vlo, vhi) = (
+        let (vb, vf, vlo, vhi, vz) = (
             _mm256_set1_epi32(bias),
             _mm256_set1_pd(f),
-            _mm256_set1_pd(lo),
-            _mm256_set1_pd(hi),
+            _mm256_set1_pd(out.lo as f64),
+            _mm256_set1_pd(out.hi as f64),
+            _mm256_set1_pd(out.zero as f64),
         );
+        let f32_product = out.rounding == Rounding::F32;
         let mut i = 0;
         while i + 8 <= acc.len() {
             let a = _mm256_add_epi32(_mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i), vb);
             let conv = |h: __m128i| {
-                let p = _mm256_mul_pd(_mm256_cvtepi32_pd(h), vf);
+                let mut p = _mm256_mul_pd(_mm256_cvtepi32_pd(h), vf);
+                if f32_product {
+                    // Round to f32 (nearest even) and back: the IEEE f32 product.
+                    p = _mm256_cvtps_pd(_mm256_cvtpd_ps(p));
+                }
                 let r = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
+                let r = _mm256_add_pd(r, vz);
                 _mm256_cvtpd_epi32(_mm256_min_pd(_mm256_max_pd(r, vlo), vhi))
             };
             let lo4 = conv(_mm256_castsi256_si128(a));
@@ -279,19 +340,37 @@ mod tests {
             bias in -(1i32 << 20)..(1i32 << 20),
             f in 1e-9f32..4.0,
             unsigned in any::<bool>(),
+            f32_rounding in any::<bool>(),
+            zero in -128i32..256,
         ) {
             let fp = FixedPoint::from_f32(f).unwrap();
+            let rounding = if f32_rounding { Rounding::F32 } else { Rounding::Exact };
+            // Inside the fast kernel's domain for this rounding.
+            let acc: Vec<i32> = acc.iter().map(|&a| a % (rounding.fast_bound() as i32 - (1 << 20))).collect();
             if unsigned {
+                let out = RowOut { rounding, zero: zero.clamp(0, 255), lo: 0, hi: 255 };
                 let (mut a, mut b) = (vec![0u8; acc.len()], vec![0u8; acc.len()]);
-                requant_row(&acc, bias, f, 0, 255, &mut a);
-                requant_row_ref(&acc, bias, &fp, 0, 255, &mut b);
+                requant_row(&acc, bias, f, out, &mut a);
+                requant_row_ref(&acc, bias, &fp, out, &mut b);
                 prop_assert_eq!(a, b);
             } else {
+                let out = RowOut { rounding, zero: zero.clamp(-128, 127), lo: -128, hi: 127 };
                 let (mut a, mut b) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
-                requant_row(&acc, bias, f, -128, 127, &mut a);
-                requant_row_ref(&acc, bias, &fp, -128, 127, &mut b);
+                requant_row(&acc, bias, f, out, &mut a);
+                requant_row_ref(&acc, bias, &fp, out, &mut b);
                 prop_assert_eq!(a, b);
             }
+        }
+
+        /// The `F32` reference is onnxruntime's arithmetic: the f32 product, rounded half to
+        /// even, computed here independently in f32 on exactly representable operands.
+        #[test]
+        fn f32_rounding_is_the_f32_product(x in -(1i32 << 24)..(1i32 << 24), f in 1e-6f32..2.0, zero in 0i32..256) {
+            let fp = FixedPoint::from_f32(f).unwrap();
+            let mut y = [0u8; 1];
+            requant_row_ref(&[x], 0, &fp, RowOut { rounding: Rounding::F32, zero, lo: 0, hi: 255 }, &mut y);
+            let want = (((x as f32) * f).round_ties_even() + zero as f32).clamp(0.0, 255.0) as u8;
+            prop_assert_eq!(y[0], want);
         }
 
         #[test]
@@ -330,7 +409,7 @@ mod tests {
         // Ties in the fast kernel too (eight lanes plus a tail).
         let acc: Vec<i32> = vec![-3, -1, 1, 3, 5, 7, 9, 11, 13];
         let mut y = vec![0i8; acc.len()];
-        requant_row(&acc, 0, 0.5, -128, 127, &mut y);
+        requant_row(&acc, 0, 0.5, RowOut::exact(-128, 127), &mut y);
         assert_eq!(y, vec![-2, 0, 0, 2, 2, 4, 4, 6, 6]);
     }
 }

@@ -9,6 +9,7 @@ pub mod fused;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod qlinear;
 pub mod quantized;
 pub mod scaling;
 pub mod shape;
@@ -87,6 +88,9 @@ pub enum Op {
     /// A convolution with packed weights and fused followers (built by
     /// `passes::inference_plan`, never parsed or exported).
     FusedConv(Box<fused::FusedConv>),
+    /// A quantized ONNX op (QuantizeLinear, DequantizeLinear, QLinearConv ...) of a model
+    /// quantized by another tool, evaluated as ONNX defines it.
+    Q(qlinear::QOp),
 }
 
 /// The required input `i` of a node, or an error naming it.
@@ -141,10 +145,19 @@ fn ints(v: &[i64]) -> AttrValue {
 impl Op {
     /// Maps an ONNX node (`ai.onnx` domain) to a typed op, reading every attribute.
     pub fn parse(op_type: &str, domain: &str, attrs: &AttrReader<'_>, opset: i64) -> Result<Op> {
+        if domain == qlinear::MS_DOMAIN {
+            let op = Op::Q(qlinear::QOp::parse_ms(op_type, attrs)?);
+            attrs.finish()?;
+            return Ok(op);
+        }
         if !(domain.is_empty() || domain == "ai.onnx") {
             return Err(attrs.unsupported(format!("domain '{domain}' is not supported")));
         }
         let a = attrs;
+        if let Some(q) = qlinear::QOp::parse_onnx(op_type, a, opset)? {
+            a.finish()?;
+            return Ok(Op::Q(q));
+        }
         let op = match op_type {
             "Conv" => Op::Conv(Conv::parse(a)?),
             "Gemm" => Op::Gemm(Gemm::parse(a)?),
@@ -419,7 +432,22 @@ impl Op {
             Op::Scaling(_) => "Scaling",
             Op::Int(i) => i.name(),
             Op::FusedConv(f) => f.name(),
+            Op::Q(q) => q.name(),
         }
+    }
+
+    /// The ONNX domain of the op ("" for ai.onnx).
+    pub fn domain(&self) -> &'static str {
+        match self {
+            Op::Q(q) => q.domain(),
+            _ => "",
+        }
+    }
+
+    /// Whether constant folding may evaluate the op: not DequantizeLinear, whose constant
+    /// inputs (quantized weights and biases) the quantized-model import reads as integers.
+    pub fn foldable(&self) -> bool {
+        !matches!(self, Op::Q(qlinear::QOp::DequantizeLinear { .. }))
     }
 
     /// Attributes to write back to ONNX (only non-defaults, so they are valid in old opsets).
@@ -509,6 +537,7 @@ impl Op {
             }
             Op::Gather { axis } => one("axis", AttrValue::Int(*axis)),
             Op::Cast { to } => one("to", AttrValue::Int(to.onnx_code() as i64)),
+            Op::Q(q) => q.to_attrs(opset),
             _ => Vec::new(),
         }
     }
@@ -592,6 +621,9 @@ impl Op {
             Op::Softmax(s) => s.eval(inputs),
             Op::BatchNorm { epsilon } => norm::batch_norm(*epsilon, inputs),
             Op::Lrn(l) => l.eval(inputs),
+            // Max pooling also runs on quantized tensors (QOperator models pool uint8 values).
+            Op::Pool(p) if p.max && is_8bit(inputs) => quantized::IntOp::Pool(p.clone()).eval(inputs),
+            Op::GlobalPool { max: true } if is_8bit(inputs) => quantized::IntOp::GlobalPool { max: true }.eval(inputs),
             Op::Pool(p) => p.eval(inputs),
             Op::GlobalPool { max } => pool::eval_global(*max, inputs),
             Op::Flatten { axis } => shape::flatten(*axis, inputs),
@@ -616,6 +648,15 @@ impl Op {
             Op::Scaling(sc) => sc.eval(inputs),
             Op::Int(i) => i.eval(inputs),
             Op::FusedConv(f) => f.eval(inputs),
+            Op::Q(q) => q.eval(inputs),
         }
     }
+}
+
+/// Whether the first input is an 8-bit integer tensor.
+fn is_8bit(inputs: &[Option<&Tensor>]) -> bool {
+    matches!(
+        inputs.first().copied().flatten().map(Tensor::dtype),
+        Some(DType::U8 | DType::I8)
+    )
 }

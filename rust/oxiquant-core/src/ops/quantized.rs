@@ -1,6 +1,9 @@
 //! Integer ops of the quantized engine. They are never parsed from ONNX: `ptq::lower_int`
-//! builds them from a quantized graph. Activations are i8 or u8 (the container of a
-//! quantizer's range), accumulators and merge sums i32, every step exact integer arithmetic.
+//! builds them from a quantized graph, `ptq::import_quantized` from a model quantized by
+//! another tool (QDQ or QOperator). Activations are i8 or u8 (the container of a
+//! quantizer's range) with a zero point (0 for oxiquant's own models), weights i8 or uint8
+//! centered on their zero point, accumulators and merge sums i32, every step exact integer
+//! arithmetic up to the rounding of the requantization (`kernels::requant::Rounding`).
 //!
 //! Requantization multiplies by a fixed-point factor `mult * 2^-shift` where `mult` is the
 //! 24-bit significand of the f32 factor of the fake-quantized graph, so the multiplier is
@@ -17,7 +20,7 @@ use crate::kernels::elementwise::binary;
 use crate::kernels::pool::padded_count;
 use crate::kernels::qconv_direct;
 use crate::kernels::qgemm::{self, Kernel, PackedA};
-use crate::kernels::requant::{div_round_even, requant_row, requant_row_ref, FixedPoint, QElem, EXACT_F64_BOUND};
+use crate::kernels::requant::{div_round_even, requant_row, requant_row_ref, FixedPoint, QElem, Rounding, RowOut};
 use crate::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -81,17 +84,28 @@ macro_rules! with_qelem {
     };
 }
 
-/// Requantization to an 8-bit container: `clamp(round_half_even(x * factor), lo, hi)`.
+/// Requantization to an 8-bit container: `clamp(round_half_even((x - x_zero) * factor) +
+/// zero, lo, hi)`, the product rounded as `rounding` says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Requant {
     /// One factor, or one per channel (axis 1 of the tensor).
     pub scale: Vec<FixedPoint>,
     /// The same factors as the f32 the fake-quantized graph holds (for float inputs).
     pub factor: Vec<f32>,
+    /// Clamp bounds in stored units (the zero point included).
     pub lo: i32,
     pub hi: i32,
     /// I8 or U8.
     pub out: DType,
+    /// Output zero point, added after rounding.
+    pub zero: i32,
+    /// Zero point of integer inputs, subtracted before the product.
+    pub x_zero: i32,
+    pub rounding: Rounding,
+    /// Float inputs: `Some(scales)` quantizes them as ONNX QuantizeLinear does,
+    /// `round_half_even(x / scale) + zero` with the f32 division; `None` multiplies by
+    /// `factor` exactly (oxiquant's own input quantizers).
+    pub divide_by: Option<Vec<f32>>,
 }
 
 impl Requant {
@@ -117,7 +131,47 @@ impl Requant {
             lo,
             hi,
             out,
+            zero: 0,
+            x_zero: 0,
+            rounding: Rounding::Exact,
+            divide_by: None,
         })
+    }
+
+    /// A requantization to an ONNX quantized tensor of `dtype` (uint8 or int8) with zero
+    /// point `zero`, rounding the f32 product as onnxruntime does; clamps to the dtype's
+    /// range.
+    pub fn onnx(factor: Vec<f32>, dtype: DType, zero: i32) -> Result<Requant> {
+        let (lo, hi) = match dtype {
+            DType::U8 => (0, 255),
+            DType::I8 => (-128, 127),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "the integer engine holds quantized tensors as uint8 or int8, not {}",
+                    other.name()
+                )))
+            }
+        };
+        if zero < lo || zero > hi {
+            return Err(Error::InvalidArgument(format!(
+                "zero point {zero} is outside the range of {}",
+                dtype.name()
+            )));
+        }
+        let mut r = Requant::new(factor, lo, hi)?;
+        r.out = dtype;
+        r.zero = zero;
+        r.rounding = Rounding::F32;
+        Ok(r)
+    }
+
+    fn row_out(&self) -> RowOut {
+        RowOut {
+            rounding: self.rounding,
+            zero: self.zero,
+            lo: self.lo,
+            hi: self.hi,
+        }
     }
 
     /// Tighter bounds (a Relu or Clip fused after the quantizer).
@@ -126,29 +180,29 @@ impl Requant {
         self.hi = self.hi.min(hi).max(self.lo);
     }
 
-    /// Requantizes `acc + bias` of channel `c` into `dst`; `exact_f64` says that every
-    /// `|acc + bias|` is below `EXACT_F64_BOUND` (then the fast kernel is exact).
+    /// Requantizes `acc + bias` of channel `c` into `dst`; `bound` is a bound on every
+    /// `|acc + bias|`: below the rounding's `fast_bound` the fast kernel equals the reference.
     #[inline]
-    pub fn row<O: QElem>(&self, c: usize, acc: &[i32], bias: i32, exact_f64: bool, dst: &mut [O]) {
+    pub fn row<O: QElem>(&self, c: usize, acc: &[i32], bias: i32, bound: i64, dst: &mut [O]) {
         let c = if self.scale.len() == 1 { 0 } else { c };
-        if exact_f64 {
-            requant_row(acc, bias, self.factor[c], self.lo, self.hi, dst);
+        if bound < self.rounding.fast_bound() {
+            requant_row(acc, bias, self.factor[c], self.row_out(), dst);
         } else {
-            requant_row_ref(acc, bias, &self.scale[c], self.lo, self.hi, dst);
+            requant_row_ref(acc, bias, &self.scale[c], self.row_out(), dst);
         }
     }
 
-    /// Quantizes one float (an input quantizer): the product in f64 is exact for f32 operands.
+    /// Quantizes one float (an input quantizer): the product in f64 is exact for f32
+    /// operands; with `divide_by`, the f32 quotient of ONNX QuantizeLinear.
     #[inline]
     pub fn apply_f32(&self, c: usize, x: f32) -> i32 {
-        let f = if self.factor.len() == 1 {
-            self.factor[0]
-        } else {
-            self.factor[c]
+        let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[c] };
+        let y = match &self.divide_by {
+            Some(s) => (x / pick(s)).round_ties_even() as f64,
+            None => (x as f64 * pick(&self.factor) as f64).round_ties_even(),
         };
-        let y = (x as f64 * f as f64).round_ties_even();
         // NaN maps to 0 (`as` saturates infinities to the bounds).
-        (y.clamp(self.lo as f64, self.hi as f64)) as i32
+        ((y + self.zero as f64).clamp(self.lo as f64, self.hi as f64)) as i32
     }
 
     fn channels_of(&self, shape: &[usize]) -> Result<(usize, usize)> {
@@ -159,13 +213,13 @@ impl Requant {
     fn ints<O: QElem, I: Copy + Into<i64>>(&self, c: usize, x: &[I], dst: &mut [O]) {
         let mut buf = [0i32; 256];
         for (xs, ds) in x.chunks(256).zip(dst.chunks_mut(256)) {
-            let mut exact = true;
+            let mut bound = 0i64;
             for (b, &v) in buf.iter_mut().zip(xs) {
                 let v: i64 = v.into();
-                exact &= v.abs() < EXACT_F64_BOUND;
+                bound = bound.max((v - self.x_zero as i64).abs());
                 *b = v as i32;
             }
-            self.row(c, &buf[..xs.len()], 0, exact, ds);
+            self.row(c, &buf[..xs.len()], -self.x_zero, bound, ds);
         }
     }
 
@@ -191,13 +245,24 @@ impl Requant {
     }
 }
 
-/// Dequantization: an integer tensor times a float factor (per channel of axis 1 or one).
+/// Dequantization: an integer tensor minus its zero point times a float factor (per channel
+/// of axis 1 or one), `(x - zero) * factor` in f32 as ONNX DequantizeLinear.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dequant {
     pub factor: Vec<f32>,
+    /// One zero point, or one per factor; empty: 0.
+    pub zero: Vec<i32>,
 }
 
 impl Dequant {
+    /// Zero point 0 (oxiquant's own integers).
+    pub fn unit_zero(factor: Vec<f32>) -> Dequant {
+        Dequant {
+            factor,
+            zero: Vec::new(),
+        }
+    }
+
     pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
         let shape = x.shape().to_vec();
         let (c, inner) = channel_planes(self.factor.len(), &shape, "dequantization")?;
@@ -209,41 +274,88 @@ impl Dequant {
                 .enumerate()
                 .for_each(|(i, (o, s))| {
                     let f = self.factor[i % c];
-                    o.iter_mut().zip(s).for_each(|(o, &s)| *o = s as f32 * f);
+                    let z = match self.zero.len() {
+                        0 => 0,
+                        1 => self.zero[0],
+                        _ => self.zero[i % c],
+                    };
+                    o.iter_mut().zip(s).for_each(|(o, &s)| *o = (s - z) as f32 * f);
                 });
         }
         Tensor::from_vec(shape, y)
     }
 }
 
-/// Quantized convolution: integer weights and bias, exact i32 accumulation, and the
+/// Quantized convolution: integer weights and bias, exact i32 accumulation over the input
+/// minus its zero point (so that padding is the zero point, the input's real zero), and the
 /// requantization of the Scaling node that followed the float Conv as its epilogue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QConv {
     pub conv: Conv,
     pub weight_shape: Vec<usize>,
-    /// The weights as given (kept for export).
-    pub weight: Vec<i8>,
+    /// The weights minus their zero point (kept for export): i8 values, or uint8 ones
+    /// centered on an arbitrary zero point, in [-255, 255].
+    pub weight: Vec<i16>,
+    /// Zero point of the input (0 for oxiquant's own models).
+    pub x_zero: i32,
     /// One packed weight matrix per group (in the direct kernel's `k` order).
     packed: Vec<PackedA>,
     pub bias: Vec<i32>,
     pub requant: Requant,
-    /// Whether every accumulator plus bias stays below `EXACT_F64_BOUND` (from the weights'
-    /// magnitudes and the widest 8-bit input), so that the fast requantization is exact.
-    exact_f64: bool,
+    /// A bound on every `|acc + bias|` (from the weights' magnitudes and the widest centered
+    /// 8-bit input): picks the fast requantization when it is exact.
+    acc_bound: i64,
 }
 
-/// Whether `sum_k |w[row][k]| * 255 + |bias[row]|` stays below `EXACT_F64_BOUND` for every row.
-fn accumulators_fit(w: &[i8], rows: usize, bias: &[i32]) -> bool {
+/// The widest `|x - x_zero|` of an 8-bit input (i8 or u8 container).
+fn widest_input(x_zero: i32) -> i64 {
+    let z = x_zero as i64;
+    [255 - z, z + 128, z.abs()].into_iter().max().unwrap_or(255).max(0)
+}
+
+/// A bound on `|acc + bias|` over all rows: `max_r sum_k |w[r][k]| * widest + |bias[r]|`.
+/// Fails when the products alone could leave the i32 accumulators (the bias is added in
+/// i64 by the requantization).
+fn accumulator_bound(w: &[i16], rows: usize, bias: &[i32], x_zero: i32, what: &str) -> Result<i64> {
     let k = w.len() / rows.max(1);
-    (0..rows).all(|r| {
+    let widest = widest_input(x_zero);
+    let (mut products, mut bound) = (0i64, 0i64);
+    for r in 0..rows {
         let s: i64 = w[r * k..(r + 1) * k].iter().map(|&v| (v as i64).abs()).sum();
-        s * 255 + (bias[r] as i64).abs() < EXACT_F64_BOUND
-    })
+        products = products.max(s * widest);
+        bound = bound.max(s * widest + (bias[r] as i64).abs());
+    }
+    if products > i32::MAX as i64 {
+        return Err(Error::InvalidArgument(format!(
+            "quantized {what}: accumulators could reach {products}, past the i32 range"
+        )));
+    }
+    Ok(bound)
+}
+
+/// Weights as i8 (oxiquant's own models, whose weights are always i8; the QOperator export).
+fn weights_as_i8(w: &[i16], what: &str) -> Result<Vec<i8>> {
+    w.iter()
+        .map(|&v| {
+            i8::try_from(v).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "{what}: centered weight {v} does not fit int8 (a model loaded with uint8 weights)"
+                ))
+            })
+        })
+        .collect()
 }
 
 impl QConv {
-    pub fn new(conv: Conv, weight: &[i8], weight_shape: Vec<usize>, bias: Vec<i32>, requant: Requant) -> Result<QConv> {
+    /// `weight` holds the weights minus their zero point; `x_zero` is the input's zero point.
+    pub fn new(
+        conv: Conv,
+        weight: &[i16],
+        weight_shape: Vec<usize>,
+        bias: Vec<i32>,
+        requant: Requant,
+        x_zero: i32,
+    ) -> Result<QConv> {
         let m = *weight_shape.first().unwrap_or(&0);
         let g = conv.group;
         if weight_shape.len() < 3 || m == 0 || m % g != 0 || bias.len() != m {
@@ -272,16 +384,22 @@ impl QConv {
         let packed = (0..g)
             .map(|gi| qconv_direct::pack_weights(&weight[gi * mg * k..(gi + 1) * mg * k], mg, cg, kh, kw))
             .collect();
-        let exact_f64 = accumulators_fit(weight, m, &bias);
+        let acc_bound = accumulator_bound(weight, m, &bias, x_zero, "Conv")?;
         Ok(QConv {
             conv,
             weight_shape,
             weight: weight.to_vec(),
+            x_zero,
             packed,
             bias,
             requant,
-            exact_f64,
+            acc_bound,
         })
+    }
+
+    /// The weights as i8, for the QOperator export of oxiquant's own models.
+    pub fn weight_i8(&self) -> Result<Vec<i8>> {
+        weights_as_i8(&self.weight, "quantized Conv")
     }
 
     pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
@@ -315,6 +433,7 @@ impl QConv {
         // operand contiguously, where the direct kernel would stride over every channel
         // plane for each tile (measured 0.72x of the f32 kernel on ResNet-50's 1x1 layers).
         let pointwise = s.win.kernel == [1, 1] && s.win.strides == [1, 1] && s.win.pads == [0; 4];
+        let zero = self.x_zero as i16;
         let one_image = |(img, out): (usize, &mut [O]), parallel: bool| {
             let mut pairs = qconv_direct::PairImage::new();
             let mut panels: Vec<i16> = Vec::new();
@@ -324,10 +443,10 @@ impl QConv {
                 let dst = &mut out[c0 * npix..(c0 + mg) * npix];
                 let epilogue = |row: usize, acc: &[i32], dst: &mut [O]| {
                     self.requant
-                        .row(c0 + row, acc, self.bias[c0 + row], self.exact_f64, dst)
+                        .row(c0 + row, acc, self.bias[c0 + row], self.acc_bound, dst)
                 };
                 if pointwise {
-                    qgemm::pack_b_rows(xg, cg, npix, &mut panels, parallel);
+                    qgemm::pack_b_rows(xg, cg, npix, zero, &mut panels, parallel);
                     qgemm::qgemm(
                         kernel,
                         &self.packed[g],
@@ -338,7 +457,7 @@ impl QConv {
                         |row, _, acc, d| epilogue(row, acc, d),
                     );
                 } else {
-                    pairs.fill(xg, cg, s);
+                    pairs.fill(xg, cg, zero, s);
                     qconv_direct::conv(&self.packed[g], &pairs, s, dst, parallel, kernel, epilogue);
                 }
             }
@@ -358,20 +477,23 @@ impl QConv {
 pub struct QGemm {
     pub k: usize,
     pub m: usize,
-    /// The weight `[m][k]` (kept for export).
-    pub weight: Vec<i8>,
+    /// The weight `[m][k]` minus its zero point (kept for export).
+    pub weight: Vec<i16>,
+    /// Zero point of the input (0 for oxiquant's own models).
+    pub x_zero: i32,
     /// It came from a MatMul (no bias; any input rank) rather than a Gemm.
     pub matmul: bool,
     /// The weight as the packed right operand `[k][m]`.
     packed: Vec<i16>,
     pub bias: Vec<i32>,
     pub requant: Requant,
-    exact_f64: bool,
+    acc_bound: i64,
 }
 
 impl QGemm {
-    /// `weight` is `[m][k]` (output features by inputs).
-    pub fn new(weight: &[i8], m: usize, k: usize, bias: Vec<i32>, requant: Requant) -> Result<QGemm> {
+    /// `weight` is `[m][k]` (output features by inputs) minus its zero point; `x_zero` is
+    /// the input's zero point.
+    pub fn new(weight: &[i16], m: usize, k: usize, bias: Vec<i32>, requant: Requant, x_zero: i32) -> Result<QGemm> {
         if weight.len() != m * k || bias.len() != m {
             return Err(Error::shape(format!(
                 "quantized Gemm: {} weights and {} bias values for {m} x {k}",
@@ -381,17 +503,23 @@ impl QGemm {
         }
         let mut packed = Vec::new();
         qgemm::pack_b_transposed(weight, m, k, &mut packed);
-        let exact_f64 = accumulators_fit(weight, m, &bias);
+        let acc_bound = accumulator_bound(weight, m, &bias, x_zero, "Gemm")?;
         Ok(QGemm {
             k,
             m,
             weight: weight.to_vec(),
+            x_zero,
             matmul: false,
             packed,
             bias,
             requant,
-            exact_f64,
+            acc_bound,
         })
+    }
+
+    /// The weights as i8, for the QOperator export of oxiquant's own models.
+    pub fn weight_i8(&self) -> Result<Vec<i8>> {
+        weights_as_i8(&self.weight, "quantized Gemm")
     }
 
     pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
@@ -409,14 +537,14 @@ impl QGemm {
         }
         let kernel = Kernel::detect();
         with_qelem!(x.dtype(), T => {
-            let a = PackedA::new(x.as_slice::<T>()?, rows, self.k);
+            let a = PackedA::centered(x.as_slice::<T>()?, rows, self.k, self.x_zero as i16);
             with_qelem!(self.requant.out, O => {
                 let mut y = vec![O::from_i32(0); rows * self.m];
                 qgemm::qgemm(kernel, &a, &self.packed, self.m, &mut y, rows > qgemm::MR, |_, c0, acc, dst| {
                     // Columns are output features: one channel (factor, bias) per element.
                     for (j, (a, d)) in acc.iter().zip(dst.chunks_mut(1)).enumerate() {
                         let c = c0 + j;
-                        self.requant.row(c, std::slice::from_ref(a), self.bias[c], self.exact_f64, d);
+                        self.requant.row(c, std::slice::from_ref(a), self.bias[c], self.acc_bound, d);
                     }
                 });
                 Tensor::from_vec(shape.clone(), y)
@@ -501,6 +629,229 @@ fn qglobal_pool(max: bool, x: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// The range of an 8-bit container.
+fn bounds_of(dt: DType) -> Result<(i32, i32)> {
+    match dt {
+        DType::U8 => Ok((0, 255)),
+        DType::I8 => Ok((-128, 127)),
+        other => Err(Error::shape(format!(
+            "quantized tensors are uint8 or int8, got {}",
+            other.name()
+        ))),
+    }
+}
+
+/// An element-wise function of one 8-bit tensor as a 256-entry table, indexed by the input
+/// value: how a model made by another tool requantizes (DequantizeLinear -> QuantizeLinear
+/// with other parameters, QLinearConcat's inputs) or applies a float op between a
+/// DequantizeLinear and a QuantizeLinear (Relu, LeakyRelu, Sigmoid ...). Each entry is the
+/// ONNX definition computed once in f32 for that input value, so the table is exact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// `values[x - min(input)]`, already inside `out`'s range.
+    pub values: Vec<i32>,
+    pub input: DType,
+    pub out: DType,
+}
+
+impl Table {
+    /// The table of `f` (stored input value -> stored output value, clamped to `out`).
+    pub fn build(input: DType, out: DType, f: impl Fn(i32) -> i32) -> Result<Table> {
+        let (lo, hi) = bounds_of(input)?;
+        let (olo, ohi) = bounds_of(out)?;
+        Ok(Table {
+            values: (lo..=hi).map(|x| f(x).clamp(olo, ohi)).collect(),
+            input,
+            out,
+        })
+    }
+
+    /// Whether the table is the identity (same container, every value mapped to itself).
+    pub fn is_identity(&self) -> bool {
+        let lo = if self.input == DType::I8 { -128 } else { 0 };
+        self.input == self.out && self.values.iter().enumerate().all(|(i, &v)| v == lo + i as i32)
+    }
+
+    pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
+        if x.dtype() != self.input {
+            return Err(Error::shape(format!(
+                "table lookup expects a {} tensor, got {}",
+                self.input.name(),
+                x.dtype().name()
+            )));
+        }
+        let shape = x.shape().to_vec();
+        let lo = if self.input == DType::I8 { -128 } else { 0 };
+        let v = to_i32s(x)?;
+        with_qelem!(self.out, O => {
+            let y: Vec<O> = v.par_iter().map(|&a| O::from_i32(self.values[(a - lo) as usize])).collect();
+            Tensor::from_vec(shape.clone(), y)
+        })
+    }
+}
+
+/// The ONNX requantization of one quantized value into another's parameters:
+/// `QuantizeLinear(DequantizeLinear(x))`, in f32 as the ONNX definitions (and onnxruntime's
+/// lookup tables) compute it.
+pub fn requant_table(input: DType, x_scale: f32, x_zero: i32, out: DType, y_scale: f32, y_zero: i32) -> Result<Table> {
+    Table::build(input, out, |x| {
+        let real = (x - x_zero) as f32 * x_scale;
+        ((real / y_scale).round_ties_even() as i32).saturating_add(y_zero)
+    })
+}
+
+/// One input of a quantized Add: the ratio of its scale to the output's, and its zero point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AddInput {
+    pub ratio: f32,
+    pub zero: i32,
+}
+
+/// Add of two quantized tensors with their own scales and zero points (onnxruntime's
+/// QLinearAdd, and DequantizeLinear x2 -> Add -> QuantizeLinear), in f32 the way
+/// onnxruntime's AVX2 kernel computes it, so that the integers match it:
+/// `ra = sa / sy`, `rb = sb / sy`, `fixed = zy - (ra * za + rb * zb)`,
+/// `y = clamp(round_half_even(fma(a, ra, fma(b, rb, fixed))), lo, hi)` (`fma`: one rounding),
+/// and for a one-element `b`: `fma(a, ra, fixed + b * rb)`. Broadcasts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QAdd {
+    pub a: AddInput,
+    pub b: AddInput,
+    pub zero: i32,
+    pub lo: i32,
+    pub hi: i32,
+    pub out: DType,
+}
+
+impl QAdd {
+    fn fixed(&self) -> f32 {
+        let (a, b) = (self.a, self.b);
+        self.zero as f32 - (a.ratio * a.zero as f32 + b.ratio * b.zero as f32)
+    }
+
+    /// One output value (the reference arithmetic).
+    #[inline]
+    pub fn apply(&self, fixed: f32, a: i32, b: i32) -> i32 {
+        let v = (a as f32).mul_add(self.a.ratio, (b as f32).mul_add(self.b.ratio, fixed));
+        (v.round_ties_even() as i32).clamp(self.lo, self.hi)
+    }
+
+    pub fn eval(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (av, bv) = (to_i32s(a)?, to_i32s(b)?);
+        let fixed = self.fixed();
+        let (y, shape) = if bv.len() == 1 && a.shape().len() >= b.shape().len() {
+            let fixed_b = fixed + bv[0] as f32 * self.b.ratio;
+            let y: Vec<i32> = av
+                .par_iter()
+                .map(|&p| ((p as f32).mul_add(self.a.ratio, fixed_b).round_ties_even() as i32).clamp(self.lo, self.hi))
+                .collect();
+            (y, a.shape().to_vec())
+        } else {
+            binary(&av, a.shape(), &bv, b.shape(), |p, q| self.apply(fixed, p, q))?
+        };
+        with_qelem!(self.out, O => Tensor::from_vec(shape.clone(), y.iter().map(|&v| O::from_i32(v)).collect::<Vec<O>>()))
+    }
+}
+
+/// Average pooling of a quantized tensor into other parameters (QLinearAveragePool,
+/// QLinearGlobalAveragePool, DequantizeLinear -> AveragePool -> QuantizeLinear), in the
+/// arithmetic of onnxruntime's kernels so that the integers match them: global pooling sums
+/// `x - x_zero` exactly and requantizes the sum by `x_scale / (y_scale * count)` (f32
+/// product, rounded half to even); windowed pooling sums the dequantized values
+/// `x_scale * (x - x_zero)` in f32 in window order, divides by the count and rounds
+/// `mean / y_scale + y_zero` half to even.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QAvgPool {
+    /// `None`: global pooling.
+    pub pool: Option<Pool>,
+    pub x_scale: f32,
+    pub x_zero: i32,
+    pub y_scale: f32,
+    pub y_zero: i32,
+    pub out: DType,
+}
+
+impl QAvgPool {
+    /// Global pooling: the exact sum of `x - x_zero` over `count` values.
+    fn quantize_sum(&self, sum: i64, count: usize) -> i32 {
+        let (lo, hi) = bounds_of(self.out).unwrap_or((-128, 127));
+        let f = self.x_scale / (self.y_scale * count as f32);
+        let r = ((sum as f32) * f).round_ties_even();
+        ((r as i32).saturating_add(self.y_zero)).clamp(lo, hi)
+    }
+
+    /// Windowed pooling: the f32 sum of the dequantized values over `count` values.
+    fn quantize_real_sum(&self, sum: f32, count: usize) -> i32 {
+        let (lo, hi) = bounds_of(self.out).unwrap_or((-128, 127));
+        let mean = sum / count.max(1) as f32;
+        let r = (mean / self.y_scale + self.y_zero as f32).round_ties_even();
+        (r as i32).clamp(lo, hi)
+    }
+
+    pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
+        let xv = to_i32s(x)?;
+        let zx = self.x_zero;
+        let (shape, y): (Vec<usize>, Vec<i32>) = match &self.pool {
+            None => {
+                let xs = x.shape();
+                if xs.len() < 3 {
+                    return Err(Error::shape(format!(
+                        "global pooling needs an input [N, C, spatial...], got {xs:?}"
+                    )));
+                }
+                let plane: usize = xs[2..].iter().product();
+                let mut shape = vec![xs[0], xs[1]];
+                shape.extend(std::iter::repeat_n(1, xs.len() - 2));
+                let y = (0..xs[0] * xs[1])
+                    .into_par_iter()
+                    .map(|p| {
+                        let sum: i64 = xv[p * plane..(p + 1) * plane].iter().map(|&v| (v - zx) as i64).sum();
+                        self.quantize_sum(sum, plane)
+                    })
+                    .collect();
+                (shape, y)
+            }
+            Some(pool) => {
+                let p = pool.plan(x.shape())?;
+                let win = p.win;
+                let plane_out = p.out[0] * p.out[1];
+                let mut y = vec![0i32; p.planes * plane_out];
+                y.par_chunks_mut(plane_out.max(1)).enumerate().for_each(|(pi, o)| {
+                    let plane = &xv[pi * p.h * p.w..(pi + 1) * p.h * p.w];
+                    for oy in 0..p.out[0] {
+                        let y0 = (oy * win.strides[0]) as isize - win.pads[0] as isize;
+                        for ox in 0..p.out[1] {
+                            let x0 = (ox * win.strides[1]) as isize - win.pads[1] as isize;
+                            let (mut sum, mut count) = (0f32, 0usize);
+                            for i in 0..win.kernel[0] {
+                                let iy = y0 + (i * win.dilations[0]) as isize;
+                                if iy < 0 || iy >= p.h as isize {
+                                    continue;
+                                }
+                                for j in 0..win.kernel[1] {
+                                    let ix = x0 + (j * win.dilations[1]) as isize;
+                                    if ix >= 0 && ix < p.w as isize {
+                                        let v = plane[iy as usize * p.w + ix as usize] - zx;
+                                        sum += self.x_scale * v as f32;
+                                        count += 1;
+                                    }
+                                }
+                            }
+                            // Padding counts as the real zero (the zero point) when included.
+                            if pool.count_include_pad {
+                                count = padded_count(&win, p.h, p.w, y0, x0);
+                            }
+                            o[oy * p.out[1] + ox] = self.quantize_real_sum(sum, count);
+                        }
+                    }
+                });
+                (p.shape.clone(), y)
+            }
+        };
+        with_qelem!(self.out, O => Tensor::from_vec(shape.clone(), y.iter().map(|&v| O::from_i32(v)).collect::<Vec<O>>()))
+    }
+}
+
 /// The integer ops (one enum variant of `Op`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum IntOp {
@@ -538,6 +889,13 @@ pub enum IntOp {
     },
     /// Identity on integers (a Round/Floor after an op that already produces integers).
     Pass,
+    /// An element-wise function of an 8-bit tensor by table lookup (requantization into
+    /// other parameters, or a float op between DequantizeLinear and QuantizeLinear).
+    Table(Box<Table>),
+    /// Add of two quantized tensors with their own scales and zero points.
+    QAdd(QAdd),
+    /// Average pooling with zero points and a requantization.
+    AvgPool(Box<QAvgPool>),
 }
 
 impl IntOp {
@@ -558,6 +916,10 @@ impl IntOp {
             IntOp::AddRequant { sub: true, .. } => "QSubRequantize",
             IntOp::Float { .. } => "FloatOnIntegers",
             IntOp::Pass => "Pass",
+            IntOp::Table(_) => "QLookupTable",
+            IntOp::QAdd(_) => "QAddZeroPoints",
+            IntOp::AvgPool(p) if p.pool.is_none() => "QGlobalAveragePoolRequantize",
+            IntOp::AvgPool(_) => "QAveragePoolRequantize",
         }
     }
 
@@ -618,6 +980,9 @@ impl IntOp {
                 }
             }
             IntOp::Pass => x.clone(),
+            IntOp::Table(t) => t.eval(x)?,
+            IntOp::QAdd(q) => q.eval(x, super::input(inputs, 1, "B")?)?,
+            IntOp::AvgPool(p) => p.eval(x)?,
         };
         Ok(vec![y])
     }
@@ -644,7 +1009,7 @@ fn add_requant<A: QElem, B: QElem, O: QElem>(a: &Tensor, b: &Tensor, sub: bool, 
                         };
                     }
                     // Sums of two 8-bit values are far below the exactness bound.
-                    rq.row(i % c, &buf[..os.len()], 0, true, os);
+                    rq.row(i % c, &buf[..os.len()], 0, 512, os);
                 }
             });
     }
@@ -696,7 +1061,8 @@ mod tests {
             let bias: Vec<i32> = (0..m).map(|_| (next() % 2001) as i32 - 1000).collect();
             let conv = Conv { kernel_shape: None, strides: None, dilations: None, padding: Padding::Explicit(vec![pad; 4]), group };
             let rq = Requant::new(vec![0.0137], -128, 127).unwrap();
-            let q = QConv::new(conv, &w, vec![m, cg, k, k], bias.clone(), rq.clone()).unwrap();
+            let w16: Vec<i16> = w.iter().map(|&v| v as i16).collect();
+            let q = QConv::new(conv, &w16, vec![m, cg, k, k], bias.clone(), rq.clone(), 0).unwrap();
             let x8: Vec<u8> = (0..n * c * hw * hw).map(|_| next() as u8).collect();
             let x = if unsigned {
                 Tensor::from_vec(vec![n, c, hw, hw], x8.clone()).unwrap()
@@ -728,6 +1094,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn zero_points_in_requantization_and_dequantization() {
+        // uint8 with zero point 100: (x - 7) * 0.5 rounded half to even, plus 100.
+        let mut r = Requant::onnx(vec![0.5], DType::U8, 100).unwrap();
+        r.x_zero = 7;
+        let x = Tensor::from_vec(vec![4], vec![7i32, 10, 4, 1000]).unwrap();
+        assert_eq!(r.eval(&x).unwrap().as_slice::<u8>().unwrap(), &[100, 102, 98, 255]);
+        // Float input, ONNX QuantizeLinear: round(x / 0.1) + 100.
+        r.divide_by = Some(vec![0.1]);
+        let f = Tensor::from_vec(vec![3], vec![0.25f32, -0.35, 1e9]).unwrap();
+        let want: Vec<u8> = [0.25f32, -0.35, 1e9]
+            .iter()
+            .map(|&v| ((v / 0.1f32).round_ties_even() + 100.0).clamp(0.0, 255.0) as u8)
+            .collect();
+        assert_eq!(r.eval(&f).unwrap().as_slice::<u8>().unwrap(), &want[..]);
+        let d = Dequant {
+            factor: vec![0.5],
+            zero: vec![100],
+        };
+        let q = Tensor::from_vec(vec![2], vec![100u8, 104]).unwrap();
+        assert_eq!(d.eval(&q).unwrap().as_slice::<f32>().unwrap(), &[0.0, 2.0]);
+    }
+
+    #[test]
+    fn table_requantizes_like_dequantize_then_quantize() {
+        let t = requant_table(DType::U8, 0.02, 128, DType::I8, 0.03, -3).unwrap();
+        let x = Tensor::from_vec(vec![4], vec![0u8, 128, 200, 255]).unwrap();
+        let got = t.eval(&x).unwrap();
+        let want: Vec<i8> = [0u8, 128, 200, 255]
+            .iter()
+            .map(|&v| {
+                let real = (v as i32 - 128) as f32 * 0.02f32;
+                (((real / 0.03f32).round_ties_even() as i32) - 3).clamp(-128, 127) as i8
+            })
+            .collect();
+        assert_eq!(got.as_slice::<i8>().unwrap(), &want[..]);
+        assert!(requant_table(DType::U8, 0.5, 3, DType::U8, 0.5, 3)
+            .unwrap()
+            .is_identity());
     }
 
     #[test]

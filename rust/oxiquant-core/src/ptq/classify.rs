@@ -141,6 +141,7 @@ pub fn classify(graph: &Graph, n: &Node, acts: &HashSet<String>) -> Class {
         Op::Cast { .. } => island("Cast"),
         Op::Int(i) => island(&format!("{} is an op of the integer engine", i.name())),
         Op::FusedConv(f) => island(&format!("{} is an op of an inference plan", f.name())),
+        Op::Q(q) => island(&format!("{} belongs to an already quantized model", q.name())),
         Op::Shape { .. } | Op::Constant(_) | Op::ConstantOfShape(_) => Class::Passive,
     }
 }

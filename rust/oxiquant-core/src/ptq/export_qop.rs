@@ -316,7 +316,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                 let (wq, wzp) = weight_tensors(
                     &mut w,
                     &format!("{}_weight", n.name),
-                    &c.weight,
+                    &c.weight_i8()?,
                     c.weight_shape.clone(),
                     if per_ch { m } else { 1 },
                     weight_type,
@@ -356,10 +356,11 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                         )));
                     }
                     // B = W^T, [k][m].
+                    let wi8 = g.weight_i8()?;
                     let mut t = vec![0i8; g.k * g.m];
                     for r in 0..g.m {
                         for c in 0..g.k {
-                            t[c * g.m + r] = g.weight[r * g.k + c];
+                            t[c * g.m + r] = wi8[r * g.k + c];
                         }
                     }
                     let (wq, wzp) = weight_tensors(
@@ -382,7 +383,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                     let (wq, wzp) = weight_tensors(
                         &mut w,
                         &format!("{}_weight", n.name),
-                        &g.weight,
+                        &g.weight_i8()?,
                         vec![g.m, g.k],
                         if per_ch { g.m } else { 1 },
                         weight_type,
@@ -545,6 +546,13 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                     Vec::new(),
                 );
                 w.dtype.insert(out, dt);
+            }
+            IntOp::Table(_) | IntOp::QAdd(_) | IntOp::AvgPool(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "QOperator export: node '{}' ({}) comes from a model quantized by another tool; save that model as it was loaded",
+                    n.name,
+                    iop.name()
+                )))
             }
             IntOp::Pass => {
                 w.node(&n.name, "Identity", "", vec![x], out.clone(), Vec::new());

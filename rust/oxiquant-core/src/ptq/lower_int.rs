@@ -49,10 +49,10 @@ fn integers(node: &Node, t: &Tensor, lo: f32, hi: f32, what: &str) -> Result<Vec
         .collect()
 }
 
-fn weights_i8(node: &Node, t: &Tensor) -> Result<Vec<i8>> {
+fn weights_i8(node: &Node, t: &Tensor) -> Result<Vec<i16>> {
     Ok(integers(node, t, -128.0, 127.0, "weight")?
         .into_iter()
-        .map(|v| v as i8)
+        .map(|v| v as i16)
         .collect())
 }
 
@@ -186,6 +186,7 @@ impl Lowering<'_> {
                     w.shape().to_vec(),
                     bias_i32(node, bias_t, m)?,
                     rq,
+                    0,
                 )
                 .map_err(|e| err(node, e))?;
                 IntOp::Conv(Box::new(conv))
@@ -201,7 +202,7 @@ impl Lowering<'_> {
                 let (m, k, wmk) = if trans_b {
                     (r, c, wv)
                 } else {
-                    let mut t = vec![0i8; r * c];
+                    let mut t = vec![0i16; r * c];
                     for i in 0..r {
                         for j in 0..c {
                             t[j * r + i] = wv[i * c + j];
@@ -212,7 +213,7 @@ impl Lowering<'_> {
                 if rq.scale.len() > 1 && rq.scale.len() != m {
                     return Err(err(node, "per-channel factors do not match the output features"));
                 }
-                let mut g = QGemm::new(&wmk, m, k, bias_i32(node, bias_t, m)?, rq).map_err(|e| err(node, e))?;
+                let mut g = QGemm::new(&wmk, m, k, bias_i32(node, bias_t, m)?, rq, 0).map_err(|e| err(node, e))?;
                 g.matmul = matches!(node.op, Op::MatMul);
                 IntOp::Gemm(Box::new(g))
             }
@@ -243,9 +244,7 @@ impl Lowering<'_> {
                     self.push(node, IntOp::Requant(rq), vec![node.inputs[0].clone()], out, dt);
                 }
                 (None, Some(_)) => {
-                    let op = IntOp::Dequant(Dequant {
-                        factor: sc.factor.clone(),
-                    });
+                    let op = IntOp::Dequant(Dequant::unit_zero(sc.factor.clone()));
                     self.nodes.push(Node {
                         name: node.name.clone(),
                         op: Op::Int(op),
@@ -405,7 +404,7 @@ pub fn lower_to_integer(graph: &Graph, state: &PtqState) -> Result<Graph> {
         out.insert_after(
             &o,
             &format!("{o}_to_float"),
-            Op::Int(IntOp::Dequant(Dequant { factor: vec![1.0] })),
+            Op::Int(IntOp::Dequant(Dequant::unit_zero(vec![1.0]))),
         )?;
     }
     Ok(out)

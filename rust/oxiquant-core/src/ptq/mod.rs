@@ -15,6 +15,7 @@ pub mod classify;
 pub mod clipping;
 pub mod export_qdq;
 pub mod export_qop;
+pub mod import_quantized;
 pub mod insert_scaling;
 pub mod lower_int;
 pub mod normalize_acts;

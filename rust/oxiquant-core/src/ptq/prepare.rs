@@ -21,6 +21,13 @@ pub struct PrepareReport {
 
 pub fn prepare(graph: &mut Graph, state: &mut PtqState) -> Result<PrepareReport> {
     state.expect("prepare_network", Stage::Float, &[])?;
+    if let Some(n) = graph.nodes.iter().find(|n| matches!(n.op, Op::Q(_))) {
+        return Err(Error::InvalidArgument(format!(
+            "prepare_network: the model is already quantized (node '{}' is a {}); it runs on the integer engine as loaded, quantize its float original instead",
+            n.name,
+            n.op.op_type()
+        )));
+    }
     // Some refusals (a Dropout whose training_mode only folds to a constant true) come
     // after folding has already edited the graph.
     super::transactional(graph, state, prepare_in_place)

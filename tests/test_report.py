@@ -27,6 +27,13 @@ LAYER_KEYS = {
 TOP_KEYS = {"version", "samples", "settings", "layers", "outputs", "worst_layer", "float_nodes", "warnings", "plots"}
 
 
+# Past this SQNR the quantization noise is at the level of the float disagreement between
+# oxiquant's engine and onnxruntime (relative RMS 1e-5 = 100 dB).
+SQNR_FLOOR_DB = 100.0
+# Relative band around a clip value inside which the two engines' floats may fall apart.
+CLIP_RTOL = 1e-4
+
+
 def expose(proto: onnx.ModelProto, names: list[str]) -> ort.InferenceSession:
     m = onnx.ModelProto()
     m.CopyFrom(proto)
@@ -68,8 +75,18 @@ def check_against_onnxruntime(float_model: oxiquant.Model, q: oxiquant.Model, x:
         if noise == 0:
             assert r["exact"] and r["sqnr_db"] is None
         elif np.sum(ref**2) > 0:
-            assert r["sqnr_db"] == pytest.approx(10 * math.log10(np.sum(ref**2) / noise), abs=0.05), r["name"]
-        assert r["clipped_fraction"] == pytest.approx(np.mean(np.abs(ref) > r["clip"] * (1 + 1e-6)))
+            want = 10 * math.log10(np.sum(ref**2) / noise)
+            if want > SQNR_FLOOR_DB:
+                # Quantization noise below the two float engines' own disagreement (random
+                # networks with 1e-8..1e4 weights differ by ~1e-5 relative): only "exact
+                # enough" is comparable.
+                assert r["sqnr_db"] is None or r["sqnr_db"] > SQNR_FLOOR_DB - 10, r["name"]
+            else:
+                assert r["sqnr_db"] == pytest.approx(want, abs=0.05), r["name"]
+        # Values within the engines' disagreement of the clip value may land on either side.
+        clip, mag = r["clip"], np.abs(ref)
+        low, high = np.mean(mag > clip * (1 + CLIP_RTOL)), np.mean(mag > clip * (1 - CLIP_RTOL))
+        assert low - 1e-9 <= r["clipped_fraction"] <= high + 1e-9, r["name"]
         assert sum(r["histogram"]["counts"]) == ref.size
     return report
 

@@ -116,6 +116,9 @@ pub fn spatial(v: &Option<Vec<usize>>, rank: usize, what: &str) -> Result<Vec<us
     }
 }
 
+/// `Conv::resolve`'s result: geometry, bias, output shape.
+pub(crate) type Resolved<'a> = (ConvShape, Option<&'a [f32]>, Vec<usize>);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv {
     pub kernel_shape: Option<Vec<usize>>,
@@ -219,7 +222,9 @@ impl Conv {
         })
     }
 
-    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    /// The geometry, the checked bias and the output shape for inputs `[X, W, B?]` (shared
+    /// with the inference plan's `FusedConv`).
+    pub(crate) fn resolve<'a>(&self, inputs: &[Option<&'a Tensor>]) -> Result<Resolved<'a>> {
         let x = input(inputs, 0, "X")?;
         let w = input(inputs, 1, "W")?;
         let s = self.geometry(x.shape(), w.shape())?;
@@ -241,6 +246,12 @@ impl Conv {
         } else {
             shape.extend_from_slice(&s.out);
         }
+        Ok((s, bias, shape))
+    }
+
+    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (x, w) = (input(inputs, 0, "X")?, input(inputs, 1, "W")?);
+        let (s, bias, shape) = self.resolve(inputs)?;
         if s.n == 0 || s.m == 0 {
             // An empty batch or a weight without output channel: an empty output (the
             // kernels split their work per image and channel group).

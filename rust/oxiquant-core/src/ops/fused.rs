@@ -6,7 +6,7 @@
 use super::conv::Conv;
 use super::elementwise::{BinaryOp, Clip};
 use super::input;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::conv::conv2d_fused;
 use crate::kernels::elementwise::unary_inplace;
 use crate::tensor::Tensor;
@@ -39,27 +39,8 @@ impl FusedConv {
 
     /// Runs with the residual's buffer (owned: no other reader needs it) as the output.
     pub fn eval_into(&self, residual: Option<Tensor>, rest: &[Option<&Tensor>]) -> Result<Tensor> {
-        let x = input(rest, 0, "X")?;
-        let w = input(rest, 1, "W")?;
-        let s = self.conv.geometry(x.shape(), w.shape())?;
-        let bias = match rest.get(2).copied().flatten() {
-            Some(b) if b.len() == s.m => Some(b.as_slice::<f32>()?),
-            Some(b) => {
-                return Err(Error::shape(format!(
-                    "bias of shape {:?} should have {} values",
-                    b.shape(),
-                    s.m
-                )))
-            }
-            None => None,
-        };
-        crate::tensor::check_alloc(&[s.n, s.m, s.out[0], s.out[1]], 4)?;
-        let mut shape = vec![s.n, s.m];
-        if x.rank() == 3 {
-            shape.push(s.out[1]);
-        } else {
-            shape.extend_from_slice(&s.out);
-        }
+        let (x, w) = (input(rest, 0, "X")?, input(rest, 1, "W")?);
+        let (s, bias, shape) = self.conv.resolve(rest)?;
         let residual = match residual {
             Some(r) if r.shape() == shape.as_slice() => Some(r.into_vec::<f32>()?),
             Some(r) => {

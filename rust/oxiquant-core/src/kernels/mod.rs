@@ -7,5 +7,6 @@ pub mod elementwise;
 pub mod gemm;
 pub mod pool;
 pub mod qconv_direct;
+pub mod qconv_u8s8;
 pub mod qgemm;
 pub mod requant;

@@ -190,40 +190,46 @@ pub fn conv<O, F>(
     O: Send,
     F: Fn(usize, &[i32], &mut [O]) + Sync,
 {
-    let [oh, ow] = s.out;
-    let npix = oh * ow;
     let offs = offsets(img, s);
-    let m = a.m;
-    assert!(out.len() >= m * npix && a.k == offs.len() * 2, "qconv: bad operands");
-    if npix == 0 || m == 0 {
+    assert!(a.k == offs.len() * 2, "qconv: bad operands");
+    let max_off = offs.iter().copied().max().unwrap_or(0);
+    assert!(
+        last_start(s, img.wq) * 2 + max_off + 2 * NR <= img.buf.len(),
+        "qconv: image too small"
+    );
+    let out = TileOut::new(out, a.m, s);
+    for_each_tile(a.m, s, img.wq, parallel, |bi, start, pix0, cols| {
+        let mut t = [[0i32; NR]; MR];
+        tile(kernel, a.block_words(bi), &img.buf[start * 2..], &offs, &mut t, cols);
+        out.finish(&t, bi, pix0, cols, &epilogue);
+    });
+}
+
+/// The pixel (of the padded, phase-split image) where the last tile of `for_each_tile` starts.
+pub(crate) fn last_start(s: &ConvShape, wq: usize) -> usize {
+    let [oh, ow] = s.out;
+    (oh.max(1) - 1) * s.win.strides[0] * wq + ow.max(1) - 1
+}
+
+/// The loop shared by the direct kernels: `work(block, start, pix0, cols)` for every block
+/// of `MR` output channels and run of at most `NR` pixels of one output row, whose first
+/// patch starts at pixel `start` of the padded, phase-split image (rows of `wq` pixels) and
+/// whose first output is pixel `pix0` of the output plane. The caller checks that its reads
+/// from `last_start(s, wq)` stay inside its image.
+pub(crate) fn for_each_tile<T>(m: usize, s: &ConvShape, wq: usize, parallel: bool, work: T)
+where
+    T: Fn(usize, usize, usize, usize) + Sync,
+{
+    let [oh, ow] = s.out;
+    if oh * ow == 0 || m == 0 {
         return;
     }
-    // Every read stays inside the image: the largest tile start plus the largest offset.
     let sh = s.win.strides[0];
-    let last_start = ((oh - 1) * sh * img.wq + (ow - 1)) * 2;
-    let max_off = offs.iter().copied().max().unwrap_or(0);
-    assert!(last_start + max_off + 2 * NR <= img.buf.len(), "qconv: image too small");
     let blocks = m.div_ceil(MR);
-    let ptr = OutPtr(out.as_mut_ptr());
     let task = |bi: usize, y0: usize, y1: usize| {
-        let ab = a.block_words(bi);
-        let mut t = [[0i32; NR]; MR];
         for oy in y0..y1 {
             for ox0 in (0..ow).step_by(NR) {
-                let start = (oy * sh * img.wq + ox0) * 2;
-                let cols = NR.min(ow - ox0);
-                tile(kernel, ab, &img.buf[start..], &offs, &mut t, cols);
-                for (r, accs) in t.iter().enumerate() {
-                    let row = bi * MR + r;
-                    if row >= m {
-                        break;
-                    }
-                    // SAFETY: (row, pixels oy*ow+ox0 ..+cols) is inside `out` and only this
-                    // task writes it.
-                    let dst =
-                        unsafe { std::slice::from_raw_parts_mut(ptr.get().add(row * npix + oy * ow + ox0), cols) };
-                    epilogue(row, &accs[..cols], dst);
-                }
+                work(bi, oy * sh * wq + ox0, oy * ow + ox0, NR.min(ow - ox0));
             }
         }
     };
@@ -238,6 +244,56 @@ pub fn conv<O, F>(
     } else {
         for bi in 0..blocks {
             task(bi, 0, oh);
+        }
+    }
+}
+
+/// The output `[m][npix]` of a direct convolution, written by the tiles of `for_each_tile`
+/// (each tile owns its rows x pixels rectangle).
+pub(crate) struct TileOut<O> {
+    ptr: OutPtr<O>,
+    m: usize,
+    npix: usize,
+}
+
+impl<O: Send> TileOut<O> {
+    pub(crate) fn new(out: &mut [O], m: usize, s: &ConvShape) -> TileOut<O> {
+        let npix = s.out[0] * s.out[1];
+        assert!(out.len() >= m * npix, "qconv: output too small");
+        TileOut {
+            ptr: OutPtr(out.as_mut_ptr()),
+            m,
+            npix,
+        }
+    }
+
+    /// How many of block `bi`'s rows exist.
+    pub(crate) fn rows(&self, bi: usize) -> usize {
+        MR.min(self.m - bi * MR)
+    }
+
+    /// Where the outputs of `row` from pixel `pix0` start.
+    pub(crate) fn run_ptr(&self, row: usize, pix0: usize) -> *mut O {
+        assert!(
+            row < self.m && pix0 < self.npix.max(1),
+            "qconv: output run out of range"
+        );
+        // SAFETY: in bounds: row * npix + pix0 < m * npix <= out.len().
+        unsafe { self.ptr.get().add(row * self.npix + pix0) }
+    }
+
+    /// Hands each existing row of tile `t` (block `bi`, pixels `pix0..pix0 + cols`) to
+    /// `epilogue(row, accumulators, outputs)`.
+    pub(crate) fn finish<F>(&self, t: &[[i32; NR]; MR], bi: usize, pix0: usize, cols: usize, epilogue: &F)
+    where
+        F: Fn(usize, &[i32], &mut [O]),
+    {
+        for (r, accs) in t.iter().enumerate().take(self.rows(bi)) {
+            let row = bi * MR + r;
+            // SAFETY: `for_each_tile` gives each (block, pixel run) to one task only, and
+            // the run is inside the plane.
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.run_ptr(row, pix0), cols) };
+            epilogue(row, &accs[..cols], dst);
         }
     }
 }

@@ -232,39 +232,73 @@ unsafe fn requant_row_avx2(acc: &[i32], bias: i32, f: f64, out: RowOut, unsigned
     use std::arch::x86_64::*;
     // SAFETY: loads read acc[i..i + 8] and stores write dst[i..i + 8] with i + 8 <= acc.len().
     unsafe {
-        let (vb, vf, vlo, vhi, vz) = (
-            _mm256_set1_epi32(bias),
-            _mm256_set1_pd(f),
-            _mm256_set1_pd(out.lo as f64),
-            _mm256_set1_pd(out.hi as f64),
-            _mm256_set1_pd(out.zero as f64),
-        );
-        let f32_product = out.rounding == Rounding::F32;
+        let row = RowAvx2::new(bias, f, out, unsigned);
         let mut i = 0;
         while i + 8 <= acc.len() {
-            let a = _mm256_add_epi32(_mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i), vb);
-            let conv = |h: __m128i| {
-                let mut p = _mm256_mul_pd(_mm256_cvtepi32_pd(h), vf);
-                if f32_product {
-                    // Round to f32 (nearest even) and back: the IEEE f32 product.
-                    p = _mm256_cvtps_pd(_mm256_cvtpd_ps(p));
-                }
-                let r = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
-                let r = _mm256_add_pd(r, vz);
-                _mm256_cvtpd_epi32(_mm256_min_pd(_mm256_max_pd(r, vlo), vhi))
-            };
-            let lo4 = conv(_mm256_castsi256_si128(a));
-            let hi4 = conv(_mm256_extracti128_si256::<1>(a));
-            let words = _mm_packs_epi32(lo4, hi4);
-            let bytes = if unsigned {
-                _mm_packus_epi16(words, words)
-            } else {
-                _mm_packs_epi16(words, words)
-            };
-            _mm_storel_epi64(dst.add(i) as *mut __m128i, bytes);
+            let a = _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i);
+            _mm_storel_epi64(dst.add(i) as *mut __m128i, row.bytes8(a));
             i += 8;
         }
         i
+    }
+}
+
+/// `requant_row`'s arithmetic for one row, in AVX2 registers, for kernels that requantize
+/// their accumulators before storing them. The same conditions apply: every `acc + bias`
+/// below `out.rounding.fast_bound()` in magnitude, `lo..=hi` inside the output type.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct RowAvx2 {
+    bias: std::arch::x86_64::__m256i,
+    f: std::arch::x86_64::__m256d,
+    lo: std::arch::x86_64::__m256d,
+    hi: std::arch::x86_64::__m256d,
+    zero: std::arch::x86_64::__m256d,
+    f32_product: bool,
+    unsigned: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowAvx2 {
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn new(bias: i32, f: f64, out: RowOut, unsigned: bool) -> RowAvx2 {
+        use std::arch::x86_64::*;
+        RowAvx2 {
+            bias: _mm256_set1_epi32(bias),
+            f: _mm256_set1_pd(f),
+            lo: _mm256_set1_pd(out.lo as f64),
+            hi: _mm256_set1_pd(out.hi as f64),
+            zero: _mm256_set1_pd(out.zero as f64),
+            f32_product: out.rounding == Rounding::F32,
+            unsigned,
+        }
+    }
+
+    /// Eight accumulators requantized, as bytes in the low half.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn bytes8(&self, acc: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m128i {
+        use std::arch::x86_64::*;
+        // Wrapping i32 add: exact, the true sum being below the fast bound.
+        let a = _mm256_add_epi32(acc, self.bias);
+        let conv = |h: __m128i| {
+            let mut p = _mm256_mul_pd(_mm256_cvtepi32_pd(h), self.f);
+            if self.f32_product {
+                // Round to f32 (nearest even) and back: the IEEE f32 product.
+                p = _mm256_cvtps_pd(_mm256_cvtpd_ps(p));
+            }
+            let r = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
+            let r = _mm256_add_pd(r, self.zero);
+            _mm256_cvtpd_epi32(_mm256_min_pd(_mm256_max_pd(r, self.lo), self.hi))
+        };
+        let lo4 = conv(_mm256_castsi256_si128(a));
+        let hi4 = conv(_mm256_extracti128_si256::<1>(a));
+        let words = _mm_packs_epi32(lo4, hi4);
+        if self.unsigned {
+            _mm_packus_epi16(words, words)
+        } else {
+            _mm_packs_epi16(words, words)
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::kernels::elementwise::binary;
 use crate::kernels::pool::padded_count;
 use crate::kernels::qconv_direct;
+use crate::kernels::qconv_u8s8::{self, ByteInput, QuadImage, QuadWeights};
 use crate::kernels::qgemm::{self, Kernel, PackedA};
 use crate::kernels::requant::{div_round_even, requant_row, requant_row_ref, FixedPoint, QElem, Rounding, RowOut};
 use crate::tensor::{DType, Tensor, TensorData};
@@ -300,6 +301,9 @@ pub struct QConv {
     pub x_zero: i32,
     /// One packed weight matrix per group (in the direct kernel's `k` order).
     packed: Vec<PackedA>,
+    /// The same for the byte-product kernel, when the weights fit i8 (oxiquant's own
+    /// models; uint8 weights centered on a zero point do not).
+    quads: Option<Vec<QuadWeights>>,
     pub bias: Vec<i32>,
     pub requant: Requant,
     /// A bound on every `|acc + bias|` (from the weights' magnitudes and the widest centered
@@ -384,6 +388,11 @@ impl QConv {
         let packed = (0..g)
             .map(|gi| qconv_direct::pack_weights(&weight[gi * mg * k..(gi + 1) * mg * k], mg, cg, kh, kw))
             .collect();
+        let quads = weights_as_i8(weight, "").ok().map(|w8| {
+            (0..g)
+                .map(|gi| QuadWeights::new(&w8[gi * mg * k..(gi + 1) * mg * k], mg, cg, kh, kw))
+                .collect()
+        });
         let acc_bound = accumulator_bound(weight, m, &bias, x_zero, "Conv")?;
         Ok(QConv {
             conv,
@@ -391,6 +400,7 @@ impl QConv {
             weight: weight.to_vec(),
             x_zero,
             packed,
+            quads,
             bias,
             requant,
             acc_bound,
@@ -420,7 +430,25 @@ impl QConv {
         })
     }
 
-    fn run<T: QElem, O: QElem>(&self, x: &[T], s: &crate::kernels::conv::ConvShape, kernel: Kernel) -> Vec<O> {
+    /// The byte-product kernel's plan for group `g` of one image, when it is exact on this
+    /// input (`qconv_u8s8`): its weights, how the input becomes bytes, the run length, and
+    /// the biases minus the byte offset's contribution.
+    fn byte_plan<T: QElem + Ord>(&self, g: usize, xg: &[T]) -> Option<(&QuadWeights, ByteInput, usize, Vec<i32>)> {
+        let q = &self.quads.as_ref()?[g];
+        let input = ByteInput::measure(xg, self.x_zero)?;
+        let run = q.run_for(input.amax)?;
+        let c0 = g * q.m;
+        let shift = input.shift() as i64;
+        let bias = q
+            .row_sums
+            .iter()
+            .zip(&self.bias[c0..c0 + q.m])
+            .map(|(&sum, &b)| i32::try_from(b as i64 - shift * sum as i64).ok())
+            .collect::<Option<Vec<i32>>>()?;
+        Some((q, input, run, bias))
+    }
+
+    fn run<T: QElem + Ord, O: QElem>(&self, x: &[T], s: &crate::kernels::conv::ConvShape, kernel: Kernel) -> Vec<O> {
         let (cg, mg) = (s.c / s.group, s.m / s.group);
         let npix = s.out[0] * s.out[1];
         let img_in = s.c * s.h * s.w;
@@ -436,6 +464,7 @@ impl QConv {
         let zero = self.x_zero as i16;
         let one_image = |(img, out): (usize, &mut [O]), parallel: bool| {
             let mut pairs = qconv_direct::PairImage::new();
+            let mut quads = QuadImage::new();
             let mut panels: Vec<i16> = Vec::new();
             for g in 0..s.group {
                 let xg = &x[img * img_in + g * cg * s.h * s.w..img * img_in + (g + 1) * cg * s.h * s.w];
@@ -456,6 +485,22 @@ impl QConv {
                         parallel,
                         |row, _, acc, d| epilogue(row, acc, d),
                     );
+                } else if let Some((q, input, run, bias)) = self.byte_plan(g, xg) {
+                    quads.fill(xg, cg, input, s);
+                    if self.acc_bound < self.requant.rounding.fast_bound() {
+                        let rq = &self.requant;
+                        let factor = (c0..c0 + mg).map(|c| rq.factor[if rq.factor.len() == 1 { 0 } else { c }]);
+                        let rows = qconv_u8s8::RowsRequant {
+                            bias,
+                            factor: factor.collect(),
+                            out: rq.row_out(),
+                        };
+                        qconv_u8s8::conv_requant(q, &quads, s, run, dst, parallel, kernel, &rows);
+                    } else {
+                        qconv_u8s8::conv(q, &quads, s, run, dst, parallel, kernel, |row, acc, dst| {
+                            self.requant.row(c0 + row, acc, bias[row], self.acc_bound, dst)
+                        });
+                    }
                 } else {
                     pairs.fill(xg, cg, zero, s);
                     qconv_direct::conv(&self.packed[g], &pairs, s, dst, parallel, kernel, epilogue);

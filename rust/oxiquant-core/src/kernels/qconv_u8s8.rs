@@ -1,0 +1,615 @@
+//! Direct integer convolution on byte products: u8 activations times i8 weights, four
+//! channels per 32-bit lane (AVX2 `vpmaddubsw`: 32 products per instruction, summed in pairs
+//! into i16), the i16 sums accumulated over a *run* of `k` steps and widened to i32 once per
+//! run (`vpmaddwd` by ones).
+//!
+//! Why: on this generation of AMD and Intel cores, `vpmaddubsw` + `vpaddw` computes 32
+//! products in about the time `vpmaddwd` + `vpaddd` computes 16 (the pair kernel of
+//! `qconv_direct`) or two FMAs compute 16 in f32; widening every step, as onnxruntime's
+//! AVX2 kernel does, gives most of that back.
+//!
+//! Exactness: `vpmaddubsw` saturates each pair sum to i16, and the run sums wrap in i16.
+//! Both are exact when every partial sum of one i16 lane fits i16. With activations in
+//! `[0, amax]`, a lane's sums lie between `amax` times the sum of its negative weights and
+//! `amax` times the sum of its positive ones, so the weights decide, once per layer, the
+//! longest run that is exact for a given `amax` (`QuadWeights::run_for`), and the caller
+//! measures `amax` on its input. When no run of at least two steps is exact (large weights
+//! with activations that use all eight bits), the caller uses the pair kernel instead.
+//!
+//! Activations enter as bytes `x + offset` (`offset` 128 moves i8 values to u8; 0 keeps
+//! them); the zero point and the offset come back through the weights' row sums:
+//! `sum (x - z) w = sum (x + offset) w - (z + offset) sum w`, with the padding holding
+//! `z + offset` so that it adds nothing.
+//!
+//! Layout: as `qconv_direct`, but with channels interleaved by four:
+//! `[phase][c / 4][row][col][4]` u8, the weights `[m][kh][kw][cg rounded up to 4]`
+//! packed in blocks of `MR` rows, `[k4][MR]` words of four i8.
+
+use super::conv::ConvShape;
+use super::qconv_direct::{for_each_tile, last_start, TileOut};
+use super::qgemm::{Kernel, MR, NR};
+#[cfg(target_arch = "x86_64")]
+use super::requant::RowAvx2;
+use super::requant::{requant_row, QElem, RowOut};
+
+/// The run lengths (`k` steps of four channels summed in i16 before widening) the kernel
+/// uses, longest first.
+pub const RUNS: [usize; 4] = [16, 8, 4, 2];
+
+/// Weights packed for the byte-product kernel, with what exactness needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuadWeights {
+    pub m: usize,
+    k4: usize,
+    data: Vec<i32>,
+    /// `sum_k w[row][k]` per output row (the zero-point correction).
+    pub row_sums: Vec<i32>,
+    /// For each entry of `RUNS`: the largest sum of same-sign weights feeding one i16 lane
+    /// over one run.
+    lane_weight: [i32; RUNS.len()],
+}
+
+fn word(b: [i8; 4]) -> i32 {
+    i32::from_le_bytes(b.map(|v| v as u8))
+}
+
+impl QuadWeights {
+    /// `w` is `[m][cg][kh][kw]`.
+    pub fn new(w: &[i8], m: usize, cg: usize, kh: usize, kw: usize) -> QuadWeights {
+        let quads = cg.div_ceil(4);
+        let k4 = kh * kw * quads;
+        // `[m][k4][4]`, k ordered (i, j, c).
+        let mut q = vec![[0i8; 4]; m * k4];
+        for o in 0..m {
+            for c in 0..cg {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        q[o * k4 + (i * kw + j) * quads + c / 4][c % 4] = w[((o * cg + c) * kh + i) * kw + j];
+                    }
+                }
+            }
+        }
+        let blocks = m.div_ceil(MR);
+        let mut data = vec![0i32; blocks * k4 * MR];
+        for o in 0..m {
+            for t in 0..k4 {
+                data[((o / MR) * k4 + t) * MR + o % MR] = word(q[o * k4 + t]);
+            }
+        }
+        let row_sums = (0..m)
+            .map(|o| q[o * k4..(o + 1) * k4].iter().flatten().map(|&v| v as i32).sum())
+            .collect();
+        let mut lane_weight = [0i32; RUNS.len()];
+        for (lw, &run) in lane_weight.iter_mut().zip(&RUNS) {
+            for o in 0..m {
+                for chunk in q[o * k4..(o + 1) * k4].chunks(run) {
+                    for half in 0..2 {
+                        let (mut pos, mut neg) = (0i32, 0i32);
+                        for v in chunk.iter().flat_map(|quad| &quad[2 * half..2 * half + 2]) {
+                            let v = *v as i32;
+                            if v > 0 {
+                                pos += v
+                            } else {
+                                neg -= v
+                            }
+                        }
+                        *lw = (*lw).max(pos).max(neg);
+                    }
+                }
+            }
+        }
+        QuadWeights {
+            m,
+            k4,
+            data,
+            row_sums,
+            lane_weight,
+        }
+    }
+
+    /// The longest run that is exact for activations in `[0, amax]`, if any.
+    pub fn run_for(&self, amax: u8) -> Option<usize> {
+        let amax = amax as i32;
+        // `vpmaddubsw`'s pairs saturate at i16::MAX and the wrapped run sums must land in
+        // range: both hold when every lane's sums stay within +-i16::MAX.
+        RUNS.iter()
+            .zip(&self.lane_weight)
+            .find(|&(_, &w)| amax * w <= i16::MAX as i32)
+            .map(|(&run, _)| run)
+    }
+
+    fn block_words(&self, b: usize) -> &[i32] {
+        let len = self.k4 * MR;
+        &self.data[b * len..(b + 1) * len]
+    }
+}
+
+/// How an input becomes bytes: the offset added to every value, and the byte the padding
+/// holds (the zero point plus the offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteInput {
+    pub offset: i32,
+    pub pad: u8,
+    /// The largest byte of the image, padding included.
+    pub amax: u8,
+}
+
+impl ByteInput {
+    /// Measures `x` (with zero point `zero`): i8 values stay as they are when none is
+    /// negative, else move up by 128. `None` when the zero point cannot be a byte (an i8
+    /// input whose zero point is below -128 + offset cannot happen; kept total anyway).
+    pub fn measure<T: QElem + Ord>(x: &[T], zero: i32) -> Option<ByteInput> {
+        // Two plain passes: each compiles to vector min/max over bytes.
+        let lo = x.iter().copied().min().map_or(0, |v| v.to_i32());
+        let hi = x.iter().copied().max().map_or(0, |v| v.to_i32());
+        let offset = if T::UNSIGNED || (lo >= 0 && zero >= 0) { 0 } else { 128 };
+        let pad = u8::try_from(zero + offset).ok()?;
+        let top = if x.is_empty() { 0 } else { hi + offset };
+        let amax = u8::try_from(top.max(pad as i32)).ok()?;
+        Some(ByteInput { offset, pad, amax })
+    }
+
+    /// What `sum (x + offset) w` exceeds `sum (x - zero) w` by, per unit of `sum w`.
+    pub fn shift(&self) -> i32 {
+        self.pad as i32
+    }
+}
+
+/// One group's image as bytes, padded, quad-interleaved and phase-split.
+pub struct QuadImage {
+    buf: Vec<u8>,
+    hp: usize,
+    wq: usize,
+    quads: usize,
+}
+
+impl QuadImage {
+    pub fn new() -> QuadImage {
+        QuadImage {
+            buf: Vec::new(),
+            hp: 0,
+            wq: 0,
+            quads: 0,
+        }
+    }
+
+    /// Fills from `x` (`cg` planes of `h x w`) as `x + input.offset`, the padding (and the
+    /// channels that round `cg` up to four, whose weights are zero) holding `input.pad`.
+    pub fn fill<T: QElem>(&mut self, x: &[T], cg: usize, input: ByteInput, s: &ConvShape) {
+        let [pt, pl, pb, pr] = s.win.pads;
+        let sw = s.win.strides[1];
+        self.hp = s.h + pt + pb;
+        let wp = s.w + pl + pr;
+        self.wq = wp.div_ceil(sw);
+        self.quads = cg.div_ceil(4);
+        let plane = self.hp * self.wq * 4;
+        // Slack: a full tile read at the last offset stays inside the buffer.
+        let len = sw * self.quads * plane + NR * 4;
+        self.buf.clear();
+        self.buf.resize(len, input.pad);
+        for q in 0..sw {
+            // Padded column `xq * sw + q` holds input column `xq * sw + q - pl`: the first
+            // `xq` that lands inside the image, and how many do.
+            let first = (pl + sw - 1 - q) / sw;
+            let Some(col0) = (first * sw + q).checked_sub(pl) else {
+                continue;
+            };
+            let count = s.w.saturating_sub(col0).div_ceil(sw).min(self.wq.saturating_sub(first));
+            if count == 0 {
+                continue;
+            }
+            for cq in 0..self.quads {
+                let base = (q * self.quads + cq) * plane;
+                for y in 0..s.h {
+                    let rows: [Option<&[T]>; 4] = std::array::from_fn(|e| {
+                        let c = 4 * cq + e;
+                        (c < cg).then(|| &x[(c * s.h + y) * s.w + col0..(c * s.h + y + 1) * s.w])
+                    });
+                    let row = base + (y + pt) * self.wq * 4 + first * 4;
+                    interleave4(rows, sw, input, &mut self.buf[row..row + count * 4]);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[4 * i + e] = rows[e][i * step] + input.offset` for every pixel `i` of `dst`
+/// (`input.pad` for a missing channel).
+fn interleave4<T: QElem>(rows: [Option<&[T]>; 4], step: usize, input: ByteInput, dst: &mut [u8]) {
+    let count = dst.len() / 4;
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if step == 1 && std::mem::size_of::<T>() == 1 && (input.offset == 0 || input.offset == 128) {
+        // SAFETY: `T` is one byte (i8 or u8), so its slices are byte slices of the same length.
+        let bytes = rows.map(|r| r.map(|r| unsafe { std::slice::from_raw_parts(r.as_ptr() as *const u8, r.len()) }));
+        done = interleave4_sse2(bytes, input, dst);
+    }
+    for (i, d) in dst.chunks_exact_mut(4).enumerate().take(count).skip(done) {
+        for (d, r) in d.iter_mut().zip(&rows) {
+            *d = r.map_or(input.pad, |r| (r[i * step].to_i32() + input.offset) as u8);
+        }
+    }
+}
+
+/// The stride-1 case of `interleave4` sixteen pixels at a time (SSE2, part of x86-64):
+/// returns how many pixels it wrote. Adding 128 to an i8 is flipping its top bit.
+#[cfg(target_arch = "x86_64")]
+fn interleave4_sse2(rows: [Option<&[u8]>; 4], input: ByteInput, dst: &mut [u8]) -> usize {
+    use std::arch::x86_64::*;
+    let count = (dst.len() / 4).min(rows.iter().flatten().map(|r| r.len()).min().unwrap_or(usize::MAX));
+    let mut i = 0;
+    // SAFETY: loads read r[i..i + 16] with i + 16 <= count <= r.len(); stores write
+    // dst[4i..4i + 64] with 4 (i + 16) <= dst.len().
+    unsafe {
+        let flip = _mm_set1_epi8(if input.offset == 128 { -128 } else { 0 });
+        let pad = _mm_set1_epi8(input.pad as i8);
+        while i + 16 <= count {
+            let v = rows.map(|r| {
+                r.map_or(pad, |r| {
+                    _mm_xor_si128(_mm_loadu_si128(r.as_ptr().add(i) as *const __m128i), flip)
+                })
+            });
+            let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(v[0], v[1]), _mm_unpackhi_epi8(v[0], v[1]));
+            let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(v[2], v[3]), _mm_unpackhi_epi8(v[2], v[3]));
+            let out = [
+                _mm_unpacklo_epi16(ab_lo, cd_lo),
+                _mm_unpackhi_epi16(ab_lo, cd_lo),
+                _mm_unpacklo_epi16(ab_hi, cd_hi),
+                _mm_unpackhi_epi16(ab_hi, cd_hi),
+            ];
+            for (k, o) in out.iter().enumerate() {
+                _mm_storeu_si128(dst.as_mut_ptr().add(4 * i + 16 * k) as *mut __m128i, *o);
+            }
+            i += 16;
+        }
+    }
+    i
+}
+
+impl Default for QuadImage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Offsets (in bytes) of the quad runs, in the weights' `k4` order `(i, j, c / 4)`.
+fn offsets(img: &QuadImage, s: &ConvShape) -> Vec<usize> {
+    let [kh, kw] = s.win.kernel;
+    let [dh, dw] = s.win.dilations;
+    let sw = s.win.strides[1];
+    let mut v = Vec::with_capacity(kh * kw * img.quads);
+    for i in 0..kh {
+        for j in 0..kw {
+            let (q, xq) = ((j * dw) % sw, (j * dw) / sw);
+            for cq in 0..img.quads {
+                v.push((((q * img.quads + cq) * img.hp + i * dh) * img.wq + xq) * 4);
+            }
+        }
+    }
+    v
+}
+
+/// One tile from in-place operands, plain Rust: the exact sums (equal to the SIMD kernel's
+/// whenever `run_for` allowed its run).
+fn tile_ref(a: &[i32], b: &[u8], offs: &[usize], tile: &mut [[i32; NR]; MR]) {
+    *tile = [[0; NR]; MR];
+    for (kk, &off) in offs.iter().enumerate() {
+        let bv = &b[off..off + NR * 4];
+        for (r, row) in tile.iter_mut().enumerate() {
+            let w = a[kk * MR + r].to_le_bytes().map(|v| v as i8 as i32);
+            for (j, acc) in row.iter_mut().enumerate() {
+                let px = &bv[4 * j..4 * j + 4];
+                *acc += (0..4).map(|e| px[e] as i32 * w[e]).sum::<i32>();
+            }
+        }
+    }
+}
+
+/// The accumulators of one tile: `V` vectors of eight pixels per row (as in
+/// `qconv_direct`), `run` steps summed in i16 per widening.
+///
+/// # Safety
+/// AVX2 is available; every `off + 32 * V` is inside `b` and `a` holds `offs.len() * MR`
+/// words.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn accumulate<const V: usize>(
+    a: &[i32],
+    b: &[u8],
+    offs: &[usize],
+    run: usize,
+) -> [[std::arch::x86_64::__m256i; V]; MR] {
+    use std::arch::x86_64::*;
+    // SAFETY: the reads stay inside `a` and `b` by the caller's contract.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut wide = [[_mm256_setzero_si256(); V]; MR];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for (ci, chunk) in offs.chunks(run).enumerate() {
+            let mut acc = [[_mm256_setzero_si256(); V]; MR];
+            let a0 = ap.add(ci * run * MR);
+            for (kk, &off) in chunk.iter().enumerate() {
+                let mut bv = [_mm256_setzero_si256(); V];
+                for (v, b) in bv.iter_mut().enumerate() {
+                    *b = _mm256_loadu_si256(bp.add(off + 32 * v) as *const __m256i);
+                }
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let w = _mm256_set1_epi32(*a0.add(kk * MR + r));
+                    for (acc_v, b) in acc_r.iter_mut().zip(&bv) {
+                        *acc_v = _mm256_add_epi16(*acc_v, _mm256_maddubs_epi16(*b, w));
+                    }
+                }
+            }
+            for (wide_r, acc_r) in wide.iter_mut().zip(&acc) {
+                for (w, a) in wide_r.iter_mut().zip(acc_r) {
+                    *w = _mm256_add_epi32(*w, _mm256_madd_epi16(*a, ones));
+                }
+            }
+        }
+        wide
+    }
+}
+
+/// One tile's accumulators into `tile`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2<const V: usize>(a: &[i32], b: &[u8], offs: &[usize], run: usize, tile: &mut [[i32; NR]; MR]) {
+    use std::arch::x86_64::*;
+    // SAFETY: as `accumulate`; `tile` rows hold `8 * V` lanes.
+    unsafe {
+        let wide = accumulate::<V>(a, b, offs, run);
+        for (row, wide_r) in tile.iter_mut().zip(wide) {
+            for (v, w) in wide_r.iter().enumerate() {
+                _mm256_storeu_si256(row.as_mut_ptr().add(8 * v) as *mut __m256i, *w);
+            }
+        }
+    }
+}
+
+/// One tile requantized in registers: row `r` of the block goes through `rows[r]` into the
+/// `cols` bytes at `dst[r]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2_requant<const V: usize>(
+    a: &[i32],
+    b: &[u8],
+    offs: &[usize],
+    run: usize,
+    rows: &[RowAvx2],
+    dst: &[*mut u8],
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: as `accumulate`; each `dst[r]` has `cols <= 8 * V` writable bytes.
+    unsafe {
+        let wide = accumulate::<V>(a, b, offs, run);
+        for ((row, &d), wide_r) in rows.iter().zip(dst).zip(&wide) {
+            for (v, w) in wide_r.iter().enumerate() {
+                let bytes = row.bytes8(*w);
+                let n = cols.saturating_sub(8 * v).min(8);
+                if n == 8 {
+                    _mm_storel_epi64(d.add(8 * v) as *mut __m128i, bytes);
+                } else if n > 0 {
+                    let mut tmp = [0u8; 16];
+                    _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, bytes);
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), d.add(8 * v), n);
+                }
+            }
+        }
+    }
+}
+
+fn tile(kernel: Kernel, a: &[i32], b: &[u8], offs: &[usize], run: usize, t: &mut [[i32; NR]; MR], cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel.is_simd() {
+        // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected; bounds checked by `conv`.
+        unsafe {
+            if cols <= 8 {
+                tile_avx2::<1>(a, b, offs, run, t)
+            } else {
+                tile_avx2::<2>(a, b, offs, run, t)
+            }
+        };
+        return;
+    }
+    let _ = (kernel, cols, run);
+    tile_ref(a, b, offs, t)
+}
+
+/// The checks shared by both entry points; returns the patch offsets.
+fn checked_offsets(a: &QuadWeights, img: &QuadImage, s: &ConvShape, run: usize) -> Vec<usize> {
+    let offs = offsets(img, s);
+    assert!(a.k4 == offs.len() && run > 0, "qconv: bad operands");
+    let max_off = offs.iter().copied().max().unwrap_or(0);
+    assert!(
+        last_start(s, img.wq) * 4 + max_off + 4 * NR <= img.buf.len(),
+        "qconv: image too small"
+    );
+    offs
+}
+
+/// Convolves one group of one image with runs of `run` steps (from `a.run_for(amax)` of the
+/// image's `ByteInput`): `out` is `[mg][oh * ow]`; `epilogue(row, accs, dst)` receives
+/// `sum (x + offset) w`, i.e. the centered sums plus `input.shift() * a.row_sums[row]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv<O, F>(
+    a: &QuadWeights,
+    img: &QuadImage,
+    s: &ConvShape,
+    run: usize,
+    out: &mut [O],
+    parallel: bool,
+    kernel: Kernel,
+    epilogue: F,
+) where
+    O: Send,
+    F: Fn(usize, &[i32], &mut [O]) + Sync,
+{
+    let offs = checked_offsets(a, img, s, run);
+    let out = TileOut::new(out, a.m, s);
+    for_each_tile(a.m, s, img.wq, parallel, |bi, start, pix0, cols| {
+        let mut t = [[0i32; NR]; MR];
+        tile(
+            kernel,
+            a.block_words(bi),
+            &img.buf[start * 4..],
+            &offs,
+            run,
+            &mut t,
+            cols,
+        );
+        out.finish(&t, bi, pix0, cols, &epilogue);
+    });
+}
+
+/// The requantization of each output row of a group, for `conv_requant`: `requant_row`'s
+/// arguments (whose conditions apply: every `acc + bias[row]` below the rounding's fast
+/// bound in magnitude).
+pub struct RowsRequant {
+    pub bias: Vec<i32>,
+    pub factor: Vec<f32>,
+    pub out: RowOut,
+}
+
+/// `conv` followed by `requant_row` of each row, done in registers by the SIMD kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_requant<O: QElem>(
+    a: &QuadWeights,
+    img: &QuadImage,
+    s: &ConvShape,
+    run: usize,
+    out: &mut [O],
+    parallel: bool,
+    kernel: Kernel,
+    rows: &RowsRequant,
+) {
+    assert!(
+        rows.bias.len() >= a.m && rows.factor.len() >= a.m,
+        "qconv: short requantization"
+    );
+    let epilogue =
+        |row: usize, acc: &[i32], dst: &mut [O]| requant_row(acc, rows.bias[row], rows.factor[row], rows.out, dst);
+    #[cfg(target_arch = "x86_64")]
+    if kernel.is_simd() {
+        let offs = checked_offsets(a, img, s, run);
+        // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected.
+        let consts: Vec<RowAvx2> = (0..a.m)
+            .map(|r| unsafe { RowAvx2::new(rows.bias[r], rows.factor[r] as f64, rows.out, O::UNSIGNED) })
+            .collect();
+        let out = TileOut::new(out, a.m, s);
+        for_each_tile(a.m, s, img.wq, parallel, |bi, start, pix0, cols| {
+            let n = out.rows(bi);
+            let mut dst = [std::ptr::null_mut::<u8>(); MR];
+            for (r, d) in dst.iter_mut().enumerate().take(n) {
+                // This tile owns rows bi*MR.. x pixels pix0..pix0+cols; O is one byte.
+                *d = out.run_ptr(bi * MR + r, pix0) as *mut u8;
+            }
+            let (ab, b, rs) = (a.block_words(bi), &img.buf[start * 4..], &consts[bi * MR..bi * MR + n]);
+            // SAFETY: AVX2 detected; operand bounds checked by `checked_offsets`.
+            unsafe {
+                if cols <= 8 {
+                    tile_avx2_requant::<1>(ab, b, &offs, run, rs, &dst[..n], cols)
+                } else {
+                    tile_avx2_requant::<2>(ab, b, &offs, run, rs, &dst[..n], cols)
+                }
+            }
+        });
+        return;
+    }
+    conv(a, img, s, run, out, parallel, kernel, epilogue);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::Window2d;
+    use crate::kernels::qconv_direct::conv_ref;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        /// Whenever `run_for` allows a run, every shorter run too, the kernels give the exact
+        /// sums; activations sit at `amax` half of the time, which is where the i16 lanes
+        /// come closest to their bounds.
+        #[test]
+        fn byte_kernel_matches_the_definition(
+            cg in 1usize..10, mg in 1usize..9, h in 1usize..8, w in 1usize..40, k in 1usize..4,
+            stride in 1usize..4, dil in 1usize..3, pads in proptest::array::uniform4(0usize..3), seed in any::<u64>(),
+            wmax in prop_oneof![Just(1i32), Just(8), Just(40), Just(127), Just(128)],
+            signed in any::<bool>(), zero in prop_oneof![Just(0i32), -20i32..20],
+        ) {
+            let win = Window2d { kernel: [k, k], strides: [stride, stride], dilations: [dil, dil], pads };
+            let Some(out) = win.output_size(h, w, false) else { return Ok(()) };
+            let s = ConvShape { n: 1, c: cg, h, w, m: mg, group: 1, win, out };
+            let mut st = seed | 1;
+            let mut next = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st };
+            let wt: Vec<i8> = (0..mg * cg * k * k)
+                .map(|_| ((next() % (2 * wmax as u64 + 1)) as i32 - wmax).clamp(-128, 127) as i8)
+                .collect();
+            let top = (next() % 256) as i32;
+            let pick = |r: u64| if r % 2 == 0 { top } else { (r >> 8) as i32 % (top + 1) };
+            let xs: Vec<i32> = (0..cg * h * w).map(|_| pick(next())).collect();
+            let a = QuadWeights::new(&wt, mg, cg, k, k);
+            let check = |x16: Vec<i16>, input: ByteInput, img: &QuadImage| -> Result<(), TestCaseError> {
+                let want = conv_ref(&x16, &wt, &s, cg, mg);
+                let Some(longest) = a.run_for(input.amax) else { return Ok(()) };
+                for &run in RUNS.iter().filter(|&&r| r <= longest) {
+                    for kernel in Kernel::available() {
+                        for parallel in [false, true] {
+                            let mut got = vec![0i64; mg * out[0] * out[1]];
+                            conv(&a, img, &s, run, &mut got, parallel, kernel, |row, acc, dst| {
+                                let shift = input.shift() as i64 * a.row_sums[row] as i64;
+                                dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = v as i64 - shift)
+                            });
+                            prop_assert_eq!(&got, &want, "run {} {:?}", run, kernel);
+                        }
+                    }
+                }
+                Ok(())
+            };
+            let mut img = QuadImage::new();
+            if signed {
+                let x: Vec<i8> = xs.iter().map(|&v| (v - 128) as i8).collect();
+                let z = zero.clamp(-128, 127);
+                let Some(input) = ByteInput::measure(&x, z) else { return Ok(()) };
+                img.fill(&x, cg, input, &s);
+                check(x.iter().map(|&v| v as i16 - z as i16).collect(), input, &img)?;
+            } else {
+                let x: Vec<u8> = xs.iter().map(|&v| v as u8).collect();
+                let z = zero.abs();
+                let Some(input) = ByteInput::measure(&x, z) else { return Ok(()) };
+                img.fill(&x, cg, input, &s);
+                check(x.iter().map(|&v| v as i16 - z as i16).collect(), input, &img)?;
+            }
+        }
+    }
+
+    #[test]
+    fn runs_stop_where_a_lane_could_leave_i16() {
+        // One output row, 3x3 over 8 channels, every weight 127: a lane sums two weights per
+        // step, so a run of r steps reaches amax * 254 * r.
+        let w = vec![127i8; 8 * 9];
+        let a = QuadWeights::new(&w, 1, 8, 3, 3);
+        assert_eq!(a.run_for(255), None);
+        assert_eq!(a.run_for(127), None, "127 * 254 * 2 > 32767");
+        assert_eq!(a.run_for(64), Some(2));
+        assert_eq!(a.run_for(16), Some(8));
+        assert_eq!(a.run_for(0), Some(16));
+        // Mixed signs: the positive and negative sums are bounded separately.
+        let w: Vec<i8> = (0..8 * 9).map(|i| if i % 2 == 0 { 100 } else { -100 }).collect();
+        assert!(QuadWeights::new(&w, 1, 8, 3, 3).run_for(127).is_some());
+    }
+
+    #[test]
+    fn inputs_become_bytes() {
+        let i = ByteInput::measure(&[0i8, 5, 127], 0).unwrap();
+        assert_eq!((i.offset, i.pad, i.amax), (0, 0, 127));
+        let i = ByteInput::measure(&[-3i8, 5], 0).unwrap();
+        assert_eq!((i.offset, i.pad, i.amax), (128, 128, 133));
+        let i = ByteInput::measure(&[3i8, 5], -2).unwrap();
+        assert_eq!((i.offset, i.pad, i.amax), (128, 126, 133));
+        let i = ByteInput::measure(&[3u8, 200], 250).unwrap();
+        assert_eq!((i.offset, i.pad, i.amax), (0, 250, 250));
+    }
+}

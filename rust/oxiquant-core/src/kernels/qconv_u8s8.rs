@@ -11,10 +11,13 @@
 //! Exactness: `vpmaddubsw` saturates each pair sum to i16, and the run sums wrap in i16.
 //! Both are exact when every partial sum of one i16 lane fits i16. With activations in
 //! `[0, amax]`, a lane's sums lie between `amax` times the sum of its negative weights and
-//! `amax` times the sum of its positive ones, so the weights decide, once per layer, the
-//! longest run that is exact for a given `amax` (`QuadWeights::run_for`), and the caller
-//! measures `amax` on its input. When no run of at least two steps is exact (large weights
-//! with activations that use all eight bits), the caller uses the pair kernel instead.
+//! `amax` times the sum of its positive ones, so the weights decide where each run must
+//! end: once per layer, for each block of `MR` output channels, the steps are cut greedily
+//! into the longest runs that stay exact up to a cap on `amax` (`RunPlan`; caps 63, 127 and
+//! 255), and the caller measures `amax` on its input and takes the plan of the smallest
+//! cap above it (`QuadWeights::plan_for`). When no plan fits (a single step can leave i16:
+//! large weights with activations that use all eight bits), the caller uses the pair
+//! kernel instead.
 //!
 //! Activations enter as bytes `x + offset` (`offset` 128 moves i8 values to u8; 0 keeps
 //! them); the zero point and the offset come back through the weights' row sums:
@@ -32,9 +35,77 @@ use super::qgemm::{Kernel, MR, NR};
 use super::requant::RowAvx2;
 use super::requant::{requant_row, QElem, RowOut};
 
-/// The run lengths (`k` steps of four channels summed in i16 before widening) the kernel
-/// uses, longest first.
-pub const RUNS: [usize; 4] = [16, 8, 4, 2];
+/// The caps on the largest input byte for which `QuadWeights` plans its runs, smallest
+/// first: post-ReLU activations of a signed 8-bit range reach 127, other 8-bit ones 255.
+pub const CAPS: [u8; 3] = [63, 127, 255];
+
+/// Where the runs end, for inputs up to `cap`: per block of `MR` output channels, run
+/// lengths in steps (`k` steps of four channels) that add up to all the steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPlan {
+    pub cap: u8,
+    runs: Vec<Vec<u32>>,
+}
+
+impl RunPlan {
+    /// The plan for inputs in `[0, cap]`, `None` when a single step can leave i16.
+    /// `q` is `[m][k4][4]`.
+    fn new(q: &[[i8; 4]], m: usize, k4: usize, cap: u8) -> Option<RunPlan> {
+        // Each lane's same-sign sums times `cap` must stay within i16::MAX.
+        let limit = i16::MAX as i32 / (cap as i32).max(1);
+        let lanes = |o: usize, t: usize| {
+            let quad = q[o * k4 + t];
+            [0, 2].map(|h| {
+                let (a, b) = (quad[h] as i32, quad[h + 1] as i32);
+                (a.max(0) + b.max(0), -(a.min(0) + b.min(0)))
+            })
+        };
+        let mut runs = Vec::with_capacity(m.div_ceil(MR));
+        for b in 0..m.div_ceil(MR) {
+            let rows = b * MR..(b * MR + MR).min(m);
+            let mut sums = vec![[(0i32, 0i32); 2]; rows.len()];
+            let (mut block, mut len) = (Vec::new(), 0u32);
+            for t in 0..k4 {
+                let fits = |sums: &[[(i32, i32); 2]]| {
+                    rows.clone().zip(sums).all(|(o, s)| {
+                        lanes(o, t)
+                            .iter()
+                            .zip(s)
+                            .all(|(l, s)| s.0 + l.0 <= limit && s.1 + l.1 <= limit)
+                    })
+                };
+                if !fits(&sums) {
+                    if len == 0 {
+                        return None;
+                    }
+                    block.push(len);
+                    len = 0;
+                    sums.iter_mut().for_each(|s| *s = [(0, 0); 2]);
+                    if !fits(&sums) {
+                        return None;
+                    }
+                }
+                for (o, s) in rows.clone().zip(sums.iter_mut()) {
+                    for (l, s) in lanes(o, t).iter().zip(s.iter_mut()) {
+                        s.0 += l.0;
+                        s.1 += l.1;
+                    }
+                }
+                len += 1;
+            }
+            if len > 0 {
+                block.push(len);
+            }
+            runs.push(block);
+        }
+        Some(RunPlan { cap, runs })
+    }
+
+    /// The run lengths of block `b`.
+    pub fn block(&self, b: usize) -> &[u32] {
+        &self.runs[b]
+    }
+}
 
 /// Weights packed for the byte-product kernel, with what exactness needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,9 +115,8 @@ pub struct QuadWeights {
     data: Vec<i32>,
     /// `sum_k w[row][k]` per output row (the zero-point correction).
     pub row_sums: Vec<i32>,
-    /// For each entry of `RUNS`: the largest sum of same-sign weights feeding one i16 lane
-    /// over one run.
-    lane_weight: [i32; RUNS.len()],
+    /// The feasible plans, by increasing cap.
+    plans: Vec<RunPlan>,
 }
 
 fn word(b: [i8; 4]) -> i32 {
@@ -79,43 +149,19 @@ impl QuadWeights {
         let row_sums = (0..m)
             .map(|o| q[o * k4..(o + 1) * k4].iter().flatten().map(|&v| v as i32).sum())
             .collect();
-        let mut lane_weight = [0i32; RUNS.len()];
-        for (lw, &run) in lane_weight.iter_mut().zip(&RUNS) {
-            for o in 0..m {
-                for chunk in q[o * k4..(o + 1) * k4].chunks(run) {
-                    for half in 0..2 {
-                        let (mut pos, mut neg) = (0i32, 0i32);
-                        for v in chunk.iter().flat_map(|quad| &quad[2 * half..2 * half + 2]) {
-                            let v = *v as i32;
-                            if v > 0 {
-                                pos += v
-                            } else {
-                                neg -= v
-                            }
-                        }
-                        *lw = (*lw).max(pos).max(neg);
-                    }
-                }
-            }
-        }
+        let plans = CAPS.iter().filter_map(|&cap| RunPlan::new(&q, m, k4, cap)).collect();
         QuadWeights {
             m,
             k4,
             data,
             row_sums,
-            lane_weight,
+            plans,
         }
     }
 
-    /// The longest run that is exact for activations in `[0, amax]`, if any.
-    pub fn run_for(&self, amax: u8) -> Option<usize> {
-        let amax = amax as i32;
-        // `vpmaddubsw`'s pairs saturate at i16::MAX and the wrapped run sums must land in
-        // range: both hold when every lane's sums stay within +-i16::MAX.
-        RUNS.iter()
-            .zip(&self.lane_weight)
-            .find(|&(_, &w)| amax * w <= i16::MAX as i32)
-            .map(|(&run, _)| run)
+    /// The plan for inputs in `[0, amax]` with the longest runs, if any.
+    pub fn plan_for(&self, amax: u8) -> Option<&RunPlan> {
+        self.plans.iter().find(|p| amax <= p.cap)
     }
 
     fn block_words(&self, b: usize) -> &[i32] {
@@ -290,7 +336,7 @@ fn offsets(img: &QuadImage, s: &ConvShape) -> Vec<usize> {
 }
 
 /// One tile from in-place operands, plain Rust: the exact sums (equal to the SIMD kernel's
-/// whenever `run_for` allowed its run).
+/// whenever the run plan was chosen for the input).
 fn tile_ref(a: &[i32], b: &[u8], offs: &[usize], tile: &mut [[i32; NR]; MR]) {
     *tile = [[0; NR]; MR];
     for (kk, &off) in offs.iter().enumerate() {
@@ -306,11 +352,11 @@ fn tile_ref(a: &[i32], b: &[u8], offs: &[usize], tile: &mut [[i32; NR]; MR]) {
 }
 
 /// The accumulators of one tile: `V` vectors of eight pixels per row (as in
-/// `qconv_direct`), `run` steps summed in i16 per widening.
+/// `qconv_direct`), the steps summed in i16 over each of `runs` and widened after it.
 ///
 /// # Safety
-/// AVX2 is available; every `off + 32 * V` is inside `b` and `a` holds `offs.len() * MR`
-/// words.
+/// AVX2 is available; every `off + 32 * V` is inside `b`, `a` holds `offs.len() * MR`
+/// words and `runs` adds up to at most `offs.len()`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -318,7 +364,7 @@ unsafe fn accumulate<const V: usize>(
     a: &[i32],
     b: &[u8],
     offs: &[usize],
-    run: usize,
+    runs: &[u32],
 ) -> [[std::arch::x86_64::__m256i; V]; MR] {
     use std::arch::x86_64::*;
     // SAFETY: the reads stay inside `a` and `b` by the caller's contract.
@@ -326,9 +372,12 @@ unsafe fn accumulate<const V: usize>(
         let ones = _mm256_set1_epi16(1);
         let mut wide = [[_mm256_setzero_si256(); V]; MR];
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
-        for (ci, chunk) in offs.chunks(run).enumerate() {
+        let mut t0 = 0;
+        for &len in runs {
+            let chunk = offs.get_unchecked(t0..t0 + len as usize);
             let mut acc = [[_mm256_setzero_si256(); V]; MR];
-            let a0 = ap.add(ci * run * MR);
+            let a0 = ap.add(t0 * MR);
+            t0 += len as usize;
             for (kk, &off) in chunk.iter().enumerate() {
                 let mut bv = [_mm256_setzero_si256(); V];
                 for (v, b) in bv.iter_mut().enumerate() {
@@ -354,11 +403,11 @@ unsafe fn accumulate<const V: usize>(
 /// One tile's accumulators into `tile`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2<const V: usize>(a: &[i32], b: &[u8], offs: &[usize], run: usize, tile: &mut [[i32; NR]; MR]) {
+unsafe fn tile_avx2<const V: usize>(a: &[i32], b: &[u8], offs: &[usize], runs: &[u32], tile: &mut [[i32; NR]; MR]) {
     use std::arch::x86_64::*;
     // SAFETY: as `accumulate`; `tile` rows hold `8 * V` lanes.
     unsafe {
-        let wide = accumulate::<V>(a, b, offs, run);
+        let wide = accumulate::<V>(a, b, offs, runs);
         for (row, wide_r) in tile.iter_mut().zip(wide) {
             for (v, w) in wide_r.iter().enumerate() {
                 _mm256_storeu_si256(row.as_mut_ptr().add(8 * v) as *mut __m256i, *w);
@@ -375,7 +424,7 @@ unsafe fn tile_avx2_requant<const V: usize>(
     a: &[i32],
     b: &[u8],
     offs: &[usize],
-    run: usize,
+    runs: &[u32],
     rows: &[RowAvx2],
     dst: &[*mut u8],
     cols: usize,
@@ -383,7 +432,7 @@ unsafe fn tile_avx2_requant<const V: usize>(
     use std::arch::x86_64::*;
     // SAFETY: as `accumulate`; each `dst[r]` has `cols <= 8 * V` writable bytes.
     unsafe {
-        let wide = accumulate::<V>(a, b, offs, run);
+        let wide = accumulate::<V>(a, b, offs, runs);
         for ((row, &d), wide_r) in rows.iter().zip(dst).zip(&wide) {
             for (v, w) in wide_r.iter().enumerate() {
                 let bytes = row.bytes8(*w);
@@ -400,27 +449,36 @@ unsafe fn tile_avx2_requant<const V: usize>(
     }
 }
 
-fn tile(kernel: Kernel, a: &[i32], b: &[u8], offs: &[usize], run: usize, t: &mut [[i32; NR]; MR], cols: usize) {
+fn tile(kernel: Kernel, a: &[i32], b: &[u8], offs: &[usize], runs: &[u32], t: &mut [[i32; NR]; MR], cols: usize) {
     #[cfg(target_arch = "x86_64")]
     if kernel.is_simd() {
         // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected; bounds checked by `conv`.
         unsafe {
             if cols <= 8 {
-                tile_avx2::<1>(a, b, offs, run, t)
+                tile_avx2::<1>(a, b, offs, runs, t)
             } else {
-                tile_avx2::<2>(a, b, offs, run, t)
+                tile_avx2::<2>(a, b, offs, runs, t)
             }
         };
         return;
     }
-    let _ = (kernel, cols, run);
+    let _ = (kernel, cols, runs);
     tile_ref(a, b, offs, t)
 }
 
 /// The checks shared by both entry points; returns the patch offsets.
-fn checked_offsets(a: &QuadWeights, img: &QuadImage, s: &ConvShape, run: usize) -> Vec<usize> {
+fn checked_offsets(a: &QuadWeights, img: &QuadImage, s: &ConvShape, plan: &RunPlan) -> Vec<usize> {
     let offs = offsets(img, s);
-    assert!(a.k4 == offs.len() && run > 0, "qconv: bad operands");
+    assert!(
+        a.k4 == offs.len() && plan.runs.len() == a.m.div_ceil(MR),
+        "qconv: bad operands"
+    );
+    for b in &plan.runs {
+        assert!(
+            b.iter().map(|&l| l as usize).sum::<usize>() == a.k4,
+            "qconv: bad run plan"
+        );
+    }
     let max_off = offs.iter().copied().max().unwrap_or(0);
     assert!(
         last_start(s, img.wq) * 4 + max_off + 4 * NR <= img.buf.len(),
@@ -429,7 +487,7 @@ fn checked_offsets(a: &QuadWeights, img: &QuadImage, s: &ConvShape, run: usize) 
     offs
 }
 
-/// Convolves one group of one image with runs of `run` steps (from `a.run_for(amax)` of the
+/// Convolves one group of one image with the runs of `plan` (`a.plan_for(amax)` of the
 /// image's `ByteInput`): `out` is `[mg][oh * ow]`; `epilogue(row, accs, dst)` receives
 /// `sum (x + offset) w`, i.e. the centered sums plus `input.shift() * a.row_sums[row]`.
 #[allow(clippy::too_many_arguments)]
@@ -437,7 +495,7 @@ pub fn conv<O, F>(
     a: &QuadWeights,
     img: &QuadImage,
     s: &ConvShape,
-    run: usize,
+    plan: &RunPlan,
     out: &mut [O],
     parallel: bool,
     kernel: Kernel,
@@ -446,7 +504,7 @@ pub fn conv<O, F>(
     O: Send,
     F: Fn(usize, &[i32], &mut [O]) + Sync,
 {
-    let offs = checked_offsets(a, img, s, run);
+    let offs = checked_offsets(a, img, s, plan);
     let out = TileOut::new(out, a.m, s);
     for_each_tile(a.m, s, img.wq, parallel, |bi, start, pix0, cols| {
         let mut t = [[0i32; NR]; MR];
@@ -455,7 +513,7 @@ pub fn conv<O, F>(
             a.block_words(bi),
             &img.buf[start * 4..],
             &offs,
-            run,
+            plan.block(bi),
             &mut t,
             cols,
         );
@@ -478,7 +536,7 @@ pub fn conv_requant<O: QElem>(
     a: &QuadWeights,
     img: &QuadImage,
     s: &ConvShape,
-    run: usize,
+    plan: &RunPlan,
     out: &mut [O],
     parallel: bool,
     kernel: Kernel,
@@ -492,7 +550,7 @@ pub fn conv_requant<O: QElem>(
         |row: usize, acc: &[i32], dst: &mut [O]| requant_row(acc, rows.bias[row], rows.factor[row], rows.out, dst);
     #[cfg(target_arch = "x86_64")]
     if kernel.is_simd() {
-        let offs = checked_offsets(a, img, s, run);
+        let offs = checked_offsets(a, img, s, plan);
         // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected.
         let consts: Vec<RowAvx2> = (0..a.m)
             .map(|r| unsafe { RowAvx2::new(rows.bias[r], rows.factor[r] as f64, rows.out, O::UNSIGNED) })
@@ -509,15 +567,15 @@ pub fn conv_requant<O: QElem>(
             // SAFETY: AVX2 detected; operand bounds checked by `checked_offsets`.
             unsafe {
                 if cols <= 8 {
-                    tile_avx2_requant::<1>(ab, b, &offs, run, rs, &dst[..n], cols)
+                    tile_avx2_requant::<1>(ab, b, &offs, plan.block(bi), rs, &dst[..n], cols)
                 } else {
-                    tile_avx2_requant::<2>(ab, b, &offs, run, rs, &dst[..n], cols)
+                    tile_avx2_requant::<2>(ab, b, &offs, plan.block(bi), rs, &dst[..n], cols)
                 }
             }
         });
         return;
     }
-    conv(a, img, s, run, out, parallel, kernel, epilogue);
+    conv(a, img, s, plan, out, parallel, kernel, epilogue);
 }
 
 #[cfg(test)]
@@ -529,7 +587,7 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
-        /// Whenever `run_for` allows a run, every shorter run too, the kernels give the exact
+        /// With every run plan whose cap covers the input, the kernels give the exact
         /// sums; activations sit at `amax` half of the time, which is where the i16 lanes
         /// come closest to their bounds.
         #[test]
@@ -553,16 +611,16 @@ mod tests {
             let a = QuadWeights::new(&wt, mg, cg, k, k);
             let check = |x16: Vec<i16>, input: ByteInput, img: &QuadImage| -> Result<(), TestCaseError> {
                 let want = conv_ref(&x16, &wt, &s, cg, mg);
-                let Some(longest) = a.run_for(input.amax) else { return Ok(()) };
-                for &run in RUNS.iter().filter(|&&r| r <= longest) {
+                // Every plan whose cap covers the input, not only the one `plan_for` picks.
+                for plan in a.plans.iter().filter(|p| p.cap >= input.amax) {
                     for kernel in Kernel::available() {
                         for parallel in [false, true] {
                             let mut got = vec![0i64; mg * out[0] * out[1]];
-                            conv(&a, img, &s, run, &mut got, parallel, kernel, |row, acc, dst| {
+                            conv(&a, img, &s, plan, &mut got, parallel, kernel, |row, acc, dst| {
                                 let shift = input.shift() as i64 * a.row_sums[row] as i64;
                                 dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = v as i64 - shift)
                             });
-                            prop_assert_eq!(&got, &want, "run {} {:?}", run, kernel);
+                            prop_assert_eq!(&got, &want, "cap {} {:?}", plan.cap, kernel);
                         }
                     }
                 }
@@ -586,19 +644,40 @@ mod tests {
     }
 
     #[test]
-    fn runs_stop_where_a_lane_could_leave_i16() {
-        // One output row, 3x3 over 8 channels, every weight 127: a lane sums two weights per
-        // step, so a run of r steps reaches amax * 254 * r.
+    fn runs_end_before_a_lane_could_leave_i16() {
+        // One output row, 3x3 over 8 channels (18 steps), every weight 127: a lane sums two
+        // weights per step, so a run of r steps reaches amax * 254 * r.
         let w = vec![127i8; 8 * 9];
         let a = QuadWeights::new(&w, 1, 8, 3, 3);
-        assert_eq!(a.run_for(255), None);
-        assert_eq!(a.run_for(127), None, "127 * 254 * 2 > 32767");
-        assert_eq!(a.run_for(64), Some(2));
-        assert_eq!(a.run_for(16), Some(8));
-        assert_eq!(a.run_for(0), Some(16));
-        // Mixed signs: the positive and negative sums are bounded separately.
-        let w: Vec<i8> = (0..8 * 9).map(|i| if i % 2 == 0 { 100 } else { -100 }).collect();
-        assert!(QuadWeights::new(&w, 1, 8, 3, 3).run_for(127).is_some());
+        assert!(a.plan_for(128).is_none(), "255 * 254 > 32767: one step can saturate");
+        assert_eq!(a.plan_for(127).unwrap().block(0), &[1; 18], "127 * 254 * 2 > 32767");
+        assert_eq!(
+            a.plan_for(40).unwrap().block(0),
+            &[2; 9],
+            "63 * 254 * 2 <= 32767 < 63 * 254 * 3"
+        );
+        // Mixed signs: the positive and negative sums are bounded separately, and a block's
+        // runs end where any of its rows needs it.
+        let mut w: Vec<i8> = (0..2 * 8 * 9).map(|i| if i % 2 == 0 { 100 } else { -100 }).collect();
+        let a = QuadWeights::new(&w, 2, 8, 3, 3);
+        assert_eq!(
+            a.plan_for(127).unwrap().block(0),
+            &[2; 9],
+            "127 * 200 <= 32767 < 127 * 300"
+        );
+        w.iter_mut().for_each(|v| *v = 1);
+        assert_eq!(QuadWeights::new(&w, 2, 8, 3, 3).plan_for(255).unwrap().block(0), &[18]);
+        w[8 * 9..].iter_mut().for_each(|v| *v = 127);
+        assert_eq!(
+            QuadWeights::new(&w, 2, 8, 3, 3).plan_for(127).unwrap().block(0),
+            &[1; 18]
+        );
+        // Seven rows: the second block (row 6) has its own runs.
+        let mut w = vec![1i8; 7 * 8 * 9];
+        w[..8 * 9].iter_mut().for_each(|v| *v = 127);
+        let a = QuadWeights::new(&w, 7, 8, 3, 3);
+        let plan = a.plan_for(127).unwrap();
+        assert_eq!((plan.block(0), plan.block(1)), (&[1; 18][..], &[18][..]));
     }
 
     #[test]

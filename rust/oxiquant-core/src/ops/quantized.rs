@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::kernels::elementwise::binary;
 use crate::kernels::pool::padded_count;
 use crate::kernels::qconv_direct;
-use crate::kernels::qconv_u8s8::{self, ByteInput, QuadImage, QuadWeights};
+use crate::kernels::qconv_u8s8::{self, ByteInput, QuadImage, QuadWeights, RunPlan};
 use crate::kernels::qgemm::{self, Kernel, PackedA};
 use crate::kernels::requant::{div_round_even, requant_row, requant_row_ref, FixedPoint, QElem, Rounding, RowOut};
 use crate::tensor::{DType, Tensor, TensorData};
@@ -431,12 +431,12 @@ impl QConv {
     }
 
     /// The byte-product kernel's plan for group `g` of one image, when it is exact on this
-    /// input (`qconv_u8s8`): its weights, how the input becomes bytes, the run length, and
-    /// the biases minus the byte offset's contribution.
-    fn byte_plan<T: QElem + Ord>(&self, g: usize, xg: &[T]) -> Option<(&QuadWeights, ByteInput, usize, Vec<i32>)> {
+    /// input (`qconv_u8s8`): its weights, how the input becomes bytes, where the runs end,
+    /// and the biases minus the byte offset's contribution.
+    fn byte_plan<T: QElem + Ord>(&self, g: usize, xg: &[T]) -> Option<(&QuadWeights, ByteInput, &RunPlan, Vec<i32>)> {
         let q = &self.quads.as_ref()?[g];
         let input = ByteInput::measure(xg, self.x_zero)?;
-        let run = q.run_for(input.amax)?;
+        let run = q.plan_for(input.amax)?;
         let c0 = g * q.m;
         let shift = input.shift() as i64;
         let bias = q

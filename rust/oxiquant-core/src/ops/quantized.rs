@@ -49,6 +49,23 @@ fn channel_planes(c: usize, shape: &[usize], what: &str) -> Result<(usize, usize
     Ok((c, shape[2..].iter().product()))
 }
 
+/// Elements per parallel block of an element-wise op whose factors are all per-tensor (a
+/// whole tensor as one block would run on one thread).
+const BLOCK: usize = 1 << 14;
+
+/// How an element-wise op with factor lists of `counts` lengths splits a tensor of `shape`
+/// into blocks: `(block length, channels)`, block `i` lying in channel `i % channels`. The
+/// planes of axis 1 when some list is per-channel (all such lists must match it), else
+/// blocks of `BLOCK` elements in channel 0.
+fn work_blocks(shape: &[usize], counts: &[usize], what: &str) -> Result<(usize, usize)> {
+    let mut blocks = None;
+    for &c in counts.iter().filter(|&&c| c > 1) {
+        let (c, inner) = channel_planes(c, shape, what)?;
+        blocks = Some((inner, c));
+    }
+    Ok(blocks.unwrap_or_else(|| (BLOCK.min(shape.iter().product::<usize>()), 1)))
+}
+
 /// Integer values of a tensor held in any integer container (or integer-valued floats).
 fn to_i32s(t: &Tensor) -> Result<Vec<i32>> {
     Ok(match t.data() {
@@ -221,6 +238,22 @@ impl Requant {
             }
             self.row(c, &buf[..xs.len()], -self.x_zero, bound, ds);
         }
+    }
+
+    /// This requantization of every value of the 8-bit container `input`, per channel:
+    /// `lut[c * 256 + (x - min)]`, the stored outputs as `eval` computes them.
+    pub fn lut(&self, input: DType) -> Result<Vec<i32>> {
+        let (lo, hi) = bounds_of(input)?;
+        let xs: Vec<i32> = (lo..=hi).collect();
+        with_qelem!(self.out, O => {
+            let mut out = Vec::with_capacity(self.scale.len() * xs.len());
+            let mut row = vec![O::from_i32(0); xs.len()];
+            for c in 0..self.scale.len() {
+                self.ints(c, &xs, &mut row);
+                out.extend(row.iter().map(|&v| v.to_i32()));
+            }
+            Ok(out)
+        })
     }
 
     pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
@@ -852,6 +885,43 @@ impl QAvgPool {
     }
 }
 
+/// A `Requantize` of an 8-bit input folded into the `AddRequant` that was its only reader
+/// (the rebalanced shortcut of a residual block): applied element by element in the add
+/// loop, by table, with no intermediate tensor. Its names are kept so that exports restore
+/// the node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldedRequant {
+    /// Name of the folded node.
+    pub node: String,
+    /// The value it wrote, which the add read (no longer computed).
+    pub output: String,
+    pub requant: Requant,
+    /// The container of its input (the value the add now reads).
+    pub input: DType,
+    /// `requant.lut(input)`.
+    lut: Vec<i32>,
+}
+
+impl FoldedRequant {
+    pub fn new(node: String, output: String, requant: Requant, input: DType) -> Result<FoldedRequant> {
+        let lut = requant.lut(input)?;
+        Ok(FoldedRequant {
+            node,
+            output,
+            requant,
+            input,
+            lut,
+        })
+    }
+
+    /// The table of channel `c`, indexed by `x - min(input)` (a fixed size: a byte index
+    /// needs no bounds check).
+    fn table(&self, c: usize) -> Option<&[i32; 256]> {
+        let c = if self.requant.scale.len() == 1 { 0 } else { c };
+        self.lut.get(c * 256..(c + 1) * 256)?.try_into().ok()
+    }
+}
+
 /// The integer ops (one enum variant of `Op`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum IntOp {
@@ -878,6 +948,8 @@ pub enum IntOp {
     AddRequant {
         sub: bool,
         requant: Requant,
+        /// Requantizations of the inputs folded into the add (see `FoldedRequant`).
+        folded: [Option<Box<FoldedRequant>>; 2],
     },
     /// A float op applied to integer values (converted exactly to f32), its result rounded
     /// half to even into the container `out` (the inputs', or i32 when they differ). Used for
@@ -933,14 +1005,32 @@ impl IntOp {
             IntOp::Clip { lo, hi } => clip(x, *lo, *hi)?,
             IntOp::Pool(p) => qpool(p, x)?,
             IntOp::GlobalPool { max } => qglobal_pool(*max, x)?,
-            IntOp::AddRequant { sub, requant } => {
+            IntOp::AddRequant { sub, requant, folded } => {
                 let b = super::input(inputs, 1, "B")?;
-                if inputs.len() == 2 && x.shape() == b.shape() {
+                let fits = |t: &Tensor, f: &Option<Box<FoldedRequant>>| f.as_ref().is_none_or(|f| f.input == t.dtype());
+                if inputs.len() == 2 && x.shape() == b.shape() && fits(x, &folded[0]) && fits(b, &folded[1]) {
+                    let pre = [folded[0].as_deref(), folded[1].as_deref()];
                     with_qelem!(x.dtype(), A => with_qelem!(b.dtype(), B => with_qelem!(requant.out, O => {
-                        add_requant::<A, B, O>(x, b, *sub, requant)
+                        add_requant::<A, B, O>(x, b, *sub, requant, pre)
                     })))?
                 } else {
-                    let sum = IntOp::Add { sub: *sub }.eval(inputs)?.swap_remove(0);
+                    // Broadcasting or unexpected containers: the folded nodes as they were.
+                    let mut ts: Vec<Tensor> = Vec::new();
+                    for (i, f) in folded.iter().enumerate() {
+                        if let Some(f) = f {
+                            ts.push(f.requant.eval(super::input(inputs, i, "X")?)?);
+                        }
+                    }
+                    let mut it = ts.iter();
+                    let args: Vec<Option<&Tensor>> = inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| match folded.get(i) {
+                            Some(Some(_)) => it.next(),
+                            _ => *t,
+                        })
+                        .collect();
+                    let sum = IntOp::Add { sub: *sub }.eval(&args)?.swap_remove(0);
                     requant.eval(&sum)?
                 }
             }
@@ -988,30 +1078,83 @@ impl IntOp {
     }
 }
 
-/// `requant(a ± b)` for same-shape 8-bit tensors, without an i32 intermediate tensor.
-fn add_requant<A: QElem, B: QElem, O: QElem>(a: &Tensor, b: &Tensor, sub: bool, rq: &Requant) -> Result<Tensor> {
+/// How `gather` combines the values it reads with `dst`.
+#[derive(Clone, Copy)]
+enum Gather {
+    Set,
+    Add,
+    Sub,
+}
+
+/// Writes the values of `x` (through `table`, indexed by `x - min`, when its requantization
+/// was folded here) into `dst`, or adds them to it, or subtracts them from it.
+fn gather<T: QElem>(dst: &mut [i32], x: &[T], table: Option<&[i32; 256]>, mode: Gather) {
+    // One loop per mode, so that none branches per element.
+    match mode {
+        Gather::Set => gather_with(dst, x, table, |_, v| v),
+        Gather::Add => gather_with(dst, x, table, |d, v| d + v),
+        Gather::Sub => gather_with(dst, x, table, |d, v| d - v),
+    }
+}
+
+#[inline(always)]
+fn gather_with<T: QElem>(dst: &mut [i32], x: &[T], table: Option<&[i32; 256]>, op: impl Fn(i32, i32) -> i32) {
+    match table {
+        Some(t) => dst
+            .iter_mut()
+            .zip(x)
+            .for_each(|(d, &v)| *d = op(*d, t[(v.to_i32() - <T as QElem>::MIN) as u8 as usize])),
+        None => dst.iter_mut().zip(x).for_each(|(d, &v)| *d = op(*d, v.to_i32())),
+    }
+}
+
+/// The table of channel `ch` of a folded requantization, if any.
+fn table_of(f: Option<&FoldedRequant>, ch: usize) -> Result<Option<&[i32; 256]>> {
+    match f {
+        None => Ok(None),
+        Some(f) => f
+            .table(ch)
+            .map(Some)
+            .ok_or_else(|| Error::shape(format!("folded requantization '{}': no table for channel {ch}", f.node))),
+    }
+}
+
+/// `requant(a ± b)` for same-shape 8-bit tensors, each input first through its folded
+/// requantization if any, without an intermediate tensor.
+fn add_requant<A: QElem, B: QElem, O: QElem>(
+    a: &Tensor,
+    b: &Tensor,
+    sub: bool,
+    rq: &Requant,
+    pre: [Option<&FoldedRequant>; 2],
+) -> Result<Tensor> {
     let shape = a.shape().to_vec();
-    let (c, inner) = rq.channels_of(&shape)?;
+    let counts = [
+        rq.scale.len(),
+        pre[0].map_or(1, |f| f.requant.scale.len()),
+        pre[1].map_or(1, |f| f.requant.scale.len()),
+    ];
+    let (inner, c) = work_blocks(&shape, &counts, "quantized add")?;
     let (av, bv) = (a.as_slice::<A>()?, b.as_slice::<B>()?);
     let mut y = vec![O::from_i32(0); av.len()];
+    let second = if sub { Gather::Sub } else { Gather::Add };
     if inner > 0 {
         y.par_chunks_mut(inner)
             .zip(av.par_chunks(inner).zip(bv.par_chunks(inner)))
             .enumerate()
-            .for_each(|(i, (o, (xa, xb)))| {
+            .try_for_each(|(i, (o, (xa, xb)))| {
+                let ch = i % c;
+                let (ta, tb) = (table_of(pre[0], ch)?, table_of(pre[1], ch)?);
                 let mut buf = [0i32; 256];
                 for ((os, xa), xb) in o.chunks_mut(256).zip(xa.chunks(256)).zip(xb.chunks(256)) {
-                    for ((d, &p), &q) in buf.iter_mut().zip(xa).zip(xb) {
-                        *d = if sub {
-                            p.to_i32() - q.to_i32()
-                        } else {
-                            p.to_i32() + q.to_i32()
-                        };
-                    }
+                    let buf = &mut buf[..os.len()];
+                    gather(buf, xa, ta, Gather::Set);
+                    gather(buf, xb, tb, second);
                     // Sums of two 8-bit values are far below the exactness bound.
-                    rq.row(i % c, &buf[..os.len()], 0, 512, os);
+                    rq.row(ch, buf, 0, 512, os);
                 }
-            });
+                Ok::<(), Error>(())
+            })?;
     }
     Tensor::from_vec(shape, y)
 }

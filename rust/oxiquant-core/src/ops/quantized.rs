@@ -20,7 +20,10 @@ use crate::kernels::elementwise::binary;
 use crate::kernels::pool::padded_count;
 use crate::kernels::qconv_direct;
 use crate::kernels::qgemm::{self, Kernel, PackedA};
-use crate::kernels::requant::{div_round_even, requant_row, requant_row_ref, FixedPoint, QElem, Rounding, RowOut};
+use crate::kernels::requant::{
+    div_round_even, quantize_one, quantize_row, requant_row, requant_row_ref, FixedPoint, FloatScale, QElem, Rounding,
+    RowOut,
+};
 use crate::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -209,34 +212,50 @@ impl Requant {
         }
     }
 
-    /// Quantizes one float (an input quantizer): the product in f64 is exact for f32
-    /// operands; with `divide_by`, the f32 quotient of ONNX QuantizeLinear.
+    /// How channel `c` scales floats: the product in f64 is exact for f32 operands; with
+    /// `divide_by`, the f32 quotient of ONNX QuantizeLinear.
+    fn float_scale(&self, c: usize) -> FloatScale {
+        let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[c] };
+        match &self.divide_by {
+            Some(s) => FloatScale::Div(pick(s)),
+            None => FloatScale::Mul(pick(&self.factor)),
+        }
+    }
+
+    /// Quantizes one float of channel `c` (an input quantizer).
     #[inline]
     pub fn apply_f32(&self, c: usize, x: f32) -> i32 {
-        let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[c] };
-        let y = match &self.divide_by {
-            Some(s) => (x / pick(s)).round_ties_even() as f64,
-            None => (x as f64 * pick(&self.factor) as f64).round_ties_even(),
-        };
-        // NaN maps to 0 (`as` saturates infinities to the bounds).
-        ((y + self.zero as f64).clamp(self.lo as f64, self.hi as f64)) as i32
+        quantize_one(x, self.float_scale(c), self.row_out())
     }
 
     fn channels_of(&self, shape: &[usize]) -> Result<(usize, usize)> {
         channel_planes(self.scale.len(), shape, "requantization")
     }
 
-    /// Requantizes integers `x` (any container) of channel `c` into `dst`, in blocks.
-    fn ints<O: QElem, I: Copy + Into<i64>>(&self, c: usize, x: &[I], dst: &mut [O]) {
+    /// Requantizes integers `x` (any container) of channel `c` into `dst`, in blocks;
+    /// `known` bounds every `|x - x_zero|` a priori (8-bit inputs), else each block is
+    /// measured to pick the row kernel.
+    fn ints<O: QElem, I: Copy + Into<i64>>(&self, c: usize, x: &[I], dst: &mut [O], known: Option<i64>) {
         let mut buf = [0i32; 256];
         for (xs, ds) in x.chunks(256).zip(dst.chunks_mut(256)) {
-            let mut bound = 0i64;
-            for (b, &v) in buf.iter_mut().zip(xs) {
-                let v: i64 = v.into();
-                bound = bound.max((v - self.x_zero as i64).abs());
-                *b = v as i32;
-            }
-            self.row(c, &buf[..xs.len()], -self.x_zero, bound, ds);
+            let buf = &mut buf[..xs.len()];
+            let bound = match known {
+                Some(b) => {
+                    // A plain widening loop, which the compiler vectorizes.
+                    buf.iter_mut().zip(xs).for_each(|(b, &v)| *b = v.into() as i32);
+                    b
+                }
+                None => {
+                    let mut bound = 0i64;
+                    for (b, &v) in buf.iter_mut().zip(xs) {
+                        let v: i64 = v.into();
+                        bound = bound.max((v - self.x_zero as i64).abs());
+                        *b = v as i32;
+                    }
+                    bound
+                }
+            };
+            self.row(c, buf, -self.x_zero, bound, ds);
         }
     }
 
@@ -249,7 +268,7 @@ impl Requant {
             let mut out = Vec::with_capacity(self.scale.len() * xs.len());
             let mut row = vec![O::from_i32(0); xs.len()];
             for c in 0..self.scale.len() {
-                self.ints(c, &xs, &mut row);
+                self.ints(c, &xs, &mut row, None);
                 out.extend(row.iter().map(|&v| v.to_i32()));
             }
             Ok(out)
@@ -258,18 +277,22 @@ impl Requant {
 
     pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
         let shape = x.shape().to_vec();
-        let (c, inner) = self.channels_of(&shape)?;
+        self.channels_of(&shape)?;
+        let counts = [self.scale.len(), self.divide_by.as_ref().map_or(1, Vec::len)];
+        let (inner, c) = work_blocks(&shape, &counts, "requantization")?;
+        // 8-bit inputs: |x - x_zero| is bounded a priori.
+        let wide = Some(widest_input(self.x_zero));
         with_qelem!(self.out, O => {
             let mut y = vec![O::from_i32(0); x.len()];
             if inner > 0 {
-                let planes = y.par_chunks_mut(inner).enumerate();
+                let blocks = y.par_chunks_mut(inner).enumerate();
                 match x.data() {
-                    TensorData::F32(v) => planes.zip(v.par_chunks(inner)).for_each(|((i, o), s)| {
-                        o.iter_mut().zip(s).for_each(|(o, &s)| *o = O::from_i32(self.apply_f32(i % c, s)))
-                    }),
-                    TensorData::I8(v) => planes.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o)),
-                    TensorData::U8(v) => planes.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o)),
-                    TensorData::I32(v) => planes.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o)),
+                    TensorData::F32(v) => blocks
+                        .zip(v.par_chunks(inner))
+                        .for_each(|((i, o), s)| quantize_row(s, self.float_scale(i % c), self.row_out(), o)),
+                    TensorData::I8(v) => blocks.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o, wide)),
+                    TensorData::U8(v) => blocks.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o, wide)),
+                    TensorData::I32(v) => blocks.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o, None)),
                     _ => return Err(Error::shape(format!("cannot requantize a {} tensor", x.dtype().name()))),
                 }
             }
@@ -1236,6 +1259,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// `Requant::eval` on 8-bit and i32 inputs (blocks of the tensor, the bound known a
+        /// priori for 8 bits) against the integer reference element by element.
+        #[test]
+        fn requantize_eval_matches_the_reference(
+            x in proptest::collection::vec(any::<u8>(), 0..700), f in 1e-3f32..4.0, x_zero in -128i32..256,
+            zero in -128i32..128, f32_rounding in any::<bool>(), input in 0usize..3,
+        ) {
+            let mut r = Requant::new(vec![f], -128, 127).unwrap();
+            (r.x_zero, r.zero) = (x_zero, zero);
+            r.rounding = if f32_rounding { Rounding::F32 } else { Rounding::Exact };
+            let t = match input {
+                0 => Tensor::from_vec(vec![x.len()], x.clone()).unwrap(),
+                1 => Tensor::from_vec(vec![x.len()], x.iter().map(|&v| v as i8).collect::<Vec<_>>()).unwrap(),
+                _ => Tensor::from_vec(vec![x.len()], x.iter().map(|&v| (v as i32 - 100) * 1000).collect::<Vec<_>>()).unwrap(),
+            };
+            let xs: Vec<i32> = t.to_f32_vec().iter().map(|&v| v as i32).collect();
+            let mut want = vec![0i8; xs.len()];
+            requant_row_ref(&xs, -x_zero, &r.scale[0], r.row_out(), &mut want);
+            let got = r.eval(&t).unwrap();
+            prop_assert_eq!(got.as_slice::<i8>().unwrap(), &want[..]);
         }
     }
 

@@ -302,6 +302,96 @@ impl RowAvx2 {
     }
 }
 
+/// How an input quantizer brings a float to the integer scale before rounding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FloatScale {
+    /// `x * f` in f64: exact for f32 operands (oxiquant's own quantizers).
+    Mul(f32),
+    /// The f32 quotient `x / s` of ONNX QuantizeLinear.
+    Div(f32),
+}
+
+/// Reference for one float: `clamp(round_half_even(scaled x) + zero, lo, hi)`; NaN gives 0
+/// (`as` saturates infinities to the bounds).
+#[inline]
+pub fn quantize_one(x: f32, s: FloatScale, out: RowOut) -> i32 {
+    let y = match s {
+        FloatScale::Div(d) => (x / d).round_ties_even() as f64,
+        FloatScale::Mul(f) => (x as f64 * f as f64).round_ties_even(),
+    };
+    ((y + out.zero as f64).clamp(out.lo as f64, out.hi as f64)) as i32
+}
+
+/// Reference row of `quantize_one` (`out.rounding` plays no part: floats are rounded once).
+pub fn quantize_row_ref<O: QElem>(x: &[f32], s: FloatScale, out: RowOut, dst: &mut [O]) {
+    for (d, &v) in dst.iter_mut().zip(x) {
+        *d = O::from_i32(quantize_one(v, s, out));
+    }
+}
+
+/// `quantize_row_ref` in AVX2 lanes when available (the same IEEE operations, so the same
+/// integers); requires `lo..=hi` inside `O`'s range.
+pub fn quantize_row<O: QElem>(x: &[f32], s: FloatScale, out: RowOut, dst: &mut [O]) {
+    let n = x.len().min(dst.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected; `dst` has `n` one-byte elements (i8 or u8).
+        done = unsafe { quantize_row_avx2(&x[..n], s, out, O::UNSIGNED, dst.as_mut_ptr() as *mut u8) };
+    }
+    quantize_row_ref(&x[done..n], s, out, &mut dst[done..n]);
+}
+
+/// Processes whole groups of eight; returns how many elements it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(x: &[f32], s: FloatScale, out: RowOut, unsigned: bool, dst: *mut u8) -> usize {
+    use std::arch::x86_64::*;
+    const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    // SAFETY: loads read x[i..i + 8] and stores write dst[i..i + 8] with i + 8 <= x.len().
+    unsafe {
+        let (vlo, vhi, vz) = (
+            _mm256_set1_pd(out.lo as f64),
+            _mm256_set1_pd(out.hi as f64),
+            _mm256_set1_pd(out.zero as f64),
+        );
+        let (div, k) = match s {
+            FloatScale::Mul(f) => (false, f),
+            FloatScale::Div(d) => (true, d),
+        };
+        let (vf, vd) = (_mm256_set1_pd(k as f64), _mm256_set1_ps(k));
+        let finish = |r: __m256d| {
+            let nan = _mm256_cmp_pd::<_CMP_UNORD_Q>(r, r);
+            let c = _mm256_min_pd(_mm256_max_pd(_mm256_add_pd(r, vz), vlo), vhi);
+            // NaN -> +0.0 -> 0, as `as i32` does in the reference.
+            _mm256_cvtpd_epi32(_mm256_andnot_pd(nan, c))
+        };
+        let mut i = 0;
+        while i + 8 <= x.len() {
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            let (l, h) = if div {
+                let q = _mm256_round_ps::<NEAREST>(_mm256_div_ps(v, vd));
+                (
+                    _mm256_cvtps_pd(_mm256_castps256_ps128(q)),
+                    _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(q)),
+                )
+            } else {
+                let p = |h: __m128| _mm256_round_pd::<NEAREST>(_mm256_mul_pd(_mm256_cvtps_pd(h), vf));
+                (p(_mm256_castps256_ps128(v)), p(_mm256_extractf128_ps::<1>(v)))
+            };
+            let words = _mm_packs_epi32(finish(l), finish(h));
+            let bytes = if unsigned {
+                _mm_packus_epi16(words, words)
+            } else {
+                _mm_packs_epi16(words, words)
+            };
+            _mm_storel_epi64(dst.add(i) as *mut __m128i, bytes);
+            i += 8;
+        }
+        i
+    }
+}
+
 /// The fake-quantized graph's quantizer on floats: `x = clamp(round_half_even(x * f), lo, hi)`
 /// with the product in f64 (exact for f32 operands), NaN kept. AVX2 lanes when available.
 pub fn quantize_f32_in_place(x: &mut [f32], f: f32, lo: f32, hi: f32) {
@@ -420,6 +510,38 @@ mod tests {
             prop_assert_eq!(x.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
         }
 
+        /// The vector input quantizer against the scalar reference, on NaN, infinities,
+        /// subnormals, huge values and exact .5 ties (halves times powers of two).
+        #[test]
+        fn fast_input_quantizer_matches_the_reference(
+            x in proptest::collection::vec(prop_oneof![
+                any::<f32>(),
+                (-600i32..600).prop_map(|k| k as f32 * 0.5),
+                -1e4f32..1e4,
+                prop_oneof![Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY), Just(-0.0f32), Just(1e-45f32)],
+            ], 0..45),
+            k in prop_oneof![Just(0.5f32), Just(1.0), Just(2.0), Just(0.25), 1e-4f32..1e3],
+            div in any::<bool>(),
+            unsigned in any::<bool>(),
+            zero in -128i32..256,
+            narrow in 0i32..40,
+        ) {
+            let s = if div { FloatScale::Div(k) } else { FloatScale::Mul(k) };
+            let (clo, chi) = if unsigned { (0, 255) } else { (-128, 127) };
+            let out = RowOut { rounding: Rounding::Exact, zero: zero.clamp(clo, chi), lo: clo + narrow, hi: chi - narrow };
+            if unsigned {
+                let (mut a, mut b) = (vec![0u8; x.len()], vec![0u8; x.len()]);
+                quantize_row(&x, s, out, &mut a);
+                quantize_row_ref(&x, s, out, &mut b);
+                prop_assert_eq!(a, b);
+            } else {
+                let (mut a, mut b) = (vec![0i8; x.len()], vec![0i8; x.len()]);
+                quantize_row(&x, s, out, &mut a);
+                quantize_row_ref(&x, s, out, &mut b);
+                prop_assert_eq!(a, b);
+            }
+        }
+
         #[test]
         fn division_rounds_half_to_even(a in -100_000i64..100_000, b in 1i64..5000) {
             let q = div_round_even(a, b);
@@ -440,6 +562,29 @@ mod tests {
         assert_eq!(FixedPoint::from_f32(4.0).unwrap().apply(3), 12);
         assert_eq!(FixedPoint::from_f32(1e-30).unwrap().apply(1 << 31), 0);
         assert!(FixedPoint::from_f32(f32::NAN).is_none());
+        // The input quantizer: ties to even, NaN to 0 (not the zero point), infinities to
+        // the bounds, in the vector lanes and the tail.
+        let x = [
+            0.5f32,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3.5,
+            f32::NAN,
+        ];
+        let out = RowOut {
+            rounding: Rounding::Exact,
+            zero: 3,
+            lo: -128,
+            hi: 127,
+        };
+        let mut y = [0i8; 10];
+        quantize_row(&x, FloatScale::Mul(1.0), out, &mut y);
+        assert_eq!(y, [3, 5, 5, 3, 1, 0, 127, -128, 7, 0]);
         // Ties in the fast kernel too (eight lanes plus a tail).
         let acc: Vec<i32> = vec![-3, -1, 1, 3, 5, 7, 9, 11, 13];
         let mut y = vec![0i8; acc.len()];

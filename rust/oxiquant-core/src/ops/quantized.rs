@@ -21,7 +21,10 @@ use crate::kernels::pool::padded_count;
 use crate::kernels::qconv_direct;
 use crate::kernels::qconv_u8s8::{self, ByteInput, QuadImage, QuadWeights, RunPlan};
 use crate::kernels::qgemm::{self, Kernel, PackedA};
-use crate::kernels::requant::{div_round_even, requant_row, requant_row_ref, FixedPoint, QElem, Rounding, RowOut};
+use crate::kernels::requant::{
+    div_round_even, quantize_one, quantize_row, requant_row, requant_row_ref, FixedPoint, FloatScale, QElem, Rounding,
+    RowOut,
+};
 use crate::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -48,6 +51,23 @@ fn channel_planes(c: usize, shape: &[usize], what: &str) -> Result<(usize, usize
         )));
     }
     Ok((c, shape[2..].iter().product()))
+}
+
+/// Elements per parallel block of an element-wise op whose factors are all per-tensor (a
+/// whole tensor as one block would run on one thread).
+const BLOCK: usize = 1 << 14;
+
+/// How an element-wise op with factor lists of `counts` lengths splits a tensor of `shape`
+/// into blocks: `(block length, channels)`, block `i` lying in channel `i % channels`. The
+/// planes of axis 1 when some list is per-channel (all such lists must match it), else
+/// blocks of `BLOCK` elements in channel 0.
+fn work_blocks(shape: &[usize], counts: &[usize], what: &str) -> Result<(usize, usize)> {
+    let mut blocks = None;
+    for &c in counts.iter().filter(|&&c| c > 1) {
+        let (c, inner) = channel_planes(c, shape, what)?;
+        blocks = Some((inner, c));
+    }
+    Ok(blocks.unwrap_or_else(|| (BLOCK.min(shape.iter().product::<usize>()), 1)))
 }
 
 /// Integer values of a tensor held in any integer container (or integer-valued floats).
@@ -193,51 +213,87 @@ impl Requant {
         }
     }
 
-    /// Quantizes one float (an input quantizer): the product in f64 is exact for f32
-    /// operands; with `divide_by`, the f32 quotient of ONNX QuantizeLinear.
+    /// How channel `c` scales floats: the product in f64 is exact for f32 operands; with
+    /// `divide_by`, the f32 quotient of ONNX QuantizeLinear.
+    fn float_scale(&self, c: usize) -> FloatScale {
+        let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[c] };
+        match &self.divide_by {
+            Some(s) => FloatScale::Div(pick(s)),
+            None => FloatScale::Mul(pick(&self.factor)),
+        }
+    }
+
+    /// Quantizes one float of channel `c` (an input quantizer).
     #[inline]
     pub fn apply_f32(&self, c: usize, x: f32) -> i32 {
-        let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[c] };
-        let y = match &self.divide_by {
-            Some(s) => (x / pick(s)).round_ties_even() as f64,
-            None => (x as f64 * pick(&self.factor) as f64).round_ties_even(),
-        };
-        // NaN maps to 0 (`as` saturates infinities to the bounds).
-        ((y + self.zero as f64).clamp(self.lo as f64, self.hi as f64)) as i32
+        quantize_one(x, self.float_scale(c), self.row_out())
     }
 
     fn channels_of(&self, shape: &[usize]) -> Result<(usize, usize)> {
         channel_planes(self.scale.len(), shape, "requantization")
     }
 
-    /// Requantizes integers `x` (any container) of channel `c` into `dst`, in blocks.
-    fn ints<O: QElem, I: Copy + Into<i64>>(&self, c: usize, x: &[I], dst: &mut [O]) {
+    /// Requantizes integers `x` (any container) of channel `c` into `dst`, in blocks;
+    /// `known` bounds every `|x - x_zero|` a priori (8-bit inputs), else each block is
+    /// measured to pick the row kernel.
+    fn ints<O: QElem, I: Copy + Into<i64>>(&self, c: usize, x: &[I], dst: &mut [O], known: Option<i64>) {
         let mut buf = [0i32; 256];
         for (xs, ds) in x.chunks(256).zip(dst.chunks_mut(256)) {
-            let mut bound = 0i64;
-            for (b, &v) in buf.iter_mut().zip(xs) {
-                let v: i64 = v.into();
-                bound = bound.max((v - self.x_zero as i64).abs());
-                *b = v as i32;
-            }
-            self.row(c, &buf[..xs.len()], -self.x_zero, bound, ds);
+            let buf = &mut buf[..xs.len()];
+            let bound = match known {
+                Some(b) => {
+                    // A plain widening loop, which the compiler vectorizes.
+                    buf.iter_mut().zip(xs).for_each(|(b, &v)| *b = v.into() as i32);
+                    b
+                }
+                None => {
+                    let mut bound = 0i64;
+                    for (b, &v) in buf.iter_mut().zip(xs) {
+                        let v: i64 = v.into();
+                        bound = bound.max((v - self.x_zero as i64).abs());
+                        *b = v as i32;
+                    }
+                    bound
+                }
+            };
+            self.row(c, buf, -self.x_zero, bound, ds);
         }
+    }
+
+    /// This requantization of every value of the 8-bit container `input`, per channel:
+    /// `lut[c * 256 + (x - min)]`, the stored outputs as `eval` computes them.
+    pub fn lut(&self, input: DType) -> Result<Vec<i32>> {
+        let (lo, hi) = bounds_of(input)?;
+        let xs: Vec<i32> = (lo..=hi).collect();
+        with_qelem!(self.out, O => {
+            let mut out = Vec::with_capacity(self.scale.len() * xs.len());
+            let mut row = vec![O::from_i32(0); xs.len()];
+            for c in 0..self.scale.len() {
+                self.ints(c, &xs, &mut row, None);
+                out.extend(row.iter().map(|&v| v.to_i32()));
+            }
+            Ok(out)
+        })
     }
 
     pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
         let shape = x.shape().to_vec();
-        let (c, inner) = self.channels_of(&shape)?;
+        self.channels_of(&shape)?;
+        let counts = [self.scale.len(), self.divide_by.as_ref().map_or(1, Vec::len)];
+        let (inner, c) = work_blocks(&shape, &counts, "requantization")?;
+        // 8-bit inputs: |x - x_zero| is bounded a priori.
+        let wide = Some(widest_input(self.x_zero));
         with_qelem!(self.out, O => {
             let mut y = vec![O::from_i32(0); x.len()];
             if inner > 0 {
-                let planes = y.par_chunks_mut(inner).enumerate();
+                let blocks = y.par_chunks_mut(inner).enumerate();
                 match x.data() {
-                    TensorData::F32(v) => planes.zip(v.par_chunks(inner)).for_each(|((i, o), s)| {
-                        o.iter_mut().zip(s).for_each(|(o, &s)| *o = O::from_i32(self.apply_f32(i % c, s)))
-                    }),
-                    TensorData::I8(v) => planes.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o)),
-                    TensorData::U8(v) => planes.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o)),
-                    TensorData::I32(v) => planes.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o)),
+                    TensorData::F32(v) => blocks
+                        .zip(v.par_chunks(inner))
+                        .for_each(|((i, o), s)| quantize_row(s, self.float_scale(i % c), self.row_out(), o)),
+                    TensorData::I8(v) => blocks.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o, wide)),
+                    TensorData::U8(v) => blocks.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o, wide)),
+                    TensorData::I32(v) => blocks.zip(v.par_chunks(inner)).for_each(|((i, o), s)| self.ints(i % c, s, o, None)),
                     _ => return Err(Error::shape(format!("cannot requantize a {} tensor", x.dtype().name()))),
                 }
             }
@@ -897,6 +953,43 @@ impl QAvgPool {
     }
 }
 
+/// A `Requantize` of an 8-bit input folded into the `AddRequant` that was its only reader
+/// (the rebalanced shortcut of a residual block): applied element by element in the add
+/// loop, by table, with no intermediate tensor. Its names are kept so that exports restore
+/// the node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldedRequant {
+    /// Name of the folded node.
+    pub node: String,
+    /// The value it wrote, which the add read (no longer computed).
+    pub output: String,
+    pub requant: Requant,
+    /// The container of its input (the value the add now reads).
+    pub input: DType,
+    /// `requant.lut(input)`.
+    lut: Vec<i32>,
+}
+
+impl FoldedRequant {
+    pub fn new(node: String, output: String, requant: Requant, input: DType) -> Result<FoldedRequant> {
+        let lut = requant.lut(input)?;
+        Ok(FoldedRequant {
+            node,
+            output,
+            requant,
+            input,
+            lut,
+        })
+    }
+
+    /// The table of channel `c`, indexed by `x - min(input)` (a fixed size: a byte index
+    /// needs no bounds check).
+    fn table(&self, c: usize) -> Option<&[i32; 256]> {
+        let c = if self.requant.scale.len() == 1 { 0 } else { c };
+        self.lut.get(c * 256..(c + 1) * 256)?.try_into().ok()
+    }
+}
+
 /// The integer ops (one enum variant of `Op`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum IntOp {
@@ -923,6 +1016,8 @@ pub enum IntOp {
     AddRequant {
         sub: bool,
         requant: Requant,
+        /// Requantizations of the inputs folded into the add (see `FoldedRequant`).
+        folded: [Option<Box<FoldedRequant>>; 2],
     },
     /// A float op applied to integer values (converted exactly to f32), its result rounded
     /// half to even into the container `out` (the inputs', or i32 when they differ). Used for
@@ -978,14 +1073,32 @@ impl IntOp {
             IntOp::Clip { lo, hi } => clip(x, *lo, *hi)?,
             IntOp::Pool(p) => qpool(p, x)?,
             IntOp::GlobalPool { max } => qglobal_pool(*max, x)?,
-            IntOp::AddRequant { sub, requant } => {
+            IntOp::AddRequant { sub, requant, folded } => {
                 let b = super::input(inputs, 1, "B")?;
-                if inputs.len() == 2 && x.shape() == b.shape() {
+                let fits = |t: &Tensor, f: &Option<Box<FoldedRequant>>| f.as_ref().is_none_or(|f| f.input == t.dtype());
+                if inputs.len() == 2 && x.shape() == b.shape() && fits(x, &folded[0]) && fits(b, &folded[1]) {
+                    let pre = [folded[0].as_deref(), folded[1].as_deref()];
                     with_qelem!(x.dtype(), A => with_qelem!(b.dtype(), B => with_qelem!(requant.out, O => {
-                        add_requant::<A, B, O>(x, b, *sub, requant)
+                        add_requant::<A, B, O>(x, b, *sub, requant, pre)
                     })))?
                 } else {
-                    let sum = IntOp::Add { sub: *sub }.eval(inputs)?.swap_remove(0);
+                    // Broadcasting or unexpected containers: the folded nodes as they were.
+                    let mut ts: Vec<Tensor> = Vec::new();
+                    for (i, f) in folded.iter().enumerate() {
+                        if let Some(f) = f {
+                            ts.push(f.requant.eval(super::input(inputs, i, "X")?)?);
+                        }
+                    }
+                    let mut it = ts.iter();
+                    let args: Vec<Option<&Tensor>> = inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| match folded.get(i) {
+                            Some(Some(_)) => it.next(),
+                            _ => *t,
+                        })
+                        .collect();
+                    let sum = IntOp::Add { sub: *sub }.eval(&args)?.swap_remove(0);
                     requant.eval(&sum)?
                 }
             }
@@ -1033,30 +1146,83 @@ impl IntOp {
     }
 }
 
-/// `requant(a ± b)` for same-shape 8-bit tensors, without an i32 intermediate tensor.
-fn add_requant<A: QElem, B: QElem, O: QElem>(a: &Tensor, b: &Tensor, sub: bool, rq: &Requant) -> Result<Tensor> {
+/// How `gather` combines the values it reads with `dst`.
+#[derive(Clone, Copy)]
+enum Gather {
+    Set,
+    Add,
+    Sub,
+}
+
+/// Writes the values of `x` (through `table`, indexed by `x - min`, when its requantization
+/// was folded here) into `dst`, or adds them to it, or subtracts them from it.
+fn gather<T: QElem>(dst: &mut [i32], x: &[T], table: Option<&[i32; 256]>, mode: Gather) {
+    // One loop per mode, so that none branches per element.
+    match mode {
+        Gather::Set => gather_with(dst, x, table, |_, v| v),
+        Gather::Add => gather_with(dst, x, table, |d, v| d + v),
+        Gather::Sub => gather_with(dst, x, table, |d, v| d - v),
+    }
+}
+
+#[inline(always)]
+fn gather_with<T: QElem>(dst: &mut [i32], x: &[T], table: Option<&[i32; 256]>, op: impl Fn(i32, i32) -> i32) {
+    match table {
+        Some(t) => dst
+            .iter_mut()
+            .zip(x)
+            .for_each(|(d, &v)| *d = op(*d, t[(v.to_i32() - <T as QElem>::MIN) as u8 as usize])),
+        None => dst.iter_mut().zip(x).for_each(|(d, &v)| *d = op(*d, v.to_i32())),
+    }
+}
+
+/// The table of channel `ch` of a folded requantization, if any.
+fn table_of(f: Option<&FoldedRequant>, ch: usize) -> Result<Option<&[i32; 256]>> {
+    match f {
+        None => Ok(None),
+        Some(f) => f
+            .table(ch)
+            .map(Some)
+            .ok_or_else(|| Error::shape(format!("folded requantization '{}': no table for channel {ch}", f.node))),
+    }
+}
+
+/// `requant(a ± b)` for same-shape 8-bit tensors, each input first through its folded
+/// requantization if any, without an intermediate tensor.
+fn add_requant<A: QElem, B: QElem, O: QElem>(
+    a: &Tensor,
+    b: &Tensor,
+    sub: bool,
+    rq: &Requant,
+    pre: [Option<&FoldedRequant>; 2],
+) -> Result<Tensor> {
     let shape = a.shape().to_vec();
-    let (c, inner) = rq.channels_of(&shape)?;
+    let counts = [
+        rq.scale.len(),
+        pre[0].map_or(1, |f| f.requant.scale.len()),
+        pre[1].map_or(1, |f| f.requant.scale.len()),
+    ];
+    let (inner, c) = work_blocks(&shape, &counts, "quantized add")?;
     let (av, bv) = (a.as_slice::<A>()?, b.as_slice::<B>()?);
     let mut y = vec![O::from_i32(0); av.len()];
+    let second = if sub { Gather::Sub } else { Gather::Add };
     if inner > 0 {
         y.par_chunks_mut(inner)
             .zip(av.par_chunks(inner).zip(bv.par_chunks(inner)))
             .enumerate()
-            .for_each(|(i, (o, (xa, xb)))| {
+            .try_for_each(|(i, (o, (xa, xb)))| {
+                let ch = i % c;
+                let (ta, tb) = (table_of(pre[0], ch)?, table_of(pre[1], ch)?);
                 let mut buf = [0i32; 256];
                 for ((os, xa), xb) in o.chunks_mut(256).zip(xa.chunks(256)).zip(xb.chunks(256)) {
-                    for ((d, &p), &q) in buf.iter_mut().zip(xa).zip(xb) {
-                        *d = if sub {
-                            p.to_i32() - q.to_i32()
-                        } else {
-                            p.to_i32() + q.to_i32()
-                        };
-                    }
+                    let buf = &mut buf[..os.len()];
+                    gather(buf, xa, ta, Gather::Set);
+                    gather(buf, xb, tb, second);
                     // Sums of two 8-bit values are far below the exactness bound.
-                    rq.row(i % c, &buf[..os.len()], 0, 512, os);
+                    rq.row(ch, buf, 0, 512, os);
                 }
-            });
+                Ok::<(), Error>(())
+            })?;
     }
     Tensor::from_vec(shape, y)
 }
@@ -1138,6 +1304,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// `Requant::eval` on 8-bit and i32 inputs (blocks of the tensor, the bound known a
+        /// priori for 8 bits) against the integer reference element by element.
+        #[test]
+        fn requantize_eval_matches_the_reference(
+            x in proptest::collection::vec(any::<u8>(), 0..700), f in 1e-3f32..4.0, x_zero in -128i32..256,
+            zero in -128i32..128, f32_rounding in any::<bool>(), input in 0usize..3,
+        ) {
+            let mut r = Requant::new(vec![f], -128, 127).unwrap();
+            (r.x_zero, r.zero) = (x_zero, zero);
+            r.rounding = if f32_rounding { Rounding::F32 } else { Rounding::Exact };
+            let t = match input {
+                0 => Tensor::from_vec(vec![x.len()], x.clone()).unwrap(),
+                1 => Tensor::from_vec(vec![x.len()], x.iter().map(|&v| v as i8).collect::<Vec<_>>()).unwrap(),
+                _ => Tensor::from_vec(vec![x.len()], x.iter().map(|&v| (v as i32 - 100) * 1000).collect::<Vec<_>>()).unwrap(),
+            };
+            let xs: Vec<i32> = t.to_f32_vec().iter().map(|&v| v as i32).collect();
+            let mut want = vec![0i8; xs.len()];
+            requant_row_ref(&xs, -x_zero, &r.scale[0], r.row_out(), &mut want);
+            let got = r.eval(&t).unwrap();
+            prop_assert_eq!(got.as_slice::<i8>().unwrap(), &want[..]);
         }
     }
 

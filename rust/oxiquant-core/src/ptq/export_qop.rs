@@ -137,6 +137,23 @@ impl Writer {
         self.clamp(name, rq, &q, out)
     }
 
+    /// A `Requantize` of `x` (float, or integers held in `x_dt`) into `out`.
+    fn requantize(&mut self, name: &str, x: &str, x_dt: Option<DType>, rq: &Requant, out: &str) -> Result<()> {
+        match x_dt {
+            None => self.quantize(name, x, rq, out),
+            Some(dt) => {
+                // DequantizeLinear(x, f) -> QuantizeLinear(., 1): one rounding of x * f.
+                let f = self.fresh(&format!("{name}_real"));
+                self.dequantize(&format!("{name}_in"), x, dt, &rq.factor, &f)?;
+                let unit = Requant {
+                    factor: vec![1.0],
+                    ..rq.clone()
+                };
+                self.quantize(name, &f, &unit, out)
+            }
+        }
+    }
+
     /// Where an op producing `rq`'s container writes before its clamp (or `out` if none).
     fn clamped_target(&mut self, name: &str, rq: &Requant, out: &str) -> String {
         if needs_clamp(rq) {
@@ -249,6 +266,23 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
     };
     let one = |w: &mut Writer, base: &str| w.f32s(base, &[1.0]);
     for n in &graph.nodes {
+        // Requantizations folded into an add come back as the nodes they were, before it.
+        let restored;
+        let n = match &n.op {
+            Op::Int(IntOp::AddRequant { folded, .. }) if folded.iter().any(Option::is_some) => {
+                let mut r = n.clone();
+                for (slot, f) in folded.iter().enumerate() {
+                    if let (Some(f), Some(x)) = (f, r.inputs.get_mut(slot)) {
+                        let x_dt = w.dtype.get(x.as_str()).copied();
+                        w.requantize(&f.node, x, x_dt, &f.requant, &f.output)?;
+                        *x = f.output.clone();
+                    }
+                }
+                restored = r;
+                &restored
+            }
+            _ => n,
+        };
         let x = n.inputs.first().cloned().unwrap_or_default();
         let out = n.outputs.first().cloned().unwrap_or_default();
         let x_dt = w.dtype.get(&x).copied();
@@ -290,19 +324,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
             continue;
         };
         match iop {
-            IntOp::Requant(rq) => match x_dt {
-                None => w.quantize(&n.name, &x, rq, &out)?,
-                Some(dt) => {
-                    // DequantizeLinear(x, f) -> QuantizeLinear(., 1): one rounding of x * f.
-                    let f = w.fresh(&format!("{}_real", n.name));
-                    w.dequantize(&format!("{}_in", n.name), &x, dt, &rq.factor, &f)?;
-                    let unit = Requant {
-                        factor: vec![1.0],
-                        ..rq.clone()
-                    };
-                    w.quantize(&n.name, &f, &unit, &out)?
-                }
-            },
+            IntOp::Requant(rq) => w.requantize(&n.name, &x, x_dt, rq, &out)?,
             IntOp::Dequant(d) if x_dt.is_none() => {
                 let f = w.init(&format!("{}_factor", n.name), d_factor_tensor(&d.factor)?);
                 w.node(&n.name, "Mul", "", vec![x, f], out, Vec::new());
@@ -403,7 +425,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                 }
                 w.clamp(&n.name, &g.requant, &target, &out)?;
             }
-            IntOp::AddRequant { sub: false, requant } if requant.factor.len() == 1 => {
+            IntOp::AddRequant { sub: false, requant, .. } if requant.factor.len() == 1 => {
                 let a_dt = x_dt.unwrap_or(DType::I8);
                 let b_dt = w.dtype.get(&n.inputs[1]).copied().unwrap_or(DType::I8);
                 // Input scales f and output scale 1: the ratios the runtime takes are exactly f.
@@ -423,7 +445,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                 );
                 w.clamp(&n.name, requant, &target, &out)?;
             }
-            IntOp::AddRequant { sub, requant } => {
+            IntOp::AddRequant { sub, requant, .. } => {
                 let a = w.dequantize_unit(&x)?;
                 let b = w.dequantize_unit(&n.inputs[1])?;
                 let s = w.fresh(&format!("{}_sum", n.name));

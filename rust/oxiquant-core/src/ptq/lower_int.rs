@@ -12,14 +12,16 @@
 //!   i32 sums; shape ops (Reshape, Flatten, Concat, Slice, Pad, Transpose ...) run as they
 //!   are on integer tensors; any other op on integers runs in float on the exact integer
 //!   values and is rounded back (`FloatOnIntegers`);
-//! - integer graph outputs get a final conversion to f32 (the values are unchanged).
+//! - integer graph outputs get a final conversion to f32 (the values are unchanged);
+//! - a `Requantize` of 8-bit integers read only by an `AddRequant` (a rebalanced residual
+//!   shortcut) is folded into it (`fold_add_requants`).
 //!
 //! Widths above 8 bits have no 8-bit container: the lowering refuses them with a message.
 
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};
-use crate::ops::quantized::{Dequant, IntOp, QConv, QGemm, Requant};
+use crate::ops::quantized::{Dequant, FoldedRequant, IntOp, QConv, QGemm, Requant};
 use crate::ops::{BinaryOp, Op, Unary};
 use crate::tensor::{DType, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -307,7 +309,17 @@ impl Lowering<'_> {
                         let (requant, out) = self.quantizer_chain(t)?;
                         self.absorbed.insert(t);
                         let dt = requant.out;
-                        self.push(node, IntOp::AddRequant { sub, requant }, node.inputs.clone(), out, dt);
+                        self.push(
+                            node,
+                            IntOp::AddRequant {
+                                sub,
+                                requant,
+                                folded: [None, None],
+                            },
+                            node.inputs.clone(),
+                            out,
+                            dt,
+                        );
                     }
                     _ => self.push(
                         node,
@@ -360,6 +372,52 @@ impl Lowering<'_> {
     }
 }
 
+/// Folds every `Requantize` of an 8-bit value whose output only an `AddRequant` reads into
+/// that add (`FoldedRequant`): the branch balancing of a residual block then costs a table
+/// lookup in the add loop instead of a pass over a tensor of its own. Same integers.
+fn fold_add_requants(g: &mut Graph, dtype: &HashMap<String, DType>) -> Result<()> {
+    let mut folded = HashSet::new();
+    for j in 0..g.nodes.len() {
+        if !matches!(&g.nodes[j].op, Op::Int(IntOp::AddRequant { .. })) || g.nodes[j].inputs.len() != 2 {
+            continue;
+        }
+        for slot in 0..2 {
+            let v = g.nodes[j].inputs[slot].clone();
+            if g.is_graph_output(&v) || g.consumers(&v).len() != 1 {
+                continue;
+            }
+            let Some(p) = g.producer(&v) else { continue };
+            let prod = &g.nodes[p];
+            let Op::Int(IntOp::Requant(rq)) = &prod.op else {
+                continue;
+            };
+            let Some(src) = prod
+                .inputs
+                .first()
+                .filter(|_| prod.inputs.len() == 1 && prod.outputs.len() == 1)
+            else {
+                continue;
+            };
+            let Some(dt @ (DType::I8 | DType::U8)) = dtype.get(src).copied() else {
+                continue;
+            };
+            let f = FoldedRequant::new(prod.name.clone(), v, rq.clone(), dt)?;
+            let src = src.clone();
+            if let Op::Int(IntOp::AddRequant { folded: slots, .. }) = &mut g.nodes[j].op {
+                slots[slot] = Some(Box::new(f));
+            }
+            g.nodes[j].inputs[slot] = src;
+            folded.insert(p);
+        }
+    }
+    let mut i = 0;
+    g.nodes.retain(|_| {
+        i += 1;
+        !folded.contains(&(i - 1))
+    });
+    Ok(())
+}
+
 /// The integer-engine graph of a quantized graph (see the module doc).
 pub fn lower_to_integer(graph: &Graph, state: &PtqState) -> Result<Graph> {
     if state.stage != Stage::Quantized {
@@ -394,6 +452,7 @@ pub fn lower_to_integer(graph: &Graph, state: &PtqState) -> Result<Graph> {
     };
     // Weights now live packed inside the integer ops.
     out.prune();
+    fold_add_requants(&mut out, &low.dtype)?;
     let int_outputs: Vec<String> = out
         .outputs
         .iter()
@@ -408,4 +467,114 @@ pub fn lower_to_integer(graph: &Graph, state: &PtqState) -> Result<Graph> {
         )?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec;
+    use crate::graph::ValueInfo;
+    use crate::ptq::export_qdq::WeightType;
+    use crate::ptq::export_qop::to_qoperator;
+
+    fn node(name: &str, op: IntOp, inputs: &[&str], out: &str) -> Node {
+        Node {
+            name: name.into(),
+            op: Op::Int(op),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![out.into()],
+        }
+    }
+
+    fn value(name: &str) -> ValueInfo {
+        ValueInfo {
+            name: name.into(),
+            dtype: DType::F32,
+            shape: None,
+        }
+    }
+
+    /// in -> quantizer (u8) -> a; branch: a -> Requantize (i8, per channel when asked) -> b;
+    /// y = requant(a ± b) (i8); out = y as floats.
+    fn residual(per_channel: bool, sub: bool) -> (Graph, HashMap<String, DType>) {
+        let q = Requant::new(vec![3.0], 0, 255).unwrap();
+        let branch = if per_channel {
+            Requant::new(vec![0.7, 1.3, 0.5], -128, 127).unwrap()
+        } else {
+            Requant::new(vec![0.45], -128, 127).unwrap()
+        };
+        let mut add = Requant::new(vec![0.375], -128, 127).unwrap();
+        add.clamp_to(0, 127);
+        let g = Graph {
+            name: "residual".into(),
+            opset: 13,
+            nodes: vec![
+                node("quantizer", IntOp::Requant(q), &["in"], "a"),
+                node("branch", IntOp::Requant(branch), &["a"], "b"),
+                node(
+                    "add",
+                    IntOp::AddRequant {
+                        sub,
+                        requant: add,
+                        folded: [None, None],
+                    },
+                    &["a", "b"],
+                    "y",
+                ),
+                node("to_float", IntOp::Dequant(Dequant::unit_zero(vec![1.0])), &["y"], "out"),
+            ],
+            initializers: Default::default(),
+            inputs: vec![value("in")],
+            outputs: vec![value("out")],
+        };
+        let dtype = HashMap::from([
+            ("a".to_string(), DType::U8),
+            ("b".to_string(), DType::I8),
+            ("y".to_string(), DType::I8),
+        ]);
+        (g, dtype)
+    }
+
+    #[test]
+    fn branch_requantize_folds_into_the_add_with_the_same_integers() {
+        for (per_channel, sub) in [(false, false), (true, false), (false, true), (true, true)] {
+            let (g, dtype) = residual(per_channel, sub);
+            let mut folded = g.clone();
+            fold_add_requants(&mut folded, &dtype).unwrap();
+            let names: Vec<&str> = folded.nodes.iter().map(|n| n.name.as_str()).collect();
+            assert_eq!(names, ["quantizer", "add", "to_float"]);
+            assert_eq!(folded.nodes[1].inputs, ["a", "a"]);
+            // Every u8 value in every channel, ties included (x * 0.5 for odd x), over planes
+            // larger than the add loop's 256-value blocks.
+            let n = 2 * 3 * 20 * 20;
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 520) as f32 / 6.0 - 2.0).collect();
+            let x = Tensor::from_vec(vec![2, 3, 20, 20], x).unwrap();
+            let run = |g: &Graph| {
+                let feeds = HashMap::from([("in".to_string(), x.clone())]);
+                exec::run(g, feeds).unwrap().remove(0).1.into_vec::<f32>().unwrap()
+            };
+            assert_eq!(run(&g), run(&folded), "per_channel {per_channel}, sub {sub}");
+            // The QOperator export restores the folded node: the same ONNX graph.
+            let (a, b) = (
+                to_qoperator(&g, WeightType::Int8),
+                to_qoperator(&folded, WeightType::Int8),
+            );
+            assert_eq!(a.unwrap(), b.unwrap());
+        }
+    }
+
+    #[test]
+    fn requantize_read_twice_or_returned_stays() {
+        let (mut g, dtype) = residual(false, false);
+        g.outputs.push(value("b"));
+        let before = g.clone();
+        fold_add_requants(&mut g, &dtype).unwrap();
+        assert_eq!(g, before);
+        // The branch also read by another node.
+        let (mut g, dtype) = residual(false, false);
+        g.nodes.push(node("other", IntOp::Clip { lo: 0, hi: 9 }, &["b"], "c"));
+        let before = g.clone();
+        fold_add_requants(&mut g, &dtype).unwrap();
+        assert_eq!(g, before);
+    }
 }

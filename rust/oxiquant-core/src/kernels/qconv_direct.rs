@@ -197,7 +197,7 @@ pub fn conv<O, F>(
         last_start(s, img.wq) * 2 + max_off + 2 * NR <= img.buf.len(),
         "qconv: image too small"
     );
-    let out = TileOut::new(out, a.m, s);
+    let out = TileOut::new(out, a.m, s.out[0] * s.out[1]);
     for_each_tile(a.m, s, img.wq, parallel, |bi, start, pix0, cols| {
         let mut t = [[0i32; NR]; MR];
         tile(kernel, a.block_words(bi), &img.buf[start * 2..], &offs, &mut t, cols);
@@ -257,8 +257,7 @@ pub(crate) struct TileOut<O> {
 }
 
 impl<O: Send> TileOut<O> {
-    pub(crate) fn new(out: &mut [O], m: usize, s: &ConvShape) -> TileOut<O> {
-        let npix = s.out[0] * s.out[1];
+    pub(crate) fn new(out: &mut [O], m: usize, npix: usize) -> TileOut<O> {
         assert!(out.len() >= m * npix, "qconv: output too small");
         TileOut {
             ptr: OutPtr(out.as_mut_ptr()),

@@ -34,6 +34,7 @@ use super::qgemm::{Kernel, MR, NR};
 #[cfg(target_arch = "x86_64")]
 use super::requant::RowAvx2;
 use super::requant::{requant_row, QElem, RowOut};
+use rayon::prelude::*;
 
 /// The caps on the largest input byte for which `QuadWeights` plans its runs, smallest
 /// first: post-ReLU activations of a signed 8-bit range reach 127, other 8-bit ones 255.
@@ -466,35 +467,120 @@ fn tile(kernel: Kernel, a: &[i32], b: &[u8], offs: &[usize], runs: &[u32], t: &m
     tile_ref(a, b, offs, t)
 }
 
-/// The checks shared by both entry points; returns the patch offsets.
-fn checked_offsets(a: &QuadWeights, img: &QuadImage, s: &ConvShape, plan: &RunPlan) -> Vec<usize> {
-    let offs = offsets(img, s);
-    assert!(
-        a.k4 == offs.len() && plan.runs.len() == a.m.div_ceil(MR),
-        "qconv: bad operands"
-    );
-    for b in &plan.runs {
-        assert!(
-            b.iter().map(|&l| l as usize).sum::<usize>() == a.k4,
-            "qconv: bad run plan"
-        );
-    }
-    let max_off = offs.iter().copied().max().unwrap_or(0);
-    assert!(
-        last_start(s, img.wq) * 4 + max_off + 4 * NR <= img.buf.len(),
-        "qconv: image too small"
-    );
-    offs
+/// What the byte kernel reads for one group of one image.
+pub enum ByteOperand<'a> {
+    /// A direct convolution over a padded, quad-interleaved image.
+    Image { img: &'a QuadImage, s: &'a ConvShape },
+    /// A matrix product (1x1 convolution) over `pack_panels`' panels of `npix` pixels.
+    Panels { buf: &'a [u8], npix: usize },
 }
 
-/// Convolves one group of one image with the runs of `plan` (`a.plan_for(amax)` of the
-/// image's `ByteInput`): `out` is `[mg][oh * ow]`; `epilogue(row, accs, dst)` receives
+/// Packs `x` (`cg` rows of `npix` pixels, a 1x1 convolution's input) into panels of `NR`
+/// pixels, `[npix / NR][k4][NR][4]` bytes, as `x + input.offset` (`input.pad` in the
+/// channels that round `cg` up to four and in the pixels past `npix`). Each tile then reads
+/// its operand contiguously; the direct kernel would read one 64-byte piece from each of
+/// `cg / 4` planes per tile.
+pub fn pack_panels<T: QElem>(x: &[T], cg: usize, npix: usize, input: ByteInput, out: &mut Vec<u8>, parallel: bool) {
+    let k4 = cg.div_ceil(4);
+    let panels = npix.div_ceil(NR);
+    out.clear();
+    out.resize(panels * k4 * NR * 4, input.pad);
+    if k4 == 0 {
+        return;
+    }
+    let pack = |(p, panel): (usize, &mut [u8])| {
+        let (c0, cols) = (p * NR, NR.min(npix - p * NR));
+        for (cq, dst) in panel.chunks_exact_mut(NR * 4).enumerate() {
+            let rows: [Option<&[T]>; 4] = std::array::from_fn(|e| {
+                let c = 4 * cq + e;
+                (c < cg).then(|| &x[c * npix + c0..c * npix + c0 + cols])
+            });
+            interleave4(rows, 1, input, &mut dst[..cols * 4]);
+        }
+    };
+    if parallel {
+        out.par_chunks_exact_mut(k4 * NR * 4).enumerate().for_each(pack);
+    } else {
+        out.chunks_exact_mut(k4 * NR * 4).enumerate().for_each(pack);
+    }
+}
+
+impl ByteOperand<'_> {
+    /// The read offset of each step, and the checks shared by the entry points.
+    fn checked_offsets(&self, a: &QuadWeights, plan: &RunPlan) -> Vec<usize> {
+        let offs = match self {
+            ByteOperand::Image { img, s } => offsets(img, s),
+            ByteOperand::Panels { .. } => (0..a.k4).map(|t| t * NR * 4).collect(),
+        };
+        assert!(
+            a.k4 == offs.len() && plan.runs.len() == a.m.div_ceil(MR),
+            "qconv: bad operands"
+        );
+        for b in &plan.runs {
+            assert!(
+                b.iter().map(|&l| l as usize).sum::<usize>() == a.k4,
+                "qconv: bad run plan"
+            );
+        }
+        let max_off = offs.iter().copied().max().unwrap_or(0);
+        match self {
+            ByteOperand::Image { img, s } => assert!(
+                last_start(s, img.wq) * 4 + max_off + 4 * NR <= img.buf.len(),
+                "qconv: image too small"
+            ),
+            ByteOperand::Panels { buf, npix } => {
+                assert!(buf.len() >= npix.div_ceil(NR) * a.k4 * NR * 4, "qconv: short panels")
+            }
+        }
+        offs
+    }
+
+    fn npix(&self) -> usize {
+        match self {
+            ByteOperand::Image { s, .. } => s.out[0] * s.out[1],
+            ByteOperand::Panels { npix, .. } => *npix,
+        }
+    }
+
+    /// `work(block, operand from the tile's first read, pix0, cols)` for every tile.
+    fn for_each_tile<T>(&self, m: usize, parallel: bool, work: T)
+    where
+        T: Fn(usize, &[u8], usize, usize) + Sync,
+    {
+        match self {
+            ByteOperand::Image { img, s } => for_each_tile(m, s, img.wq, parallel, |bi, start, pix0, cols| {
+                work(bi, &img.buf[start * 4..], pix0, cols)
+            }),
+            ByteOperand::Panels { buf, npix } => {
+                let (panels, blocks) = (npix.div_ceil(NR), m.div_ceil(MR));
+                let len = buf.len() / panels.max(1);
+                let task = |bi: usize, p0: usize, p1: usize| {
+                    for p in p0..p1 {
+                        work(bi, &buf[p * len..], p * NR, NR.min(npix - p * NR));
+                    }
+                };
+                if parallel {
+                    let want = 4 * rayon::current_num_threads();
+                    let per = (blocks * panels).div_ceil(want).max(1).min(panels.max(1));
+                    let chunks = panels.div_ceil(per);
+                    (0..blocks * chunks).into_par_iter().for_each(|t| {
+                        let (bi, ch) = (t / chunks, t % chunks);
+                        task(bi, ch * per, ((ch + 1) * per).min(panels));
+                    });
+                } else {
+                    (0..blocks).for_each(|bi| task(bi, 0, panels));
+                }
+            }
+        }
+    }
+}
+
+/// Computes one group of one image with the runs of `plan` (`a.plan_for(amax)` of the
+/// input's `ByteInput`): `out` is `[mg][npix]`; `epilogue(row, accs, dst)` receives
 /// `sum (x + offset) w`, i.e. the centered sums plus `input.shift() * a.row_sums[row]`.
-#[allow(clippy::too_many_arguments)]
 pub fn conv<O, F>(
     a: &QuadWeights,
-    img: &QuadImage,
-    s: &ConvShape,
+    b: &ByteOperand,
     plan: &RunPlan,
     out: &mut [O],
     parallel: bool,
@@ -504,19 +590,11 @@ pub fn conv<O, F>(
     O: Send,
     F: Fn(usize, &[i32], &mut [O]) + Sync,
 {
-    let offs = checked_offsets(a, img, s, plan);
-    let out = TileOut::new(out, a.m, s);
-    for_each_tile(a.m, s, img.wq, parallel, |bi, start, pix0, cols| {
+    let offs = b.checked_offsets(a, plan);
+    let out = TileOut::new(out, a.m, b.npix());
+    b.for_each_tile(a.m, parallel, |bi, bv, pix0, cols| {
         let mut t = [[0i32; NR]; MR];
-        tile(
-            kernel,
-            a.block_words(bi),
-            &img.buf[start * 4..],
-            &offs,
-            plan.block(bi),
-            &mut t,
-            cols,
-        );
+        tile(kernel, a.block_words(bi), bv, &offs, plan.block(bi), &mut t, cols);
         out.finish(&t, bi, pix0, cols, &epilogue);
     });
 }
@@ -531,11 +609,9 @@ pub struct RowsRequant {
 }
 
 /// `conv` followed by `requant_row` of each row, done in registers by the SIMD kernel.
-#[allow(clippy::too_many_arguments)]
 pub fn conv_requant<O: QElem>(
     a: &QuadWeights,
-    img: &QuadImage,
-    s: &ConvShape,
+    b: &ByteOperand,
     plan: &RunPlan,
     out: &mut [O],
     parallel: bool,
@@ -550,32 +626,32 @@ pub fn conv_requant<O: QElem>(
         |row: usize, acc: &[i32], dst: &mut [O]| requant_row(acc, rows.bias[row], rows.factor[row], rows.out, dst);
     #[cfg(target_arch = "x86_64")]
     if kernel.is_simd() {
-        let offs = checked_offsets(a, img, s, plan);
+        let offs = b.checked_offsets(a, plan);
         // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected.
         let consts: Vec<RowAvx2> = (0..a.m)
             .map(|r| unsafe { RowAvx2::new(rows.bias[r], rows.factor[r] as f64, rows.out, O::UNSIGNED) })
             .collect();
-        let out = TileOut::new(out, a.m, s);
-        for_each_tile(a.m, s, img.wq, parallel, |bi, start, pix0, cols| {
+        let out = TileOut::new(out, a.m, b.npix());
+        b.for_each_tile(a.m, parallel, |bi, bv, pix0, cols| {
             let n = out.rows(bi);
             let mut dst = [std::ptr::null_mut::<u8>(); MR];
             for (r, d) in dst.iter_mut().enumerate().take(n) {
                 // This tile owns rows bi*MR.. x pixels pix0..pix0+cols; O is one byte.
                 *d = out.run_ptr(bi * MR + r, pix0) as *mut u8;
             }
-            let (ab, b, rs) = (a.block_words(bi), &img.buf[start * 4..], &consts[bi * MR..bi * MR + n]);
+            let (ab, rs) = (a.block_words(bi), &consts[bi * MR..bi * MR + n]);
             // SAFETY: AVX2 detected; operand bounds checked by `checked_offsets`.
             unsafe {
                 if cols <= 8 {
-                    tile_avx2_requant::<1>(ab, b, &offs, plan.block(bi), rs, &dst[..n], cols)
+                    tile_avx2_requant::<1>(ab, bv, &offs, plan.block(bi), rs, &dst[..n], cols)
                 } else {
-                    tile_avx2_requant::<2>(ab, b, &offs, plan.block(bi), rs, &dst[..n], cols)
+                    tile_avx2_requant::<2>(ab, bv, &offs, plan.block(bi), rs, &dst[..n], cols)
                 }
             }
         });
         return;
     }
-    conv(a, img, s, plan, out, parallel, kernel, epilogue);
+    conv(a, b, plan, out, parallel, kernel, epilogue);
 }
 
 #[cfg(test)]
@@ -616,7 +692,7 @@ mod tests {
                     for kernel in Kernel::available() {
                         for parallel in [false, true] {
                             let mut got = vec![0i64; mg * out[0] * out[1]];
-                            conv(&a, img, &s, plan, &mut got, parallel, kernel, |row, acc, dst| {
+                            conv(&a, &ByteOperand::Image { img, s: &s }, plan, &mut got, parallel, kernel, |row, acc, dst| {
                                 let shift = input.shift() as i64 * a.row_sums[row] as i64;
                                 dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = v as i64 - shift)
                             });
@@ -639,6 +715,40 @@ mod tests {
                 let Some(input) = ByteInput::measure(&x, z) else { return Ok(()) };
                 img.fill(&x, cg, input, &s);
                 check(x.iter().map(|&v| v as i16 - z as i16).collect(), input, &img)?;
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// 1x1 convolutions through packed panels: the same sums as the definition.
+        #[test]
+        fn panels_match_the_definition(
+            cg in 1usize..40, mg in 1usize..15, npix in 1usize..70, seed in any::<u64>(),
+            wmax in prop_oneof![Just(3i32), Just(30), Just(127)], top in prop_oneof![Just(255u8), Just(127), 0u8..=255],
+        ) {
+            let mut st = seed | 1;
+            let mut next = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st };
+            let wt: Vec<i8> = (0..mg * cg).map(|_| ((next() % (2 * wmax as u64 + 1)) as i32 - wmax) as i8).collect();
+            let x: Vec<u8> = (0..cg * npix).map(|_| if next() % 2 == 0 { top } else { (next() % (top as u64 + 1)) as u8 }).collect();
+            let win = Window2d { kernel: [1, 1], strides: [1, 1], dilations: [1, 1], pads: [0; 4] };
+            let s = ConvShape { n: 1, c: cg, h: 1, w: npix, m: mg, group: 1, win, out: [1, npix] };
+            let want = conv_ref(&x.iter().map(|&v| v as i16).collect::<Vec<_>>(), &wt, &s, cg, mg);
+            let a = QuadWeights::new(&wt, mg, cg, 1, 1);
+            let input = ByteInput::measure(&x, 0).unwrap();
+            let mut buf = Vec::new();
+            for plan in a.plans.iter().filter(|p| p.cap >= input.amax) {
+                for parallel in [false, true] {
+                    pack_panels(&x, cg, npix, input, &mut buf, parallel);
+                    let b = ByteOperand::Panels { buf: &buf, npix };
+                    for kernel in Kernel::available() {
+                        let mut got = vec![0i64; mg * npix];
+                        conv(&a, &b, plan, &mut got, parallel, kernel, |_, acc, dst| {
+                            dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = v as i64)
+                        });
+                        prop_assert_eq!(&got, &want, "cap {} {:?}", plan.cap, kernel);
+                    }
+                }
             }
         }
     }

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::kernels::elementwise::binary;
 use crate::kernels::pool::padded_count;
 use crate::kernels::qconv_direct;
-use crate::kernels::qconv_u8s8::{self, ByteInput, QuadImage, QuadWeights, RunPlan};
+use crate::kernels::qconv_u8s8::{self, ByteInput, ByteOperand, QuadImage, QuadWeights, RunPlan};
 use crate::kernels::qgemm::{self, Kernel, PackedA};
 use crate::kernels::requant::{
     div_round_even, quantize_one, quantize_row, requant_row, requant_row_ref, FixedPoint, FloatScale, QElem, Rounding,
@@ -522,6 +522,7 @@ impl QConv {
             let mut pairs = qconv_direct::PairImage::new();
             let mut quads = QuadImage::new();
             let mut panels: Vec<i16> = Vec::new();
+            let mut byte_panels: Vec<u8> = Vec::new();
             for g in 0..s.group {
                 let xg = &x[img * img_in + g * cg * s.h * s.w..img * img_in + (g + 1) * cg * s.h * s.w];
                 let c0 = g * mg;
@@ -530,7 +531,32 @@ impl QConv {
                     self.requant
                         .row(c0 + row, acc, self.bias[c0 + row], self.acc_bound, dst)
                 };
-                if pointwise {
+                if let Some((q, input, run, bias)) = self.byte_plan(g, xg) {
+                    let operand = if pointwise {
+                        qconv_u8s8::pack_panels(xg, cg, npix, input, &mut byte_panels, parallel);
+                        ByteOperand::Panels {
+                            buf: &byte_panels,
+                            npix,
+                        }
+                    } else {
+                        quads.fill(xg, cg, input, s);
+                        ByteOperand::Image { img: &quads, s }
+                    };
+                    if self.acc_bound < self.requant.rounding.fast_bound() {
+                        let rq = &self.requant;
+                        let factor = (c0..c0 + mg).map(|c| rq.factor[if rq.factor.len() == 1 { 0 } else { c }]);
+                        let rows = qconv_u8s8::RowsRequant {
+                            bias,
+                            factor: factor.collect(),
+                            out: rq.row_out(),
+                        };
+                        qconv_u8s8::conv_requant(q, &operand, run, dst, parallel, kernel, &rows);
+                    } else {
+                        qconv_u8s8::conv(q, &operand, run, dst, parallel, kernel, |row, acc, dst| {
+                            self.requant.row(c0 + row, acc, bias[row], self.acc_bound, dst)
+                        });
+                    }
+                } else if pointwise {
                     qgemm::pack_b_rows(xg, cg, npix, zero, &mut panels, parallel);
                     qgemm::qgemm(
                         kernel,
@@ -541,22 +567,6 @@ impl QConv {
                         parallel,
                         |row, _, acc, d| epilogue(row, acc, d),
                     );
-                } else if let Some((q, input, run, bias)) = self.byte_plan(g, xg) {
-                    quads.fill(xg, cg, input, s);
-                    if self.acc_bound < self.requant.rounding.fast_bound() {
-                        let rq = &self.requant;
-                        let factor = (c0..c0 + mg).map(|c| rq.factor[if rq.factor.len() == 1 { 0 } else { c }]);
-                        let rows = qconv_u8s8::RowsRequant {
-                            bias,
-                            factor: factor.collect(),
-                            out: rq.row_out(),
-                        };
-                        qconv_u8s8::conv_requant(q, &quads, s, run, dst, parallel, kernel, &rows);
-                    } else {
-                        qconv_u8s8::conv(q, &quads, s, run, dst, parallel, kernel, |row, acc, dst| {
-                            self.requant.row(c0 + row, acc, bias[row], self.acc_bound, dst)
-                        });
-                    }
                 } else {
                     pairs.fill(xg, cg, zero, s);
                     qconv_direct::conv(&self.packed[g], &pairs, s, dst, parallel, kernel, epilogue);

@@ -278,15 +278,16 @@ fn interleave4<T: QElem>(rows: [Option<&[T]>; 4], step: usize, input: ByteInput,
     }
 }
 
-/// The stride-1 case of `interleave4` sixteen pixels at a time (SSE2, part of x86-64):
+/// The stride-1 case of `interleave4` sixteen (then eight) pixels at a time (SSE2, part of
+/// x86-64):
 /// returns how many pixels it wrote. Adding 128 to an i8 is flipping its top bit.
 #[cfg(target_arch = "x86_64")]
 fn interleave4_sse2(rows: [Option<&[u8]>; 4], input: ByteInput, dst: &mut [u8]) -> usize {
     use std::arch::x86_64::*;
     let count = (dst.len() / 4).min(rows.iter().flatten().map(|r| r.len()).min().unwrap_or(usize::MAX));
     let mut i = 0;
-    // SAFETY: loads read r[i..i + 16] with i + 16 <= count <= r.len(); stores write
-    // dst[4i..4i + 64] with 4 (i + 16) <= dst.len().
+    // SAFETY: loads read r[i..i + 16] (then 8) with i + 16 (8) <= count <= r.len(); stores
+    // write dst[4i..4i + 64] (32) with 4 (i + 16) (4 (i + 8)) <= dst.len().
     unsafe {
         let flip = _mm_set1_epi8(if input.offset == 128 { -128 } else { 0 });
         let pad = _mm_set1_epi8(input.pad as i8);
@@ -308,6 +309,16 @@ fn interleave4_sse2(rows: [Option<&[u8]>; 4], input: ByteInput, dst: &mut [u8]) 
                 _mm_storeu_si128(dst.as_mut_ptr().add(4 * i + 16 * k) as *mut __m128i, *o);
             }
             i += 16;
+        }
+        // Eight more pixels (rows of 8 or 24 pixels, as in CIFAR's last stage).
+        if i + 8 <= count {
+            let v = rows.map(|r| {
+                r.map_or(pad, |r| _mm_xor_si128(_mm_loadl_epi64(r.as_ptr().add(i) as *const __m128i), flip))
+            });
+            let (ab, cd) = (_mm_unpacklo_epi8(v[0], v[1]), _mm_unpacklo_epi8(v[2], v[3]));
+            _mm_storeu_si128(dst.as_mut_ptr().add(4 * i) as *mut __m128i, _mm_unpacklo_epi16(ab, cd));
+            _mm_storeu_si128(dst.as_mut_ptr().add(4 * i + 16) as *mut __m128i, _mm_unpackhi_epi16(ab, cd));
+            i += 8;
         }
     }
     i

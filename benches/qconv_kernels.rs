@@ -1,7 +1,11 @@
-//! The integer convolution (`QConv`: exact i16-pair products, i32 accumulators, fused
-//! requantization) against the f32 convolution (`conv2d`'s pick) on the layer shapes of
-//! ResNet-20 (CIFAR) and ResNet-50, 1 and 2 threads. Prints multiply-accumulates per second
-//! and the int/f32 ratio; timings alternate between the two paths.
+//! The integer convolution (`QConv`, fused requantization included) against the f32
+//! convolution (`conv2d`'s pick) on the layer shapes of ResNet-20 (CIFAR) and ResNet-50, 1
+//! and 2 threads. Two integer inputs: post-ReLU activations in [0, 127] with weights
+//! distributed like trained ones (|w| mean about 17 of 127), which take the byte-product
+//! kernel (`qconv_u8s8`); and full-range signed activations with weights of +-127, for
+//! which no run of byte products is exact, so they take the i16-pair kernel
+//! (`qconv_direct`). Prints multiply-accumulates per second and the ratios; timings
+//! alternate between the paths.
 //!
 //! Run: `cargo bench -p oxiquant-core --bench qconv_kernels` (results in benches/RESULTS.md).
 
@@ -30,7 +34,7 @@ fn main() {
         let Some(pool) = conv_shapes::pool(threads) else {
             return;
         };
-        println!("{threads} thread(s)          int8 GMAC/s  f32 GMAC/s  int/f32");
+        println!("{threads} thread(s)          byte GMAC/s  pair GMAC/s  f32 GMAC/s  byte/f32  pair/f32");
         for &(name, n, c, h, m, stride, k) in &conv_shapes::LAYERS {
             let Some(s) = conv_shapes::geometry(n, c, h, m, stride, k) else {
                 continue;
@@ -39,8 +43,26 @@ fn main() {
             let xf: Vec<f32> = (0..n * c * h * h).map(|i| (i % 13) as f32 - 6.0).collect();
             let wf: Vec<f32> = (0..m * c * k * k).map(|i| (i % 7) as f32 - 3.0).collect();
             let bf = vec![5f32; m];
-            let xi: Vec<i8> = xf.iter().map(|&v| v as i8).collect();
-            let wi: Vec<i8> = wf.iter().map(|&v| v as i8).collect();
+            // A fixed pseudo-random sequence; a sum of four uniforms is close to a normal.
+            let mut st = 0x9E37_79B9_7F4A_7C15u64;
+            let mut next = move || {
+                st ^= st << 13;
+                st ^= st >> 7;
+                st ^= st << 17;
+                (st >> 40) as f64 / (1u64 << 24) as f64
+            };
+            let w_trained: Vec<i16> = (0..m * c * k * k)
+                .map(|_| {
+                    ((next() + next() + next() + next() - 2.0) * 0.29 * 127.0)
+                        .round()
+                        .clamp(-127.0, 127.0) as i16
+                })
+                .collect();
+            let x_relu: Vec<i8> = (0..n * c * h * h).map(|_| (next() * 128.0) as i8).collect();
+            let w_full: Vec<i16> = (0..m * c * k * k)
+                .map(|i| if i % 3 == 0 { -127 } else { 127 })
+                .collect();
+            let x_full: Vec<i8> = (0..n * c * h * h).map(|_| (next() * 255.0 - 127.0) as i8).collect();
             let conv = Conv {
                 kernel_shape: None,
                 strides: Some(vec![stride, stride]),
@@ -48,31 +70,35 @@ fn main() {
                 padding: Padding::Explicit(vec![k / 2; 4]),
                 group: 1,
             };
-            let (Ok(rq), Ok(x)) = (
-                Requant::new(vec![0.01], -128, 127),
-                Tensor::from_vec(vec![n, c, h, h], xi),
-            ) else {
-                return;
+            let qconv = |w: &[i16]| {
+                let rq = Requant::new(vec![0.0001], -128, 127).ok()?;
+                QConv::new(conv.clone(), w, vec![m, c, k, k], vec![5; m], rq, 0).ok()
             };
-            let Ok(q) = QConv::new(
-                conv,
-                &wi.iter().map(|&v| v as i16).collect::<Vec<_>>(),
-                vec![m, c, k, k],
-                vec![5; m],
-                rq,
-                0,
+            let (Some(qb), Some(qp), Ok(xb), Ok(xp)) = (
+                qconv(&w_trained),
+                qconv(&w_full),
+                Tensor::from_vec(vec![n, c, h, h], x_relu),
+                Tensor::from_vec(vec![n, c, h, h], x_full),
             ) else {
                 return;
             };
             let macs = (n * m * out[0] * out[1] * c * k * k) as f64;
-            let (mut qi, mut fl) = (0.0, 0.0);
+            let (mut byte, mut pair, mut fl) = (0.0, 0.0, 0.0);
             pool.install(|| {
                 for _ in 0..2 {
-                    qi += time(&|| drop(black_box(q.eval(&x))), macs);
+                    byte += time(&|| drop(black_box(qb.eval(&xb))), macs);
+                    pair += time(&|| drop(black_box(qp.eval(&xp))), macs);
                     fl += time(&|| drop(black_box(conv2d(&xf, &wf, Some(&bf), &s))), macs);
                 }
             });
-            println!("  {name:<18} {:>9.1} {:>11.1}  {:>6.2}x", qi / 2.0, fl / 2.0, qi / fl);
+            println!(
+                "  {name:<18} {:>9.1} {:>12.1} {:>11.1}  {:>7.2}x {:>8.2}x",
+                byte / 2.0,
+                pair / 2.0,
+                fl / 2.0,
+                byte / fl,
+                pair / fl
+            );
         }
     }
 }

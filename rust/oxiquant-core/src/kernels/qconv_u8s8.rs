@@ -313,11 +313,16 @@ fn interleave4_sse2(rows: [Option<&[u8]>; 4], input: ByteInput, dst: &mut [u8]) 
         // Eight more pixels (rows of 8 or 24 pixels, as in CIFAR's last stage).
         if i + 8 <= count {
             let v = rows.map(|r| {
-                r.map_or(pad, |r| _mm_xor_si128(_mm_loadl_epi64(r.as_ptr().add(i) as *const __m128i), flip))
+                r.map_or(pad, |r| {
+                    _mm_xor_si128(_mm_loadl_epi64(r.as_ptr().add(i) as *const __m128i), flip)
+                })
             });
             let (ab, cd) = (_mm_unpacklo_epi8(v[0], v[1]), _mm_unpacklo_epi8(v[2], v[3]));
             _mm_storeu_si128(dst.as_mut_ptr().add(4 * i) as *mut __m128i, _mm_unpacklo_epi16(ab, cd));
-            _mm_storeu_si128(dst.as_mut_ptr().add(4 * i + 16) as *mut __m128i, _mm_unpackhi_epi16(ab, cd));
+            _mm_storeu_si128(
+                dst.as_mut_ptr().add(4 * i + 16) as *mut __m128i,
+                _mm_unpackhi_epi16(ab, cd),
+            );
             i += 8;
         }
     }

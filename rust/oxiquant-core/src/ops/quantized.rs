@@ -1391,4 +1391,55 @@ mod tests {
         assert_eq!(Requant::new(vec![1.0], 0, 255).unwrap().out, DType::U8);
         assert!(Requant::new(vec![1.0], -2048, 2047).is_err());
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// `QAddRequantize` with and without a folded requantization of either input, any
+        /// container mix, Add or Sub, against plain arithmetic: the folded node's own `eval`,
+        /// an i32 add, and the integer-only reference requantization.
+        #[test]
+        fn add_requant_matches_plain_arithmetic(
+            n in 1usize..80, seed in any::<u64>(), sub in any::<bool>(), ua in any::<bool>(), ub in any::<bool>(),
+            fold in 0usize..3, fa in 0.01f32..3.0, fo in 0.01f32..3.0, xz in -20i32..20, unsigned_out in any::<bool>(),
+        ) {
+            let mut st = seed | 1;
+            let mut next = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st as u8 };
+            let bytes = |v: Vec<u8>, unsigned: bool| if unsigned {
+                Tensor::from_vec(vec![1, 1, v.len()], v).unwrap()
+            } else {
+                Tensor::from_vec(vec![1, 1, v.len()], v.into_iter().map(|b| b as i8).collect::<Vec<_>>()).unwrap()
+            };
+            let a = bytes((0..n).map(|_| next()).collect(), ua);
+            let b = bytes((0..n).map(|_| next()).collect(), ub);
+            let (lo, hi) = if unsigned_out { (0, 255) } else { (-128, 127) };
+            let requant = Requant::new(vec![fo], lo, hi).unwrap();
+            let mut pre = Requant::new(vec![fa], -128, 127).unwrap();
+            pre.x_zero = xz;
+            let mut folded: [Option<Box<FoldedRequant>>; 2] = [None, None];
+            if fold < 2 {
+                let t = if fold == 0 { &a } else { &b };
+                folded[fold] = Some(Box::new(FoldedRequant::new("f".into(), "v".into(), pre.clone(), t.dtype()).unwrap()));
+            }
+            let op = IntOp::AddRequant { sub, requant: requant.clone(), folded };
+            let got = op.eval(&[Some(&a), Some(&b)]).unwrap().remove(0).to_f32_vec();
+            let ints = |t: &Tensor, i: usize| {
+                let t = if fold == i { pre.eval(t).unwrap() } else { t.clone() };
+                t.to_f32_vec().into_iter().map(|v| v as i32).collect::<Vec<_>>()
+            };
+            let (va, vb) = (ints(&a, 0), ints(&b, 1));
+            let sums: Vec<i32> = va.iter().zip(&vb).map(|(&p, &q)| if sub { p - q } else { p + q }).collect();
+            let mut want = vec![0i32; n];
+            if unsigned_out {
+                let mut w = vec![0u8; n];
+                requant_row_ref(&sums, 0, &requant.scale[0], requant.row_out(), &mut w);
+                want.iter_mut().zip(&w).for_each(|(d, &v)| *d = v as i32);
+            } else {
+                let mut w = vec![0i8; n];
+                requant_row_ref(&sums, 0, &requant.scale[0], requant.row_out(), &mut w);
+                want.iter_mut().zip(&w).for_each(|(d, &v)| *d = v as i32);
+            }
+            let got: Vec<i32> = got.iter().map(|&v| v as i32).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
 }

@@ -266,10 +266,14 @@ fn interleave4<T: QElem>(rows: [Option<&[T]>; 4], step: usize, input: ByteInput,
     let count = dst.len() / 4;
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if step == 1 && std::mem::size_of::<T>() == 1 && (input.offset == 0 || input.offset == 128) {
+    if step <= 2 && std::mem::size_of::<T>() == 1 && (input.offset == 0 || input.offset == 128) {
         // SAFETY: `T` is one byte (i8 or u8), so its slices are byte slices of the same length.
         let bytes = rows.map(|r| r.map(|r| unsafe { std::slice::from_raw_parts(r.as_ptr() as *const u8, r.len()) }));
-        done = interleave4_sse2(bytes, input, dst);
+        done = if step == 2 {
+            interleave4_sse2::<2>(bytes, input, dst)
+        } else {
+            interleave4_sse2::<1>(bytes, input, dst)
+        };
     }
     for (i, d) in dst.chunks_exact_mut(4).enumerate().take(count).skip(done) {
         for (d, r) in d.iter_mut().zip(&rows) {
@@ -278,25 +282,42 @@ fn interleave4<T: QElem>(rows: [Option<&[T]>; 4], step: usize, input: ByteInput,
     }
 }
 
-/// The stride-1 case of `interleave4` sixteen (then eight) pixels at a time (SSE2, part of
-/// x86-64):
-/// returns how many pixels it wrote. Adding 128 to an i8 is flipping its top bit.
+/// `interleave4` for steps of 1 or 2 (`STEP`), sixteen (then eight) pixels at a time (SSE2,
+/// part of x86-64): returns how many pixels it wrote. Adding 128 to an i8 is flipping its
+/// top bit; a step of 2 keeps the even bytes of 32.
 #[cfg(target_arch = "x86_64")]
-fn interleave4_sse2(rows: [Option<&[u8]>; 4], input: ByteInput, dst: &mut [u8]) -> usize {
+fn interleave4_sse2<const STEP: usize>(rows: [Option<&[u8]>; 4], input: ByteInput, dst: &mut [u8]) -> usize {
     use std::arch::x86_64::*;
-    let count = (dst.len() / 4).min(rows.iter().flatten().map(|r| r.len()).min().unwrap_or(usize::MAX));
+    // Pixels whose loads stay inside every row: a step-2 load of 16 pixels reads 32 bytes.
+    let shortest = rows.iter().flatten().map(|r| r.len()).min().unwrap_or(usize::MAX);
+    let count = (dst.len() / 4).min(shortest / STEP);
     let mut i = 0;
-    // SAFETY: loads read r[i..i + 16] (then 8) with i + 16 (8) <= count <= r.len(); stores
-    // write dst[4i..4i + 64] (32) with 4 (i + 16) (4 (i + 8)) <= dst.len().
+    // SAFETY: loads read r[STEP i..STEP (i + 16)] (then 8) with STEP (i + 16) <= STEP count
+    // <= r.len(); stores write dst[4i..4i + 64] (32) with 4 (i + 16) <= dst.len().
     unsafe {
         let flip = _mm_set1_epi8(if input.offset == 128 { -128 } else { 0 });
         let pad = _mm_set1_epi8(input.pad as i8);
+        let even = _mm_set1_epi16(0xff);
+        let load16 = |r: &[u8], i: usize| {
+            if STEP == 2 {
+                let p = r.as_ptr().add(2 * i);
+                let lo = _mm_and_si128(_mm_loadu_si128(p as *const __m128i), even);
+                let hi = _mm_and_si128(_mm_loadu_si128(p.add(16) as *const __m128i), even);
+                _mm_packus_epi16(lo, hi)
+            } else {
+                _mm_loadu_si128(r.as_ptr().add(i) as *const __m128i)
+            }
+        };
+        let load8 = |r: &[u8], i: usize| {
+            if STEP == 2 {
+                let lo = _mm_and_si128(_mm_loadu_si128(r.as_ptr().add(2 * i) as *const __m128i), even);
+                _mm_packus_epi16(lo, lo)
+            } else {
+                _mm_loadl_epi64(r.as_ptr().add(i) as *const __m128i)
+            }
+        };
         while i + 16 <= count {
-            let v = rows.map(|r| {
-                r.map_or(pad, |r| {
-                    _mm_xor_si128(_mm_loadu_si128(r.as_ptr().add(i) as *const __m128i), flip)
-                })
-            });
+            let v = rows.map(|r| r.map_or(pad, |r| _mm_xor_si128(load16(r, i), flip)));
             let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(v[0], v[1]), _mm_unpackhi_epi8(v[0], v[1]));
             let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(v[2], v[3]), _mm_unpackhi_epi8(v[2], v[3]));
             let out = [
@@ -312,11 +333,7 @@ fn interleave4_sse2(rows: [Option<&[u8]>; 4], input: ByteInput, dst: &mut [u8]) 
         }
         // Eight more pixels (rows of 8 or 24 pixels, as in CIFAR's last stage).
         if i + 8 <= count {
-            let v = rows.map(|r| {
-                r.map_or(pad, |r| {
-                    _mm_xor_si128(_mm_loadl_epi64(r.as_ptr().add(i) as *const __m128i), flip)
-                })
-            });
+            let v = rows.map(|r| r.map_or(pad, |r| _mm_xor_si128(load8(r, i), flip)));
             let (ab, cd) = (_mm_unpacklo_epi8(v[0], v[1]), _mm_unpacklo_epi8(v[2], v[3]));
             _mm_storeu_si128(dst.as_mut_ptr().add(4 * i) as *mut __m128i, _mm_unpacklo_epi16(ab, cd));
             _mm_storeu_si128(

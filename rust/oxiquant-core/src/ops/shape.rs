@@ -21,21 +21,38 @@ fn take_tables(t: &Tensor, shape: Vec<usize>, tables: &[Vec<Option<usize>>], fil
             out.push(v[0]);
             return out;
         };
+        /// How one output row of the last axis reads its input: a contiguous run (a copy),
+        /// offsets without padding, or offsets with padding.
+        enum Row<'a> {
+            Run(usize),
+            Offsets(Vec<usize>),
+            Padded(&'a [Option<usize>]),
+        }
+        let row = if last.iter().enumerate().all(|(i, o)| *o == last[0].map(|s| s + i)) && last[0].is_some() {
+            Row::Run(last[0].unwrap_or(0))
+        } else if last.iter().all(Option::is_some) {
+            Row::Offsets(last.iter().flatten().copied().collect())
+        } else {
+            Row::Padded(last)
+        };
         fn rec<T: Copy>(
             v: &[T],
             outer: &[Vec<Option<usize>>],
-            last: &[Option<usize>],
+            row: &Row,
+            len: usize,
             base: Option<usize>,
             fill: T,
             out: &mut Vec<T>,
         ) {
             match outer.split_first() {
-                None => match base {
-                    Some(b) => out.extend(last.iter().map(|o| match o {
+                None => match (base, row) {
+                    (Some(b), Row::Run(s)) => out.extend_from_slice(&v[b + s..b + s + len]),
+                    (Some(b), Row::Offsets(o)) => out.extend(o.iter().map(|&o| v[b + o])),
+                    (Some(b), Row::Padded(p)) => out.extend(p.iter().map(|o| match o {
                         Some(o) => v[b + o],
                         None => fill,
                     })),
-                    None => out.extend(std::iter::repeat_n(fill, last.len())),
+                    (None, _) => out.extend(std::iter::repeat_n(fill, len)),
                 },
                 Some((t, rest)) => {
                     for o in t {
@@ -43,12 +60,12 @@ fn take_tables(t: &Tensor, shape: Vec<usize>, tables: &[Vec<Option<usize>>], fil
                             (Some(b), Some(o)) => Some(b + o),
                             _ => None,
                         };
-                        rec(v, rest, last, b, fill, out);
+                        rec(v, rest, row, len, b, fill, out);
                     }
                 }
             }
         }
-        rec(v, outer, last, Some(0), fill, &mut out);
+        rec(v, outer, &row, last.len(), Some(0), fill, &mut out);
         out
     }
     let data = match t.data() {

@@ -12,8 +12,7 @@
 //! cost more than the products on layers with few output channels.
 
 use super::conv::ConvShape;
-use super::qgemm::{Kernel, OutPtr, PackedA, QAct, MR, NR};
-use rayon::prelude::*;
+use super::qgemm::{split_tasks, Kernel, OutPtr, PackedA, QAct, MR, NR};
 
 /// Weights `[m][cg][kh][kw]` (i8, or i16 centered on their zero point) reordered to
 /// `[m][kh][kw][cg rounded up to even]` and packed.
@@ -96,15 +95,23 @@ impl Default for PairImage {
 
 /// Offsets (in i16) of the pair runs, in the weights' `k`-pair order `(i, j, c / 2)`.
 fn offsets(img: &PairImage, s: &ConvShape) -> Vec<usize> {
+    patch_offsets(s, img.pairs, img.hp, img.wq, 2)
+}
+
+/// Where each kernel position's run starts in a padded, phase-split image
+/// `[phase][group][hp][wq][width]` (`groups` channel groups of `width` interleaved
+/// channels, rows of `wq` pixels per phase), in elements, in the weights' order
+/// `(i, j, group)`. Shared by the pair and byte kernels.
+pub(crate) fn patch_offsets(s: &ConvShape, groups: usize, hp: usize, wq: usize, width: usize) -> Vec<usize> {
     let [kh, kw] = s.win.kernel;
     let [dh, dw] = s.win.dilations;
     let sw = s.win.strides[1];
-    let mut v = Vec::with_capacity(kh * kw * img.pairs);
+    let mut v = Vec::with_capacity(kh * kw * groups);
     for i in 0..kh {
         for j in 0..kw {
             let (q, xq) = ((j * dw) % sw, (j * dw) / sw);
-            for cp in 0..img.pairs {
-                v.push((((q * img.pairs + cp) * img.hp + i * dh) * img.wq + xq) * 2);
+            for g in 0..groups {
+                v.push((((q * groups + g) * hp + i * dh) * wq + xq) * width);
             }
         }
     }
@@ -233,19 +240,7 @@ where
             }
         }
     };
-    if parallel {
-        let want = 4 * rayon::current_num_threads();
-        let per = (blocks * oh).div_ceil(want).max(1).min(oh);
-        let chunks = oh.div_ceil(per);
-        (0..blocks * chunks).into_par_iter().for_each(|t| {
-            let (bi, ch) = (t / chunks, t % chunks);
-            task(bi, ch * per, ((ch + 1) * per).min(oh));
-        });
-    } else {
-        for bi in 0..blocks {
-            task(bi, 0, oh);
-        }
-    }
+    split_tasks(blocks, oh, parallel, task);
 }
 
 /// The output `[m][npix]` of a direct convolution, written by the tiles of `for_each_tile`

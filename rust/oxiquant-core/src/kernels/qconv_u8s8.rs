@@ -29,8 +29,8 @@
 //! packed in blocks of `MR` rows, `[k4][MR]` words of four i8.
 
 use super::conv::ConvShape;
-use super::qconv_direct::{for_each_tile, last_start, TileOut};
-use super::qgemm::{Kernel, MR, NR};
+use super::qconv_direct::{for_each_tile, last_start, patch_offsets, TileOut};
+use super::qgemm::{split_tasks, Kernel, MR, NR};
 #[cfg(target_arch = "x86_64")]
 use super::requant::RowAvx2;
 use super::requant::{requant_row, QElem, RowOut};
@@ -354,19 +354,7 @@ impl Default for QuadImage {
 
 /// Offsets (in bytes) of the quad runs, in the weights' `k4` order `(i, j, c / 4)`.
 fn offsets(img: &QuadImage, s: &ConvShape) -> Vec<usize> {
-    let [kh, kw] = s.win.kernel;
-    let [dh, dw] = s.win.dilations;
-    let sw = s.win.strides[1];
-    let mut v = Vec::with_capacity(kh * kw * img.quads);
-    for i in 0..kh {
-        for j in 0..kw {
-            let (q, xq) = ((j * dw) % sw, (j * dw) / sw);
-            for cq in 0..img.quads {
-                v.push((((q * img.quads + cq) * img.hp + i * dh) * img.wq + xq) * 4);
-            }
-        }
-    }
-    v
+    patch_offsets(s, img.quads, img.hp, img.wq, 4)
 }
 
 /// One tile from in-place operands, plain Rust: the exact sums (equal to the SIMD kernel's
@@ -575,34 +563,24 @@ impl ByteOperand<'_> {
         }
     }
 
-    /// `work(block, operand from the tile's first read, pix0, cols)` for every tile.
-    fn for_each_tile<T>(&self, m: usize, parallel: bool, work: T)
+    /// `work(block, operand from the tile's first read, pix0, cols)` for every tile of `a`'s
+    /// blocks.
+    fn for_each_tile<T>(&self, a: &QuadWeights, parallel: bool, work: T)
     where
         T: Fn(usize, &[u8], usize, usize) + Sync,
     {
         match self {
-            ByteOperand::Image { img, s } => for_each_tile(m, s, img.wq, parallel, |bi, start, pix0, cols| {
+            ByteOperand::Image { img, s } => for_each_tile(a.m, s, img.wq, parallel, |bi, start, pix0, cols| {
                 work(bi, &img.buf[start * 4..], pix0, cols)
             }),
             ByteOperand::Panels { buf, npix } => {
-                let (panels, blocks) = (npix.div_ceil(NR), m.div_ceil(MR));
-                let len = buf.len() / panels.max(1);
-                let task = |bi: usize, p0: usize, p1: usize| {
+                // `pack_panels`' layout: each panel holds `k4` steps of `NR` pixels x 4 bytes.
+                let len = a.k4 * NR * 4;
+                split_tasks(a.m.div_ceil(MR), npix.div_ceil(NR), parallel, |bi, p0, p1| {
                     for p in p0..p1 {
                         work(bi, &buf[p * len..], p * NR, NR.min(npix - p * NR));
                     }
-                };
-                if parallel {
-                    let want = 4 * rayon::current_num_threads();
-                    let per = (blocks * panels).div_ceil(want).max(1).min(panels.max(1));
-                    let chunks = panels.div_ceil(per);
-                    (0..blocks * chunks).into_par_iter().for_each(|t| {
-                        let (bi, ch) = (t / chunks, t % chunks);
-                        task(bi, ch * per, ((ch + 1) * per).min(panels));
-                    });
-                } else {
-                    (0..blocks).for_each(|bi| task(bi, 0, panels));
-                }
+                });
             }
         }
     }
@@ -625,7 +603,7 @@ pub fn conv<O, F>(
 {
     let offs = b.checked_offsets(a, plan);
     let out = TileOut::new(out, a.m, b.npix());
-    b.for_each_tile(a.m, parallel, |bi, bv, pix0, cols| {
+    b.for_each_tile(a, parallel, |bi, bv, pix0, cols| {
         let mut t = [[0i32; NR]; MR];
         tile(kernel, a.block_words(bi), bv, &offs, plan.block(bi), &mut t, cols);
         out.finish(&t, bi, pix0, cols, &epilogue);
@@ -665,7 +643,7 @@ pub fn conv_requant<O: QElem>(
             .map(|r| unsafe { RowAvx2::new(rows.bias[r], rows.factor[r] as f64, rows.out, O::UNSIGNED) })
             .collect();
         let out = TileOut::new(out, a.m, b.npix());
-        b.for_each_tile(a.m, parallel, |bi, bv, pix0, cols| {
+        b.for_each_tile(a, parallel, |bi, bv, pix0, cols| {
             let n = out.rows(bi);
             let mut dst = [std::ptr::null_mut::<u8>(); MR];
             for (r, d) in dst.iter_mut().enumerate().take(n) {

@@ -300,18 +300,25 @@ where
             }
         }
     };
+    split_tasks(blocks, panels, parallel, task);
+}
+
+/// Runs `task(block, first unit, end unit)` over `blocks` row blocks x `units` (panels, or
+/// output rows), all of one block's units in order when not `parallel`; when `parallel`,
+/// cut into enough tasks to balance the rayon pool even when there are few row blocks.
+/// Shared by the integer products and direct convolutions.
+pub(crate) fn split_tasks(blocks: usize, units: usize, parallel: bool, task: impl Fn(usize, usize, usize) + Sync) {
     if parallel {
-        // Enough tasks to balance the pool even when there are few row blocks.
         let want = 4 * rayon::current_num_threads();
-        let per = (blocks * panels).div_ceil(want).max(1).min(panels);
-        let chunks = panels.div_ceil(per);
+        let per = (blocks * units).div_ceil(want).max(1).min(units.max(1));
+        let chunks = units.div_ceil(per);
         (0..blocks * chunks).into_par_iter().for_each(|t| {
             let (bi, ch) = (t / chunks, t % chunks);
-            task(bi, ch * per, ((ch + 1) * per).min(panels));
+            task(bi, ch * per, ((ch + 1) * per).min(units));
         });
     } else {
         for bi in 0..blocks {
-            task(bi, 0, panels);
+            task(bi, 0, units);
         }
     }
 }

@@ -13,11 +13,11 @@
 //! 2^24 in magnitude; see docs/integer-engine.md).
 
 use super::conv::Conv;
-use super::pool::Pool;
+use super::pool::{Pool, PoolPlan};
 use super::Op;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::binary;
-use crate::kernels::pool::padded_count;
+use crate::kernels::pool::{padded_count, PoolKind};
 use crate::kernels::qconv_direct;
 use crate::kernels::qconv_u8s8::{self, ByteInput, ByteOperand, QuadImage, QuadWeights, RunPlan};
 use crate::kernels::qgemm::{self, Kernel, PackedA};
@@ -665,9 +665,106 @@ impl QGemm {
 }
 
 /// Integer pooling: max, or average with the mean rounded half to even (the Round node the
-/// fake-quantized graph puts after it).
+/// fake-quantized graph puts after it). Undilated max pooling runs by rows
+/// (`max_pool_rows`), the rest through the reference loop.
 fn qpool(pool: &Pool, x: &Tensor) -> Result<Tensor> {
     let p = pool.plan(x.shape())?;
+    if p.kind == PoolKind::Max && p.win.dilations == [1, 1] {
+        max_pool_rows(&p, x, Kernel::detect())
+    } else {
+        qpool_ref(&p, x)
+    }
+}
+
+/// Max pooling without dilation, one output row at a time: the element-wise max of the
+/// window's input rows, then of each run of `kernel[1]` columns of that row, both over
+/// contiguous slices (vectorized), then every `strides[1]`-th of those. Windows cut by the
+/// padding take the max of what is left (padding never contributes); none left gives 0, as
+/// in `qpool_ref`.
+fn max_pool_rows(p: &PoolPlan, x: &Tensor, kernel: Kernel) -> Result<Tensor> {
+    with_qelem!(x.dtype(), T => {
+        let xv = x.as_slice::<T>()?;
+        let plane = p.h * p.w;
+        let plane_out = p.out[0] * p.out[1];
+        let mut y = vec![T::from_i32(0); p.planes * plane_out];
+        if plane_out > 0 {
+            let scratch = || (vec![T::from_i32(0); p.w], vec![T::from_i32(0); p.w]);
+            y.par_chunks_mut(plane_out).enumerate().for_each_init(scratch, |(rows, runs), (pi, o)| {
+                let x = &xv[pi * plane..(pi + 1) * plane];
+                match kernel {
+                    Kernel::Reference => max_pool_plane(x, p, o, rows, runs),
+                    // SAFETY: `Avx2` is only constructed after the feature was detected.
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx2 => unsafe { max_pool_plane_avx2(x, p, o, rows, runs) },
+                }
+            });
+        }
+        Tensor::from_vec(p.shape.clone(), y)
+    })
+}
+
+/// `max_pool_plane` compiled for AVX2 (byte max in 32 lanes, `vpmaxsb` for i8).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_plane_avx2<T: QElem + Ord>(x: &[T], p: &PoolPlan, o: &mut [T], rows: &mut [T], runs: &mut [T]) {
+    max_pool_plane(x, p, o, rows, runs)
+}
+
+/// One plane of `max_pool_rows`: `x` is `h x w`, `o` is `out[0] x out[1]`, `rows` and
+/// `runs` hold `w` values each.
+#[inline(always)]
+fn max_pool_plane<T: QElem + Ord>(x: &[T], p: &PoolPlan, o: &mut [T], rows: &mut [T], runs: &mut [T]) {
+    let (h, w, win) = (p.h, p.w, &p.win);
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.strides;
+    let (top, left) = (win.pads[0], win.pads[1]);
+    // Outputs `first..last` of a row have their whole window inside the row.
+    let first = left.div_ceil(sw).min(p.out[1]);
+    let last = if w + left >= kw {
+        ((w + left - kw) / sw + 1).min(p.out[1])
+    } else {
+        0
+    }
+    .max(first);
+    // Every window start `s` of the row: `runs[s] = max(rows[s..s + kw])`.
+    let starts = (w + 1).saturating_sub(kw);
+    let zero = T::from_i32(0);
+    if w == 0 {
+        // Every window is padding only.
+        o.fill(zero);
+        return;
+    }
+    for (oy, o) in o.chunks_exact_mut(p.out[1]).enumerate() {
+        let y0 = (oy * sh) as isize - top as isize;
+        let (lo, hi) = (y0.max(0) as usize, (y0 + kh as isize).clamp(0, h as isize) as usize);
+        if lo >= hi {
+            o.fill(zero);
+            continue;
+        }
+        rows.copy_from_slice(&x[lo * w..(lo + 1) * w]);
+        for r in x[(lo + 1) * w..hi * w].chunks_exact(w) {
+            rows.iter_mut().zip(r).for_each(|(m, &v)| *m = (*m).max(v));
+        }
+        if last > first {
+            let runs = &mut runs[..starts];
+            runs.copy_from_slice(&rows[..starts]);
+            for j in 1..kw {
+                runs.iter_mut().zip(&rows[j..]).for_each(|(m, &v)| *m = (*m).max(v));
+            }
+            let picks = runs[first * sw - left..].iter().step_by(sw);
+            o[first..last].iter_mut().zip(picks).for_each(|(d, &v)| *d = v);
+        }
+        // Windows cut by the left or right edge.
+        for ox in (0..first).chain(last..p.out[1]) {
+            let x0 = (ox * sw) as isize - left as isize;
+            let (a, b) = (x0.max(0) as usize, (x0 + kw as isize).clamp(0, w as isize) as usize);
+            o[ox] = rows.get(a..b).and_then(|s| s.iter().copied().max()).unwrap_or(zero);
+        }
+    }
+}
+
+/// Reference integer pooling: every window element by element, with bounds checks.
+fn qpool_ref(p: &PoolPlan, x: &Tensor) -> Result<Tensor> {
     with_qelem!(x.dtype(), T => {
         let xv = x.as_slice::<T>()?;
         let plane_out = p.out[0] * p.out[1];
@@ -697,8 +794,8 @@ fn qpool(pool: &Pool, x: &Tensor) -> Result<Tensor> {
                         }
                     }
                     let v = match p.kind {
-                        crate::kernels::pool::PoolKind::Max => if count == 0 { 0 } else { mx },
-                        crate::kernels::pool::PoolKind::Avg { count_include_pad } => {
+                        PoolKind::Max => if count == 0 { 0 } else { mx },
+                        PoolKind::Avg { count_include_pad } => {
                             let n = if count_include_pad { padded_count(&win, p.h, p.w, y0, x0) as i64 } else { count };
                             div_round_even(sum, n.max(1)) as i32
                         }
@@ -1390,6 +1487,50 @@ mod tests {
         assert_eq!(r.eval(&x).unwrap().as_slice::<i8>().unwrap(), &[127, -128, 2, -2]);
         assert_eq!(Requant::new(vec![1.0], 0, 255).unwrap().out, DType::U8);
         assert!(Requant::new(vec![1.0], -2048, 2047).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Max pooling by rows (every kernel this CPU runs) against the reference loop: 1-D
+        /// and 2-D, kernels 1-4, strides 1-3, pads up to 4 (windows partly or wholly in the
+        /// padding), ceil mode, i8 and u8 with the container extremes over-represented.
+        #[test]
+        fn max_pool_rows_matches_the_reference(
+            n in 1usize..3, c in 1usize..4, h in 0usize..12, w in 0usize..40, kernel in (1usize..5, 1usize..5),
+            strides in (1usize..4, 1usize..4), pads in proptest::array::uniform4(0usize..5), ceil_mode in any::<bool>(),
+            one_d in any::<bool>(), unsigned in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let mut st = seed | 1;
+            let mut next = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st };
+            let (min, max) = if unsigned { (0u8, 255u8) } else { (0x80, 0x7f) };
+            let h = if one_d { 1 } else { h };
+            let bytes: Vec<u8> = (0..n * c * h * w)
+                .map(|_| match next() % 4 { 0 => min, 1 => max, _ => next() as u8 })
+                .collect();
+            let (shape, kernel_shape, strides, pads) = if one_d {
+                (vec![n, c, w], vec![kernel.1], vec![strides.1], vec![pads[1], pads[3]])
+            } else {
+                (vec![n, c, h, w], vec![kernel.0, kernel.1], vec![strides.0, strides.1], pads.to_vec())
+            };
+            let x = if unsigned {
+                Tensor::from_vec(shape.clone(), bytes).unwrap()
+            } else {
+                Tensor::from_vec(shape.clone(), bytes.into_iter().map(|b| b as i8).collect::<Vec<_>>()).unwrap()
+            };
+            let pool = Pool {
+                max: true, kernel_shape, strides: Some(strides), dilations: None,
+                padding: Padding::Explicit(pads), ceil_mode, count_include_pad: false,
+            };
+            let plan = pool.plan(&shape);
+            prop_assume!(plan.is_ok());
+            let plan = plan.unwrap();
+            let want = qpool_ref(&plan, &x).unwrap();
+            for kernel in Kernel::available() {
+                let got = max_pool_rows(&plan, &x, kernel).unwrap();
+                prop_assert_eq!(got.shape(), want.shape());
+                prop_assert_eq!(got.to_f32_vec(), want.to_f32_vec(), "{:?}", kernel);
+            }
+        }
     }
 
     proptest! {

@@ -1076,16 +1076,14 @@ pub struct FoldedRequant {
     /// The container of its input (the value the add now reads).
     pub input: DType,
     /// `requant.lut(input)` per channel, each entry minus `base` as a byte (the outputs are
-    /// 8-bit, so a channel's table is four cache lines), then `LUT_PAD` bytes.
+    /// 8-bit, so a channel's table is four cache lines).
     lut: Vec<u8>,
     /// The minimum of the requantization's container, added back to every entry.
     base: i32,
 }
 
-/// Bytes after the last table: a 4-byte gather at entry 255 reads 3 past it.
-const LUT_PAD: usize = 3;
-/// The bytes a table lookup may read: 256 entries and the gather's overrun.
-const LUT_LEN: usize = 256 + LUT_PAD;
+/// Entries of a channel's table.
+const LUT_LEN: usize = 256;
 
 /// One channel's table of a folded requantization: `base + bytes[x - min(input)]`.
 #[derive(Clone, Copy)]
@@ -1097,8 +1095,7 @@ struct ByteLut<'a> {
 impl FoldedRequant {
     pub fn new(node: String, output: String, requant: Requant, input: DType) -> Result<FoldedRequant> {
         let base = bounds_of(requant.out)?.0;
-        let mut lut: Vec<u8> = requant.lut(input)?.iter().map(|&v| (v - base) as u8).collect();
-        lut.extend([0; LUT_PAD]);
+        let lut: Vec<u8> = requant.lut(input)?.iter().map(|&v| (v - base) as u8).collect();
         Ok(FoldedRequant {
             node,
             output,
@@ -1394,36 +1391,35 @@ fn add_requant_block<A: QElem, B: QElem, O: QElem>(
     }
 }
 
-/// Eight values of `x` from `p` as i32 lanes, through `lut` (without its base) if any.
+/// Eight values of `x` from `p` as i32 lanes.
 ///
 /// # Safety
 /// AVX2 is available and `p` points to eight readable elements.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn operand8<T: QElem>(p: *const T, lut: Option<&[u8; LUT_LEN]>) -> std::arch::x86_64::__m256i {
+unsafe fn operand8<T: QElem>(p: *const T) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
     // SAFETY: the caller guarantees eight readable bytes at `p` (T is one byte).
     let bytes = unsafe { _mm_loadl_epi64(p as *const __m128i) };
-    match lut {
-        None if T::UNSIGNED => _mm256_cvtepu8_epi32(bytes),
-        None => _mm256_cvtepi8_epi32(bytes),
-        Some(t) => {
-            // The index `x - min`: flipping the sign bit of an i8 adds 128.
-            let idx = if T::UNSIGNED {
-                bytes
-            } else {
-                _mm_xor_si128(bytes, _mm_set1_epi8(-128))
-            };
-            // SAFETY: indices are below 256 and each lane reads 4 bytes, within LUT_LEN.
-            let g = unsafe { _mm256_i32gather_epi32::<1>(t.as_ptr() as *const i32, _mm256_cvtepu8_epi32(idx)) };
-            _mm256_and_si256(g, _mm256_set1_epi32(0xff))
-        }
+    if T::UNSIGNED {
+        _mm256_cvtepu8_epi32(bytes)
+    } else {
+        _mm256_cvtepi8_epi32(bytes)
     }
 }
 
-/// One block of `add_requant` in AVX2: eight sums at a time, straight from the bytes (or the
-/// tables) to the requantized output, no buffer in between.
+/// `dst[i] = lut[x[i] - min]` (the table's raw bytes).
+#[inline(always)]
+fn map_bytes<T: QElem>(dst: &mut [u8], x: &[T], lut: &[u8; LUT_LEN]) {
+    dst.iter_mut()
+        .zip(x)
+        .for_each(|(d, &v)| *d = lut[(v.to_i32() - <T as QElem>::MIN) as u8 as usize]);
+}
+
+/// One block of `add_requant` in AVX2: inputs with a table go through it into a byte buffer
+/// (scalar lookups, which beat the AVX2 gather here), then eight sums at a time are
+/// requantized straight from the bytes, no i32 buffer in between.
 ///
 /// # Safety
 /// AVX2 is available.
@@ -1438,17 +1434,47 @@ unsafe fn add_requant_avx2<A: QElem, B: QElem, O: QElem>(
     out: RowOut,
     dst: &mut [O],
 ) {
-    use std::arch::x86_64::*;
-    let n = dst.len().min(a.x.len()).min(b.x.len());
     // Sums of two 8-bit values (and the bases) are far below the fast kernel's bound.
     let row = RowAvx2::new(bias, f, out, O::UNSIGNED);
+    let (mut ma, mut mb) = ([0u8; 256], [0u8; 256]);
+    for ((o, xa), xb) in dst.chunks_mut(256).zip(a.x.chunks(256)).zip(b.x.chunks(256)) {
+        let n = o.len();
+        // SAFETY (all four): AVX2 is available.
+        match (a.lut, b.lut) {
+            (None, None) => unsafe { add_bytes_avx2(xa, xb, sub, &row, o) },
+            (Some(ta), None) => {
+                map_bytes(&mut ma[..n], xa, ta);
+                unsafe { add_bytes_avx2(&ma[..n], xb, sub, &row, o) }
+            }
+            (None, Some(tb)) => {
+                map_bytes(&mut mb[..n], xb, tb);
+                unsafe { add_bytes_avx2(xa, &mb[..n], sub, &row, o) }
+            }
+            (Some(ta), Some(tb)) => {
+                map_bytes(&mut ma[..n], xa, ta);
+                map_bytes(&mut mb[..n], xb, tb);
+                unsafe { add_bytes_avx2(&ma[..n], &mb[..n], sub, &row, o) }
+            }
+        }
+    }
+}
+
+/// `row` applied to `a ± b`, eight at a time.
+///
+/// # Safety
+/// AVX2 is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_bytes_avx2<A: QElem, B: QElem, O: QElem>(a: &[A], b: &[B], sub: bool, row: &RowAvx2, dst: &mut [O]) {
+    use std::arch::x86_64::*;
+    let n = dst.len().min(a.len()).min(b.len());
     // b or -b: (b ^ m) - m with m all ones negates.
     let m = _mm256_set1_epi32(if sub { -1 } else { 0 });
     let mut i = 0;
     while i + 8 <= n {
         // SAFETY: i + 8 <= n, within all three slices; O is one byte.
         unsafe {
-            let y = sum8(a.x.as_ptr().add(i), b.x.as_ptr().add(i), a.lut, b.lut, m, &row);
+            let y = sum8(a.as_ptr().add(i), b.as_ptr().add(i), m, row);
             _mm_storel_epi64(dst.as_mut_ptr().add(i) as *mut __m128i, y);
         }
         i += 8;
@@ -1456,11 +1482,11 @@ unsafe fn add_requant_avx2<A: QElem, B: QElem, O: QElem>(
     if i < n {
         // The last few through padded copies: the same arithmetic as the rest.
         let (mut ta, mut tb, mut to) = ([A::from_i32(0); 8], [B::from_i32(0); 8], [O::from_i32(0); 8]);
-        ta[..n - i].copy_from_slice(&a.x[i..n]);
-        tb[..n - i].copy_from_slice(&b.x[i..n]);
+        ta[..n - i].copy_from_slice(&a[i..n]);
+        tb[..n - i].copy_from_slice(&b[i..n]);
         // SAFETY: the copies hold eight elements; `to` is eight bytes.
         unsafe {
-            let y = sum8(ta.as_ptr(), tb.as_ptr(), a.lut, b.lut, m, &row);
+            let y = sum8(ta.as_ptr(), tb.as_ptr(), m, row);
             _mm_storel_epi64(to.as_mut_ptr() as *mut __m128i, y);
         }
         dst[i..n].copy_from_slice(&to[..n - i]);
@@ -1477,14 +1503,12 @@ unsafe fn add_requant_avx2<A: QElem, B: QElem, O: QElem>(
 unsafe fn sum8<A: QElem, B: QElem>(
     pa: *const A,
     pb: *const B,
-    la: Option<&[u8; LUT_LEN]>,
-    lb: Option<&[u8; LUT_LEN]>,
     m: std::arch::x86_64::__m256i,
     row: &RowAvx2,
 ) -> std::arch::x86_64::__m128i {
     use std::arch::x86_64::*;
     // SAFETY: forwarded from the caller.
-    let (va, vb) = unsafe { (operand8(pa, la), operand8(pb, lb)) };
+    let (va, vb) = unsafe { (operand8(pa), operand8(pb)) };
     row.bytes8(_mm256_add_epi32(va, _mm256_sub_epi32(_mm256_xor_si256(vb, m), m)))
 }
 

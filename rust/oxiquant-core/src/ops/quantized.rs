@@ -13,14 +13,16 @@
 //! 2^24 in magnitude; see docs/integer-engine.md).
 
 use super::conv::Conv;
-use super::pool::Pool;
+use super::pool::{Pool, PoolPlan};
 use super::Op;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::binary;
-use crate::kernels::pool::padded_count;
+use crate::kernels::pool::{padded_count, PoolKind};
 use crate::kernels::qconv_direct;
 use crate::kernels::qconv_u8s8::{self, ByteInput, ByteOperand, QuadImage, QuadWeights, RunPlan};
 use crate::kernels::qgemm::{self, Kernel, PackedA};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::requant::RowAvx2;
 use crate::kernels::requant::{
     div_round_even, quantize_one, quantize_row, requant_row, requant_row_ref, FixedPoint, FloatScale, QElem, Rounding,
     RowOut,
@@ -685,9 +687,106 @@ impl QGemm {
 }
 
 /// Integer pooling: max, or average with the mean rounded half to even (the Round node the
-/// fake-quantized graph puts after it).
+/// fake-quantized graph puts after it). Undilated max pooling runs by rows
+/// (`max_pool_rows`), the rest through the reference loop.
 fn qpool(pool: &Pool, x: &Tensor) -> Result<Tensor> {
     let p = pool.plan(x.shape())?;
+    if p.kind == PoolKind::Max && p.win.dilations == [1, 1] {
+        max_pool_rows(&p, x, Kernel::detect())
+    } else {
+        qpool_ref(&p, x)
+    }
+}
+
+/// Max pooling without dilation, one output row at a time: the element-wise max of the
+/// window's input rows, then of each run of `kernel[1]` columns of that row, both over
+/// contiguous slices (vectorized), then every `strides[1]`-th of those. Windows cut by the
+/// padding take the max of what is left (padding never contributes); none left gives 0, as
+/// in `qpool_ref`.
+fn max_pool_rows(p: &PoolPlan, x: &Tensor, kernel: Kernel) -> Result<Tensor> {
+    with_qelem!(x.dtype(), T => {
+        let xv = x.as_slice::<T>()?;
+        let plane = p.h * p.w;
+        let plane_out = p.out[0] * p.out[1];
+        let mut y = vec![T::from_i32(0); p.planes * plane_out];
+        if plane_out > 0 {
+            let scratch = || (vec![T::from_i32(0); p.w], vec![T::from_i32(0); p.w]);
+            y.par_chunks_mut(plane_out).enumerate().for_each_init(scratch, |(rows, runs), (pi, o)| {
+                let x = &xv[pi * plane..(pi + 1) * plane];
+                match kernel {
+                    Kernel::Reference => max_pool_plane(x, p, o, rows, runs),
+                    // SAFETY: `Avx2` is only constructed after the feature was detected.
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx2 => unsafe { max_pool_plane_avx2(x, p, o, rows, runs) },
+                }
+            });
+        }
+        Tensor::from_vec(p.shape.clone(), y)
+    })
+}
+
+/// `max_pool_plane` compiled for AVX2 (byte max in 32 lanes, `vpmaxsb` for i8).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_plane_avx2<T: QElem + Ord>(x: &[T], p: &PoolPlan, o: &mut [T], rows: &mut [T], runs: &mut [T]) {
+    max_pool_plane(x, p, o, rows, runs)
+}
+
+/// One plane of `max_pool_rows`: `x` is `h x w`, `o` is `out[0] x out[1]`, `rows` and
+/// `runs` hold `w` values each.
+#[inline(always)]
+fn max_pool_plane<T: QElem + Ord>(x: &[T], p: &PoolPlan, o: &mut [T], rows: &mut [T], runs: &mut [T]) {
+    let (h, w, win) = (p.h, p.w, &p.win);
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.strides;
+    let (top, left) = (win.pads[0], win.pads[1]);
+    // Outputs `first..last` of a row have their whole window inside the row.
+    let first = left.div_ceil(sw).min(p.out[1]);
+    let last = if w + left >= kw {
+        ((w + left - kw) / sw + 1).min(p.out[1])
+    } else {
+        0
+    }
+    .max(first);
+    // Every window start `s` of the row: `runs[s] = max(rows[s..s + kw])`.
+    let starts = (w + 1).saturating_sub(kw);
+    let zero = T::from_i32(0);
+    if w == 0 {
+        // Every window is padding only.
+        o.fill(zero);
+        return;
+    }
+    for (oy, o) in o.chunks_exact_mut(p.out[1]).enumerate() {
+        let y0 = (oy * sh) as isize - top as isize;
+        let (lo, hi) = (y0.max(0) as usize, (y0 + kh as isize).clamp(0, h as isize) as usize);
+        if lo >= hi {
+            o.fill(zero);
+            continue;
+        }
+        rows.copy_from_slice(&x[lo * w..(lo + 1) * w]);
+        for r in x[(lo + 1) * w..hi * w].chunks_exact(w) {
+            rows.iter_mut().zip(r).for_each(|(m, &v)| *m = (*m).max(v));
+        }
+        if last > first {
+            let runs = &mut runs[..starts];
+            runs.copy_from_slice(&rows[..starts]);
+            for j in 1..kw {
+                runs.iter_mut().zip(&rows[j..]).for_each(|(m, &v)| *m = (*m).max(v));
+            }
+            let picks = runs[first * sw - left..].iter().step_by(sw);
+            o[first..last].iter_mut().zip(picks).for_each(|(d, &v)| *d = v);
+        }
+        // Windows cut by the left or right edge.
+        for ox in (0..first).chain(last..p.out[1]) {
+            let x0 = (ox * sw) as isize - left as isize;
+            let (a, b) = (x0.max(0) as usize, (x0 + kw as isize).clamp(0, w as isize) as usize);
+            o[ox] = rows.get(a..b).and_then(|s| s.iter().copied().max()).unwrap_or(zero);
+        }
+    }
+}
+
+/// Reference integer pooling: every window element by element, with bounds checks.
+fn qpool_ref(p: &PoolPlan, x: &Tensor) -> Result<Tensor> {
     with_qelem!(x.dtype(), T => {
         let xv = x.as_slice::<T>()?;
         let plane_out = p.out[0] * p.out[1];
@@ -717,8 +816,8 @@ fn qpool(pool: &Pool, x: &Tensor) -> Result<Tensor> {
                         }
                     }
                     let v = match p.kind {
-                        crate::kernels::pool::PoolKind::Max => if count == 0 { 0 } else { mx },
-                        crate::kernels::pool::PoolKind::Avg { count_include_pad } => {
+                        PoolKind::Max => if count == 0 { 0 } else { mx },
+                        PoolKind::Avg { count_include_pad } => {
                             let n = if count_include_pad { padded_count(&win, p.h, p.w, y0, x0) as i64 } else { count };
                             div_round_even(sum, n.max(1)) as i32
                         }
@@ -996,27 +1095,42 @@ pub struct FoldedRequant {
     pub requant: Requant,
     /// The container of its input (the value the add now reads).
     pub input: DType,
-    /// `requant.lut(input)`.
-    lut: Vec<i32>,
+    /// `requant.lut(input)` per channel, each entry minus `base` as a byte (the outputs are
+    /// 8-bit, so a channel's table is four cache lines).
+    lut: Vec<u8>,
+    /// The minimum of the requantization's container, added back to every entry.
+    base: i32,
+}
+
+/// Entries of a channel's table.
+const LUT_LEN: usize = 256;
+
+/// One channel's table of a folded requantization: `base + bytes[x - min(input)]`.
+#[derive(Clone, Copy)]
+struct ByteLut<'a> {
+    bytes: &'a [u8; LUT_LEN],
+    base: i32,
 }
 
 impl FoldedRequant {
     pub fn new(node: String, output: String, requant: Requant, input: DType) -> Result<FoldedRequant> {
-        let lut = requant.lut(input)?;
+        let base = bounds_of(requant.out)?.0;
+        let lut: Vec<u8> = requant.lut(input)?.iter().map(|&v| (v - base) as u8).collect();
         Ok(FoldedRequant {
             node,
             output,
             requant,
             input,
             lut,
+            base,
         })
     }
 
-    /// The table of channel `c`, indexed by `x - min(input)` (a fixed size: a byte index
-    /// needs no bounds check).
-    fn table(&self, c: usize) -> Option<&[i32; 256]> {
+    /// The table of channel `c` (a fixed size: a byte index needs no bounds check).
+    fn table(&self, c: usize) -> Option<ByteLut<'_>> {
         let c = if self.requant.scale.len() == 1 { 0 } else { c };
-        self.lut.get(c * 256..(c + 1) * 256)?.try_into().ok()
+        let bytes = self.lut.get(c * 256..c * 256 + LUT_LEN)?.try_into().ok()?;
+        Some(ByteLut { bytes, base: self.base })
     }
 }
 
@@ -1109,7 +1223,7 @@ impl IntOp {
                 if inputs.len() == 2 && x.shape() == b.shape() && fits(x, &folded[0]) && fits(b, &folded[1]) {
                     let pre = [folded[0].as_deref(), folded[1].as_deref()];
                     with_qelem!(x.dtype(), A => with_qelem!(b.dtype(), B => with_qelem!(requant.out, O => {
-                        add_requant::<A, B, O>(x, b, *sub, requant, pre)
+                        add_requant::<A, B, O>(x, b, *sub, requant, pre, Kernel::detect())
                     })))?
                 } else {
                     // Broadcasting or unexpected containers: the folded nodes as they were.
@@ -1184,9 +1298,9 @@ enum Gather {
     Sub,
 }
 
-/// Writes the values of `x` (through `table`, indexed by `x - min`, when its requantization
-/// was folded here) into `dst`, or adds them to it, or subtracts them from it.
-fn gather<T: QElem>(dst: &mut [i32], x: &[T], table: Option<&[i32; 256]>, mode: Gather) {
+/// Writes the values of `x` (through `table`, indexed by `x - min`, without its base, when its
+/// requantization was folded here) into `dst`, or adds them to it, or subtracts them from it.
+fn gather<T: QElem>(dst: &mut [i32], x: &[T], table: Option<&[u8; LUT_LEN]>, mode: Gather) {
     // One loop per mode, so that none branches per element.
     match mode {
         Gather::Set => gather_with(dst, x, table, |_, v| v),
@@ -1196,18 +1310,18 @@ fn gather<T: QElem>(dst: &mut [i32], x: &[T], table: Option<&[i32; 256]>, mode: 
 }
 
 #[inline(always)]
-fn gather_with<T: QElem>(dst: &mut [i32], x: &[T], table: Option<&[i32; 256]>, op: impl Fn(i32, i32) -> i32) {
+fn gather_with<T: QElem>(dst: &mut [i32], x: &[T], table: Option<&[u8; LUT_LEN]>, op: impl Fn(i32, i32) -> i32) {
     match table {
         Some(t) => dst
             .iter_mut()
             .zip(x)
-            .for_each(|(d, &v)| *d = op(*d, t[(v.to_i32() - <T as QElem>::MIN) as u8 as usize])),
+            .for_each(|(d, &v)| *d = op(*d, t[(v.to_i32() - <T as QElem>::MIN) as u8 as usize] as i32)),
         None => dst.iter_mut().zip(x).for_each(|(d, &v)| *d = op(*d, v.to_i32())),
     }
 }
 
 /// The table of channel `ch` of a folded requantization, if any.
-fn table_of(f: Option<&FoldedRequant>, ch: usize) -> Result<Option<&[i32; 256]>> {
+fn table_of(f: Option<&FoldedRequant>, ch: usize) -> Result<Option<ByteLut<'_>>> {
     match f {
         None => Ok(None),
         Some(f) => f
@@ -1215,6 +1329,13 @@ fn table_of(f: Option<&FoldedRequant>, ch: usize) -> Result<Option<&[i32; 256]>>
             .map(Some)
             .ok_or_else(|| Error::shape(format!("folded requantization '{}': no table for channel {ch}", f.node))),
     }
+}
+
+/// One input of a block of `add_requant`: its values, through a table (without its base) or not.
+#[derive(Clone, Copy)]
+struct Operand<'a, T> {
+    x: &'a [T],
+    lut: Option<&'a [u8; LUT_LEN]>,
 }
 
 /// `requant(a ± b)` for same-shape 8-bit tensors, each input first through its folded
@@ -1225,6 +1346,7 @@ fn add_requant<A: QElem, B: QElem, O: QElem>(
     sub: bool,
     rq: &Requant,
     pre: [Option<&FoldedRequant>; 2],
+    kernel: Kernel,
 ) -> Result<Tensor> {
     let shape = a.shape().to_vec();
     let counts = [
@@ -1235,7 +1357,6 @@ fn add_requant<A: QElem, B: QElem, O: QElem>(
     let (inner, c) = work_blocks(&shape, &counts, "quantized add")?;
     let (av, bv) = (a.as_slice::<A>()?, b.as_slice::<B>()?);
     let mut y = vec![O::from_i32(0); av.len()];
-    let second = if sub { Gather::Sub } else { Gather::Add };
     if inner > 0 {
         y.par_chunks_mut(inner)
             .zip(av.par_chunks(inner).zip(bv.par_chunks(inner)))
@@ -1243,18 +1364,172 @@ fn add_requant<A: QElem, B: QElem, O: QElem>(
             .try_for_each(|(i, (o, (xa, xb)))| {
                 let ch = i % c;
                 let (ta, tb) = (table_of(pre[0], ch)?, table_of(pre[1], ch)?);
-                let mut buf = [0i32; 256];
-                for ((os, xa), xb) in o.chunks_mut(256).zip(xa.chunks(256)).zip(xb.chunks(256)) {
-                    let buf = &mut buf[..os.len()];
-                    gather(buf, xa, ta, Gather::Set);
-                    gather(buf, xb, tb, second);
-                    // Sums of two 8-bit values are far below the exactness bound.
-                    rq.row(ch, buf, 0, 512, os);
+                // The tables' bases, taken out of the lookups, come back as the bias.
+                let (base_a, base_b) = (ta.map_or(0, |t| t.base), tb.map_or(0, |t| t.base));
+                let bias = if sub { base_a - base_b } else { base_a + base_b };
+                let a = Operand {
+                    x: xa,
+                    lut: ta.map(|t| t.bytes),
+                };
+                let b = Operand {
+                    x: xb,
+                    lut: tb.map(|t| t.bytes),
+                };
+                match kernel {
+                    Kernel::Reference => add_requant_block(a, b, sub, bias, rq, ch, o),
+                    // SAFETY: `Avx2` is only constructed after the feature was detected.
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx2 => unsafe {
+                        let c = if rq.scale.len() == 1 { 0 } else { ch };
+                        add_requant_avx2(a, b, sub, bias, rq.factor[c] as f64, rq.row_out(), o)
+                    },
                 }
                 Ok::<(), Error>(())
             })?;
     }
     Tensor::from_vec(shape, y)
+}
+
+/// One block of `add_requant` in portable code: the sums in a buffer, then `Requant::row`.
+fn add_requant_block<A: QElem, B: QElem, O: QElem>(
+    a: Operand<A>,
+    b: Operand<B>,
+    sub: bool,
+    bias: i32,
+    rq: &Requant,
+    ch: usize,
+    o: &mut [O],
+) {
+    let second = if sub { Gather::Sub } else { Gather::Add };
+    let mut buf = [0i32; 256];
+    for ((os, xa), xb) in o.chunks_mut(256).zip(a.x.chunks(256)).zip(b.x.chunks(256)) {
+        let buf = &mut buf[..os.len()];
+        gather(buf, xa, a.lut, Gather::Set);
+        gather(buf, xb, b.lut, second);
+        // Sums of two 8-bit values (and the bases) are far below the exactness bound.
+        rq.row(ch, buf, bias, 1024, os);
+    }
+}
+
+/// Eight values of `x` from `p` as i32 lanes.
+///
+/// # Safety
+/// AVX2 is available and `p` points to eight readable elements.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn operand8<T: QElem>(p: *const T) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees eight readable bytes at `p` (T is one byte).
+    let bytes = unsafe { _mm_loadl_epi64(p as *const __m128i) };
+    if T::UNSIGNED {
+        _mm256_cvtepu8_epi32(bytes)
+    } else {
+        _mm256_cvtepi8_epi32(bytes)
+    }
+}
+
+/// `dst[i] = lut[x[i] - min]` (the table's raw bytes).
+#[inline(always)]
+fn map_bytes<T: QElem>(dst: &mut [u8], x: &[T], lut: &[u8; LUT_LEN]) {
+    dst.iter_mut()
+        .zip(x)
+        .for_each(|(d, &v)| *d = lut[(v.to_i32() - <T as QElem>::MIN) as u8 as usize]);
+}
+
+/// One block of `add_requant` in AVX2: inputs with a table go through it into a byte buffer
+/// (scalar lookups, which beat the AVX2 gather here), then eight sums at a time are
+/// requantized straight from the bytes, no i32 buffer in between.
+///
+/// # Safety
+/// AVX2 is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_requant_avx2<A: QElem, B: QElem, O: QElem>(
+    a: Operand<A>,
+    b: Operand<B>,
+    sub: bool,
+    bias: i32,
+    f: f64,
+    out: RowOut,
+    dst: &mut [O],
+) {
+    // Sums of two 8-bit values (and the bases) are far below the fast kernel's bound.
+    let row = RowAvx2::new(bias, f, out, O::UNSIGNED);
+    let (mut ma, mut mb) = ([0u8; 256], [0u8; 256]);
+    for ((o, xa), xb) in dst.chunks_mut(256).zip(a.x.chunks(256)).zip(b.x.chunks(256)) {
+        let n = o.len();
+        // SAFETY (all four): AVX2 is available.
+        match (a.lut, b.lut) {
+            (None, None) => unsafe { add_bytes_avx2(xa, xb, sub, &row, o) },
+            (Some(ta), None) => {
+                map_bytes(&mut ma[..n], xa, ta);
+                unsafe { add_bytes_avx2(&ma[..n], xb, sub, &row, o) }
+            }
+            (None, Some(tb)) => {
+                map_bytes(&mut mb[..n], xb, tb);
+                unsafe { add_bytes_avx2(xa, &mb[..n], sub, &row, o) }
+            }
+            (Some(ta), Some(tb)) => {
+                map_bytes(&mut ma[..n], xa, ta);
+                map_bytes(&mut mb[..n], xb, tb);
+                unsafe { add_bytes_avx2(&ma[..n], &mb[..n], sub, &row, o) }
+            }
+        }
+    }
+}
+
+/// `row` applied to `a ± b`, eight at a time.
+///
+/// # Safety
+/// AVX2 is available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_bytes_avx2<A: QElem, B: QElem, O: QElem>(a: &[A], b: &[B], sub: bool, row: &RowAvx2, dst: &mut [O]) {
+    use std::arch::x86_64::*;
+    let n = dst.len().min(a.len()).min(b.len());
+    // b or -b: (b ^ m) - m with m all ones negates.
+    let m = _mm256_set1_epi32(if sub { -1 } else { 0 });
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, within all three slices; O is one byte.
+        unsafe {
+            let y = sum8(a.as_ptr().add(i), b.as_ptr().add(i), m, row);
+            _mm_storel_epi64(dst.as_mut_ptr().add(i) as *mut __m128i, y);
+        }
+        i += 8;
+    }
+    if i < n {
+        // The last few through padded copies: the same arithmetic as the rest.
+        let (mut ta, mut tb, mut to) = ([A::from_i32(0); 8], [B::from_i32(0); 8], [O::from_i32(0); 8]);
+        ta[..n - i].copy_from_slice(&a[i..n]);
+        tb[..n - i].copy_from_slice(&b[i..n]);
+        // SAFETY: the copies hold eight elements; `to` is eight bytes.
+        unsafe {
+            let y = sum8(ta.as_ptr(), tb.as_ptr(), m, row);
+            _mm_storel_epi64(to.as_mut_ptr() as *mut __m128i, y);
+        }
+        dst[i..n].copy_from_slice(&to[..n - i]);
+    }
+}
+
+/// Eight requantized `a + (b ^ m) - m` from eight elements at `pa` and `pb`.
+///
+/// # Safety
+/// AVX2 is available and `pa`, `pb` point to eight readable elements.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn sum8<A: QElem, B: QElem>(
+    pa: *const A,
+    pb: *const B,
+    m: std::arch::x86_64::__m256i,
+    row: &RowAvx2,
+) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
+    // SAFETY: forwarded from the caller.
+    let (va, vb) = unsafe { (operand8(pa), operand8(pb)) };
+    row.bytes8(_mm256_add_epi32(va, _mm256_sub_epi32(_mm256_xor_si256(vb, m), m)))
 }
 
 fn clip(x: &Tensor, lo: i32, hi: i32) -> Result<Tensor> {
@@ -1416,53 +1691,121 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-        /// `QAddRequantize` with and without a folded requantization of either input, any
-        /// container mix, Add or Sub, against plain arithmetic: the folded node's own `eval`,
-        /// an i32 add, and the integer-only reference requantization.
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Max pooling by rows (every kernel this CPU runs) against the reference loop: 1-D
+        /// and 2-D, kernels 1-4, strides 1-3, pads up to 4 (windows partly or wholly in the
+        /// padding), ceil mode, i8 and u8 with the container extremes over-represented.
+        #[test]
+        fn max_pool_rows_matches_the_reference(
+            n in 1usize..3, c in 1usize..4, h in 0usize..12, w in 0usize..40, kernel in (1usize..5, 1usize..5),
+            strides in (1usize..4, 1usize..4), pads in proptest::array::uniform4(0usize..5), ceil_mode in any::<bool>(),
+            one_d in any::<bool>(), unsigned in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let mut st = seed | 1;
+            let mut next = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st };
+            let (min, max) = if unsigned { (0u8, 255u8) } else { (0x80, 0x7f) };
+            let h = if one_d { 1 } else { h };
+            let bytes: Vec<u8> = (0..n * c * h * w)
+                .map(|_| match next() % 4 { 0 => min, 1 => max, _ => next() as u8 })
+                .collect();
+            let (shape, kernel_shape, strides, pads) = if one_d {
+                (vec![n, c, w], vec![kernel.1], vec![strides.1], vec![pads[1], pads[3]])
+            } else {
+                (vec![n, c, h, w], vec![kernel.0, kernel.1], vec![strides.0, strides.1], pads.to_vec())
+            };
+            let x = if unsigned {
+                Tensor::from_vec(shape.clone(), bytes).unwrap()
+            } else {
+                Tensor::from_vec(shape.clone(), bytes.into_iter().map(|b| b as i8).collect::<Vec<_>>()).unwrap()
+            };
+            let pool = Pool {
+                max: true, kernel_shape, strides: Some(strides), dilations: None,
+                padding: Padding::Explicit(pads), ceil_mode, count_include_pad: false,
+            };
+            let plan = pool.plan(&shape);
+            prop_assume!(plan.is_ok());
+            let plan = plan.unwrap();
+            let want = qpool_ref(&plan, &x).unwrap();
+            for kernel in Kernel::available() {
+                let got = max_pool_rows(&plan, &x, kernel).unwrap();
+                prop_assert_eq!(got.shape(), want.shape());
+                prop_assert_eq!(got.to_f32_vec(), want.to_f32_vec(), "{:?}", kernel);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// `QAddRequantize` with and without a folded requantization of either or both inputs
+        /// (one factor or one per channel), any container mix, Add or Sub, output zero point
+        /// and rounding, through `eval` and every kernel this CPU runs, against plain
+        /// arithmetic: the folded nodes' own `eval`, an i32 add, and the integer-only
+        /// reference requantization. Container extremes are over-represented.
         #[test]
         fn add_requant_matches_plain_arithmetic(
-            n in 1usize..80, seed in any::<u64>(), sub in any::<bool>(), ua in any::<bool>(), ub in any::<bool>(),
-            fold in 0usize..3, fa in 0.01f32..3.0, fo in 0.01f32..3.0, xz in -20i32..20, unsigned_out in any::<bool>(),
+            c in 1usize..4, n in 1usize..40, seed in any::<u64>(), sub in any::<bool>(), ua in any::<bool>(),
+            ub in any::<bool>(), fold in 0usize..4, per_channel in any::<bool>(), fa in 0.01f32..3.0,
+            fo in 0.01f32..3.0, xz in -20i32..20, unsigned_out in any::<bool>(), zero in -3i32..4, f32_rounding in any::<bool>(),
         ) {
             let mut st = seed | 1;
             let mut next = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st as u8 };
-            let bytes = |v: Vec<u8>, unsigned: bool| if unsigned {
-                Tensor::from_vec(vec![1, 1, v.len()], v).unwrap()
-            } else {
-                Tensor::from_vec(vec![1, 1, v.len()], v.into_iter().map(|b| b as i8).collect::<Vec<_>>()).unwrap()
+            let mut bytes = |unsigned: bool| {
+                let (min, max) = if unsigned { (0u8, 255u8) } else { (0x80, 0x7f) };
+                let v: Vec<u8> = (0..c * n).map(|_| match next() % 4 { 0 => min, 1 => max, _ => next() }).collect();
+                if unsigned {
+                    Tensor::from_vec(vec![1, c, n], v).unwrap()
+                } else {
+                    Tensor::from_vec(vec![1, c, n], v.into_iter().map(|b| b as i8).collect::<Vec<_>>()).unwrap()
+                }
             };
-            let a = bytes((0..n).map(|_| next()).collect(), ua);
-            let b = bytes((0..n).map(|_| next()).collect(), ub);
+            let (a, b) = (bytes(ua), bytes(ub));
             let (lo, hi) = if unsigned_out { (0, 255) } else { (-128, 127) };
-            let requant = Requant::new(vec![fo], lo, hi).unwrap();
-            let mut pre = Requant::new(vec![fa], -128, 127).unwrap();
-            pre.x_zero = xz;
+            let mut requant = Requant::new(vec![fo], lo, hi).unwrap();
+            requant.zero = zero.clamp(lo, hi);
+            requant.rounding = if f32_rounding { Rounding::F32 } else { Rounding::Exact };
+            // Folded requantizations: a's to i8, b's to u8 (both containers' tables).
+            let folded_for = |i: usize| {
+                let factors = if per_channel { (0..c).map(|k| fa * (1.0 + k as f32 * 0.37)).collect() } else { vec![fa] };
+                let (lo, hi) = if i == 0 { (-128, 127) } else { (0, 255) };
+                let mut pre = Requant::new(factors, lo, hi).unwrap();
+                pre.x_zero = xz;
+                pre
+            };
+            let pres = [folded_for(0), folded_for(1)];
+            let folds = [fold == 0 || fold == 3, fold == 1 || fold == 3];
             let mut folded: [Option<Box<FoldedRequant>>; 2] = [None, None];
-            if fold < 2 {
-                let t = if fold == 0 { &a } else { &b };
-                folded[fold] = Some(Box::new(FoldedRequant::new("f".into(), "v".into(), pre.clone(), t.dtype()).unwrap()));
+            for (i, t) in [&a, &b].into_iter().enumerate() {
+                if folds[i] {
+                    folded[i] = Some(Box::new(FoldedRequant::new("f".into(), "v".into(), pres[i].clone(), t.dtype()).unwrap()));
+                }
             }
-            let op = IntOp::AddRequant { sub, requant: requant.clone(), folded };
-            let got = op.eval(&[Some(&a), Some(&b)]).unwrap().remove(0).to_f32_vec();
             let ints = |t: &Tensor, i: usize| {
-                let t = if fold == i { pre.eval(t).unwrap() } else { t.clone() };
+                let t = if folds[i] { pres[i].eval(t).unwrap() } else { t.clone() };
                 t.to_f32_vec().into_iter().map(|v| v as i32).collect::<Vec<_>>()
             };
             let (va, vb) = (ints(&a, 0), ints(&b, 1));
             let sums: Vec<i32> = va.iter().zip(&vb).map(|(&p, &q)| if sub { p - q } else { p + q }).collect();
-            let mut want = vec![0i32; n];
+            let mut want = vec![0i32; c * n];
             if unsigned_out {
-                let mut w = vec![0u8; n];
+                let mut w = vec![0u8; c * n];
                 requant_row_ref(&sums, 0, &requant.scale[0], requant.row_out(), &mut w);
                 want.iter_mut().zip(&w).for_each(|(d, &v)| *d = v as i32);
             } else {
-                let mut w = vec![0i8; n];
+                let mut w = vec![0i8; c * n];
                 requant_row_ref(&sums, 0, &requant.scale[0], requant.row_out(), &mut w);
                 want.iter_mut().zip(&w).for_each(|(d, &v)| *d = v as i32);
             }
-            let got: Vec<i32> = got.iter().map(|&v| v as i32).collect();
-            prop_assert_eq!(got, want);
+            let ints_of = |t: Tensor| t.to_f32_vec().iter().map(|&v| v as i32).collect::<Vec<_>>();
+            let pre = [folded[0].as_deref(), folded[1].as_deref()];
+            for kernel in Kernel::available() {
+                let got = with_qelem!(a.dtype(), A => with_qelem!(b.dtype(), B => with_qelem!(requant.out, O => {
+                    add_requant::<A, B, O>(&a, &b, sub, &requant, pre, kernel)
+                }))).unwrap();
+                prop_assert_eq!(ints_of(got), want.clone(), "{:?}", kernel);
+            }
+            let op = IntOp::AddRequant { sub, requant: requant.clone(), folded: folded.clone() };
+            let got = op.eval(&[Some(&a), Some(&b)]).unwrap().remove(0);
+            prop_assert_eq!(ints_of(got), want);
         }
     }
 }

@@ -401,10 +401,7 @@ unsafe fn accumulate<const V: usize>(
             let a0 = ap.add(t0 * MR);
             t0 += len as usize;
             for (kk, &off) in chunk.iter().enumerate() {
-                let mut bv = [_mm256_setzero_si256(); V];
-                for (v, b) in bv.iter_mut().enumerate() {
-                    *b = _mm256_loadu_si256(bp.add(off + 32 * v) as *const __m256i);
-                }
+                let bv = pixels::<V>(bp.add(off));
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let w = _mm256_set1_epi32(*a0.add(kk * MR + r));
                     for (acc_v, b) in acc_r.iter_mut().zip(&bv) {
@@ -420,6 +417,24 @@ unsafe fn accumulate<const V: usize>(
         }
         wide
     }
+}
+
+/// The `8 * V` pixels (four bytes each) of one step at `p`.
+///
+/// # Safety
+/// AVX2 is available and `32 * V` bytes at `p` are readable.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn pixels<const V: usize>(p: *const u8) -> [std::arch::x86_64::__m256i; V] {
+    use std::arch::x86_64::*;
+    // A plain loop, not a closure: a closure would not carry this function's AVX2 feature.
+    let mut out = [_mm256_setzero_si256(); V];
+    for (v, o) in out.iter_mut().enumerate() {
+        // SAFETY: forwarded from the caller.
+        *o = unsafe { _mm256_loadu_si256(p.add(32 * v) as *const __m256i) };
+    }
+    out
 }
 
 /// Below this mean run length (in steps), a block widens after every step instead.
@@ -457,10 +472,7 @@ unsafe fn accumulate_each_step<const V: usize>(
         let mut wide = [[_mm256_setzero_si256(); V]; MR];
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         for (kk, &off) in offs.iter().enumerate() {
-            let mut bv = [_mm256_setzero_si256(); V];
-            for (v, b) in bv.iter_mut().enumerate() {
-                *b = _mm256_loadu_si256(bp.add(off + 32 * v) as *const __m256i);
-            }
+            let bv = pixels::<V>(bp.add(off));
             for (r, wide_r) in wide.iter_mut().enumerate() {
                 let w = _mm256_set1_epi32(*ap.add(kk * MR + r));
                 for (acc, b) in wide_r.iter_mut().zip(&bv) {
@@ -469,6 +481,29 @@ unsafe fn accumulate_each_step<const V: usize>(
             }
         }
         wide
+    }
+}
+
+/// A tile's i32 sums by runs, or widened after each step (`EACH`).
+///
+/// # Safety
+/// As `accumulate`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn sums<const V: usize, const EACH: bool>(
+    a: &[i32],
+    b: &[u8],
+    offs: &[usize],
+    runs: &[u32],
+) -> [[std::arch::x86_64::__m256i; V]; MR] {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if EACH {
+            accumulate_each_step::<V>(a, b, offs)
+        } else {
+            accumulate::<V>(a, b, offs, runs)
+        }
     }
 }
 
@@ -485,11 +520,7 @@ unsafe fn tile_avx2<const V: usize, const EACH: bool>(
     use std::arch::x86_64::*;
     // SAFETY: as `accumulate`; `tile` rows hold `8 * V` lanes.
     unsafe {
-        let wide = if EACH {
-            accumulate_each_step::<V>(a, b, offs)
-        } else {
-            accumulate::<V>(a, b, offs, runs)
-        };
+        let wide = sums::<V, EACH>(a, b, offs, runs);
         for (row, wide_r) in tile.iter_mut().zip(wide) {
             for (v, w) in wide_r.iter().enumerate() {
                 _mm256_storeu_si256(row.as_mut_ptr().add(8 * v) as *mut __m256i, *w);
@@ -514,11 +545,7 @@ unsafe fn tile_avx2_requant<const V: usize, const EACH: bool>(
     use std::arch::x86_64::*;
     // SAFETY: as `accumulate`; each `dst[r]` has `cols <= 8 * V` writable bytes.
     unsafe {
-        let wide = if EACH {
-            accumulate_each_step::<V>(a, b, offs)
-        } else {
-            accumulate::<V>(a, b, offs, runs)
-        };
+        let wide = sums::<V, EACH>(a, b, offs, runs);
         for ((row, &d), wide_r) in rows.iter().zip(dst).zip(&wide) {
             for (v, w) in wide_r.iter().enumerate() {
                 let bytes = row.bytes8(*w);

@@ -488,12 +488,13 @@ impl QConv {
         })
     }
 
-    /// The byte-product kernel's plan for group `g` of one image, when it is exact on this
-    /// input (`qconv_u8s8`): its weights, how the input becomes bytes, where the runs end,
-    /// and the biases minus the byte offset's contribution.
-    fn byte_plan<T: QElem + Ord>(&self, g: usize, xg: &[T]) -> Option<(&QuadWeights, ByteInput, &RunPlan, Vec<i32>)> {
+    /// The byte-product kernel's plan for group `g` of one image, given how its input becomes
+    /// bytes (measured by the caller), when it is exact on this input (`qconv_u8s8`): its
+    /// weights, the input's bytes, where the runs end, and the biases minus the byte offset's
+    /// contribution.
+    fn byte_plan(&self, g: usize, input: Option<ByteInput>) -> Option<(&QuadWeights, ByteInput, &RunPlan, Vec<i32>)> {
         let q = &self.quads.as_ref()?[g];
-        let input = ByteInput::measure(xg, self.x_zero)?;
+        let input = input?;
         let run = q.plan_for(input.amax)?;
         let c0 = g * q.m;
         let shift = input.shift() as i64;
@@ -541,9 +542,15 @@ impl QConv {
                     self.requant
                         .row(c0 + row, acc, self.bias[c0 + row], self.acc_bound, dst)
                 };
-                if let Some((q, input, run, bias)) = self.byte_plan(g, xg) {
+                // A 1x1 input is measured while it is packed; the other kernels measure
+                // theirs first (`quads.fill` needs the offset).
+                let input = match (&self.quads, pointwise) {
+                    (None, _) => None,
+                    (Some(_), true) => qconv_u8s8::pack_panels(xg, cg, npix, self.x_zero, &mut byte_panels, parallel),
+                    (Some(_), false) => ByteInput::measure(xg, self.x_zero),
+                };
+                if let Some((q, input, run, bias)) = self.byte_plan(g, input) {
                     let operand = if pointwise {
-                        qconv_u8s8::pack_panels(xg, cg, npix, input, &mut byte_panels, parallel);
                         ByteOperand::Panels {
                             buf: &byte_panels,
                             npix,

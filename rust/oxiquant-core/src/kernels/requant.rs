@@ -325,6 +325,82 @@ impl RowAvx2 {
     }
 }
 
+/// A requantization of small integers in f32 lanes:
+/// `clamp(round_half_even(f32(v + bias) * f) + zero, lo, hi)`, with the f32 product.
+///
+/// Why: on 8-bit operands (a residual merge, a folded requantization of its shortcut) the
+/// exact f64 form converts four lanes per instruction and the tables look up one value at a
+/// time; f32 converts and multiplies eight. It is not exact in general (the f32 product can
+/// land on the other side of a rounding tie), so it only exists through `verified`, which
+/// compares it with the exact outputs on every input of the (bounded) domain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SmallF32 {
+    pub bias: i32,
+    pub f: f32,
+    pub out: RowOut,
+}
+
+impl SmallF32 {
+    /// The scalar model of the lanes.
+    #[inline]
+    pub fn apply(&self, v: i32) -> i32 {
+        let p = (v + self.bias) as f32 * self.f;
+        (p.round_ties_even() as i32 + self.out.zero).clamp(self.out.lo, self.out.hi)
+    }
+
+    /// The form, when `apply(v) == want(v)` for every `v` of `domain` (whose products stay
+    /// far inside the i32 range the lanes convert to, and whose `v + bias` are exact f32).
+    pub fn verified(
+        bias: i32,
+        f: f32,
+        out: RowOut,
+        domain: std::ops::RangeInclusive<i32>,
+        want: impl Fn(i32) -> i32,
+    ) -> Option<SmallF32> {
+        let s = SmallF32 { bias, f, out };
+        let (first, last) = (*domain.start() as i64 + bias as i64, *domain.end() as i64 + bias as i64);
+        let widest = first.abs().max(last.abs());
+        let small = f.is_finite() && widest < 1 << 20 && widest as f64 * (f as f64).abs() < (1u64 << 30) as f64;
+        (small && out.zero.abs() < 1 << 16 && domain.into_iter().all(|v| s.apply(v) == want(v))).then_some(s)
+    }
+}
+
+/// `SmallF32` in AVX2 lanes.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct SmallF32Avx2 {
+    bias: std::arch::x86_64::__m256i,
+    f: std::arch::x86_64::__m256,
+    zero: std::arch::x86_64::__m256i,
+    lo: std::arch::x86_64::__m256i,
+    hi: std::arch::x86_64::__m256i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl SmallF32Avx2 {
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn new(s: &SmallF32) -> SmallF32Avx2 {
+        use std::arch::x86_64::*;
+        SmallF32Avx2 {
+            bias: _mm256_set1_epi32(s.bias),
+            f: _mm256_set1_ps(s.f),
+            zero: _mm256_set1_epi32(s.out.zero),
+            lo: _mm256_set1_epi32(s.out.lo),
+            hi: _mm256_set1_epi32(s.out.hi),
+        }
+    }
+
+    /// Eight values requantized (`vcvtps2dq` rounds half to even under the default MXCSR).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn lanes(&self, v: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        let p = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(v, self.bias)), self.f);
+        let r = _mm256_add_epi32(_mm256_cvtps_epi32(p), self.zero);
+        _mm256_min_epi32(_mm256_max_epi32(r, self.lo), self.hi)
+    }
+}
+
 /// How an input quantizer brings a float to the integer scale before rounding.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FloatScale {
@@ -466,6 +542,27 @@ unsafe fn quantize_f32_avx2(x: &mut [f32], f: f64, lo: f64, hi: f64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The f32 form is refused exactly where it differs from the exact requantization.
+    #[test]
+    fn small_f32_is_refused_where_the_f32_product_crosses_a_tie() {
+        let out = RowOut::exact(-128, 127);
+        let exact = |f: f32| move |v: i32| ((v as f64 * f as f64).round_ties_even() as i32).clamp(-128, 127);
+        // 5 * f32(0.7) = 3.4999999404: exactly it rounds to 3, but its f32 product is 3.5,
+        // which rounds to 4.
+        let s = SmallF32 { bias: 0, f: 0.7, out };
+        assert_eq!((s.apply(5), exact(0.7)(5)), (4, 3));
+        assert!(SmallF32::verified(0, 0.7, out, -256..=255, exact(0.7)).is_none());
+        assert!(SmallF32::verified(0, 0.7, out, 0..=4, exact(0.7)).is_some());
+        // A factor with no such product on the domain, and the bias and zero point applied.
+        let mut shifted = out;
+        shifted.zero = 3;
+        let want = |v: i32| (((v - 9) as f64 * 0.7137f32 as f64).round_ties_even() as i32 + 3).clamp(-128, 127);
+        let s = SmallF32::verified(-9, 0.7137, shifted, -256..=255, want).expect("no tie crossed");
+        assert!((-256..=255).all(|v| s.apply(v) == want(v)));
+        // Products too large for the lanes' conversion are refused whatever they give.
+        assert!(SmallF32::verified(0, 1e7, out, -256..=255, |v| s.apply(v)).is_none());
+    }
     use proptest::prelude::*;
 
     proptest! {

@@ -512,9 +512,8 @@ impl QConv {
         let npix = s.out[0] * s.out[1];
         let img_in = s.c * s.h * s.w;
         let img_out = s.m * npix;
-        let mut y = vec![O::from_i32(0); s.n * img_out];
         if img_out == 0 {
-            return y;
+            return vec![O::from_i32(0); s.n * img_out];
         }
         // 1x1 convolutions are plain matrix products: the packed-panel product reads its
         // operand contiguously, where the direct kernel would stride over every channel
@@ -591,12 +590,39 @@ impl QConv {
             }
         };
         if s.n == 1 {
+            let mut y = vec![O::from_i32(0); img_out];
             one_image((0, &mut y), true);
+            y
         } else {
-            y.par_chunks_mut(img_out).enumerate().for_each(|p| one_image(p, false));
+            zeroed_chunks(s.n * img_out, img_out, |i, out| one_image((i, out), false))
         }
-        y
     }
+}
+
+/// `len` zeros, chunk `i` of `chunk` then handed to `fill(i, chunk)`, the chunks in
+/// parallel; each thread zeroes the chunks it fills, just before filling them.
+///
+/// Why: `vec![0; len]` zeroes the whole output on the calling thread before the parallel
+/// loop starts (a memory allocator reusing freed memory must clear it): ResNet-50's
+/// outputs at batch 32 are about 290 MB per run, written twice, once by one thread.
+fn zeroed_chunks<O: QElem>(len: usize, chunk: usize, fill: impl Fn(usize, &mut [O]) + Sync) -> Vec<O> {
+    let mut y: Vec<O> = Vec::with_capacity(len);
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, part)| {
+            part.iter_mut().for_each(|v| {
+                v.write(O::from_i32(0));
+            });
+            // SAFETY: every element of `part` was just initialized, and `MaybeUninit<O>`
+            // has the layout of `O`.
+            let part = unsafe { &mut *(part as *mut [std::mem::MaybeUninit<O>] as *mut [O]) };
+            fill(i, part);
+        });
+    // SAFETY: the loop above initialized all `len` elements (a panic in it propagates
+    // before this line, leaving the vector empty).
+    unsafe { y.set_len(len) };
+    y
 }
 
 /// The pixels a strided 1x1 convolution reads, `[cg][out_h][out_w]`, into `dst`.
@@ -1384,7 +1410,6 @@ fn add_requant<A: QElem, B: QElem, O: QElem>(
     ];
     let (inner, c) = work_blocks(&shape, &counts, "quantized add")?;
     let (av, bv) = (a.as_slice::<A>()?, b.as_slice::<B>()?);
-    let mut y = vec![O::from_i32(0); av.len()];
     let folded = pre.iter().any(|f| f.is_some());
     #[cfg(target_arch = "x86_64")]
     if let (Kernel::Avx2, Some(out)) = (kernel, small_sum::<A, B, O>(sub, rq, pre)?) {
@@ -1392,19 +1417,17 @@ fn add_requant<A: QElem, B: QElem, O: QElem>(
         // ResNet-50's first merge (256 x 56 x 56, one image, folded shortcut, one thread)
         // took 0.36-0.44 ms against 0.68-0.90 with the two tables, alternating in one
         // process; without a folded input 0.20-0.28 against 0.42-0.67 (f64 lanes).
-        if inner > 0 {
-            y.par_chunks_mut(inner)
-                .zip(av.par_chunks(inner).zip(bv.par_chunks(inner)))
-                .enumerate()
-                .for_each(|(i, (o, (xa, xb)))| {
-                    let ch = i % c;
-                    let (fa, fb) = (pre[0].and_then(|f| f.small(ch)), pre[1].and_then(|f| f.small(ch)));
-                    // SAFETY: `Avx2` is only constructed after the feature was detected.
-                    unsafe { add_small_avx2(xa, xb, sub, [fa, fb], &out, o) }
-                });
-        }
+        let y = zeroed_chunks::<O>(av.len(), inner, |i, o| {
+            let ch = i % c;
+            let span = i * inner..i * inner + o.len();
+            let (xa, xb) = (&av[span.clone()], &bv[span]);
+            let (fa, fb) = (pre[0].and_then(|f| f.small(ch)), pre[1].and_then(|f| f.small(ch)));
+            // SAFETY: `Avx2` is only constructed after the feature was detected.
+            unsafe { add_small_avx2(xa, xb, sub, [fa, fb], &out, o) }
+        });
         return Tensor::from_vec(shape, y);
     }
+    let mut y = vec![O::from_i32(0); av.len()];
     if inner > 0 && rq.scale.len() == 1 && (folded || kernel == Kernel::Reference) {
         // One output requantization: every output is one of 511 sums' (the tables' bases
         // are the same for every channel), so a table of them replaces the arithmetic.

@@ -892,6 +892,8 @@ pub struct RowsRequant {
     pub bias: Vec<i32>,
     pub factor: Vec<f32>,
     pub out: RowOut,
+    /// Every `|acc + bias|` is below 2^24 (`RowAvx2::with_small_sums`).
+    pub small_sums: bool,
 }
 
 /// `conv` followed by `requant_row` of each row, done in registers by the SIMD kernel.
@@ -915,7 +917,14 @@ pub fn conv_requant<O: QElem>(
         let offs = b.checked_offsets(a, plan);
         // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected.
         let consts: Vec<RowAvx2> = (0..a.m)
-            .map(|r| unsafe { RowAvx2::new(rows.bias[r], rows.factor[r] as f64, rows.out, O::UNSIGNED) })
+            .map(|r| {
+                let row = unsafe { RowAvx2::new(rows.bias[r], rows.factor[r] as f64, rows.out, O::UNSIGNED) };
+                if rows.small_sums {
+                    row.with_small_sums(rows.factor[r])
+                } else {
+                    row
+                }
+            })
             .collect();
         let out = TileOut::new(out, a.m, b.npix());
         b.for_each_tile(a, parallel, |bi, bv, pix0, cols| {

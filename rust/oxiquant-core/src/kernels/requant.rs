@@ -261,7 +261,20 @@ pub(crate) struct RowAvx2 {
     /// `lo..=hi` is narrower than the container, or a product could leave i32: the bounds
     /// need `min`/`max` (else the saturating packs clamp alone).
     clamped: bool,
+    /// The f32 lanes (`with_small_sums`): `None`, or whether their rounding needs the
+    /// near-tie check.
+    lanes32: Option<bool>,
+    f32: std::arch::x86_64::__m256,
+    zero_i: std::arch::x86_64::__m256i,
+    lo_i: std::arch::x86_64::__m256i,
+    hi_i: std::arch::x86_64::__m256i,
 }
+
+/// In the f32 lanes, a product this close to a rounding tie (or closer) is redone in f64:
+/// below 2^9 the f32 product is within 2^-15 of the exact one, and past it the output
+/// saturates whichever way the tie goes.
+#[cfg(target_arch = "x86_64")]
+const NEAR_TIE: f32 = 0.5 - 1.0 / 16384.0;
 
 #[cfg(target_arch = "x86_64")]
 impl RowAvx2 {
@@ -282,7 +295,25 @@ impl RowAvx2 {
             zero: _mm256_set1_pd(out.zero as f64),
             f32_product: out.rounding == Rounding::F32,
             unsigned,
+            lanes32: None,
+            f32: _mm256_set1_ps(f as f32),
+            zero_i: _mm256_set1_epi32(out.zero),
+            lo_i: _mm256_set1_epi32(out.lo),
+            hi_i: _mm256_set1_epi32(out.hi),
         }
+    }
+
+    /// Lets `bytes8` requantize in f32 lanes (eight conversions per instruction against
+    /// four in f64), for a caller whose every `|acc + bias|` is below 2^24, where the f32
+    /// conversion is exact. With `Rounding::F32` or a power-of-two factor the f32 product
+    /// is the arithmetic itself; otherwise a vector whose products come near a rounding tie
+    /// is redone in f64. Factors of 64 and more keep f64 (products past i32).
+    pub(crate) fn with_small_sums(mut self, f: f32) -> RowAvx2 {
+        if f.is_finite() && f.abs() < 64.0 && f != 0.0 {
+            let power_of_two = f.abs().to_bits() & 0x007f_ffff == 0 && f.is_normal();
+            self.lanes32 = Some(!(self.f32_product || power_of_two));
+        }
+        self
     }
 
     /// Eight accumulators requantized, as bytes in the low half.
@@ -292,6 +323,30 @@ impl RowAvx2 {
         use std::arch::x86_64::*;
         // Wrapping i32 add: exact, the true sum being below the fast bound.
         let a = _mm256_add_epi32(acc, self.bias);
+        if let Some(checked) = self.lanes32 {
+            let p = _mm256_mul_ps(_mm256_cvtepi32_ps(a), self.f32);
+            // Half to even under the default MXCSR.
+            let mut r = _mm256_cvtps_epi32(p);
+            let near_tie = checked && {
+                let d = _mm256_sub_ps(p, _mm256_cvtepi32_ps(r));
+                let ad = _mm256_andnot_ps(_mm256_set1_ps(-0.0), d);
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(ad, _mm256_set1_ps(NEAR_TIE))) != 0
+            };
+            if !near_tie {
+                if self.shifted {
+                    r = _mm256_add_epi32(r, self.zero_i);
+                }
+                if self.clamped {
+                    r = _mm256_min_epi32(_mm256_max_epi32(r, self.lo_i), self.hi_i);
+                }
+                let words = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+                return if self.unsigned {
+                    _mm_packus_epi16(words, words)
+                } else {
+                    _mm_packs_epi16(words, words)
+                };
+            }
+        }
         let conv = |h: __m128i| {
             let mut p = _mm256_mul_pd(_mm256_cvtepi32_pd(h), self.f);
             if self.f32_product {
@@ -610,6 +665,72 @@ mod tests {
                 requant_row_ref(&acc, bias, &fp, out, &mut b);
                 prop_assert_eq!(a, b);
             }
+        }
+
+        /// The f32 lanes of `RowAvx2::with_small_sums` give the reference's bytes: sums
+        /// below 2^24, a third of them placed next to a rounding tie of `f` (where the f32
+        /// product can cross it), power-of-two factors (exact ties), both roundings.
+        #[test]
+        fn f32_lanes_match_the_integer_reference(
+            k in proptest::collection::vec((-300i32..300, -2i32..3, any::<u32>()), 1..40),
+            bias in -(1i32 << 16)..(1i32 << 16),
+            f in prop_oneof![1e-6f32..4.0, 4.0f32..63.0, (1i32..14).prop_map(|k| 2f32.powi(-k))],
+            // A factor made so that `a0 * f` is within an f32 rounding of `t0 + 0.5`, the
+            // case where the f32 product can land on the other side of the tie.
+            tie in proptest::option::of((1i32..(1 << 20), 0i32..300)),
+            unsigned in any::<bool>(),
+            f32_rounding in any::<bool>(),
+            zero in prop_oneof![Just(0i32), -128i32..256],
+            narrow in any::<bool>(),
+        ) {
+            if !std::is_x86_feature_detected!("avx2") {
+                return Ok(());
+            }
+            let f = tie.map_or(f, |(a0, t0)| ((t0 as f64 + 0.5) / a0 as f64) as f32);
+            let limit = (1i64 << 24) - (1 << 16) - 1;
+            // Half of the sums just around a tie ((t + 0.5) / f, or +-a0), the rest anywhere.
+            let acc: Vec<i32> = k.iter().map(|&(t, d, r)| {
+                let near = match tie {
+                    Some((a0, _)) => if t % 2 == 0 { a0 as i64 } else { -(a0 as i64) },
+                    None => ((t as f64 + 0.5) / f as f64).round() as i64,
+                };
+                let v = if r % 2 == 0 { near + d as i64 - bias as i64 } else { (r as i64 % limit) - limit / 2 };
+                v.clamp(-limit, limit) as i32
+            }).collect();
+            let fp = FixedPoint::from_f32(f).unwrap();
+            let rounding = if f32_rounding { Rounding::F32 } else { Rounding::Exact };
+            let (lo, hi) = match (unsigned, narrow) {
+                (true, false) => (0, 255),
+                (true, true) => (0, 15),
+                (false, false) => (-128, 127),
+                (false, true) => (-8, 7),
+            };
+            let out = RowOut { rounding, zero: zero.clamp(lo, hi), lo, hi };
+            // SAFETY: AVX2 was detected.
+            let row = unsafe { RowAvx2::new(bias, f as f64, out, unsigned) }.with_small_sums(f);
+            let mut got = Vec::new();
+            for chunk in acc.chunks(8) {
+                let mut lanes = [0i32; 8];
+                lanes[..chunk.len()].copy_from_slice(chunk);
+                let mut bytes = [0u8; 16];
+                // SAFETY: AVX2 was detected.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    let v = _mm256_loadu_si256(lanes.as_ptr() as *const __m256i);
+                    _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, row.bytes8(v));
+                }
+                got.extend_from_slice(&bytes[..chunk.len()]);
+            }
+            let want: Vec<u8> = if unsigned {
+                let mut w = vec![0u8; acc.len()];
+                requant_row_ref(&acc, bias, &fp, out, &mut w);
+                w
+            } else {
+                let mut w = vec![0i8; acc.len()];
+                requant_row_ref(&acc, bias, &fp, out, &mut w);
+                w.iter().map(|&v| v as u8).collect()
+            };
+            prop_assert_eq!(got, want);
         }
 
         /// The `F32` reference is onnxruntime's arithmetic: the f32 product, rounded half to

@@ -23,7 +23,7 @@ use crate::kernels::qconv_u8s8::{self, ByteInput, ByteOperand, QuadImage, QuadWe
 use crate::kernels::qgemm::{self, Kernel, PackedA};
 use crate::kernels::requant::{
     div_round_even, quantize_one, quantize_row, requant_row, requant_row_ref, FixedPoint, FloatScale, QElem, Rounding,
-    RowOut, SmallF32,
+    RowOut, SmallF32, EXACT_F32_BOUND,
 };
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::requant::{RowAvx2, SmallF32Avx2};
@@ -565,6 +565,7 @@ impl QConv {
                             bias,
                             factor: factor.collect(),
                             out: rq.row_out(),
+                            small_sums: self.acc_bound < EXACT_F32_BOUND,
                         };
                         qconv_u8s8::conv_requant(q, &operand, run, dst, parallel, kernel, &rows);
                     } else {

@@ -187,11 +187,10 @@ impl ByteInput {
     /// input whose zero point is below -128 + offset cannot happen; kept total anyway).
     pub fn measure<T: QElem + Ord>(x: &[T], zero: i32) -> Option<ByteInput> {
         let (lo, hi) = extremes(x).map_or((0, 0), |(lo, hi)| (lo.to_i32(), hi.to_i32()));
-        let offset = if T::UNSIGNED || (lo >= 0 && zero >= 0) { 0 } else { 128 };
-        let pad = u8::try_from(zero + offset).ok()?;
-        let top = if x.is_empty() { 0 } else { hi + offset };
-        let amax = u8::try_from(top.max(pad as i32)).ok()?;
-        Some(ByteInput { offset, pad, amax })
+        let mut input = ByteInput::new(if T::UNSIGNED || (lo >= 0 && zero >= 0) { 0 } else { 128 }, zero)?;
+        let top = if x.is_empty() { 0 } else { hi + input.offset };
+        input.amax = u8::try_from(top.max(input.pad as i32)).ok()?;
+        Some(input)
     }
 
     /// Bytes `x + offset` for an input of zero point `zero` (`amax` the padding byte until
@@ -663,38 +662,19 @@ pub fn pack_panels<T: QElem>(
     out: &mut Vec<u8>,
     parallel: bool,
 ) -> Option<ByteInput> {
-    let offset = if T::UNSIGNED || zero >= 0 { 0 } else { 128 };
-    let seen = pack_panels_with(x, cg, npix, ByteInput::new(offset, zero)?, out, parallel);
-    let (offset, seen) = if seen.negative && offset == 0 && !T::UNSIGNED {
-        let input = ByteInput::new(128, zero)?;
-        (128, pack_panels_with(x, cg, npix, input, out, parallel))
-    } else {
-        (offset, seen)
-    };
-    let mut input = ByteInput::new(offset, zero)?;
-    input.amax = seen.top.max(input.pad);
+    let mut input = ByteInput::new(if T::UNSIGNED || zero >= 0 { 0 } else { 128 }, zero)?;
+    let mut top = pack_panels_with(x, cg, npix, input, out, parallel);
+    // With the offset 0 on i8 values, a byte with its top bit set is a negative value.
+    if top >= 128 && input.offset == 0 && !T::UNSIGNED {
+        input = ByteInput::new(128, zero)?;
+        top = pack_panels_with(x, cg, npix, input, out, parallel);
+    }
+    input.amax = top.max(input.pad);
     Some(input)
 }
 
-/// What packing saw in the bytes it wrote.
-#[derive(Debug, Clone, Copy, Default)]
-struct Seen {
-    /// The largest byte.
-    top: u8,
-    /// A byte has its top bit set (with the offset of 0 on i8 values: a negative value).
-    negative: bool,
-}
-
-impl Seen {
-    fn merge(self, o: Seen) -> Seen {
-        Seen {
-            top: self.top.max(o.top),
-            negative: self.negative || o.negative,
-        }
-    }
-}
-
-/// `pack_panels` with a given offset and padding byte (`input.amax` is not read).
+/// `pack_panels` with a given offset and padding byte (`input.amax` is not read): returns
+/// the largest byte it wrote.
 fn pack_panels_with<T: QElem>(
     x: &[T],
     cg: usize,
@@ -702,13 +682,13 @@ fn pack_panels_with<T: QElem>(
     input: ByteInput,
     out: &mut Vec<u8>,
     parallel: bool,
-) -> Seen {
+) -> u8 {
     let k4 = cg.div_ceil(4);
     let panels = npix.div_ceil(NR);
     out.clear();
     out.resize(panels * k4 * NR * 4, input.pad);
     if k4 == 0 {
-        return Seen::default();
+        return 0;
     }
     let x = &as_bytes(x)[..cg * npix];
     let pack = |(p, panel): (usize, &mut [u8])| {
@@ -724,18 +704,20 @@ fn pack_panels_with<T: QElem>(
         out.par_chunks_exact_mut(k4 * NR * 4)
             .enumerate()
             .map(pack)
-            .reduce(Seen::default, Seen::merge)
+            .max()
+            .unwrap_or(0)
     } else {
         out.chunks_exact_mut(k4 * NR * 4)
             .enumerate()
             .map(pack)
-            .fold(Seen::default(), Seen::merge)
+            .max()
+            .unwrap_or(0)
     }
 }
 
 /// The panel of pixels `c0..c0 + NR` (those below `npix`), plain Rust: `x` holds the bytes
 /// of `cg` rows of `npix` values; `panel` comes filled with `input.pad`.
-fn pack_panel_ref(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput, panel: &mut [u8]) -> Seen {
+fn pack_panel_ref(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput, panel: &mut [u8]) -> u8 {
     for (c, row) in x.chunks_exact(npix).take(cg).enumerate() {
         let (cq, e) = (c / 4, c % 4);
         for (j, &v) in row[c0..npix.min(c0 + NR)].iter().enumerate() {
@@ -743,11 +725,7 @@ fn pack_panel_ref(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput,
             panel[(cq * NR + j) * 4 + e] = (v as i32 + input.offset) as u8;
         }
     }
-    let top = panel.iter().copied().max().unwrap_or(0);
-    Seen {
-        top,
-        negative: top >= 128,
-    }
+    panel.iter().copied().max().unwrap_or(0)
 }
 
 /// `pack_panel_ref` of a full panel (`c0 + NR <= npix`) for offsets 0 and 128, sixteen
@@ -756,7 +734,7 @@ fn pack_panel_ref(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput,
 /// Why a function of its own: `interleave4` per quad and panel spent more time choosing its
 /// path than moving 64 bytes (packing was 25 % of a 256-channel 56x56 1x1 convolution).
 #[cfg(target_arch = "x86_64")]
-fn pack_panel_sse2(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput, panel: &mut [u8]) -> Seen {
+fn pack_panel_sse2(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput, panel: &mut [u8]) -> u8 {
     use std::arch::x86_64::*;
     const { assert!(NR == 16) };
     let k4 = cg.div_ceil(4);
@@ -793,11 +771,7 @@ fn pack_panel_sse2(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput
         }
         let mut lanes = [0u8; 16];
         _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, top);
-        let top = lanes.into_iter().max().unwrap_or(0);
-        Seen {
-            top,
-            negative: top >= 128,
-        }
+        lanes.into_iter().max().unwrap_or(0)
     }
 }
 
@@ -920,7 +894,7 @@ pub fn conv_requant<O: QElem>(
             .map(|r| {
                 let row = unsafe { RowAvx2::new(rows.bias[r], rows.factor[r] as f64, rows.out, O::UNSIGNED) };
                 if rows.small_sums {
-                    row.with_small_sums(rows.factor[r])
+                    row.with_small_sums()
                 } else {
                     row
                 }

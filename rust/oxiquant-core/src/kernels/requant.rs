@@ -264,6 +264,8 @@ pub(crate) struct RowAvx2 {
     /// The f32 lanes (`with_small_sums`): `None`, or whether their rounding needs the
     /// near-tie check.
     lanes32: Option<bool>,
+    /// The factor as `new` received it.
+    factor: f64,
     f32: std::arch::x86_64::__m256,
     zero_i: std::arch::x86_64::__m256i,
     lo_i: std::arch::x86_64::__m256i,
@@ -296,6 +298,7 @@ impl RowAvx2 {
             f32_product: out.rounding == Rounding::F32,
             unsigned,
             lanes32: None,
+            factor: f,
             f32: _mm256_set1_ps(f as f32),
             zero_i: _mm256_set1_epi32(out.zero),
             lo_i: _mm256_set1_epi32(out.lo),
@@ -308,8 +311,10 @@ impl RowAvx2 {
     /// conversion is exact. With `Rounding::F32` or a power-of-two factor the f32 product
     /// is the arithmetic itself; otherwise a vector whose products come near a rounding tie
     /// is redone in f64. Factors of 64 and more keep f64 (products past i32).
-    pub(crate) fn with_small_sums(mut self, f: f32) -> RowAvx2 {
-        if f.is_finite() && f.abs() < 64.0 && f != 0.0 {
+    pub(crate) fn with_small_sums(mut self) -> RowAvx2 {
+        // The factor `new` received (an f32 widened to f64 by every caller; else no lanes).
+        let f = self.factor as f32;
+        if f as f64 == self.factor && f.is_finite() && f.abs() < 64.0 && f != 0.0 {
             let power_of_two = f.abs().to_bits() & 0x007f_ffff == 0 && f.is_normal();
             self.lanes32 = Some(!(self.f32_product || power_of_two));
         }
@@ -707,7 +712,7 @@ mod tests {
             };
             let out = RowOut { rounding, zero: zero.clamp(lo, hi), lo, hi };
             // SAFETY: AVX2 was detected.
-            let row = unsafe { RowAvx2::new(bias, f as f64, out, unsigned) }.with_small_sums(f);
+            let row = unsafe { RowAvx2::new(bias, f as f64, out, unsigned) }.with_small_sums();
             let mut got = Vec::new();
             for chunk in acc.chunks(8) {
                 let mut lanes = [0i32; 8];

@@ -1175,7 +1175,7 @@ impl FoldedRequant {
         })
     }
 
-    /// The f32 form of channel `c`, if verified, and the range of its outputs.
+    /// The f32 form of channel `c`, if verified.
     fn small(&self, c: usize) -> Option<&SmallF32> {
         let v = self.small.as_ref()?;
         v.get(if v.len() == 1 { 0 } else { c })
@@ -1535,7 +1535,6 @@ unsafe fn add_small_avx2<A: QElem, B: QElem, O: QElem>(
     dst: &mut [O],
 ) {
     use std::arch::x86_64::*;
-    let n = dst.len().min(a.len()).min(b.len());
     let [fa, fb] = folded.map(|f| f.map(|f| SmallF32Avx2::new(f)));
     let out = SmallF32Avx2::new(out);
     // b or -b: (b ^ m) - m with m all ones negates.
@@ -1558,6 +1557,27 @@ unsafe fn add_small_avx2<A: QElem, B: QElem, O: QElem>(
             _mm_packs_epi16(words, words)
         }
     };
+    // SAFETY: AVX2 is available (this function's contract).
+    unsafe { by_eights(a, b, dst, eight) }
+}
+
+/// `dst[i..i + 8]` from `eight(&a[i], &b[i])` (eight output bytes in the low half) over
+/// the elements all three slices hold, the last few through padded copies so that they
+/// get the same arithmetic.
+///
+/// # Safety
+/// AVX2 is available, and `eight` reads at most eight elements from each pointer.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn by_eights<A: QElem, B: QElem, O: QElem>(
+    a: &[A],
+    b: &[B],
+    dst: &mut [O],
+    eight: impl Fn(*const A, *const B) -> std::arch::x86_64::__m128i,
+) {
+    use std::arch::x86_64::*;
+    let n = dst.len().min(a.len()).min(b.len());
     let mut i = 0;
     while i + 8 <= n {
         // SAFETY: i + 8 <= n, within all three slices; O is one byte.
@@ -1730,30 +1750,10 @@ unsafe fn add_requant_avx2<A: QElem, B: QElem, O: QElem>(
 #[target_feature(enable = "avx2")]
 unsafe fn add_bytes_avx2<A: QElem, B: QElem, O: QElem>(a: &[A], b: &[B], sub: bool, row: &RowAvx2, dst: &mut [O]) {
     use std::arch::x86_64::*;
-    let n = dst.len().min(a.len()).min(b.len());
     // b or -b: (b ^ m) - m with m all ones negates.
     let m = _mm256_set1_epi32(if sub { -1 } else { 0 });
-    let mut i = 0;
-    while i + 8 <= n {
-        // SAFETY: i + 8 <= n, within all three slices; O is one byte.
-        unsafe {
-            let y = sum8(a.as_ptr().add(i), b.as_ptr().add(i), m, row);
-            _mm_storel_epi64(dst.as_mut_ptr().add(i) as *mut __m128i, y);
-        }
-        i += 8;
-    }
-    if i < n {
-        // The last few through padded copies: the same arithmetic as the rest.
-        let (mut ta, mut tb, mut to) = ([A::from_i32(0); 8], [B::from_i32(0); 8], [O::from_i32(0); 8]);
-        ta[..n - i].copy_from_slice(&a[i..n]);
-        tb[..n - i].copy_from_slice(&b[i..n]);
-        // SAFETY: the copies hold eight elements; `to` is eight bytes.
-        unsafe {
-            let y = sum8(ta.as_ptr(), tb.as_ptr(), m, row);
-            _mm_storel_epi64(to.as_mut_ptr() as *mut __m128i, y);
-        }
-        dst[i..n].copy_from_slice(&to[..n - i]);
-    }
+    // SAFETY: AVX2 is available; `sum8` reads eight elements from each pointer.
+    unsafe { by_eights(a, b, dst, |pa, pb| sum8(pa, pb, m, row)) }
 }
 
 /// Eight requantized `a + (b ^ m) - m` from eight elements at `pa` and `pb`.

@@ -1777,20 +1777,19 @@ unsafe fn sum8<A: QElem, B: QElem>(
 
 fn clip(x: &Tensor, lo: i32, hi: i32) -> Result<Tensor> {
     let shape = x.shape().to_vec();
+    // ONNX Clip is `min(max(x, lo), hi)`, as the float op computes it: with `lo > hi` every
+    // value becomes `hi` (`i32::clamp` would panic on such a model's bounds).
+    let bound = |a: i32| a.max(lo).min(hi);
     match x.data() {
         TensorData::I8(v) => Tensor::from_vec(
             shape,
-            v.iter()
-                .map(|&a| i8::from_i32((a as i32).clamp(lo, hi)))
-                .collect::<Vec<_>>(),
+            v.iter().map(|&a| i8::from_i32(bound(a as i32))).collect::<Vec<_>>(),
         ),
         TensorData::U8(v) => Tensor::from_vec(
             shape,
-            v.iter()
-                .map(|&a| u8::from_i32((a as i32).clamp(lo, hi)))
-                .collect::<Vec<_>>(),
+            v.iter().map(|&a| u8::from_i32(bound(a as i32))).collect::<Vec<_>>(),
         ),
-        TensorData::I32(v) => Tensor::from_vec(shape, v.iter().map(|&a| a.clamp(lo, hi.max(lo))).collect::<Vec<_>>()),
+        TensorData::I32(v) => Tensor::from_vec(shape, v.iter().map(|&a| bound(a)).collect::<Vec<_>>()),
         _ => Err(Error::shape(format!("integer clip got a {} tensor", x.dtype().name()))),
     }
 }
@@ -1801,6 +1800,31 @@ mod tests {
     use crate::kernels::conv::{ConvShape, Window2d};
     use crate::ops::Padding;
     use proptest::prelude::*;
+
+    /// Integer Clip agrees with the float Clip (ONNX's `min(max(x, lo), hi)`), also on a
+    /// model whose bounds are crossed, where it used to panic.
+    #[test]
+    fn integer_clip_follows_the_float_clip() {
+        use crate::ops::elementwise::Clip;
+        let xs: Vec<i8> = vec![-128, -9, -3, 0, 4, 5, 7, 127];
+        for (lo, hi) in [(-3, 5), (5, -3), (0, 0), (-200, 300)] {
+            let want: Vec<f32> = xs
+                .iter()
+                .map(|&v| Clip::apply(v as f32, lo as f32, hi as f32))
+                .collect();
+            let x = Tensor::from_vec(vec![8], xs.clone()).unwrap();
+            let op = IntOp::Clip { lo, hi };
+            let got = op.eval(&[Some(&x)]).unwrap().remove(0);
+            assert_eq!(
+                got.to_f32_vec(),
+                want.iter().map(|&v| v.clamp(-128.0, 127.0)).collect::<Vec<_>>(),
+                "i8 [{lo}, {hi}]"
+            );
+            let x32 = Tensor::from_vec(vec![8], xs.iter().map(|&v| v as i32).collect::<Vec<_>>()).unwrap();
+            let got = op.eval(&[Some(&x32)]).unwrap().remove(0);
+            assert_eq!(got.to_f32_vec(), want, "i32 [{lo}, {hi}]");
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(40))]

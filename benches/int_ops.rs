@@ -6,7 +6,7 @@
 //!
 //! Run: `cargo bench -p oxiquant-core --bench int_ops`.
 
-use oxiquant_core::ops::quantized::{FoldedRequant, IntOp, Requant};
+use oxiquant_core::ops::quantized::{FoldedRequant, IntOp, Requant, SmallSums};
 use oxiquant_core::ops::{Padding, Pool};
 use oxiquant_core::tensor::{DType, Tensor};
 
@@ -78,11 +78,13 @@ fn main() {
             sub: false,
             requant: out.clone(),
             folded: [None, None],
+            small: SmallSums::default(),
         };
         let with_table = IntOp::AddRequant {
             sub: false,
             requant: out,
             folded: [None, Some(Box::new(folded))],
+            small: SmallSums::default(),
         };
         adds.push((c, s, count, a, b, plain, with_table));
     }

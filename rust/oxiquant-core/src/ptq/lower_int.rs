@@ -21,7 +21,7 @@
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};
-use crate::ops::quantized::{Dequant, FoldedRequant, IntOp, QConv, QGemm, Requant};
+use crate::ops::quantized::{Dequant, FoldedRequant, IntOp, QConv, QGemm, Requant, SmallSums};
 use crate::ops::{BinaryOp, Op, Unary};
 use crate::tensor::{DType, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -315,6 +315,7 @@ impl Lowering<'_> {
                                 sub,
                                 requant,
                                 folded: [None, None],
+                                small: SmallSums::default(),
                             },
                             node.inputs.clone(),
                             out,
@@ -403,8 +404,12 @@ fn fold_add_requants(g: &mut Graph, dtype: &HashMap<String, DType>) -> Result<()
             };
             let f = FoldedRequant::new(prod.name.clone(), v, rq.clone(), dt)?;
             let src = src.clone();
-            if let Op::Int(IntOp::AddRequant { folded: slots, .. }) = &mut g.nodes[j].op {
+            if let Op::Int(IntOp::AddRequant {
+                folded: slots, small, ..
+            }) = &mut g.nodes[j].op
+            {
                 slots[slot] = Some(Box::new(f));
+                *small = SmallSums::default();
             }
             g.nodes[j].inputs[slot] = src;
             folded.insert(p);
@@ -517,6 +522,7 @@ mod tests {
                         sub,
                         requant: add,
                         folded: [None, None],
+                        small: SmallSums::default(),
                     },
                     &["a", "b"],
                     "y",

@@ -261,6 +261,18 @@ impl<O: Send> TileOut<O> {
         }
     }
 
+    /// Over memory not yet initialized, for a kernel that writes every output through
+    /// `run_ptr` (raw pointers, no reference to an uninitialized value).
+    pub(crate) fn new_uninit(out: &mut [std::mem::MaybeUninit<O>], m: usize, npix: usize) -> TileOut<O> {
+        assert!(out.len() >= m * npix, "qconv: output too small");
+        TileOut {
+            // `MaybeUninit<O>` has the layout of `O`.
+            ptr: OutPtr(out.as_mut_ptr() as *mut O),
+            m,
+            npix,
+        }
+    }
+
     /// How many of block `bi`'s rows exist.
     pub(crate) fn rows(&self, bi: usize) -> usize {
         MR.min(self.m - bi * MR)

@@ -35,6 +35,7 @@ use super::qgemm::{split_tasks, Kernel, MR, NR};
 use super::requant::RowAvx2;
 use super::requant::{requant_row, QElem, RowOut};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The caps on the largest input byte for which `QuadWeights` plans its runs, smallest
 /// first: post-ReLU activations of a signed 8-bit range reach 127, other 8-bit ones 255.
@@ -871,11 +872,15 @@ pub struct RowsRequant {
 }
 
 /// `conv` followed by `requant_row` of each row, done in registers by the SIMD kernel.
+/// `out` (`[m][npix]`) need not be initialized: every element is written.
+///
+/// Why: the caller's buffer then needs no zeroing first, a pass over every output (ResNet-50
+/// light, two threads: 0.97-0.99x the time at batch 32, 0.99x at batch 1).
 pub fn conv_requant<O: QElem>(
     a: &QuadWeights,
     b: &ByteOperand,
     plan: &RunPlan,
-    out: &mut [O],
+    out: &mut [MaybeUninit<O>],
     parallel: bool,
     kernel: Kernel,
     rows: &RowsRequant,
@@ -900,7 +905,17 @@ pub fn conv_requant<O: QElem>(
                 }
             })
             .collect();
-        let out = TileOut::new(out, a.m, b.npix());
+        // All of `out`, so that all of it gets written.
+        assert_eq!(out.len(), a.m * b.npix(), "qconv: output size");
+        if cfg!(debug_assertions) {
+            // A pattern no test expects everywhere: an output the tiles miss shows.
+            out.iter_mut().for_each(|v| {
+                v.write(O::from_i32(0x5a));
+            });
+        }
+        // The tiles cover every block of rows and every pixel (`for_each_tile`), and each
+        // writes all `cols` outputs of each of its rows.
+        let out = TileOut::new_uninit(out, a.m, b.npix());
         b.for_each_tile(a, parallel, |bi, bv, pix0, cols| {
             let n = out.rows(bi);
             let mut dst = [std::ptr::null_mut::<u8>(); MR];
@@ -922,7 +937,16 @@ pub fn conv_requant<O: QElem>(
         });
         return;
     }
-    conv(a, b, plan, out, parallel, kernel, epilogue);
+    conv(a, b, plan, zeroed(out), parallel, kernel, epilogue);
+}
+
+/// `x` with every element set to zero, as initialized values.
+pub fn zeroed<O: QElem>(x: &mut [MaybeUninit<O>]) -> &mut [O] {
+    x.iter_mut().for_each(|v| {
+        v.write(O::from_i32(0));
+    });
+    // SAFETY: every element was just written, and `MaybeUninit<O>` has the layout of `O`.
+    unsafe { &mut *(x as *mut [MaybeUninit<O>] as *mut [O]) }
 }
 
 #[cfg(test)]

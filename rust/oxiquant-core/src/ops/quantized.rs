@@ -524,7 +524,7 @@ impl QConv {
         let pointwise = s.win.kernel == [1, 1] && s.win.pads == [0; 4];
         let strided = s.win.strides != [1, 1];
         let zero = self.x_zero as i16;
-        let one_image = |(img, out): (usize, &mut [O]), parallel: bool| {
+        let one_image = |(img, out): (usize, &mut [std::mem::MaybeUninit<O>]), parallel: bool| {
             let mut pairs = qconv_direct::PairImage::new();
             let mut quads = QuadImage::new();
             let mut panels: Vec<i16> = Vec::new();
@@ -537,6 +537,8 @@ impl QConv {
                     xg = &picked;
                 }
                 let c0 = g * mg;
+                // Every branch below initializes all of it: `conv_requant` writes each
+                // output (or zeroes first), the others start from `zeroed`.
                 let dst = &mut out[c0 * npix..(c0 + mg) * npix];
                 let epilogue = |row: usize, acc: &[i32], dst: &mut [O]| {
                     self.requant
@@ -570,6 +572,7 @@ impl QConv {
                         };
                         qconv_u8s8::conv_requant(q, &operand, run, dst, parallel, kernel, &rows);
                     } else {
+                        let dst = qconv_u8s8::zeroed(dst);
                         qconv_u8s8::conv(q, &operand, run, dst, parallel, kernel, |row, acc, dst| {
                             self.requant.row(c0 + row, acc, bias[row], self.acc_bound, dst)
                         });
@@ -581,22 +584,28 @@ impl QConv {
                         &self.packed[g],
                         &panels,
                         npix,
-                        dst,
+                        qconv_u8s8::zeroed(dst),
                         parallel,
                         |row, _, acc, d| epilogue(row, acc, d),
                     );
                 } else {
                     pairs.fill(xg, cg, zero, s);
+                    let dst = qconv_u8s8::zeroed(dst);
                     qconv_direct::conv(&self.packed[g], &pairs, s, dst, parallel, kernel, epilogue);
                 }
             }
         };
-        if s.n == 1 {
-            let mut y = vec![O::from_i32(0); img_out];
-            one_image((0, &mut y), true);
-            y
-        } else {
-            zeroed_chunks(s.n * img_out, img_out, |i, out| one_image((i, out), false))
+        // SAFETY: `one_image` initializes every element of its chunk (the groups' outputs
+        // tile it, and each group's branch initializes all of its outputs).
+        unsafe {
+            if s.n == 1 {
+                let mut y = Vec::with_capacity(img_out);
+                one_image((0, &mut y.spare_capacity_mut()[..img_out]), true);
+                y.set_len(img_out);
+                y
+            } else {
+                filled_chunks(s.n * img_out, img_out, |i, out| one_image((i, out), false))
+            }
         }
     }
 }
@@ -608,21 +617,28 @@ impl QConv {
 /// loop starts (a memory allocator reusing freed memory must clear it): ResNet-50's
 /// outputs at batch 32 are about 290 MB per run, written twice, once by one thread.
 fn zeroed_chunks<O: QElem>(len: usize, chunk: usize, fill: impl Fn(usize, &mut [O]) + Sync) -> Vec<O> {
+    // SAFETY: `zeroed` initializes each chunk before `fill` sees it.
+    unsafe { filled_chunks(len, chunk, |i, part| fill(i, qconv_u8s8::zeroed(part))) }
+}
+
+/// A vector of `len` elements made by `fill(i, chunk)` on its chunks of `chunk`, in
+/// parallel, with nothing written first (a convolution that writes every output then
+/// writes it once).
+///
+/// # Safety
+/// `fill` writes every element of the chunk it receives.
+unsafe fn filled_chunks<O: QElem>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<O>]) + Sync,
+) -> Vec<O> {
     let mut y: Vec<O> = Vec::with_capacity(len);
     y.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .enumerate()
-        .for_each(|(i, part)| {
-            part.iter_mut().for_each(|v| {
-                v.write(O::from_i32(0));
-            });
-            // SAFETY: every element of `part` was just initialized, and `MaybeUninit<O>`
-            // has the layout of `O`.
-            let part = unsafe { &mut *(part as *mut [std::mem::MaybeUninit<O>] as *mut [O]) };
-            fill(i, part);
-        });
-    // SAFETY: the loop above initialized all `len` elements (a panic in it propagates
-    // before this line, leaving the vector empty).
+        .for_each(|(i, part)| fill(i, part));
+    // SAFETY: `fill` initialized all `len` elements (the caller's contract; a panic in it
+    // propagates before this line, leaving the vector empty).
     unsafe { y.set_len(len) };
     y
 }

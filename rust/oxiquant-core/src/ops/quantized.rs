@@ -595,6 +595,8 @@ impl QConv {
                 }
             }
         };
+        // The groups' outputs tile the image's (`geometry` checks `m % group == 0`).
+        assert_eq!(mg * s.group, s.m, "qconv: groups do not tile the output channels");
         // SAFETY: `one_image` initializes every element of its chunk (the groups' outputs
         // tile it, and each group's branch initializes all of its outputs).
         unsafe {

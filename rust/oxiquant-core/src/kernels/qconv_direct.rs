@@ -253,21 +253,21 @@ pub(crate) struct TileOut<O> {
 
 impl<O: Send> TileOut<O> {
     pub(crate) fn new(out: &mut [O], m: usize, npix: usize) -> TileOut<O> {
-        assert!(out.len() >= m * npix, "qconv: output too small");
-        TileOut {
-            ptr: OutPtr(out.as_mut_ptr()),
-            m,
-            npix,
-        }
+        TileOut::over(out.as_mut_ptr(), out.len(), m, npix)
     }
 
     /// Over memory not yet initialized, for a kernel that writes every output through
     /// `run_ptr` (raw pointers, no reference to an uninitialized value).
     pub(crate) fn new_uninit(out: &mut [std::mem::MaybeUninit<O>], m: usize, npix: usize) -> TileOut<O> {
-        assert!(out.len() >= m * npix, "qconv: output too small");
+        // `MaybeUninit<O>` has the layout of `O`.
+        TileOut::over(out.as_mut_ptr() as *mut O, out.len(), m, npix)
+    }
+
+    /// The `len` elements at `ptr`, borrowed mutably by the caller for the tiles' lifetime.
+    fn over(ptr: *mut O, len: usize, m: usize, npix: usize) -> TileOut<O> {
+        assert!(len >= m * npix, "qconv: output too small");
         TileOut {
-            // `MaybeUninit<O>` has the layout of `O`.
-            ptr: OutPtr(out.as_mut_ptr() as *mut O),
+            ptr: OutPtr(ptr),
             m,
             npix,
         }

@@ -597,18 +597,11 @@ impl QConv {
         };
         // The groups' outputs tile the image's (`geometry` checks `m % group == 0`).
         assert_eq!(mg * s.group, s.m, "qconv: groups do not tile the output channels");
+        // One image: its kernels split the work; several: one image per task.
+        let parallel_in_image = s.n == 1;
         // SAFETY: `one_image` initializes every element of its chunk (the groups' outputs
         // tile it, and each group's branch initializes all of its outputs).
-        unsafe {
-            if s.n == 1 {
-                let mut y = Vec::with_capacity(img_out);
-                one_image((0, &mut y.spare_capacity_mut()[..img_out]), true);
-                y.set_len(img_out);
-                y
-            } else {
-                filled_chunks(s.n * img_out, img_out, |i, out| one_image((i, out), false))
-            }
-        }
+        unsafe { filled_chunks(s.n * img_out, img_out, |i, out| one_image((i, out), parallel_in_image)) }
     }
 }
 

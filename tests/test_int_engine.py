@@ -1,7 +1,8 @@
 """The integer engine: quantized models run with i8/u8 activations, i8 weights, i32
 accumulators and fixed-point requantization. Checked against the fake-quantized simulation
 (the same graph in float arithmetic: bit-identical by design) and against onnxruntime on the
-exported models (within one quantization step: it rounds x / (1/f) in f32)."""
+exported models (within one quantization step: it rounds x / (1/f) in f32; exactly for the
+requantizations between 8-bit values, whose scales the export picks so that it can)."""
 
 from __future__ import annotations
 
@@ -151,6 +152,35 @@ def test_qoperator_export_of_generated_networks(proto, opts):
     # onnxruntime requantizes float(accumulator + bias), rounded beyond 2^24.
     if ptq_graphs.max_integer_bias(q) < ptq_graphs.EXACT_F32_SUMS:
         assert np.abs(got - q.run(x)["y"]).max() <= 1.0
+
+
+def pool_concat_model() -> onnx.ModelProto:
+    """Concat(MaxPool(x), x): the export requantizes each branch with DequantizeLinear ->
+    QuantizeLinear, and MSE clipping makes the branch factors ratios such as 197/198."""
+    h = onnx.helper
+    nodes = [
+        h.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="pool"),
+        h.make_node("Concat", ["p", "x"], ["y"], axis=1, name="concat"),
+    ]
+    x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4, 7, 7])
+    y = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 8, 7, 7])
+    return h.make_model(h.make_graph(nodes, "pool_concat", [x], [y]), opset_imports=[h.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_qoperator_branch_requantizations_round_as_the_engine(seed):
+    """onnxruntime rounds the f32 product of a DequantizeLinear before QuantizeLinear rounds
+    it again; near a tie that double rounding differs from the engine's exact product (and
+    a Gemm after it amplifies the step). The export picks scales on which it does not."""
+    x = np.random.default_rng(seed).standard_normal((16, 4, 7, 7)).astype(np.float32)
+    q = oxiquant.quantize_network(
+        oxiquant.load(pool_concat_model()), 8, x, dequantize_outputs=False, progress=False, clipping="mse"
+    )
+    # Inputs on the input quantizer's grid, so that its own rounding (onnxruntime divides by
+    # the scale in f32, the engine multiplies exactly) has no tie to split.
+    step = next(a["step"] for a in q.quant_info["activations"] if a["role"] == "input")
+    on_grid = (np.round(x / step) * step).astype(np.float32)
+    np.testing.assert_array_equal(qoperator_session(q).run(["y"], {"x": on_grid})[0], q.run(on_grid)["y"])
 
 
 def test_qoperator_needs_the_integer_engine(rng):

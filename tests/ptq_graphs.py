@@ -393,6 +393,26 @@ def dead_conv_cnn() -> onnx.ModelProto:
     return proto
 
 
+def pool_concat_model() -> onnx.ModelProto:
+    """Concat(MaxPool(x), x): the export requantizes each branch with DequantizeLinear ->
+    QuantizeLinear, and MSE clipping makes the branch factors ratios such as 197/198."""
+    h = helper
+    nodes = [
+        h.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="pool"),
+        h.make_node("Concat", ["p", "x"], ["y"], axis=1, name="concat"),
+    ]
+    x = h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 7, 7])
+    y = h.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 7, 7])
+    return h.make_model(h.make_graph(nodes, "pool_concat", [x], [y]), opset_imports=[h.make_opsetid("", 13)])
+
+
+def on_input_grid(q, x: np.ndarray) -> np.ndarray:
+    """`x` moved onto the input quantizer's grid of `q`, so that the quantizer's own rounding
+    (onnxruntime divides by the scale in f32, oxiquant multiplies exactly) has no tie to split."""
+    step = next(a["step"] for a in q.quant_info["activations"] if a["role"] == "input")
+    return (np.round(x / step) * step).astype(np.float32)
+
+
 def two_input_model(seed: int = 0) -> onnx.ModelProto:
     """conv(a) + conv(b) -> Relu: inputs 'a' and 'b' of [N,2,6,6]."""
     g = np.random.default_rng(seed)

@@ -195,6 +195,22 @@ def test_generated_networks_export_and_agree(net, seed, bits, per_channel, optim
         check_agrees(q, {"x": x}, fused=True)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("seed", range(40))
+def test_branch_quantizers_round_as_the_engine(seed, fused):
+    """A branch quantizer of 8-bit integers (before a Concat) is QuantizeLinear(x, s): f32
+    division, rounded again. MSE clipping gives such branches grid ratios like 197/198,
+    whose products sit next to ties; the export picks the s on which onnxruntime gives the
+    engine's integers exactly."""
+    x = np.random.default_rng(seed).standard_normal((16, 4, 7, 7)).astype(np.float32)
+    q = oxiquant.quantize_network(
+        oxiquant.load(ptq_graphs.pool_concat_model()), 8, x, dequantize_outputs=False, progress=False, clipping="mse"
+    )
+    on_grid = ptq_graphs.on_input_grid(q, x)
+    ref = ort_session(q.to_onnx("qdq"), fused=fused).run(["y"], {"x": on_grid})[0]
+    np.testing.assert_array_equal(ref, q.run(on_grid)["y"])
+
+
 def test_dequantized_outputs_agree_in_real_units(calib):
     q = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, calib, per_channel=True, progress=False)
     ref = ort_session(q.to_onnx("qdq"), fused=False).run(["y"], {"x": calib})[0]

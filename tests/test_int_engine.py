@@ -154,19 +154,6 @@ def test_qoperator_export_of_generated_networks(proto, opts):
         assert np.abs(got - q.run(x)["y"]).max() <= 1.0
 
 
-def pool_concat_model() -> onnx.ModelProto:
-    """Concat(MaxPool(x), x): the export requantizes each branch with DequantizeLinear ->
-    QuantizeLinear, and MSE clipping makes the branch factors ratios such as 197/198."""
-    h = onnx.helper
-    nodes = [
-        h.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="pool"),
-        h.make_node("Concat", ["p", "x"], ["y"], axis=1, name="concat"),
-    ]
-    x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4, 7, 7])
-    y = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 8, 7, 7])
-    return h.make_model(h.make_graph(nodes, "pool_concat", [x], [y]), opset_imports=[h.make_opsetid("", 13)])
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_qoperator_branch_requantizations_round_as_the_engine(seed):
     """onnxruntime rounds the f32 product of a DequantizeLinear before QuantizeLinear rounds
@@ -174,12 +161,9 @@ def test_qoperator_branch_requantizations_round_as_the_engine(seed):
     a Gemm after it amplifies the step). The export picks scales on which it does not."""
     x = np.random.default_rng(seed).standard_normal((16, 4, 7, 7)).astype(np.float32)
     q = oxiquant.quantize_network(
-        oxiquant.load(pool_concat_model()), 8, x, dequantize_outputs=False, progress=False, clipping="mse"
+        oxiquant.load(ptq_graphs.pool_concat_model()), 8, x, dequantize_outputs=False, progress=False, clipping="mse"
     )
-    # Inputs on the input quantizer's grid, so that its own rounding (onnxruntime divides by
-    # the scale in f32, the engine multiplies exactly) has no tie to split.
-    step = next(a["step"] for a in q.quant_info["activations"] if a["role"] == "input")
-    on_grid = (np.round(x / step) * step).astype(np.float32)
+    on_grid = ptq_graphs.on_input_grid(q, x)
     np.testing.assert_array_equal(qoperator_session(q).run(["y"], {"x": on_grid})[0], q.run(on_grid)["y"])
 
 

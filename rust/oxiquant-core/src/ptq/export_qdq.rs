@@ -12,12 +12,14 @@
 //! are the two's complement ones ONNX saturates to; narrower widths than the 8-bit container
 //! get a Clip. The dequantizers (float islands, outputs) stay multiplications.
 
-use super::{PtqState, Stage};
+use super::{ort_rounding, PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::{AttrValue, Graph, NameGen, RawGraph, RawNode};
+use crate::ops::shape::PadMode;
 use crate::ops::{Op, Scaling, Unary};
 use crate::tensor::Tensor;
 use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
 
 struct Writer {
     names: NameGen,
@@ -146,6 +148,51 @@ fn requantize_unit(w: &mut Writer, value: &str, signed: bool) -> String {
     out
 }
 
+/// The values of `graph` that hold integers of a known range: a quantizer's outputs, and
+/// what integer-preserving ops (max pooling, Relu, Round, reshapes, slices, zero padding,
+/// concatenation) make of them.
+fn integer_ranges(graph: &Graph) -> HashMap<String, RangeInclusive<i64>> {
+    let mut ranges: HashMap<String, RangeInclusive<i64>> = HashMap::new();
+    let union = |a: &RangeInclusive<i64>, b: &RangeInclusive<i64>| *a.start().min(b.start())..=*a.end().max(b.end());
+    for n in &graph.nodes {
+        let first = n.inputs.first().and_then(|v| ranges.get(v)).cloned();
+        let range = match &n.op {
+            Op::Scaling(Scaling { quant: Some(b), .. }) => Some(b.lo as i64..=b.hi as i64),
+            Op::Unary(Unary::Relu) => first.map(|r| (*r.start()).max(0)..=(*r.end()).max(0)),
+            Op::Unary(Unary::Round)
+            | Op::Identity
+            | Op::Dropout
+            | Op::Pool(crate::ops::Pool { max: true, .. })
+            | Op::GlobalPool { max: true }
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Slice(_) => first,
+            Op::Pad(p) => match p.mode {
+                PadMode::Reflect | PadMode::Edge => first,
+                // The value as an attribute (opset < 11) or absent (zero); an input is not known.
+                PadMode::Constant if n.inputs.len() < 3 && p.value == p.value.round() => {
+                    first.map(|r| union(&r, &(p.value as i64..=p.value as i64)))
+                }
+                PadMode::Constant => None,
+            },
+            Op::Concat { .. } => n
+                .inputs
+                .iter()
+                .map(|v| ranges.get(v).cloned())
+                .reduce(|a, b| a.zip(b).map(|(a, b)| union(&a, &b)))
+                .flatten(),
+            _ => None,
+        };
+        if let (Some(r), Some(out)) = (range, n.outputs.first()) {
+            ranges.insert(out.clone(), r);
+        }
+    }
+    ranges
+}
+
 /// The QDQ graph, and the initializers to store as INT4 (true) / UINT4 (false). With any,
 /// the graph's opset is raised to 21 (the first with 4-bit types).
 pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Result<(RawGraph, Vec<(String, bool)>)> {
@@ -214,6 +261,7 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
     let mut replaced_inits: HashSet<String> = HashSet::new();
     // Values written by a DequantizeLinear, and the signedness of the integers every other
     // quantized value holds (from the quantizer upstream, through single-input ops).
+    let int_ranges = integer_ranges(graph);
     let mut dequantized: HashSet<String> = HashSet::new();
     let mut signed_of: HashMap<String, bool> = HashMap::new();
     for n in &graph.nodes {
@@ -245,7 +293,16 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                         (Tensor::scalar(0u8), 0.0, 255.0)
                     };
                     let zp = w.init(&format!("{}_zero_point", n.name), zp);
-                    let scale = w.init(&format!("{}_scale", n.name), Tensor::scalar(1.0 / f));
+                    // On 8-bit integers, a scale on which onnxruntime's f32 division rounds
+                    // as the exact product does (`ort_rounding`).
+                    let s = match int_ranges.get(&n.inputs[0]) {
+                        Some(r) if r.end() - r.start() < 512 => {
+                            let (lo, hi) = (b.lo as i64, b.hi as i64);
+                            ort_rounding::division_scale(f, r.clone(), |v| v.clamp(lo, hi))
+                        }
+                        _ => 1.0 / f,
+                    };
+                    let scale = w.init(&format!("{}_scale", n.name), Tensor::scalar(s));
                     let one = w.init(&format!("{}_unit", n.name), Tensor::scalar(1.0f32));
                     let q = w.fresh(&format!("{}_q", n.outputs[0]));
                     w.node(

@@ -10,9 +10,9 @@
 //! Relu, a width below 8 bits) becomes a Clip on the integers.
 
 use super::export_qdq::WeightType;
+use super::ort_rounding;
 use crate::error::{Error, Result};
 use crate::graph::{AttrValue, Graph, NameGen, RawGraph, RawNode};
-use crate::kernels::requant::FixedPoint;
 use crate::ops::quantized::{IntOp, Requant};
 use crate::ops::{Op, Pool};
 use crate::tensor::{DType, Tensor};
@@ -186,49 +186,23 @@ impl Writer {
     }
 }
 
-/// The f32 scales of a `DequantizeLinear(x, s) -> QuantizeLinear(., 1)` pair with which
-/// onnxruntime gives `rq`'s exact results on every 8-bit input held in `dt`.
-///
-/// onnxruntime rounds the product `x * s` to an f32 before rounding it to an integer. Where
-/// the exact product lies within half an f32 step of a tie (`k + 1/2`), that double rounding
-/// can land on the other integer. Such near-ties are common here: clipping values from a grid
-/// give branch factors like 197/198, whose products with odd inputs sit next to a tie. An
-/// 8-bit input has only 256 values, so each channel's factor is checked on all of them and,
-/// if one disagrees, replaced by the nearest f32 (a few ulps away) on which none does. If no
-/// f32 within `ULPS` does, the factor is kept and onnxruntime may differ by one step at the
-/// disagreeing inputs (never seen: one ulp sufficed on every factor tried).
+/// The scales of a `DequantizeLinear(x, s) -> QuantizeLinear(., 1)` pair with which
+/// onnxruntime gives `rq`'s exact results on every 8-bit input held in `dt`
+/// (`ort_rounding`: its f32 product can round across a tie).
 fn ort_rounding_factors(rq: &Requant, dt: DType) -> Vec<f32> {
-    const ULPS: u32 = 8;
     let inputs = match dt {
         DType::I8 => -128..=127,
         DType::U8 => 0..=255,
-        // 32-bit inputs cannot be checked exhaustively (and do not occur in front of a
-        // requantization the export writes this way).
+        // 32-bit inputs cannot be checked exhaustively (and do not reach a requantization
+        // the export writes this way).
         _ => return rq.factor.clone(),
     };
+    let x_zero = rq.x_zero as i64;
+    let inputs = inputs.start() - x_zero..=inputs.end() - x_zero;
     let out = |r: i64| (r + rq.zero as i64).clamp(rq.lo as i64, rq.hi as i64);
-    let agrees = |fp: &FixedPoint, s: f32| {
-        inputs.clone().all(|v| {
-            let d = v - rq.x_zero as i64;
-            out(fp.apply(d)) == out((d as f32 * s).round_ties_even() as i64)
-        })
-    };
     rq.factor
         .iter()
-        .zip(&rq.scale)
-        .map(|(&f, fp)| {
-            if !f.is_finite() || f == 0.0 || agrees(fp, f) {
-                return f;
-            }
-            // Neighbours by bit pattern: same sign, magnitude k ulps above or below.
-            let b = f.to_bits();
-            (1..=ULPS)
-                .flat_map(|k| [b.checked_add(k), b.checked_sub(k)])
-                .flatten()
-                .map(f32::from_bits)
-                .find(|&s| s.is_finite() && s != 0.0 && s.signum() == f.signum() && agrees(fp, s))
-                .unwrap_or(f)
-        })
+        .map(|&f| ort_rounding::product_scale(f, inputs.clone(), out))
         .collect()
 }
 
@@ -644,35 +618,4 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
         inputs: graph.inputs.clone(),
         outputs: graph.outputs.clone(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// onnxruntime's DequantizeLinear -> QuantizeLinear(., 1): the f32 product, rounded.
-    fn ort(d: i64, s: f32) -> i64 {
-        (d as f32 * s).round_ties_even() as i64
-    }
-
-    #[test]
-    fn branch_factors_are_nudged_off_f32_ties() {
-        // 197/198: 99 * f is 98.5000024.., which rounds to the f32 98.5 and then to even.
-        let rq = Requant::new(vec![197.0 / 198.0], -128, 127).unwrap();
-        let f = rq.factor[0];
-        assert_ne!(rq.scale[0].apply(99), ort(99, f));
-        let s = ort_rounding_factors(&rq, DType::I8)[0];
-        assert!((s.to_bits() as i64 - f.to_bits() as i64).abs() <= 8);
-        for d in -128..=127 {
-            assert_eq!(rq.scale[0].apply(d), ort(d, s), "input {d}");
-        }
-    }
-
-    #[test]
-    fn factors_without_near_ties_are_kept() {
-        for f in [0.5f32, 1.0, 0.75, 0.25, 3.0] {
-            let rq = Requant::new(vec![f], 0, 255).unwrap();
-            assert_eq!(ort_rounding_factors(&rq, DType::U8), vec![f]);
-        }
-    }
 }

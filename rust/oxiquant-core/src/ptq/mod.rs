@@ -20,6 +20,7 @@ pub mod insert_scaling;
 pub mod lower_int;
 pub mod normalize_acts;
 pub mod normalize_params;
+pub mod ort_rounding;
 pub mod prepare;
 pub mod quantize;
 pub mod signs;

@@ -605,20 +605,14 @@ impl QConv {
     }
 }
 
-/// `len` zeros, chunk `i` of `chunk` then handed to `fill(i, chunk)`, the chunks in
-/// parallel; each thread zeroes the chunks it fills, just before filling them.
+/// A vector of `len` elements made by `fill(i, chunk)` on its chunks of `chunk`, in
+/// parallel, with nothing written first (a kernel that writes every output then writes it
+/// once).
 ///
 /// Why: `vec![0; len]` zeroes the whole output on the calling thread before the parallel
 /// loop starts (a memory allocator reusing freed memory must clear it): ResNet-50's
-/// outputs at batch 32 are about 290 MB per run, written twice, once by one thread.
-fn zeroed_chunks<O: QElem>(len: usize, chunk: usize, fill: impl Fn(usize, &mut [O]) + Sync) -> Vec<O> {
-    // SAFETY: `zeroed` initializes each chunk before `fill` sees it.
-    unsafe { filled_chunks(len, chunk, |i, part| fill(i, qconv_u8s8::zeroed(part))) }
-}
-
-/// A vector of `len` elements made by `fill(i, chunk)` on its chunks of `chunk`, in
-/// parallel, with nothing written first (a convolution that writes every output then
-/// writes it once).
+/// outputs at batch 32 are about 290 MB per run, which were written twice, once by one
+/// thread.
 ///
 /// # Safety
 /// `fill` writes every element of the chunk it receives.
@@ -1439,14 +1433,20 @@ fn add_requant<A: QElem, B: QElem, O: QElem>(
         // ResNet-50's first merge (256 x 56 x 56, one image, folded shortcut, one thread)
         // took 0.36-0.44 ms against 0.68-0.90 with the two tables, alternating in one
         // process; without a folded input 0.20-0.28 against 0.42-0.67 (f64 lanes).
-        let y = zeroed_chunks::<O>(av.len(), inner, |i, o| {
+        let fill = |i: usize, o: &mut [std::mem::MaybeUninit<O>]| {
+            #[cfg(debug_assertions)]
+            o.fill(std::mem::MaybeUninit::new(O::from_i32(0x5a)));
             let ch = i % c;
             let span = i * inner..i * inner + o.len();
             let (xa, xb) = (&av[span.clone()], &bv[span]);
             let (fa, fb) = (pre[0].and_then(|f| f.small(ch)), pre[1].and_then(|f| f.small(ch)));
             // SAFETY: `Avx2` is only constructed after the feature was detected.
             unsafe { add_small_avx2(xa, xb, sub, [fa, fb], &out, o) }
-        });
+        };
+        // The output is written once, not zeroed first.
+        // SAFETY: each chunk spans `inner` elements of `av` and `bv` (same shapes), and
+        // `add_small_avx2` (`by_eights`) writes all of them.
+        let y = unsafe { filled_chunks::<O>(av.len(), inner, fill) };
         return Tensor::from_vec(shape, y);
     }
     let mut y = vec![O::from_i32(0); av.len()];
@@ -1590,7 +1590,7 @@ unsafe fn add_small_avx2<A: QElem, B: QElem, O: QElem>(
     sub: bool,
     folded: [Option<&SmallF32>; 2],
     out: &SmallF32,
-    dst: &mut [O],
+    dst: &mut [std::mem::MaybeUninit<O>],
 ) {
     use std::arch::x86_64::*;
     let [fa, fb] = folded.map(|f| f.map(|f| SmallF32Avx2::new(f)));
@@ -1621,7 +1621,7 @@ unsafe fn add_small_avx2<A: QElem, B: QElem, O: QElem>(
 
 /// `dst[i..i + 8]` from `eight(&a[i], &b[i])` (eight output bytes in the low half) over
 /// the elements all three slices hold, the last few through padded copies so that they
-/// get the same arithmetic.
+/// get the same arithmetic. Writes every element of `dst` when `a` and `b` are as long.
 ///
 /// # Safety
 /// AVX2 is available, and `eight` reads at most eight elements from each pointer.
@@ -1631,7 +1631,7 @@ unsafe fn add_small_avx2<A: QElem, B: QElem, O: QElem>(
 unsafe fn by_eights<A: QElem, B: QElem, O: QElem>(
     a: &[A],
     b: &[B],
-    dst: &mut [O],
+    dst: &mut [std::mem::MaybeUninit<O>],
     eight: impl Fn(*const A, *const B) -> std::arch::x86_64::__m128i,
 ) {
     use std::arch::x86_64::*;
@@ -1651,7 +1651,9 @@ unsafe fn by_eights<A: QElem, B: QElem, O: QElem>(
         tb[..n - i].copy_from_slice(&b[i..n]);
         // SAFETY: the copies hold eight elements; `to` is eight bytes.
         unsafe { _mm_storel_epi64(to.as_mut_ptr() as *mut __m128i, eight(ta.as_ptr(), tb.as_ptr())) };
-        dst[i..n].copy_from_slice(&to[..n - i]);
+        for (d, &v) in dst[i..n].iter_mut().zip(&to) {
+            d.write(v);
+        }
     }
 }
 
@@ -1810,8 +1812,12 @@ unsafe fn add_bytes_avx2<A: QElem, B: QElem, O: QElem>(a: &[A], b: &[B], sub: bo
     use std::arch::x86_64::*;
     // b or -b: (b ^ m) - m with m all ones negates.
     let m = _mm256_set1_epi32(if sub { -1 } else { 0 });
-    // SAFETY: AVX2 is available; `sum8` reads eight elements from each pointer.
-    unsafe { by_eights(a, b, dst, |pa, pb| sum8(pa, pb, m, row)) }
+    // SAFETY: AVX2 is available; `sum8` reads eight elements from each pointer. Seen as
+    // `MaybeUninit`, `dst` only receives initialized values.
+    unsafe {
+        let dst = &mut *(dst as *mut [O] as *mut [std::mem::MaybeUninit<O>]);
+        by_eights(a, b, dst, |pa, pb| sum8(pa, pb, m, row))
+    }
 }
 
 /// Eight requantized `a + (b ^ m) - m` from eight elements at `pa` and `pb`.

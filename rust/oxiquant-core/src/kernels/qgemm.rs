@@ -173,14 +173,18 @@ fn tile_ref(a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
     }
 }
 
+/// The first `R` rows of a micro-tile (the others are left as they are): a block whose
+/// last rows are padding (a Gemm over a batch of one: one row of six) multiplies only the
+/// rows it has.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2(a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
-    // SAFETY: the caller checked AVX2; every pointer offset stays inside `a`, `b` and `tile`.
+unsafe fn tile_avx2<const R: usize>(a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
+    // SAFETY: the caller checked AVX2; every pointer offset stays inside `a`, `b` and `tile`
+    // (R <= MR).
     unsafe {
         use std::arch::x86_64::*;
 
-        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         for kk in 0..k2 {
             let b0 = _mm256_loadu_si256(bp.add(kk * NR * 2) as *const __m256i);
@@ -230,14 +234,24 @@ impl Kernel {
         self != Kernel::Reference
     }
 
-    fn tile(self, a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
+    /// The tile's first `rows` rows (at least; the reference computes all of them).
+    fn tile(self, a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR], rows: usize) {
         // Checked here, once per tile, because the AVX2 kernel reads through raw pointers.
         assert!(a.len() >= k2 * MR && b.len() >= k2 * NR * 2, "qgemm: short operand");
         match self {
             Kernel::Reference => tile_ref(a, b, k2, tile),
             // SAFETY: `Avx2` is only constructed after the feature was detected.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { tile_avx2(a, b, k2, tile) },
+            Kernel::Avx2 => unsafe {
+                match rows {
+                    1 => tile_avx2::<1>(a, b, k2, tile),
+                    2 => tile_avx2::<2>(a, b, k2, tile),
+                    3 => tile_avx2::<3>(a, b, k2, tile),
+                    4 => tile_avx2::<4>(a, b, k2, tile),
+                    5 => tile_avx2::<5>(a, b, k2, tile),
+                    _ => tile_avx2::<MR>(a, b, k2, tile),
+                }
+            },
         }
     }
 }
@@ -284,9 +298,10 @@ where
     let m = a.m;
     let task = |bi: usize, p0: usize, p1: usize| {
         let ab = a.block_words(bi);
+        let rows = MR.min(m - bi * MR);
         let mut tile = [[0i32; NR]; MR];
         for p in p0..p1 {
-            kernel.tile(ab, &b[p * k2 * NR * 2..(p + 1) * k2 * NR * 2], k2, &mut tile);
+            kernel.tile(ab, &b[p * k2 * NR * 2..(p + 1) * k2 * NR * 2], k2, &mut tile, rows);
             let (c0, cols) = (p * NR, NR.min(n - p * NR));
             for (r, row) in tile.iter().enumerate() {
                 let grow = bi * MR + r;

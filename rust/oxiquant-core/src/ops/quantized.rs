@@ -713,7 +713,11 @@ impl QGemm {
             let a = PackedA::centered(x.as_slice::<T>()?, rows, self.k, self.x_zero as i16);
             with_qelem!(self.requant.out, O => {
                 let mut y = vec![O::from_i32(0); rows * self.m];
-                qgemm::qgemm(kernel, &a, &self.packed, self.m, &mut y, rows > qgemm::MR, |_, c0, acc, dst| {
+                // Parallel over row blocks and weight panels once the product is worth a
+                // task split (ResNet-50's classifier at batch 1, 2M products, ran on one
+                // thread when this looked at the rows alone).
+                let parallel = rows > qgemm::MR || rows * self.m * self.k >= 1 << 18;
+                qgemm::qgemm(kernel, &a, &self.packed, self.m, &mut y, parallel, |_, c0, acc, dst| {
                     // Columns are output features: one channel (factor, bias) per element.
                     for (j, (a, d)) in acc.iter().zip(dst.chunks_mut(1)).enumerate() {
                         let c = c0 + j;

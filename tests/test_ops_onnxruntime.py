@@ -681,6 +681,11 @@ def slice_cases() -> list[OpCase]:
     cases.append(
         make_case("slice13_int64_data", "Slice", [r.integers(0, 100, (4, 5)), i64(-1), i64(-5), i64(1), i64(-2)])
     )
+    # Outputs of 2^15 elements and more are gathered in parallel: over the batch, or over the
+    # channels of a batch of one (a ResNet-20 shortcut's subsampling).
+    big = ([0, 0], [32, 32], [2, 3], [2, 2])
+    for cid, shape in {"batch": (8, 16, 32, 32), "channels": (1, 128, 32, 32)}.items():
+        cases.append(make_case(f"slice13_large_by_{cid}", "Slice", [randn(r, *shape), *(i64(*v) for v in big)]))
     return cases
 
 
@@ -704,6 +709,14 @@ def pad_cases() -> list[OpCase]:
         make_case("pad13_int64_data", "Pad", [r.integers(0, 9, (3, 3)), i64(1, 0, 0, 2), Init(np.array(7))], {}, 13)
     )
     cases.append(make_case("pad13_reflect_max", "Pad", [randn(r, 1, 4), i64(0, 3, 0, 3)], {"mode": "reflect"}, 13))
+    # Large outputs, gathered in parallel (see slice_cases), padded rows and planes included.
+    large = {
+        "channels": ((1, 64, 24, 24), (0, 32, 0, 0, 0, 32, 0, 0), "constant"),
+        "batch_and_channels": ((3, 40, 20, 20), (1, 2, 0, 0, 1, 3, 0, 0), "constant"),
+        "edge": ((2, 32, 30, 30), (0, 0, 1, 1, 0, 0, 1, 1), "edge"),
+    }
+    for cid, (shape, p, mode) in large.items():
+        cases.append(make_case(f"pad13_large_{cid}", "Pad", [randn(r, *shape), i64(*p)], {"mode": mode}, 13))
     return cases
 
 

@@ -5,29 +5,54 @@ use super::{input, norm_axis};
 use crate::dispatch_data;
 use crate::error::{Error, Result};
 use crate::tensor::{check_alloc, numel, strides, DType, Tensor, TensorData};
+use rayon::prelude::*;
 
 /// Gathers `t`'s elements into a tensor of `shape`: along every axis `d`, output index `o`
 /// reads input offset `tables[d][o]` (summed over axes), or `fill` when any of them is
 /// `None` (padding). The last axis runs in a tight loop per row, so Slice, Pad and
 /// Transpose cost one pass over the output.
 fn take_tables(t: &Tensor, shape: Vec<usize>, tables: &[Vec<Option<usize>>], fill: f64) -> Result<Tensor> {
-    fn gather<T: Copy>(v: &[T], tables: &[Vec<Option<usize>>], fill: T) -> Vec<T> {
+    /// How one output row of the last axis reads its input: a contiguous run (a copy),
+    /// offsets without padding, or offsets with padding.
+    enum Row<'a> {
+        Run(usize),
+        Offsets(Vec<usize>),
+        Padded(&'a [Option<usize>]),
+    }
+    /// Fills `out` (the rows of `outer`'s index space, in order) from `v` at `base`.
+    fn rows<T: Copy>(v: &[T], outer: &[Vec<Option<usize>>], row: &Row, base: Option<usize>, fill: T, out: &mut [T]) {
+        match outer.split_first() {
+            None => match (base, row) {
+                (Some(b), Row::Run(s)) => out.copy_from_slice(&v[b + s..b + s + out.len()]),
+                (Some(b), Row::Offsets(o)) => {
+                    for (d, &o) in out.iter_mut().zip(o) {
+                        *d = v[b + o];
+                    }
+                }
+                (Some(b), Row::Padded(p)) => {
+                    for (d, o) in out.iter_mut().zip(p.iter()) {
+                        *d = o.map_or(fill, |o| v[b + o]);
+                    }
+                }
+                (None, _) => out.fill(fill),
+            },
+            Some((t, rest)) => {
+                let sub = out.len() / t.len().max(1);
+                for (o, chunk) in t.iter().zip(out.chunks_mut(sub.max(1))) {
+                    let b = base.zip(*o).map(|(b, o)| b + o);
+                    rows(v, rest, row, b, fill, chunk);
+                }
+            }
+        }
+    }
+    fn gather<T: Copy + Send + Sync>(v: &[T], tables: &[Vec<Option<usize>>], fill: T) -> Vec<T> {
         let n: usize = tables.iter().map(|t| t.len()).product();
-        let mut out = Vec::with_capacity(n);
         if n == 0 {
-            return out;
+            return Vec::new();
         }
         let Some((last, outer)) = tables.split_last() else {
-            out.push(v[0]);
-            return out;
+            return vec![v[0]];
         };
-        /// How one output row of the last axis reads its input: a contiguous run (a copy),
-        /// offsets without padding, or offsets with padding.
-        enum Row<'a> {
-            Run(usize),
-            Offsets(Vec<usize>),
-            Padded(&'a [Option<usize>]),
-        }
         let row = if last.iter().enumerate().all(|(i, o)| *o == last[0].map(|s| s + i)) && last[0].is_some() {
             Row::Run(last[0].unwrap_or(0))
         } else if last.iter().all(Option::is_some) {
@@ -35,37 +60,30 @@ fn take_tables(t: &Tensor, shape: Vec<usize>, tables: &[Vec<Option<usize>>], fil
         } else {
             Row::Padded(last)
         };
-        fn rec<T: Copy>(
-            v: &[T],
-            outer: &[Vec<Option<usize>>],
-            row: &Row,
-            len: usize,
-            base: Option<usize>,
-            fill: T,
-            out: &mut Vec<T>,
-        ) {
-            match outer.split_first() {
-                None => match (base, row) {
-                    (Some(b), Row::Run(s)) => out.extend_from_slice(&v[b + s..b + s + len]),
-                    (Some(b), Row::Offsets(o)) => out.extend(o.iter().map(|&o| v[b + o])),
-                    (Some(b), Row::Padded(p)) => out.extend(p.iter().map(|o| match o {
-                        Some(o) => v[b + o],
-                        None => fill,
-                    })),
-                    (None, _) => out.extend(std::iter::repeat_n(fill, len)),
-                },
-                Some((t, rest)) => {
-                    for o in t {
-                        let b = match (base, o) {
-                            (Some(b), Some(o)) => Some(b + o),
-                            _ => None,
-                        };
-                        rec(v, rest, row, len, b, fill, out);
-                    }
-                }
+        let mut out = vec![fill; n];
+        // Large outputs (a batch's shortcut Slice and Pad) in parallel over the first axis
+        // longer than one, of the first two; small ones are not worth a task split.
+        const PARALLEL_MIN: usize = 1 << 15;
+        let split = if n < PARALLEL_MIN {
+            None
+        } else if outer.first().is_some_and(|t| t.len() > 1) {
+            Some((0, Some(0)))
+        } else if outer.len() > 1 && outer[1].len() > 1 {
+            Some((1, outer[0][0]))
+        } else {
+            None
+        };
+        match split {
+            Some((axis, base)) => {
+                let (t, rest) = (&outer[axis], &outer[axis + 1..]);
+                let sub = n / t.len();
+                out.par_chunks_mut(sub).zip(t.par_iter()).for_each(|(chunk, o)| {
+                    let b = base.zip(*o).map(|(b, o)| b + o);
+                    rows(v, rest, &row, b, fill, chunk);
+                });
             }
+            None => rows(v, outer, &row, Some(0), fill, &mut out),
         }
-        rec(v, outer, &row, last.len(), Some(0), fill, &mut out);
         out
     }
     let data = match t.data() {

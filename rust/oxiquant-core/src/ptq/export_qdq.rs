@@ -259,9 +259,9 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
     let mut alias: HashMap<String, String> = HashMap::new();
     let resolve = |alias: &HashMap<String, String>, v: &str| alias.get(v).cloned().unwrap_or_else(|| v.to_string());
     let mut replaced_inits: HashSet<String> = HashSet::new();
+    let int_ranges = integer_ranges(graph);
     // Values written by a DequantizeLinear, and the signedness of the integers every other
     // quantized value holds (from the quantizer upstream, through single-input ops).
-    let int_ranges = integer_ranges(graph);
     let mut dequantized: HashSet<String> = HashSet::new();
     let mut signed_of: HashMap<String, bool> = HashMap::new();
     for n in &graph.nodes {

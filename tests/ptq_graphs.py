@@ -458,3 +458,35 @@ def max_integer_bias(q) -> float:
 
 
 EXACT_F32_SUMS = 2.0**22
+
+
+def with_exact_quantizer_products(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a "fake" export whose quantizers (Mul by a constant factor, then Round)
+    multiply in double: the product of two f32 values is exact in f64, so onnxruntime then
+    rounds the exact product, as the integer engine's requantization does, where the export
+    as written rounds the f32 product first (docs/integer-engine.md)."""
+    out = onnx.ModelProto.FromString(proto.SerializeToString())
+    g = out.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    rewritten: dict[str, list[onnx.NodeProto]] = {}
+    for rnd in g.node:
+        mul = producer.get(rnd.input[0]) if rnd.op_type == "Round" else None
+        if mul is None or mul.op_type != "Mul" or mul.input[1] not in inits:
+            continue
+        factor = numpy_helper.to_array(inits[mul.input[1]]).astype(np.float64)
+        f64 = f"{mul.name}_factor_f64"
+        g.initializer.append(numpy_helper.from_array(factor, f64))
+        x64, p64, r64 = (f"{mul.output[0]}_x_f64", f"{mul.output[0]}_f64", f"{rnd.output[0]}_f64")
+        rewritten[mul.output[0]] = [
+            helper.make_node("Cast", [mul.input[0]], [x64], to=TensorProto.DOUBLE, name=f"{mul.name}_to_f64"),
+            helper.make_node("Mul", [x64, f64], [p64], name=mul.name),
+        ]
+        rewritten[rnd.output[0]] = [
+            helper.make_node("Round", [p64], [r64], name=rnd.name),
+            helper.make_node("Cast", [r64], [rnd.output[0]], to=TensorProto.FLOAT, name=f"{rnd.name}_to_f32"),
+        ]
+    nodes = [m for n in g.node for m in rewritten.get(n.output[0], [n])]
+    del g.node[:]
+    g.node.extend(nodes)
+    return out

@@ -53,9 +53,10 @@ def test_integer_engine_equals_the_fake_quantized_graph(proto, bits, opts):
     # it can multiply. Only the integer engine is exact there, so it is not compared.
     if ptq_graphs.max_integer_bias(q) < ptq_graphs.EXACT_F32_SUMS:
         np.testing.assert_array_equal(got, fake)
-        # ... and onnxruntime on the exported fake-quantized model, within one step.
-        ref = ort_run(q.to_onnx(), {"x": x})["y"]
-        assert np.abs(ref - got).max() <= 1.0
+        # ... and onnxruntime on the exported fake-quantized model, its quantizer products
+        # taken in double (as written, they round in f32 first: docs/integer-engine.md).
+        exact = ptq_graphs.with_exact_quantizer_products(q.to_onnx())
+        np.testing.assert_array_equal(ort_run(exact, {"x": x})["y"], got)
 
 
 @given(ptq_graphs.networks(max_blocks=3), OPTIONS)

@@ -1,15 +1,17 @@
 //! The integer convolution (`QConv`, fused requantization included) against the f32
 //! convolution (`conv2d`'s pick) on the layer shapes of ResNet-20 (CIFAR) and ResNet-50, 1
 //! and 2 threads. Two integer inputs: post-ReLU activations in [0, 127] with weights
-//! distributed like trained ones (|w| mean about 17 of 127), which take the byte-product
-//! kernel (`qconv_u8s8`); and full-range signed activations with weights of +-127, for
-//! which no run of byte products is exact, so they take the i16-pair kernel
-//! (`qconv_direct`). Prints multiply-accumulates per second and the ratios; timings
-//! alternate between the paths.
+//! distributed like trained ones (|w| mean about 17 of 127), which take the AVX2
+//! byte-product kernel (`qconv_u8s8`, "byte"); and full-range signed activations with
+//! weights of +-127, for which no run of byte products is exact, so AVX2 takes the i16-pair
+//! kernel (`qconv_direct`, "pair"). On a CPU with VNNI, the same two inputs through the
+//! byte kernel with `vpdpbusd` ("vnni relu", "vnni full": exact on both). Prints
+//! multiply-accumulates per second and the ratios; timings alternate between the paths.
 //!
 //! Run: `cargo bench -p oxiquant-core --bench qconv_kernels` (results in benches/RESULTS.md).
 
 use oxiquant_core::kernels::conv::conv2d;
+use oxiquant_core::kernels::qgemm::Kernel;
 use oxiquant_core::ops::quantized::{QConv, Requant};
 use oxiquant_core::ops::{Conv, Padding};
 use oxiquant_core::tensor::Tensor;
@@ -34,7 +36,23 @@ fn main() {
         let Some(pool) = conv_shapes::pool(threads) else {
             return;
         };
-        println!("{threads} thread(s)          byte GMAC/s  pair GMAC/s  f32 GMAC/s  byte/f32  pair/f32");
+        let vnni = Kernel::available().into_iter().rfind(|k| k.has_byte_dot());
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = Kernel::available().into_iter().find(|&k| k == Kernel::Avx2);
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2: Option<Kernel> = None;
+        let Some(avx2) = avx2 else {
+            println!("no AVX2: nothing to compare");
+            return;
+        };
+        println!(
+            "{threads} thread(s)          byte GMAC/s  pair GMAC/s  f32 GMAC/s  byte/f32  pair/f32{}",
+            if vnni.is_some() {
+                "  vnni relu  vnni full  relu/f32  full/f32"
+            } else {
+                ""
+            }
+        );
         for &(name, n, c, h, m, stride, k) in &conv_shapes::LAYERS {
             let Some(s) = conv_shapes::geometry(n, c, h, m, stride, k) else {
                 continue;
@@ -83,16 +101,31 @@ fn main() {
                 return;
             };
             let macs = (n * m * out[0] * out[1] * c * k * k) as f64;
-            let (mut byte, mut pair, mut fl) = (0.0, 0.0, 0.0);
+            let (mut byte, mut pair, mut fl, mut vb, mut vp) = (0.0, 0.0, 0.0, 0.0, 0.0);
             pool.install(|| {
                 for _ in 0..2 {
-                    byte += time(&|| drop(black_box(qb.eval(&xb))), macs);
-                    pair += time(&|| drop(black_box(qp.eval(&xp))), macs);
+                    byte += time(&|| drop(black_box(qb.eval_with(&xb, avx2))), macs);
+                    pair += time(&|| drop(black_box(qp.eval_with(&xp, avx2))), macs);
                     fl += time(&|| drop(black_box(conv2d(&xf, &wf, Some(&bf), &s))), macs);
+                    if let Some(v) = vnni {
+                        vb += time(&|| drop(black_box(qb.eval_with(&xb, v))), macs);
+                        vp += time(&|| drop(black_box(qp.eval_with(&xp, v))), macs);
+                    }
                 }
             });
+            let vnni_cols = if vnni.is_some() {
+                format!(
+                    " {:>10.1} {:>10.1} {:>8.2}x {:>8.2}x",
+                    vb / 2.0,
+                    vp / 2.0,
+                    vb / fl,
+                    vp / fl
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "  {name:<18} {:>9.1} {:>12.1} {:>11.1}  {:>7.2}x {:>8.2}x",
+                "  {name:<18} {:>9.1} {:>12.1} {:>11.1}  {:>7.2}x {:>8.2}x{vnni_cols}",
                 byte / 2.0,
                 pair / 2.0,
                 fl / 2.0,

@@ -6,6 +6,7 @@ requantizations between 8-bit values, whose scales the export picks so that it c
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,52 @@ def test_float_islands_in_the_integer_engine_and_the_qoperator_export(rng, dequa
     ref = qoperator_session(q).run(["y"], {"x": x})[0]
     step = 1.0 if not dequantize else max(a["step"] for a in q.quant_info["activations"] if a["step"])
     assert np.abs(ref - got).max() <= step
+
+
+KERNEL_RUN = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import oxiquant
+import ptq_graphs
+outs = []
+for proto in (ptq_graphs.small_cnn(), ptq_graphs.pool_concat_model()):
+    x = ptq_graphs.calibration_data(proto, np.random.default_rng(11))
+    for opts in ({}, {"per_channel": True, "optimize_signs": True}):
+        q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, dequantize_outputs=False, progress=False, **opts)
+        outs.append(q.run(x)["y"])
+np.savez(sys.argv[2], *outs)
+print(oxiquant.integer_kernel())
+"""
+
+
+def test_every_integer_kernel_of_this_cpu_gives_the_same_outputs(tmp_path):
+    """The engine under each kernel family this CPU runs (`OXIQUANT_KERNEL`, one process
+    each: it is read once): the VNNI kernels take the byte-product path on inputs where AVX2
+    takes the pair kernel (a signed first layer), the reference runs plain Rust; all must
+    give the same integers."""
+    import subprocess
+    import sys
+
+    results = {}
+    for name in ("reference", "avx2", "avx512vnni", "avxvnni"):
+        out = tmp_path / f"{name}.npz"
+        env = {**os.environ, "OXIQUANT_KERNEL": name}
+        proc = subprocess.run(
+            [sys.executable, "-c", KERNEL_RUN, str(Path(__file__).parent), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        used = proc.stdout.strip()
+        if used != name:
+            # Not a kernel of this CPU: said on stderr, and the best one ran instead.
+            assert "is not a kernel this CPU runs" in proc.stderr
+            continue
+        with np.load(out) as f:
+            results[name] = [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+    assert "reference" in results
+    for name, outs in results.items():
+        for got, want in zip(outs, results["reference"]):
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} vs the reference kernels")

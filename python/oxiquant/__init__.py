@@ -24,7 +24,7 @@ from oxiquant._errors import (
     ShapeError,
     UnsupportedOpError,
 )
-from oxiquant._native import MAX_OPSET, get_num_threads, set_num_threads
+from oxiquant._native import MAX_OPSET, get_num_threads, integer_kernel, set_num_threads
 from oxiquant._native import __version__ as __version__
 from oxiquant.model import Model, load
 from oxiquant.ptq import (
@@ -53,6 +53,7 @@ __all__ = [
     "format_report",
     "get_num_threads",
     "insert_scaling_nodes",
+    "integer_kernel",
     "layer_report",
     "load",
     "normalize_activations",

@@ -295,7 +295,7 @@ fn raw_node(i: usize, n_nodes: usize) -> impl Strategy<Value = RawNode> {
                 let mut inputs = if op == "Constant" { Vec::new() } else { vec![first] };
                 inputs.extend(rest);
                 RawNode {
-                    name: if i % 3 == 0 {
+                    name: if i.is_multiple_of(3) {
                         String::new()
                     } else {
                         format!("n{}", i % 4)

@@ -556,12 +556,20 @@ fn get_num_threads() -> usize {
     threads::default_threads()
 }
 
+/// The integer kernel family the engine runs on this CPU ("avxvnni", "avx512vnni", "avx2"
+/// or "reference"; `OXIQUANT_KERNEL` can pick a lesser one, read once per process).
+#[pyfunction]
+fn integer_kernel() -> &'static str {
+    oxiquant_core::kernels::qgemm::Kernel::detect().name()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<NativeModel>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(integer_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(clip_from_values, m)?)?;
     m.add_function(wrap_pyfunction!(errors::_guard_selftest, m)?)?;
     m.add("OxiquantError", py.get_type::<errors::OxiquantError>())?;

@@ -19,6 +19,11 @@
 //! large weights with activations that use all eight bits), the caller uses the pair
 //! kernel instead.
 //!
+//! With VNNI (`Kernel::has_byte_dot`: `vpdpbusd` sums the four products of a lane straight
+//! into its i32 sum) there is nothing to plan: every input is exact, the runs are one per
+//! block, and signed inputs with large weights (a network's first layer) take this kernel
+//! too.
+//!
 //! Activations enter as bytes `x + offset` (`offset` 128 moves i8 values to u8; 0 keeps
 //! them); the zero point and the offset come back through the weights' row sums:
 //! `sum (x - z) w = sum (x + offset) w - (z + offset) sum w`, with the padding holding
@@ -103,6 +108,16 @@ impl RunPlan {
         Some(RunPlan { cap, runs })
     }
 
+    /// One run per block over all `k4` steps: what kernels that sum byte products exactly
+    /// in i32 (`Kernel::has_byte_dot`) run with, on any input.
+    fn whole(m: usize, k4: usize) -> RunPlan {
+        let block = if k4 == 0 { Vec::new() } else { vec![k4 as u32] };
+        RunPlan {
+            cap: u8::MAX,
+            runs: vec![block; m.div_ceil(MR)],
+        }
+    }
+
     /// The run lengths of block `b`.
     pub fn block(&self, b: usize) -> &[u32] {
         &self.runs[b]
@@ -119,6 +134,8 @@ pub struct QuadWeights {
     pub row_sums: Vec<i32>,
     /// The feasible plans, by increasing cap.
     plans: Vec<RunPlan>,
+    /// `RunPlan::whole`.
+    whole: RunPlan,
 }
 
 fn word(b: [i8; 4]) -> i32 {
@@ -158,12 +175,23 @@ impl QuadWeights {
             data,
             row_sums,
             plans,
+            whole: RunPlan::whole(m, k4),
         }
     }
 
     /// The plan for inputs in `[0, amax]` with the longest runs, if any.
     pub fn plan_for(&self, amax: u8) -> Option<&RunPlan> {
         self.plans.iter().find(|p| amax <= p.cap)
+    }
+
+    /// The plan `kernel` runs with on inputs in `[0, amax]`: any input when it sums byte
+    /// products exactly (`Kernel::has_byte_dot`), else `plan_for`.
+    pub fn plan(&self, kernel: Kernel, amax: u8) -> Option<&RunPlan> {
+        if kernel.has_byte_dot() {
+            Some(&self.whole)
+        } else {
+            self.plan_for(amax)
+        }
     }
 
     fn block_words(&self, b: usize) -> &[i32] {
@@ -538,14 +566,92 @@ unsafe fn accumulate_each_step<const V: usize>(
     }
 }
 
-/// A tile's i32 sums by runs, or widened after each step (`EACH`).
+/// `accumulate` on a CPU with a 256-bit `vpdpbusd`: each step adds its four products per
+/// lane straight into the i32 sums, exact for any bytes, so the runs are not needed.
+/// One copy per encoding of the instruction (the intrinsics differ by target feature).
+macro_rules! accumulate_dot {
+    ($name:ident, $features:literal, $dot:ident) => {
+        /// # Safety
+        /// The CPU has these features; the reads as in `accumulate`.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const V: usize>(a: &[i32], b: &[u8], offs: &[usize]) -> [[std::arch::x86_64::__m256i; V]; MR] {
+            use std::arch::x86_64::*;
+            // SAFETY: the reads stay inside `a` and `b` by the caller's contract.
+            unsafe {
+                let (ap, bp) = (a.as_ptr(), b.as_ptr());
+                let mut acc = [[_mm256_setzero_si256(); V]; MR];
+                // Each step adds into `MR x V` chains of `vpdpbusd`; with one vector per row,
+                // 6 chains do not cover its latency, so steps go in pairs, the second into a
+                // set of sums of its own, added at the end. (Plain loops, not closures: a
+                // closure would not carry this function's features.)
+                let mut odd = [[_mm256_setzero_si256(); V]; MR];
+                let width = if V == 1 { 2 } else { 1 };
+                let whole = offs.len() / width * width;
+                for t in (0..whole).step_by(width) {
+                    for h in 0..width {
+                        let kk = t + h;
+                        let set = if h == 0 { &mut acc } else { &mut odd };
+                        let bv = pixels::<V>(bp.add(*offs.get_unchecked(kk)));
+                        for (r, acc_r) in set.iter_mut().enumerate() {
+                            let w = _mm256_set1_epi32(*ap.add(kk * MR + r));
+                            for (acc_v, b) in acc_r.iter_mut().zip(&bv) {
+                                *acc_v = $dot(*acc_v, *b, w);
+                            }
+                        }
+                    }
+                }
+                for (kk, &off) in offs.iter().enumerate().skip(whole) {
+                    let bv = pixels::<V>(bp.add(off));
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let w = _mm256_set1_epi32(*ap.add(kk * MR + r));
+                        for (acc_v, b) in acc_r.iter_mut().zip(&bv) {
+                            *acc_v = $dot(*acc_v, *b, w);
+                        }
+                    }
+                }
+                if width == 2 {
+                    for (e, o) in acc.iter_mut().zip(&odd) {
+                        for (e, o) in e.iter_mut().zip(o) {
+                            *e = _mm256_add_epi32(*e, *o);
+                        }
+                    }
+                }
+                acc
+            }
+        }
+    };
+}
+accumulate_dot!(accumulate_dot_vex, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+accumulate_dot!(accumulate_dot_evex, "avx2,avx512vnni,avx512vl", _mm256_dpbusd_epi32);
+
+/// How a SIMD tile sums its steps (the `MODE` of `sums`).
+const BY_RUNS: u8 = 0;
+const EACH_STEP: u8 = 1;
+const DOT_VEX: u8 = 2;
+const DOT_EVEX: u8 = 3;
+
+/// The `MODE` for `kernel` (a SIMD one) on a block with these runs over `steps` steps.
+fn sum_mode(kernel: Kernel, runs: &[u32], steps: usize) -> u8 {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::AvxVnni => DOT_VEX,
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512Vnni => DOT_EVEX,
+        _ if widens_each_step(runs, steps) => EACH_STEP,
+        _ => BY_RUNS,
+    }
+}
+
+/// A tile's i32 sums: by runs, widened after each step, or by `vpdpbusd` (`MODE`).
 ///
 /// # Safety
-/// As `accumulate`.
+/// As `accumulate`; for the `DOT_*` modes the CPU has that instruction (`sum_mode` of a
+/// detected `Kernel`).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn sums<const V: usize, const EACH: bool>(
+unsafe fn sums<const V: usize, const MODE: u8>(
     a: &[i32],
     b: &[u8],
     offs: &[usize],
@@ -553,18 +659,35 @@ unsafe fn sums<const V: usize, const EACH: bool>(
 ) -> [[std::arch::x86_64::__m256i; V]; MR] {
     // SAFETY: forwarded from the caller.
     unsafe {
-        if EACH {
-            accumulate_each_step::<V>(a, b, offs)
-        } else {
-            accumulate::<V>(a, b, offs, runs)
+        match MODE {
+            EACH_STEP => accumulate_each_step::<V>(a, b, offs),
+            DOT_VEX => accumulate_dot_vex::<V>(a, b, offs),
+            DOT_EVEX => accumulate_dot_evex::<V>(a, b, offs),
+            _ => accumulate::<V>(a, b, offs, runs),
         }
     }
+}
+
+/// Calls `$f::<V, MODE>($args)` for a tile of `$cols` columns and mode `$mode`.
+macro_rules! with_tile_consts {
+    ($f:ident, $cols:expr, $mode:expr, ($($arg:expr),*)) => {
+        match ($cols <= 8, $mode) {
+            (true, BY_RUNS) => $f::<1, BY_RUNS>($($arg),*),
+            (false, BY_RUNS) => $f::<2, BY_RUNS>($($arg),*),
+            (true, EACH_STEP) => $f::<1, EACH_STEP>($($arg),*),
+            (false, EACH_STEP) => $f::<2, EACH_STEP>($($arg),*),
+            (true, DOT_VEX) => $f::<1, DOT_VEX>($($arg),*),
+            (false, DOT_VEX) => $f::<2, DOT_VEX>($($arg),*),
+            (true, _) => $f::<1, DOT_EVEX>($($arg),*),
+            (false, _) => $f::<2, DOT_EVEX>($($arg),*),
+        }
+    };
 }
 
 /// One tile's accumulators into `tile`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2<const V: usize, const EACH: bool>(
+unsafe fn tile_avx2<const V: usize, const MODE: u8>(
     a: &[i32],
     b: &[u8],
     offs: &[usize],
@@ -574,7 +697,7 @@ unsafe fn tile_avx2<const V: usize, const EACH: bool>(
     use std::arch::x86_64::*;
     // SAFETY: as `accumulate`; `tile` rows hold `8 * V` lanes.
     unsafe {
-        let wide = sums::<V, EACH>(a, b, offs, runs);
+        let wide = sums::<V, MODE>(a, b, offs, runs);
         for (row, wide_r) in tile.iter_mut().zip(wide) {
             for (v, w) in wide_r.iter().enumerate() {
                 _mm256_storeu_si256(row.as_mut_ptr().add(8 * v) as *mut __m256i, *w);
@@ -587,7 +710,7 @@ unsafe fn tile_avx2<const V: usize, const EACH: bool>(
 /// `cols` bytes at `dst[r]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2_requant<const V: usize, const EACH: bool>(
+unsafe fn tile_avx2_requant<const V: usize, const MODE: u8>(
     a: &[i32],
     b: &[u8],
     offs: &[usize],
@@ -599,7 +722,7 @@ unsafe fn tile_avx2_requant<const V: usize, const EACH: bool>(
     use std::arch::x86_64::*;
     // SAFETY: as `accumulate`; each `dst[r]` has `cols <= 8 * V` writable bytes.
     unsafe {
-        let wide = sums::<V, EACH>(a, b, offs, runs);
+        let wide = sums::<V, MODE>(a, b, offs, runs);
         for ((row, &d), wide_r) in rows.iter().zip(dst).zip(&wide) {
             for (v, w) in wide_r.iter().enumerate() {
                 let bytes = row.bytes8(*w);
@@ -619,14 +742,15 @@ unsafe fn tile_avx2_requant<const V: usize, const EACH: bool>(
 fn tile(kernel: Kernel, a: &[i32], b: &[u8], offs: &[usize], runs: &[u32], t: &mut [[i32; NR]; MR], cols: usize) {
     #[cfg(target_arch = "x86_64")]
     if kernel.is_simd() {
-        // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected; bounds checked by `conv`.
+        // SAFETY: a SIMD `Kernel` only exists when AVX2 (and, for the VNNI kinds, its
+        // instruction) was detected; bounds checked by `conv`.
         unsafe {
-            match (cols <= 8, widens_each_step(runs, offs.len())) {
-                (true, false) => tile_avx2::<1, false>(a, b, offs, runs, t),
-                (false, false) => tile_avx2::<2, false>(a, b, offs, runs, t),
-                (true, true) => tile_avx2::<1, true>(a, b, offs, runs, t),
-                (false, true) => tile_avx2::<2, true>(a, b, offs, runs, t),
-            }
+            with_tile_consts!(
+                tile_avx2,
+                cols,
+                sum_mode(kernel, runs, offs.len()),
+                (a, b, offs, runs, t)
+            )
         };
         return;
     }
@@ -836,7 +960,7 @@ impl ByteOperand<'_> {
     }
 }
 
-/// Computes one group of one image with the runs of `plan` (`a.plan_for(amax)` of the
+/// Computes one group of one image with the runs of `plan` (`a.plan(kernel, amax)` of the
 /// input's `ByteInput`): `out` is `[mg][npix]`; `epilogue(row, accs, dst)` receives
 /// `sum (x + offset) w`, i.e. the centered sums plus `input.shift() * a.row_sums[row]`.
 pub fn conv<O, F>(
@@ -920,15 +1044,12 @@ pub fn conv_requant<O: QElem>(
                 *d = out.run_ptr(bi * MR + r, pix0) as *mut u8;
             }
             let (ab, rs) = (a.block_words(bi), &consts[bi * MR..bi * MR + n]);
-            // SAFETY: AVX2 detected; operand bounds checked by `checked_offsets`.
+            // SAFETY: AVX2 (and a VNNI kind's instruction) detected; operand bounds checked
+            // by `checked_offsets`.
             unsafe {
                 let (runs, d) = (plan.block(bi), &dst[..n]);
-                match (cols <= 8, widens_each_step(runs, offs.len())) {
-                    (true, false) => tile_avx2_requant::<1, false>(ab, bv, &offs, runs, rs, d, cols),
-                    (false, false) => tile_avx2_requant::<2, false>(ab, bv, &offs, runs, rs, d, cols),
-                    (true, true) => tile_avx2_requant::<1, true>(ab, bv, &offs, runs, rs, d, cols),
-                    (false, true) => tile_avx2_requant::<2, true>(ab, bv, &offs, runs, rs, d, cols),
-                }
+                let mode = sum_mode(kernel, runs, offs.len());
+                with_tile_consts!(tile_avx2_requant, cols, mode, (ab, bv, &offs, runs, rs, d, cols))
             }
         });
         return;
@@ -952,6 +1073,16 @@ mod tests {
     use crate::kernels::qconv_direct::conv_ref;
     use proptest::prelude::*;
 
+    /// The plans `kernel` can run on inputs up to `amax`: every AVX2 plan whose cap covers
+    /// them, or for VNNI kernels the single-run plan, whatever the input.
+    fn plans_to_check(a: &QuadWeights, kernel: Kernel, amax: u8) -> Vec<&RunPlan> {
+        if kernel.has_byte_dot() {
+            vec![&a.whole]
+        } else {
+            a.plans.iter().filter(|p| p.cap >= amax).collect()
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
         /// With every run plan whose cap covers the input, the kernels give the exact
@@ -973,14 +1104,15 @@ mod tests {
                 .map(|_| ((next() % (2 * wmax as u64 + 1)) as i32 - wmax).clamp(-128, 127) as i8)
                 .collect();
             let top = (next() % 256) as i32;
-            let pick = |r: u64| if r % 2 == 0 { top } else { (r >> 8) as i32 % (top + 1) };
+            let pick = |r: u64| if r.is_multiple_of(2) { top } else { (r >> 8) as i32 % (top + 1) };
             let xs: Vec<i32> = (0..cg * h * w).map(|_| pick(next())).collect();
             let a = QuadWeights::new(&wt, mg, cg, k, k);
             let check = |x16: Vec<i16>, input: ByteInput, img: &QuadImage| -> Result<(), TestCaseError> {
                 let want = conv_ref(&x16, &wt, &s, cg, mg);
-                // Every plan whose cap covers the input, not only the one `plan_for` picks.
-                for plan in a.plans.iter().filter(|p| p.cap >= input.amax) {
-                    for kernel in Kernel::available() {
+                // Every plan whose cap covers the input, not only the one `plan_for` picks;
+                // VNNI kernels on every input (with full-range weights and bytes, no plan fits).
+                for kernel in Kernel::available() {
+                    for plan in plans_to_check(&a, kernel, input.amax) {
                         for parallel in [false, true] {
                             let mut got = vec![0i64; mg * out[0] * out[1]];
                             conv(&a, &ByteOperand::Image { img, s: &s }, plan, &mut got, parallel, kernel, |row, acc, dst| {
@@ -1030,19 +1162,17 @@ mod tests {
             let check = |x16: Vec<i16>, input: ByteInput, pack: &dyn Fn(&mut Vec<u8>, bool) -> Option<ByteInput>| -> Result<(), TestCaseError> {
                 let want = conv_ref(&x16, &wt, &s, cg, mg);
                 let mut buf = Vec::new();
-                for plan in a.plans.iter().filter(|p| p.cap >= input.amax) {
-                    for parallel in [false, true] {
+                for kernel in Kernel::available() {
+                    for (plan, parallel) in plans_to_check(&a, kernel, input.amax).into_iter().flat_map(|p| [(p, false), (p, true)]) {
                         // Packing measures the input as `ByteInput::measure` does.
                         prop_assert_eq!(pack(&mut buf, parallel), Some(input));
                         let b = ByteOperand::Panels { buf: &buf, npix };
-                        for kernel in Kernel::available() {
-                            let mut got = vec![0i64; mg * npix];
-                            conv(&a, &b, plan, &mut got, parallel, kernel, |row, acc, dst| {
-                                let shift = input.shift() as i64 * a.row_sums[row] as i64;
-                                dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = v as i64 - shift)
-                            });
-                            prop_assert_eq!(&got, &want, "cap {} {:?}", plan.cap, kernel);
-                        }
+                        let mut got = vec![0i64; mg * npix];
+                        conv(&a, &b, plan, &mut got, parallel, kernel, |row, acc, dst| {
+                            let shift = input.shift() as i64 * a.row_sums[row] as i64;
+                            dst.iter_mut().zip(acc).for_each(|(d, &v)| *d = v as i64 - shift)
+                        });
+                        prop_assert_eq!(&got, &want, "cap {} {:?}", plan.cap, kernel);
                     }
                 }
                 Ok(())

@@ -193,7 +193,7 @@ impl Conv {
             }
         }
         let g = self.group;
-        if ws[1].checked_mul(g) != Some(xs[1]) || ws[0] % g != 0 {
+        if ws[1].checked_mul(g) != Some(xs[1]) || !ws[0].is_multiple_of(g) {
             return Err(Error::shape(format!(
                 "input {xs:?} has {} channels but weight {ws:?} with group {g} expects {}",
                 xs[1],

@@ -263,7 +263,7 @@ impl QOp {
                 let py = Params::read(inputs, 0, 1, "Y")?;
                 let dt = out_dtype(inputs, 1)?;
                 let rest = &inputs[2..];
-                if rest.is_empty() || rest.len() % 3 != 0 {
+                if rest.is_empty() || !rest.len().is_multiple_of(3) {
                     return Err(Error::shape(format!(
                         "QLinearConcat takes Y_scale, Y_zero_point and (tensor, scale, zero point) triples; got {} inputs",
                         inputs.len()

@@ -421,7 +421,7 @@ impl QConv {
     ) -> Result<QConv> {
         let m = *weight_shape.first().unwrap_or(&0);
         let g = conv.group;
-        if weight_shape.len() < 3 || m == 0 || m % g != 0 || bias.len() != m {
+        if weight_shape.len() < 3 || m == 0 || !m.is_multiple_of(g) || bias.len() != m {
             return Err(Error::shape(format!(
                 "quantized Conv: weight {weight_shape:?} with group {g} and {} bias values",
                 bias.len()
@@ -472,6 +472,12 @@ impl QConv {
     }
 
     pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
+        self.eval_with(x, Kernel::detect())
+    }
+
+    /// `eval` with a given kernel family (one of `Kernel::available()`: benchmarks and tests
+    /// compare them).
+    pub fn eval_with(&self, x: &Tensor, kernel: Kernel) -> Result<Tensor> {
         let s = self.conv.geometry(x.shape(), &self.weight_shape)?;
         let mut shape = vec![s.n, s.m];
         if x.rank() == 3 {
@@ -479,7 +485,6 @@ impl QConv {
         } else {
             shape.extend_from_slice(&s.out);
         }
-        let kernel = Kernel::detect();
         with_qelem!(x.dtype(), T => {
             let xv = x.as_slice::<T>()?;
             with_qelem!(self.requant.out, O => {
@@ -493,10 +498,15 @@ impl QConv {
     /// bytes (measured by the caller), when it is exact on this input (`qconv_u8s8`): its
     /// weights, the input's bytes, where the runs end, and the biases minus the byte offset's
     /// contribution.
-    fn byte_plan(&self, g: usize, input: Option<ByteInput>) -> Option<(&QuadWeights, ByteInput, &RunPlan, Vec<i32>)> {
+    fn byte_plan(
+        &self,
+        g: usize,
+        input: Option<ByteInput>,
+        kernel: Kernel,
+    ) -> Option<(&QuadWeights, ByteInput, &RunPlan, Vec<i32>)> {
         let q = &self.quads.as_ref()?[g];
         let input = input?;
-        let run = q.plan_for(input.amax)?;
+        let run = q.plan(kernel, input.amax)?;
         let c0 = g * q.m;
         let shift = input.shift() as i64;
         let bias = q
@@ -551,7 +561,7 @@ impl QConv {
                     (Some(_), true) => qconv_u8s8::pack_panels(xg, cg, npix, self.x_zero, &mut byte_panels, parallel),
                     (Some(_), false) => ByteInput::measure(xg, self.x_zero),
                 };
-                if let Some((q, input, run, bias)) = self.byte_plan(g, input) {
+                if let Some((q, input, run, bias)) = self.byte_plan(g, input, kernel) {
                     let operand = if pointwise {
                         ByteOperand::Panels {
                             buf: &byte_panels,
@@ -765,9 +775,11 @@ fn max_pool_rows(p: &PoolPlan, x: &Tensor, kernel: Kernel) -> Result<Tensor> {
                 let x = &xv[pi * plane..(pi + 1) * plane];
                 match kernel {
                     Kernel::Reference => max_pool_plane(x, p, o, rows, runs),
-                    // SAFETY: `Avx2` is only constructed after the feature was detected.
+                    // SAFETY: the SIMD kinds are only constructed after AVX2 was detected.
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx2 => unsafe { max_pool_plane_avx2(x, p, o, rows, runs) },
+                    Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512Vnni => unsafe {
+                        max_pool_plane_avx2(x, p, o, rows, runs)
+                    },
                 }
             });
         }
@@ -1438,7 +1450,7 @@ fn add_requant<A: QElem, B: QElem, O: QElem>(
     let (av, bv) = (a.as_slice::<A>()?, b.as_slice::<B>()?);
     let folded = pre.iter().any(|f| f.is_some());
     #[cfg(target_arch = "x86_64")]
-    if let (Kernel::Avx2, Some(out)) = (kernel, small.get::<A, B, O>(sub, rq, pre)?) {
+    if let (true, Some(out)) = (kernel.is_simd(), small.get::<A, B, O>(sub, rq, pre)?) {
         // Every step in f32 lanes, each checked exact on all its inputs (`SmallF32`):
         // ResNet-50's first merge (256 x 56 x 56, one image, folded shortcut, one thread)
         // took 0.36-0.44 ms against 0.68-0.90 with the two tables, alternating in one
@@ -1503,9 +1515,9 @@ fn add_requant<A: QElem, B: QElem, O: QElem>(
                 };
                 match kernel {
                     Kernel::Reference => add_requant_block(a, b, sub, bias, rq, ch, o),
-                    // SAFETY: `Avx2` is only constructed after the feature was detected.
+                    // SAFETY: the SIMD kinds are only constructed after AVX2 was detected.
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx2 => unsafe {
+                    Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512Vnni => unsafe {
                         let c = if rq.scale.len() == 1 { 0 } else { ch };
                         add_requant_avx2(a, b, sub, bias, rq.factor[c] as f64, rq.row_out(), o)
                     },

@@ -147,7 +147,7 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
     let total = numel(input);
     if let Some(i) = infer {
         let known = numel(&out);
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(Error::shape(format!("cannot reshape {input:?} to {spec:?}")));
         }
         out[i] = total / known;

@@ -288,7 +288,7 @@ mod tests {
                     state ^= state >> 7;
                     state ^= state << 17;
                     // Sparse, with gaps and a heavy head, like real activations.
-                    if state % 5 == 0 {
+                    if state.is_multiple_of(5) {
                         0
                     } else {
                         (state % 1000) / (1 + k as u64 / 8)

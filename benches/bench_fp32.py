@@ -32,6 +32,16 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- fp32:begin -->", "<!-- fp32:end -->"
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -139,7 +149,8 @@ def main() -> None:
     cmd = f"python benches/bench_fp32.py --threads {args.threads} --seconds {args.seconds:g}"
     table = [
         f"Command: `{cmd}`  ",
-        f"Machine: {platform.machine()}, {args.threads} threads for each engine; onnxruntime {ort.__version__}, "
+        f"Machine: {cpu_model()} ({platform.machine()}), {args.threads} threads for each engine; "
+        f"onnxruntime {ort.__version__}, "
         f"oxiquant {oxiquant.__version__}; median per call over alternating 0.25 s blocks of each engine.",
         "",
         "| model | batch | oxiquant img/s | onnxruntime img/s | ratio (oxiquant / ort) | max rel. output diff |",

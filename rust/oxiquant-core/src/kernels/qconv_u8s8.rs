@@ -625,6 +625,54 @@ macro_rules! accumulate_dot {
 accumulate_dot!(accumulate_dot_vex, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
 accumulate_dot!(accumulate_dot_evex, "avx2,avx512vnni,avx512vl", _mm256_dpbusd_epi32);
 
+/// `accumulate_dot_evex` with 512-bit vectors for full tiles (`V == 2`: a row's 16 pixels in
+/// one register, half the instructions), its sums handed back as the two 256-bit halves.
+///
+/// # Safety
+/// As `accumulate_dot_evex`, and the CPU has AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512vnni,avx512vl")]
+unsafe fn accumulate_dot_zmm<const V: usize>(
+    a: &[i32],
+    b: &[u8],
+    offs: &[usize],
+) -> [[std::arch::x86_64::__m256i; V]; MR] {
+    use std::arch::x86_64::*;
+    // SAFETY: the reads stay inside `a` and `b` by the caller's contract (a full tile
+    // reads the same 64 bytes per step as two 256-bit loads).
+    unsafe {
+        if V != 2 {
+            return accumulate_dot_evex::<V>(a, b, offs);
+        }
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        // Two sets of sums, even and odd steps: 6 chains alone do not cover the latency.
+        let mut acc = [[_mm512_setzero_si512(); MR]; 2];
+        let whole = offs.len() / 2 * 2;
+        for t in (0..whole).step_by(2) {
+            for (h, set) in acc.iter_mut().enumerate() {
+                let kk = t + h;
+                let bv = _mm512_loadu_si512(bp.add(*offs.get_unchecked(kk)) as *const __m512i);
+                for (r, acc_r) in set.iter_mut().enumerate() {
+                    *acc_r = _mm512_dpbusd_epi32(*acc_r, bv, _mm512_set1_epi32(*ap.add(kk * MR + r)));
+                }
+            }
+        }
+        for (kk, &off) in offs.iter().enumerate().skip(whole) {
+            let bv = _mm512_loadu_si512(bp.add(off) as *const __m512i);
+            for (r, acc_r) in acc[0].iter_mut().enumerate() {
+                *acc_r = _mm512_dpbusd_epi32(*acc_r, bv, _mm512_set1_epi32(*ap.add(kk * MR + r)));
+            }
+        }
+        let mut out = [[_mm256_setzero_si256(); V]; MR];
+        for ((o, e), d) in out.iter_mut().zip(acc[0]).zip(acc[1]) {
+            let sum = _mm512_add_epi32(e, d);
+            o[0] = _mm512_castsi512_si256(sum);
+            o[V - 1] = _mm512_extracti64x4_epi64::<1>(sum);
+        }
+        out
+    }
+}
+
 /// How a SIMD tile sums its steps (the `MODE` of `sums`).
 const BY_RUNS: u8 = 0;
 const EACH_STEP: u8 = 1;
@@ -662,7 +710,7 @@ unsafe fn sums<const V: usize, const MODE: u8>(
         match MODE {
             EACH_STEP => accumulate_each_step::<V>(a, b, offs),
             DOT_VEX => accumulate_dot_vex::<V>(a, b, offs),
-            DOT_EVEX => accumulate_dot_evex::<V>(a, b, offs),
+            DOT_EVEX => accumulate_dot_zmm::<V>(a, b, offs),
             _ => accumulate::<V>(a, b, offs, runs),
         }
     }

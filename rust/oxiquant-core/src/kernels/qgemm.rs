@@ -250,11 +250,11 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             v.push(Kernel::Avx2);
-            if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl") {
-                v.push(Kernel::Avx512Vnni);
-            }
             if std::is_x86_feature_detected!("avxvnni") {
                 v.push(Kernel::AvxVnni);
+            }
+            if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl") {
+                v.push(Kernel::Avx512Vnni);
             }
         }
         v

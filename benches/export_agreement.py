@@ -1,14 +1,16 @@
 """How closely onnxruntime running oxiquant's exports agrees with oxiquant's integer engine,
 on the trained ResNet-20 of ../shared/data (the table in docs/integer-engine.md).
 
-    python benches/export_agreement.py
+    python benches/export_agreement.py [--images 9000]
 
-8 bits, quantized on CIFAR-10 test images 0-999, compared on images 1000-1999: top-1
+8 bits, quantized on CIFAR-10 test images 0-999, compared on the next `--images` (1000 by
+default; 9000 is all the others): top-1
 disagreements and the largest logit difference, for each export form onnxruntime can run,
 with default options and with per_channel + optimize_signs."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -34,10 +36,15 @@ def session(proto, fused: bool) -> ort.InferenceSession:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=1000, help="evaluation images after the 1000 calibration ones")
+    args = ap.parse_args()
+    if not 1 <= args.images <= 9000:
+        sys.exit("--images must be between 1 and 9000 (CIFAR-10 has 10000 test images)")
     path = zoo.SHARED_DATA / "akamaster_resnet20_cifar10.onnx"
     if not path.exists():
         sys.exit(f"needs {path}")
-    x = cifar(2000)
+    x = cifar(1000 + args.images)
     calib, test = x[:1000], x[1000:]
     m = oxiquant.load(path)
     forms = [

@@ -95,6 +95,15 @@ def test_quantize_writes_a_qdq_model_that_onnxruntime_runs_like_oxiquant(tmp_pat
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
 
 
+def test_run_says_which_engine_and_integer_kernels_ran(tmp_path, monkeypatch):
+    out = tmp_path / "q.onnx"
+    cli("quantize", MODEL, "-c", f"{DATA}:calib_images", "--bits", "8", "-o", out, "--quiet")
+    assert "engine: float" in cli("run", MODEL).stdout
+    # A QDQ file loads onto the integer engine; OXIQUANT_KERNEL picks the plain-Rust kernels.
+    monkeypatch.setenv("OXIQUANT_KERNEL", "reference")
+    assert "engine: int (integer kernels: reference)" in cli("run", out).stdout
+
+
 def test_quantize_generated_model_fake_format_and_limit(tmp_path):
     proto = ptq_graphs.small_cnn(seed=3)
     model_path = tmp_path / "small.onnx"

@@ -536,6 +536,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t
     for k, v in outs.items():
         print(f"output {k}: {v.dtype} {list(v.shape)}")
+    engine = model.engine
+    if engine == "int":
+        engine += f" (integer kernels: {oxiquant.integer_kernel()})"
+    print(f"engine: {engine}")
     print(f"{dt * 1e3:.1f} ms per run")
     return 0
 

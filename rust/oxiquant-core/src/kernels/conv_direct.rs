@@ -18,6 +18,9 @@ use rayon::prelude::*;
 const MR: usize = 6;
 /// Pixels per vector.
 const LANES: usize = 8;
+/// Runs of `LANES` pixels per kernel call, at most: two for AVX2 (twelve 256-bit
+/// accumulators), four for AVX-512 (two 512-bit vectors per row).
+const RUNS: usize = 4;
 
 /// Whether `direct_conv` handles this shape and beats im2col + GEMM on it. Measured
 /// (benches/RESULTS.md, ResNet-20 and ResNet-50 layers): it wins on spatial kernels up to
@@ -122,8 +125,8 @@ fn patch_offsets(s: &ConvShape, hp: usize, wq: usize) -> Vec<usize> {
 /// of `n_px[v]` pixels starts at `out[dst[v] + r * plane]`, after `bias[r]` and the
 /// epilogue.
 struct Store<'a> {
-    dst: [usize; 2],
-    n_px: [usize; 2],
+    dst: [usize; RUNS],
+    n_px: [usize; RUNS],
     plane: usize,
     rows: usize,
     bias: &'a [f32; MR],
@@ -136,11 +139,11 @@ fn tile_portable<const NV: usize>(
     w: &[f32],
     img: &[f32],
     offs: &[usize],
-    bases: &[usize; 2],
+    bases: &[usize; RUNS],
     out: OutPtr,
     st: &Store<'_>,
 ) {
-    let mut a = [[0f32; 16]; MR];
+    let mut a = [[0f32; RUNS * LANES]; MR];
     for (kk, &o) in offs.iter().enumerate() {
         let wk = &w[kk * MR..kk * MR + MR];
         for v in 0..NV {
@@ -166,7 +169,7 @@ fn tile_portable<const NV: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{OutPtr, Store, LANES, MR};
+    use super::{OutPtr, Store, LANES, MR, RUNS};
     use std::arch::x86_64::*;
 
     /// SAFETY: the caller checked AVX2 and FMA, `w.len() >= offs.len() * MR`,
@@ -177,7 +180,7 @@ mod avx2 {
         w: &[f32],
         img: &[f32],
         offs: &[usize],
-        bases: &[usize; 2],
+        bases: &[usize; RUNS],
         out: OutPtr,
         st: &Store<'_>,
     ) {
@@ -240,59 +243,78 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{avx2, OutPtr, Store, LANES, MR};
+    use super::{avx2, OutPtr, Store, LANES, MR, RUNS};
     use std::arch::x86_64::*;
 
-    /// `avx2::tile::<2>` with the two runs of 8 pixels in one 512-bit vector: 6 FMAs per
-    /// step instead of 12 (the two runs are contiguous unless they come from two rows).
-    /// Steps alternate between two sets of sums: 6 chains alone do not cover the FMA
-    /// latency. The sums go back to 256-bit halves for the same epilogue.
+    /// `avx2::tile` with pairs of runs of 8 pixels in 512-bit vectors: `V` vectors per row
+    /// (runs `2v` and `2v + 1`, one load when they are contiguous, two halves joined
+    /// otherwise). With `V == 2` the 12 accumulators hide the FMA latency and each step
+    /// loads 2 vectors and 6 weights for 12 FMAs; with `V == 1` the steps alternate between
+    /// two sets of sums instead. The sums go back to 256-bit halves for the same epilogue.
     ///
-    /// SAFETY: as `avx2::tile::<2>`, and the CPU has AVX-512 F.
+    /// SAFETY: as `avx2::tile::<{2 * V}>`, and the CPU has AVX-512 F.
     #[target_feature(enable = "avx2,fma,avx512f")]
-    pub unsafe fn tile2(w: &[f32], img: &[f32], offs: &[usize], bases: &[usize; 2], out: OutPtr, st: &Store<'_>) {
+    pub unsafe fn tile<const V: usize, const NV: usize>(
+        w: &[f32],
+        img: &[f32],
+        offs: &[usize],
+        bases: &[usize; RUNS],
+        out: OutPtr,
+        st: &Store<'_>,
+    ) {
         // SAFETY: see the function's contract.
         unsafe {
             let (wp, ip) = (w.as_ptr(), img.as_ptr());
-            let joined = bases[1] == bases[0] + LANES;
-            let pixels = |o: usize| {
-                if joined {
-                    _mm512_loadu_ps(ip.add(o + bases[0]))
+            let joined: [bool; V] = std::array::from_fn(|v| bases[2 * v + 1] == bases[2 * v] + LANES);
+            let pixels = |o: usize, v: usize| {
+                if joined[v] {
+                    _mm512_loadu_ps(ip.add(o + bases[2 * v]))
                 } else {
-                    let lo = _mm512_castps256_ps512(_mm256_loadu_ps(ip.add(o + bases[0])));
-                    let hi = _mm256_castps_pd(_mm256_loadu_ps(ip.add(o + bases[1])));
+                    let lo = _mm512_castps256_ps512(_mm256_loadu_ps(ip.add(o + bases[2 * v])));
+                    let hi = _mm256_castps_pd(_mm256_loadu_ps(ip.add(o + bases[2 * v + 1])));
                     _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), hi))
                 }
             };
-            let mut sums = [[_mm512_setzero_ps(); MR]; 2];
-            let whole = offs.len() / 2 * 2;
-            for t in (0..whole).step_by(2) {
-                for (h, set) in sums.iter_mut().enumerate() {
+            let mut sums = [[[_mm512_setzero_ps(); V]; MR]; 2];
+            let width = if V == 1 { 2 } else { 1 };
+            let whole = offs.len() / width * width;
+            for t in (0..whole).step_by(width) {
+                for (h, set) in sums.iter_mut().enumerate().take(width) {
                     let kk = t + h;
-                    let x = pixels(*offs.get_unchecked(kk));
+                    let o = *offs.get_unchecked(kk);
+                    let x: [__m512; V] = std::array::from_fn(|v| pixels(o, v));
                     for (r, c) in set.iter_mut().enumerate() {
-                        *c = _mm512_fmadd_ps(_mm512_set1_ps(*wp.add(kk * MR + r)), x, *c);
+                        let a = _mm512_set1_ps(*wp.add(kk * MR + r));
+                        for (c, x) in c.iter_mut().zip(&x) {
+                            *c = _mm512_fmadd_ps(a, *x, *c);
+                        }
                     }
                 }
             }
             for (kk, &o) in offs.iter().enumerate().skip(whole) {
-                let x = pixels(o);
+                let x: [__m512; V] = std::array::from_fn(|v| pixels(o, v));
                 for (r, c) in sums[0].iter_mut().enumerate() {
-                    *c = _mm512_fmadd_ps(_mm512_set1_ps(*wp.add(kk * MR + r)), x, *c);
+                    let a = _mm512_set1_ps(*wp.add(kk * MR + r));
+                    for (c, x) in c.iter_mut().zip(&x) {
+                        *c = _mm512_fmadd_ps(a, *x, *c);
+                    }
                 }
             }
-            let mut c = [[_mm256_setzero_ps(); 2]; MR];
+            let mut c = [[_mm256_setzero_ps(); NV]; MR];
             for ((cr, e), d) in c.iter_mut().zip(sums[0]).zip(sums[1]) {
-                let sum = _mm512_add_ps(e, d);
-                cr[0] = _mm512_castps512_ps256(sum);
-                cr[1] = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(sum)));
+                for v in 0..V {
+                    let sum = if width == 2 { _mm512_add_ps(e[v], d[v]) } else { e[v] };
+                    cr[2 * v] = _mm512_castps512_ps256(sum);
+                    cr[2 * v + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(sum)));
+                }
             }
             avx2::store(&c, out, st);
         }
     }
 }
 
-/// Which tile kernel runs: the plain one, AVX2 + FMA, or AVX-512 for tiles of two runs.
+/// Which tile kernel runs: the plain one, AVX2 + FMA (tiles of up to two runs), or AVX-512
+/// (tiles of four runs, two 512-bit vectors per row).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Simd {
     None,
@@ -323,7 +345,7 @@ fn tile(
     img: &[f32],
     offs: &[usize],
     max_off: usize,
-    bases: &[usize; 2],
+    bases: &[usize; RUNS],
     out: OutPtr,
     st: &Store<'_>,
 ) {
@@ -337,18 +359,45 @@ fn tile(
         // caller's (see `direct_conv_packed`).
         unsafe {
             match (nv, simd) {
-                (2, Simd::Avx512) => avx512::tile2(w, img, offs, bases, out, st),
+                (4, Simd::Avx512) => avx512::tile::<2, 4>(w, img, offs, bases, out, st),
+                (2, Simd::Avx512) => avx512::tile::<1, 2>(w, img, offs, bases, out, st),
                 (2, _) => avx2::tile::<2>(w, img, offs, bases, out, st),
-                _ => avx2::tile::<1>(w, img, offs, bases, out, st),
+                (1, _) => avx2::tile::<1>(w, img, offs, bases, out, st),
+                // Three runs (the last group of a block): two, then one.
+                (3, Simd::Avx512) => {
+                    avx2::tile::<2>(w, img, offs, bases, out, st);
+                    let (b3, st3) = shifted(bases, st, 2);
+                    avx2::tile::<1>(w, img, offs, &b3, out, &st3);
+                }
+                _ => portable(nv, w, img, offs, bases, out, st),
             }
         }
         return;
     }
     let _ = (simd, in_bounds);
+    portable(nv, w, img, offs, bases, out, st)
+}
+
+/// `tile_portable` for `nv` runs.
+fn portable(nv: usize, w: &[f32], img: &[f32], offs: &[usize], bases: &[usize; RUNS], out: OutPtr, st: &Store<'_>) {
     match nv {
+        4 => tile_portable::<4>(w, img, offs, bases, out, st),
+        3 => tile_portable::<3>(w, img, offs, bases, out, st),
         2 => tile_portable::<2>(w, img, offs, bases, out, st),
         _ => tile_portable::<1>(w, img, offs, bases, out, st),
     }
+}
+
+/// The runs of a tile from run `first` on, as a tile of their own.
+fn shifted<'a>(bases: &[usize; RUNS], st: &Store<'a>, first: usize) -> ([usize; RUNS], Store<'a>) {
+    let mut b = [0; RUNS];
+    let mut s = Store { ..*st };
+    for v in 0..RUNS - first {
+        b[v] = bases[v + first];
+        s.dst[v] = st.dst[v + first];
+        s.n_px[v] = st.n_px[v + first];
+    }
+    (b, s)
 }
 
 /// The best tile kernel of this CPU (detected once).
@@ -412,6 +461,14 @@ impl Epilogue {
 /// 0.75x on ResNet-20's first stage); within that, the split that finishes first when `n`
 /// images' row blocks are shared by `threads`, counting a fixed cost per task (a fixed
 /// block size left one thread a third more work than the other on 32-row planes at batch 1).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 fn rows_per_task(oh: usize, unit: usize, row_flops: usize, n: usize, threads: usize) -> usize {
     /// About 3 us of work at this machine's speed: rayon's cost of a task.
     const TASK_COST: usize = 200_000;
@@ -452,12 +509,14 @@ pub(crate) fn direct_conv_packed(
     let panels = s.m.div_ceil(MR);
     let optr = OutPtr(out.as_mut_ptr());
     let out_len = out.len();
-    // Runs of up to 8 output pixels along a row; a kernel call takes two of them, from one
-    // row or two (small planes), so that its twelve accumulators stay busy.
+    // Runs of up to 8 output pixels along a row; a kernel call takes two of them (four with
+    // AVX-512), from one row or more (small planes), so that its twelve accumulators stay
+    // busy.
     let segs_per_row = ow.div_ceil(LANES);
+    let runs_per_call = if simd == Simd::Avx512 { RUNS } else { 2 };
     let row_flops = 2 * s.m * ow * k;
-    // A whole number of kernel calls per task: rows x segments even.
-    let unit = if segs_per_row % 2 == 0 { 1 } else { 2 };
+    // A whole number of kernel calls per task: rows x segments a multiple of the runs.
+    let unit = runs_per_call / gcd(segs_per_row.max(1), runs_per_call);
     let threads = rayon::current_num_threads();
     let rows_per_task = rows_per_task(oh, unit, row_flops, s.n, threads);
     let pad_parallel = s.n < threads && s.c >= 8;
@@ -481,16 +540,16 @@ pub(crate) fn direct_conv_packed(
                 if let Some(bias) = bias {
                     b[..rows].copy_from_slice(&bias[p * MR..p * MR + rows]);
                 }
-                for group in segs.chunks(2) {
+                for group in segs.chunks(runs_per_call) {
                     let mut st = Store {
-                        dst: [0; 2],
-                        n_px: [0; 2],
+                        dst: [0; RUNS],
+                        n_px: [0; RUNS],
                         plane: plane_out,
                         rows,
                         bias: &b,
                         epi,
                     };
-                    let mut bases = [0usize; 2];
+                    let mut bases = [0usize; RUNS];
                     for (v, sg) in group.iter().enumerate() {
                         bases[v] = sg.0;
                         st.dst[v] = (img * s.m + p * MR) * plane_out + sg.1;

@@ -7,6 +7,8 @@ requantizations between 8-bit values, whose scales the export picks so that it c
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -224,9 +226,6 @@ def test_every_integer_kernel_of_this_cpu_gives_the_same_outputs(tmp_path):
     each: it is read once): the VNNI kernels take the byte-product path on inputs where AVX2
     takes the pair kernel (a signed first layer), the reference runs plain Rust; all must
     give the same integers."""
-    import subprocess
-    import sys
-
     results = {}
     for name in ("reference", "avx2", "avx512vnni", "avxvnni"):
         out = tmp_path / f"{name}.npz"

@@ -239,7 +239,7 @@ pub fn conv2d_fused(
     lo: f32,
     hi: f32,
 ) -> Vec<f32> {
-    use super::conv_direct::{direct_conv_packed, has_simd, supported, Epilogue};
+    use super::conv_direct::{best_simd, direct_conv_packed, supported, Epilogue};
     let epi = Epilogue {
         accumulate: residual.is_some(),
         lo,
@@ -248,7 +248,7 @@ pub fn conv2d_fused(
     debug_assert!(residual.as_ref().is_none_or(|r| r.len() == s.output_len()));
     if let Some(p) = packed.filter(|_| supported(s)) {
         let mut out = residual.unwrap_or_else(|| vec![0f32; s.output_len()]);
-        direct_conv_packed(x, p, bias, s, &mut out, epi, has_simd());
+        direct_conv_packed(x, p, bias, s, &mut out, epi, best_simd());
         return out;
     }
     let mut y = conv2d(x, wt, bias, s);

@@ -402,7 +402,7 @@ fn shifted<'a>(bases: &[usize; RUNS], st: &Store<'a>, first: usize) -> ([usize; 
 }
 
 /// The best tile kernel of this CPU (detected once).
-pub(crate) fn has_simd() -> Simd {
+pub(crate) fn best_simd() -> Simd {
     static BEST: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
     *BEST.get_or_init(|| available_simd().last().copied().unwrap_or(Simd::None))
 }
@@ -424,7 +424,7 @@ impl OutPtr {
 /// Convolution of `x` [n, c, h, w] by `wt` [m, c, kh, kw] for shapes where `supported`.
 pub fn direct_conv(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape, out: &mut [f32]) {
     let packed = pack_weights(wt, s.m, s.c * s.win.kernel[0] * s.win.kernel[1]);
-    direct_conv_packed(x, &packed, bias, s, out, Epilogue::NONE, has_simd())
+    direct_conv_packed(x, &packed, bias, s, out, Epilogue::NONE, best_simd())
 }
 
 /// What happens to `acc + bias` before it is stored: added to what `out` holds (a residual
@@ -462,14 +462,6 @@ impl Epilogue {
 /// 0.75x on ResNet-20's first stage); within that, the split that finishes first when `n`
 /// images' row blocks are shared by `threads`, counting a fixed cost per task (a fixed
 /// block size left one thread a third more work than the other on 32-row planes at batch 1).
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
 fn rows_per_task(oh: usize, unit: usize, row_flops: usize, n: usize, threads: usize) -> usize {
     /// About 3 us of work at this machine's speed: rayon's cost of a task.
     const TASK_COST: usize = 200_000;
@@ -486,6 +478,15 @@ fn rows_per_task(oh: usize, unit: usize, row_flops: usize, n: usize, threads: us
         }
     }
     best.1
+}
+
+/// Greatest common divisor (the rows per kernel-call unit in `direct_conv_packed`).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// `direct_conv` with weights packed by `pack_weights` and an epilogue.

@@ -583,8 +583,7 @@ macro_rules! accumulate_dot {
                 let mut acc = [[_mm256_setzero_si256(); V]; MR];
                 // Each step adds into `MR x V` chains of `vpdpbusd`; with one vector per row,
                 // 6 chains do not cover its latency, so steps go in pairs, the second into a
-                // set of sums of its own, added at the end. (Plain loops, not closures: a
-                // closure would not carry this function's features.)
+                // set of sums of its own, added at the end.
                 let mut odd = [[_mm256_setzero_si256(); V]; MR];
                 let width = if V == 1 { 2 } else { 1 };
                 let whole = offs.len() / width * width;

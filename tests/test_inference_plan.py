@@ -18,7 +18,9 @@ import oxiquant
 import ptq_graphs
 
 
-def residual_block(c: int = 8, clip: bool = False, bn: bool = True, seed: int = 0, add: str = "Add") -> onnx.ModelProto:
+def residual_block(
+    c: int = 8, clip: bool = False, bn: bool = True, seed: int = 0, add: str = "Add", hw: tuple[int, int] = (9, 11)
+) -> onnx.ModelProto:
     """x -> Conv -> [BN] -> Relu -> Conv -> Add(x) (or Sum) -> Relu|Clip -> y."""
     rng = np.random.default_rng(seed)
 
@@ -45,8 +47,8 @@ def residual_block(c: int = 8, clip: bool = False, bn: bool = True, seed: int = 
     graph = helper.make_graph(
         nodes,
         "block",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, 9, 11])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, 9, 11])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, *hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, *hw])],
         initializer=inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -69,6 +71,37 @@ def test_residual_block_fuses_and_matches_onnxruntime(add):
         assert_close(y, unplanned(m, x), "plan vs graph", rtol=1e-5)
         if clip:
             assert y.max() <= 0.75 and y.min() >= 0.0
+
+
+def float64_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """The model evaluated in float64 by onnx's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for init in m.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
+    for v in [*m.graph.input, *m.graph.output]:
+        v.type.tensor_type.elem_type = TensorProto.DOUBLE
+    return ReferenceEvaluator(m).run(None, {"x": x.astype(np.float64)})[0]
+
+
+def test_wide_layers_run_the_winograd_kernel_and_match_onnxruntime():
+    # 64 channels on 29 x 30 outputs: the Winograd kernel's rule (64-128 channels, 28 x 28
+    # outputs or more), an odd height (a cut last tile row), the residual and the clamp in
+    # its store; on 8 x 8 inputs the same plan runs the direct kernel. Winograd rounds
+    # differently from a direct sum: both engines are held to the float64 result, within
+    # 2e-6 of the largest unclipped output (measured: 4.4e-7 here, onnxruntime's 3.2e-7).
+    for clip, hw in ((False, (29, 30)), (True, (29, 30)), (False, (8, 8))):
+        onnx_model = residual_block(c=64, clip=clip, bn=False, hw=hw, seed=3)
+        m = oxiquant.load(onnx_model)
+        assert m._native.plan_op_counts() == {"Conv+Clip": 1, "Conv+Add+Clip": 1}
+        x = np.random.default_rng(4).uniform(-1, 1, (2, 64, *hw)).astype(np.float32)
+        exact = float64_run(onnx_model, x)
+        scale = np.abs(float64_run(residual_block(c=64, bn=False, hw=hw, seed=3), x)).max()
+        for name, y in (("plan", m.run(x)["y"]), ("graph", unplanned(m, x)), ("onnxruntime", ort_run(onnx_model, x)["y"])):
+            err = float(np.abs(y - exact).max())
+            assert err <= 2e-6 * scale, f"{name} {hw} clip={clip}: error {err:.3g} for outputs up to {scale:.3g}"
 
 
 def test_shared_values_are_not_fused_away():

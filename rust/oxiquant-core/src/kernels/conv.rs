@@ -1,5 +1,7 @@
 //! 2-D convolution (1-D runs as 2-D with height 1), NCHW, groups, strides, dilations and
-//! asymmetric pads. Fast path: im2col + GEMM, with a direct kernel for depthwise.
+//! asymmetric pads. Paths: Winograd F(2x2, 3x3) for wide 3x3 layers (`conv_winograd`), the
+//! direct kernel for most other single-group layers (`conv_direct`), a direct loop for
+//! depthwise, im2col + GEMM for the rest.
 
 use super::gemm::{sgemm, MatRef};
 use rayon::prelude::*;
@@ -215,6 +217,11 @@ pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
         });
         return out;
     }
+    if super::conv_winograd::suits(s, wt) {
+        let u = super::conv_winograd::transform_weights(wt, s.m, s.c);
+        super::conv_winograd::winograd_conv(x, &u, bias, s, &mut out, super::conv_direct::Epilogue::NONE);
+        return out;
+    }
     if super::conv_direct::supported(s) {
         super::conv_direct::direct_conv(x, wt, bias, s, &mut out);
         return out;
@@ -223,16 +230,43 @@ pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
     out
 }
 
-/// `conv2d` for inference plans: `packed` holds the weights packed for the direct kernel
-/// (`conv_direct::pack_weights`) when the plan chose it; `residual` (the output's length),
-/// when given, is added and becomes the output buffer; the sum is then clamped to
-/// `[lo, hi]`. The direct kernel does all of it as it stores each value; the other paths run
-/// the plain convolution, then one pass over the output.
+/// Weights prepared once per model for the kernel that runs the layer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PackedWeights {
+    /// Panels for the direct kernel (`conv_direct::pack_weights`).
+    Direct(Vec<f32>),
+    /// Transformed for the Winograd kernel (`conv_winograd::transform_weights`).
+    Winograd(Vec<f32>),
+}
+
+impl PackedWeights {
+    /// The weights `wt` [m, c / group, kh, kw] prepared for the kernel `conv2d` would pick
+    /// (Winograd by its channel rule alone: the input size is not known yet), or `None`
+    /// when that kernel takes them as they are.
+    pub fn for_layer(wt: &[f32], s: &ConvShape) -> Option<PackedWeights> {
+        if super::conv_winograd::suits_layer(s, wt) {
+            Some(PackedWeights::Winograd(super::conv_winograd::transform_weights(
+                wt, s.m, s.c,
+            )))
+        } else if super::conv_direct::supported(s) {
+            let k = s.c * s.win.kernel[0] * s.win.kernel[1];
+            Some(PackedWeights::Direct(super::conv_direct::pack_weights(wt, s.m, k)))
+        } else {
+            None
+        }
+    }
+}
+
+/// `conv2d` for inference plans: `packed` holds the weights prepared for the kernel the
+/// plan chose (`PackedWeights::for_layer`); `residual` (the output's length), when given, is
+/// added and becomes the output buffer; the sum is then clamped to `[lo, hi]`. The direct
+/// and Winograd kernels do all of it as they store each value; the other paths run the
+/// plain convolution, then one pass over the output.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_fused(
     x: &[f32],
     wt: &[f32],
-    packed: Option<&[f32]>,
+    packed: Option<&PackedWeights>,
     bias: Option<&[f32]>,
     s: &ConvShape,
     residual: Option<Vec<f32>>,
@@ -246,10 +280,19 @@ pub fn conv2d_fused(
         hi,
     };
     debug_assert!(residual.as_ref().is_none_or(|r| r.len() == s.output_len()));
-    if let Some(p) = packed.filter(|_| supported(s)) {
-        let mut out = residual.unwrap_or_else(|| vec![0f32; s.output_len()]);
-        direct_conv_packed(x, p, bias, s, &mut out, epi, best_simd());
-        return out;
+    match packed {
+        // Smaller inputs than the Winograd kernel pays on run the plain `conv2d` below.
+        Some(PackedWeights::Winograd(u)) if super::conv_winograd::handles(s) && super::conv_winograd::worth(s) => {
+            let mut out = residual.unwrap_or_else(|| vec![0f32; s.output_len()]);
+            super::conv_winograd::winograd_conv(x, u, bias, s, &mut out, epi);
+            return out;
+        }
+        Some(PackedWeights::Direct(p)) if supported(s) => {
+            let mut out = residual.unwrap_or_else(|| vec![0f32; s.output_len()]);
+            direct_conv_packed(x, p, bias, s, &mut out, epi, best_simd());
+            return out;
+        }
+        _ => {}
     }
     let mut y = conv2d(x, wt, bias, s);
     match residual {
@@ -395,6 +438,35 @@ mod tests {
             for (a, r) in fast.iter().zip(&slow) {
                 prop_assert!((a - r).abs() <= 1e-4 * (1.0 + r.abs()), "{a} vs {r}");
             }
+        }
+    }
+
+    #[test]
+    fn conv2d_runs_winograd_on_wide_layers_and_matches_reference() {
+        let win = Window2d {
+            kernel: [3, 3],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [1, 1, 1, 1],
+        };
+        let s = ConvShape {
+            n: 1,
+            c: 64,
+            h: 28,
+            w: 29,
+            m: 72,
+            group: 1,
+            win,
+            out: [28, 29],
+        };
+        let x = fill(s.c * s.h * s.w, 3);
+        let wt = fill(s.m * s.c * 9, 4);
+        let b = fill(s.m, 5);
+        assert!(super::super::conv_winograd::suits(&s, &wt));
+        let fast = conv2d(&x, &wt, Some(&b), &s);
+        let slow = conv2d_ref(&x, &wt, Some(&b), &s);
+        for (a, r) in fast.iter().zip(&slow) {
+            assert!((a - r).abs() <= 1e-4 * (1.0 + r.abs()), "{a} vs {r}");
         }
     }
 

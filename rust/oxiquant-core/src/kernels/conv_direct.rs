@@ -16,7 +16,7 @@ use rayon::prelude::*;
 /// Output channels per kernel call (and pixels: two vectors of `LANES`). A 4 x 16 tile
 /// (eight accumulators, for channel counts like 16 that 6 does not divide) measured 0.6x
 /// this one: eight FMA chains do not hide the FMA latency.
-const MR: usize = 6;
+pub(crate) const MR: usize = 6;
 /// Pixels per vector.
 const LANES: usize = 8;
 /// Runs of `LANES` pixels per kernel call, at most: two for AVX2 (twelve 256-bit

@@ -1,5 +1,5 @@
 //! Ops that exist only in inference plans (`passes::inference_plan`): never parsed from
-//! ONNX, never exported. A `FusedConv` is a convolution with its weights packed once per
+//! ONNX, never exported. A `FusedConv` is a convolution with its weights prepared once per
 //! model and the ops that read only its output (a residual Add, then a Relu or Clip)
 //! applied as each value is stored, instead of one pass over the activation each.
 
@@ -7,7 +7,7 @@ use super::conv::Conv;
 use super::elementwise::{BinaryOp, Clip};
 use super::input;
 use crate::error::Result;
-use crate::kernels::conv::conv2d_fused;
+use crate::kernels::conv::{conv2d_fused, PackedWeights};
 use crate::kernels::elementwise::unary_inplace;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -15,8 +15,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq)]
 pub struct FusedConv {
     pub conv: Conv,
-    /// The weights packed for the direct kernel, when that kernel handles the layer.
-    pub packed: Option<Arc<Vec<f32>>>,
+    /// The weights prepared for the kernel that runs the layer (direct or Winograd), when
+    /// it takes them prepared.
+    pub packed: Option<Arc<PackedWeights>>,
     /// Inputs are `[residual, X, W, B]` when true (the residual is added to the
     /// convolution), else `[X, W, B]`.
     pub residual: bool,
@@ -66,7 +67,7 @@ impl FusedConv {
         let y = conv2d_fused(
             x.as_slice::<f32>()?,
             w.as_slice::<f32>()?,
-            self.packed.as_deref().map(|p| p.as_slice()),
+            self.packed.as_deref(),
             bias,
             &s,
             residual,

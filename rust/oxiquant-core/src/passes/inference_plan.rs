@@ -9,7 +9,7 @@
 
 use crate::error::Result;
 use crate::graph::{Graph, Node};
-use crate::kernels::conv_direct;
+use crate::kernels::conv::PackedWeights;
 use crate::ops::fused::FusedConv;
 use crate::ops::{BinaryOp, Op, Unary};
 use std::sync::Arc;
@@ -48,26 +48,24 @@ fn clamp_bounds(g: &Graph, n: &Node) -> Option<(f32, f32)> {
     }
 }
 
-/// Weights packed for the direct kernel, when it handles this convolution.
-fn pack(conv: &crate::ops::Conv, w: &crate::tensor::Tensor) -> Option<Arc<Vec<f32>>> {
+/// Weights prepared for the kernel that runs this convolution (`PackedWeights::for_layer`).
+fn pack(conv: &crate::ops::Conv, w: &crate::tensor::Tensor) -> Option<Arc<PackedWeights>> {
     let ws = w.shape();
     if ws.len() < 3 {
         return None;
     }
-    // The kernel's choice depends on channels, kernel, group and strides only: any input
-    // at least as large as the dilated kernel resolves it.
+    // The kernel's choice depends on channels, kernel, group and strides only, and, for
+    // Winograd, on the output size: any input at least as large as the dilated kernel
+    // resolves the first, and the Winograd kernel's size rule is checked again per run
+    // (a smaller input runs the plain `conv2d`).
     let dil = conv.dilations.clone().unwrap_or_else(|| vec![1; ws.len() - 2]);
     let mut xs = vec![1, ws[1] * conv.group];
     for (k, d) in ws[2..].iter().zip(dil.iter().chain(std::iter::repeat(&1))) {
         xs.push(k.saturating_sub(1) * d + 1);
     }
     let s = conv.geometry(&xs, ws).ok()?;
-    if !conv_direct::supported(&s) {
-        return None;
-    }
     let data = w.as_slice::<f32>().ok()?;
-    let k = s.c * s.win.kernel[0] * s.win.kernel[1];
-    Some(Arc::new(conv_direct::pack_weights(data, s.m, k)))
+    PackedWeights::for_layer(data, &s).map(Arc::new)
 }
 
 /// Replaces each Conv with constant weights by a `FusedConv` standing where its last fused

@@ -3,8 +3,9 @@
 //! pixel is a contiguous run of that buffer at a fixed offset. A register-blocked kernel
 //! (6 output channels x 16 pixels: twelve AVX2 accumulators, which fit the 16 registers
 //! without spilling; a 4 x 24 tile spilled one and ran at half the speed) reads those runs
-//! in place, with FMA when the CPU has it. With AVX-512, 6 x 32 pixels: twelve 512-bit
-//! accumulators, two pixel vectors and six weights loaded per 12 FMAs.
+//! in place, with FMA when the CPU has it. With AVX-512, 8 x 48 pixels: 24 of the 32
+//! 512-bit registers accumulate, three pixel vectors and eight weights loaded per 24 FMAs
+//! (and 16 output channels, as in CIFAR ResNets, fill two panels exactly).
 //!
 //! Why not the GEMM crate here: with few output channels (16-64, as in CIFAR ResNets) the
 //! product is too flat for its packing to pay off; measured on this project's machine,
@@ -13,15 +14,26 @@
 use super::conv::ConvShape;
 use rayon::prelude::*;
 
-/// Output channels per kernel call (and pixels: two vectors of `LANES`). A 4 x 16 tile
-/// (eight accumulators, for channel counts like 16 that 6 does not divide) measured 0.6x
-/// this one: eight FMA chains do not hide the FMA latency.
+/// Output channels per AVX2 (and portable) kernel call (and pixels: two vectors of
+/// `LANES`). A 4 x 16 tile (eight accumulators, for channel counts like 16 that 6 does not
+/// divide) measured 0.6x this one: eight FMA chains do not hide the FMA latency.
 pub(crate) const MR: usize = 6;
+/// Output channels per AVX-512 kernel call.
+const MR_WIDE: usize = 8;
 /// Pixels per vector.
 const LANES: usize = 8;
 /// Runs of `LANES` pixels per kernel call, at most: two for AVX2 (twelve 256-bit
-/// accumulators), four for AVX-512 (two 512-bit vectors per row).
-const RUNS: usize = 4;
+/// accumulators), six for AVX-512 (three 512-bit vectors per row).
+const RUNS: usize = 6;
+
+/// Output channels per panel of packed weights for a kernel kind.
+fn panel_rows(simd: Simd) -> usize {
+    if simd == Simd::Avx512 {
+        MR_WIDE
+    } else {
+        MR
+    }
+}
 
 /// Whether `direct_conv` handles this shape and beats im2col + GEMM on it. Measured
 /// (benches/RESULTS.md, ResNet-20 and ResNet-50 layers): it wins on spatial kernels up to
@@ -40,16 +52,22 @@ pub fn handles(s: &ConvShape) -> bool {
     s.group == 1 && (1..=4).contains(&s.win.strides[1])
 }
 
-/// Weights `[m, k]` as panels of `MR` rows interleaved by `k`: `p[panel][k][r]`; rows past
-/// `m` are zero. Inference plans pack once per model (`ops::fused`); `direct_conv` packs per
-/// call.
+/// Weights `[m, k]` as panels of rows interleaved by `k`, for this CPU's best kernel:
+/// `p[panel][k][r]`; rows past `m` are zero. Inference plans pack once per model
+/// (`ops::fused`); `direct_conv` packs per call.
 pub fn pack_weights(wt: &[f32], m: usize, k: usize) -> Vec<f32> {
-    let panels = m.div_ceil(MR);
-    let mut p = vec![0f32; panels * k * MR];
+    pack_weights_for(wt, m, k, best_simd())
+}
+
+/// `pack_weights` for the kernel kind `simd` (panels of 6 or 8 rows).
+pub(crate) fn pack_weights_for(wt: &[f32], m: usize, k: usize, simd: Simd) -> Vec<f32> {
+    let mr = panel_rows(simd);
+    let panels = m.div_ceil(mr);
+    let mut p = vec![0f32; panels * k * mr];
     for row in 0..m {
-        let (panel, r) = (row / MR, row % MR);
+        let (panel, r) = (row / mr, row % mr);
         for kk in 0..k {
-            p[(panel * k + kk) * MR + r] = wt[row * k + kk];
+            p[(panel * k + kk) * mr + r] = wt[row * k + kk];
         }
     }
     p
@@ -130,13 +148,17 @@ struct Store<'a> {
     n_px: [usize; RUNS],
     plane: usize,
     rows: usize,
-    bias: &'a [f32; MR],
+    bias: &'a [f32; MR_WIDE],
     epi: Epilogue,
 }
 
-/// `acc[r][v*8 + l] = sum_k w[k][r] * img[offs[k] + bases[v] + l]` for `NV` runs of 8
-/// pixels, then stored through `st`. Portable version (and the reference for the SIMD one).
-fn tile_portable<const NV: usize>(
+/// `acc[r][v*8 + l] = sum_k w[k][r] * img[offs[k] + bases[v] + l]` for `nv` runs of 8
+/// pixels and panels of `mr` rows, then stored through `st`. Portable version (and the
+/// reference for the SIMD ones).
+#[allow(clippy::too_many_arguments)]
+fn tile_portable(
+    nv: usize,
+    mr: usize,
     w: &[f32],
     img: &[f32],
     offs: &[usize],
@@ -144,12 +166,12 @@ fn tile_portable<const NV: usize>(
     out: OutPtr,
     st: &Store<'_>,
 ) {
-    let mut a = [[0f32; RUNS * LANES]; MR];
+    let mut a = [[0f32; RUNS * LANES]; MR_WIDE];
     for (kk, &o) in offs.iter().enumerate() {
-        let wk = &w[kk * MR..kk * MR + MR];
-        for v in 0..NV {
+        let wk = &w[kk * mr..kk * mr + mr];
+        for v in 0..nv {
             let px = &img[o + bases[v]..o + bases[v] + LANES];
-            for r in 0..MR {
+            for r in 0..mr {
                 for (l, &x) in px.iter().enumerate() {
                     a[r][v * LANES + l] += wk[r] * x;
                 }
@@ -157,7 +179,7 @@ fn tile_portable<const NV: usize>(
         }
     }
     for (r, ar) in a.iter().enumerate().take(st.rows) {
-        for v in 0..NV {
+        for v in 0..nv {
             // SAFETY: `direct_conv_packed` builds `st` so that this run lies inside `out`
             // and belongs to rows only this task writes.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.at(st.dst[v] + r * st.plane), st.n_px[v]) };
@@ -207,12 +229,12 @@ mod avx2 {
     }
 
     /// The epilogue in registers for full runs: (acc + bias) [+ out], then clamped; partial
-    /// runs through `Epilogue::apply`.
+    /// runs through `Epilogue::apply`. `R` rows of sums, `st.rows` of them stored.
     ///
     /// SAFETY: the caller checked AVX2 and FMA, and that `st` addresses runs inside `out`
     /// that no other thread writes.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn store<const NV: usize>(c: &[[__m256; NV]; MR], out: OutPtr, st: &Store<'_>) {
+    pub unsafe fn store<const R: usize, const NV: usize>(c: &[[__m256; NV]; R], out: OutPtr, st: &Store<'_>) {
         // SAFETY: see the function's contract.
         unsafe {
             // max/min take the bound first so that a NaN passes through, as `Clip::apply`.
@@ -244,16 +266,18 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{avx2, OutPtr, Store, LANES, MR, RUNS};
+    use super::{avx2, OutPtr, Store, LANES, MR_WIDE, RUNS};
     use std::arch::x86_64::*;
 
-    /// `avx2::tile` with pairs of runs of 8 pixels in 512-bit vectors: `V` vectors per row
-    /// (runs `2v` and `2v + 1`, one load when they are contiguous, two halves joined
-    /// otherwise). With `V == 2` the 12 accumulators hide the FMA latency and each step
-    /// loads 2 vectors and 6 weights for 12 FMAs; with `V == 1` the steps alternate between
-    /// two sets of sums instead. The sums go back to 256-bit halves for the same epilogue.
+    /// `MR_WIDE` output channels x `V` vectors of 16 pixels (runs `2v` and `2v + 1`: one load
+    /// when they are contiguous, two halves joined otherwise). With `V == 3`, 24
+    /// accumulators; each step loads 3 vectors and 8 weights for 24 FMAs. With `V == 1`
+    /// the steps alternate between two sets of sums, so that 16 chains cover the FMA
+    /// latency. The sums go back to 256-bit halves for the AVX2 epilogue.
     ///
-    /// SAFETY: as `avx2::tile::<{2 * V}>`, and the CPU has AVX-512 F.
+    /// SAFETY: the caller checked AVX-512 F, AVX2 and FMA, `w.len() >= offs.len() *
+    /// MR_WIDE`, `offs[k] + bases[r] + LANES <= img.len()` for every k and r < 2V, and that
+    /// `st` addresses runs inside `out` that no other thread writes.
     #[target_feature(enable = "avx2,fma,avx512f")]
     pub unsafe fn tile<const V: usize, const NV: usize>(
         w: &[f32],
@@ -276,7 +300,7 @@ mod avx512 {
                     _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), hi))
                 }
             };
-            let mut sums = [[[_mm512_setzero_ps(); V]; MR]; 2];
+            let mut sums = [[[_mm512_setzero_ps(); V]; MR_WIDE]; 2];
             let width = if V == 1 { 2 } else { 1 };
             let whole = offs.len() / width * width;
             for t in (0..whole).step_by(width) {
@@ -285,7 +309,7 @@ mod avx512 {
                     let o = *offs.get_unchecked(kk);
                     let x: [__m512; V] = std::array::from_fn(|v| pixels(o, v));
                     for (r, c) in set.iter_mut().enumerate() {
-                        let a = _mm512_set1_ps(*wp.add(kk * MR + r));
+                        let a = _mm512_set1_ps(*wp.add(kk * MR_WIDE + r));
                         for (c, x) in c.iter_mut().zip(&x) {
                             *c = _mm512_fmadd_ps(a, *x, *c);
                         }
@@ -295,13 +319,13 @@ mod avx512 {
             for (kk, &o) in offs.iter().enumerate().skip(whole) {
                 let x: [__m512; V] = std::array::from_fn(|v| pixels(o, v));
                 for (r, c) in sums[0].iter_mut().enumerate() {
-                    let a = _mm512_set1_ps(*wp.add(kk * MR + r));
+                    let a = _mm512_set1_ps(*wp.add(kk * MR_WIDE + r));
                     for (c, x) in c.iter_mut().zip(&x) {
                         *c = _mm512_fmadd_ps(a, *x, *c);
                     }
                 }
             }
-            let mut c = [[_mm256_setzero_ps(); NV]; MR];
+            let mut c = [[_mm256_setzero_ps(); NV]; MR_WIDE];
             for ((cr, e), d) in c.iter_mut().zip(sums[0]).zip(sums[1]) {
                 for v in 0..V {
                     let sum = if width == 2 { _mm512_add_ps(e[v], d[v]) } else { e[v] };
@@ -314,8 +338,8 @@ mod avx512 {
     }
 }
 
-/// Which tile kernel runs: the plain one, AVX2 + FMA (tiles of up to two runs), or AVX-512
-/// (tiles of four runs, two 512-bit vectors per row).
+/// Which tile kernel runs: the plain one, AVX2 + FMA (6 channels, tiles of up to two
+/// runs), or AVX-512 (8 channels, tiles of up to six runs, three 512-bit vectors per row).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Simd {
     None,
@@ -352,53 +376,42 @@ fn tile(
 ) {
     // Bounds for the unchecked SIMD loads (the portable path checks by slicing).
     let top = max_off + bases[..nv].iter().max().copied().unwrap_or(0);
-    let in_bounds = top + LANES <= img.len() && w.len() >= offs.len() * MR;
+    let in_bounds = top + LANES <= img.len() && w.len() >= offs.len() * panel_rows(simd);
     #[cfg(target_arch = "x86_64")]
-    if simd != Simd::None && in_bounds {
+    if simd == Simd::Avx512 && in_bounds && nv > 0 {
+        // An odd run count reads its last run twice and stores the copy nowhere.
+        let (mut b, mut s) = (*bases, Store { ..*st });
+        if nv % 2 == 1 {
+            b[nv] = b[nv - 1];
+            s.dst[nv] = s.dst[nv - 1];
+            s.n_px[nv] = 0;
+        }
         // SAFETY: the features were detected by the caller (`simd`, from
-        // `available_simd`), the input bounds checked above, and the output runs are the
-        // caller's (see `direct_conv_packed`).
+        // `available_simd`), the input bounds checked above (the copied run is in bounds),
+        // and the output runs are the caller's (see `direct_conv_packed`).
         unsafe {
-            match (nv, simd) {
-                (4, Simd::Avx512) => avx512::tile::<2, 4>(w, img, offs, bases, out, st),
-                (2, Simd::Avx512) => avx512::tile::<1, 2>(w, img, offs, bases, out, st),
-                (2, _) => avx2::tile::<2>(w, img, offs, bases, out, st),
-                (1, _) => avx2::tile::<1>(w, img, offs, bases, out, st),
-                // Three runs (the last group of a block): two, then one.
-                (3, Simd::Avx512) => {
-                    avx2::tile::<2>(w, img, offs, bases, out, st);
-                    let (b3, st3) = shifted(bases, st, 2);
-                    avx2::tile::<1>(w, img, offs, &b3, out, &st3);
-                }
-                _ => portable(nv, w, img, offs, bases, out, st),
+            match nv.div_ceil(2) {
+                3 => avx512::tile::<3, 6>(w, img, offs, &b, out, &s),
+                2 => avx512::tile::<2, 4>(w, img, offs, &b, out, &s),
+                _ => avx512::tile::<1, 2>(w, img, offs, &b, out, &s),
             }
         }
         return;
     }
-    let _ = (simd, in_bounds);
-    portable(nv, w, img, offs, bases, out, st)
-}
-
-/// `tile_portable` for `nv` runs.
-fn portable(nv: usize, w: &[f32], img: &[f32], offs: &[usize], bases: &[usize; RUNS], out: OutPtr, st: &Store<'_>) {
-    match nv {
-        4 => tile_portable::<4>(w, img, offs, bases, out, st),
-        3 => tile_portable::<3>(w, img, offs, bases, out, st),
-        2 => tile_portable::<2>(w, img, offs, bases, out, st),
-        _ => tile_portable::<1>(w, img, offs, bases, out, st),
+    #[cfg(target_arch = "x86_64")]
+    if simd == Simd::Avx2 && in_bounds {
+        // SAFETY: as above, for AVX2 and FMA.
+        unsafe {
+            match nv {
+                2 => avx2::tile::<2>(w, img, offs, bases, out, st),
+                1 => avx2::tile::<1>(w, img, offs, bases, out, st),
+                _ => tile_portable(nv, MR, w, img, offs, bases, out, st),
+            }
+        }
+        return;
     }
-}
-
-/// The runs of a tile from run `first` on, as a tile of their own.
-fn shifted<'a>(bases: &[usize; RUNS], st: &Store<'a>, first: usize) -> ([usize; RUNS], Store<'a>) {
-    let mut b = [0; RUNS];
-    let mut s = Store { ..*st };
-    for v in 0..RUNS - first {
-        b[v] = bases[v + first];
-        s.dst[v] = st.dst[v + first];
-        s.n_px[v] = st.n_px[v + first];
-    }
-    (b, s)
+    let _ = in_bounds;
+    tile_portable(nv, panel_rows(simd), w, img, offs, bases, out, st)
 }
 
 /// The best tile kernel of this CPU (detected once).
@@ -505,15 +518,15 @@ pub(crate) fn direct_conv_packed(
     let sh = s.win.strides[0];
     let plane_in = s.c * s.h * s.w;
     let plane_out = oh * ow;
+    let mr = panel_rows(simd);
     assert!(
-        out.len() >= s.n * s.m * plane_out && x.len() >= s.n * plane_in && packed.len() >= s.m.div_ceil(MR) * k * MR
+        out.len() >= s.n * s.m * plane_out && x.len() >= s.n * plane_in && packed.len() >= s.m.div_ceil(mr) * k * mr
     );
-    let panels = s.m.div_ceil(MR);
+    let panels = s.m.div_ceil(mr);
     let optr = OutPtr(out.as_mut_ptr());
     let out_len = out.len();
-    // Runs of up to 8 output pixels along a row; a kernel call takes two of them (four with
-    // AVX-512), from one row or more (small planes), so that its twelve accumulators stay
-    // busy.
+    // Runs of up to 8 output pixels along a row; a kernel call takes two of them (six with
+    // AVX-512), from one row or more (small planes), so that its accumulators stay busy.
     let segs_per_row = ow.div_ceil(LANES);
     let runs_per_call = if simd == Simd::Avx512 { RUNS } else { 2 };
     let row_flops = 2 * s.m * ow * k;
@@ -536,11 +549,11 @@ pub(crate) fn direct_conv_packed(
                 }
             }
             for p in 0..panels {
-                let w = &packed[p * k * MR..(p + 1) * k * MR];
-                let rows = MR.min(s.m - p * MR);
-                let mut b = [0f32; MR];
+                let w = &packed[p * k * mr..(p + 1) * k * mr];
+                let rows = mr.min(s.m - p * mr);
+                let mut b = [0f32; MR_WIDE];
                 if let Some(bias) = bias {
-                    b[..rows].copy_from_slice(&bias[p * MR..p * MR + rows]);
+                    b[..rows].copy_from_slice(&bias[p * mr..p * mr + rows]);
                 }
                 for group in segs.chunks(runs_per_call) {
                     let mut st = Store {
@@ -554,7 +567,7 @@ pub(crate) fn direct_conv_packed(
                     let mut bases = [0usize; RUNS];
                     for (v, sg) in group.iter().enumerate() {
                         bases[v] = sg.0;
-                        st.dst[v] = (img * s.m + p * MR) * plane_out + sg.1;
+                        st.dst[v] = (img * s.m + p * mr) * plane_out + sg.1;
                         st.n_px[v] = sg.2;
                         debug_assert!(st.dst[v] + (rows - 1) * plane_out + sg.2 <= out_len);
                     }
@@ -613,9 +626,9 @@ mod tests {
                 })
                 .collect();
             let mut got = if accumulate { residual.clone() } else { vec![f32::NAN; want.len()] };
-            let packed = pack_weights(&wt, m, c * kh * kw);
-            let kinds = available_simd();
-            direct_conv_packed(&x, &packed, bias, &s, &mut got, epi, kinds[simd % kinds.len()]);
+            let kind = available_simd()[simd % available_simd().len()];
+            let packed = pack_weights_for(&wt, m, c * kh * kw, kind);
+            direct_conv_packed(&x, &packed, bias, &s, &mut got, epi, kind);
             for (a, b) in got.iter().zip(&want) {
                 prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
             }
@@ -630,7 +643,7 @@ mod tests {
             let epi = Epilogue { accumulate: false, lo: 0.0, hi: 1.0 };
             for simd in available_simd() {
                 let mut got = vec![0f32; 8];
-                direct_conv_packed(&[v; 8], &pack_weights(&[1.0], 1, 1), None, &s, &mut got, epi, simd);
+                direct_conv_packed(&[v; 8], &pack_weights_for(&[1.0], 1, 1, simd), None, &s, &mut got, epi, simd);
                 let want = crate::ops::elementwise::Clip::apply(v, 0.0, 1.0);
                 prop_assert!(got.iter().all(|g| g.to_bits() == want.to_bits()), "{got:?} vs {want}");
             }

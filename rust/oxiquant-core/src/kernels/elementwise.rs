@@ -120,6 +120,18 @@ pub fn unary_inplace<F: Fn(f32) -> f32 + Sync>(x: &mut [f32], f: F) {
     }
 }
 
+/// `x[i] = f(x[i], y[i])` (same lengths), split across threads like `unary_inplace`.
+pub fn binary_inplace<F: Fn(f32, f32) -> f32 + Sync>(x: &mut [f32], y: &[f32], f: F) {
+    assert_eq!(x.len(), y.len());
+    if x.len() >= PAR_MIN {
+        x.par_chunks_mut(4096)
+            .zip(y.par_chunks(4096))
+            .for_each(|(c, d)| c.iter_mut().zip(d).for_each(|(v, &w)| *v = f(*v, w)));
+    } else {
+        x.iter_mut().zip(y).for_each(|(v, &w)| *v = f(*v, w));
+    }
+}
+
 pub fn sigmoid(v: f32) -> f32 {
     if v >= 0.0 {
         1.0 / (1.0 + (-v).exp())

@@ -2,7 +2,7 @@
 
 use super::input;
 use crate::error::{Error, Result};
-use crate::kernels::elementwise::{binary, sigmoid, unary_inplace};
+use crate::kernels::elementwise::{binary, binary_inplace, sigmoid, unary_inplace};
 use crate::tensor::{Tensor, TensorData};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,32 @@ impl BinaryOp {
                 b.shape()
             ))),
         }
+    }
+}
+
+impl BinaryOp {
+    /// Whether `apply_in_place` can write `a op b` into `a`: both float32 of the same shape
+    /// (a residual Add, for instance).
+    pub fn fits_in_place(a: &Tensor, b: &Tensor) -> bool {
+        use crate::tensor::DType;
+        a.shape() == b.shape() && a.dtype() == DType::F32 && b.dtype() == DType::F32
+    }
+
+    /// `a op b` written into `a`, with the arithmetic of `apply`, for operands where
+    /// `fits_in_place`.
+    pub fn apply_in_place(self, mut a: Tensor, b: &Tensor) -> Result<Tensor> {
+        if !Self::fits_in_place(&a, b) {
+            return self.apply(&a, b);
+        }
+        let y = b.as_slice::<f32>()?;
+        let x = a.as_mut_slice::<f32>()?;
+        match self {
+            BinaryOp::Add => binary_inplace(x, y, |p, q| p + q),
+            BinaryOp::Sub => binary_inplace(x, y, |p, q| p - q),
+            BinaryOp::Mul => binary_inplace(x, y, |p, q| p * q),
+            BinaryOp::Div => binary_inplace(x, y, |p, q| p / q),
+        }
+        Ok(a)
     }
 }
 
@@ -215,6 +241,40 @@ impl Clip {
             hi
         } else {
             t
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Op;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn in_place_binary_matches_apply(
+            op in 0usize..4, n in 1usize..4, c in 1usize..5, broadcast in 0usize..3, seed in any::<u64>(),
+        ) {
+            let op = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div][op];
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 2001) as f32 / 100.0 - 10.0 };
+            let a = Tensor::from_vec(vec![n, c, 5], (0..n * c * 5).map(|_| next()).collect::<Vec<f32>>()).unwrap();
+            // Same shape (written into `a`), or broadcast either way (the plain path).
+            let bs = [vec![n, c, 5], vec![c, 1], vec![n, c, 5, 1]][broadcast].clone();
+            let len = bs.iter().product();
+            let b = Tensor::from_vec(bs, (0..len).map(|_| next()).collect::<Vec<f32>>()).unwrap();
+            let want = op.apply(&a, &b);
+            let got = Op::Binary(op).eval_in_place(a.clone(), &[Some(&b)]);
+            match (got, want) {
+                (Ok(g), Ok(w)) => {
+                    prop_assert_eq!(g.shape(), w.shape());
+                    let (g, w) = (g.as_slice::<f32>().unwrap(), w.as_slice::<f32>().unwrap());
+                    prop_assert!(g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits()));
+                }
+                (Err(_), Err(_)) => {}
+                (g, w) => prop_assert!(false, "in place {:?} vs apply {:?}", g.map(|t| t.shape().to_vec()), w.map(|t| t.shape().to_vec())),
+            }
         }
     }
 }

@@ -99,7 +99,8 @@ def test_wide_layers_run_the_winograd_kernel_and_match_onnxruntime():
         x = np.random.default_rng(4).uniform(-1, 1, (2, 64, *hw)).astype(np.float32)
         exact = float64_run(onnx_model, x)
         scale = np.abs(float64_run(residual_block(c=64, bn=False, hw=hw, seed=3), x)).max()
-        for name, y in (("plan", m.run(x)["y"]), ("graph", unplanned(m, x)), ("onnxruntime", ort_run(onnx_model, x)["y"])):
+        runs = (("plan", m.run(x)["y"]), ("graph", unplanned(m, x)), ("onnxruntime", ort_run(onnx_model, x)["y"]))
+        for name, y in runs:
             err = float(np.abs(y - exact).max())
             assert err <= 2e-6 * scale, f"{name} {hw} clip={clip}: error {err:.3g} for outputs up to {scale:.3g}"
 

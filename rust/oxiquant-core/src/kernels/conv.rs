@@ -235,8 +235,10 @@ pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec
 pub enum PackedWeights {
     /// Panels for the direct kernel (`conv_direct::pack_weights`).
     Direct(Vec<f32>),
-    /// Transformed for the Winograd kernel (`conv_winograd::transform_weights`).
-    Winograd(Vec<f32>),
+    /// Transformed for the Winograd kernel (`conv_winograd::transform_weights`), and the
+    /// direct kernel's panels for inputs too small for it to pay (`conv_winograd::worth`):
+    /// the plan does not know the input size.
+    Winograd { transformed: Vec<f32>, direct: Vec<f32> },
 }
 
 impl PackedWeights {
@@ -244,12 +246,13 @@ impl PackedWeights {
     /// (Winograd by its channel rule alone: the input size is not known yet), or `None`
     /// when that kernel takes them as they are.
     pub fn for_layer(wt: &[f32], s: &ConvShape) -> Option<PackedWeights> {
+        let k = s.c * s.win.kernel[0] * s.win.kernel[1];
         if super::conv_winograd::suits_layer(s, wt) {
-            Some(PackedWeights::Winograd(super::conv_winograd::transform_weights(
-                wt, s.m, s.c,
-            )))
+            Some(PackedWeights::Winograd {
+                transformed: super::conv_winograd::transform_weights(wt, s.m, s.c),
+                direct: super::conv_direct::pack_weights(wt, s.m, k),
+            })
         } else if super::conv_direct::supported(s) {
-            let k = s.c * s.win.kernel[0] * s.win.kernel[1];
             Some(PackedWeights::Direct(super::conv_direct::pack_weights(wt, s.m, k)))
         } else {
             None
@@ -281,13 +284,16 @@ pub fn conv2d_fused(
     };
     debug_assert!(residual.as_ref().is_none_or(|r| r.len() == s.output_len()));
     match packed {
-        // Smaller inputs than the Winograd kernel pays on run the plain `conv2d` below.
-        Some(PackedWeights::Winograd(u)) if super::conv_winograd::handles(s) && super::conv_winograd::worth(s) => {
+        Some(PackedWeights::Winograd { transformed, .. })
+            if super::conv_winograd::handles(s) && super::conv_winograd::worth(s) =>
+        {
             let mut out = residual.unwrap_or_else(|| vec![0f32; s.output_len()]);
-            super::conv_winograd::winograd_conv(x, u, bias, s, &mut out, epi);
+            super::conv_winograd::winograd_conv(x, transformed, bias, s, &mut out, epi);
             return out;
         }
-        Some(PackedWeights::Direct(p)) if supported(s) => {
+        // Inputs smaller than the Winograd kernel pays on run the direct one (the Winograd
+        // rule, 3x3 stride 1 with 64-128 channels, implies it handles the layer).
+        Some(PackedWeights::Direct(p) | PackedWeights::Winograd { direct: p, .. }) if supported(s) => {
             let mut out = residual.unwrap_or_else(|| vec![0f32; s.output_len()]);
             direct_conv_packed(x, p, bias, s, &mut out, epi, best_simd());
             return out;
@@ -466,6 +472,41 @@ mod tests {
         let fast = conv2d(&x, &wt, Some(&b), &s);
         let slow = conv2d_ref(&x, &wt, Some(&b), &s);
         for (a, r) in fast.iter().zip(&slow) {
+            assert!((a - r).abs() <= 1e-4 * (1.0 + r.abs()), "{a} vs {r}");
+        }
+    }
+
+    #[test]
+    fn winograd_packing_runs_its_direct_panels_on_small_inputs() {
+        // The plan packs a wide 3x3 layer for Winograd without knowing the input size; an
+        // 8x8 input (too small for Winograd to pay) must run the packed direct panels, not
+        // repack per call. Panels of other weights make the choice visible.
+        let win = Window2d {
+            kernel: [3, 3],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [1, 1, 1, 1],
+        };
+        let s = ConvShape {
+            n: 1,
+            c: 64,
+            h: 8,
+            w: 8,
+            m: 64,
+            group: 1,
+            win,
+            out: [8, 8],
+        };
+        let x = fill(s.c * 64, 6);
+        let (wt, other) = (fill(s.m * s.c * 9, 7), fill(s.m * s.c * 9, 8));
+        let Some(PackedWeights::Winograd { transformed, .. }) = PackedWeights::for_layer(&wt, &s) else {
+            panic!("a 64-channel 3x3 layer packs for Winograd");
+        };
+        let direct = super::super::conv_direct::pack_weights(&other, s.m, s.c * 9);
+        let packed = PackedWeights::Winograd { transformed, direct };
+        let got = conv2d_fused(&x, &wt, Some(&packed), None, &s, None, f32::NEG_INFINITY, f32::INFINITY);
+        let want = conv2d_ref(&x, &other, None, &s);
+        for (a, r) in got.iter().zip(&want) {
             assert!((a - r).abs() <= 1e-4 * (1.0 + r.abs()), "{a} vs {r}");
         }
     }

@@ -1,6 +1,7 @@
-//! Winograd F(2x2, 3x3) convolution for 3x3, stride-1, single-group layers (most of a
-//! CIFAR ResNet and of ResNet-50's 3x3 layers): each 2x2 block of outputs costs 16
-//! multiplications per (input, output) channel pair instead of 36, 2.25x fewer.
+//! Winograd F(2x2, 3x3) convolution for 3x3, stride-1, single-group layers: each 2x2
+//! block of outputs costs 16 multiplications per (input, output) channel pair instead of
+//! 36, 2.25x fewer. `conv2d` runs it where it measured faster than the direct kernel
+//! (`suits`: 64-128 channels on 28x28 outputs or more, e.g. ResNet-50's first two stages).
 //!
 //! Per 4x4 input tile `d` and 3x3 kernel `g`: `Y = A^T [(G g G^T) . (B^T d B)] A`. The 16
 //! points of the transformed tile are independent: for each point, the products over input
@@ -39,11 +40,12 @@ pub fn suits(s: &ConvShape, wt: &[f32]) -> bool {
 
 /// The part of `suits` that does not depend on the input size (inference plans transform
 /// the weights once with it): a shape it handles; 64 to 128 channels or so, where it
-/// measured 1.5-1.8x the direct kernel (benches/RESULTS.md) — with fewer, the transforms
+/// measured 1.1-1.95x the direct kernel (about 1.1x at 64 and 1.4x at 128 against the
+/// direct kernel's 8-row AVX-512 tile; benches/RESULTS.md) — with fewer, the transforms
 /// and the traffic through the transformed tiles cost more than the saved products (16-32
-/// channels: 0.7-0.95x); with `c * m` above 128 x 128 the transformed weights outgrow the
-/// cache (256 channels: 1.0x the GEMM path); and weights that are not all integers (see
-/// the module doc).
+/// channels: 0.5-1.06x); with `c * m` above 128 x 128 the transformed weights outgrow the
+/// cache (256 channels: about the GEMM path's speed); and weights that are not all
+/// integers (see the module doc).
 pub fn suits_layer(s: &ConvShape, wt: &[f32]) -> bool {
     handles(s) && s.c >= 64 && s.m >= 64 && s.c * s.m <= 128 * 128 && !wt.iter().all(|w| w.fract() == 0.0)
 }

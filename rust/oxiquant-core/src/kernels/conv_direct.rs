@@ -648,19 +648,8 @@ pub(crate) fn direct_conv_packed(
 mod tests {
     use super::super::conv::{conv2d_ref, Window2d};
     use super::*;
+    use crate::kernels::testing::{epilogue_ref, fill};
     use proptest::prelude::*;
-
-    fn fill(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(120))]
@@ -683,14 +672,7 @@ mod tests {
             let epi = Epilogue { accumulate, lo, hi };
             let conv = conv2d_ref(&x, &wt, bias, &s);
             let residual = fill(conv.len(), seed + 11);
-            let want: Vec<f32> = conv
-                .iter()
-                .zip(&residual)
-                .map(|(&y, &r)| {
-                    let v = if accumulate { y + r } else { y };
-                    v.max(lo).min(hi)
-                })
-                .collect();
+            let want = epilogue_ref(&conv, &residual, accumulate, lo, hi);
             let mut got = if accumulate { residual.clone() } else { vec![f32::NAN; want.len()] };
             let kind = available_simd()[simd % available_simd().len()];
             let packed = pack_weights_for(&wt, m, c * kh * kw, kind);

@@ -11,3 +11,5 @@ pub mod qconv_direct;
 pub mod qconv_u8s8;
 pub mod qgemm;
 pub mod requant;
+#[cfg(test)]
+pub(crate) mod testing;

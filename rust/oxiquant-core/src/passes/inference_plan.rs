@@ -145,20 +145,9 @@ mod tests {
     use super::*;
     use crate::exec;
     use crate::graph::{Dim, RawGraph, RawNode, ValueInfo};
+    use crate::kernels::testing::fill;
     use crate::tensor::Tensor;
     use std::collections::HashMap;
-
-    fn fill(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str]) -> RawNode {
         RawNode {

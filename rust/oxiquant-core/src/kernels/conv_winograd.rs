@@ -121,119 +121,86 @@ fn products(v: &[f32], u: &[f32], c: usize, m: usize, kp: usize, tp: usize, prod
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `super::products` with 8 output channels x 3 vectors of 16 tiles per block: 24
-    /// accumulators of the 32 registers; each step loads 3 vectors and broadcasts 8
-    /// weights for 24 FMAs. Plain stores: the products need no epilogue.
-    ///
-    /// SAFETY: AVX-512 F, and the bounds `super::products` asserts.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn products_avx512(v: &[f32], u: &[f32], c: usize, m: usize, kp: usize, tp: usize, prod: &mut [f32]) {
-        // SAFETY: every load is inside `v` (c rows of tp, vectors of 16 at multiples of 16
-        // below tp) or `u` (c rows of kp, k0 + 8 <= kp); every store inside `prod`.
-        unsafe {
-            let (vp, up, pp) = (v.as_ptr(), u.as_ptr(), prod.as_mut_ptr());
-            for k0 in (0..m).step_by(8) {
-                let mut i0 = 0;
-                while i0 < tp {
-                    let nv = ((tp - i0) / 16).min(3);
-                    match nv {
-                        3 => block::<3>(vp, up, c, kp, tp, k0, i0, pp),
-                        2 => block::<2>(vp, up, c, kp, tp, k0, i0, pp),
-                        _ => block::<1>(vp, up, c, kp, tp, k0, i0, pp),
-                    }
-                    i0 += 16 * nv;
-                }
-            }
-        }
-
-        #[inline(always)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn block<const NV: usize>(
-            vp: *const f32,
-            up: *const f32,
-            c: usize,
-            kp: usize,
-            tp: usize,
-            k0: usize,
-            i0: usize,
-            pp: *mut f32,
-        ) {
-            // SAFETY: see `products_avx512`.
-            unsafe {
-                let mut acc = [[_mm512_setzero_ps(); NV]; 8];
-                for ci in 0..c {
-                    let x: [__m512; NV] = std::array::from_fn(|q| _mm512_loadu_ps(vp.add(ci * tp + i0 + 16 * q)));
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        let w = _mm512_set1_ps(*up.add(ci * kp + k0 + r));
-                        for (a, x) in a.iter_mut().zip(&x) {
-                            *a = _mm512_fmadd_ps(w, *x, *a);
+    /// One ISA's version of `super::products`: blocks of `$rows` output channels x up to 3
+    /// vectors of `$lanes` tiles, the accumulators in registers, plain stores (the products
+    /// need no epilogue). `$vec`, `$zero`, `$load`, `$splat`, `$fma`, `$store` are the
+    /// vector type and intrinsics of the ISA.
+    macro_rules! products_kernel {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $rows:literal, $lanes:literal,
+         $vec:ty, $zero:ident, $load:ident, $splat:expr, $fma:ident, $store:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(v: &[f32], u: &[f32], c: usize, m: usize, kp: usize, tp: usize, prod: &mut [f32]) {
+                #[inline(always)]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn block<const NV: usize>(
+                    vp: *const f32,
+                    up: *const f32,
+                    c: usize,
+                    kp: usize,
+                    tp: usize,
+                    k0: usize,
+                    i0: usize,
+                    pp: *mut f32,
+                ) {
+                    // SAFETY: see the caller.
+                    unsafe {
+                        let mut acc = [[$zero(); NV]; $rows];
+                        for ci in 0..c {
+                            let x: [$vec; NV] = std::array::from_fn(|q| $load(vp.add(ci * tp + i0 + $lanes * q)));
+                            for (r, a) in acc.iter_mut().enumerate() {
+                                let w = $splat(up.add(ci * kp + k0 + r));
+                                for (a, x) in a.iter_mut().zip(&x) {
+                                    *a = $fma(w, *x, *a);
+                                }
+                            }
+                        }
+                        for (r, a) in acc.iter().enumerate() {
+                            for (q, a) in a.iter().enumerate() {
+                                $store(pp.add((k0 + r) * tp + i0 + $lanes * q), *a);
+                            }
                         }
                     }
                 }
-                for (r, a) in acc.iter().enumerate() {
-                    for (q, a) in a.iter().enumerate() {
-                        _mm512_storeu_ps(pp.add((k0 + r) * tp + i0 + 16 * q), *a);
-                    }
-                }
-            }
-        }
-    }
-
-    /// As `products_avx512` with 4 output channels x 3 vectors of 8 tiles: 12 accumulators
-    /// of the 16 registers.
-    ///
-    /// SAFETY: AVX2 and FMA, and the bounds `super::products` asserts.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn products_avx2(v: &[f32], u: &[f32], c: usize, m: usize, kp: usize, tp: usize, prod: &mut [f32]) {
-        // SAFETY: as in `products_avx512`, with vectors of 8 and k0 + 4 <= kp.
-        unsafe {
-            let (vp, up, pp) = (v.as_ptr(), u.as_ptr(), prod.as_mut_ptr());
-            for k0 in (0..m).step_by(4) {
-                let mut i0 = 0;
-                while i0 < tp {
-                    let nv = ((tp - i0) / 8).min(3);
-                    match nv {
-                        3 => block::<3>(vp, up, c, kp, tp, k0, i0, pp),
-                        2 => block::<2>(vp, up, c, kp, tp, k0, i0, pp),
-                        _ => block::<1>(vp, up, c, kp, tp, k0, i0, pp),
-                    }
-                    i0 += 8 * nv;
-                }
-            }
-        }
-
-        #[inline(always)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn block<const NV: usize>(
-            vp: *const f32,
-            up: *const f32,
-            c: usize,
-            kp: usize,
-            tp: usize,
-            k0: usize,
-            i0: usize,
-            pp: *mut f32,
-        ) {
-            // SAFETY: see `products_avx2`.
-            unsafe {
-                let mut acc = [[_mm256_setzero_ps(); NV]; 4];
-                for ci in 0..c {
-                    let x: [__m256; NV] = std::array::from_fn(|q| _mm256_loadu_ps(vp.add(ci * tp + i0 + 8 * q)));
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        let w = _mm256_broadcast_ss(&*up.add(ci * kp + k0 + r));
-                        for (a, x) in a.iter_mut().zip(&x) {
-                            *a = _mm256_fmadd_ps(w, *x, *a);
+                // SAFETY: every load is inside `v` (c rows of tp, vectors at multiples of
+                // the lane count below tp, a multiple of it) or `u` (c rows of kp, k0 +
+                // rows <= kp, as kp is a multiple of KPAD); every store inside `prod`
+                // (rows up to m rounded to KPAD, each of tp).
+                unsafe {
+                    let (vp, up, pp) = (v.as_ptr(), u.as_ptr(), prod.as_mut_ptr());
+                    for k0 in (0..m).step_by($rows) {
+                        let mut i0 = 0;
+                        while i0 < tp {
+                            let nv = ((tp - i0) / $lanes).min(3);
+                            match nv {
+                                3 => block::<3>(vp, up, c, kp, tp, k0, i0, pp),
+                                2 => block::<2>(vp, up, c, kp, tp, k0, i0, pp),
+                                _ => block::<1>(vp, up, c, kp, tp, k0, i0, pp),
+                            }
+                            i0 += $lanes * nv;
                         }
                     }
                 }
-                for (r, a) in acc.iter().enumerate() {
-                    for (q, a) in a.iter().enumerate() {
-                        _mm256_storeu_ps(pp.add((k0 + r) * tp + i0 + 8 * q), *a);
-                    }
-                }
             }
-        }
+        };
     }
+
+    products_kernel!(
+        /// 8 output channels x 3 vectors of 16 tiles: 24 accumulators of the 32 registers;
+        /// each step loads 3 vectors and broadcasts 8 weights for 24 FMAs.
+        ///
+        /// SAFETY: AVX-512 F, and the bounds `super::products` asserts.
+        products_avx512, "avx512f,avx2,fma", 8, 16,
+        __m512, _mm512_setzero_ps, _mm512_loadu_ps, |p: *const f32| _mm512_set1_ps(*p), _mm512_fmadd_ps, _mm512_storeu_ps
+    );
+
+    products_kernel!(
+        /// 4 output channels x 3 vectors of 8 tiles: 12 accumulators of the 16 registers.
+        ///
+        /// SAFETY: AVX2 and FMA, and the bounds `super::products` asserts.
+        products_avx2, "avx2,fma", 4, 8,
+        __m256, _mm256_setzero_ps, _mm256_loadu_ps, |p: *const f32| _mm256_broadcast_ss(&*p), _mm256_fmadd_ps, _mm256_storeu_ps
+    );
 }
 
 /// Raw output pointer shared by tasks that write disjoint output rows.
@@ -248,7 +215,7 @@ unsafe impl Sync for OutPtr {}
 struct Scratch {
     /// Transformed input: `[point][c][tp]`.
     v: Vec<f32>,
-    /// Products: `[point][m][tp]`.
+    /// Products: `[point][kp][tp]` (`kp`: output channels rounded up to `KPAD`).
     prod: Vec<f32>,
     /// Padded input rows of one channel, split by row and column parity.
     split: Vec<f32>,
@@ -336,85 +303,69 @@ pub(crate) fn winograd_conv_with(
             .collect()
     };
     let optr = OutPtr(out.as_mut_ptr());
+    let call = Call {
+        x,
+        u,
+        bias,
+        s,
+        out: optr,
+        epi,
+        simd,
+    };
     tasks.par_iter().for_each(|&task| {
-        SCRATCH.with_borrow_mut(|sc| {
-            // SAFETY (output): this task writes output rows 2 ty0 .. 2 ty1 of its images only.
-            run(x, u, bias, s, task, sc, optr, epi, simd)
-        })
+        // Each task writes output rows 2 ty0 .. 2 ty1 of its images only (see `OutPtr`).
+        SCRATCH.with_borrow_mut(|sc| run(call, task, sc))
     });
+}
+
+/// What every task of one `winograd_conv_with` call shares.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    x: &'a [f32],
+    u: &'a [f32],
+    bias: Option<&'a [f32]>,
+    s: &'a ConvShape,
+    out: OutPtr,
+    epi: Epilogue,
+    simd: Simd,
 }
 
 /// Dispatches `task_body` to a copy compiled for the CPU's vector width, so that the
 /// transforms' loops are vectorized with it.
-#[allow(clippy::too_many_arguments)]
-fn run(
-    x: &[f32],
-    u: &[f32],
-    bias: Option<&[f32]>,
-    s: &ConvShape,
-    task: Task,
-    sc: &mut Scratch,
-    out: OutPtr,
-    epi: Epilogue,
-    simd: Simd,
-) {
+fn run(call: Call<'_>, task: Task, sc: &mut Scratch) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma,avx512f")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn wide(
-            x: &[f32],
-            u: &[f32],
-            bias: Option<&[f32]>,
-            s: &ConvShape,
-            task: Task,
-            sc: &mut Scratch,
-            out: OutPtr,
-            epi: Epilogue,
-            simd: Simd,
-        ) {
-            task_body(x, u, bias, s, task, sc, out, epi, simd)
+        unsafe fn wide(call: Call<'_>, task: Task, sc: &mut Scratch) {
+            task_body(call, task, sc)
         }
         #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx2(
-            x: &[f32],
-            u: &[f32],
-            bias: Option<&[f32]>,
-            s: &ConvShape,
-            task: Task,
-            sc: &mut Scratch,
-            out: OutPtr,
-            epi: Epilogue,
-            simd: Simd,
-        ) {
-            task_body(x, u, bias, s, task, sc, out, epi, simd)
+        unsafe fn avx2(call: Call<'_>, task: Task, sc: &mut Scratch) {
+            task_body(call, task, sc)
         }
-        match simd {
-            // SAFETY: `simd` comes from `best_simd`, which detected these features.
-            Simd::Avx512 => return unsafe { wide(x, u, bias, s, task, sc, out, epi, simd) },
+        match call.simd {
+            // SAFETY: `simd` comes from `available_simd`, which detected these features.
+            Simd::Avx512 => return unsafe { wide(call, task, sc) },
             // SAFETY: as above.
-            Simd::Avx2 => return unsafe { avx2(x, u, bias, s, task, sc, out, epi, simd) },
+            Simd::Avx2 => return unsafe { avx2(call, task, sc) },
             Simd::None => {}
         }
     }
-    task_body(x, u, bias, s, task, sc, out, epi, simd)
+    task_body(call, task, sc)
 }
 
 /// Input transform, the 16 pointwise products, output transform, for one task.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn task_body(
-    x: &[f32],
-    u: &[f32],
-    bias: Option<&[f32]>,
-    s: &ConvShape,
-    task: Task,
-    sc: &mut Scratch,
-    out: OutPtr,
-    epi: Epilogue,
-    simd: Simd,
-) {
+fn task_body(call: Call<'_>, task: Task, sc: &mut Scratch) {
+    let Call {
+        x,
+        u,
+        bias,
+        s,
+        out,
+        epi,
+        simd,
+    } = call;
     let [oh, ow] = s.out;
     let tw = ow.div_ceil(2);
     let (pt, pl) = (s.win.pads[0], s.win.pads[1]);

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 /// Output channels per AVX2 (and portable) kernel call (and pixels: two vectors of
 /// `LANES`). A 4 x 16 tile (eight accumulators, for channel counts like 16 that 6 does not
 /// divide) measured 0.6x this one: eight FMA chains do not hide the FMA latency.
-pub(crate) const MR: usize = 6;
+const MR: usize = 6;
 /// Output channels per AVX-512 kernel call.
 const MR_WIDE: usize = 8;
 /// Pixels per vector.
@@ -478,16 +478,18 @@ pub(crate) fn best_simd() -> Simd {
     *BEST.get_or_init(|| available_simd().last().copied().unwrap_or(Simd::None))
 }
 
-/// Raw output pointer shared by tasks that write disjoint output rows.
+/// Raw output pointer shared by tasks that write disjoint output rows (here and in
+/// `conv_winograd`).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint elements (distinct (image, row) pairs), see `direct_conv`.
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: tasks write disjoint elements (distinct (image, row) pairs, see
+// `direct_conv_packed`; distinct tile rows, see `conv_winograd::winograd_conv_with`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// Through a method, so that closures capture the whole (Send) wrapper.
-    fn at(self, i: usize) -> *mut f32 {
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
 }

@@ -16,7 +16,7 @@
 //! before.
 
 use super::conv::ConvShape;
-use super::conv_direct::{best_simd, Epilogue, Simd};
+use super::conv_direct::{best_simd, Epilogue, OutPtr, Simd};
 use rayon::prelude::*;
 
 /// Points of a transformed tile (4x4).
@@ -217,13 +217,6 @@ mod x86 {
         __m256, _mm256_setzero_ps, _mm256_loadu_ps, |p: *const f32| _mm256_broadcast_ss(&*p), _mm256_fmadd_ps, _mm256_storeu_ps
     );
 }
-
-/// Raw output pointer shared by tasks that write disjoint output rows.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint rows (distinct images or tile rows), see `winograd_conv`.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 /// Scratch of one task, reused across the tasks a thread runs.
 #[derive(Default)]
@@ -488,7 +481,7 @@ fn task_body(call: Call<'_>, task: Task, sc: &mut Scratch) {
                 let start = (((task.img0 + b) * m_n + k) * oh + oy) * ow;
                 // SAFETY: row `oy` of channel `k` of this image lies inside `out` (asserted
                 // in `winograd_conv`) and only this task writes it.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(start), ow) };
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.at(start), ow) };
                 store_row(&row[first..first + ow], dst, epi);
             }
         }

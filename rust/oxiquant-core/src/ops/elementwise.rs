@@ -68,20 +68,12 @@ impl BinaryOp {
             ))),
         }
     }
-}
 
-impl BinaryOp {
-    /// Whether `apply_in_place` can write `a op b` into `a`: both float32 of the same shape
-    /// (a residual Add, for instance).
-    pub fn fits_in_place(a: &Tensor, b: &Tensor) -> bool {
-        use crate::tensor::DType;
-        a.shape() == b.shape() && a.dtype() == DType::F32 && b.dtype() == DType::F32
-    }
-
-    /// `a op b` written into `a`, with the arithmetic of `apply`, for operands where
-    /// `fits_in_place`.
+    /// `apply` writing into `a` when both are float32 of the same shape (a residual Add,
+    /// for instance), with the same arithmetic; other operands go through `apply`.
     pub fn apply_in_place(self, mut a: Tensor, b: &Tensor) -> Result<Tensor> {
-        if !Self::fits_in_place(&a, b) {
+        use crate::tensor::DType;
+        if a.shape() != b.shape() || a.dtype() != DType::F32 || b.dtype() != DType::F32 {
             return self.apply(&a, b);
         }
         let y = b.as_slice::<f32>()?;

@@ -588,15 +588,7 @@ impl Op {
             Op::Identity => Ok(x),
             Op::FusedConv(f) if f.residual => f.eval_into(Some(x), rest),
             Op::Scaling(sc) => sc.eval_in_place(x),
-            Op::Binary(op)
-                if all
-                    .get(1)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|b| BinaryOp::fits_in_place(&x, b)) =>
-            {
-                op.apply_in_place(x, input(&all, 1, "B")?)
-            }
+            Op::Binary(op) => op.apply_in_place(x, input(&all, 1, "B")?),
             Op::Dropout => {
                 check_dropout_inference(&all)?;
                 Ok(x)

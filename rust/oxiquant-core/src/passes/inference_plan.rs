@@ -54,10 +54,10 @@ fn pack(conv: &crate::ops::Conv, w: &crate::tensor::Tensor) -> Option<Arc<Packed
     if ws.len() < 3 {
         return None;
     }
-    // The kernel's choice depends on channels, kernel, group and strides only, and, for
+    // The kernel's choice depends on channels, kernel, group and strides, and, for
     // Winograd, on the output size: any input at least as large as the dilated kernel
-    // resolves the first, and the Winograd kernel's size rule is checked again per run
-    // (a smaller input runs the plain `conv2d`).
+    // resolves the first; the Winograd size rule is checked per run (a smaller input runs
+    // the direct panels packed beside the transformed weights).
     let dil = conv.dilations.clone().unwrap_or_else(|| vec![1; ws.len() - 2]);
     let mut xs = vec![1, ws[1] * conv.group];
     for (k, d) in ws[2..].iter().zip(dil.iter().chain(std::iter::repeat(&1))) {

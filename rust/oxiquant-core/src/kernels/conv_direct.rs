@@ -81,23 +81,30 @@ struct Padded {
     buf: Vec<f32>,
     hp: usize,
     wq: usize,
+    /// Length of one image's phases (several images follow each other, see `pad_images`).
+    image_len: usize,
 }
 
-fn pad_image(x: &[f32], s: &ConvShape, parallel: bool) -> Padded {
+/// `count` images (`x` holds them, `[count, c, h, w]`) padded one after the other into one
+/// buffer, image `g` from `g * image_len` on: a kernel call can then take runs from
+/// several images (small planes leave a partial call per image otherwise).
+fn pad_images(x: &[f32], count: usize, s: &ConvShape, parallel: bool) -> Padded {
     let [pt, pl, pb, pr] = s.win.pads;
     let sw = s.win.strides[1];
     let (hp, wp) = (s.h + pt + pb, s.w + pl + pr);
     let wq = wp.div_ceil(sw);
-    let len = sw * s.c * hp * wq + wq + 4 * LANES;
+    let image_len = sw * s.c * hp * wq;
+    let len = count * image_len + wq + 4 * LANES;
     if sw == 1 {
-        // One plane per channel, every value written once (the pads as zeros): zeroing the
-        // whole buffer first measured as a fair share of a small layer's time. Copied in
-        // parallel when the images alone do not keep the threads busy (batch 1), else this
-        // copy runs alone before the product.
+        // One plane per image and channel, every value written once (the pads as zeros):
+        // zeroing the whole buffer first measured as a fair share of a small layer's time.
+        // Copied in parallel when the images alone do not keep the threads busy (batch 1),
+        // else this copy runs alone before the product.
         let mut buf: Vec<f32> = Vec::with_capacity(len);
-        let (planes, slack) = buf.spare_capacity_mut()[..len].split_at_mut(s.c * hp * wq);
+        let (planes, slack) = buf.spare_capacity_mut()[..len].split_at_mut(count * image_len);
         let zero = std::mem::MaybeUninit::new(0f32);
         slack.fill(zero);
+        // Plane `c` of the buffer (image `c / s.c`) holds input plane `c` of `x`.
         let fill = |(c, plane): (usize, &mut [std::mem::MaybeUninit<f32>])| {
             for (r, row) in plane.chunks_exact_mut(wq).enumerate() {
                 match r.checked_sub(pt).filter(|&y| y < s.h) {
@@ -121,14 +128,18 @@ fn pad_image(x: &[f32], s: &ConvShape, parallel: bool) -> Padded {
         // SAFETY: the loops above wrote every value below `len`: each plane's `hp` rows of
         // `wq` (pads, then the input row, then pads; or a pad row), then the slack.
         unsafe { buf.set_len(len) };
-        return Padded { buf, hp, wq };
+        return Padded { buf, hp, wq, image_len };
     }
     let mut buf = vec![0f32; len];
-    split_phases(x, s, &mut buf, hp, wq);
-    Padded { buf, hp, wq }
+    let plane_in = s.c * s.h * s.w;
+    for g in 0..count {
+        let dst = &mut buf[g * image_len..(g + 1) * image_len];
+        split_phases(&x[g * plane_in..(g + 1) * plane_in], s, dst, hp, wq);
+    }
+    Padded { buf, hp, wq, image_len }
 }
 
-/// The column phases of `pad_image` for strides above 1 (the buffer is zeroed): input
+/// The column phases of `pad_images` for strides above 1 (the buffer is zeroed): input
 /// columns landing in phase q are every sw-th from the first one, and land side by side
 /// from padded column (first + pl) / sw on. Compiled for AVX2 too, where the CPU has it, so
 /// that the strided copies vectorize (the common stride 2 was a scalar loop with a division
@@ -530,21 +541,22 @@ impl Epilogue {
     }
 }
 
-/// Output rows per task (a multiple of `unit`). At most about 1 MFLOP of rows, so that the
-/// input rows a task reads stay in L1 across its channel panels (whole-image tasks measured
-/// 0.75x on ResNet-20's first stage); within that, the split that finishes first when `n`
-/// images' row blocks are shared by `threads`, counting a fixed cost per task (a fixed
-/// block size left one thread a third more work than the other on 32-row planes at batch 1).
-fn rows_per_task(oh: usize, unit: usize, row_flops: usize, n: usize, threads: usize) -> usize {
+/// Runs per task (a multiple of `unit`, the runs of one kernel call), out of `runs` per
+/// group of images. At most about 1 MFLOP, so that the input rows a task reads stay in L1
+/// across its channel panels (whole-image tasks measured 0.75x on ResNet-20's first
+/// stage); within that, the split that finishes first when `groups` groups' tasks are
+/// shared by `threads`, counting a fixed cost per task (a fixed block size left one thread
+/// a third more work than the other on 32-row planes at batch 1).
+fn runs_per_task(runs: usize, unit: usize, run_flops: usize, groups: usize, threads: usize) -> usize {
     /// About 3 us of work at this machine's speed: rayon's cost of a task.
     const TASK_COST: usize = 200_000;
     let threads = threads.max(1);
-    let cap = ((1 << 20) / row_flops.max(1)).max(1).next_multiple_of(unit);
+    let cap = ((1 << 20) / run_flops.max(1)).max(1).next_multiple_of(unit);
     let mut best = (usize::MAX, unit);
-    for r in (unit..=oh.next_multiple_of(unit).min(cap)).step_by(unit) {
-        let tasks = n * oh.div_ceil(r);
+    for r in (unit..=runs.next_multiple_of(unit).min(cap)).step_by(unit) {
+        let tasks = groups * runs.div_ceil(r);
         let per_thread = tasks.div_ceil(threads);
-        let cost = per_thread.saturating_mul(r.min(oh) * row_flops + TASK_COST);
+        let cost = per_thread.saturating_mul(r.min(runs) * run_flops + TASK_COST);
         // Ties go to the larger block (fewer tasks).
         if cost <= best.0 {
             best = (cost, r);
@@ -553,7 +565,7 @@ fn rows_per_task(oh: usize, unit: usize, row_flops: usize, n: usize, threads: us
     best.1
 }
 
-/// Greatest common divisor (the rows per kernel-call unit in `direct_conv_packed`).
+/// Greatest common divisor (the images per group in `direct_conv_packed`).
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
         a
@@ -589,25 +601,40 @@ pub(crate) fn direct_conv_packed(
     // AVX-512), from one row or more (small planes), so that its accumulators stay busy.
     let segs_per_row = ow.div_ceil(LANES);
     let runs_per_call = if simd == Simd::Avx512 { RUNS } else { 2 };
-    let row_flops = 2 * s.m * ow * k;
-    // A whole number of kernel calls per task: rows x segments a multiple of the runs.
-    let unit = runs_per_call / gcd(segs_per_row.max(1), runs_per_call);
+    let runs_per_image = oh * segs_per_row;
+    // Images padded together, so that their runs fill whole kernel calls: an 8x8 plane has
+    // 8 runs, and alone it would end in a call of 2 of the 6 (a third of the accumulators
+    // busy for the same weight loads).
+    let group = (runs_per_call / gcd(runs_per_image.max(1), runs_per_call))
+        .min(s.n)
+        .max(1);
+    let groups = s.n.div_ceil(group);
+    let run_flops = 2 * s.m * LANES.min(ow) * k;
     let threads = rayon::current_num_threads();
-    let rows_per_task = rows_per_task(oh, unit, row_flops, s.n, threads);
-    let pad_parallel = s.n < threads && s.c >= 8;
-    (0..s.n).into_par_iter().for_each(|img| {
-        let Padded { buf, hp, wq } = pad_image(&x[img * plane_in..(img + 1) * plane_in], s, pad_parallel);
+    let runs_per_task = runs_per_task(group * runs_per_image, runs_per_call, run_flops, groups, threads);
+    let pad_parallel = groups < threads && s.c >= 8;
+    (0..groups).into_par_iter().for_each(|gi| {
+        let first = gi * group;
+        let count = group.min(s.n - first);
+        let Padded { buf, hp, wq, image_len } =
+            pad_images(&x[first * plane_in..(first + count) * plane_in], count, s, pad_parallel);
         let offs = patch_offsets(s, hp, wq);
         let max_off = offs.iter().max().copied().unwrap_or(0);
-        let row_blocks: Vec<usize> = (0..oh).step_by(rows_per_task).collect();
-        row_blocks.par_iter().for_each(|&y0| {
-            // (buffer offset, output offset within the image plane, pixels)
-            let mut segs: Vec<(usize, usize, usize)> = Vec::with_capacity(rows_per_task * segs_per_row);
-            for y in y0..(y0 + rows_per_task).min(oh) {
-                for x0 in (0..ow).step_by(LANES) {
-                    segs.push((y * sh * wq + x0, y * ow + x0, LANES.min(ow - x0)));
-                }
-            }
+        let runs = count * runs_per_image;
+        // Run `i` -> (buffer offset, output offset of its first channel's plane, pixels).
+        let run = |i: usize| {
+            let (g, r) = (i / runs_per_image, i % runs_per_image);
+            let (y, x0) = (r / segs_per_row, (r % segs_per_row) * LANES);
+            let img = first + g;
+            (
+                g * image_len + y * sh * wq + x0,
+                img * s.m * plane_out + y * ow + x0,
+                LANES.min(ow - x0),
+            )
+        };
+        let starts: Vec<usize> = (0..runs).step_by(runs_per_task).collect();
+        starts.par_iter().for_each(|&r0| {
+            let segs: Vec<(usize, usize, usize)> = (r0..(r0 + runs_per_task).min(runs)).map(run).collect();
             for p in 0..panels {
                 let w = &packed[p * k * mr..(p + 1) * k * mr];
                 let rows = mr.min(s.m - p * mr);
@@ -627,7 +654,7 @@ pub(crate) fn direct_conv_packed(
                     let mut bases = [0usize; RUNS];
                     for (v, sg) in group.iter().enumerate() {
                         bases[v] = sg.0;
-                        st.dst[v] = (img * s.m + p * mr) * plane_out + sg.1;
+                        st.dst[v] = sg.1 + p * mr * plane_out;
                         st.n_px[v] = sg.2;
                         debug_assert!(st.dst[v] + (rows - 1) * plane_out + sg.2 <= out_len);
                     }
@@ -656,7 +683,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(120))]
         #[test]
-        fn matches_reference(n in 1usize..3, c in 1usize..6, m in 1usize..14, h in 1usize..12, w in 8usize..30,
+        fn matches_reference(n in 1usize..5, c in 1usize..6, m in 1usize..14, h in 1usize..12, w in 8usize..30,
                              kh in 1usize..4, kw in 1usize..4, sh in 1usize..3, sw in 1usize..5, dh in 1usize..3, dw in 1usize..3,
                              pads in proptest::array::uniform4(0usize..3), with_bias in any::<bool>(),
                              accumulate in any::<bool>(), clamp in 0usize..3,

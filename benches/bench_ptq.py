@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_fp32 import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -594,6 +593,7 @@ def main() -> None:
 
     import onnx
     import onnxruntime as ort
+    from bench_fp32 import cpu_model  # imports onnxruntime: not at the top, the Aidge worker has none
     from onnxruntime.quantization import QuantType
 
     import oxiquant

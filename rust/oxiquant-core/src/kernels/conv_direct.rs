@@ -1,6 +1,8 @@
 //! Direct convolution for single-group convolutions (most 3x3 and 1x1 layers of CNNs): no
-//! im2col matrix. The input image is copied once into a zero-padded buffer; then, for a run of output pixels along one row, the patch element `(c, i, j)` of every
-//! pixel is a contiguous run of that buffer at a fixed offset. A register-blocked kernel
+//! im2col matrix. The input image is copied once into a zero-padded buffer (small images a
+//! few at a time, one after the other, so that a kernel call can take pixels of two); then,
+//! for a run of output pixels along one row, the patch element `(c, i, j)` of every pixel
+//! is a contiguous run of that buffer at a fixed offset. A register-blocked kernel
 //! (6 output channels x 16 pixels: twelve AVX2 accumulators, which fit the 16 registers
 //! without spilling; a 4 x 24 tile spilled one and ran at half the speed) reads those runs
 //! in place, with FMA when the CPU has it. With AVX-512, 8 x 48 pixels: 24 of the 32

@@ -95,12 +95,12 @@ fn chunk_moments(c: &[f32]) -> Moments {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: AVX-512 F was detected just above.
-        return unsafe { avx2::chunk_moments_avx512(c) };
+        return unsafe { simd::chunk_moments_avx512(c) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was detected just above.
-        return unsafe { avx2::chunk_moments(c) };
+        return unsafe { simd::chunk_moments(c) };
     }
     chunk_moments_body(c)
 }
@@ -178,16 +178,16 @@ fn chunk_histogram(c: &[f32], scale: f32) -> Vec<u32> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was detected just above.
-        return unsafe { avx2::chunk_histogram(c, scale) };
+        return unsafe { simd::chunk_histogram(c, scale) };
     }
     chunk_histogram_body(c, scale)
 }
 
-/// The statistics loops with AVX2 (the crate targets baseline x86-64: SSE2, 4 lanes):
-/// the moments are the portable code compiled again (5x faster here, same results), the
-/// histogram has explicit vector index code.
+/// The statistics loops for AVX2 and AVX-512 (the crate targets baseline x86-64: SSE2, 4
+/// lanes): the moments are the portable code compiled again (5x faster with AVX2, same
+/// results), the histogram has explicit AVX2 vector index code.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod simd {
     use super::{chunk_moments_body, Moments};
 
     /// `chunk_histogram_body` with the bin indices computed by explicit vector code: the
@@ -533,6 +533,63 @@ mod tests {
             // The dispatched (AVX2 here) and the portable version.
             proptest::prop_assert_eq!(&chunk_histogram(&v, scale), &want);
             proptest::prop_assert_eq!(&chunk_histogram_body(&v, scale), &want);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_moments_build_gives_the_same_sums_close_to_f64(
+            v in proptest::collection::vec(-1e3f32..1e3, 0..3000),
+            zeros in 0usize..40,
+        ) {
+            let mut v = v;
+            v.extend(std::iter::repeat_n(0.0, zeros));
+            let portable = chunk_moments_body(&v);
+            let mut builds = vec![chunk_moments(&v)];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 was detected just above.
+                    builds.push(unsafe { simd::chunk_moments(&v) });
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: AVX-512 F was detected just above.
+                    builds.push(unsafe { simd::chunk_moments_avx512(&v) });
+                }
+            }
+            // Sixteen lanes everywhere: bit for bit the portable result.
+            for m in &builds {
+                proptest::prop_assert_eq!(m.sums, portable.sums);
+                proptest::prop_assert_eq!((m.min, m.max, m.zeros, m.finite), (portable.min, portable.max, portable.zeros, portable.finite));
+            }
+            // Against f64 sums and plain extremes.
+            let x64: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+            let want = [
+                x64.iter().map(|x| x.abs()).sum::<f64>(),
+                x64.iter().map(|x| x * x).sum::<f64>(),
+                x64.iter().map(|x| x.max(0.0)).sum::<f64>(),
+                x64.iter().map(|x| x.max(0.0).powi(2)).sum::<f64>(),
+            ];
+            for (got, want) in portable.sums.iter().zip(want) {
+                proptest::prop_assert!((got - want).abs() <= 1e-4 * want.abs() + 1e-3, "{got} vs {want}");
+            }
+            let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            proptest::prop_assert_eq!((portable.min, portable.max), (lo, hi));
+            proptest::prop_assert_eq!(portable.zeros as usize, v.iter().filter(|&&x| x == 0.0).count());
+            proptest::prop_assert!(portable.finite);
+        }
+    }
+
+    #[test]
+    fn moments_flag_nan_and_infinity_in_every_lane() {
+        for at in 0..40 {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut v = vec![0.5f32; 40];
+                v[at] = bad;
+                assert!(!chunk_moments(&v).finite, "{bad} at {at}");
+                assert!(!chunk_moments_body(&v).finite, "{bad} at {at}");
+            }
         }
     }
 

@@ -31,7 +31,52 @@ pub fn pool2d(
     y
 }
 
+/// `max(m, v)` as the pooling sees it: a NaN, once met, stays.
+#[inline(always)]
+fn nan_max(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
+    }
+}
+
+/// Max pooling of one plane in two passes per output row: the element-wise max of the
+/// window's input rows (contiguous, so it vectorizes), then the max over each window's
+/// columns of that row. The one-output-at-a-time loop below took 5.5 ms, 7 %, of
+/// ResNet-50 at batch 1 on its 3x3 stride-2 MaxPool.
+fn max_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], o: &mut [f32]) {
+    let [kh, kw] = win.kernel;
+    let pl = win.pads[1];
+    // The rows' max with -inf columns around it: pads on the left, and on the right as far
+    // as the last window reaches (ceil mode can reach past the end pad), so that the
+    // column pass needs no bounds checks.
+    let reach = out[1].saturating_sub(1) * win.strides[1] + kw.saturating_sub(1) * win.dilations[1] + 1;
+    let mut rows_max = vec![f32::NEG_INFINITY; reach.max(pl + w)];
+    for (oy, orow) in o.chunks_exact_mut(out[1].max(1)).enumerate().take(out[0]) {
+        let span = &mut rows_max[pl..pl + w];
+        span.fill(f32::NEG_INFINITY);
+        for i in 0..kh {
+            let iy = (oy * win.strides[0] + i * win.dilations[0]).checked_sub(win.pads[0]);
+            let Some(row) = iy.filter(|&y| y < h).map(|y| &x[y * w..(y + 1) * w]) else {
+                continue;
+            };
+            for (m, &v) in span.iter_mut().zip(row) {
+                *m = nan_max(*m, v);
+            }
+        }
+        for (ox, d) in orow.iter_mut().enumerate() {
+            let first = ox * win.strides[1];
+            let taps = (0..kw).map(|j| rows_max[first + j * win.dilations[1]]);
+            *d = taps.fold(f32::NEG_INFINITY, nan_max);
+        }
+    }
+}
+
 fn pool_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], kind: PoolKind, o: &mut [f32]) {
+    if kind == PoolKind::Max {
+        return max_plane(x, h, w, win, out, o);
+    }
     let (h_i, w_i) = (h as isize, w as isize);
     for oy in 0..out[0] {
         let y0 = (oy * win.strides[0]) as isize - win.pads[0] as isize;
@@ -179,6 +224,32 @@ mod tests {
             let slow = pool2d_ref(&x, planes, h, w, &win, out, kind);
             for (a, r) in fast.iter().zip(&slow) {
                 prop_assert!((a - r).abs() <= 1e-5 * (1.0 + r.abs()) || (a.is_infinite() && r.is_infinite()), "{a} vs {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_propagates_nan_to_every_window_that_holds_it() {
+        let win = Window2d {
+            kernel: [3, 3],
+            strides: [2, 2],
+            dilations: [1, 1],
+            pads: [1, 1, 1, 1],
+        };
+        let (h, w) = (7, 9);
+        let out = win.output_size(h, w, false).unwrap();
+        for at in [0, 4, 31, 62] {
+            let mut x: Vec<f32> = (0..h * w).map(|i| (i % 11) as f32 - 5.0).collect();
+            x[at] = f32::NAN;
+            let got = pool2d(&x, 1, h, w, &win, out, PoolKind::Max);
+            let (ay, ax) = ((at / w) as isize, (at % w) as isize);
+            for oy in 0..out[0] {
+                for ox in 0..out[1] {
+                    let (y0, x0) = (2 * oy as isize - 1, 2 * ox as isize - 1);
+                    let holds = (y0..y0 + 3).contains(&ay) && (x0..x0 + 3).contains(&ax);
+                    let g = got[oy * out[1] + ox];
+                    assert_eq!(g.is_nan(), holds, "NaN at {at}, output ({oy}, {ox}): {g}");
+                }
             }
         }
     }

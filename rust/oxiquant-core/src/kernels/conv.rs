@@ -409,6 +409,7 @@ pub fn conv2d_ref(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::testing::same_3x3;
     use proptest::prelude::*;
 
     fn fill(len: usize, seed: u64) -> Vec<f32> {
@@ -449,22 +450,7 @@ mod tests {
 
     #[test]
     fn conv2d_runs_winograd_on_wide_layers_and_matches_reference() {
-        let win = Window2d {
-            kernel: [3, 3],
-            strides: [1, 1],
-            dilations: [1, 1],
-            pads: [1, 1, 1, 1],
-        };
-        let s = ConvShape {
-            n: 1,
-            c: 64,
-            h: 28,
-            w: 29,
-            m: 72,
-            group: 1,
-            win,
-            out: [28, 29],
-        };
+        let s = same_3x3(1, 64, 28, 29, 72);
         let x = fill(s.c * s.h * s.w, 3);
         let wt = fill(s.m * s.c * 9, 4);
         let b = fill(s.m, 5);
@@ -481,22 +467,7 @@ mod tests {
         // The plan packs a wide 3x3 layer for Winograd without knowing the input size; an
         // 8x8 input (too small for Winograd to pay) must run the packed direct panels, not
         // repack per call. Panels of other weights make the choice visible.
-        let win = Window2d {
-            kernel: [3, 3],
-            strides: [1, 1],
-            dilations: [1, 1],
-            pads: [1, 1, 1, 1],
-        };
-        let s = ConvShape {
-            n: 1,
-            c: 64,
-            h: 8,
-            w: 8,
-            m: 64,
-            group: 1,
-            win,
-            out: [8, 8],
-        };
+        let s = same_3x3(1, 64, 8, 8, 64);
         let x = fill(s.c * 64, 6);
         let (wt, other) = (fill(s.m * s.c * 9, 7), fill(s.m * s.c * 9, 8));
         let Some(PackedWeights::Winograd { transformed, .. }) = PackedWeights::for_layer(&wt, &s) else {

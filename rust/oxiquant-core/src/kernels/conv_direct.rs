@@ -644,7 +644,7 @@ pub(crate) fn direct_conv_packed(
                 if let Some(bias) = bias {
                     b[..rows].copy_from_slice(&bias[p * mr..p * mr + rows]);
                 }
-                for group in segs.chunks(runs_per_call) {
+                for call in segs.chunks(runs_per_call) {
                     let mut st = Store {
                         dst: [0; RUNS],
                         n_px: [0; RUNS],
@@ -654,13 +654,13 @@ pub(crate) fn direct_conv_packed(
                         epi,
                     };
                     let mut bases = [0usize; RUNS];
-                    for (v, sg) in group.iter().enumerate() {
+                    for (v, sg) in call.iter().enumerate() {
                         bases[v] = sg.0;
                         st.dst[v] = sg.1 + p * mr * plane_out;
                         st.n_px[v] = sg.2;
                         debug_assert!(st.dst[v] + (rows - 1) * plane_out + sg.2 <= out_len);
                     }
-                    let mut nv = group.len();
+                    let mut nv = call.len();
                     if simd == Simd::Avx512 && nv % 2 == 1 {
                         // The 512-bit tile takes runs in pairs: an odd last run is read twice
                         // and its copy stored nowhere.

@@ -597,7 +597,7 @@ fn four_rows(buf: &mut [f32], first: usize, stride: usize, len: usize) -> [&mut 
 mod tests {
     use super::super::conv::{conv2d_ref, Window2d};
     use super::*;
-    use crate::kernels::testing::{epilogue_ref, fill};
+    use crate::kernels::testing::{epilogue_ref, fill, same_3x3};
     use proptest::prelude::*;
 
     proptest! {
@@ -630,22 +630,7 @@ mod tests {
 
     #[test]
     fn integer_weights_keep_the_direct_kernel() {
-        let win = Window2d {
-            kernel: [3, 3],
-            strides: [1, 1],
-            dilations: [1, 1],
-            pads: [1; 4],
-        };
-        let s = ConvShape {
-            n: 1,
-            c: 64,
-            h: 28,
-            w: 28,
-            m: 64,
-            group: 1,
-            win,
-            out: [28, 28],
-        };
+        let s = same_3x3(1, 64, 28, 28, 64);
         let mut wt = vec![2.0f32; 64 * 64 * 9];
         assert!(!suits(&s, &wt));
         wt[5] = 0.25;

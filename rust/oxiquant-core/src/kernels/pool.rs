@@ -26,7 +26,11 @@ pub fn pool2d(
     let plane_out = out[0] * out[1];
     let mut y = vec![0f32; planes * plane_out];
     y.par_chunks_mut(plane_out.max(1)).enumerate().for_each(|(p, o)| {
-        pool_plane(&x[p * h * w..(p + 1) * h * w], h, w, win, out, kind, o);
+        let plane = &x[p * h * w..(p + 1) * h * w];
+        match kind {
+            PoolKind::Max => max_plane(plane, h, w, win, out, o),
+            PoolKind::Avg { count_include_pad } => avg_plane(plane, h, w, win, out, count_include_pad, o),
+        }
     });
     y
 }
@@ -73,16 +77,14 @@ fn max_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], o: 
     }
 }
 
-fn pool_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], kind: PoolKind, o: &mut [f32]) {
-    if kind == PoolKind::Max {
-        return max_plane(x, h, w, win, out, o);
-    }
+/// Average pooling of one plane, one output at a time (0.3 % of ResNet-50: not worth the
+/// two-pass form of `max_plane`).
+fn avg_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], count_include_pad: bool, o: &mut [f32]) {
     let (h_i, w_i) = (h as isize, w as isize);
     for oy in 0..out[0] {
         let y0 = (oy * win.strides[0]) as isize - win.pads[0] as isize;
         for ox in 0..out[1] {
             let x0 = (ox * win.strides[1]) as isize - win.pads[1] as isize;
-            let mut mx = f32::NEG_INFINITY;
             let mut sum = 0f32;
             let mut count = 0usize;
             for i in 0..win.kernel[0] {
@@ -96,27 +98,16 @@ fn pool_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], ki
                     if ix < 0 || ix >= w_i {
                         continue;
                     }
-                    let v = row[ix as usize];
-                    mx = if v > mx || v.is_nan() { v } else { mx };
-                    sum += v;
+                    sum += row[ix as usize];
                     count += 1;
                 }
             }
-            o[oy * out[1] + ox] = match kind {
-                PoolKind::Max => mx,
-                PoolKind::Avg {
-                    count_include_pad: false,
-                } => {
-                    if count == 0 {
-                        0.0
-                    } else {
-                        sum / count as f32
-                    }
-                }
-                PoolKind::Avg {
-                    count_include_pad: true,
-                } => sum / padded_count(win, h, w, y0, x0).max(1) as f32,
+            let divisor = if count_include_pad {
+                padded_count(win, h, w, y0, x0).max(1)
+            } else {
+                count
             };
+            o[oy * out[1] + ox] = if divisor == 0 { 0.0 } else { sum / divisor as f32 };
         }
     }
 }

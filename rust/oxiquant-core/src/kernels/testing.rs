@@ -21,3 +21,24 @@ pub(crate) fn epilogue_ref(conv: &[f32], residual: &[f32], accumulate: bool, lo:
         .map(|(&y, &r)| (if accumulate { y + r } else { y }).max(lo).min(hi))
         .collect()
 }
+
+/// A single-group 3x3, stride-1, "same"-padded layer of `n` images `c x h x w` to `m`
+/// channels (the Winograd kernel's shape).
+pub(crate) fn same_3x3(n: usize, c: usize, h: usize, w: usize, m: usize) -> super::conv::ConvShape {
+    let win = super::conv::Window2d {
+        kernel: [3, 3],
+        strides: [1, 1],
+        dilations: [1, 1],
+        pads: [1; 4],
+    };
+    super::conv::ConvShape {
+        n,
+        c,
+        h,
+        w,
+        m,
+        group: 1,
+        win,
+        out: [h, w],
+    }
+}

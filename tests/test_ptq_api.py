@@ -473,6 +473,75 @@ def test_the_batch_size_does_not_change_the_result(model, calib, clipping):
     np.testing.assert_array_equal(outs[2], outs[0])
 
 
+@pytest.mark.parametrize("clipping", ["max", "mse", "kl", "sigma3"])
+def test_the_number_of_threads_does_not_change_the_result(model, calib, clipping):
+    """Batches run side by side, one per thread, and their statistics merge in the order of
+    the batches: every figure, sums included, is the same on 1, 2 or 3 threads (6 batches
+    of 7: full groups, and a short last group on 4 threads)."""
+    runs = [
+        oxiquant.quantize_network(
+            model, 4, calib, clipping=clipping, optimize_signs=True, batch_size=7, progress=False, num_threads=n
+        )
+        for n in (1, 2, 3, 4)
+    ]
+    infos = [q.quant_info for q in runs]
+    for info in infos[1:]:
+        assert info == infos[0]
+    assert infos[0]["calibration_batches"] == 6 and infos[0]["calibration_samples"] == len(calib)
+    for q in runs[1:]:
+        np.testing.assert_array_equal(q.run(calib)["y"], runs[0].run(calib)["y"])
+
+
+def test_calibration_ranges_are_the_largest_magnitudes_numpy_sees(calib):
+    """Each Scaling node's range is max |x| of its output over every calibration sample,
+    whichever group of batches the sample ran in (against onnxruntime running the same
+    graph with every Scaling output fetched)."""
+    m = oxiquant.load(small_cnn())
+    oxiquant.prepare_network(m)
+    oxiquant.insert_scaling_nodes(m)
+    oxiquant.normalize_parameters(m)
+    proto = m.to_onnx()
+    oxiquant.compute_ranges(m, calib, batch_size=3, progress=False, num_threads=2)
+    layers = [layer for layer in m.quant_info["activations"] if layer["stats"] is not None]
+    tensors = {layer["name"]: layer["tensor"] for layer in layers}
+    # In the graph's units (the range in real units is this times the node's scale).
+    ranges = {layer["name"]: layer["stats"]["max_abs"] for layer in layers}
+    outs = [o.name for o in proto.graph.output]
+    for name in tensors.values():
+        if name not in outs:
+            proto.graph.output.append(onnx.ValueInfoProto(name=name))
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    fetched = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": calib})))
+    for node, r in ranges.items():
+        assert r == pytest.approx(float(np.abs(fetched[tensors[node]]).max()), rel=1e-5), node
+
+
+def test_calibration_progress_bar_counts_every_batch(model, calib, monkeypatch):
+    """The bar advances as groups of batches finish, to the total it announced."""
+    import tqdm.auto
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total=None, desc=None, **_):
+            self.total, self.desc, self.done, self.closed = total, desc, [], False
+            bars.append(self)
+
+        def update(self, n):
+            self.done.append(n)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    steps_until(model, calib, "normalize_parameters")
+    oxiquant.compute_ranges(model, calib, batch_size=7, progress=True, num_threads=4)
+    [bar] = bars
+    assert (bar.desc, bar.total, bar.done, bar.closed) == ("calibration", 6, [4, 2], True)
+    oxiquant.compute_ranges(model, calib, batch_size=7, progress=False)
+    assert len(bars) == 1
+
+
 def test_sigma_clipping_depends_on_the_batch_size_only_by_float_summation(model, calib):
     runs = [
         oxiquant.quantize_network(model, 4, calib, clipping="sigma3", batch_size=bs, progress=False)

@@ -23,6 +23,7 @@ from typing import Any, Union
 import numpy as np
 
 from oxiquant._errors import InvalidArgumentError, ShapeError
+from oxiquant._native import get_num_threads
 from oxiquant.model import Model
 
 CalibrationSet = Union[np.ndarray, Mapping[str, np.ndarray], Iterable[Any]]
@@ -152,14 +153,23 @@ def _batches(model: Model, data: CalibrationSet, batch_size: int) -> tuple[Itera
     )
 
 
-def _progress(it: Iterator[Any], total: int | None, enabled: bool | None, desc: str) -> Iterator[Any]:
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int | None, enabled: bool | None, desc: str) -> Any:
+    """A tqdm bar (updated by the caller as work completes), or a stand-in that shows nothing."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
-        return it
+        return _NoBar()
     from tqdm.auto import tqdm
 
-    return iter(tqdm(it, total=total, desc=desc, unit="batch", leave=False))
+    return tqdm(total=total, desc=desc, unit="batch", leave=False)
 
 
 def compute_ranges(
@@ -171,18 +181,34 @@ def compute_ranges(
     histograms: bool = True,
 ) -> dict[str, float]:
     """Step 4: runs the model over the calibration set, batch by batch, and records the range
-    (and histograms) of every Scaling node's output. Memory does not grow with the number of
-    samples. `histograms=False` skips the histograms, which only the "mse" and "kl" clipping
-    methods need (a pass over every tensor saved). Returns {Scaling node: range, in real
-    units}."""
+    (and histograms) of every Scaling node's output. Batches run side by side, one per
+    thread (`num_threads`, default `get_num_threads()`); the result does not depend on the
+    thread count. Memory holds one batch per thread, whatever the number of samples.
+    `histograms=False` skips the histograms, which only the "mse" and "kl" clipping methods
+    need (a pass over every tensor saved). Returns {Scaling node: range, in real units}."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     native = model._native
     native.ptq_calibration_begin(bool(histograms))
     try:
         batches, total = _batches(model, calibration_set, int(batch_size))
-        for feeds in _progress(batches, total, progress, "calibration"):
-            native.ptq_calibration_batch(feeds, num_threads)
+        # The engine runs a group of batches side by side, one per thread; only that group
+        # is held in memory at a time.
+        per_call = int(num_threads) if num_threads else get_num_threads()
+        bar = _progress_bar(total, progress, "calibration")
+        try:
+            group: list[dict[str, np.ndarray]] = []
+            for feeds in batches:
+                group.append(feeds)
+                if len(group) >= per_call:
+                    native.ptq_calibration_batches(group, num_threads)
+                    bar.update(len(group))
+                    group = []
+            if group:
+                native.ptq_calibration_batches(group, num_threads)
+                bar.update(len(group))
+        finally:
+            bar.close()
         native.ptq_calibration_finish()
     except BaseException:
         # A bad batch, an empty set, Ctrl-C: the model keeps its previous state and ranges.

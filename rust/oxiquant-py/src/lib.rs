@@ -397,20 +397,21 @@ impl NativeModel {
         })
     }
 
-    /// PTQ step 4, part 2: runs one calibration batch and merges its statistics.
-    #[pyo3(signature = (feeds, num_threads=None))]
-    fn ptq_calibration_batch(
+    /// PTQ step 4, part 2: runs calibration batches (side by side, one per thread) and
+    /// merges their statistics in order.
+    #[pyo3(signature = (batches, num_threads=None))]
+    fn ptq_calibration_batches(
         &mut self,
         py: Python<'_>,
-        feeds: &Bound<'_, PyDict>,
+        batches: Vec<Bound<'_, PyDict>>,
         num_threads: Option<usize>,
     ) -> PyResult<()> {
-        let feeds = feeds_from_py(feeds)?;
+        let batches = batches.iter().map(feeds_from_py).collect::<PyResult<Vec<_>>>()?;
         let pool = threads::pool(num_threads)?;
         let (g, st) = (&self.graph, &mut self.ptq);
         py.detach(|| {
             guard("compute_ranges", || {
-                pool.install(|| core_ptq::calibrate::observe_batch(g, st, feeds))
+                pool.install(|| core_ptq::calibrate::observe_batches(g, st, batches))
             })
         })
     }

@@ -506,7 +506,9 @@ def fmt_row(r: dict, ref: float) -> str:
     )
 
 
-def render(meta: dict, fp32: dict, rows: list[dict], speed: list[dict], notes: list[str]) -> list[str]:
+def render(
+    meta: dict, fp32: dict, rows: list[dict], speed: list[dict], notes: list[str], inference: dict | None = None
+) -> list[str]:
     ref = fp32["onnxruntime"]
     n_eval = meta["n_eval"]
     lines = [
@@ -540,6 +542,20 @@ def render(meta: dict, fp32: dict, rows: list[dict], speed: list[dict], notes: l
                 f"| {s['oxiquant_clipping']} | {s['ort_method']} | {s['oxiquant_seconds']:.2f} | "
                 f"{s['ort_seconds']:.2f} | **{s['ort_seconds'] / s['oxiquant_seconds']:.2f}x** | "
                 f"{s['oxiquant_cores']:.1f}, {s['ort_cores']:.1f} |"
+            )
+    if inference:
+        ox_s, ort_s = inference["oxiquant_seconds"], inference["ort_seconds"]
+        lines += [
+            "",
+            f"For reference, plain fp32 inference over the same {N_CALIB} images in the same batches (same rounds): "
+            f"onnxruntime {ort_s:.2f} s, oxiquant {ox_s:.2f} s (oxiquant / onnxruntime speed {ort_s / ox_s:.2f}x).",
+        ]
+        minmax = next((s for s in speed if s["ort_method"] == "MinMax"), None)
+        if minmax:
+            target = minmax["ort_seconds"] / 5
+            lines[-1] += (
+                f" 5x against MinMax would mean {target:.2f} s for the whole quantization: "
+                f"{ort_s / target:.2f}x faster than onnxruntime's own inference of these images."
             )
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
@@ -708,6 +724,7 @@ def main() -> None:
         # Speed: matched calibration methods, alternating rounds.
         pairs = SPEED_PAIRS_QUICK if quick else SPEED_PAIRS_FULL
         speed = []
+        inference = None
         if rounds > 0:
             print(f"speed: {len(pairs)} pair(s), {rounds} round(s)", flush=True)
             for clip, method in pairs:
@@ -742,6 +759,25 @@ def main() -> None:
                     f"{s['ort_seconds']:.2f} s, speed-up {s['ort_seconds'] / s['oxiquant_seconds']:.2f}x",
                     flush=True,
                 )
+            # The floor under any calibration: plain fp32 inference over the same images, in the
+            # same batches, by each engine (alternating rounds as above).
+            infer_sess = ort_session(str(pre), args.threads)
+            ox_inf, ort_inf = [], []
+            for r in range(rounds):
+                for who in ("ox", "ort") if r % 2 == 0 else ("ort", "ox"):
+                    t0 = time.perf_counter()
+                    for i in range(0, len(calib), CALIB_BATCH):
+                        if who == "ox":
+                            model.run(calib[i : i + CALIB_BATCH])
+                        else:
+                            infer_sess.run(None, {input_name: calib[i : i + CALIB_BATCH]})
+                    (ox_inf if who == "ox" else ort_inf).append(time.perf_counter() - t0)
+            inference = {"oxiquant_seconds": float(np.median(ox_inf)), "ort_seconds": float(np.median(ort_inf))}
+            print(
+                f"  fp32 inference over the calibration images: oxiquant {inference['oxiquant_seconds']:.2f} s, "
+                f"onnxruntime {inference['ort_seconds']:.2f} s",
+                flush=True,
+            )
 
     notes.append(
         "Times: oxiquant `quantize_network` on the already loaded model (copy, passes, calibration); onnxruntime "
@@ -774,10 +810,13 @@ def main() -> None:
         "speed_rounds": rounds,
         "total_seconds": time.perf_counter() - started,
     }
-    lines = render(meta, fp32, rows, speed, notes)
+    lines = render(meta, fp32, rows, speed, notes, inference)
     print("\n" + "\n".join(lines))
     args.json.write_text(
-        json.dumps({"meta": meta, "fp32": fp32, "rows": rows, "speed": speed, "notes": notes}, indent=1) + "\n"
+        json.dumps(
+            {"meta": meta, "fp32": fp32, "rows": rows, "speed": speed, "inference": inference, "notes": notes}, indent=1
+        )
+        + "\n"
     )
     print(f"\nwrote {args.json} ({meta['total_seconds']:.0f} s in all)")
     if args.write:

@@ -30,18 +30,23 @@ struct NativeModel {
     /// The integer engine's graph, lowered once when the model is quantized.
     int_plan: IntPlan,
     /// `graph` with BatchNormalization folded and convolutions fused
-    /// (`passes::inference_plan`), built at the first `run` that needs it. Every method that
-    /// edits `graph` clears it.
-    float_plan: OnceLock<Arc<Graph>>,
+    /// (`passes::inference_plan`), built at the first `run` that needs it; `None` when the
+    /// plan would be `graph` itself (no copy of the weights). Every method that edits
+    /// `graph` clears it.
+    float_plan: OnceLock<Option<Arc<Graph>>>,
 }
 
 impl NativeModel {
-    /// The float inference plan of `graph`, built on first use.
-    fn float_plan(&self) -> oxiquant_core::Result<Arc<Graph>> {
+    /// The float inference plan of `graph`, built on first use (`None`: run `graph`).
+    fn float_plan(&self) -> oxiquant_core::Result<Option<Arc<Graph>>> {
         if let Some(p) = self.float_plan.get() {
             return Ok(p.clone());
         }
-        let p = Arc::new(passes::inference_plan(&self.graph)?);
+        let p = if passes::inference_plan::changes(&self.graph) {
+            Some(Arc::new(passes::inference_plan(&self.graph)?))
+        } else {
+            None
+        };
         // Two threads may build it at once; either result is the same plan.
         Ok(self.float_plan.get_or_init(|| p).clone())
     }
@@ -258,13 +263,8 @@ impl NativeModel {
         let planned = std::ptr::eq(graph, &self.graph) && fetch.is_empty();
         let (outs, fetched) = py.detach(|| {
             guard("inference", || {
-                let plan;
-                let graph = if planned {
-                    plan = self.float_plan()?;
-                    &*plan
-                } else {
-                    graph
-                };
+                let plan = if planned { self.float_plan()? } else { None };
+                let graph = plan.as_deref().unwrap_or(graph);
                 pool.install(|| exec::run_fetching(graph, feeds, &fetch))
             })
         })?;
@@ -288,7 +288,11 @@ impl NativeModel {
     /// Op counts of the float inference plan `run` executes for this graph (fused
     /// convolutions show as e.g. "Conv+Add+Clip"); builds the plan if needed.
     fn plan_op_counts(&self, py: Python<'_>) -> PyResult<std::collections::BTreeMap<String, usize>> {
-        py.detach(|| guard("inference plan", || Ok(self.float_plan()?.op_counts())))
+        py.detach(|| {
+            guard("inference plan", || {
+                Ok(self.float_plan()?.as_deref().unwrap_or(&self.graph).op_counts())
+            })
+        })
     }
 
     /// Op counts of the integer engine's graph (empty when there is none).

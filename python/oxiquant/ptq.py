@@ -16,6 +16,7 @@ original) and must run in this order:
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Union
@@ -197,14 +198,7 @@ def compute_ranges(
         per_call = int(num_threads) if num_threads else get_num_threads()
         bar = _progress_bar(total, progress, "calibration")
         try:
-            group: list[dict[str, np.ndarray]] = []
-            for feeds in batches:
-                group.append(feeds)
-                if len(group) >= per_call:
-                    native.ptq_calibration_batches(group, num_threads)
-                    bar.update(len(group))
-                    group = []
-            if group:
+            while group := list(itertools.islice(batches, per_call)):
                 native.ptq_calibration_batches(group, num_threads)
                 bar.update(len(group))
         finally:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything from scratch (a venv in .venv, the Python test dependencies, the
-# package built by maturin) and runs every check: rustfmt, clippy, cargo test, ruff, pytest.
+# package built by maturin) and runs every check: rustfmt, clippy, cargo test, ruff, pytest,
+# and mypy's stubtest of the hand-written stub python/oxiquant/_native.pyi.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${OXIQUANT_VENV:-.venv}"
@@ -22,3 +23,7 @@ ruff check python tests benches
 echo "== pytest"
 # Run from tests/ against the installed wheel, not the source tree.
 python -m pytest -q
+echo "== stubtest"
+# The installed stub against the compiled module (names, signatures, defaults); run from
+# outside the source tree so that mypy reads the installed package.
+(cd "${TMPDIR:-/tmp}" && python -m mypy.stubtest oxiquant._native)

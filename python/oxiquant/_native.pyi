@@ -1,12 +1,38 @@
 """Type stub of the native module `oxiquant._native` (hand-written; checked against the module
-by tests/test_stub.py)."""
+by tests/test_stub.py and by `python -m mypy.stubtest oxiquant._native` in scripts/test.sh)."""
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional, final
 
 import numpy as np
+from typing_extensions import TypeAlias
+
+__all__ = [
+    "MAX_OPSET",
+    "InternalError",
+    "InvalidArgumentError",
+    "ModelFormatError",
+    "NativeModel",
+    "OxiquantError",
+    "ShapeError",
+    "UnsupportedOpError",
+    "__version__",
+    "_guard_selftest",
+    "clip_from_values",
+    "get_num_threads",
+    "integer_kernel",
+    "set_num_threads",
+]
 
 __version__: str
 MAX_OPSET: int
+
+# The strings the bindings accept (rust/oxiquant-py/src/lib.rs; clipping names are parsed by
+# `Clipping::parse`, which also takes them in upper case).
+_ExportFormat: TypeAlias = Literal["fake", "qdq", "qoperator"]
+_WeightType: TypeAlias = Literal["uint8", "int8"]
+_RunMode: TypeAlias = Literal["int", "fake"]
+_Clipping: TypeAlias = Literal["max", "mse", "kl", "entropy", "sigma3", "sigma4", "sigma5"]
+_WeightClipping: TypeAlias = Literal["max", "mse"]
 
 class OxiquantError(Exception):
     """Base class of every error oxiquant raises."""
@@ -29,9 +55,13 @@ class InvalidArgumentError(OxiquantError):
 class InternalError(OxiquantError):
     """A bug in oxiquant (a caught Rust panic)."""
 
-ValueInfo = tuple[str, int, Optional[list[Any]]]
-NodeParts = tuple[str, str, str, list[str], list[str], list[tuple[str, str, Any]]]
+# (name, ONNX element type, shape or None)
+_ValueInfo: TypeAlias = tuple[str, int, Optional[list[Any]]]
+# (name, op_type, domain, inputs, outputs, [(attribute name, kind, value)]); the attribute
+# kinds are those of `oxiquant.onnx_io` ("int", "float", "string", "tensor", lists ...).
+_NodeParts: TypeAlias = tuple[str, str, str, list[str], list[str], list[tuple[str, str, Any]]]
 
+@final
 class NativeModel:
     """A network held by the Rust core."""
 
@@ -39,20 +69,20 @@ class NativeModel:
     def from_parts(
         name: str,
         opset: int,
-        nodes: list[NodeParts],
+        nodes: list[_NodeParts],
         initializers: list[tuple[str, np.ndarray]],
-        inputs: list[ValueInfo],
-        outputs: list[ValueInfo],
+        inputs: list[_ValueInfo],
+        outputs: list[_ValueInfo],
     ) -> NativeModel: ...
-    def to_parts(self, format: str = "fake", weight_type: str = "uint8") -> dict[str, Any]: ...
+    def to_parts(self, format: _ExportFormat = "fake", weight_type: _WeightType = "uint8") -> dict[str, Any]: ...
     def run(
         self,
         feeds: dict[str, np.ndarray],
         num_threads: Optional[int] = None,
         fetch: Optional[list[str]] = None,
-        mode: Optional[str] = None,
+        mode: Optional[_RunMode] = None,
     ) -> dict[str, np.ndarray]: ...
-    def engine(self) -> tuple[str, Optional[str]]: ...
+    def engine(self) -> tuple[Literal["int", "fake", "float"], Optional[str]]: ...
     def plan_op_counts(self) -> dict[str, int]: ...
     def int_op_counts(self) -> dict[str, int]: ...
     def fold_constants(self) -> int: ...
@@ -62,7 +92,7 @@ class NativeModel:
     @property
     def output_names(self) -> list[str]: ...
     @property
-    def inputs(self) -> list[ValueInfo]: ...
+    def inputs(self) -> list[_ValueInfo]: ...
     def ptq_prepare(self) -> dict[str, int]: ...
     def ptq_insert_scaling_nodes(self) -> None: ...
     def ptq_normalize_parameters(self, per_channel: bool) -> None: ...
@@ -73,7 +103,7 @@ class NativeModel:
     def ptq_calibration_finish(self) -> None: ...
     def ptq_calibration_abort(self) -> None: ...
     def ptq_adjust_ranges(
-        self, clipping: str, nb_bits: int, optimize_signs: bool, num_threads: Optional[int] = None
+        self, clipping: _Clipping, nb_bits: int, optimize_signs: bool, num_threads: Optional[int] = None
     ) -> None: ...
     def ptq_normalize_activations(self) -> None: ...
     def ptq_quantize(
@@ -84,7 +114,7 @@ class NativeModel:
         single_shift: bool,
         no_quant: bool,
         dequantize_outputs: bool,
-        weight_clipping: str,
+        weight_clipping: _WeightClipping,
     ) -> None: ...
     def ptq_info(self) -> dict[str, Any]: ...
     def ptq_scales(self) -> dict[str, list[float]]: ...
@@ -93,8 +123,11 @@ class NativeModel:
     def __deepcopy__(self, memo: Any) -> NativeModel: ...
 
 def clip_from_values(
-    values: list[float], method: str, nb_bits: int, signed: bool
+    values: list[float], method: _Clipping, nb_bits: int, signed: bool
 ) -> tuple[float, list[int], list[int], float]: ...
 def set_num_threads(n: Optional[int] = None) -> None: ...
 def get_num_threads() -> int: ...
-def integer_kernel() -> str: ...
+def integer_kernel() -> Literal["reference", "avx2", "avxvnni", "avx512vnni"]: ...
+def _guard_selftest(in_pool: bool = False) -> None:
+    """Test hook: panics on purpose inside the panic guard (in a rayon worker when `in_pool`),
+    which must come out as `InternalError` with the process intact."""

@@ -71,6 +71,43 @@ def models() -> list[tuple[str, onnx.ModelProto, list[int]]]:
     return out
 
 
+def cpu_features() -> str:
+    """The SIMD extensions the kernels choose from, as /proc/cpuinfo lists them."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in wanted if f in have) or "no AVX2"
+    except OSError:
+        pass
+    return "features unknown"
+
+
+def run_stamp() -> str:
+    """The `Date: ...; commit: ...` line of a results header: when, and which code."""
+    import datetime
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        rev += " + uncommitted changes" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        rev = "unknown"
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"Date: {date}; commit: {rev}.  "
+
+
 def write_section(begin: str, end: str, heading: str, table: list[str]) -> None:
     """Replaces the block between the `begin` / `end` markers of benches/RESULTS.md with
     `table` (appended under `## heading` the first time)."""
@@ -89,8 +126,8 @@ def timed_rounds(fns: dict[str, callable], seconds: float) -> dict[str, float]:
 
     Blocks (about 0.25 s each), not single calls: after a call, each engine's worker threads
     spin for a while before sleeping (onnxruntime's by default), and alternating call by
-    call made that spin steal a core from the other engine's next call (oxiquant measured
-    0.5x its standalone speed that way). The first call of each block is not counted."""
+    call made that spin steal a core from the other engine's next call (benches/RESULTS.md,
+    "fp32 inference throughput"). The first call of each block is not counted."""
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():  # warm-up
         f()
@@ -149,7 +186,8 @@ def main() -> None:
     cmd = f"python benches/bench_fp32.py --threads {args.threads} --seconds {args.seconds:g}"
     table = [
         f"Command: `{cmd}`  ",
-        f"Machine: {cpu_model()} ({platform.machine()}), {args.threads} threads for each engine; "
+        run_stamp(),
+        f"Machine: {cpu_model()} ({platform.machine()}; {cpu_features()}), {args.threads} threads for each engine; "
         f"onnxruntime {ort.__version__}, "
         f"oxiquant {oxiquant.__version__}; median per call over alternating 0.25 s blocks of each engine.",
         "",

@@ -29,7 +29,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_fp32 import cpu_model, timed_rounds, with_dynamic_batch, write_section
+from bench_fp32 import cpu_features, cpu_model, run_stamp, timed_rounds, with_dynamic_batch, write_section
 
 import oxiquant
 
@@ -124,7 +124,9 @@ def main() -> None:
     cmd = f"python benches/bench_int8.py --threads {th} --seconds {args.seconds:g}"
     table = [
         f"Command: `{cmd}`  ",
-        f"Machine: {cpu_model()} ({platform.machine()}), {th} threads for each engine, oxiquant's integer kernels: "
+        run_stamp(),
+        f"Machine: {cpu_model()} ({platform.machine()}; {cpu_features()}), {th} threads for each engine, "
+        "oxiquant's integer kernels: "
         f"{oxiquant.integer_kernel()}; onnxruntime "
         f"{ort.__version__}, oxiquant {oxiquant.__version__}; 8-bit, default options; median per call over "
         "alternating 0.25 s blocks of every engine. Images/s.",

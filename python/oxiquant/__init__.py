@@ -11,8 +11,8 @@ import os as _os
 
 # The engine allocates activation buffers of up to hundreds of MB at every node. Its
 # allocator (mimalloc) would hand freed ones back to the OS after 10 ms and page-fault them
-# in again on the next run (4-5 % of ResNet-50's time at batch 32, in kernel page clearing);
-# keep them for reuse instead, as onnxruntime's arena does. Set before the native module
+# in again on the next run (kernel page clearing: benches/RESULTS.md, "Measured design
+# choices (fp32)"); keep them for reuse instead, as onnxruntime's arena does. Set before the native module
 # loads, when mimalloc reads its options; a MIMALLOC_PURGE_DELAY of the user's own wins.
 _os.environ.setdefault("MIMALLOC_PURGE_DELAY", "-1")
 

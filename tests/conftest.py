@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # examples on every run, so that a landing is not decided by a fresh random draw (CI has
 # failed on draws that the long searches had not found yet: one-step rounding differences
 # that later layers multiplied); "long" searches harder with fresh draws
-# (HYPOTHESIS_PROFILE=long python -m pytest tests/test_ptq_properties.py), and is where
+# (HYPOTHESIS_PROFILE=long python -m pytest tests/ptq/test_ptq_properties.py), and is where
 # such cases are hunted.
 settings.register_profile(
     "ci",

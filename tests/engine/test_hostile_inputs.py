@@ -3,8 +3,9 @@ problem and where, the process stays alive, and the user's model is left exactly
 (serialized graph, PTQ state and outputs compared before and after each failing call).
 Degenerate but valid networks (all-zero weights, constantly zero activations) must quantize.
 
-The table of docs/robustness.md is generated from `CASES` (`python tests/test_hostile_inputs.py`
-rewrites it) and `test_the_docs_table_matches_the_cases` checks it is current.
+The table of docs/robustness.md is generated from `CASES` (`PYTHONPATH=tests python
+tests/engine/test_hostile_inputs.py` rewrites it) and `test_the_docs_table_matches_the_cases`
+checks it is current.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import zoo
 from ptq_graphs import dead_conv_cnn, init, small_cnn, two_input_model
 
 VI = helper.make_tensor_value_info
-DOC = Path(__file__).resolve().parents[1] / "docs" / "robustness.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "robustness.md"
 BEGIN, END = "<!-- hostile-inputs:begin -->", "<!-- hostile-inputs:end -->"
 STAGES = ("float", "prepare_network", "insert_scaling_nodes", "normalize_parameters", "compute_ranges")
 
@@ -773,7 +774,8 @@ def render_table() -> str:
 def test_the_docs_table_matches_the_cases() -> None:
     text = DOC.read_text()
     table = text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
-    assert table == render_table(), "docs/robustness.md is stale: run python tests/test_hostile_inputs.py"
+    stale = "docs/robustness.md is stale: run PYTHONPATH=tests python tests/engine/test_hostile_inputs.py"
+    assert table == render_table(), stale
 
 
 if __name__ == "__main__":

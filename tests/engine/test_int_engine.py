@@ -115,7 +115,7 @@ def test_widths_the_engine_cannot_hold_say_so(rng):
         q.run(x, mode="int8")
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @pytest.mark.skipif(not (DATA / "akamaster_resnet20_cifar10.onnx").exists(), reason="needs ../shared/data")
@@ -231,7 +231,7 @@ def test_every_integer_kernel_of_this_cpu_gives_the_same_outputs(tmp_path):
         out = tmp_path / f"{name}.npz"
         env = {**os.environ, "OXIQUANT_KERNEL": name}
         proc = subprocess.run(
-            [sys.executable, "-c", KERNEL_RUN, str(Path(__file__).parent), str(out)],
+            [sys.executable, "-c", KERNEL_RUN, str(Path(__file__).parents[1]), str(out)],
             env=env,
             capture_output=True,
             text=True,

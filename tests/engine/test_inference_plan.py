@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from test_ptq_properties import assert_close, ort_run
 
 import oxiquant
 
 import ptq_graphs
+from reference import assert_close, ort_run
 
 
 def residual_block(

@@ -119,10 +119,34 @@ def test_threads_setting(rng):
         oxiquant.set_num_threads(0)
 
 
-def test_copy_is_independent():
-    m = oxiquant.load(demo_model())
-    c = copy.deepcopy(m)
-    assert c is not m and c.op_counts() == m.op_counts()
+@pytest.mark.parametrize("make_copy", [copy.deepcopy, copy.copy, oxiquant.Model.copy])
+def test_copy_is_independent(rng, make_copy):
+    """Changing a copy (here: PTQ steps that rewrite its graph and weights) leaves the
+    original as it was, and changing the original leaves the copy."""
+    proto = demo_model()
+    x = rng.standard_normal((4, *[d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim][1:]))
+    x = x.astype(np.float32)
+    m = oxiquant.load(proto)
+    name = m.output_names[0]
+    graph, out = m.to_onnx().SerializeToString(), m.run(x)[name]
+
+    c = make_copy(m)
+    assert c is not m and c._native is not m._native
+    assert c.to_onnx().SerializeToString() == graph
+    oxiquant.prepare_network(c)
+    oxiquant.insert_scaling_nodes(c)
+    oxiquant.normalize_parameters(c)
+    assert c.to_onnx().SerializeToString() != graph and c.quant_info["stage"] != "float"
+    assert m.to_onnx().SerializeToString() == graph and m.quant_info["stage"] == "float"
+    np.testing.assert_array_equal(m.run(x)[name], out)
+
+    # ... and the other way round: the original changes, a copy taken before does not.
+    c2 = make_copy(m)
+    oxiquant.prepare_network(m)
+    oxiquant.insert_scaling_nodes(m)
+    oxiquant.normalize_parameters(m)
+    assert c2.to_onnx().SerializeToString() == graph and c2.quant_info["stage"] == "float"
+    np.testing.assert_array_equal(c2.run(x)[name], out)
 
 
 def test_run_fetches_intermediate_values_matching_onnxruntime():

@@ -164,10 +164,24 @@ def test_qdq_needs_a_quantized_model(calib):
         wide.to_onnx("qoperator-typo")
 
 
-def test_saved_qdq_file_loads_back_as_onnx(calib, tmp_path):
-    q = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, calib, progress=False)
+@pytest.mark.parametrize("dequantize", [False, True])
+@pytest.mark.parametrize("opts", [{}, {"per_channel": True, "optimize_signs": True}, {"clipping": "mse"}])
+def test_saved_qdq_file_loads_back(calib, tmp_path, opts, dequantize):
+    """The saved QDQ file is valid ONNX, loads back into oxiquant's integer engine with the
+    same outputs (export and import lose nothing), and onnxruntime running the file agrees
+    with both (one step of slack for a tie its f32 division x / s can flip)."""
+    q = oxiquant.quantize_network(
+        oxiquant.load(small_cnn()), 8, calib, dequantize_outputs=dequantize, progress=False, **opts
+    )
     path = q.save(tmp_path / "q.onnx", format="qdq")
     onnx.checker.check_model(str(path))
+    back = oxiquant.load(path)
+    assert back.engine == "int", back.engine_note
+    want = q.run(calib)["y"]
+    np.testing.assert_array_equal(back.run(calib)["y"], want)
+    ref = ort_session(onnx.load(str(path)), fused=False).run(["y"], {"x": calib})[0]
+    step = 1.0 if not dequantize else next(a["step"] for a in q.quant_info["activations"] if a["tensor"] == "y")
+    assert np.abs(ref - want).max() <= step * (1 + 1e-6)
 
 
 @settings(max_examples=25, deadline=None)

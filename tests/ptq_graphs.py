@@ -6,14 +6,22 @@ or rectangular ones up to 5, stride 1 to 3, grouped and depthwise, symmetric or 
 pads, with or without bias), Relu / LeakyRelu / Clip(0, 6), MaxPool / AveragePool /
 GlobalAveragePool, BatchNormalization right after a Conv (folded by `prepare_network`),
 residual Adds (identity shortcut, conv shortcut, or a shortcut from any earlier tensor of
-the same shape, the network input included), Concats of branches, and an optional head:
-Flatten or Reshape, then one or two Gemm / MatMul layers (a Relu between them).
+the same shape, the network input included), Concats of branches, float islands (Sigmoid,
+Tanh, a Mul by a constant, a Softmax over the channels: ops the PTQ runs on real values
+between a dequantization and a requantization), and an optional head: Flatten or Reshape,
+then one or two Gemm / MatMul layers (a Relu between them), maybe a Softmax.
 
 Hypothesis draws the structure and one seed; the weights come from numpy with that seed.
 Each affine layer draws a weight "kind": normal, an all-zero output channel, small (1e-3),
 tiny (1e-8), large (1e3), huge (1e4) or all zero, so that degenerate scales are exercised
 too (`degenerate=False` keeps only normal weights, for properties that need a well-behaved
-network).
+network). `exact_sums=True` scales every bias (and BatchNormalization shift) with the
+magnitude of its layer's output, so that in integer units it stays far below 2^22 and
+every f32 sum of the quantized model is exact (a 1e-8 weight next to a bias of 0.5 puts the
+bias near 2^31 units): the networks on which two engines must agree bit for bit.
+
+`calibration_data` draws inputs of a kind (INPUT_KINDS): N(0, 1), non-negative, or exact
+powers of two (with zeros), which put calibration maxima and products on exact binary values.
 
 Graphs stay small (<= ~14 nodes, spatial <= 8x8, <= 8 channels per layer, 12 after a
 Concat) so that one example runs in milliseconds.
@@ -47,6 +55,8 @@ class Tensor:
     c: int
     h: int
     w: int
+    # Rough magnitude of the values (the input's is 1), for `exact_sums` biases.
+    mag: float = 1.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -59,6 +69,8 @@ class Builder:
 
     rng: np.random.Generator
     degenerate: bool
+    exact_sums: bool = False
+    head_mag: float = 1.0
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     inits: list[onnx.TensorProto] = field(default_factory=list)
     counter: int = 0
@@ -76,6 +88,10 @@ class Builder:
         out = self.fresh(op.lower() + "_")
         self.nodes.append(helper.make_node(op, inputs, [out], name=self.fresh(op + "_n"), **attrs))
         return out
+
+    def bias_scale(self, mag: float) -> float:
+        """Biases are drawn in [-0.5, 0.5] times this: 1, or the output's magnitude."""
+        return mag if self.exact_sums else 1.0
 
     def weights(self, shape: tuple[int, ...], fan_in: int, kind: str) -> np.ndarray:
         w = self.rng.uniform(-1.0, 1.0, size=shape) * np.sqrt(3.0 / max(fan_in, 1))
@@ -139,22 +155,23 @@ def _conv(draw, b: Builder, x: Tensor, *, co=None, k=None, s=None, p=None, group
     fan_in = (x.c // groups) * kh * kw
     w = b.const("W", b.weights((co, x.c // groups, kh, kw), fan_in, kind))
     inputs = [x.name, w]
+    mag = 0.0 if kind == "zero" else x.mag * WEIGHT_SCALES.get(kind, 1.0)
     if draw(st.booleans()):
-        bias = b.rng.uniform(-0.5, 0.5, size=co)
+        bias = b.rng.uniform(-0.5, 0.5, size=co) * b.bias_scale(mag)
         if kind == "zero":
             bias = np.zeros(co)
         inputs.append(b.const("B", bias))
     y = b.node("Conv", inputs, kernel_shape=[kh, kw], strides=[s, s], pads=pads, group=groups)
-    out = Tensor(y, co, _conv_out2(x.h, kh, s, pads[0], pads[2]), _conv_out2(x.w, kw, s, pads[1], pads[3]))
+    out = Tensor(y, co, _conv_out2(x.h, kh, s, pads[0], pads[2]), _conv_out2(x.w, kw, s, pads[1], pads[3]), mag)
     if bn is None:
         bn = draw(st.integers(0, 3)) == 0
     if bn:
         scale = b.rng.uniform(0.5, 1.5, size=co)
-        shift = b.rng.uniform(-0.5, 0.5, size=co)
-        mean = b.rng.uniform(-0.5, 0.5, size=co)
+        shift = b.rng.uniform(-0.5, 0.5, size=co) * b.bias_scale(mag)
+        mean = b.rng.uniform(-0.5, 0.5, size=co) * b.bias_scale(mag)
         var = b.rng.uniform(0.5, 1.5, size=co)
         params = [b.const(n, v) for n, v in zip(("bn_scale", "bn_b", "bn_mean", "bn_var"), (scale, shift, mean, var))]
-        out = Tensor(b.node("BatchNormalization", [out.name, *params], epsilon=1e-5), co, out.h, out.w)
+        out = Tensor(b.node("BatchNormalization", [out.name, *params], epsilon=1e-5), co, out.h, out.w, mag)
     return out
 
 
@@ -166,7 +183,7 @@ def _activation(draw, b: Builder, x: Tensor) -> Tensor:
         y = b.node("LeakyRelu", [x.name], alpha=draw(st.sampled_from([0.01, 0.1, 0.25])))
     else:
         y = b.node("Clip", [x.name, b.const("clip_lo", np.array(0.0)), b.const("clip_hi", np.array(6.0))])
-    return Tensor(y, x.c, x.h, x.w)
+    return Tensor(y, x.c, x.h, x.w, x.mag)
 
 
 def _pool(draw, b: Builder, x: Tensor) -> Tensor:
@@ -175,7 +192,7 @@ def _pool(draw, b: Builder, x: Tensor) -> Tensor:
         kinds += ["MaxPool", "AveragePool"]
     kind = draw(st.sampled_from(kinds))
     if kind == "GlobalAveragePool":
-        return Tensor(b.node(kind, [x.name]), x.c, 1, 1)
+        return Tensor(b.node(kind, [x.name]), x.c, 1, 1, x.mag)
     k = draw(st.sampled_from([2, 3])) if min(x.h, x.w) >= 3 else 2
     s = draw(st.sampled_from([1, 2]))
     p = draw(st.sampled_from([0, 1])) if k == 3 else 0
@@ -183,7 +200,7 @@ def _pool(draw, b: Builder, x: Tensor) -> Tensor:
     if kind == "AveragePool":
         attrs["count_include_pad"] = draw(st.sampled_from([0, 1]))
     y = b.node(kind, [x.name], **attrs)
-    return Tensor(y, x.c, _conv_out(x.h, k, s, p), _conv_out(x.w, k, s, p))
+    return Tensor(y, x.c, _conv_out(x.h, k, s, p), _conv_out(x.w, k, s, p), x.mag)
 
 
 def _residual(draw, b: Builder, x: Tensor, history: list[Tensor]) -> Tensor:
@@ -195,18 +212,18 @@ def _residual(draw, b: Builder, x: Tensor, history: list[Tensor]) -> Tensor:
             main = _activation(draw, b, main)
             main = _conv(draw, b, main, co=x.c, k=3, s=1, p=1, groups=1)
         operands = [x.name, main.name] if draw(st.booleans()) else [main.name, x.name]
-        return Tensor(b.node("Add", operands), x.c, x.h, x.w)
+        return Tensor(b.node("Add", operands), x.c, x.h, x.w, max(x.mag, main.mag))
     if style == "conv":
         s = draw(st.sampled_from([1, 2]))
         co = draw(st.integers(1, MAX_CHANNELS))
         main = _conv(draw, b, x, co=co, k=3, s=s, p=1, groups=1)
         short = _conv(draw, b, x, co=co, k=1, s=s, p=0, groups=1)
         assert main.shape == short.shape, (main, short)
-        return Tensor(b.node("Add", [main.name, short.name]), co, main.h, main.w)
+        return Tensor(b.node("Add", [main.name, short.name]), co, main.h, main.w, max(main.mag, short.mag))
     # The current tensor plus an earlier one of the same shape (a long shortcut, maybe from
     # the network input).
     other = draw(st.sampled_from([t for t in history if t.shape == x.shape]))
-    return Tensor(b.node("Add", [other.name, x.name]), x.c, x.h, x.w)
+    return Tensor(b.node("Add", [other.name, x.name]), x.c, x.h, x.w, max(other.mag, x.mag))
 
 
 def _concat(draw, b: Builder, x: Tensor) -> Tensor:
@@ -221,7 +238,7 @@ def _concat(draw, b: Builder, x: Tensor) -> Tensor:
             parts.append(x)
         elif kind == "pool" and x.c <= room:
             attrs = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
-            parts.append(Tensor(b.node("MaxPool", [x.name], **attrs), x.c, x.h, x.w))
+            parts.append(Tensor(b.node("MaxPool", [x.name], **attrs), x.c, x.h, x.w, x.mag))
         else:
             co = draw(st.integers(1, max(1, min(MAX_CHANNELS, room))))
             k = draw(st.sampled_from([1, 3]))
@@ -233,27 +250,49 @@ def _concat(draw, b: Builder, x: Tensor) -> Tensor:
             break
     if len(parts) == 1:
         return parts[0]
-    return Tensor(b.node("Concat", [t.name for t in parts], axis=1), sum(t.c for t in parts), x.h, x.w)
+    mag = max(t.mag for t in parts)
+    return Tensor(b.node("Concat", [t.name for t in parts], axis=1), sum(t.c for t in parts), x.h, x.w, mag)
+
+
+def _island(draw, b: Builder, x: Tensor) -> Tensor:
+    """An op the PTQ keeps in float (not scale-invariant): Sigmoid, Tanh, a Mul by a constant
+    (scalar or per channel) or a Softmax over the channels."""
+    kind = draw(st.sampled_from(["Sigmoid", "Tanh", "Mul", "Softmax"]))
+    if kind == "Mul":
+        per_channel = draw(st.booleans())
+        c = b.rng.choice([-1.5, 0.25, 0.5, 2.0, 3.0], size=(x.c, 1, 1) if per_channel else ())
+        return Tensor(b.node("Mul", [x.name, b.const("k", c)]), x.c, x.h, x.w, x.mag * float(np.abs(c).max()))
+    attrs = {"axis": 1} if kind == "Softmax" else {}
+    return Tensor(b.node(kind, [x.name], **attrs), x.c, x.h, x.w, 1.0 if kind in ("Sigmoid", "Softmax") else x.mag)
 
 
 def _dense(draw, b: Builder, x: str, features: int, k: int) -> str:
     """Gemm (transB 0 or 1, with or without bias) or MatMul with a constant [features, k]."""
     kind = draw(_weight_kind(b.degenerate))
+    mag = 0.0 if kind == "zero" else b.head_mag * WEIGHT_SCALES.get(kind, 1.0)
+    b.head_mag = mag
     w = b.weights((k, features), features, kind)
     if draw(st.sampled_from(["gemm", "gemm", "matmul"])) == "matmul":
         return b.node("MatMul", [x, b.const("Wm", w.T)])
     trans_b = draw(st.sampled_from([0, 1]))
     inputs = [x, b.const("Wg", w if trans_b else w.T)]
     if draw(st.booleans()):
-        inputs.append(b.const("Bg", b.rng.uniform(-0.5, 0.5, size=k)))
+        inputs.append(b.const("Bg", b.rng.uniform(-0.5, 0.5, size=k) * b.bias_scale(mag)))
     return b.node("Gemm", inputs, transB=trans_b)
 
 
 @st.composite
-def networks(draw, max_blocks: int = 4, degenerate: bool = True, head: bool | None = None) -> onnx.ModelProto:
+def networks(
+    draw,
+    max_blocks: int = 4,
+    degenerate: bool = True,
+    head: bool | None = None,
+    exact_sums: bool = False,
+    islands: bool = True,
+) -> onnx.ModelProto:
     """A random valid float network as an onnx.ModelProto (input `x`, output `y`)."""
     seed = draw(st.integers(0, 2**32 - 1))
-    b = Builder(np.random.default_rng(seed), degenerate)
+    b = Builder(np.random.default_rng(seed), degenerate, exact_sums)
     c = draw(st.integers(1, 4))
     hw = draw(st.integers(3, 8))
     x = Tensor("x", c, hw, hw)
@@ -262,7 +301,8 @@ def networks(draw, max_blocks: int = 4, degenerate: bool = True, head: bool | No
     for _ in range(n_blocks):
         if len(b.nodes) >= MAX_NODES_BEFORE_BLOCK:
             break
-        kind = draw(st.sampled_from(["conv", "conv", "act", "pool", "residual", "concat"]))
+        kinds = ["conv", "conv", "act", "pool", "residual", "concat"] + (["island"] if islands else [])
+        kind = draw(st.sampled_from(kinds))
         if kind == "conv":
             x = _conv(draw, b, x)
             if draw(st.booleans()):
@@ -273,6 +313,8 @@ def networks(draw, max_blocks: int = 4, degenerate: bool = True, head: bool | No
             x = _pool(draw, b, x)
         elif kind == "residual":
             x = _residual(draw, b, x, history)
+        elif kind == "island":
+            x = _island(draw, b, x)
         else:
             x = _concat(draw, b, x)
         if x.c > MAX_CHANNELS:
@@ -287,12 +329,15 @@ def networks(draw, max_blocks: int = 4, degenerate: bool = True, head: bool | No
             shape = b.fresh("shape")
             b.inits.append(numpy_helper.from_array(np.array([0, -1], np.int64), shape))
             flat = b.node("Reshape", [x.name, shape])
+        b.head_mag = x.mag
         for layer in range(draw(st.integers(1, 2))):
             if layer:
                 flat = b.node("Relu", [flat])
             k = draw(st.integers(1, 6))
             flat = _dense(draw, b, flat, features, k)
             features = k
+        if islands and draw(st.integers(0, 3)) == 0:
+            flat = b.node("Softmax", [flat], axis=1)
         x = Tensor(flat, features, 1, 1)
         out_shape = ["N", features]
     else:
@@ -320,8 +365,23 @@ def input_shape(model: onnx.ModelProto) -> tuple[int, ...]:
     return tuple(int(d.dim_value) for d in dims[1:])
 
 
-def calibration_data(model: onnx.ModelProto, rng: np.random.Generator, n: int = 16) -> np.ndarray:
-    return rng.standard_normal((n, *input_shape(model))).astype(np.float32)
+INPUT_KINDS = ("normal", "nonnegative", "powers_of_two")
+
+
+def calibration_data(model: onnx.ModelProto, rng: np.random.Generator, n: int = 16, kind: str = "normal") -> np.ndarray:
+    """`n` inputs of `kind`: N(0, 1); |N(0, 1)| (a non-negative input, which the PTQ may
+    quantize unsigned); or +-2^k for k in -4..2 and zeros (exact binary values: calibration
+    maxima that are powers of two, products on exact grid points)."""
+    shape = (n, *input_shape(model))
+    if kind == "normal":
+        x = rng.standard_normal(shape)
+    elif kind == "nonnegative":
+        x = np.abs(rng.standard_normal(shape))
+    elif kind == "powers_of_two":
+        x = rng.choice([-1.0, 0.0, 1.0], size=shape) * 2.0 ** rng.integers(-4, 3, size=shape)
+    else:
+        raise ValueError(kind)
+    return x.astype(np.float32)
 
 
 # -- fixed example models (used by the API and export tests) -----------------------------
@@ -444,9 +504,11 @@ def tiny_weights_large_bias() -> onnx.ModelProto:
 
 
 def max_integer_bias(q) -> float:
-    """Largest |bias| of a quantized model's affine nodes, in integer units. Beyond 2^24, sums
-    computed in f32 (the fake-quantized graph, onnxruntime's requantization) are no longer
-    exact, so only the integer engine is: comparisons with them get one step of slack."""
+    """Largest |bias| of a quantized model's affine nodes, in integer units. A sum computed in
+    f32 (the fake-quantized graph, onnxruntime) is exact while it stays below 2^24 (the
+    `EXACT_F32_BOUND` of rust/oxiquant-core/src/kernels/requant.rs): a bias below 2^22
+    leaves 3 * 2^22 for the products of the generated layers. `reference.integer_sum_bound`
+    is the exact condition (sum |W| * max |x| + |bias| below 2^24); the tests use that."""
     proto = q.to_onnx("fake")
     inits = {i.name: i for i in proto.graph.initializer}
     biases = [
@@ -490,3 +552,11 @@ def with_exact_quantizer_products(proto: onnx.ModelProto) -> onnx.ModelProto:
     del g.node[:]
     g.node.extend(nodes)
     return out
+
+
+def ends_in_float_island(q, proto: onnx.ModelProto, output: str = "y") -> bool:
+    """Whether `output` of quantized `q` is written by an op kept in float (a trailing
+    Softmax): real values that no quantizer rounds, computed in f32 by each engine from the
+    same integers (a few ulps apart: each dequantizes in its own f32 order)."""
+    last = next(n.name for n in proto.graph.node if output in n.output)
+    return last in {name for name, _, _ in q.quant_info["float_nodes"]}

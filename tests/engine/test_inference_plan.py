@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import oxiquant
 
 import ptq_graphs
+import reference
 from reference import assert_close, ort_run
 
 
@@ -161,7 +162,7 @@ def test_run_after_a_pipeline_step_runs_the_edited_graph():
     assert not np.allclose(y, ort_run(onnx_model, x)["y"], rtol=1e-2)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=reference.examples(40), deadline=None)
 @given(model=ptq_graphs.networks(), batch=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_plan_matches_graph_and_onnxruntime_on_random_networks(model, batch, seed):
     m = oxiquant.load(model)

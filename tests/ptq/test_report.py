@@ -19,6 +19,7 @@ from oxiquant import examples
 from oxiquant.report import histogram_figure, sqnr_figure, write_plots
 
 import ptq_graphs
+import reference
 
 LAYER_KEYS = {
     "name", "role", "tensor", "float_tensor", "bits", "signed", "clipping", "range", "clip", "min", "max",
@@ -112,7 +113,7 @@ def test_report_on_the_bundled_example_matches_onnxruntime_and_numpy():
     json.dumps(r8, allow_nan=False)  # plain, strict JSON
 
 
-@settings(max_examples=8)
+@settings(max_examples=reference.examples(8))
 @given(ptq_graphs.networks(max_blocks=3))
 def test_report_on_generated_networks_matches_onnxruntime(proto):
     model = oxiquant.load(proto)

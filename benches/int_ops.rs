@@ -6,7 +6,7 @@
 //!
 //! Run: `cargo bench -p oxiquant-core --bench int_ops`.
 
-use oxiquant_core::ops::quantized::{FoldedRequant, IntOp, Requant, SmallSums};
+use oxiquant_core::int::{FoldedRequant, IntOp, Requant, SmallSums};
 use oxiquant_core::ops::{Padding, Pool};
 use oxiquant_core::tensor::{DType, Tensor};
 

@@ -10,9 +10,9 @@
 //!
 //! Run: `cargo bench -p oxiquant-core --bench qconv_kernels` (results in benches/RESULTS.md).
 
+use oxiquant_core::int::{QConv, Requant};
 use oxiquant_core::kernels::conv::conv2d;
 use oxiquant_core::kernels::qgemm::Kernel;
-use oxiquant_core::ops::quantized::{QConv, Requant};
 use oxiquant_core::ops::{Conv, Padding};
 use oxiquant_core::tensor::Tensor;
 #[path = "conv_shapes.rs"]

@@ -4,7 +4,9 @@
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod int;
 pub mod kernels;
+pub mod onnx;
 pub mod ops;
 pub mod passes;
 pub mod ptq;

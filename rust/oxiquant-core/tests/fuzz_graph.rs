@@ -11,7 +11,8 @@
 //! oxiquant-core --test fuzz_graph` searches longer; `FUZZ_DEBUG=1` prints why each graph
 //! was refused (to tune the generator).
 
-use oxiquant_core::graph::{AttrValue, Dim, RawGraph, RawNode, ValueInfo};
+use oxiquant_core::graph::{Dim, ValueInfo};
+use oxiquant_core::onnx::{self, AttrValue, RawGraph, RawNode};
 use oxiquant_core::ptq::{self, Clipping, PtqState};
 use oxiquant_core::{exec, passes, DType, Graph, Tensor};
 use proptest::prelude::*;
@@ -468,11 +469,11 @@ fn exercise(c: &Case) -> Reached {
         atomic!(g, st, ptq::quantize::quantize_network(&mut g, &mut st, &opts));
         exec::run(&g, feeds())?;
         g.to_raw()?;
-        ptq::export_qdq::to_qdq(&g, &st, ptq::export_qdq::WeightType::Uint8)?;
+        onnx::export_qdq::to_qdq(&g, &st, onnx::export_qdq::WeightType::Uint8)?;
         // The integer engine: lowering, one run and the QOperator export.
-        let ig = ptq::lower_int::lower_to_integer(&g, &st)?;
+        let ig = oxiquant_core::int::lower::lower_to_integer(&g, &st)?;
         exec::run(&ig, feeds())?;
-        ptq::export_qop::to_qoperator(&ig, ptq::export_qdq::WeightType::Uint8)?;
+        onnx::export_qop::to_qoperator(&ig, onnx::export_qdq::WeightType::Uint8)?;
         Ok(())
     };
     match steps() {

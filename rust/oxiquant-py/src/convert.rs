@@ -4,7 +4,8 @@
 use crate::errors::{ModelFormatError, ShapeError};
 use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use oxiquant_core::graph::{AttrValue, Dim, RawNode, ValueInfo};
+use oxiquant_core::graph::{Dim, ValueInfo};
+use oxiquant_core::onnx::{AttrValue, RawNode};
 use oxiquant_core::tensor::{DType, Element, TensorData};
 use oxiquant_core::Tensor;
 use pyo3::prelude::*;

@@ -11,7 +11,7 @@ use convert::{
     PyNode, PyValueInfo,
 };
 use errors::guard;
-use oxiquant_core::graph::RawGraph;
+use oxiquant_core::onnx::{self as core_onnx, RawGraph};
 use oxiquant_core::ptq::{self as core_ptq, Clipping, PtqState};
 use oxiquant_core::{exec, passes, Graph};
 use pyo3::prelude::*;
@@ -54,9 +54,9 @@ impl NativeModel {
 
 impl IntPlan {
     fn of(graph: &Graph, st: &PtqState) -> IntPlan {
-        if st.stage == core_ptq::Stage::Float && core_ptq::import_quantized::is_quantized_model(graph) {
+        if st.stage == core_ptq::Stage::Float && core_onnx::import_quantized::is_quantized_model(graph) {
             // A model quantized by another tool (QDQ or QOperator).
-            match core_ptq::import_quantized::import_quantized(graph) {
+            match core_onnx::import_quantized::import_quantized(graph) {
                 Ok(imp) => {
                     let note = imp.note();
                     IntPlan::Ready(Arc::new(imp.graph), note)
@@ -68,7 +68,7 @@ impl IntPlan {
         } else if st.no_quant {
             IntPlan::Unavailable("it was quantized with no_quant=True (its values are not integers)".into())
         } else {
-            match core_ptq::lower_int::lower_to_integer(graph, st) {
+            match oxiquant_core::int::lower::lower_to_integer(graph, st) {
                 Ok(ig) => IntPlan::Ready(Arc::new(ig), None),
                 Err(e) => IntPlan::Unavailable(e.to_string()),
             }
@@ -148,8 +148,8 @@ impl NativeModel {
     #[pyo3(signature = (format="fake", weight_type="uint8"))]
     fn to_parts<'py>(&self, py: Python<'py>, format: &str, weight_type: &str) -> PyResult<Bound<'py, PyDict>> {
         let wt = match weight_type {
-            "uint8" => core_ptq::export_qdq::WeightType::Uint8,
-            "int8" => core_ptq::export_qdq::WeightType::Int8,
+            "uint8" => core_onnx::export_qdq::WeightType::Uint8,
+            "int8" => core_onnx::export_qdq::WeightType::Int8,
             other => {
                 return Err(errors::InvalidArgumentError::new_err(format!(
                     "weight_type must be 'uint8' or 'int8', got '{other}'"
@@ -161,13 +161,13 @@ impl NativeModel {
             "fake" => self.graph.to_raw().map_err(errors::to_py)?,
             "qdq" => {
                 let (raw, int4) = guard("QDQ export", || {
-                    core_ptq::export_qdq::to_qdq(&self.graph, &self.ptq, wt)
+                    core_onnx::export_qdq::to_qdq(&self.graph, &self.ptq, wt)
                 })?;
                 int4_names = int4;
                 raw
             }
             "qoperator" => match &self.int_plan {
-                IntPlan::Ready(g, _) => guard("QOperator export", || core_ptq::export_qop::to_qoperator(g, wt))?,
+                IntPlan::Ready(g, _) => guard("QOperator export", || core_onnx::export_qop::to_qoperator(g, wt))?,
                 IntPlan::Unavailable(why) => {
                     return Err(errors::InvalidArgumentError::new_err(format!(
                         "QOperator export needs the integer engine's graph, which this model has not: {why}"

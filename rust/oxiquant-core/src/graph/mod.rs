@@ -2,12 +2,6 @@
 //! typed inputs and outputs, kept in topological order, with the editing primitives the
 //! passes use.
 
-mod attrs;
-mod build;
-
-pub use attrs::{AttrReader, AttrValue};
-pub use build::{RawGraph, RawNode};
-
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::tensor::{DType, Tensor};
@@ -74,13 +68,22 @@ impl ValueInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Node {
     pub name: String,
-    pub op: Op,
+    pub op: Box<dyn Op>,
     /// Value names; an empty string is an omitted optional input.
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
+}
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Node) -> bool {
+        self.name == other.name
+            && self.op.eq_dyn(other.op.as_ref())
+            && self.inputs == other.inputs
+            && self.outputs == other.outputs
+    }
 }
 
 /// A neural network. `nodes` is always in topological order.
@@ -148,7 +151,8 @@ impl Graph {
     /// Inserts a single-input node after `value`, so that every former reader of `value`
     /// (including a graph output of that name) now reads the new node's output. Names of
     /// graph outputs are preserved. Returns the new node's index.
-    pub fn insert_after(&mut self, value: &str, name: &str, op: Op) -> Result<usize> {
+    pub fn insert_after(&mut self, value: &str, name: &str, op: impl Op) -> Result<usize> {
+        let op: Box<dyn Op> = Box::new(op);
         let node_name = self.fresh_name(name);
         match self.producer(value) {
             Some(p) => {
@@ -193,7 +197,8 @@ impl Graph {
 
     /// Inserts a single-input node on one edge only: input `slot` of node `consumer`.
     /// Returns the new node's index (the consumer's index grows by one).
-    pub fn insert_on_edge(&mut self, consumer: usize, slot: usize, name: &str, op: Op) -> Result<usize> {
+    pub fn insert_on_edge(&mut self, consumer: usize, slot: usize, name: &str, op: impl Op) -> Result<usize> {
+        let op: Box<dyn Op> = Box::new(op);
         let value = self
             .nodes
             .get(consumer)

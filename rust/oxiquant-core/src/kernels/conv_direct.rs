@@ -574,7 +574,7 @@ impl Epilogue {
     #[inline(always)]
     pub fn apply(self, v: f32, prev: f32) -> f32 {
         let v = if self.accumulate { v + prev } else { v };
-        crate::ops::elementwise::Clip::apply(v, self.lo, self.hi)
+        super::elementwise::clip(v, self.lo, self.hi)
     }
 
     pub fn is_none(self) -> bool {
@@ -762,7 +762,7 @@ mod tests {
             for simd in available_simd() {
                 let mut got = vec![0f32; 8];
                 direct_conv_packed(&[v; 8], &pack_weights_for(&[1.0], 1, 1, simd), None, &s, &mut got, epi, simd);
-                let want = crate::ops::elementwise::Clip::apply(v, 0.0, 1.0);
+                let want = super::super::elementwise::clip(v, 0.0, 1.0);
                 prop_assert!(got.iter().all(|g| g.to_bits() == want.to_bits()), "{got:?} vs {want}");
             }
         }

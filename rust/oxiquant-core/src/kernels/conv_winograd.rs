@@ -565,7 +565,7 @@ fn interleave(a: &[f32], b: &[f32], row: &mut [f32]) {
 #[inline(always)]
 fn store_row(src: &[f32], dst: &mut [f32], epi: Epilogue) {
     let (lo, hi) = (epi.lo, epi.hi);
-    let clip = |v: f32| crate::ops::elementwise::Clip::apply(v, lo, hi);
+    let clip = |v: f32| super::elementwise::clip(v, lo, hi);
     let mut d8 = dst.chunks_exact_mut(8);
     let mut s8 = src.chunks_exact(8);
     for (d, s) in (&mut d8).zip(&mut s8) {

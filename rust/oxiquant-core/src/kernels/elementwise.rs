@@ -141,6 +141,18 @@ pub fn sigmoid(v: f32) -> f32 {
     }
 }
 
+/// `min(max(v, lo), hi)` as onnxruntime computes it: lo > hi yields hi, and NaN stays NaN
+/// (`f32::max`/`f32::min` would replace it by a bound).
+#[inline]
+pub fn clip(v: f32, lo: f32, hi: f32) -> f32 {
+    let t = if v < lo { lo } else { v };
+    if t > hi {
+        hi
+    } else {
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,11 +11,9 @@
 //! contrib ops dequantize, apply the float op and quantize. `ptq::import_quantized` lowers
 //! them to the integer engine.
 
-use super::conv::Conv;
-use super::pool::Pool;
-use super::{input, norm_axis, AttrReader, Op};
 use crate::error::{Error, Result};
-use crate::graph::AttrValue;
+use crate::onnx::attrs::{AttrReader, AttrValue};
+use crate::ops::{input, norm_axis, Class, Conv, FromOnnx, GlobalPool, NodeFacts, Op, ParseCtx, Pool, Unary};
 use crate::tensor::{DType, Tensor, TensorData};
 
 pub const MS_DOMAIN: &str = "com.microsoft";
@@ -50,7 +48,7 @@ pub enum QOp {
 }
 
 impl QOp {
-    pub fn name(&self) -> &'static str {
+    pub fn kind_name(&self) -> &'static str {
         match self {
             QOp::QuantizeLinear { .. } => "QuantizeLinear",
             QOp::DequantizeLinear { .. } => "DequantizeLinear",
@@ -66,7 +64,7 @@ impl QOp {
         }
     }
 
-    pub fn domain(&self) -> &'static str {
+    pub fn kind_domain(&self) -> &'static str {
         match self {
             QOp::QuantizeLinear { .. } | QOp::DequantizeLinear { .. } | QOp::QLinearConv(_) | QOp::QLinearMatMul => "",
             _ => MS_DOMAIN,
@@ -74,7 +72,7 @@ impl QOp {
     }
 
     /// The `ai.onnx` quantized ops (`None` when `op_type` is not one).
-    pub fn parse_onnx(op_type: &str, a: &AttrReader<'_>, opset: i64) -> Result<Option<QOp>> {
+    fn parse_onnx(op_type: &str, a: &AttrReader<'_>, opset: i64) -> Result<Option<QOp>> {
         Ok(Some(match op_type {
             "QuantizeLinear" => {
                 // saturate only applies to float8 outputs, which are not supported.
@@ -110,7 +108,7 @@ impl QOp {
     }
 
     /// The com.microsoft ops.
-    pub fn parse_ms(op_type: &str, a: &AttrReader<'_>) -> Result<QOp> {
+    fn parse_ms(op_type: &str, a: &AttrReader<'_>) -> Result<QOp> {
         let no_channels_last = || -> Result<()> {
             if a.int("channels_last", 0)? != 0 {
                 return Err(a.unsupported("channels_last=1 (only NCHW is supported)"));
@@ -147,7 +145,7 @@ impl QOp {
         })
     }
 
-    pub fn to_attrs(&self, opset: i64) -> Vec<(String, AttrValue)> {
+    pub fn attrs(&self, opset: i64) -> Vec<(String, AttrValue)> {
         match self {
             QOp::QuantizeLinear { axis, out } => {
                 let mut v = Vec::new();
@@ -162,7 +160,7 @@ impl QOp {
             QOp::DequantizeLinear { axis } if *axis != 1 && opset >= 13 => {
                 vec![("axis".to_string(), AttrValue::Int(*axis))]
             }
-            QOp::QLinearConv(c) => c.to_attrs(),
+            QOp::QLinearConv(c) => c.attrs(),
             QOp::QGemm { trans_a, trans_b } => {
                 let mut v = Vec::new();
                 if *trans_a {
@@ -174,14 +172,14 @@ impl QOp {
                 v
             }
             QOp::QLinearConcat { axis } => vec![("axis".to_string(), AttrValue::Int(*axis))],
-            QOp::QLinearAveragePool(p) => p.to_attrs(),
+            QOp::QLinearAveragePool(p) => p.attrs(),
             QOp::QLinearLeakyRelu { alpha } => vec![("alpha".to_string(), AttrValue::Float(*alpha))],
             _ => Vec::new(),
         }
     }
 
     /// Reference evaluation (see the module doc).
-    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "x")?;
         let y = match self {
             QOp::QuantizeLinear { axis, out } => {
@@ -220,7 +218,7 @@ impl QOp {
                 let ac = centered(x, &Params::one(pa), 0)?;
                 // Per-column parameters of b lie on its last axis.
                 let bc = centered(b, &pb, b.rank().saturating_sub(1) as i64)?;
-                let acc = super::matmul::matmul(&[Some(&ac), Some(&bc)])?.swap_remove(0);
+                let acc = crate::ops::nn::matmul(&[Some(&ac), Some(&bc)])?.swap_remove(0);
                 let axis = acc.rank().saturating_sub(1);
                 requantize(acc, &pa, &pb, &py, axis, out_dtype(inputs, 7)?)?
             }
@@ -240,7 +238,7 @@ impl QOp {
                 // Per-output-column parameters: axis 0 of B when transposed, else axis 1.
                 let bc = centered(b, &pb, if *trans_b { 0 } else { 1 })?;
                 let c = inputs.get(6).copied().flatten().map(|c| c.cast(DType::F32));
-                let g = super::Gemm {
+                let g = crate::ops::Gemm {
                     alpha: 1.0,
                     beta: 1.0,
                     trans_a: *trans_a,
@@ -256,7 +254,7 @@ impl QOp {
                 let pc = Params::read(inputs, 6, 7, "C")?;
                 let fa = Tensor::from_vec(x.shape().to_vec(), dequantize(x, &Params::one(pa), 1)?)?;
                 let fb = Tensor::from_vec(b.shape().to_vec(), dequantize(b, &Params::one(pb), 1)?)?;
-                let s = super::elementwise::eval_binary(super::BinaryOp::Add, &[Some(&fa), Some(&fb)])?.swap_remove(0);
+                let s = crate::ops::BinaryOp::Add.apply(&fa, &fb)?;
                 quantize(s.as_slice::<f32>()?, s.shape(), &pc, 1, out_dtype(inputs, 7)?)?
             }
             QOp::QLinearConcat { axis } => {
@@ -277,7 +275,7 @@ impl QOp {
                     parts.push(quantize(&f, t.shape(), &py, 1, dt)?);
                 }
                 let refs: Vec<Option<&Tensor>> = parts.iter().map(Some).collect();
-                super::shape::concat(*axis, &refs)?.swap_remove(0)
+                crate::ops::movement::concat(*axis, &refs)?.swap_remove(0)
             }
             QOp::QLinearAveragePool(_)
             | QOp::QLinearGlobalAveragePool
@@ -286,7 +284,7 @@ impl QOp {
                 let px = Params::read(inputs, 1, 2, "X")?;
                 let py = Params::read(inputs, 3, 4, "Y")?;
                 let f = Tensor::from_vec(x.shape().to_vec(), dequantize(x, &px, 1)?)?;
-                let op = self.float_op().unwrap_or(Op::Identity);
+                let op = self.float_op().unwrap_or_else(|| Box::new(crate::ops::Identity));
                 let r = op.eval(&[Some(&f)])?.swap_remove(0);
                 quantize(r.as_slice::<f32>()?, r.shape(), &py, 1, out_dtype(inputs, 4)?)?
             }
@@ -295,14 +293,46 @@ impl QOp {
     }
 
     /// The float op that a dequantize -> op -> quantize contrib op applies.
-    pub fn float_op(&self) -> Option<Op> {
+    pub fn float_op(&self) -> Option<Box<dyn Op>> {
         Some(match self {
-            QOp::QLinearAveragePool(p) => Op::Pool(p.clone()),
-            QOp::QLinearGlobalAveragePool => Op::GlobalPool { max: false },
-            QOp::QLinearLeakyRelu { alpha } => Op::Unary(super::Unary::LeakyRelu { alpha: *alpha }),
-            QOp::QLinearSigmoid => Op::Unary(super::Unary::Sigmoid),
+            QOp::QLinearAveragePool(p) => Box::new(p.clone()),
+            QOp::QLinearGlobalAveragePool => Box::new(GlobalPool { max: false }),
+            QOp::QLinearLeakyRelu { alpha } => Box::new(Unary::LeakyRelu { alpha: *alpha }),
+            QOp::QLinearSigmoid => Box::new(Unary::Sigmoid),
             _ => return None,
         })
+    }
+}
+
+impl FromOnnx for QOp {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        match QOp::parse_onnx(cx.op_type, cx.attrs, cx.opset)? {
+            Some(q) => Ok(q),
+            None => QOp::parse_ms(cx.op_type, cx.attrs),
+        }
+    }
+}
+
+impl Op for QOp {
+    fn op_type(&self) -> &'static str {
+        self.kind_name()
+    }
+    fn domain(&self) -> &'static str {
+        self.kind_domain()
+    }
+    fn to_attrs(&self, opset: i64) -> Vec<(String, AttrValue)> {
+        self.attrs(opset)
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        self.run(inputs)
+    }
+    /// Not DequantizeLinear, whose constant inputs (quantized weights and biases) the
+    /// quantized-model import reads as integers.
+    fn foldable(&self) -> bool {
+        !matches!(self, QOp::DequantizeLinear { .. })
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::FloatIsland(format!("{} belongs to an already quantized model", self.kind_name()))
     }
 }
 

@@ -2,8 +2,8 @@
 //! axis 1), optionally followed by a quantizer `y = clamp(round_half_even(y), lo, hi)`.
 //! It is not an ONNX op: export lowers it to Mul (+ Round + Clip).
 
-use super::input;
 use crate::error::{Error, Result};
+use crate::ops::{input, Class, NodeFacts, Op, SignRule};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -69,7 +69,7 @@ impl Scaling {
         }
     }
 
-    pub fn eval_in_place(&self, mut x: Tensor) -> Result<Tensor> {
+    pub fn scale_in_place(&self, mut x: Tensor) -> Result<Tensor> {
         // A fresh Scaling node (factor 1, no quantizer) is the identity: calibration runs
         // through forty of them on ResNet-20, so do not touch the data.
         if self.quant.is_none() && self.factor.iter().all(|&f| f == 1.0) {
@@ -100,11 +100,6 @@ impl Scaling {
         Ok(x)
     }
 
-    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(inputs, 0, "X")?.clone();
-        Ok(vec![self.eval_in_place(x)?])
-    }
-
     /// Plain reference: one element at a time, no parallelism.
     pub fn eval_ref(&self, x: &Tensor) -> Result<Tensor> {
         let shape = x.shape().to_vec();
@@ -120,6 +115,33 @@ impl Scaling {
             })
             .collect();
         Tensor::from_vec(shape, out)
+    }
+}
+
+impl Op for Scaling {
+    fn op_type(&self) -> &'static str {
+        "Scaling"
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0, "X")?.clone();
+        Ok(vec![self.scale_in_place(x)?])
+    }
+    fn has_in_place(&self) -> bool {
+        true
+    }
+    fn eval_in_place(&self, x: Tensor, _rest: &[Option<&Tensor>]) -> Result<Tensor> {
+        self.scale_in_place(x)
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::Scaling
+    }
+    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
+        // A quantizer clamped at 0 (an unsigned one), or a positive factor of its input.
+        if self.quant.is_some_and(|q| q.lo >= 0.0) {
+            SignRule::NonNegative
+        } else {
+            SignRule::FollowsInputs
+        }
     }
 }
 
@@ -141,7 +163,7 @@ mod tests {
             let x = Tensor::from_vec(shape, (0..len).map(|_| next()).collect::<Vec<f32>>()).unwrap();
             let factor = if per_channel { (0..c).map(|_| next() / 37.0).collect() } else { vec![next() / 37.0] };
             let sc = Scaling { factor, rank: 4, quant: quant.then_some(QuantBounds { lo: -7.0, hi: 7.0 }) };
-            let fast = sc.eval_in_place(x.clone()).unwrap();
+            let fast = sc.scale_in_place(x.clone()).unwrap();
             let slow = sc.eval_ref(&x).unwrap();
             prop_assert_eq!(fast.as_slice::<f32>().unwrap(), slow.as_slice::<f32>().unwrap());
         }
@@ -155,7 +177,7 @@ mod tests {
             rank: 1,
             quant: Some(QuantBounds { lo: -7.0, hi: 7.0 }),
         };
-        let y = sc.eval_in_place(x).unwrap();
+        let y = sc.scale_in_place(x).unwrap();
         assert_eq!(y.as_slice::<f32>().unwrap(), &[0.0, 2.0, 2.0, -2.0, 7.0, -7.0]);
     }
 }

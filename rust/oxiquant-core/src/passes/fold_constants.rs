@@ -43,7 +43,8 @@ pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{AttrValue, Dim, RawGraph, RawNode, ValueInfo};
+    use crate::graph::{Dim, ValueInfo};
+    use crate::onnx::{AttrValue, RawGraph, RawNode};
     use crate::tensor::DType;
 
     fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<(String, AttrValue)>) -> RawNode {

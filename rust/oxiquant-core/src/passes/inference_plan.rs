@@ -10,8 +10,8 @@
 use crate::error::Result;
 use crate::graph::{Graph, Node};
 use crate::kernels::conv::PackedWeights;
-use crate::ops::fused::FusedConv;
-use crate::ops::{BinaryOp, Op, Unary};
+use crate::ops::BatchNorm;
+use crate::ops::{BinaryOp, Clip, Conv, FusedConv, Sum, Unary};
 use std::sync::Arc;
 
 /// Builds the plan of `graph` (see the module doc).
@@ -27,10 +27,7 @@ pub fn inference_plan(graph: &Graph) -> Result<Graph> {
 /// 2.37 GB three-Gemm model peaked at 9.1 GB after its first run, with a plan that was a
 /// clone of it; benches/RESULTS.md, "Memory").
 pub fn changes(graph: &Graph) -> bool {
-    graph
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, Op::Conv(_) | Op::BatchNorm { .. }))
+    graph.nodes.iter().any(|n| n.op.is::<Conv>() || n.op.is::<BatchNorm>())
 }
 
 /// The single reader of `value` (node index, slot), if it has exactly one and is not a
@@ -42,9 +39,11 @@ fn sole_reader(g: &Graph, value: &str) -> Option<(usize, usize)> {
 
 /// Constant clamp bounds of a Relu or Clip node.
 fn clamp_bounds(g: &Graph, n: &Node) -> Option<(f32, f32)> {
-    match &n.op {
-        Op::Unary(Unary::Relu) => Some((0.0, f32::INFINITY)),
-        Op::Clip(c) => {
+    if n.op.downcast_ref::<Unary>() == Some(&Unary::Relu) {
+        return Some((0.0, f32::INFINITY));
+    }
+    match n.op.downcast_ref::<Clip>() {
+        Some(c) => {
             let mut inputs = vec![None];
             for v in n.inputs.iter().skip(1) {
                 if v.is_empty() {
@@ -55,7 +54,7 @@ fn clamp_bounds(g: &Graph, n: &Node) -> Option<(f32, f32)> {
             }
             c.bounds(&inputs).ok()
         }
-        _ => None,
+        None => None,
     }
 }
 
@@ -85,7 +84,7 @@ fn fuse_convs(g: &mut Graph) -> Result<usize> {
     let mut fused = 0;
     let mut i = 0;
     while i < g.nodes.len() {
-        let Op::Conv(conv) = &g.nodes[i].op else {
+        let Some(conv) = g.nodes[i].op.downcast_ref::<Conv>() else {
             i += 1;
             continue;
         };
@@ -104,7 +103,7 @@ fn fuse_convs(g: &mut Graph) -> Result<usize> {
         if let Some((a, slot)) = sole_reader(g, &out) {
             let add = &g.nodes[a];
             // Sum of two is an Add (ResNet-50's residuals are written so).
-            if matches!(add.op, Op::Binary(BinaryOp::Add) | Op::Sum)
+            if (add.op.downcast_ref::<BinaryOp>() == Some(&BinaryOp::Add) || add.op.is::<Sum>())
                 && add.inputs.len() == 2
                 && add.inputs[0] != add.inputs[1]
                 && !add.inputs[1 - slot].is_empty()
@@ -131,13 +130,13 @@ fn fuse_convs(g: &mut Graph) -> Result<usize> {
         let name = g.nodes[at].name.clone();
         g.nodes[at] = Node {
             name,
-            op: Op::FusedConv(Box::new(FusedConv {
+            op: Box::new(FusedConv {
                 conv,
                 packed,
                 residual,
                 lo,
                 hi,
-            })),
+            }),
             inputs,
             outputs: vec![out],
         };
@@ -155,8 +154,9 @@ fn fuse_convs(g: &mut Graph) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::exec;
-    use crate::graph::{Dim, RawGraph, RawNode, ValueInfo};
+    use crate::graph::{Dim, ValueInfo};
     use crate::kernels::testing::fill;
+    use crate::onnx::{RawGraph, RawNode};
     use crate::tensor::Tensor;
     use std::collections::HashMap;
 
@@ -190,7 +190,7 @@ mod tests {
         ];
         for n in nodes.iter_mut().filter(|n| n.op_type == "Conv") {
             n.attrs
-                .push(("pads".into(), crate::graph::AttrValue::Ints(vec![1, 1, 1, 1])));
+                .push(("pads".into(), crate::onnx::AttrValue::Ints(vec![1, 1, 1, 1])));
         }
         let init = |name: &str, shape: Vec<usize>, seed| {
             let len = shape.iter().product();
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn a_graph_without_convolution_or_batchnorm_plans_to_itself() {
         let mut gemm = node("fc", "Gemm", &["x", "w", "b"], &["y"]);
-        gemm.attrs.push(("transB".into(), crate::graph::AttrValue::Int(1)));
+        gemm.attrs.push(("transB".into(), crate::onnx::AttrValue::Int(1)));
         let raw = RawGraph {
             name: "mlp".into(),
             opset: 13,

@@ -11,7 +11,7 @@ use super::signs::signedness;
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::ops::Op;
+use crate::ops::Clip;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 
@@ -25,7 +25,7 @@ fn clip_readers_bound(graph: &Graph, value: &str) -> Option<f32> {
     let mut bound = 0f32;
     for (c, slot) in readers {
         let n = &graph.nodes[c];
-        let Op::Clip(clip) = n.op else { return None };
+        let &clip = n.op.downcast_ref::<Clip>()?;
         if slot != 0 {
             return None;
         }

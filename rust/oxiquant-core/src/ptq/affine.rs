@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::ops::Op;
+use crate::ops::{Conv, Gemm, MatMul};
 use crate::tensor::Tensor;
 
 /// How the output channels sit in the weight tensor.
@@ -46,9 +46,11 @@ impl AffineParams {
             ))
         })?;
         let shape = w.shape().to_vec();
-        let (layout, channels, out_rank, per_channel_ok) = match &n.op {
-            Op::Conv(_) if shape.len() >= 3 => (Layout::Rows, shape[0], shape.len(), true),
-            Op::Gemm(g) if shape.len() == 2 => {
+        let op = n.op.as_ref();
+        let gemm = op.downcast_ref::<Gemm>();
+        let (layout, channels, out_rank, per_channel_ok) = match gemm {
+            _ if op.is::<Conv>() && shape.len() >= 3 => (Layout::Rows, shape[0], shape.len(), true),
+            Some(g) if shape.len() == 2 => {
                 if g.trans_b {
                     (Layout::Rows, shape[0], 2, true)
                 } else {
@@ -57,8 +59,8 @@ impl AffineParams {
             }
             // A MatMul output may be [B, T, N]: its channels are the last axis, not axis 1,
             // so it keeps per-tensor scales.
-            Op::MatMul if shape.len() == 2 => (Layout::Columns, shape[1], 0, false),
-            op => {
+            _ if op.is::<MatMul>() && shape.len() == 2 => (Layout::Columns, shape[1], 0, false),
+            _ => {
                 return Err(Error::InvalidArgument(format!(
                     "node '{}' ({}): not an affine node with a weight of the expected rank (got {shape:?})",
                     n.name,
@@ -66,7 +68,7 @@ impl AffineParams {
                 )))
             }
         };
-        let bias_t = if matches!(n.op, Op::MatMul) { None } else { get(2) };
+        let bias_t = if n.op.is::<MatMul>() { None } else { get(2) };
         let bias = match bias_t {
             None => vec![0.0; channels],
             Some(b) if b.len() == channels => b.to_f32_vec(),
@@ -135,7 +137,7 @@ impl AffineParams {
         let w = Tensor::from_vec(self.weight_shape.clone(), self.weight)?;
         set_input_constant(graph, idx, 1, "weight", w);
         if self.has_bias || self.bias.iter().any(|&b| b != 0.0) {
-            if matches!(graph.nodes[idx].op, Op::MatMul) {
+            if graph.nodes[idx].op.is::<MatMul>() {
                 return Err(Error::InvalidArgument(format!(
                     "node '{}' (MatMul) cannot take a bias",
                     graph.nodes[idx].name

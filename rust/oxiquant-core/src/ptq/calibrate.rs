@@ -9,7 +9,7 @@ use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::graph::Graph;
-use crate::ops::Op;
+use crate::ops::Scaling;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -487,7 +487,7 @@ pub fn observe_batches(graph: &Graph, state: &mut PtqState, batches: Vec<HashMap
     let watched: HashMap<String, String> = graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Scaling(_)))
+        .filter(|n| n.op.is::<Scaling>())
         .filter(|n| state.scaling.get(&n.name).is_some_and(|i| i.role.calibrated()))
         .map(|n| (n.outputs[0].clone(), n.name.clone()))
         .collect();

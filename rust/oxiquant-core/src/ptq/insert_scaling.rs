@@ -7,7 +7,7 @@ use super::classify::{activations, classify, Class};
 use super::{PtqState, Role, ScalingInfo, Stage};
 use crate::error::Result;
 use crate::graph::Graph;
-use crate::ops::{Op, Scaling};
+use crate::ops::Scaling;
 use crate::tensor::DType;
 use std::collections::HashMap;
 
@@ -27,7 +27,7 @@ fn info(role: Role, output: String) -> ScalingInfo {
 }
 
 fn add_after(graph: &mut Graph, state: &mut PtqState, value: &str, name: &str, role: Role) -> Result<()> {
-    let idx = graph.insert_after(value, name, Op::Scaling(Scaling::identity()))?;
+    let idx = graph.insert_after(value, name, Scaling::identity())?;
     let n = &graph.nodes[idx];
     state.scaling.insert(n.name.clone(), info(role, n.outputs[0].clone()));
     Ok(())
@@ -41,7 +41,7 @@ fn add_on_edge(
     name: &str,
     role: Role,
 ) -> Result<()> {
-    let idx = graph.insert_on_edge(node, slot, name, Op::Scaling(Scaling::identity()))?;
+    let idx = graph.insert_on_edge(node, slot, name, Scaling::identity())?;
     let n = &graph.nodes[idx];
     state.scaling.insert(n.name.clone(), info(role, n.outputs[0].clone()));
     Ok(())
@@ -57,9 +57,9 @@ pub fn branch_owner(graph: &Graph, merge: usize, slot: usize, classes: &HashMap<
         }
         let p = graph.producer(&cur)?;
         let node = &graph.nodes[p];
-        match (&node.op, classes.get(&node.name)) {
-            (Op::Scaling(_), _) => return Some(p),
-            (_, Some(Class::Seamless)) => cur = node.inputs.first()?.clone(),
+        match classes.get(&node.name) {
+            _ if node.op.is::<Scaling>() => return Some(p),
+            Some(Class::Seamless) => cur = node.inputs.first()?.clone(),
             _ => return None,
         }
     }
@@ -90,7 +90,7 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
     let snapshot: Vec<(String, String)> = graph
         .nodes
         .iter()
-        .filter(|n| !matches!(n.op, Op::Scaling(_)))
+        .filter(|n| !n.op.is::<Scaling>())
         .map(|n| (n.name.clone(), n.outputs[0].clone()))
         .collect();
     for (name, out) in &snapshot {
@@ -120,7 +120,7 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
             continue;
         }
         let Some(idx) = graph.node_index(name) else { continue };
-        let data = super::classify::data_inputs(&graph.nodes[idx].op, &graph.nodes[idx]).len();
+        let data = super::classify::data_inputs(graph.nodes[idx].op.as_ref(), &graph.nodes[idx]).len();
         for slot in 0..graph.nodes[idx].inputs.len().min(data.max(1)) {
             let Some(idx) = graph.node_index(name) else { continue };
             let v = graph.nodes[idx].inputs[slot].clone();
@@ -152,5 +152,5 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
 }
 
 fn is_scaling(graph: &Graph, idx: usize) -> bool {
-    matches!(graph.nodes[idx].op, Op::Scaling(_))
+    graph.nodes[idx].op.is::<Scaling>()
 }

@@ -7,7 +7,7 @@ use super::normalize_params::{producer_rank, walk, ScaleRules};
 use super::{max_of, PtqState, Role, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::ops::Op;
+use crate::ops::Scaling;
 
 struct ActRules;
 
@@ -70,7 +70,7 @@ impl ScaleRules for ActRules {
             };
             (s_in.iter().map(|&s| s / s_out).collect(), s_out)
         };
-        if let Op::Scaling(sc) = &mut graph.nodes[idx].op {
+        if let Some(sc) = graph.nodes[idx].op.downcast_mut::<Scaling>() {
             if factor.len() > 1 {
                 sc.rank = rank;
             }

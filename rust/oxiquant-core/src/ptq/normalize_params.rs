@@ -8,7 +8,7 @@ use super::insert_scaling::{branch_owner, node_classes};
 use super::{max_of, positive_or_one, AffineInfo, PtqState, Role, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::ops::{Clip, Op};
+use crate::ops::{Clip, Scaling};
 use crate::tensor::Tensor;
 use std::collections::{HashMap, HashSet};
 
@@ -93,7 +93,7 @@ pub(crate) fn walk(graph: &mut Graph, state: &mut PtqState, rules: &mut dyn Scal
                             "node '{name}': input {slot} has no Scaling node of its own to balance (run insert_scaling_nodes)"
                         ))
                     })?;
-                    if let Op::Scaling(sc) = &mut graph.nodes[owner].op {
+                    if let Some(sc) = graph.nodes[owner].op.downcast_mut::<Scaling>() {
                         sc.factor.iter_mut().for_each(|f| *f *= si / s_max);
                     }
                     // Everything from the owner down to this merge input now has scale s_max.
@@ -128,7 +128,9 @@ fn rescale_clip(graph: &mut Graph, idx: usize, k: f32) -> Result<()> {
         return Ok(());
     }
     let node = &graph.nodes[idx];
-    let Op::Clip(clip) = node.op else { return Ok(()) };
+    let Some(&clip) = node.op.downcast_ref::<Clip>() else {
+        return Ok(());
+    };
     let args: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| graph.initializers.get(v)).collect();
     let (lo, hi) = clip.bounds(&args)?;
     set_clip_bounds(graph, idx, lo * k, hi * k)
@@ -138,7 +140,7 @@ fn rescale_clip(graph: &mut Graph, idx: usize, k: f32) -> Result<()> {
 /// stay absent.
 pub(crate) fn set_clip_bounds(graph: &mut Graph, idx: usize, lo: f32, hi: f32) -> Result<()> {
     if graph.opset < 11 {
-        graph.nodes[idx].op = Op::Clip(Clip {
+        graph.nodes[idx].op = Box::new(Clip {
             min: lo.is_finite().then_some(lo),
             max: hi.is_finite().then_some(hi),
         });
@@ -191,12 +193,12 @@ impl ScaleRules for ParamRules {
         let name = graph.nodes[idx].name.clone();
         let role = state.scaling.get(&name).map(|i| i.role);
         let rank = producer_rank(graph, idx);
-        let Op::Scaling(sc) = &mut graph.nodes[idx].op else {
+        let Some(sc) = graph.nodes[idx].op.downcast_mut::<Scaling>() else {
             return Err(Error::InvalidArgument(format!("node '{name}' is not a Scaling node")));
         };
         if role == Some(Role::Dequant) {
             let s = scalar(s_in, graph, idx, "a dequantizer input")?;
-            if let Op::Scaling(sc) = &mut graph.nodes[idx].op {
+            if let Some(sc) = graph.nodes[idx].op.downcast_mut::<Scaling>() {
                 sc.factor = vec![s];
             }
             return Ok((1.0, false));

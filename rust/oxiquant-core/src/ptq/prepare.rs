@@ -7,8 +7,8 @@ use super::classify::{activations, classify, Class};
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::ops::norm::batch_norm_affine;
-use crate::ops::Op;
+use crate::ops::nn::batch_norm_affine;
+use crate::ops::{BatchNorm, Conv, Dropout, Gemm, Identity, QOp};
 use crate::passes::fold_constants;
 
 /// What `prepare` changed.
@@ -21,7 +21,7 @@ pub struct PrepareReport {
 
 pub fn prepare(graph: &mut Graph, state: &mut PtqState) -> Result<PrepareReport> {
     state.expect("prepare_network", Stage::Float, &[])?;
-    if let Some(n) = graph.nodes.iter().find(|n| matches!(n.op, Op::Q(_))) {
+    if let Some(n) = graph.nodes.iter().find(|n| n.op.is::<QOp>()) {
         return Err(Error::InvalidArgument(format!(
             "prepare_network: the model is already quantized (node '{}' is a {}); it runs on the integer engine as loaded, quantize its float original instead",
             n.name,
@@ -59,9 +59,11 @@ fn remove_passthroughs(graph: &mut Graph) -> Result<usize> {
     let mut removed = 0;
     let mut i = 0;
     while i < graph.nodes.len() {
-        if matches!(graph.nodes[i].op, Op::Identity | Op::Dropout) && graph.nodes[i].outputs.len() == 1 {
+        if (graph.nodes[i].op.is::<Identity>() || graph.nodes[i].op.is::<Dropout>())
+            && graph.nodes[i].outputs.len() == 1
+        {
             // A Dropout asking for training is an error at run time; never drop one silently.
-            if matches!(graph.nodes[i].op, Op::Dropout) && graph.nodes[i].inputs.len() > 2 {
+            if graph.nodes[i].op.is::<Dropout>() && graph.nodes[i].inputs.len() > 2 {
                 let n = &graph.nodes[i];
                 let training = n.inputs[2].as_str();
                 if training.is_empty()
@@ -91,7 +93,7 @@ pub(crate) fn fold_batchnorms(graph: &mut Graph) -> Result<usize> {
     let mut folded = 0;
     let mut i = 0;
     while i < graph.nodes.len() {
-        let Op::BatchNorm { epsilon } = graph.nodes[i].op else {
+        let Some(&BatchNorm { epsilon }) = graph.nodes[i].op.downcast_ref::<BatchNorm>() else {
             i += 1;
             continue;
         };
@@ -104,7 +106,7 @@ pub(crate) fn fold_batchnorms(graph: &mut Graph) -> Result<usize> {
         let foldable = match (producer, &params) {
             (Some(p), Some(ps)) if ps.len() == 4 => {
                 let x = &bn.inputs[0];
-                matches!(graph.nodes[p].op, Op::Conv(_) | Op::Gemm(_))
+                (graph.nodes[p].op.is::<Conv>() || graph.nodes[p].op.is::<Gemm>())
                     && graph.consumers(x).len() == 1
                     && !graph.is_graph_output(x)
                     && AffineParams::read(graph, p).is_ok_and(|a| a.channels == ps[0].len())
@@ -133,7 +135,9 @@ pub(crate) fn fold_batchnorms(graph: &mut Graph) -> Result<usize> {
 
 fn fold_gemm_alpha_beta(graph: &mut Graph) -> Result<()> {
     for i in 0..graph.nodes.len() {
-        let Op::Gemm(g) = &graph.nodes[i].op else { continue };
+        let Some(g) = graph.nodes[i].op.downcast_ref::<Gemm>() else {
+            continue;
+        };
         if (g.alpha == 1.0 && g.beta == 1.0) || g.trans_a {
             continue;
         }
@@ -147,7 +151,7 @@ fn fold_gemm_alpha_beta(graph: &mut Graph) -> Result<()> {
         a.for_each_mut(|_, w| *w *= alpha);
         a.bias.iter_mut().for_each(|b| *b *= beta);
         a.write(graph, i)?;
-        if let Op::Gemm(g) = &mut graph.nodes[i].op {
+        if let Some(g) = graph.nodes[i].op.downcast_mut::<Gemm>() {
             g.alpha = 1.0;
             g.beta = 1.0;
         }

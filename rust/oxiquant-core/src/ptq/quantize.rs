@@ -15,7 +15,7 @@ use super::signs::signedness;
 use super::{check_bits, max_of, PtqState, Role, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::ops::{Clip, Op, QuantBounds, Scaling, Unary};
+use crate::ops::{Clip, QuantBounds, Scaling, Unary};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 
@@ -124,11 +124,13 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                 let info = state.scaling.get(&node.name).cloned().ok_or_else(|| {
                     Error::InvalidArgument(format!("Scaling node '{}' is unknown to the pipeline", node.name))
                 })?;
-                let Op::Scaling(sc) = &node.op else { continue };
+                let Some(sc) = node.op.downcast_ref::<Scaling>() else {
+                    continue;
+                };
                 let u_x = unit_of(&units, &x).unwrap_or_else(|| vec![1.0]);
                 if info.role == Role::Dequant {
                     let f = sc.factor[0] / u_x[0];
-                    graph.nodes[idx].op = Op::Scaling(Scaling {
+                    graph.nodes[idx].op = Box::new(Scaling {
                         factor: vec![f],
                         rank: sc.rank,
                         quant: None,
@@ -147,7 +149,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                     } else {
                         sc.rank
                     };
-                    graph.nodes[idx].op = Op::Scaling(Scaling {
+                    graph.nodes[idx].op = Box::new(Scaling {
                         factor,
                         rank,
                         quant: Some(if signed {
@@ -230,12 +232,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
             }
             Class::Seamless => {
                 let u = unit_of(&units, &x);
-                let needs_round = matches!(
-                    node.op,
-                    Op::Pool(crate::ops::Pool { max: false, .. })
-                        | Op::GlobalPool { max: false }
-                        | Op::Unary(Unary::LeakyRelu { .. })
-                );
+                let needs_round = node.op.needs_round();
                 if u.is_some() && needs_round {
                     round_after.push(node.outputs[0].clone());
                 }
@@ -243,7 +240,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
             }
             Class::Bounded => {
                 let u = unit_of(&units, &x);
-                if let (Some(u), Op::Clip(c)) = (&u, &node.op) {
+                if let (Some(u), Some(c)) = (&u, node.op.downcast_ref::<Clip>()) {
                     let args: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| graph.initializers.get(v)).collect();
                     let (lo, hi) = Clip::bounds(c, &args)?;
                     set_clip_bounds(graph, idx, (lo * u[0]).round_ties_even(), (hi * u[0]).round_ties_even())?;
@@ -278,7 +275,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                 .map(|p| graph.nodes[p].name.clone())
                 .unwrap_or_default()
         );
-        graph.insert_after(&v, &name, Op::Unary(Unary::Round))?;
+        graph.insert_after(&v, &name, Unary::Round)?;
     }
     if opts.dequantize_outputs {
         dequantize_outputs(graph, state, &units)?;
@@ -306,9 +303,7 @@ fn shift_plan(
     let out = graph.nodes[idx].outputs.first()?;
     let readers = graph.consumers(out);
     let [(t, 0)] = readers[..] else { return None };
-    let Op::Scaling(sc) = &graph.nodes[t].op else {
-        return None;
-    };
+    let sc = graph.nodes[t].op.downcast_ref::<Scaling>()?;
     let tname = graph.nodes[t].name.clone();
     if state.scaling.get(&tname).map(|i| i.role) != Some(Role::Affine) {
         return None;
@@ -344,11 +339,11 @@ fn dequantize_outputs(graph: &mut Graph, state: &mut PtqState, units: &HashMap<S
         graph.insert_after(
             &o,
             &format!("{o}_dequantize"),
-            Op::Scaling(Scaling {
+            Scaling {
                 factor,
                 rank: 0,
                 quant: None,
-            }),
+            },
         )?;
     }
     state.dequantized_outputs = true;

@@ -2,54 +2,47 @@
 //! non-negative, from the graph's structure alone (never from the calibration data, which
 //! proves nothing about other inputs).
 
-use super::classify::Class;
+use super::classify::{activations, data_inputs, facts, Class};
 use super::insert_scaling::{branch_owner, node_classes};
 use super::PtqState;
 use crate::graph::Graph;
-use crate::ops::{BinaryOp, Clip, Op, Unary};
-use crate::tensor::Tensor;
-use std::collections::HashMap;
+use crate::ops::SignRule;
+use std::collections::{HashMap, HashSet};
 
-fn clip_lo(graph: &Graph, idx: usize) -> f32 {
-    let n = &graph.nodes[idx];
-    let Op::Clip(c) = n.op else { return f32::NEG_INFINITY };
-    let args: Vec<Option<&Tensor>> = n.inputs.iter().map(|v| graph.initializers.get(v)).collect();
-    Clip::bounds(&c, &args).map(|b| b.0).unwrap_or(f32::NEG_INFINITY)
-}
-
-/// Whether `value` is >= 0 whatever the input.
-pub fn non_negative(graph: &Graph, value: &str, classes: &HashMap<String, Class>, depth: usize) -> bool {
+/// Whether `value` is >= 0 whatever the input: the producer's sign rule, followed back
+/// through the ops whose output is non-negative when their data inputs are.
+pub fn non_negative(
+    graph: &Graph,
+    value: &str,
+    classes: &HashMap<String, Class>,
+    acts: &HashSet<String>,
+    depth: usize,
+) -> bool {
     if depth > 10_000 {
         return false;
     }
     let Some(p) = graph.producer(value) else { return false };
     let n = &graph.nodes[p];
-    let rec = |v: &str| non_negative(graph, v, classes, depth + 1);
-    match &n.op {
-        Op::Unary(Unary::Relu | Unary::Abs) => true,
-        Op::Clip(_) => clip_lo(graph, p) >= 0.0 || rec(&n.inputs[0]),
-        // A quantizer clamped at 0 (an unsigned one) or a positive factor of a non-negative input.
-        Op::Scaling(s) => s.quant.is_some_and(|q| q.lo >= 0.0) || rec(&n.inputs[0]),
-        Op::Binary(BinaryOp::Add) | Op::Sum | Op::Concat { .. } => n.inputs.iter().all(|v| rec(v)),
-        _ if matches!(classes.get(&n.name), Some(Class::Seamless)) && !matches!(n.op, Op::Unary(_)) => {
-            rec(&n.inputs[0])
+    match n.op.sign_rule(&facts(graph, n, acts)) {
+        SignRule::NonNegative => true,
+        // A node that reads no activation (shape arithmetic) proves nothing of one.
+        SignRule::FollowsInputs if !matches!(classes.get(&n.name), Some(Class::Passive) | None) => {
+            data_inputs(n.op.as_ref(), n)
+                .iter()
+                .all(|v| non_negative(graph, v, classes, acts, depth + 1))
         }
         _ => false,
     }
 }
 
 /// Whether every reader of `value` clamps it at 0 (so negative values need no code).
-fn clamped_by_readers(graph: &Graph, value: &str) -> bool {
+fn clamped_by_readers(graph: &Graph, value: &str, acts: &HashSet<String>) -> bool {
     let readers = graph.consumers(value);
     !readers.is_empty()
         && !graph.is_graph_output(value)
         && readers.iter().all(|&(c, slot)| {
-            slot == 0
-                && match graph.nodes[c].op {
-                    Op::Unary(Unary::Relu) => true,
-                    Op::Clip(_) => clip_lo(graph, c) >= 0.0,
-                    _ => false,
-                }
+            let n = &graph.nodes[c];
+            slot == 0 && n.op.clamps_negatives(&facts(graph, n, acts))
         })
 }
 
@@ -57,13 +50,15 @@ fn clamped_by_readers(graph: &Graph, value: &str) -> bool {
 /// of one merging node share a sign (they must share an integer unit).
 pub fn signedness(graph: &Graph, state: &PtqState, optimize_signs: bool) -> HashMap<String, bool> {
     let classes = node_classes(graph);
+    let acts = activations(graph);
     let mut signed: HashMap<String, bool> = HashMap::new();
     for n in &graph.nodes {
         if !state.scaling.contains_key(&n.name) {
             continue;
         }
         let unsigned = optimize_signs
-            && (non_negative(graph, &n.outputs[0], &classes, 0) || clamped_by_readers(graph, &n.outputs[0]));
+            && (non_negative(graph, &n.outputs[0], &classes, &acts, 0)
+                || clamped_by_readers(graph, &n.outputs[0], &acts));
         signed.insert(n.name.clone(), !unsigned);
     }
     for (m, n) in graph.nodes.iter().enumerate() {

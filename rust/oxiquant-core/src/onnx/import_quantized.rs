@@ -25,9 +25,11 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NameGen, Node};
+use crate::int::{requant_table, AddInput, Dequant, IntOp, QAdd, QAvgPool, QConv, QGemm, Requant, Table};
 use crate::ops::qlinear::{dequantize, Param, Params, QOp};
-use crate::ops::quantized::{requant_table, AddInput, Dequant, IntOp, QAdd, QAvgPool, QConv, QGemm, Requant, Table};
+use crate::ops::MatMul;
 use crate::ops::{BinaryOp, Conv, Op, Unary};
+use crate::ops::{Clip, Concat, Gather, Gemm, GlobalPool, Identity, Pad, Pool};
 use crate::tensor::{DType, Tensor};
 use std::collections::{HashMap, HashSet};
 
@@ -67,7 +69,7 @@ impl Imported {
 
 /// Whether the graph holds quantized ONNX ops (a model quantized by another tool).
 pub fn is_quantized_model(graph: &Graph) -> bool {
-    graph.nodes.iter().any(|n| matches!(n.op, Op::Q(_)))
+    graph.nodes.iter().any(|n| n.op.is::<QOp>())
 }
 
 /// A float value that is the dequantization of an integer activation.
@@ -168,7 +170,7 @@ impl<'g> Import<'g> {
     /// The per-tensor QuantizeLinear node `q`, as a `Quantizer`.
     fn quantizer_at(&self, q: usize) -> Result<Option<Quantizer>> {
         let n = &self.src.nodes[q];
-        let Op::Q(QOp::QuantizeLinear { out, .. }) = &n.op else {
+        let Some(QOp::QuantizeLinear { out, .. }) = n.op.downcast_ref::<QOp>() else {
             return Ok(None);
         };
         let Some(ps) = self.params(n, 1, 2, "y")? else {
@@ -204,9 +206,9 @@ impl<'g> Import<'g> {
             return Ok(None);
         }
         let rn = &self.src.nodes[r];
-        let real = match &rn.op {
-            Op::Unary(Unary::Relu) => Some((0.0, f32::INFINITY)),
-            Op::Clip(c) => {
+        let real = match rn.op.downcast_ref::<Clip>() {
+            _ if rn.op.downcast_ref::<Unary>() == Some(&Unary::Relu) => Some((0.0, f32::INFINITY)),
+            Some(c) => {
                 if rn
                     .inputs
                     .iter()
@@ -219,7 +221,7 @@ impl<'g> Import<'g> {
                     Some(c.bounds(&args)?)
                 }
             }
-            _ => None,
+            None => None,
         };
         let (Some((rlo, rhi)), Some(q2)) = (real, self.sole_reader(r)) else {
             return Ok(None);
@@ -246,7 +248,7 @@ impl<'g> Import<'g> {
         }
         self.nodes.push(Node {
             name: name.to_string(),
-            op: Op::Int(op),
+            op: Box::new(op),
             inputs,
             outputs: vec![out],
         });
@@ -296,26 +298,35 @@ impl<'g> Import<'g> {
         let src = self.src;
         let node = &src.nodes[idx];
         let first = node.inputs.first().cloned().unwrap_or_default();
-        match &node.op {
-            Op::Q(q) => self.qop(idx, q),
-            Op::Conv(_) | Op::Gemm(_) | Op::MatMul if self.deq.contains_key(&first) => {
-                if !self.affine_qdq(idx)? {
-                    self.keep(node, "no quantized weight or no QuantizeLinear after it")?;
-                }
-                Ok(())
+        let op = node.op.as_ref();
+        let unary_or_clip = op.is::<Unary>() || op.is::<Clip>();
+        // Reshapes, transposes, slices, pads and the identities (Gather is not followed here).
+        let moves_ints = op.moves_data_only() && !op.is::<Gather>();
+        let pool = op.downcast_ref::<Pool>();
+        let global_pool = op.downcast_ref::<GlobalPool>();
+        if let Some(q) = op.downcast_ref::<QOp>() {
+            return self.qop(idx, q);
+        }
+        if (op.is::<Conv>() || op.is::<Gemm>() || op.is::<MatMul>()) && self.deq.contains_key(&first) {
+            if !self.affine_qdq(idx)? {
+                self.keep(node, "no quantized weight or no QuantizeLinear after it")?;
             }
-            Op::Binary(BinaryOp::Add) if node.inputs.iter().all(|v| self.deq.contains_key(v)) => {
-                match self.quantizer_after(idx, true)? {
-                    Some(q) => {
-                        let (a, b) = (self.deq[&node.inputs[0]].clone(), self.deq[&node.inputs[1]].clone());
-                        self.add(node, (&a.int, a.p), (&b.int, b.p), &q);
-                        Ok(())
-                    }
-                    None => self.keep(node, "no QuantizeLinear after it"),
+            return Ok(());
+        }
+        if op.downcast_ref::<BinaryOp>() == Some(&BinaryOp::Add) && node.inputs.iter().all(|v| self.deq.contains_key(v))
+        {
+            return match self.quantizer_after(idx, true)? {
+                Some(q) => {
+                    let (a, b) = (self.deq[&node.inputs[0]].clone(), self.deq[&node.inputs[1]].clone());
+                    self.add(node, (&a.int, a.p), (&b.int, b.p), &q);
+                    Ok(())
                 }
-            }
-            Op::Concat { axis } if node.inputs.iter().all(|v| self.deq.contains_key(v)) => {
-                match self.quantizer_after(idx, false)? {
+                None => self.keep(node, "no QuantizeLinear after it"),
+            };
+        }
+        if let Some(&Concat { axis }) = op.downcast_ref::<Concat>() {
+            if node.inputs.iter().all(|v| self.deq.contains_key(v)) {
+                return match self.quantizer_after(idx, false)? {
                     Some(q) => {
                         let parts: Vec<(String, Param, DType)> = node
                             .inputs
@@ -325,88 +336,70 @@ impl<'g> Import<'g> {
                                 (d.int.clone(), d.p, d.dtype)
                             })
                             .collect();
-                        self.concat(node, *axis, &parts, &q)
+                        self.concat(node, axis, &parts, &q)
                     }
                     None => self.keep(node, "no QuantizeLinear after it"),
-                }
+                };
             }
-            Op::Pool(_) | Op::GlobalPool { .. } if self.deq.contains_key(&first) => self.pool_qdq(idx),
-            Op::Unary(_) | Op::Clip(_) if self.deq.contains_key(&first) => {
-                let d = self.deq[&first].clone();
-                let consts_only = node
-                    .inputs
-                    .iter()
-                    .skip(1)
-                    .all(|v| v.is_empty() || self.konst(v).is_some());
-                match self.quantizer_after(idx, false)? {
-                    Some(q) if consts_only => {
-                        let t = self.float_table(node, &node.op, &d, &q)?;
-                        self.absorb(&q);
-                        self.emit(
-                            &node.name,
-                            IntOp::Table(Box::new(t)),
-                            vec![d.int],
-                            q.out.clone(),
-                            Some(q.dtype),
-                        );
-                        Ok(())
-                    }
-                    _ => self.keep(node, "no QuantizeLinear after it"),
-                }
-            }
-            Op::Reshape { .. }
-            | Op::Flatten { .. }
-            | Op::Transpose { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Identity
-            | Op::Dropout
-            | Op::Slice(_)
-            | Op::Pad(_)
-                if self.deq.contains_key(&first) =>
-            {
-                let d = self.deq[&first].clone();
-                self.shape_on_ints(idx, &d)
-            }
-            // QOperator models move integers through shape ops and MaxPool as they are.
-            Op::Reshape { .. }
-            | Op::Flatten { .. }
-            | Op::Transpose { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Identity
-            | Op::Dropout
-            | Op::Slice(_)
-            | Op::Pad(_)
-                if self.ints.contains_key(&first) =>
-            {
-                let dt = self.ints[&first];
-                self.ints.insert(node.outputs[0].clone(), dt);
-                self.nodes.push(node.clone());
-                Ok(())
-            }
-            Op::Pool(p) if p.max && self.ints.contains_key(&first) => {
-                let dt = self.ints[&first];
-                self.emit(
-                    &node.name,
-                    IntOp::Pool(p.clone()),
-                    vec![first],
-                    node.outputs[0].clone(),
-                    Some(dt),
-                );
-                Ok(())
-            }
-            Op::GlobalPool { max: true } if self.ints.contains_key(&first) => {
-                let dt = self.ints[&first];
-                let op = IntOp::GlobalPool { max: true };
-                self.emit(&node.name, op, vec![first], node.outputs[0].clone(), Some(dt));
-                Ok(())
-            }
-            _ => self.keep(
-                node,
-                "no integer form for this op between DequantizeLinear and QuantizeLinear",
-            ),
         }
+        if (pool.is_some() || global_pool.is_some()) && self.deq.contains_key(&first) {
+            return self.pool_qdq(idx);
+        }
+        if unary_or_clip && self.deq.contains_key(&first) {
+            let d = self.deq[&first].clone();
+            let consts_only = node
+                .inputs
+                .iter()
+                .skip(1)
+                .all(|v| v.is_empty() || self.konst(v).is_some());
+            return match self.quantizer_after(idx, false)? {
+                Some(q) if consts_only => {
+                    let t = self.float_table(node, op, &d, &q)?;
+                    self.absorb(&q);
+                    self.emit(
+                        &node.name,
+                        IntOp::Table(Box::new(t)),
+                        vec![d.int],
+                        q.out.clone(),
+                        Some(q.dtype),
+                    );
+                    Ok(())
+                }
+                _ => self.keep(node, "no QuantizeLinear after it"),
+            };
+        }
+        if moves_ints && self.deq.contains_key(&first) {
+            let d = self.deq[&first].clone();
+            return self.shape_on_ints(idx, &d);
+        }
+        // QOperator models move integers through shape ops and MaxPool as they are.
+        if moves_ints && self.ints.contains_key(&first) {
+            let dt = self.ints[&first];
+            self.ints.insert(node.outputs[0].clone(), dt);
+            self.nodes.push(node.clone());
+            return Ok(());
+        }
+        if let Some(p) = pool.filter(|p| p.max && self.ints.contains_key(&first)) {
+            let dt = self.ints[&first];
+            self.emit(
+                &node.name,
+                IntOp::Pool(p.clone()),
+                vec![first],
+                node.outputs[0].clone(),
+                Some(dt),
+            );
+            return Ok(());
+        }
+        if global_pool.is_some_and(|g| g.max) && self.ints.contains_key(&first) {
+            let dt = self.ints[&first];
+            let op = IntOp::GlobalPool { max: true };
+            self.emit(&node.name, op, vec![first], node.outputs[0].clone(), Some(dt));
+            return Ok(());
+        }
+        self.keep(
+            node,
+            "no integer form for this op between DequantizeLinear and QuantizeLinear",
+        )
     }
 
     /// A shape op on a dequantized value: the op on the integers, dequantized after it (or
@@ -421,7 +414,7 @@ impl<'g> Import<'g> {
             self.materialize(v)?;
         }
         let mut op = node.op.clone();
-        if let Op::Pad(p) = &mut op {
+        if let Some(p) = op.downcast_mut::<Pad>() {
             // A constant pad value is a real number: its quantized value on the integers.
             if p.mode == crate::ops::PadMode::Constant {
                 let real = match (&p.pads, inputs.get(2).filter(|v| !v.is_empty())) {
@@ -486,7 +479,7 @@ impl<'g> Import<'g> {
     }
 
     /// Table of `QuantizeLinear(op(DequantizeLinear(x)))` for an element-wise `op`.
-    fn float_table(&self, node: &Node, op: &Op, d: &Deq, q: &Quantizer) -> Result<Table> {
+    fn float_table(&self, node: &Node, op: &dyn Op, d: &Deq, q: &Quantizer) -> Result<Table> {
         let (lo, hi) = range_of(d.dtype);
         let xs: Vec<f32> = (lo..=hi).map(|x| (x - d.p.zero) as f32 * d.p.scale).collect();
         let xt = Tensor::from_vec(vec![xs.len()], xs)?;
@@ -552,7 +545,7 @@ impl<'g> Import<'g> {
         self.ints.insert(q.out.clone(), q.dtype);
         self.nodes.push(Node {
             name: node.name.clone(),
-            op: Op::Concat { axis },
+            op: Box::new(Concat { axis }),
             inputs,
             outputs: vec![q.out.clone()],
         });
@@ -564,8 +557,10 @@ impl<'g> Import<'g> {
         let node = &src.nodes[idx];
         let d = self.deq[&node.inputs[0]].clone();
         let q = self.quantizer_after(idx, false)?;
-        match (&node.op, q) {
-            (Op::Pool(p), q) if p.max => {
+        let pool = node.op.downcast_ref::<Pool>();
+        let global_max = node.op.downcast_ref::<GlobalPool>().is_some_and(|g| g.max);
+        match (pool, q) {
+            (Some(p), q) if p.max => {
                 let v = self.names.fresh(&format!("{}_int", node.outputs[0]));
                 self.emit(
                     &node.name,
@@ -576,17 +571,14 @@ impl<'g> Import<'g> {
                 );
                 self.requantize_into(node, &v, d.p, d.dtype, q)
             }
-            (Op::GlobalPool { max: true }, q) => {
+            (None, q) if global_max => {
                 let v = self.names.fresh(&format!("{}_int", node.outputs[0]));
                 let op = IntOp::GlobalPool { max: true };
                 self.emit(&node.name, op, vec![d.int.clone()], v.clone(), Some(d.dtype));
                 self.requantize_into(node, &v, d.p, d.dtype, q)
             }
-            (op, Some(q)) => {
-                let pool = match op {
-                    Op::Pool(p) => Some(p.clone()),
-                    _ => None,
-                };
+            (pool, Some(q)) => {
+                let pool = pool.cloned();
                 self.avg_pool(&node.name, pool, &d.int, d.p, &q)
             }
             (_, None) => self.keep(node, "no QuantizeLinear after it"),
@@ -636,11 +628,18 @@ impl<'g> Import<'g> {
         let Some(q) = self.quantizer_after(idx, true)? else {
             return Ok(false);
         };
-        let kind = match &node.op {
-            Op::Conv(c) => Affine::Conv(c.clone()),
-            Op::Gemm(g) if !g.trans_a && g.alpha == 1.0 && g.beta == 1.0 => Affine::Gemm { trans_b: g.trans_b },
-            Op::MatMul => Affine::Gemm { trans_b: false },
-            _ => return Ok(false),
+        let kind = if let Some(c) = node.op.downcast_ref::<Conv>() {
+            Affine::Conv(c.clone())
+        } else if let Some(g) = node.op.downcast_ref::<Gemm>() {
+            if !g.trans_a && g.alpha == 1.0 && g.beta == 1.0 {
+                Affine::Gemm { trans_b: g.trans_b }
+            } else {
+                return Ok(false);
+            }
+        } else if node.op.is::<MatMul>() {
+            Affine::Gemm { trans_b: false }
+        } else {
+            return Ok(false);
         };
         let spec = AffineSpec {
             x: d.int.clone(),
@@ -652,7 +651,7 @@ impl<'g> Import<'g> {
                 int: int_bias.as_ref().map(|c| (&c.q, &c.p)),
                 real: bias.as_ref(),
             },
-            matmul: matches!(node.op, Op::MatMul),
+            matmul: node.op.is::<MatMul>(),
         };
         match self.affine_op(&node.name, kind, &spec, &q) {
             Ok(op) => {
@@ -934,12 +933,12 @@ impl<'g> Import<'g> {
                     dtype: xdt,
                     node: node.name.clone(),
                 };
-                let op = q.float_op().unwrap_or(Op::Identity);
+                let op: Box<dyn Op> = q.float_op().unwrap_or_else(|| Box::new(Identity));
                 let bare = Node {
                     inputs: vec![x.clone()],
                     ..node.clone()
                 };
-                let t = self.float_table(&bare, &op, &d, &qz)?;
+                let t = self.float_table(&bare, op.as_ref(), &d, &qz)?;
                 (IntOp::Table(Box::new(t)), vec![x], qz)
             }
             QOp::QuantizeLinear { .. } | QOp::DequantizeLinear { .. } => return Ok(false),

@@ -12,9 +12,12 @@
 use super::export_qdq::WeightType;
 use super::ort_rounding;
 use crate::error::{Error, Result};
-use crate::graph::{AttrValue, Graph, NameGen, RawGraph, RawNode};
-use crate::ops::quantized::{IntOp, Requant};
+use crate::graph::{Graph, NameGen};
+use crate::int::{IntOp, Requant};
+use crate::onnx::{AttrValue, RawGraph, RawNode};
+use crate::ops::Pad;
 use crate::ops::{Op, Pool};
+use crate::ops::{Scaling, Shape};
 use crate::tensor::{DType, Tensor};
 use std::collections::HashMap;
 
@@ -270,7 +273,7 @@ fn layer_scales(rq: &Requant) -> (Vec<f32>, f32) {
 }
 
 fn pool_attrs(p: &Pool, opset: i64) -> Vec<(String, AttrValue)> {
-    Op::Pool(p.clone()).to_attrs(opset)
+    p.to_attrs(opset)
 }
 
 /// The QOperator graph of an integer-engine graph (`lower_int::lower_to_integer`).
@@ -291,8 +294,8 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
     for n in &graph.nodes {
         // Requantizations folded into an add come back as the nodes they were, before it.
         let restored;
-        let n = match &n.op {
-            Op::Int(IntOp::AddRequant { folded, .. }) if folded.iter().any(Option::is_some) => {
+        let n = match n.op.downcast_ref::<IntOp>() {
+            Some(IntOp::AddRequant { folded, .. }) if folded.iter().any(Option::is_some) => {
                 let mut r = n.clone();
                 for (slot, f) in folded.iter().enumerate() {
                     if let (Some(f), Some(x)) = (f, r.inputs.get_mut(slot)) {
@@ -309,7 +312,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
         let x = n.inputs.first().cloned().unwrap_or_default();
         let out = n.outputs.first().cloned().unwrap_or_default();
         let x_dt = w.dtype.get(&x).copied();
-        if let Op::Scaling(sc) = &n.op {
+        if let Some(sc) = n.op.downcast_ref::<Scaling>() {
             // A scaling left in float (into or out of a float island): a multiplication.
             if sc.quant.is_some() {
                 return Err(Error::InvalidArgument(format!(
@@ -321,16 +324,16 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
             w.node(&n.name, "Mul", "", vec![x, f], out, Vec::new());
             continue;
         }
-        let Op::Int(iop) = &n.op else {
+        let Some(iop) = n.op.downcast_ref::<IntOp>() else {
             // Float ops, and shape ops that also run on integers as they are.
             let mut inputs = n.inputs.clone();
-            if let (Op::Pad(_), Some(dt)) = (&n.op, x_dt) {
+            if let (true, Some(dt)) = (n.op.is::<Pad>(), x_dt) {
                 // Padding with the integer 0 is padding with the zero point.
                 inputs.resize(inputs.len().max(3), String::new());
                 inputs[2] = w.int_scalar(&format!("{}_value", n.name), dt, 0)?;
             }
             if let Some(dt) = x_dt {
-                if !matches!(n.op, Op::Shape { .. }) {
+                if !n.op.is::<Shape>() {
                     for o in &n.outputs {
                         w.dtype.insert(o.clone(), dt);
                     }
@@ -379,7 +382,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                     "",
                     vec![x, xs, xzp, wq, wsc, wzp, ysc, yzp, b],
                     target.clone(),
-                    c.conv.to_attrs(),
+                    c.conv.attrs(),
                 );
                 w.clamp(&n.name, &c.requant, &target, &out)?;
             }

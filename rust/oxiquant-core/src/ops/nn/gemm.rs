@@ -1,12 +1,12 @@
-//! Gemm and MatMul over the fp32 GEMM kernel.
+//! Gemm over the fp32 GEMM kernel.
 
-use super::{input, AttrReader};
+use super::conv::empty_weight;
 use crate::error::{Error, Result};
-use crate::graph::AttrValue;
 use crate::kernels::elementwise::broadcast_shape;
 use crate::kernels::gemm::{sgemm, MatRef};
-use crate::tensor::{numel, Tensor};
-use rayon::prelude::*;
+use crate::onnx::attrs::{AttrReader, AttrValue};
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
+use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gemm {
@@ -29,7 +29,7 @@ impl Gemm {
         })
     }
 
-    pub fn to_attrs(&self) -> Vec<(String, AttrValue)> {
+    pub fn attrs(&self) -> Vec<(String, AttrValue)> {
         let mut v = Vec::new();
         if self.alpha != 1.0 {
             v.push(("alpha".into(), AttrValue::Float(self.alpha)));
@@ -46,7 +46,7 @@ impl Gemm {
         v
     }
 
-    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let a = input(inputs, 0, "A")?;
         let b = input(inputs, 1, "B")?;
         if a.rank() != 2 || b.rank() != 2 {
@@ -113,80 +113,39 @@ impl Gemm {
     }
 }
 
-/// numpy `matmul`: 1-D operands are promoted, leading dimensions broadcast.
-pub fn matmul(inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let a = input(inputs, 0, "A")?;
-    let b = input(inputs, 1, "B")?;
-    if a.rank() == 0 || b.rank() == 0 {
-        return Err(Error::shape("MatMul operands must have rank >= 1".to_string()));
+impl FromOnnx for Gemm {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        Gemm::parse(cx.attrs)
     }
-    let mut sa = a.shape().to_vec();
-    let mut sb = b.shape().to_vec();
-    let (a1, b1) = (sa.len() == 1, sb.len() == 1);
-    if a1 {
-        sa.insert(0, 1);
+}
+
+impl Op for Gemm {
+    fn op_type(&self) -> &'static str {
+        "Gemm"
     }
-    if b1 {
-        sb.push(1);
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        self.attrs()
     }
-    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
-    let (kb, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
-    if k != kb {
-        return Err(Error::shape(format!(
-            "MatMul inner dimensions differ: {:?} x {:?}",
-            a.shape(),
-            b.shape()
-        )));
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        self.run(inputs)
     }
-    let batch = broadcast_shape(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
-    let nb = numel(&batch);
-    let (av, bv) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
-    // Offsets of each broadcast batch in A and B.
-    let offsets = |s: &[usize], mat: usize| -> Vec<usize> {
-        let bs = &s[..s.len() - 2];
-        (0..nb)
-            .map(|i| {
-                let mut rem = i;
-                let mut off = 0;
-                let mut stride = 1;
-                let mut idx = vec![0; batch.len()];
-                for d in (0..batch.len()).rev() {
-                    idx[d] = rem % batch[d];
-                    rem /= batch[d];
-                }
-                for d in (0..bs.len()).rev() {
-                    let bd = idx[d + batch.len() - bs.len()];
-                    off += if bs[d] == 1 { 0 } else { bd } * stride;
-                    stride *= bs[d];
-                }
-                off * mat
-            })
-            .collect()
-    };
-    let (oa, ob) = (offsets(&sa, m * k), offsets(&sb, k * n));
-    crate::tensor::check_alloc(&[nb, m, n], 4)?;
-    let mut y = vec![0f32; nb * m * n];
-    let threads = rayon::current_num_threads();
-    let one = |i: usize, out: &mut [f32], t: usize| {
-        let am = MatRef::row_major(&av[oa[i]..oa[i] + m * k], k, false);
-        let bm = MatRef::row_major(&bv[ob[i]..ob[i] + k * n], n, false);
-        sgemm(m, n, k, 1.0, am, bm, out, false, t);
-    };
-    if nb >= threads && threads > 1 {
-        y.par_chunks_mut((m * n).max(1))
-            .enumerate()
-            .for_each(|(i, out)| one(i, out, 1));
-    } else {
-        y.chunks_mut((m * n).max(1))
-            .enumerate()
-            .for_each(|(i, out)| one(i, out, threads));
+    fn ptq_class(&self, n: &NodeFacts) -> Class {
+        let island = |why: &str| Class::FloatIsland(why.to_string());
+        let bias_ok = n.input(2).is_empty()
+            || n.constant(2)
+                .is_some_and(|c| c.len() == 1 || (c.shape().iter().rev().skip(1).all(|&d| d == 1)));
+        if empty_weight(n) {
+            island("an empty weight tensor")
+        } else if self.trans_a {
+            island("Gemm with transA=1")
+        } else if !n.is_constant(1) {
+            island("Gemm with a non-constant B")
+        } else if !bias_ok {
+            island("Gemm with a non-constant or 2-D (per-row) C")
+        } else if self.alpha != 1.0 || self.beta != 1.0 {
+            island("Gemm with alpha/beta != 1 (prepare_network folds them)")
+        } else {
+            Class::Affine
+        }
     }
-    let mut shape = batch;
-    if !a1 {
-        shape.push(m);
-    }
-    if !b1 {
-        shape.push(n);
-    }
-    Ok(vec![Tensor::from_vec(shape, y)?])
 }

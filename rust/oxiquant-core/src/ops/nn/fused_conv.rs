@@ -4,11 +4,10 @@
 //! applied as each value is stored, instead of one pass over the activation each.
 
 use super::conv::Conv;
-use super::elementwise::{BinaryOp, Clip};
-use super::input;
 use crate::error::Result;
 use crate::kernels::conv::{conv2d_fused, PackedWeights};
 use crate::kernels::elementwise::unary_inplace;
+use crate::ops::{input, BinaryOp, Class, Clip, NodeFacts, Op};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -28,7 +27,7 @@ pub struct FusedConv {
 
 impl FusedConv {
     /// Op type in summaries and profiles, e.g. "Conv+Add+Relu".
-    pub fn name(&self) -> &'static str {
+    pub fn kind_name(&self) -> &'static str {
         let act = self.lo != f32::NEG_INFINITY || self.hi != f32::INFINITY;
         match (self.residual, act) {
             (false, false) => "Conv(packed)",
@@ -77,12 +76,40 @@ impl FusedConv {
         Tensor::from_vec(shape, y)
     }
 
-    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         if self.residual {
             let r = input(inputs, 0, "residual")?.clone();
             Ok(vec![self.eval_into(Some(r), &inputs[1..])?])
         } else {
             Ok(vec![self.eval_into(None, inputs)?])
         }
+    }
+}
+
+impl Op for FusedConv {
+    fn op_type(&self) -> &'static str {
+        self.kind_name()
+    }
+    fn no_onnx_form(&self) -> Option<&'static str> {
+        Some("belongs to an inference plan and has no ONNX form; export the model it was planned from")
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        self.run(inputs)
+    }
+    fn has_in_place(&self) -> bool {
+        // Its first input is the residual, whose buffer becomes the output.
+        self.residual
+    }
+    fn eval_in_place(&self, x: Tensor, rest: &[Option<&Tensor>]) -> Result<Tensor> {
+        if self.residual {
+            self.eval_into(Some(x), rest)
+        } else {
+            let mut all: Vec<Option<&Tensor>> = vec![Some(&x)];
+            all.extend_from_slice(rest);
+            Ok(self.eval_into(None, &all)?)
+        }
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::FloatIsland(format!("{} is an op of an inference plan", self.kind_name()))
     }
 }

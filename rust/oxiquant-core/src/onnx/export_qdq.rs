@@ -12,11 +12,15 @@
 //! are the two's complement ones ONNX saturates to; narrower widths than the 8-bit container
 //! get a Clip. The dequantizers (float islands, outputs) stay multiplications.
 
-use super::{ort_rounding, PtqState, Stage};
+use super::ort_rounding;
 use crate::error::{Error, Result};
-use crate::graph::{AttrValue, Graph, NameGen, RawGraph, RawNode};
-use crate::ops::shape::PadMode;
-use crate::ops::{Op, Scaling, Unary};
+use crate::graph::{Graph, NameGen};
+use crate::onnx::{AttrValue, RawGraph, RawNode};
+use crate::ops::{
+    Concat, Conv, Dropout, Flatten, Gemm, GlobalPool, Identity, MatMul, Pad, PadMode, Pool, Reshape, Scaling, Slice,
+    Squeeze, Transpose, Unary, Unsqueeze,
+};
+use crate::ptq::{PtqState, Stage};
 use crate::tensor::Tensor;
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
@@ -156,35 +160,42 @@ fn integer_ranges(graph: &Graph) -> HashMap<String, RangeInclusive<i64>> {
     let union = |a: &RangeInclusive<i64>, b: &RangeInclusive<i64>| *a.start().min(b.start())..=*a.end().max(b.end());
     for n in &graph.nodes {
         let first = n.inputs.first().and_then(|v| ranges.get(v)).cloned();
-        let range = match &n.op {
-            Op::Scaling(Scaling { quant: Some(b), .. }) => Some(b.lo as i64..=b.hi as i64),
-            Op::Unary(Unary::Relu) => first.map(|r| (*r.start()).max(0)..=(*r.end()).max(0)),
-            Op::Unary(Unary::Round)
-            | Op::Identity
-            | Op::Dropout
-            | Op::Pool(crate::ops::Pool { max: true, .. })
-            | Op::GlobalPool { max: true }
-            | Op::Flatten { .. }
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Slice(_) => first,
-            Op::Pad(p) => match p.mode {
+        let op = n.op.as_ref();
+        let unary = op.downcast_ref::<Unary>();
+        let keeps_integers = unary == Some(&Unary::Round)
+            || op.downcast_ref::<Pool>().is_some_and(|p| p.max)
+            || op.downcast_ref::<GlobalPool>().is_some_and(|p| p.max)
+            || op.is::<Identity>()
+            || op.is::<Dropout>()
+            || op.is::<Flatten>()
+            || op.is::<Reshape>()
+            || op.is::<Transpose>()
+            || op.is::<Squeeze>()
+            || op.is::<Unsqueeze>()
+            || op.is::<Slice>();
+        let range = if let Some(b) = op.downcast_ref::<Scaling>().and_then(|sc| sc.quant) {
+            Some(b.lo as i64..=b.hi as i64)
+        } else if unary == Some(&Unary::Relu) {
+            first.map(|r| (*r.start()).max(0)..=(*r.end()).max(0))
+        } else if keeps_integers {
+            first
+        } else if let Some(p) = op.downcast_ref::<Pad>() {
+            match p.mode {
                 PadMode::Reflect | PadMode::Edge => first,
                 // The value as an attribute (opset < 11) or absent (zero); an input is not known.
                 PadMode::Constant if n.inputs.len() < 3 && p.value == p.value.round() => {
                     first.map(|r| union(&r, &(p.value as i64..=p.value as i64)))
                 }
                 PadMode::Constant => None,
-            },
-            Op::Concat { .. } => n
-                .inputs
+            }
+        } else if op.is::<Concat>() {
+            n.inputs
                 .iter()
                 .map(|v| ranges.get(v).cloned())
                 .reduce(|a, b| a.zip(b).map(|(a, b)| union(&a, &b)))
-                .flatten(),
-            _ => None,
+                .flatten()
+        } else {
+            None
         };
         if let (Some(r), Some(out)) = (range, n.outputs.first()) {
             ranges.insert(out.clone(), r);
@@ -236,7 +247,9 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
     let mut weight_ratio: HashMap<String, Vec<f32>> = HashMap::new();
     let mut quant_factor: HashMap<String, f32> = HashMap::new();
     for n in &graph.nodes {
-        let Op::Scaling(sc) = &n.op else { continue };
+        let Some(sc) = n.op.downcast_ref::<Scaling>() else {
+            continue;
+        };
         if sc.quant.is_none() || sc.factor.len() < 2 {
             continue;
         }
@@ -266,21 +279,28 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
     let mut signed_of: HashMap<String, bool> = HashMap::new();
     for n in &graph.nodes {
         let inputs: Vec<String> = n.inputs.iter().map(|v| resolve(&alias, v)).collect();
-        match &n.op {
-            Op::Scaling(Scaling { quant: Some(b), .. }) => {
-                signed_of.insert(n.outputs[0].clone(), b.lo < 0.0);
-                dequantized.insert(n.outputs[0].clone());
+        let scaling = n.op.downcast_ref::<Scaling>();
+        if let Some(b) = scaling.and_then(|sc| sc.quant) {
+            signed_of.insert(n.outputs[0].clone(), b.lo < 0.0);
+            dequantized.insert(n.outputs[0].clone());
+        } else if scaling.is_none()
+            && (n.inputs.len() == 1 || n.op.is::<Pad>() || n.op.is::<Reshape>() || n.op.is::<Slice>())
+        {
+            if let Some(&sg) = inputs.first().and_then(|v| signed_of.get(v)) {
+                signed_of.insert(n.outputs[0].clone(), sg);
             }
-            Op::Scaling(_) => {}
-            _ if n.inputs.len() == 1 || matches!(n.op, Op::Pad(_) | Op::Reshape { .. } | Op::Slice(_)) => {
-                if let Some(&sg) = inputs.first().and_then(|v| signed_of.get(v)) {
-                    signed_of.insert(n.outputs[0].clone(), sg);
-                }
-            }
-            _ => {}
         }
-        match &n.op {
-            Op::Scaling(sc) => match sc.quant {
+        let relu_after_unsigned = n.op.downcast_ref::<Unary>() == Some(&Unary::Relu)
+            && !graph.is_graph_output(&n.outputs[0])
+            && graph.producer(&n.inputs[0]).is_some_and(|p| {
+                graph.nodes[p]
+                    .op
+                    .downcast_ref::<Scaling>()
+                    .is_some_and(|s| s.quant.is_some_and(|b| b.lo >= 0.0))
+            });
+        let affine = n.op.is::<Conv>() || n.op.is::<Gemm>() || n.op.is::<MatMul>();
+        match scaling {
+            Some(sc) => match sc.quant {
                 Some(b) => {
                     let f = quant_factor.get(&n.name).copied().unwrap_or(sc.factor[0]);
                     let signed = b.lo < 0.0;
@@ -348,22 +368,17 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                     );
                 }
             },
-            Op::Unary(Unary::Relu)
-                if !graph.is_graph_output(&n.outputs[0])
-                    && graph.producer(&n.inputs[0]).is_some_and(
-                        |p| matches!(&graph.nodes[p].op, Op::Scaling(s) if s.quant.is_some_and(|b| b.lo >= 0.0)),
-                    ) =>
-            {
+            None if relu_after_unsigned => {
                 alias.insert(n.outputs[0].clone(), inputs[0].clone());
             }
-            Op::Conv(_) | Op::Gemm(_) | Op::MatMul if state.affine.contains_key(&n.name) => {
+            None if affine && state.affine.contains_key(&n.name) => {
                 let ratio = weight_ratio.get(&n.name).cloned().unwrap_or_else(|| vec![1.0]);
                 let wname = &n.inputs[1];
                 let wt = graph.initializers.get(wname).ok_or_else(|| {
                     Error::InvalidArgument(format!("QDQ export: the weight of '{}' is not a constant", n.name))
                 })?;
-                let axis = match &n.op {
-                    Op::Gemm(g) if !g.trans_b => 1,
+                let axis = match n.op.downcast_ref::<Gemm>() {
+                    Some(g) if !g.trans_b => 1,
                     _ => 0,
                 };
                 let what = format!("the weight of '{}'", n.name);
@@ -429,13 +444,13 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                     attrs: n.op.to_attrs(graph.opset),
                 });
             }
-            op => w.nodes.push(RawNode {
+            None => w.nodes.push(RawNode {
                 name: n.name.clone(),
-                op_type: op.op_type().to_string(),
+                op_type: n.op.op_type().to_string(),
                 domain: String::new(),
                 inputs,
                 outputs: n.outputs.clone(),
-                attrs: op.to_attrs(graph.opset),
+                attrs: n.op.to_attrs(graph.opset),
             }),
         }
     }

@@ -1,5 +1,5 @@
-//! Integer ops of the quantized engine. They are never parsed from ONNX: `ptq::lower_int`
-//! builds them from a quantized graph, `ptq::import_quantized` from a model quantized by
+//! The integer engine's op dialect. Never parsed from ONNX: `int::lower` builds it from a
+//! quantized graph, `onnx::import_quantized` from a model quantized by
 //! another tool (QDQ or QOperator). Activations are i8 or u8 (the container of a
 //! quantizer's range) with a zero point (0 for oxiquant's own models), weights i8 or uint8
 //! centered on their zero point, accumulators and merge sums i32, every step exact integer
@@ -12,9 +12,8 @@
 //! exact, so both agree bit for bit as long as its f32 accumulators are exact (sums below
 //! 2^24 in magnitude; see docs/integer-engine.md).
 
-use super::conv::Conv;
-use super::pool::{Pool, PoolPlan};
-use super::Op;
+pub mod lower;
+
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::binary;
 use crate::kernels::pool::{padded_count, PoolKind};
@@ -27,6 +26,8 @@ use crate::kernels::requant::{
 };
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::requant::{RowAvx2, SmallF32Avx2};
+use crate::ops::nn::{Conv, Pool, PoolPlan};
+use crate::ops::{input, Class, NodeFacts, Op};
 use crate::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -1217,7 +1218,7 @@ impl FoldedRequant {
     }
 }
 
-/// The integer ops (one enum variant of `Op`).
+/// The integer ops, one `Op` type (the dialect is closed: only the lowering builds them).
 #[derive(Debug, Clone, PartialEq)]
 pub enum IntOp {
     /// Float or integer in, i8/u8 out.
@@ -1253,7 +1254,7 @@ pub enum IntOp {
     /// the ops the fake-quantized graph runs in float on integer values (e.g. LeakyRelu
     /// followed by Round).
     Float {
-        op: Box<Op>,
+        op: Box<dyn Op>,
         out: DType,
     },
     /// Identity on integers (a Round/Floor after an op that already produces integers).
@@ -1293,7 +1294,7 @@ impl IntOp {
     }
 
     pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let x = super::input(inputs, 0, "X")?;
+        let x = input(inputs, 0, "X")?;
         let y = match self {
             IntOp::Requant(r) => r.eval(x)?,
             IntOp::Dequant(d) => d.eval(x)?,
@@ -1308,7 +1309,7 @@ impl IntOp {
                 folded,
                 small,
             } => {
-                let b = super::input(inputs, 1, "B")?;
+                let b = input(inputs, 1, "B")?;
                 let fits = |t: &Tensor, f: &Option<Box<FoldedRequant>>| f.as_ref().is_none_or(|f| f.input == t.dtype());
                 if inputs.len() == 2 && x.shape() == b.shape() && fits(x, &folded[0]) && fits(b, &folded[1]) {
                     let pre = [folded[0].as_deref(), folded[1].as_deref()];
@@ -1320,7 +1321,7 @@ impl IntOp {
                     let mut ts: Vec<Tensor> = Vec::new();
                     for (i, f) in folded.iter().enumerate() {
                         if let Some(f) = f {
-                            ts.push(f.requant.eval(super::input(inputs, i, "X")?)?);
+                            ts.push(f.requant.eval(input(inputs, i, "X")?)?);
                         }
                     }
                     let mut it = ts.iter();
@@ -1373,7 +1374,7 @@ impl IntOp {
             }
             IntOp::Pass => x.clone(),
             IntOp::Table(t) => t.eval(x)?,
-            IntOp::QAdd(q) => q.eval(x, super::input(inputs, 1, "B")?)?,
+            IntOp::QAdd(q) => q.eval(x, input(inputs, 1, "B")?)?,
             IntOp::AvgPool(p) => p.eval(x)?,
         };
         Ok(vec![y])
@@ -1381,6 +1382,21 @@ impl IntOp {
 }
 
 /// How `gather` combines the values it reads with `dst`.
+impl Op for IntOp {
+    fn op_type(&self) -> &'static str {
+        self.name()
+    }
+    fn no_onnx_form(&self) -> Option<&'static str> {
+        Some("belongs to the integer engine and has no ONNX form; export the quantized model instead")
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        IntOp::eval(self, inputs)
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::FloatIsland(format!("{} is an op of the integer engine", self.name()))
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Gather {
     Set,
@@ -1889,7 +1905,7 @@ mod tests {
     /// model whose bounds are crossed, where it used to panic.
     #[test]
     fn integer_clip_follows_the_float_clip() {
-        use crate::ops::elementwise::Clip;
+        use crate::ops::Clip;
         let xs: Vec<i8> = vec![-128, -9, -3, 0, 4, 5, 7, 127];
         for (lo, hi) in [(-3, 5), (5, -3), (0, 0), (-200, 300)] {
             let want: Vec<f32> = xs

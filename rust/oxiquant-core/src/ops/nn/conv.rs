@@ -1,9 +1,9 @@
 //! Conv: attributes, pad resolution and the glue to the convolution kernel.
 
-use super::{input, AttrReader};
 use crate::error::{Error, Result};
-use crate::graph::AttrValue;
 use crate::kernels::conv::{conv2d, ConvShape, Window2d};
+use crate::onnx::attrs::{AttrReader, AttrValue};
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
 use crate::tensor::Tensor;
 
 /// How padding is given: explicit per-side pads or ONNX `auto_pad`.
@@ -159,7 +159,7 @@ impl Conv {
         Ok(conv)
     }
 
-    pub fn to_attrs(&self) -> Vec<(String, AttrValue)> {
+    pub fn attrs(&self) -> Vec<(String, AttrValue)> {
         let mut out = Vec::new();
         let ints = |v: &Vec<usize>| AttrValue::Ints(v.iter().map(|&x| x as i64).collect());
         if let Some(k) = &self.kernel_shape {
@@ -249,7 +249,7 @@ impl Conv {
         Ok((s, bias, shape))
     }
 
-    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (x, w) = (input(inputs, 0, "X")?, input(inputs, 1, "W")?);
         let (s, bias, shape) = self.resolve(inputs)?;
         if s.n == 0 || s.m == 0 {
@@ -259,5 +259,38 @@ impl Conv {
         }
         let y = conv2d(x.as_slice::<f32>()?, w.as_slice::<f32>()?, bias, &s);
         Ok(vec![Tensor::from_vec(shape, y)?])
+    }
+}
+
+/// The PTQ's affine test shared by Conv, Gemm and MatMul: a layer with no output channel or
+/// no input feature has no scale to take out (the passes index a weight's first channel).
+pub(crate) fn empty_weight(n: &NodeFacts) -> bool {
+    n.constant(1).is_some_and(|w| w.is_empty())
+}
+
+impl FromOnnx for Conv {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        Conv::parse(cx.attrs)
+    }
+}
+
+impl Op for Conv {
+    fn op_type(&self) -> &'static str {
+        "Conv"
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        self.attrs()
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        self.run(inputs)
+    }
+    fn ptq_class(&self, n: &NodeFacts) -> Class {
+        if empty_weight(n) {
+            Class::FloatIsland("an empty weight tensor".into())
+        } else if n.is_constant(1) && n.is_omitted_or_constant(2) {
+            Class::Affine
+        } else {
+            Class::FloatIsland("Conv with non-constant weights or bias".into())
+        }
     }
 }

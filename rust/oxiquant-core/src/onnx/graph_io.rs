@@ -3,9 +3,10 @@
 //! The parts are what the Python side reads out of an ONNX protobuf; no protobuf parsing
 //! happens in the core.
 
-use super::{topo_order, AttrReader, AttrValue, Graph, NameGen, Node, ValueInfo};
+use super::{AttrReader, AttrValue};
 use crate::error::{Error, Result, UnsupportedEntry};
-use crate::ops::{Op, Scaling, MAX_OPSET};
+use crate::graph::{topo_order, Graph, NameGen, Node, ValueInfo};
+use crate::ops::{Scaling, MAX_OPSET};
 use crate::tensor::Tensor;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -95,7 +96,7 @@ impl Graph {
         let mut nodes = Vec::with_capacity(named.len());
         for (name, n) in named {
             let reader = AttrReader::new(&name, &n.op_type, &n.attrs);
-            match Op::parse(&n.op_type, &n.domain, &reader, raw.opset) {
+            match crate::ops::parse(&n.op_type, &n.domain, &reader, raw.opset) {
                 Ok(op) => nodes.push(Node {
                     name,
                     op,
@@ -213,30 +214,24 @@ impl Graph {
         let mut initializers: Vec<(String, Tensor)> =
             self.initializers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for n in &self.nodes {
-            match &n.op {
-                Op::Scaling(sc) => lower_scaling(n, sc, self.opset, &mut names, &mut nodes, &mut initializers)?,
-                Op::Int(i) => {
-                    return Err(Error::InvalidArgument(format!(
-                        "node '{}' ({}) belongs to the integer engine and has no ONNX form; export the quantized model instead",
-                        n.name,
-                        i.name()
-                    )))
-                }
-                Op::FusedConv(f) => {
-                    return Err(Error::InvalidArgument(format!(
-                        "node '{}' ({}) belongs to an inference plan and has no ONNX form; export the model it was planned from",
-                        n.name,
-                        f.name()
-                    )))
-                }
-                op => nodes.push(RawNode {
+            let op = &n.op;
+            if let Some(sc) = op.downcast_ref::<Scaling>() {
+                lower_scaling(n, sc, self.opset, &mut names, &mut nodes, &mut initializers)?;
+            } else if let Some(why) = op.no_onnx_form() {
+                return Err(Error::InvalidArgument(format!(
+                    "node '{}' ({}) {why}",
+                    n.name,
+                    op.op_type()
+                )));
+            } else {
+                nodes.push(RawNode {
                     name: n.name.clone(),
                     op_type: op.op_type().to_string(),
                     domain: op.domain().to_string(),
                     inputs: n.inputs.clone(),
                     outputs: n.outputs.clone(),
                     attrs: op.to_attrs(self.opset),
-                }),
+                });
             }
         }
         Ok(RawGraph {

@@ -18,11 +18,11 @@
 //!
 //! Widths above 8 bits have no 8-bit container: the lowering refuses them with a message.
 
-use super::{PtqState, Stage};
+use super::{Dequant, FoldedRequant, IntOp, QConv, QGemm, Requant, SmallSums};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};
-use crate::ops::quantized::{Dequant, FoldedRequant, IntOp, QConv, QGemm, Requant, SmallSums};
-use crate::ops::{BinaryOp, Op, Unary};
+use crate::ops::{BinaryOp, Clip, Concat, Conv, Gemm, GlobalPool, MatMul, Pool, Scaling, Sum, Unary};
+use crate::ptq::{PtqState, Stage};
 use crate::tensor::{DType, Tensor};
 use std::collections::{HashMap, HashSet};
 
@@ -60,7 +60,7 @@ fn weights_i8(node: &Node, t: &Tensor) -> Result<Vec<i16>> {
 
 fn bias_i32(node: &Node, t: Option<&Tensor>, m: usize) -> Result<Vec<i32>> {
     let Some(t) = t else { return Ok(vec![0; m]) };
-    let limit = super::quantize::BIAS_LIMIT;
+    let limit = crate::ptq::quantize::BIAS_LIMIT;
     let v = integers(node, t, -limit, limit, "bias")?;
     match v.len() {
         1 => Ok(vec![v[0] as i32; m]),
@@ -71,9 +71,11 @@ fn bias_i32(node: &Node, t: Option<&Tensor>, m: usize) -> Result<Vec<i32>> {
 
 /// Bounds of a Relu or constant Clip on integers, if `node` is one.
 fn clamp_bounds(graph: &Graph, node: &Node) -> Result<Option<(i32, i32)>> {
-    Ok(match &node.op {
-        Op::Unary(Unary::Relu) => Some((0, i32::MAX)),
-        Op::Clip(c) => {
+    if node.op.downcast_ref::<Unary>() == Some(&Unary::Relu) {
+        return Ok(Some((0, i32::MAX)));
+    }
+    Ok(match node.op.downcast_ref::<Clip>() {
+        Some(c) => {
             let args: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| graph.initializers.get(v)).collect();
             // Non-constant bounds cannot be folded.
             if node
@@ -97,7 +99,7 @@ fn clamp_bounds(graph: &Graph, node: &Node) -> Result<Option<(i32, i32)>> {
             };
             Some((lo, hi))
         }
-        _ => None,
+        None => None,
     })
 }
 
@@ -131,7 +133,7 @@ impl Lowering<'_> {
     /// bounds when that is its only reader; returns it and the value the fused chain writes.
     fn quantizer_chain(&mut self, t: usize) -> Result<(Requant, String)> {
         let node = &self.src.nodes[t];
-        let Op::Scaling(sc) = &node.op else {
+        let Some(sc) = node.op.downcast_ref::<Scaling>() else {
             return Err(err(node, "expected the quantizer of the layer here"));
         };
         let Some(b) = sc.quant else {
@@ -153,7 +155,7 @@ impl Lowering<'_> {
         self.dtype.insert(out.clone(), dt);
         self.nodes.push(Node {
             name: node.name.clone(),
-            op: Op::Int(op),
+            op: Box::new(op),
             inputs,
             outputs: vec![out],
         });
@@ -163,7 +165,7 @@ impl Lowering<'_> {
         let node = &self.src.nodes[idx];
         let t = self
             .sole_reader(idx)
-            .filter(|&t| matches!(self.src.nodes[t].op, Op::Scaling(_)))
+            .filter(|&t| self.src.nodes[t].op.is::<Scaling>())
             .ok_or_else(|| {
                 err(
                     node,
@@ -179,8 +181,8 @@ impl Lowering<'_> {
             .ok_or_else(|| err(node, "its weight is not a constant"))?;
         let bias_t = node.inputs.get(2).and_then(|v| self.src.initializers.get(v));
         let dt = rq.out;
-        let op = match &node.op {
-            Op::Conv(c) => {
+        let op = match node.op.downcast_ref::<Conv>() {
+            Some(c) => {
                 let m = w.shape().first().copied().unwrap_or(0);
                 let conv = QConv::new(
                     c.clone(),
@@ -193,9 +195,10 @@ impl Lowering<'_> {
                 .map_err(|e| err(node, e))?;
                 IntOp::Conv(Box::new(conv))
             }
-            Op::Gemm(_) | Op::MatMul => {
-                let trans_b = matches!(&node.op, Op::Gemm(g) if g.trans_b);
-                if matches!(&node.op, Op::Gemm(g) if g.trans_a) || w.rank() != 2 {
+            None if node.op.is::<Gemm>() || node.op.is::<MatMul>() => {
+                let gemm = node.op.downcast_ref::<Gemm>();
+                let trans_b = gemm.is_some_and(|g| g.trans_b);
+                if gemm.is_some_and(|g| g.trans_a) || w.rank() != 2 {
                     return Err(err(node, "needs transA=0 and a 2-D weight"));
                 }
                 let (r, c) = (w.shape()[0], w.shape()[1]);
@@ -216,7 +219,7 @@ impl Lowering<'_> {
                     return Err(err(node, "per-channel factors do not match the output features"));
                 }
                 let mut g = QGemm::new(&wmk, m, k, bias_i32(node, bias_t, m)?, rq, 0).map_err(|e| err(node, e))?;
-                g.matmul = matches!(node.op, Op::MatMul);
+                g.matmul = node.op.is::<MatMul>();
                 IntOp::Gemm(Box::new(g))
             }
             _ => return Err(err(node, "not an affine op")),
@@ -230,16 +233,21 @@ impl Lowering<'_> {
         let ints: Vec<Option<DType>> = node.inputs.iter().map(|v| self.int(v)).collect();
         let x_int = ints.first().copied().flatten();
         // Bounds of a Relu or constant Clip on integers (None otherwise).
-        let clamp = if x_int.is_some() && matches!(node.op, Op::Unary(Unary::Relu) | Op::Clip(_)) {
-            clamp_bounds(self.src, node)?
-        } else {
-            None
-        };
+        let clamp =
+            if x_int.is_some() && (node.op.downcast_ref::<Unary>() == Some(&Unary::Relu) || node.op.is::<Clip>()) {
+                clamp_bounds(self.src, node)?
+            } else {
+                None
+            };
         let keep = |s: &mut Self| {
             s.nodes.push(node.clone());
         };
-        match &node.op {
-            Op::Scaling(sc) => match (sc.quant, x_int) {
+        let op = node.op.as_ref();
+        let binary = op.downcast_ref::<BinaryOp>();
+        let unary = op.downcast_ref::<Unary>();
+        let affine = op.is::<Conv>() || op.is::<Gemm>() || op.is::<MatMul>();
+        if let Some(sc) = op.downcast_ref::<Scaling>() {
+            match (sc.quant, x_int) {
                 (Some(_), _) => {
                     let (rq, out) = self.quantizer_chain(idx)?;
                     let dt = rq.out;
@@ -249,125 +257,114 @@ impl Lowering<'_> {
                     let op = IntOp::Dequant(Dequant::unit_zero(sc.factor.clone()));
                     self.nodes.push(Node {
                         name: node.name.clone(),
-                        op: Op::Int(op),
+                        op: Box::new(op),
                         inputs: node.inputs.clone(),
                         outputs: node.outputs.clone(),
                     });
                 }
                 (None, None) => keep(self),
-            },
-            _ if x_int.is_none() && ints.iter().all(Option::is_none) => keep(self),
-            Op::Conv(_) | Op::Gemm(_) | Op::MatMul if x_int.is_some() => self.affine(idx)?,
-            Op::Unary(Unary::Round | Unary::Floor) => {
-                self.push(
-                    node,
-                    IntOp::Pass,
-                    node.inputs.clone(),
-                    node.outputs[0].clone(),
-                    x_int.unwrap_or(DType::I32),
-                );
             }
-            Op::Unary(Unary::Relu) | Op::Clip(_) if clamp.is_some() => {
-                let (lo, hi) = clamp.unwrap_or((i32::MIN, i32::MAX));
-                let dt = x_int.unwrap_or(DType::I32);
-                self.push(
-                    node,
-                    IntOp::Clip { lo, hi },
-                    vec![node.inputs[0].clone()],
-                    node.outputs[0].clone(),
-                    dt,
-                );
-            }
-            Op::Pool(p) => {
-                let dt = x_int.unwrap_or(DType::I32);
-                self.push(
-                    node,
-                    IntOp::Pool(p.clone()),
-                    node.inputs.clone(),
-                    node.outputs[0].clone(),
-                    dt,
-                );
-            }
-            Op::GlobalPool { max } => {
-                let dt = x_int.unwrap_or(DType::I32);
-                self.push(
-                    node,
-                    IntOp::GlobalPool { max: *max },
-                    node.inputs.clone(),
-                    node.outputs[0].clone(),
-                    dt,
-                );
-            }
-            Op::Binary(BinaryOp::Add | BinaryOp::Sub) | Op::Sum if ints.iter().all(Option::is_some) => {
-                let sub = matches!(node.op, Op::Binary(BinaryOp::Sub));
-                let quantizer = self
-                    .sole_reader(idx)
-                    .filter(|&t| matches!(&self.src.nodes[t].op, Op::Scaling(sc) if sc.quant.is_some()));
-                match quantizer {
-                    // The merge and its quantizer in one pass.
-                    Some(t) if node.inputs.len() == 2 => {
-                        let (requant, out) = self.quantizer_chain(t)?;
-                        self.absorbed.insert(t);
-                        let dt = requant.out;
-                        self.push(
-                            node,
-                            IntOp::AddRequant {
-                                sub,
-                                requant,
-                                folded: [None, None],
-                                small: SmallSums::default(),
-                            },
-                            node.inputs.clone(),
-                            out,
-                            dt,
-                        );
-                    }
-                    _ => self.push(
+        } else if x_int.is_none() && ints.iter().all(Option::is_none) {
+            keep(self);
+        } else if affine && x_int.is_some() {
+            self.affine(idx)?;
+        } else if matches!(unary, Some(Unary::Round | Unary::Floor)) {
+            self.push(
+                node,
+                IntOp::Pass,
+                node.inputs.clone(),
+                node.outputs[0].clone(),
+                x_int.unwrap_or(DType::I32),
+            );
+        } else if let (Some((lo, hi)), true) = (clamp, unary == Some(&Unary::Relu) || op.is::<Clip>()) {
+            let dt = x_int.unwrap_or(DType::I32);
+            self.push(
+                node,
+                IntOp::Clip { lo, hi },
+                vec![node.inputs[0].clone()],
+                node.outputs[0].clone(),
+                dt,
+            );
+        } else if let Some(p) = op.downcast_ref::<Pool>() {
+            let dt = x_int.unwrap_or(DType::I32);
+            self.push(
+                node,
+                IntOp::Pool(p.clone()),
+                node.inputs.clone(),
+                node.outputs[0].clone(),
+                dt,
+            );
+        } else if let Some(&GlobalPool { max }) = op.downcast_ref::<GlobalPool>() {
+            let dt = x_int.unwrap_or(DType::I32);
+            self.push(
+                node,
+                IntOp::GlobalPool { max },
+                node.inputs.clone(),
+                node.outputs[0].clone(),
+                dt,
+            );
+        } else if (matches!(binary, Some(BinaryOp::Add | BinaryOp::Sub)) || op.is::<Sum>())
+            && ints.iter().all(Option::is_some)
+        {
+            let sub = binary == Some(&BinaryOp::Sub);
+            let quantizer = self.sole_reader(idx).filter(|&t| {
+                self.src.nodes[t]
+                    .op
+                    .downcast_ref::<Scaling>()
+                    .is_some_and(|sc| sc.quant.is_some())
+            });
+            match quantizer {
+                // The merge and its quantizer in one pass.
+                Some(t) if node.inputs.len() == 2 => {
+                    let (requant, out) = self.quantizer_chain(t)?;
+                    self.absorbed.insert(t);
+                    let dt = requant.out;
+                    self.push(
                         node,
-                        IntOp::Add { sub },
+                        IntOp::AddRequant {
+                            sub,
+                            requant,
+                            folded: [None, None],
+                            small: SmallSums::default(),
+                        },
                         node.inputs.clone(),
-                        node.outputs[0].clone(),
-                        DType::I32,
-                    ),
+                        out,
+                        dt,
+                    );
                 }
-            }
-            Op::Concat { .. } if ints.iter().all(|d| *d == x_int) => {
-                self.dtype.insert(node.outputs[0].clone(), x_int.unwrap_or(DType::I32));
-                keep(self);
-            }
-            Op::Flatten { .. }
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Slice(_)
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Identity
-            | Op::Dropout
-            | Op::Gather { .. }
-            | Op::Pad(_) => {
-                if let Some(d) = x_int {
-                    self.dtype.insert(node.outputs[0].clone(), d);
-                }
-                keep(self);
-            }
-            op => {
-                // Integers in, integers out: the container of the inputs, or i32 if they differ.
-                let same = ints.iter().flatten().all(|d| Some(*d) == x_int);
-                let dt = if same { x_int.unwrap_or(DType::I32) } else { DType::I32 };
-                if node.outputs.len() != 1 {
-                    return Err(err(node, "has several outputs and integer inputs"));
-                }
-                self.push(
+                _ => self.push(
                     node,
-                    IntOp::Float {
-                        op: Box::new(op.clone()),
-                        out: dt,
-                    },
+                    IntOp::Add { sub },
                     node.inputs.clone(),
                     node.outputs[0].clone(),
-                    dt,
-                );
+                    DType::I32,
+                ),
             }
+        } else if op.is::<Concat>() && ints.iter().all(|d| *d == x_int) {
+            self.dtype.insert(node.outputs[0].clone(), x_int.unwrap_or(DType::I32));
+            keep(self);
+        } else if op.moves_data_only() {
+            if let Some(d) = x_int {
+                self.dtype.insert(node.outputs[0].clone(), d);
+            }
+            keep(self);
+        } else {
+            // Integers in, integers out: the container of the inputs, or i32 if they differ.
+            let same = ints.iter().flatten().all(|d| Some(*d) == x_int);
+            let dt = if same { x_int.unwrap_or(DType::I32) } else { DType::I32 };
+            if node.outputs.len() != 1 {
+                return Err(err(node, "has several outputs and integer inputs"));
+            }
+            self.push(
+                node,
+                IntOp::Float {
+                    op: op.clone_box(),
+                    out: dt,
+                },
+                node.inputs.clone(),
+                node.outputs[0].clone(),
+                dt,
+            );
         }
         Ok(())
     }
@@ -379,7 +376,9 @@ impl Lowering<'_> {
 fn fold_add_requants(g: &mut Graph, dtype: &HashMap<String, DType>) -> Result<()> {
     let mut folded = HashSet::new();
     for j in 0..g.nodes.len() {
-        if !matches!(&g.nodes[j].op, Op::Int(IntOp::AddRequant { .. })) || g.nodes[j].inputs.len() != 2 {
+        if !matches!(g.nodes[j].op.downcast_ref::<IntOp>(), Some(IntOp::AddRequant { .. }))
+            || g.nodes[j].inputs.len() != 2
+        {
             continue;
         }
         for slot in 0..2 {
@@ -389,7 +388,7 @@ fn fold_add_requants(g: &mut Graph, dtype: &HashMap<String, DType>) -> Result<()
             }
             let Some(p) = g.producer(&v) else { continue };
             let prod = &g.nodes[p];
-            let Op::Int(IntOp::Requant(rq)) = &prod.op else {
+            let Some(IntOp::Requant(rq)) = prod.op.downcast_ref::<IntOp>() else {
                 continue;
             };
             let Some(src) = prod
@@ -404,9 +403,9 @@ fn fold_add_requants(g: &mut Graph, dtype: &HashMap<String, DType>) -> Result<()
             };
             let f = FoldedRequant::new(prod.name.clone(), v, rq.clone(), dt)?;
             let src = src.clone();
-            if let Op::Int(IntOp::AddRequant {
+            if let Some(IntOp::AddRequant {
                 folded: slots, small, ..
-            }) = &mut g.nodes[j].op
+            }) = g.nodes[j].op.downcast_mut::<IntOp>()
             {
                 slots[slot] = Some(Box::new(f));
                 *small = SmallSums::default();
@@ -468,7 +467,7 @@ pub fn lower_to_integer(graph: &Graph, state: &PtqState) -> Result<Graph> {
         out.insert_after(
             &o,
             &format!("{o}_to_float"),
-            Op::Int(IntOp::Dequant(Dequant::unit_zero(vec![1.0]))),
+            IntOp::Dequant(Dequant::unit_zero(vec![1.0])),
         )?;
     }
     Ok(out)
@@ -479,13 +478,13 @@ mod tests {
     use super::*;
     use crate::exec;
     use crate::graph::ValueInfo;
-    use crate::ptq::export_qdq::WeightType;
-    use crate::ptq::export_qop::to_qoperator;
+    use crate::onnx::export_qdq::WeightType;
+    use crate::onnx::export_qop::to_qoperator;
 
     fn node(name: &str, op: IntOp, inputs: &[&str], out: &str) -> Node {
         Node {
             name: name.into(),
-            op: Op::Int(op),
+            op: Box::new(op),
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             outputs: vec![out.into()],
         }

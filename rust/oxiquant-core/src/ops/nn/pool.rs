@@ -1,10 +1,10 @@
-//! MaxPool, AveragePool, GlobalAveragePool and GlobalMaxPool.
+//! MaxPool and AveragePool (max pooling also on 8-bit integers, as QOperator models pool).
 
 use super::conv::{spatial, window_2d, Padding};
-use super::{input, AttrReader};
 use crate::error::{Error, Result};
-use crate::graph::AttrValue;
-use crate::kernels::pool::{global_pool, pool2d, PoolKind};
+use crate::kernels::pool::{pool2d, PoolKind};
+use crate::onnx::attrs::{AttrReader, AttrValue};
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
 use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ impl Pool {
         })
     }
 
-    pub fn to_attrs(&self) -> Vec<(String, AttrValue)> {
+    pub fn attrs(&self) -> Vec<(String, AttrValue)> {
         let ints = |v: &Vec<usize>| AttrValue::Ints(v.iter().map(|&x| x as i64).collect());
         let mut out = vec![("kernel_shape".to_string(), ints(&self.kernel_shape))];
         if let Some(s) = &self.strides {
@@ -118,7 +118,7 @@ impl Pool {
         })
     }
 
-    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    pub fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "X")?;
         let p = self.plan(x.shape())?;
         let y = pool2d(x.as_slice::<f32>()?, p.planes, p.h, p.w, &p.win, p.out, p.kind);
@@ -137,18 +137,44 @@ pub struct PoolPlan {
     pub kind: PoolKind,
 }
 
-pub fn eval_global(max: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let x = input(inputs, 0, "X")?;
-    let xs = x.shape();
-    if xs.len() < 3 {
-        return Err(Error::shape(format!(
-            "global pooling needs an input [N, C, spatial...], got {xs:?}"
-        )));
+/// Whether the first input is an 8-bit integer tensor.
+pub(crate) fn is_8bit(inputs: &[Option<&Tensor>]) -> bool {
+    matches!(
+        inputs.first().copied().flatten().map(Tensor::dtype),
+        Some(crate::tensor::DType::U8 | crate::tensor::DType::I8)
+    )
+}
+
+impl FromOnnx for Pool {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        Pool::parse(cx.attrs, cx.op_type == "MaxPool")
     }
-    let planes = xs[0] * xs[1];
-    let plane: usize = xs[2..].iter().product();
-    let y = global_pool(x.as_slice::<f32>()?, planes, plane, max);
-    let mut shape = vec![xs[0], xs[1]];
-    shape.extend(std::iter::repeat_n(1, xs.len() - 2));
-    Ok(vec![Tensor::from_vec(shape, y)?])
+}
+
+impl Op for Pool {
+    fn op_type(&self) -> &'static str {
+        if self.max {
+            "MaxPool"
+        } else {
+            "AveragePool"
+        }
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        self.attrs()
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        if self.max && is_8bit(inputs) {
+            return crate::int::IntOp::Pool(self.clone()).eval(inputs);
+        }
+        self.run(inputs)
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::Seamless
+    }
+    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
+        SignRule::FollowsInputs
+    }
+    fn needs_round(&self) -> bool {
+        !self.max
+    }
 }

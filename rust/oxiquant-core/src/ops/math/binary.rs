@@ -1,10 +1,12 @@
-//! Broadcasting arithmetic (Add, Sub, Mul, Div, Sum) and unary activations.
+//! Add, Sub, Mul, Div with broadcasting (float32, int32, int64).
 
-use super::input;
 use crate::error::{Error, Result};
-use crate::kernels::elementwise::{binary, binary_inplace, sigmoid, unary_inplace};
+use crate::kernels::elementwise::{binary, binary_inplace};
+use crate::onnx::attrs::AttrValue;
+use crate::ops::{input, Class, DataInputs, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
 use crate::tensor::{Tensor, TensorData};
 
+/// The four arithmetic ops, one type: they share broadcasting, dtypes and kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinaryOp {
     Add,
@@ -88,155 +90,65 @@ impl BinaryOp {
     }
 }
 
-pub fn eval_binary(op: BinaryOp, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    Ok(vec![op.apply(input(inputs, 0, "A")?, input(inputs, 1, "B")?)?])
-}
-
-/// Variadic Sum with broadcasting.
-pub fn eval_sum(inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let mut acc = input(inputs, 0, "data_0")?.clone();
-    for i in 1..inputs.len() {
-        acc = BinaryOp::Add.apply(&acc, input(inputs, i, "data_i")?)?;
-    }
-    Ok(vec![acc])
-}
-
-/// Activations applied element by element.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Unary {
-    Relu,
-    LeakyRelu {
-        alpha: f32,
-    },
-    Sigmoid,
-    Tanh,
-    HardSigmoid {
-        alpha: f32,
-        beta: f32,
-    },
-    HardSwish,
-    Exp,
-    Neg,
-    Abs,
-    Sqrt,
-    /// Round half to even (ONNX Round).
-    Round,
-    Floor,
-}
-
-impl Unary {
-    pub fn name(self) -> &'static str {
-        match self {
-            Unary::Relu => "Relu",
-            Unary::LeakyRelu { .. } => "LeakyRelu",
-            Unary::Sigmoid => "Sigmoid",
-            Unary::Tanh => "Tanh",
-            Unary::HardSigmoid { .. } => "HardSigmoid",
-            Unary::HardSwish => "HardSwish",
-            Unary::Exp => "Exp",
-            Unary::Neg => "Neg",
-            Unary::Abs => "Abs",
-            Unary::Sqrt => "Sqrt",
-            Unary::Round => "Round",
-            Unary::Floor => "Floor",
+impl FromOnnx for BinaryOp {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        let a = cx.attrs;
+        if a.int("broadcast", 1)? != 1 || a.has("axis") {
+            return Err(a.unsupported("legacy broadcast/axis attributes (opset < 7)"));
         }
+        Ok(match cx.op_type {
+            "Add" => BinaryOp::Add,
+            "Sub" => BinaryOp::Sub,
+            "Mul" => BinaryOp::Mul,
+            "Div" => BinaryOp::Div,
+            other => return Err(a.unsupported(format!("{other} is not an arithmetic op"))),
+        })
     }
+}
 
-    pub fn f(self, v: f32) -> f32 {
+impl Op for BinaryOp {
+    fn op_type(&self) -> &'static str {
+        self.name()
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        Vec::new()
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        Ok(vec![self.apply(input(inputs, 0, "A")?, input(inputs, 1, "B")?)?])
+    }
+    fn has_in_place(&self) -> bool {
+        true
+    }
+    fn eval_in_place(&self, x: Tensor, rest: &[Option<&Tensor>]) -> Result<Tensor> {
+        let b = rest
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| Error::shape("missing required input #1 (B)"))?;
+        self.apply_in_place(x, b)
+    }
+    fn ptq_class(&self, n: &NodeFacts) -> Class {
         match self {
-            // Not `v.max(0.0)`, which turns NaN into 0: NaN propagates, as in onnxruntime.
-            Unary::Relu => {
-                if v < 0.0 {
-                    0.0
+            BinaryOp::Add | BinaryOp::Sub => {
+                if (0..n.inputs.len()).all(|i| n.is_activation(i)) {
+                    Class::Merging
                 } else {
-                    v
+                    Class::FloatIsland("Add/Sub/Sum/Concat with a constant operand".into())
                 }
             }
-            Unary::LeakyRelu { alpha } => {
-                if v < 0.0 {
-                    alpha * v
-                } else {
-                    v
-                }
-            }
-            Unary::Sigmoid => sigmoid(v),
-            Unary::Tanh => v.tanh(),
-            Unary::HardSigmoid { alpha, beta } => (alpha * v + beta).clamp(0.0, 1.0),
-            Unary::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
-            Unary::Exp => v.exp(),
-            Unary::Neg => -v,
-            Unary::Abs => v.abs(),
-            Unary::Sqrt => v.sqrt(),
-            Unary::Round => v.round_ties_even(),
-            Unary::Floor => v.floor(),
+            _ => Class::FloatIsland("Mul/Div is not scale-invariant".into()),
         }
     }
-
-    pub fn eval(self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(inputs, 0, "X")?;
-        let mut y = x.clone();
-        self.apply_slice(y.as_mut_slice::<f32>()?);
-        Ok(vec![y])
+    fn data_inputs(&self) -> DataInputs {
+        DataInputs::All
     }
-
-    /// Applies the op to every element. The variant is matched once, outside the loop, so
-    /// that each loop is specialized (and vectorized where the op allows).
-    pub fn apply_slice(self, x: &mut [f32]) {
+    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
         match self {
-            Unary::Relu => unary_inplace(x, |v| Unary::Relu.f(v)),
-            Unary::LeakyRelu { alpha } => unary_inplace(x, |v| Unary::LeakyRelu { alpha }.f(v)),
-            Unary::Round => unary_inplace(x, |v| v.round_ties_even()),
-            Unary::Abs => unary_inplace(x, |v| v.abs()),
-            Unary::Neg => unary_inplace(x, |v| -v),
-            other => unary_inplace(x, |v| other.f(v)),
+            BinaryOp::Add => SignRule::FollowsInputs,
+            _ => SignRule::Unknown,
         }
     }
 }
-
-/// Clip with bounds from attributes (opset < 11) or from optional inputs 1 and 2.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Clip {
-    pub min: Option<f32>,
-    pub max: Option<f32>,
-}
-
-impl Clip {
-    pub fn bounds(&self, inputs: &[Option<&Tensor>]) -> Result<(f32, f32)> {
-        let scalar = |i: usize, what: &str| -> Result<Option<f32>> {
-            match inputs.get(i).copied().flatten() {
-                None => Ok(None),
-                Some(t) if t.len() == 1 => Ok(Some(t.to_f32_vec()[0])),
-                Some(t) => Err(Error::shape(format!(
-                    "Clip {what} must be a scalar, got shape {:?}",
-                    t.shape()
-                ))),
-            }
-        };
-        let lo = scalar(1, "min")?.or(self.min).unwrap_or(f32::NEG_INFINITY);
-        let hi = scalar(2, "max")?.or(self.max).unwrap_or(f32::INFINITY);
-        Ok((lo, hi))
-    }
-
-    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        let (lo, hi) = self.bounds(inputs)?;
-        let mut y = input(inputs, 0, "input")?.clone();
-        unary_inplace(y.as_mut_slice::<f32>()?, |v| Clip::apply(v, lo, hi));
-        Ok(vec![y])
-    }
-
-    /// `min(max(v, lo), hi)` as onnxruntime computes it: lo > hi yields hi, and NaN stays NaN
-    /// (`f32::max`/`f32::min` would replace it by a bound).
-    #[inline]
-    pub fn apply(v: f32, lo: f32, hi: f32) -> f32 {
-        let t = if v < lo { lo } else { v };
-        if t > hi {
-            hi
-        } else {
-            t
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,7 +169,7 @@ mod tests {
             let len = bs.iter().product();
             let b = Tensor::from_vec(bs, (0..len).map(|_| next()).collect::<Vec<f32>>()).unwrap();
             let want = op.apply(&a, &b);
-            let got = Op::Binary(op).eval_in_place(a.clone(), &[Some(&b)]);
+            let got = Op::eval_in_place(&op, a.clone(), &[Some(&b)]);
             match (got, want) {
                 (Ok(g), Ok(w)) => {
                     prop_assert_eq!(g.shape(), w.shape());

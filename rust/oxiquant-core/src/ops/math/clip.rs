@@ -1,0 +1,119 @@
+//! Clip: bounds from attributes (opset < 11) or from optional inputs 1 and 2.
+
+use crate::error::{Error, Result};
+use crate::kernels::elementwise::unary_inplace;
+use crate::onnx::attrs::AttrValue;
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::tensor::Tensor;
+
+/// Clip with bounds from attributes (opset < 11) or from optional inputs 1 and 2.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clip {
+    pub min: Option<f32>,
+    pub max: Option<f32>,
+}
+
+impl Clip {
+    pub fn bounds(&self, inputs: &[Option<&Tensor>]) -> Result<(f32, f32)> {
+        let scalar = |i: usize, what: &str| -> Result<Option<f32>> {
+            match inputs.get(i).copied().flatten() {
+                None => Ok(None),
+                Some(t) if t.len() == 1 => Ok(Some(t.to_f32_vec()[0])),
+                Some(t) => Err(Error::shape(format!(
+                    "Clip {what} must be a scalar, got shape {:?}",
+                    t.shape()
+                ))),
+            }
+        };
+        let lo = scalar(1, "min")?.or(self.min).unwrap_or(f32::NEG_INFINITY);
+        let hi = scalar(2, "max")?.or(self.max).unwrap_or(f32::INFINITY);
+        Ok((lo, hi))
+    }
+
+    pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (lo, hi) = self.bounds(inputs)?;
+        let mut y = input(inputs, 0, "input")?.clone();
+        unary_inplace(y.as_mut_slice::<f32>()?, |v| Clip::apply(v, lo, hi));
+        Ok(vec![y])
+    }
+
+    /// `min(max(v, lo), hi)` as onnxruntime computes it: lo > hi yields hi, and NaN stays NaN
+    /// (`f32::max`/`f32::min` would replace it by a bound).
+    #[inline]
+    pub fn apply(v: f32, lo: f32, hi: f32) -> f32 {
+        crate::kernels::elementwise::clip(v, lo, hi)
+    }
+}
+
+impl Clip {
+    /// The bounds when they are constants of the graph (`-inf`/`inf` when absent), or `None`
+    /// when one of them is computed.
+    pub fn constant_bounds(&self, n: &NodeFacts) -> Option<(f32, f32)> {
+        if (1..n.inputs.len()).any(|i| !n.is_omitted_or_constant(i)) {
+            return None;
+        }
+        self.bounds(&n.constant_inputs()).ok()
+    }
+
+    /// Whether the lower bound is a constant >= 0.
+    fn clamps_at_zero(&self, n: &NodeFacts) -> bool {
+        // Bounds read as the constants present, as `bounds` reads the node's inputs (a
+        // computed bound counts as absent: -inf).
+        self.bounds(&n.constant_inputs())
+            .map(|b| b.0)
+            .unwrap_or(f32::NEG_INFINITY)
+            >= 0.0
+    }
+}
+
+impl FromOnnx for Clip {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        Ok(Clip {
+            min: cx.attrs.float_opt("min")?,
+            max: cx.attrs.float_opt("max")?,
+        })
+    }
+}
+
+impl Op for Clip {
+    fn op_type(&self) -> &'static str {
+        "Clip"
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        let mut v = Vec::new();
+        if let Some(m) = self.min {
+            v.push(("min".into(), AttrValue::Float(m)));
+        }
+        if let Some(m) = self.max {
+            v.push(("max".into(), AttrValue::Float(m)));
+        }
+        v
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        Clip::eval(self, inputs)
+    }
+    fn has_in_place(&self) -> bool {
+        true
+    }
+    fn eval_in_place(&self, mut x: Tensor, rest: &[Option<&Tensor>]) -> Result<Tensor> {
+        let mut all: Vec<Option<&Tensor>> = Vec::with_capacity(rest.len() + 1);
+        all.push(None);
+        all.extend_from_slice(rest);
+        let (lo, hi) = self.bounds(&all)?;
+        unary_inplace(x.as_mut_slice::<f32>()?, |v| Clip::apply(v, lo, hi));
+        Ok(x)
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::Bounded
+    }
+    fn sign_rule(&self, n: &NodeFacts) -> SignRule {
+        if self.clamps_at_zero(n) {
+            SignRule::NonNegative
+        } else {
+            SignRule::FollowsInputs
+        }
+    }
+    fn clamps_negatives(&self, n: &NodeFacts) -> bool {
+        self.clamps_at_zero(n)
+    }
+}

@@ -1,0 +1,11 @@
+//! Element-wise arithmetic and activations (float32; Add/Sub/Mul/Div also on int32/int64).
+
+mod binary;
+mod clip;
+mod sum;
+mod unary;
+
+pub use binary::BinaryOp;
+pub use clip::Clip;
+pub use sum::Sum;
+pub use unary::Unary;

@@ -1,0 +1,44 @@
+//! Cast to another element type.
+
+use crate::error::Result;
+use crate::onnx::attrs::AttrValue;
+use crate::ops::{attr, input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
+use crate::tensor::{DType, Tensor};
+
+pub fn cast(to: DType, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    Ok(vec![input(inputs, 0, "input")?.cast(to)])
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cast {
+    pub to: DType,
+}
+
+impl FromOnnx for Cast {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        let a = cx.attrs;
+        let code = a.int("to", 0)?;
+        let to =
+            DType::from_onnx_code(code as i32).ok_or_else(|| a.unsupported(format!("cast to ONNX dtype {code}")))?;
+        a.ignore(&["saturate"]);
+        Ok(Cast { to })
+    }
+}
+
+impl Op for Cast {
+    fn op_type(&self) -> &'static str {
+        "Cast"
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        attr("to", AttrValue::Int(self.to.onnx_code() as i64))
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        cast(self.to, inputs)
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::FloatIsland("Cast".into())
+    }
+    fn carries_activation(&self) -> bool {
+        self.to == DType::F32
+    }
+}

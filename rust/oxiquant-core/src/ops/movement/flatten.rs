@@ -1,0 +1,65 @@
+//! Flatten: to 2-D at an axis.
+
+use crate::error::{Error, Result};
+use crate::onnx::attrs::AttrValue;
+use crate::ops::{attr, input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::tensor::Tensor;
+
+/// The 2-D shape Flatten gives `shape` at `axis`.
+pub fn flatten_shape(axis: i64, shape: &[usize]) -> Result<Vec<usize>> {
+    let a = if axis < 0 { axis + shape.len() as i64 } else { axis };
+    if a < 0 || a > shape.len() as i64 {
+        return Err(Error::shape(format!(
+            "Flatten axis {axis} out of range for shape {shape:?}"
+        )));
+    }
+    let a = a as usize;
+    Ok(vec![shape[..a].iter().product(), shape[a..].iter().product()])
+}
+
+pub fn flatten(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = input(inputs, 0, "input")?;
+    let shape = flatten_shape(axis, x.shape())?;
+    Ok(vec![x.clone().reshape(shape)?])
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flatten {
+    pub axis: i64,
+}
+
+impl FromOnnx for Flatten {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        Ok(Flatten {
+            axis: cx.attrs.int("axis", 1)?,
+        })
+    }
+}
+
+impl Op for Flatten {
+    fn op_type(&self) -> &'static str {
+        "Flatten"
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        attr("axis", AttrValue::Int(self.axis))
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        flatten(self.axis, inputs)
+    }
+    fn has_in_place(&self) -> bool {
+        true
+    }
+    fn eval_in_place(&self, x: Tensor, _rest: &[Option<&Tensor>]) -> Result<Tensor> {
+        let shape = flatten_shape(self.axis, x.shape())?;
+        x.reshape(shape)
+    }
+    fn moves_data_only(&self) -> bool {
+        true
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::Seamless
+    }
+    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
+        SignRule::FollowsInputs
+    }
+}

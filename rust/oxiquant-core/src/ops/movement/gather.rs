@@ -1,0 +1,71 @@
+//! Gather along an axis.
+
+use super::take_tables;
+use crate::error::{Error, Result};
+use crate::onnx::attrs::AttrValue;
+use crate::ops::{attr, input, norm_axis, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::tensor::{check_alloc, Tensor};
+
+pub fn gather(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = input(inputs, 0, "data")?;
+    let idx_t = input(inputs, 1, "indices")?;
+    let a = norm_axis(axis, x.rank())?;
+    let dim = x.shape()[a] as i64;
+    let idx = idx_t.to_i64_vec()?;
+    let outer: usize = x.shape()[..a].iter().product();
+    let inner: usize = x.shape()[a + 1..].iter().product();
+    let mut rows = Vec::with_capacity(idx.len());
+    for &i in &idx {
+        let j = if i < 0 { i + dim } else { i };
+        if j < 0 || j >= dim {
+            return Err(Error::shape(format!(
+                "Gather index {i} out of range for axis {a} of size {dim}"
+            )));
+        }
+        rows.push(Some(j as usize * inner));
+    }
+    let tables = vec![
+        (0..outer).map(|o| Some(o * dim as usize * inner)).collect(),
+        rows,
+        (0..inner).map(Some).collect(),
+    ];
+    let mut shape = x.shape()[..a].to_vec();
+    shape.extend_from_slice(idx_t.shape());
+    shape.extend_from_slice(&x.shape()[a + 1..]);
+    check_alloc(&shape, 8)?;
+    Ok(vec![take_tables(x, shape, &tables, 0.0)?])
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gather {
+    pub axis: i64,
+}
+
+impl FromOnnx for Gather {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        Ok(Gather {
+            axis: cx.attrs.int("axis", 0)?,
+        })
+    }
+}
+
+impl Op for Gather {
+    fn op_type(&self) -> &'static str {
+        "Gather"
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        attr("axis", AttrValue::Int(self.axis))
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        gather(self.axis, inputs)
+    }
+    fn moves_data_only(&self) -> bool {
+        true
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::Seamless
+    }
+    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
+        SignRule::FollowsInputs
+    }
+}

@@ -1,0 +1,117 @@
+//! Slice: starts/ends/axes as attributes (opset < 10) or as inputs with steps.
+
+use super::{ints_input, take_tables};
+use crate::error::{Error, Result};
+use crate::onnx::attrs::AttrValue;
+use crate::ops::{input, norm_axis, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::tensor::{strides, Tensor};
+
+/// Slice parameters given as attributes (opset < 10); later opsets pass them as inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceAttrs {
+    pub starts: Vec<i64>,
+    pub ends: Vec<i64>,
+    pub axes: Option<Vec<i64>>,
+}
+
+pub fn slice(attrs: &Option<SliceAttrs>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = input(inputs, 0, "data")?;
+    let (starts, ends, axes, steps) = match attrs {
+        Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
+        None => (
+            input(inputs, 1, "starts")?.to_i64_vec()?,
+            input(inputs, 2, "ends")?.to_i64_vec()?,
+            ints_input(inputs, 3, "axes")?,
+            ints_input(inputs, 4, "steps")?,
+        ),
+    };
+    let r = x.rank();
+    let axes: Vec<i64> = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(Error::shape(format!(
+            "Slice: starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length"
+        )));
+    }
+    let st = strides(x.shape());
+    let mut tables: Vec<Vec<Option<usize>>> = (0..r)
+        .map(|d| (0..x.shape()[d]).map(|o| Some(o * st[d])).collect())
+        .collect();
+    let mut shape = x.shape().to_vec();
+    for i in 0..starts.len() {
+        let d = norm_axis(axes[i], r)?;
+        let dim = x.shape()[d] as i64;
+        let step = steps[i];
+        if step == 0 {
+            return Err(Error::shape("Slice step must not be 0".to_string()));
+        }
+        let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+        let (s, e) = if step > 0 {
+            (fix(starts[i]).clamp(0, dim), fix(ends[i]).clamp(0, dim))
+        } else {
+            (fix(starts[i]).clamp(0, dim - 1), fix(ends[i]).clamp(-1, dim - 1))
+        };
+        let count = if step > 0 {
+            ((e - s).max(0) as u64).div_ceil(step as u64)
+        } else {
+            ((s - e).max(0) as u64).div_ceil(step.unsigned_abs())
+        } as usize;
+        tables[d] = (0..count)
+            .map(|o| Some((s + o as i64 * step) as usize * st[d]))
+            .collect();
+        shape[d] = count;
+    }
+    Ok(vec![take_tables(x, shape, &tables, 0.0)?])
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    /// The attributes of opset < 10 (later opsets pass them as inputs).
+    pub attrs: Option<SliceAttrs>,
+}
+
+impl FromOnnx for Slice {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        let a = cx.attrs;
+        Ok(Slice {
+            attrs: if cx.opset < 10 {
+                Some(SliceAttrs {
+                    starts: a.ints_opt("starts")?.unwrap_or_default(),
+                    ends: a.ints_opt("ends")?.unwrap_or_default(),
+                    axes: a.ints_opt("axes")?,
+                })
+            } else {
+                None
+            },
+        })
+    }
+}
+
+impl Op for Slice {
+    fn op_type(&self) -> &'static str {
+        "Slice"
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        let Some(s) = &self.attrs else { return Vec::new() };
+        let mut v = vec![
+            ("starts".to_string(), AttrValue::Ints(s.starts.clone())),
+            ("ends".to_string(), AttrValue::Ints(s.ends.clone())),
+        ];
+        if let Some(ax) = &s.axes {
+            v.push(("axes".into(), AttrValue::Ints(ax.clone())));
+        }
+        v
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        slice(&self.attrs, inputs)
+    }
+    fn moves_data_only(&self) -> bool {
+        true
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::Seamless
+    }
+    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
+        SignRule::FollowsInputs
+    }
+}

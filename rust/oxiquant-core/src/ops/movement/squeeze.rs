@@ -1,0 +1,61 @@
+//! Squeeze: axes as an attribute (opset < 13) or an input.
+
+use super::ints_input;
+use crate::error::{Error, Result};
+use crate::onnx::attrs::AttrValue;
+use crate::ops::{attr, input, norm_axis, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::tensor::Tensor;
+
+pub fn squeeze(axes: &Option<Vec<i64>>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = input(inputs, 0, "data")?;
+    let r = x.rank();
+    let axes: Option<Vec<i64>> = axes.clone().or(ints_input(inputs, 1, "axes")?);
+    let drop: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&v| norm_axis(v, r)).collect::<Result<_>>()?,
+        None => (0..r).filter(|&d| x.shape()[d] == 1).collect(),
+    };
+    for &d in &drop {
+        if x.shape()[d] != 1 {
+            return Err(Error::shape(format!("Squeeze axis {d} of {:?} is not 1", x.shape())));
+        }
+    }
+    let shape = (0..r).filter(|d| !drop.contains(d)).map(|d| x.shape()[d]).collect();
+    Ok(vec![x.clone().reshape(shape)?])
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Squeeze {
+    pub axes: Option<Vec<i64>>,
+}
+
+impl FromOnnx for Squeeze {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        Ok(Squeeze {
+            axes: cx.attrs.ints_opt("axes")?,
+        })
+    }
+}
+
+impl Op for Squeeze {
+    fn op_type(&self) -> &'static str {
+        "Squeeze"
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        match &self.axes {
+            Some(a) => attr("axes", AttrValue::Ints(a.clone())),
+            None => Vec::new(),
+        }
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        squeeze(&self.axes, inputs)
+    }
+    fn moves_data_only(&self) -> bool {
+        true
+    }
+    fn ptq_class(&self, _n: &NodeFacts) -> Class {
+        Class::Seamless
+    }
+    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
+        SignRule::FollowsInputs
+    }
+}

@@ -1,0 +1,21 @@
+//! Neural-network layers: convolution, products, normalization, pooling.
+
+mod batch_norm;
+pub mod conv;
+mod fused_conv;
+mod gemm;
+mod global_pool;
+mod lrn;
+mod matmul;
+pub mod pool;
+mod softmax;
+
+pub use batch_norm::{batch_norm, batch_norm_affine, batch_norm_in_place, BatchNorm};
+pub use conv::{Conv, Padding};
+pub use fused_conv::FusedConv;
+pub use gemm::Gemm;
+pub use global_pool::{eval_global, GlobalPool};
+pub use lrn::Lrn;
+pub use matmul::{matmul, MatMul};
+pub use pool::{Pool, PoolPlan};
+pub use softmax::Softmax;

@@ -1,0 +1,70 @@
+//! Softmax.
+
+use crate::error::Result;
+use crate::onnx::attrs::AttrValue;
+use crate::ops::{input, norm_axis, FromOnnx, Op, ParseCtx};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Softmax along `axis`; `legacy` (opset < 13) flattens to 2-D at `axis` first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Softmax {
+    pub axis: i64,
+    pub legacy: bool,
+}
+
+impl Softmax {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0, "input")?;
+        let s = x.shape();
+        let axis = norm_axis(self.axis, s.len())?;
+        // Softmax runs over `len` values `inner` apart, in blocks of `len * inner`.
+        let (len, inner) = if self.legacy {
+            (s[axis..].iter().product::<usize>(), 1)
+        } else {
+            (s[axis], s[axis + 1..].iter().product())
+        };
+        let mut y = x.clone();
+        let v = y.as_mut_slice::<f32>()?;
+        if len == 0 || inner == 0 {
+            // Empty (a zero-size axis after `axis`, too): nothing to normalize.
+            return Ok(vec![y]);
+        }
+        v.par_chunks_mut(len * inner).for_each(|blk| {
+            for i in 0..inner {
+                let mx = (0..len).map(|k| blk[k * inner + i]).fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for k in 0..len {
+                    let e = (blk[k * inner + i] - mx).exp();
+                    blk[k * inner + i] = e;
+                    sum += e;
+                }
+                for k in 0..len {
+                    blk[k * inner + i] /= sum;
+                }
+            }
+        });
+        Ok(vec![y])
+    }
+}
+
+impl FromOnnx for Softmax {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        Ok(Softmax {
+            axis: cx.attrs.int("axis", if cx.opset < 13 { 1 } else { -1 })?,
+            legacy: cx.opset < 13,
+        })
+    }
+}
+
+impl Op for Softmax {
+    fn op_type(&self) -> &'static str {
+        "Softmax"
+    }
+    fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
+        vec![("axis".into(), AttrValue::Int(self.axis))]
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        self.run(inputs)
+    }
+}

@@ -149,8 +149,12 @@ def quantizes_like_float(proto_fn: Callable[[], onnx.ModelProto]) -> Callable[[A
         np.testing.assert_allclose(y, ref, atol=0.02 * max(float(np.abs(ref).max()), 1e-6))
         for a in q.quant_info["activations"]:
             assert a["step"] is None or (np.isfinite(a["step"]) and a["step"] > 0), a
-        assert np.all(np.isfinite(ort_ref(q.to_onnx(), ctx.calib)))
-        assert np.abs(ort_ref(q.to_onnx("qdq"), ctx.calib) - y).max() <= 0.02 * max(float(np.abs(ref).max()), 1e-6)
+        # onnxruntime on the exports: one output step, as for the other fixed models (a tie its
+        # f32 arithmetic rounds the other way; on these models no later layer multiplies it).
+        step = next(a["step"] for a in q.quant_info["activations"] if a["tensor"] == "y")
+        bound = step * (1 + 1e-6)
+        assert np.abs(ort_ref(q.to_onnx(), ctx.calib) - y).max() <= bound
+        assert np.abs(ort_ref(q.to_onnx("qdq"), ctx.calib) - y).max() <= bound
 
     return check
 

@@ -21,6 +21,7 @@ Everything else must load and match the expected outputs."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import re
@@ -53,7 +54,7 @@ FAMILY = re.compile(
     r"^test_(basic_conv|conv|gemm|matmul|add|sub|mul|div|sum|relu|leakyrelu|clip|sigmoid|tanh|hardsigmoid"
     r"|hardswish|exp|neg|abs|sqrt|softmax|maxpool|averagepool|globalaveragepool|globalmaxpool|batchnorm|lrn"
     r"|flatten|reshape|transpose|concat|slice|constant_pad|edge_pad|reflect_pad|wrap_pad|squeeze|unsqueeze"
-    r"|identity|dropout|training_dropout|resize|upsample|constant|constantofshape|shape|gather|cast)(_|$)"
+    r"|identity|dropout|training_dropout|resize|upsample|constant|constantofshape|shape|gather|cast|softplus)(_|$)"
 )
 
 F32, I64, I32, I8, U8, BOOL = (
@@ -168,7 +169,9 @@ def node_data_dir() -> Path:
     shipped = _shipped_dir()
     if shipped.is_dir() and any(shipped.iterdir()):
         return shipped
-    cache = Path(tempfile.gettempdir()) / f"oxiquant-onnx-node-data-{onnx.__version__}"
+    # Keyed by the op list too: a cache written before an op was added lacks its cases.
+    ops_key = hashlib.sha256(" ".join(sorted(SUPPORTED_OPS)).encode()).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / f"oxiquant-onnx-node-data-{onnx.__version__}-{ops_key}"
     if not (cache / "COMPLETE").exists():
         shutil.rmtree(cache, ignore_errors=True)
         _generate(cache)

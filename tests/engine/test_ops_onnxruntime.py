@@ -263,6 +263,9 @@ def unary_cases() -> list[OpCase]:
     cases.append(make_case("sqrt", "Sqrt", [np.abs(x) + 0.01]))
     cases.append(make_case("sigmoid_extreme", "Sigmoid", [randn(r, 2, 50, scale=40.0)]))
     cases.append(make_case("exp_range", "Exp", [np.linspace(-20, 20, 64, dtype=np.float32).reshape(4, 16)]))
+    cases.append(make_case("softplus", "Softplus", [x], opset=7))
+    cases.append(make_case("softplus_opset22", "Softplus", [x], opset=22))
+    cases.append(make_case("softplus_range", "Softplus", [np.linspace(-90, 90, 181, dtype=np.float32)]))
     for op in ("Relu", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu"):
         cases.append(make_case(f"{op.lower()}_large", op, [big], opset=14))
     # NaN and infinities go through as onnxruntime (and numpy) treat them: NaN stays NaN.
@@ -277,6 +280,7 @@ def unary_cases() -> list[OpCase]:
         "Neg",
         "Abs",
         "Sqrt",
+        "Softplus",
     ):
         cases.append(make_case(f"{op.lower()}_special_values", op, [SPECIAL_VALUES], opset=14))
     return cases

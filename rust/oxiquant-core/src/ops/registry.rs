@@ -1,7 +1,7 @@
 //! The one table from ONNX node types to op types: `(domain, op_type, opsets) -> parser`.
 //! Adding an op is a file under `ops/` and a line here.
 
-use super::math::{BinaryOp, Clip, Sum, Unary};
+use super::math::{BinaryOp, Clip, Softplus, Sum, Unary};
 use super::movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, Reshape, Resize, Shape, Slice,
     Squeeze, Transpose, Unsqueeze,
@@ -84,6 +84,7 @@ pub static REGISTRY: &[OpEntry] = &[
     onnx("Sqrt", of::<Unary>),
     onnx("Round", of::<Unary>),
     onnx("Floor", of::<Unary>),
+    onnx("Softplus", of::<Softplus>),
     // data movement and shapes
     onnx("Flatten", of::<Flatten>),
     onnx("Reshape", of::<Reshape>),

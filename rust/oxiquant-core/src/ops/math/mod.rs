@@ -2,10 +2,12 @@
 
 mod binary;
 mod clip;
+mod softplus;
 mod sum;
 mod unary;
 
 pub use binary::BinaryOp;
 pub use clip::Clip;
+pub use softplus::Softplus;
 pub use sum::Sum;
 pub use unary::Unary;

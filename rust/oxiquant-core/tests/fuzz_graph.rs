@@ -5,7 +5,7 @@
 //! random shapes, int64 tensors that end up as shapes, axes and pads), random opsets.
 //!
 //! The properties: nothing panics or aborts, every call returns `Ok` or an `Err` (what the
-//! errors say is checked by the Python tests, tests/test_hostile_inputs.py), and a PTQ step
+//! errors say is checked by the Python tests, tests/engine/test_hostile_inputs.py), and a PTQ step
 //! that fails leaves the graph and its PTQ state exactly as they were. The number of
 //! cases is bounded so that this runs in seconds: `PROPTEST_CASES=100000 cargo test -p
 //! oxiquant-core --test fuzz_graph` searches longer; `FUZZ_DEBUG=1` prints why each graph

@@ -276,7 +276,7 @@ fn pool_attrs(p: &Pool, opset: i64) -> Vec<(String, AttrValue)> {
     p.to_attrs(opset)
 }
 
-/// The QOperator graph of an integer-engine graph (`lower_int::lower_to_integer`).
+/// The QOperator graph of an integer-engine graph (`int::lower::lower_to_integer`).
 pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> {
     if graph.opset < 13 {
         return Err(Error::InvalidArgument(format!(

@@ -155,30 +155,101 @@ mod tests {
     use crate::ops::Op;
     use proptest::prelude::*;
 
+    /// Two shapes that broadcast (numpy rules) by construction: each is `full` with some
+    /// leading dimensions dropped and some others set to 1, or both are `full` itself (the
+    /// same-shape case, which `eval_in_place` writes into its first operand).
+    fn broadcastable() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+        prop::collection::vec(1usize..5, 0..5).prop_flat_map(|full| {
+            let r = full.len();
+            let side = move |full: Vec<usize>| {
+                (0..=r, prop::collection::vec(prop::bool::weighted(0.7), r)).prop_map(move |(drop, keep)| {
+                    (drop..r)
+                        .map(|i| if keep[i] { full[i] } else { 1 })
+                        .collect::<Vec<usize>>()
+                })
+            };
+            prop_oneof![
+                1 => Just((full.clone(), full.clone())),
+                3 => (side(full.clone()), side(full.clone())),
+            ]
+        })
+    }
+
+    /// `op` on the broadcast operands, element by element from the multi-index (plain loops,
+    /// independent of the kernels' stride tables).
+    fn reference(op: BinaryOp, a: &[f32], sa: &[usize], b: &[f32], sb: &[usize]) -> (Vec<usize>, Vec<f32>) {
+        let r = sa.len().max(sb.len());
+        let pad = |s: &[usize]| [vec![1; r - s.len()], s.to_vec()].concat();
+        let (pa, pb) = (pad(sa), pad(sb));
+        let out: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
+        let n: usize = out.iter().product();
+        let flat = |idx: &[usize], s: &[usize]| {
+            idx.iter()
+                .zip(s)
+                .fold(0, |acc, (&i, &d)| acc * d + if d == 1 { 0 } else { i })
+        };
+        let mut v = Vec::with_capacity(n);
+        for k in 0..n {
+            let mut idx = vec![0; r];
+            let mut rest = k;
+            for d in (0..r).rev() {
+                idx[d] = rest % out[d];
+                rest /= out[d];
+            }
+            let (x, y) = (a[flat(&idx, &pa)], b[flat(&idx, &pb)]);
+            v.push(match op {
+                BinaryOp::Add => x + y,
+                BinaryOp::Sub => x - y,
+                BinaryOp::Mul => x * y,
+                BinaryOp::Div => x / y,
+            });
+        }
+        (out, v)
+    }
+
     proptest! {
+        /// In place (the executor's path when the first operand is free) and out of place
+        /// give the same values, bit for bit, and both the numpy broadcast computed by plain
+        /// loops, for every pair of shapes that broadcast.
         #[test]
-        fn in_place_binary_matches_apply(
-            op in 0usize..4, n in 1usize..4, c in 1usize..5, broadcast in 0usize..3, seed in any::<u64>(),
-        ) {
+        fn in_place_binary_matches_apply(op in 0usize..4, (sa, sb) in broadcastable(), seed in any::<u64>()) {
             let op = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div][op];
             let mut s = seed | 1;
             let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 2001) as f32 / 100.0 - 10.0 };
-            let a = Tensor::from_vec(vec![n, c, 5], (0..n * c * 5).map(|_| next()).collect::<Vec<f32>>()).unwrap();
-            // Same shape (written into `a`), or broadcast either way (the plain path).
-            let bs = [vec![n, c, 5], vec![c, 1], vec![n, c, 5, 1]][broadcast].clone();
-            let len = bs.iter().product();
-            let b = Tensor::from_vec(bs, (0..len).map(|_| next()).collect::<Vec<f32>>()).unwrap();
-            let want = op.apply(&a, &b);
-            let got = Op::eval_in_place(&op, a.clone(), &[Some(&b)]);
-            match (got, want) {
-                (Ok(g), Ok(w)) => {
-                    prop_assert_eq!(g.shape(), w.shape());
-                    let (g, w) = (g.as_slice::<f32>().unwrap(), w.as_slice::<f32>().unwrap());
-                    prop_assert!(g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits()));
-                }
-                (Err(_), Err(_)) => {}
-                (g, w) => prop_assert!(false, "in place {:?} vs apply {:?}", g.map(|t| t.shape().to_vec()), w.map(|t| t.shape().to_vec())),
-            }
+            let va: Vec<f32> = (0..sa.iter().product()).map(|_| next()).collect();
+            let vb: Vec<f32> = (0..sb.iter().product()).map(|_| next()).collect();
+            let a = Tensor::from_vec(sa.clone(), va.clone()).unwrap();
+            let b = Tensor::from_vec(sb.clone(), vb.clone()).unwrap();
+            let want = op.apply(&a, &b).unwrap();
+            let got = Op::eval_in_place(&op, a, &[Some(&b)]).unwrap();
+            let (shape, plain) = reference(op, &va, &sa, &vb, &sb);
+            prop_assert_eq!(got.shape(), &shape[..]);
+            prop_assert_eq!(want.shape(), &shape[..]);
+            let bits = |t: &Tensor| t.as_slice::<f32>().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            prop_assert_eq!(bits(&got), bits(&want));
+            prop_assert_eq!(bits(&want), plain.iter().map(|x| x.to_bits()).collect::<Vec<u32>>());
+        }
+    }
+
+    /// Shapes that do not broadcast fail both ways, with a message naming both shapes.
+    #[test]
+    fn shapes_that_do_not_broadcast_fail_in_place_and_out_of_place() {
+        for (sa, sb) in [
+            (vec![2, 3, 5], vec![2, 3, 5, 1]),
+            (vec![3], vec![4]),
+            (vec![2, 1, 4], vec![3, 5]),
+        ] {
+            let t = |s: &Vec<usize>| Tensor::from_vec(s.clone(), vec![1.0f32; s.iter().product()]).unwrap();
+            let (a, b) = (t(&sa), t(&sb));
+            let out = BinaryOp::Add.apply(&a, &b).unwrap_err().to_string();
+            let inp = Op::eval_in_place(&BinaryOp::Add, a, &[Some(&b)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                out.contains(&format!("{sa:?}")) && out.contains(&format!("{sb:?}")),
+                "{out}"
+            );
+            assert_eq!(inp, out);
         }
     }
 }

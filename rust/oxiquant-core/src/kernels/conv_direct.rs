@@ -14,6 +14,7 @@
 //! 12-15 GFLOP/s for it against several times more for this kernel (benches/RESULTS.md).
 
 use super::conv::ConvShape;
+use super::cpu::{self, CpuFeatures};
 use rayon::prelude::*;
 
 /// Output channels per AVX2 (and portable) kernel call (and pixels: two vectors of
@@ -176,12 +177,12 @@ fn split_phases(x: &[f32], s: &ConvShape, buf: &mut [f32], hp: usize, wq: usize)
         }
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if cpu::features().avx2 {
         #[target_feature(enable = "avx2")]
         unsafe fn avx2(x: &[f32], s: &ConvShape, buf: &mut [f32], hp: usize, wq: usize) {
             body(x, s, buf, hp, wq)
         }
-        // SAFETY: AVX2 was detected just above.
+        // SAFETY: the feature table (`cpu::features`) says the CPU has AVX2.
         return unsafe { avx2(x, s, buf, hp, wq) };
     }
     body(x, s, buf, hp, wq)
@@ -464,17 +465,29 @@ pub(crate) enum Simd {
     Avx512,
 }
 
-/// The kinds this CPU runs, the best last.
-pub(crate) fn available_simd() -> Vec<Simd> {
-    let mut v = vec![Simd::None];
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        v.push(Simd::Avx2);
-        if is_x86_feature_detected!("avx512f") {
-            v.push(Simd::Avx512);
+impl Simd {
+    /// The kinds a CPU with features `f` runs, the best last.
+    pub(crate) fn available_on(f: CpuFeatures) -> Vec<Simd> {
+        let mut v = vec![Simd::None];
+        if f.avx2 && f.fma {
+            v.push(Simd::Avx2);
+            if f.avx512f {
+                v.push(Simd::Avx512);
+            }
         }
+        v
     }
-    v
+
+    /// The best kind for features `f`.
+    pub(crate) fn best_on(f: CpuFeatures) -> Simd {
+        Simd::available_on(f).last().copied().unwrap_or(Simd::None)
+    }
+}
+
+/// The kinds this CPU runs, the best last (the tests compare them).
+#[cfg(test)]
+pub(crate) fn available_simd() -> Vec<Simd> {
+    Simd::available_on(CpuFeatures::hardware())
 }
 
 /// Runs the best tile kernel for `nv` vectors.
@@ -524,10 +537,11 @@ fn tile(
     tile_portable(nv, panel_rows(simd), w, img, offs, bases, out, st)
 }
 
-/// The best tile kernel of this CPU (detected once).
+/// The tile kernel of this process: the best the CPU-feature table (`cpu::features()`,
+/// capped by `OXIQUANT_KERNEL`) allows.
 pub(crate) fn best_simd() -> Simd {
     static BEST: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-    *BEST.get_or_init(|| available_simd().last().copied().unwrap_or(Simd::None))
+    *BEST.get_or_init(|| Simd::best_on(cpu::features()))
 }
 
 /// Raw output pointer shared by tasks that write disjoint output rows (here and in

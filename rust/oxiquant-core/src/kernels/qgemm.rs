@@ -202,109 +202,28 @@ unsafe fn tile_avx2<const R: usize>(a: &[i32], b: &[i16], k2: usize, tile: &mut 
     }
 }
 
-/// Which micro-kernel runs: chosen once from the CPU's features.
-///
-/// The VNNI kinds are AVX2 plus a 256-bit `vpdpbusd` (four u8 x i8 products summed into an
-/// i32 lane, no intermediate rounding or saturation): the byte-product convolution
-/// (`qconv_u8s8`) uses it and is then exact on every input; everything else runs its AVX2
-/// kernel. `AvxVnni` is the VEX encoding (Alder Lake, Sapphire Rapids, Zen 5),
-/// `Avx512Vnni` the EVEX one with AVX-512 VL (Cascade Lake, Ice Lake, Zen 4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    Reference,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    AvxVnni,
-    #[cfg(target_arch = "x86_64")]
-    Avx512Vnni,
-}
+/// Which micro-kernel runs: the process's kernel level (`cpu::kernel()`), defined with the
+/// CPU-feature table in `kernels::cpu`.
+pub use super::cpu::Kernel;
 
-impl Kernel {
-    /// The best kernel of this CPU, or the one `OXIQUANT_KERNEL` names ("reference", "avx2",
-    /// "avxvnni", "avx512vnni") when this CPU runs it: a developer aid for comparing them on
-    /// whole networks. Read once per process.
-    pub fn detect() -> Kernel {
-        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *CHOSEN.get_or_init(|| {
-            let available = Kernel::available();
-            let best = available.last().copied().unwrap_or(Kernel::Reference);
-            let Ok(name) = std::env::var("OXIQUANT_KERNEL") else {
-                return best;
-            };
-            available.iter().copied().find(|k| k.name() == name).unwrap_or_else(|| {
-                let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
-                eprintln!(
-                    "oxiquant: OXIQUANT_KERNEL={name} is not a kernel this CPU runs ({}); using {}",
-                    names.join(", "),
-                    best.name()
-                );
-                best
-            })
-        })
-    }
-
-    /// Every kernel this CPU can run, the best last (the tests compare them).
-    pub fn available() -> Vec<Kernel> {
-        let mut v = vec![Kernel::Reference];
+/// The tile's first `rows` rows (at least; the reference computes all of them).
+fn run_tile(kernel: Kernel, a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR], rows: usize) {
+    // Checked here, once per tile, because the AVX2 kernel reads through raw pointers.
+    assert!(a.len() >= k2 * MR && b.len() >= k2 * NR * 2, "qgemm: short operand");
+    match kernel {
+        Kernel::Reference => tile_ref(a, b, k2, tile),
+        // SAFETY: the SIMD kinds are only constructed after AVX2 was detected.
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            v.push(Kernel::Avx2);
-            if std::is_x86_feature_detected!("avxvnni") {
-                v.push(Kernel::AvxVnni);
+        Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512Vnni => unsafe {
+            match rows {
+                1 => tile_avx2::<1>(a, b, k2, tile),
+                2 => tile_avx2::<2>(a, b, k2, tile),
+                3 => tile_avx2::<3>(a, b, k2, tile),
+                4 => tile_avx2::<4>(a, b, k2, tile),
+                5 => tile_avx2::<5>(a, b, k2, tile),
+                _ => tile_avx2::<MR>(a, b, k2, tile),
             }
-            if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl") {
-                v.push(Kernel::Avx512Vnni);
-            }
-        }
-        v
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernel::Reference => "reference",
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => "avx2",
-            #[cfg(target_arch = "x86_64")]
-            Kernel::AvxVnni => "avxvnni",
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => "avx512vnni",
-        }
-    }
-
-    /// Whether byte products are summed exactly in i32 (`vpdpbusd`), whatever the values.
-    pub fn has_byte_dot(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if matches!(self, Kernel::AvxVnni | Kernel::Avx512Vnni) {
-            return true;
-        }
-        false
-    }
-
-    /// Whether this is a SIMD kernel (the direct convolution picks its own tile with it).
-    pub fn is_simd(self) -> bool {
-        self != Kernel::Reference
-    }
-
-    /// The tile's first `rows` rows (at least; the reference computes all of them).
-    fn tile(self, a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR], rows: usize) {
-        // Checked here, once per tile, because the AVX2 kernel reads through raw pointers.
-        assert!(a.len() >= k2 * MR && b.len() >= k2 * NR * 2, "qgemm: short operand");
-        match self {
-            Kernel::Reference => tile_ref(a, b, k2, tile),
-            // SAFETY: the SIMD kinds are only constructed after AVX2 was detected.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512Vnni => unsafe {
-                match rows {
-                    1 => tile_avx2::<1>(a, b, k2, tile),
-                    2 => tile_avx2::<2>(a, b, k2, tile),
-                    3 => tile_avx2::<3>(a, b, k2, tile),
-                    4 => tile_avx2::<4>(a, b, k2, tile),
-                    5 => tile_avx2::<5>(a, b, k2, tile),
-                    _ => tile_avx2::<MR>(a, b, k2, tile),
-                }
-            },
-        }
+        },
     }
 }
 
@@ -353,7 +272,14 @@ where
         let rows = MR.min(m - bi * MR);
         let mut tile = [[0i32; NR]; MR];
         for p in p0..p1 {
-            kernel.tile(ab, &b[p * k2 * NR * 2..(p + 1) * k2 * NR * 2], k2, &mut tile, rows);
+            run_tile(
+                kernel,
+                ab,
+                &b[p * k2 * NR * 2..(p + 1) * k2 * NR * 2],
+                k2,
+                &mut tile,
+                rows,
+            );
             let (c0, cols) = (p * NR, NR.min(n - p * NR));
             for (r, row) in tile.iter().enumerate() {
                 let grow = bi * MR + r;

@@ -210,8 +210,8 @@ pub fn requant_row<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, dst: &
     let f32_product = out.rounding == Rounding::F32;
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if n >= 8 && std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected; `dst` has `n` one-byte elements (i8 or u8).
+    if n >= 8 && super::cpu::features().avx2 {
+        // SAFETY: `cpu::features` has AVX2; `dst` has `n` one-byte elements (i8 or u8).
         done = unsafe { requant_row_avx2(&acc[..n], bias, f as f64, out, O::UNSIGNED, dst.as_mut_ptr() as *mut u8) };
     }
     let (f, lo, hi, zero) = (f as f64, out.lo as f64, out.hi as f64, out.zero as f64);
@@ -494,8 +494,8 @@ pub fn quantize_row<O: QElem>(x: &[f32], s: FloatScale, out: RowOut, dst: &mut [
     let n = x.len().min(dst.len());
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if n >= 8 && std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected; `dst` has `n` one-byte elements (i8 or u8).
+    if n >= 8 && super::cpu::features().avx2 {
+        // SAFETY: `cpu::features` has AVX2; `dst` has `n` one-byte elements (i8 or u8).
         done = unsafe { quantize_row_avx2(&x[..n], s, out, O::UNSIGNED, dst.as_mut_ptr() as *mut u8) };
     }
     quantize_row_ref(&x[done..n], s, out, &mut dst[done..n]);
@@ -556,8 +556,8 @@ unsafe fn quantize_row_avx2(x: &[f32], s: FloatScale, out: RowOut, unsigned: boo
 pub fn quantize_f32_in_place(x: &mut [f32], f: f32, lo: f32, hi: f32) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if x.len() >= 4 && std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected.
+    if x.len() >= 4 && super::cpu::features().avx2 {
+        // SAFETY: `cpu::features` has AVX2.
         done = unsafe { quantize_f32_avx2(x, f as f64, lo as f64, hi as f64) };
     }
     for v in &mut x[done..] {
@@ -688,7 +688,7 @@ mod tests {
             zero in prop_oneof![Just(0i32), -128i32..256],
             narrow in any::<bool>(),
         ) {
-            if !std::is_x86_feature_detected!("avx2") {
+            if !crate::kernels::cpu::CpuFeatures::hardware().avx2 {
                 return Ok(());
             }
             let f = tie.map_or(f, |(a0, t0)| ((t0 as f64 + 0.5) / a0 as f64) as f32);

@@ -12,6 +12,8 @@ pub mod passes;
 pub mod ptq;
 pub mod tensor;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub use error::{Error, Result};
 pub use graph::Graph;
 pub use tensor::{DType, Tensor};

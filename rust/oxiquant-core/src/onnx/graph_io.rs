@@ -196,14 +196,27 @@ impl Graph {
         let order = topo_order(&nodes, &roots)?;
         let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
         let nodes = order.into_iter().filter_map(|i| slots[i].take()).collect();
-        Ok(Graph {
+        let g = Graph {
             name: raw.name,
             opset: raw.opset,
             nodes,
             initializers,
             inputs: raw.inputs,
             outputs: raw.outputs,
-        })
+        };
+        g.check_constant_inputs()?;
+        Ok(g)
+    }
+
+    /// Every node's `Op::check_constant_inputs` on the initializers it reads, in topological
+    /// order (so a bad constant is reported at its first reader); the error names the node.
+    pub fn check_constant_inputs(&self) -> Result<()> {
+        for n in &self.nodes {
+            let consts: Vec<Option<&Tensor>> = n.inputs.iter().map(|v| self.initializers.get(v)).collect();
+            n.op.check_constant_inputs(&consts)
+                .map_err(|e| e.at_node(&n.name, n.op.op_type()))?;
+        }
+        Ok(())
     }
 
     /// The graph as ONNX-shaped parts (inverse of `from_raw`). PTQ Scaling nodes, which are

@@ -1029,6 +1029,8 @@ struct AffineSpec<'a> {
 
 /// The integer-engine graph of a model quantized by another tool (see the module doc).
 pub fn import_quantized(graph: &Graph) -> Result<Imported> {
+    // Loading checked the constants already; a folded graph may have made new ones.
+    graph.check_constant_inputs()?;
     let mut imp = Import {
         src: graph,
         ints: graph

@@ -60,6 +60,14 @@ pub trait Op: OpObject + fmt::Debug + Send + Sync {
     /// Runs the op on its inputs (`None` for an omitted optional input).
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>;
 
+    /// Refuses constant inputs the op defines no computation for (a quantized op's zero or
+    /// NaN scale, say), so that a model holding them fails at load time naming the node.
+    /// `inputs` are the node's inputs that are initializers (`None` for the others);
+    /// `eval` checks the values it is given in the same way.
+    fn check_constant_inputs(&self, _inputs: &[Option<&Tensor>]) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether `eval_in_place` can reuse the first input's buffer as the output.
     fn has_in_place(&self) -> bool {
         false

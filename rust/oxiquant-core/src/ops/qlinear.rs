@@ -180,6 +180,8 @@ impl QOp {
 
     /// Reference evaluation (see the module doc).
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        // Scales and zero points computed by the graph were not seen at load time.
+        self.check_params(inputs)?;
         let x = input(inputs, 0, "x")?;
         let y = match self {
             QOp::QuantizeLinear { axis, out } => {
@@ -292,6 +294,96 @@ impl QOp {
         Ok(vec![y])
     }
 
+    /// The scale / zero point pairs among the op's inputs (ONNX order) and the quantized
+    /// tensor each describes; `n_inputs` sizes QLinearConcat's variadic triples.
+    fn param_slots(&self, n_inputs: usize) -> Vec<ParamSlot> {
+        let slot = |what, scale, tensor| ParamSlot {
+            what,
+            scale,
+            zero: scale + 1,
+            tensor,
+            int32_zero: false,
+        };
+        match self {
+            QOp::QuantizeLinear { .. } => vec![slot("y", 1, None)],
+            QOp::DequantizeLinear { .. } => vec![ParamSlot {
+                int32_zero: true,
+                ..slot("x", 1, Some(0))
+            }],
+            QOp::QLinearConv(_) | QOp::QLinearMatMul => {
+                let (a, b) = if matches!(self, QOp::QLinearConv(_)) {
+                    ("x", "w")
+                } else {
+                    ("a", "b")
+                };
+                vec![slot(a, 1, Some(0)), slot(b, 4, Some(3)), slot("y", 6, None)]
+            }
+            QOp::QGemm { .. } => vec![slot("a", 1, Some(0)), slot("b", 4, Some(3)), slot("y", 7, None)],
+            QOp::QLinearAdd => vec![slot("A", 1, Some(0)), slot("B", 4, Some(3)), slot("C", 6, None)],
+            QOp::QLinearConcat { .. } => {
+                let mut v = vec![slot("Y", 0, None)];
+                v.extend((0..n_inputs.saturating_sub(2) / 3).map(|k| slot("input", 3 + 3 * k, Some(2 + 3 * k))));
+                v
+            }
+            QOp::QLinearAveragePool(_)
+            | QOp::QLinearGlobalAveragePool
+            | QOp::QLinearLeakyRelu { .. }
+            | QOp::QLinearSigmoid => vec![slot("X", 1, Some(0)), slot("Y", 3, None)],
+        }
+    }
+
+    /// Checks the scales and zero points among `inputs` (`None`: unknown, not checked):
+    /// every scale positive and finite; every zero point of the quantized type (uint8 or
+    /// int8, the type of the tensor it describes, or of `output_dtype`), except the int32
+    /// one of a DequantizeLinear, which must be 0. Called at load time on the constants
+    /// (`Op::check_constant_inputs`) and before every evaluation on the actual values.
+    pub fn check_params(&self, inputs: &[Option<&Tensor>]) -> Result<()> {
+        let op = self.kind_name();
+        for ps in self.param_slots(inputs.len()) {
+            let what = ps.what;
+            let Some(s) = inputs.get(ps.scale).copied().flatten() else {
+                continue;
+            };
+            let z = inputs.get(ps.zero).copied().flatten();
+            let p = Params::from_tensors(s, z, what)?;
+            let Some(zdt) = p.dtype else { continue };
+            if zdt == DType::I32 {
+                if !ps.int32_zero {
+                    return Err(Error::format(format!(
+                        "{what}_zero_point must be uint8 or int8 (the quantized type of {op}), got int32 {:?}",
+                        &p.zero[..p.zero.len().min(4)]
+                    )));
+                }
+                if let Some(v) = p.zero.iter().find(|&&v| v != 0) {
+                    return Err(Error::format(format!(
+                        "{what}_zero_point of an int32 {op} must be 0, got {v}"
+                    )));
+                }
+            }
+            let tensor_dt = match ps.tensor {
+                Some(t) => inputs.get(t).copied().flatten().map(|t| t.dtype()),
+                None => match self {
+                    QOp::QuantizeLinear { out, .. } => *out,
+                    _ => None,
+                },
+            };
+            if let Some(tdt) = tensor_dt {
+                if tdt != zdt {
+                    let of = if ps.tensor.is_some() {
+                        format!("{what} is {}", tdt.name())
+                    } else {
+                        format!("output_dtype is {}", tdt.name())
+                    };
+                    return Err(Error::format(format!(
+                        "{what}_zero_point is {} but {of}: they must be the same type",
+                        zdt.name()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The float op that a dequantize -> op -> quantize contrib op applies.
     pub fn float_op(&self) -> Option<Box<dyn Op>> {
         Some(match self {
@@ -326,6 +418,9 @@ impl Op for QOp {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         self.run(inputs)
     }
+    fn check_constant_inputs(&self, inputs: &[Option<&Tensor>]) -> Result<()> {
+        self.check_params(inputs)
+    }
     /// Not DequantizeLinear, whose constant inputs (quantized weights and biases) the
     /// quantized-model import reads as integers.
     fn foldable(&self) -> bool {
@@ -334,6 +429,18 @@ impl Op for QOp {
     fn ptq_class(&self, _n: &NodeFacts) -> Class {
         Class::FloatIsland(format!("{} belongs to an already quantized model", self.kind_name()))
     }
+}
+
+/// Where one scale / zero point pair sits among a quantized op's inputs.
+struct ParamSlot {
+    /// How ONNX names the pair (`{what}_scale`, `{what}_zero_point`).
+    what: &'static str,
+    scale: usize,
+    zero: usize,
+    /// The input holding the quantized tensor the pair describes (`None`: the output).
+    tensor: Option<usize>,
+    /// Whether an int32 zero point (of value 0) is allowed: DequantizeLinear's.
+    int32_zero: bool,
 }
 
 /// Scales and zero points of a quantized tensor (one, or one per slice of an axis).
@@ -372,6 +479,18 @@ impl Params {
             return Err(Error::shape(format!(
                 "{what}_scale must be a scalar or 1-D, got shape {:?} (blocked quantization is not supported)",
                 s.shape()
+            )));
+        }
+        // ONNX defines no computation for these (a scale divides; its sign would flip every
+        // value): refused rather than run.
+        if let Some((i, v)) = scale.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+            let at = if scale.len() > 1 {
+                format!(" (element {i} of {})", scale.len())
+            } else {
+                String::new()
+            };
+            return Err(Error::format(format!(
+                "{what}_scale must be positive and finite, got {v}{at}"
             )));
         }
         let (zero, dtype) = match z {

@@ -7,6 +7,7 @@ import numpy as np
 from typing_extensions import TypeAlias
 
 __all__ = [
+    "CLIPPING_METHODS",
     "MAX_OPSET",
     "InternalError",
     "InvalidArgumentError",
@@ -17,6 +18,8 @@ __all__ = [
     "UnsupportedOpError",
     "__version__",
     "_guard_selftest",
+    "check_bits",
+    "check_quantize_options",
     "clip_from_values",
     "get_num_threads",
     "integer_kernel",
@@ -25,6 +28,7 @@ __all__ = [
 
 __version__: str
 MAX_OPSET: int
+CLIPPING_METHODS: list[str]
 
 # The strings the bindings accept (rust/oxiquant-py/src/lib.rs; clipping names are parsed by
 # `Clipping::parse`, which also takes them in upper case).
@@ -93,6 +97,10 @@ class NativeModel:
     def output_names(self) -> list[str]: ...
     @property
     def inputs(self) -> list[_ValueInfo]: ...
+    def value_names(self) -> list[str]: ...
+    def quantizers(self) -> list[dict[str, Any]]:
+        """Every Scaling node in graph order: "name", "reads", "writes", "step" (None when it
+        does not quantize), and the keys of `ptq_info()["activations"]` when it has them."""
     def ptq_prepare(self) -> dict[str, int]: ...
     def ptq_insert_scaling_nodes(self) -> None: ...
     def ptq_normalize_parameters(self, per_channel: bool) -> None: ...
@@ -109,7 +117,7 @@ class NativeModel:
     def ptq_quantize(
         self,
         act_bits: int,
-        weight_bits: int,
+        weight_bits: Optional[int],
         optimize_signs: bool,
         single_shift: bool,
         no_quant: bool,
@@ -125,6 +133,13 @@ class NativeModel:
 def clip_from_values(
     values: list[float], method: _Clipping, nb_bits: int, signed: bool
 ) -> tuple[float, list[int], list[int], float]: ...
+def check_quantize_options(
+    nb_bits: int, clipping: _Clipping, weight_bits: Optional[int], weight_clipping: _WeightClipping
+) -> tuple[int, int, _Clipping, _WeightClipping, bool]:
+    """Checks `quantize_network`'s arguments; returns (nb_bits, weight_bits, clipping,
+    weight_clipping, whether calibration needs histograms)."""
+
+def check_bits(value: int, what: str = "nb_bits") -> int: ...
 def set_num_threads(n: Optional[int] = None) -> None: ...
 def get_num_threads() -> int: ...
 def integer_kernel() -> Literal["reference", "avx2", "avxvnni", "avx512vnni"]: ...

@@ -26,6 +26,7 @@ import numpy as np
 import oxiquant
 from oxiquant import _data
 from oxiquant._errors import InvalidArgumentError, ModelFormatError, OxiquantError, ShapeError, UnsupportedOpError
+from oxiquant._native import check_bits
 from oxiquant.model import EXPORT_FORMATS, Model
 from oxiquant.ptq import CLIPPING_METHODS
 
@@ -45,13 +46,16 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
 
 def _bits(text: str) -> int:
+    """A bit width on the command line, checked by the core (the message drops the name,
+    which argparse adds)."""
     try:
-        v = int(text)
+        value: Any = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer between 2 and 16, got {text!r}") from None
-    if not 2 <= v <= 16:
-        raise argparse.ArgumentTypeError(f"must be between 2 and 16, got {v}")
-    return v
+        value = text
+    try:
+        return check_bits(value, "value")
+    except InvalidArgumentError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("value ")) from None
 
 
 def _positive(text: str) -> int:

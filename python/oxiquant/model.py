@@ -12,7 +12,7 @@ import onnx
 from onnx import helper
 
 from oxiquant import onnx_io
-from oxiquant._errors import InvalidArgumentError, ShapeError
+from oxiquant._errors import ShapeError
 from oxiquant._native import NativeModel
 
 Inputs = Union[np.ndarray, Mapping[str, np.ndarray], Sequence[np.ndarray]]
@@ -171,10 +171,7 @@ class Model:
         "uint8" (default; the weight plus 128 with zero point 128, which onnxruntime multiplies
         exactly on every CPU) or "int8" (its AVX2 kernels without VNNI sum u8 x s8 pairs into
         saturating int16 and can overflow with 8-bit weights). A float model is the same in every format."""
-        if format not in EXPORT_FORMATS:
-            raise InvalidArgumentError(f"format must be one of {', '.join(EXPORT_FORMATS)}; got {format!r}")
-        if format != "fake" and not self.is_quantized:
-            raise InvalidArgumentError(f"format={format!r} needs a quantized model (see oxiquant.quantize_network)")
+        # The core checks `format` and `weight_type`, and that the model can take the format.
         return onnx_io.parts_to_proto(self._native.to_parts(format, weight_type), self._ir_version)
 
     def save(self, path: str | os.PathLike[str], format: str = "fake", weight_type: str = "uint8") -> Path:

@@ -24,26 +24,14 @@ from typing import Any, Union
 import numpy as np
 
 from oxiquant._errors import InvalidArgumentError, ShapeError
-from oxiquant._native import get_num_threads
+from oxiquant._native import CLIPPING_METHODS as native_clipping_methods
+from oxiquant._native import check_quantize_options, get_num_threads
 from oxiquant.model import Model
 
 CalibrationSet = Union[np.ndarray, Mapping[str, np.ndarray], Iterable[Any]]
 
-CLIPPING_METHODS = ("max", "mse", "kl", "sigma3", "sigma4", "sigma5")
-
-
-def _check_bits(nb_bits: Any, what: str = "nb_bits") -> int:
-    if isinstance(nb_bits, bool) or not isinstance(nb_bits, (int, np.integer)):
-        raise InvalidArgumentError(f"{what} must be an integer between 2 and 16, got {nb_bits!r}")
-    if not 2 <= int(nb_bits) <= 16:
-        raise InvalidArgumentError(f"{what} must be between 2 and 16, got {nb_bits}")
-    return int(nb_bits)
-
-
-def _check_clipping(clipping: str) -> str:
-    if not isinstance(clipping, str) or clipping.lower() not in CLIPPING_METHODS:
-        raise InvalidArgumentError(f"clipping must be one of {', '.join(CLIPPING_METHODS)}; got {clipping!r}")
-    return clipping.lower()
+# The activation clipping methods (the core's list; it checks every argument).
+CLIPPING_METHODS: tuple[str, ...] = tuple(native_clipping_methods)
 
 
 def prepare_network(model: Model) -> dict[str, int]:
@@ -217,7 +205,7 @@ def adjust_ranges(
     """Step 5: picks each Scaling node's clipping value for `nb_bits` with `clipping` (max,
     mse, kl, sigma3, sigma4, sigma5; see docs/algorithm.md for what each minimizes). Use the
     same `optimize_signs` as in `quantize_normalized_network`. Returns {node: clip value}."""
-    model._native.ptq_adjust_ranges(_check_clipping(clipping), _check_bits(nb_bits), bool(optimize_signs))
+    model._native.ptq_adjust_ranges(clipping, nb_bits, bool(optimize_signs))
     return {layer["name"]: layer["clip"] for layer in model.quant_info["activations"] if layer["clip"] is not None}
 
 
@@ -244,12 +232,14 @@ def quantize_normalized_network(
     the weights); `no_quant` skips rounding (the normalized float network);
     `dequantize_outputs` appends a multiplication back to real units on every output;
     `weight_clipping="mse"` shrinks each weight range to minimize its rounding error."""
-    bits = _check_bits(nb_bits)
-    wbits = bits if weight_bits is None else _check_bits(weight_bits, "weight_bits")
-    if weight_clipping not in ("max", "mse"):
-        raise InvalidArgumentError(f"weight_clipping must be 'max' or 'mse', got {weight_clipping!r}")
     model._native.ptq_quantize(
-        bits, wbits, bool(optimize_signs), bool(single_shift), bool(no_quant), bool(dequantize_outputs), weight_clipping
+        nb_bits,
+        weight_bits,
+        bool(optimize_signs),
+        bool(single_shift),
+        bool(no_quant),
+        bool(dequantize_outputs),
+        weight_clipping,
     )
 
 
@@ -273,8 +263,10 @@ def quantize_network(
     """Quantizes `model` to `nb_bits` with the Aidge PTQ; returns a new model (the input is
     left untouched). See the step functions for the options; `model.quant_info` of the result
     holds the per-layer scales, ranges, clipping values and bit widths."""
-    bits = _check_bits(nb_bits)
-    clipping = _check_clipping(clipping)
+    # Every argument is checked before any work starts (by the core, which checks each once).
+    bits, wbits, clipping, weight_clipping, histograms = check_quantize_options(
+        nb_bits, clipping, weight_bits, weight_clipping
+    )
     q = model.copy()
     prepare_network(q)
     insert_scaling_nodes(q)
@@ -285,15 +277,14 @@ def quantize_network(
         batch_size=batch_size,
         progress=progress,
         num_threads=num_threads,
-        histograms=clipping in ("mse", "kl"),
+        histograms=histograms,
     )
-    act_bits = bits
-    adjust_ranges(q, clipping=clipping, nb_bits=act_bits, optimize_signs=optimize_signs)
+    adjust_ranges(q, clipping=clipping, nb_bits=bits, optimize_signs=optimize_signs)
     normalize_activations(q)
     quantize_normalized_network(
         q,
         bits,
-        weight_bits=weight_bits,
+        weight_bits=wbits,
         optimize_signs=optimize_signs,
         single_shift=single_shift,
         no_quant=no_quant,

@@ -50,31 +50,9 @@ def _quantize(x: np.ndarray, step: float, bits: int, signed: bool) -> np.ndarray
 
 
 def _scaling_values(qmodel: Model) -> list[tuple[str, str, str]]:
-    """(Scaling node, value it reads, value it writes) in topological order, from the graph
-    as `to_onnx("fake")` spells it: a Scaling node N is the Mul named N, followed, when it
-    quantizes, by N_round and N_clip."""
-    parts = qmodel._native.to_parts("fake")
-    by_name = {n[0]: n for n in parts["nodes"]}
-    out = []
-    for n in parts["nodes"]:
-        name, op, _, inputs, outputs = n[:5]
-        if op != "Mul" or name.endswith(("_round", "_clip")):
-            continue
-        last = outputs[0]
-        for suffix in ("_round", "_clip"):
-            nxt = by_name.get(name + suffix)
-            if nxt is not None and nxt[3] and nxt[3][0] == last:
-                last = nxt[4][0]
-        out.append((name, inputs[0], last))
-    return out
-
-
-def _value_names(model: Model) -> set[str]:
-    parts = model._native.to_parts("fake")
-    names = {i[0] for i in parts["inputs"]}
-    for n in parts["nodes"]:
-        names.update(n[4])
-    return names
+    """(Scaling node, value it reads, value it writes) in topological order, as the core
+    holds them (`quantizers()`; the fake ONNX export writes the same names)."""
+    return [(q["name"], q["reads"], q["writes"]) for q in qmodel._native.quantizers()]
 
 
 def layer_report(
@@ -109,10 +87,11 @@ def layer_report(
         raise InvalidArgumentError("layer_report: the model was quantized with no_quant=True, nothing to report")
     ref = float_model.copy()
     prepare_network(ref)  # same function, and the value names the quantized graph keeps
-    ref_names = _value_names(ref)
+    ref_names = set(ref._native.value_names())
     by_name = {a["name"]: a for a in info["activations"]}
     # Quantizers only (a dequantizer in front of a float island has no step: nothing to report).
-    places = [p for p in _scaling_values(qmodel) if p[0] in by_name and by_name[p[0]]["step"]]
+    scalings = _scaling_values(qmodel)
+    places = [p for p in scalings if p[0] in by_name and by_name[p[0]]["step"]]
 
     # The float value each quantizer stands for: what it reads, when the float graph has that
     # value (inputs, branches) or when it is another Scaling node's output (then that node's
@@ -120,7 +99,7 @@ def layer_report(
     # merging node).
     float_of: dict[str, Optional[str]] = {}
     float_of_value: dict[str, Optional[str]] = {}
-    for name, src, dst in _scaling_values(qmodel):  # every Scaling node, in graph order
+    for name, src, dst in scalings:  # every Scaling node, in graph order
         if src in float_of_value:
             f = float_of_value[src]
         else:

@@ -11,80 +11,63 @@ use convert::{
     PyNode, PyValueInfo,
 };
 use errors::guard;
-use oxiquant_core::onnx::{self as core_onnx, RawGraph};
-use oxiquant_core::ptq::{self as core_ptq, Clipping, PtqState};
-use oxiquant_core::{exec, passes, Graph};
+use oxiquant_core::model::{Engine, ExportFormat, RunMode};
+use oxiquant_core::onnx::export_qdq::WeightType;
+use oxiquant_core::onnx::RawGraph;
+use oxiquant_core::ptq::quantize::QuantizeOptions;
+use oxiquant_core::ptq::{self as core_ptq, Clipping};
+use oxiquant_core::Model;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
-use std::sync::{Arc, OnceLock};
+use pyo3::types::{PyBool, PyDict, PyList};
+use std::collections::{BTreeMap, HashMap};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A network held by the Rust core.
+/// A network held by the Rust core (`oxiquant_core::Model`).
 #[pyclass(module = "oxiquant._native", name = "NativeModel")]
 #[derive(Clone)]
 struct NativeModel {
-    graph: Graph,
-    ptq: PtqState,
-    /// The integer engine's graph, lowered once when the model is quantized.
-    int_plan: IntPlan,
-    /// `graph` with BatchNormalization folded and convolutions fused
-    /// (`passes::inference_plan`), built at the first `run` that needs it; `None` when the
-    /// plan would be `graph` itself (no copy of the weights). Every method that edits
-    /// `graph` clears it.
-    float_plan: OnceLock<Option<Arc<Graph>>>,
+    model: Model,
 }
 
-impl NativeModel {
-    /// The float inference plan of `graph`, built on first use (`None`: run `graph`).
-    fn float_plan(&self) -> oxiquant_core::Result<Option<Arc<Graph>>> {
-        if let Some(p) = self.float_plan.get() {
-            return Ok(p.clone());
-        }
-        let p = if passes::inference_plan::changes(&self.graph) {
-            Some(Arc::new(passes::inference_plan(&self.graph)?))
-        } else {
-            None
-        };
-        // Two threads may build it at once; either result is the same plan.
-        Ok(self.float_plan.get_or_init(|| p).clone())
+/// A bit width from Python: an int (not a bool), checked by the core.
+fn bits_arg(v: &Bound<'_, PyAny>, what: &str) -> PyResult<u32> {
+    let n = if v.is_instance_of::<PyBool>() {
+        None
+    } else {
+        v.extract::<i64>().ok()
+    };
+    match n {
+        Some(n) => core_ptq::check_bits(what, n).map_err(errors::to_py),
+        None => Err(errors::InvalidArgumentError::new_err(format!(
+            "{what} must be an integer between {} and {}, got {}",
+            core_ptq::MIN_BITS,
+            core_ptq::MAX_BITS,
+            v.repr()?
+        ))),
     }
 }
 
-impl IntPlan {
-    fn of(graph: &Graph, st: &PtqState) -> IntPlan {
-        if st.stage == core_ptq::Stage::Float && core_onnx::import_quantized::is_quantized_model(graph) {
-            // A model quantized by another tool (QDQ or QOperator).
-            match core_onnx::import_quantized::import_quantized(graph) {
-                Ok(imp) => {
-                    let note = imp.note();
-                    IntPlan::Ready(Arc::new(imp.graph), note)
-                }
-                Err(e) => IntPlan::Unavailable(e.to_string()),
-            }
-        } else if st.stage != core_ptq::Stage::Quantized {
-            IntPlan::None
-        } else if st.no_quant {
-            IntPlan::Unavailable("it was quantized with no_quant=True (its values are not integers)".into())
-        } else {
-            match oxiquant_core::int::lower::lower_to_integer(graph, st) {
-                Ok(ig) => IntPlan::Ready(Arc::new(ig), None),
-                Err(e) => IntPlan::Unavailable(e.to_string()),
-            }
-        }
+/// An activation clipping method from Python (a name, case-insensitive).
+fn clipping_arg(v: &Bound<'_, PyAny>) -> PyResult<Clipping> {
+    match v.extract::<String>() {
+        Ok(s) => Clipping::parse(&s).map_err(errors::to_py),
+        Err(_) => Err(errors::to_py(Clipping::unknown(&v.repr()?.to_string()))),
     }
 }
 
-/// Whether a model runs on the integer engine.
-#[derive(Clone)]
-enum IntPlan {
-    /// Not quantized (a float model, or one in the middle of the pipeline).
-    None,
-    /// The integer graph, and what of it stays in float (models quantized by other tools).
-    Ready(Arc<Graph>, Option<String>),
-    /// Quantized, but the integer engine cannot hold it (the reason).
-    Unavailable(String),
+/// A weight clipping method from Python ("max" or "mse").
+fn weight_clipping_arg(v: &Bound<'_, PyAny>) -> PyResult<Clipping> {
+    let s = match v.extract::<String>() {
+        Ok(s) => s,
+        Err(_) => v.repr()?.to_string(),
+    };
+    Clipping::parse_weight(&s).map_err(errors::to_py)
+}
+
+fn parse<T: std::str::FromStr<Err = oxiquant_core::Error>>(s: &str) -> PyResult<T> {
+    s.parse::<T>().map_err(errors::to_py)
 }
 
 #[pymethods]
@@ -125,19 +108,8 @@ impl NativeModel {
             inputs,
             outputs,
         };
-        let (graph, int_plan) = py.detach(|| {
-            guard("model loading", || {
-                let g = Graph::from_raw(raw)?;
-                let plan = IntPlan::of(&g, &PtqState::default());
-                Ok((g, plan))
-            })
-        })?;
-        Ok(NativeModel {
-            graph,
-            ptq: PtqState::default(),
-            int_plan,
-            float_plan: OnceLock::new(),
-        })
+        let model = py.detach(|| guard("model loading", || Model::from_raw(raw)))?;
+        Ok(NativeModel { model })
     }
 
     /// The model as ONNX-shaped parts: a dict with name, opset, nodes, initializers, inputs,
@@ -147,44 +119,14 @@ impl NativeModel {
     /// from the integer engine's graph).
     #[pyo3(signature = (format="fake", weight_type="uint8"))]
     fn to_parts<'py>(&self, py: Python<'py>, format: &str, weight_type: &str) -> PyResult<Bound<'py, PyDict>> {
-        let wt = match weight_type {
-            "uint8" => core_onnx::export_qdq::WeightType::Uint8,
-            "int8" => core_onnx::export_qdq::WeightType::Int8,
-            other => {
-                return Err(errors::InvalidArgumentError::new_err(format!(
-                    "weight_type must be 'uint8' or 'int8', got '{other}'"
-                )))
-            }
+        let wt: WeightType = parse(weight_type)?;
+        let format: ExportFormat = parse(format)?;
+        let what = match format {
+            ExportFormat::Fake => "export",
+            ExportFormat::Qdq => "QDQ export",
+            ExportFormat::QOperator => "QOperator export",
         };
-        let mut int4_names: Vec<(String, bool)> = Vec::new();
-        let raw = match format {
-            "fake" => self.graph.to_raw().map_err(errors::to_py)?,
-            "qdq" => {
-                let (raw, int4) = guard("QDQ export", || {
-                    core_onnx::export_qdq::to_qdq(&self.graph, &self.ptq, wt)
-                })?;
-                int4_names = int4;
-                raw
-            }
-            "qoperator" => match &self.int_plan {
-                IntPlan::Ready(g, _) => guard("QOperator export", || core_onnx::export_qop::to_qoperator(g, wt))?,
-                IntPlan::Unavailable(why) => {
-                    return Err(errors::InvalidArgumentError::new_err(format!(
-                        "QOperator export needs the integer engine's graph, which this model has not: {why}"
-                    )))
-                }
-                IntPlan::None => {
-                    return Err(errors::InvalidArgumentError::new_err(
-                        "format='qoperator' needs a quantized model (see oxiquant.quantize_network)",
-                    ))
-                }
-            },
-            other => {
-                return Err(errors::InvalidArgumentError::new_err(format!(
-                    "unknown export format '{other}'; expected 'fake', 'qdq' or 'qoperator'"
-                )))
-            }
-        };
+        let (raw, int4_names) = py.detach(|| guard(what, || self.model.to_raw(format, wt)))?;
         let d = PyDict::new(py);
         // (initializer, signed) pairs to store as INT4 / UINT4.
         d.set_item("int4", int4_names)?;
@@ -233,41 +175,15 @@ impl NativeModel {
         fetch: Option<Vec<String>>,
         mode: Option<&str>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let graph: &Graph = match (mode, &self.int_plan) {
-            (None, IntPlan::Ready(g, _)) | (Some("int"), IntPlan::Ready(g, _)) => g,
-            (None, _) => &self.graph,
-            (Some("fake"), IntPlan::None) | (Some("int"), IntPlan::None) => {
-                return Err(errors::InvalidArgumentError::new_err(format!(
-                    "mode='{}' applies to quantized models; this one is at stage '{}'",
-                    mode.unwrap_or_default(),
-                    self.ptq.stage.name()
-                )))
-            }
-            (Some("fake"), _) => &self.graph,
-            (Some("int"), IntPlan::Unavailable(why)) => {
-                return Err(errors::InvalidArgumentError::new_err(format!(
-                    "the integer engine cannot run this model: {why}"
-                )))
-            }
-            (Some(other), _) => {
-                return Err(errors::InvalidArgumentError::new_err(format!(
-                    "mode must be 'int' or 'fake', got '{other}'"
-                )))
-            }
+        let mode = match mode {
+            None => RunMode::Auto,
+            Some(m) => parse(m)?,
         };
         let feeds = feeds_from_py(feeds)?;
         let pool = threads::pool(num_threads)?;
         let fetch = fetch.unwrap_or_default();
-        // The float graph runs through its inference plan, unless the caller fetches
-        // intermediate values (which the plan may have fused away).
-        let planned = std::ptr::eq(graph, &self.graph) && fetch.is_empty();
-        let (outs, fetched) = py.detach(|| {
-            guard("inference", || {
-                let plan = if planned { self.float_plan()? } else { None };
-                let graph = plan.as_deref().unwrap_or(graph);
-                pool.install(|| exec::run_fetching(graph, feeds, &fetch))
-            })
-        })?;
+        let (outs, fetched) =
+            py.detach(|| guard("inference", || pool.install(|| self.model.run(feeds, &fetch, mode))))?;
         let d = PyDict::new(py);
         for (k, t) in outs.into_iter().chain(fetched) {
             d.set_item(k, tensor_to_py(py, t)?)?;
@@ -278,60 +194,44 @@ impl NativeModel {
     /// "int" when `run` uses the integer engine by default, "fake" for a quantized model it
     /// cannot hold (with the reason), "float" otherwise.
     fn engine(&self) -> (String, Option<String>) {
-        match &self.int_plan {
-            IntPlan::Ready(_, note) => ("int".into(), note.clone()),
-            IntPlan::Unavailable(why) => ("fake".into(), Some(why.clone())),
-            IntPlan::None => ("float".into(), None),
+        match self.model.engine() {
+            Engine::Int { note } => ("int".into(), note),
+            Engine::Fake { why } => ("fake".into(), Some(why)),
+            Engine::Float => ("float".into(), None),
         }
     }
 
     /// Op counts of the float inference plan `run` executes for this graph (fused
     /// convolutions show as e.g. "Conv+Add+Clip"); builds the plan if needed.
-    fn plan_op_counts(&self, py: Python<'_>) -> PyResult<std::collections::BTreeMap<String, usize>> {
-        py.detach(|| {
-            guard("inference plan", || {
-                Ok(self.float_plan()?.as_deref().unwrap_or(&self.graph).op_counts())
-            })
-        })
+    fn plan_op_counts(&self, py: Python<'_>) -> PyResult<BTreeMap<String, usize>> {
+        py.detach(|| guard("inference plan", || self.model.plan_op_counts()))
     }
 
     /// Op counts of the integer engine's graph (empty when there is none).
-    fn int_op_counts(&self) -> std::collections::BTreeMap<String, usize> {
-        match &self.int_plan {
-            IntPlan::Ready(g, _) => g.op_counts(),
-            _ => Default::default(),
-        }
+    fn int_op_counts(&self) -> BTreeMap<String, usize> {
+        self.model.int_op_counts()
     }
 
     /// Folds constant subgraphs in place; returns the number of nodes removed.
     fn fold_constants(&mut self, py: Python<'_>) -> PyResult<usize> {
-        self.float_plan = OnceLock::new();
-        let (g, st) = (&mut self.graph, &self.ptq);
-        let (n, plan) = py.detach(|| {
-            guard("constant folding", || {
-                let n = passes::fold_constants(g)?;
-                Ok((n, IntPlan::of(g, st)))
-            })
-        })?;
-        self.int_plan = plan;
-        Ok(n)
+        let m = &mut self.model;
+        py.detach(|| guard("constant folding", || m.fold_constants()))
     }
 
     /// Op counts, parameter count, inputs and outputs.
     fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let g = self.model.graph();
         let d = PyDict::new(py);
-        d.set_item("name", &self.graph.name)?;
-        d.set_item("opset", self.graph.opset)?;
-        d.set_item("op_counts", self.graph.op_counts())?;
-        d.set_item("num_nodes", self.graph.nodes.len())?;
-        d.set_item("num_parameters", self.graph.num_parameters())?;
-        let ins = self
-            .graph
+        d.set_item("name", &g.name)?;
+        d.set_item("opset", g.opset)?;
+        d.set_item("op_counts", g.op_counts())?;
+        d.set_item("num_nodes", g.nodes.len())?;
+        d.set_item("num_parameters", g.num_parameters())?;
+        let ins = g
             .runtime_inputs()
             .map(|v| value_info_to_py(py, v))
             .collect::<PyResult<Vec<_>>>()?;
-        let outs = self
-            .graph
+        let outs = g
             .outputs
             .iter()
             .map(|v| value_info_to_py(py, v))
@@ -344,25 +244,43 @@ impl NativeModel {
     /// Names of the inputs the caller must feed.
     #[getter]
     fn input_names(&self) -> Vec<String> {
-        self.graph.runtime_inputs().map(|v| v.name.clone()).collect()
+        self.model.graph().runtime_inputs().map(|v| v.name.clone()).collect()
     }
 
     #[getter]
     fn output_names(&self) -> Vec<String> {
-        self.graph.outputs.iter().map(|v| v.name.clone()).collect()
+        self.model.graph().outputs.iter().map(|v| v.name.clone()).collect()
     }
 
     /// Runtime inputs as (name, onnx elem type, shape) tuples.
     #[getter]
     fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, pyo3::types::PyTuple>>> {
-        self.graph.runtime_inputs().map(|v| value_info_to_py(py, v)).collect()
+        self.model
+            .graph()
+            .runtime_inputs()
+            .map(|v| value_info_to_py(py, v))
+            .collect()
+    }
+
+    /// Every value name of the graph (inputs and node outputs).
+    fn value_names(&self) -> Vec<String> {
+        self.model.value_names()
+    }
+
+    /// Every Scaling node in graph order, as dicts (see `ptq::quantizer_to_py`).
+    fn quantizers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let st = self.model.ptq();
+        self.model
+            .quantizers()
+            .iter()
+            .map(|q| ptq::quantizer_to_py(py, q, st))
+            .collect()
     }
 
     /// PTQ step 1 (in place). Returns what changed.
     fn ptq_prepare<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.float_plan = OnceLock::new();
-        let (g, st) = (&mut self.graph, &mut self.ptq);
-        let r = py.detach(|| guard("prepare_network", || core_ptq::prepare::prepare(g, st)))?;
+        let m = &mut self.model;
+        let r = py.detach(|| guard("prepare_network", || m.prepare()))?;
         let d = PyDict::new(py);
         d.set_item("folded_constants", r.folded_constants)?;
         d.set_item("folded_batchnorms", r.folded_batchnorms)?;
@@ -372,33 +290,21 @@ impl NativeModel {
 
     /// PTQ step 2 (in place).
     fn ptq_insert_scaling_nodes(&mut self, py: Python<'_>) -> PyResult<()> {
-        self.float_plan = OnceLock::new();
-        let (g, st) = (&mut self.graph, &mut self.ptq);
-        py.detach(|| {
-            guard("insert_scaling_nodes", || {
-                core_ptq::insert_scaling::insert_scaling_nodes(g, st)
-            })
-        })
+        let m = &mut self.model;
+        py.detach(|| guard("insert_scaling_nodes", || m.insert_scaling_nodes()))
     }
 
     /// PTQ step 3 (in place).
     fn ptq_normalize_parameters(&mut self, py: Python<'_>, per_channel: bool) -> PyResult<()> {
-        self.float_plan = OnceLock::new();
-        let (g, st) = (&mut self.graph, &mut self.ptq);
-        py.detach(|| {
-            guard("normalize_parameters", || {
-                core_ptq::normalize_params::normalize_parameters(g, st, per_channel)
-            })
-        })
+        let m = &mut self.model;
+        py.detach(|| guard("normalize_parameters", || m.normalize_parameters(per_channel)))
     }
 
     /// PTQ step 4, part 1: clears the statistics (`histograms`: keep the histograms that
     /// MSE and KL clipping need).
     #[pyo3(signature = (histograms=true))]
     fn ptq_calibration_begin(&mut self, histograms: bool) -> PyResult<()> {
-        guard("compute_ranges", || {
-            core_ptq::calibrate::begin(&mut self.ptq, histograms)
-        })
+        guard("compute_ranges", || self.model.calibration_begin(histograms))
     }
 
     /// PTQ step 4, part 2: runs calibration batches (side by side, one per thread) and
@@ -412,22 +318,18 @@ impl NativeModel {
     ) -> PyResult<()> {
         let batches = batches.iter().map(feeds_from_py).collect::<PyResult<Vec<_>>>()?;
         let pool = threads::pool(num_threads)?;
-        let (g, st) = (&self.graph, &mut self.ptq);
-        py.detach(|| {
-            guard("compute_ranges", || {
-                pool.install(|| core_ptq::calibrate::observe_batches(g, st, batches))
-            })
-        })
+        let m = &mut self.model;
+        py.detach(|| guard("compute_ranges", || pool.install(|| m.calibration_batches(batches))))
     }
 
     /// PTQ step 4, part 3: closes the calibration.
     fn ptq_calibration_finish(&mut self) -> PyResult<()> {
-        guard("compute_ranges", || core_ptq::calibrate::finish(&mut self.ptq))
+        guard("compute_ranges", || self.model.calibration_finish())
     }
 
     /// PTQ step 4, on failure: puts the model back as it was before `ptq_calibration_begin`.
     fn ptq_calibration_abort(&mut self) {
-        core_ptq::calibrate::abort(&mut self.ptq);
+        self.model.calibration_abort();
     }
 
     /// PTQ step 5.
@@ -435,56 +337,49 @@ impl NativeModel {
     fn ptq_adjust_ranges(
         &mut self,
         py: Python<'_>,
-        clipping: &str,
-        nb_bits: u32,
+        clipping: &Bound<'_, PyAny>,
+        nb_bits: &Bound<'_, PyAny>,
         optimize_signs: bool,
         num_threads: Option<usize>,
     ) -> PyResult<()> {
-        let method = Clipping::parse(clipping).map_err(errors::to_py)?;
+        let method = clipping_arg(clipping)?;
+        let nb_bits = bits_arg(nb_bits, "nb_bits")?;
         let pool = threads::pool(num_threads)?;
-        let (g, st) = (&self.graph, &mut self.ptq);
+        let m = &mut self.model;
         py.detach(|| {
             guard("adjust_ranges", || {
-                pool.install(|| core_ptq::adjust::adjust_ranges(g, st, method, nb_bits, optimize_signs))
+                pool.install(|| m.adjust_ranges(method, nb_bits, optimize_signs))
             })
         })
     }
 
     /// PTQ step 6 (in place).
     fn ptq_normalize_activations(&mut self, py: Python<'_>) -> PyResult<()> {
-        self.float_plan = OnceLock::new();
-        let (g, st) = (&mut self.graph, &mut self.ptq);
-        py.detach(|| {
-            guard("normalize_activations", || {
-                core_ptq::normalize_acts::normalize_activations(g, st)
-            })
-        })
+        let m = &mut self.model;
+        py.detach(|| guard("normalize_activations", || m.normalize_activations()))
     }
 
-    /// PTQ step 7 (in place).
+    /// PTQ step 7 (in place). `weight_bits=None`: as `act_bits`.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (act_bits, weight_bits, optimize_signs, single_shift, no_quant, dequantize_outputs, weight_clipping))]
     fn ptq_quantize(
         &mut self,
         py: Python<'_>,
-        act_bits: u32,
-        weight_bits: u32,
+        act_bits: &Bound<'_, PyAny>,
+        weight_bits: Option<&Bound<'_, PyAny>>,
         optimize_signs: bool,
         single_shift: bool,
         no_quant: bool,
         dequantize_outputs: bool,
-        weight_clipping: &str,
+        weight_clipping: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let weight_clipping = match weight_clipping {
-            "max" => Clipping::Max,
-            "mse" => Clipping::Mse,
-            other => {
-                return Err(errors::InvalidArgumentError::new_err(format!(
-                    "weight_clipping must be 'max' or 'mse', got '{other}'"
-                )))
-            }
+        let act_bits = bits_arg(act_bits, "nb_bits")?;
+        let weight_bits = match weight_bits {
+            Some(b) if !b.is_none() => bits_arg(b, "weight_bits")?,
+            _ => act_bits,
         };
-        let opts = core_ptq::quantize::QuantizeOptions {
+        let weight_clipping = weight_clipping_arg(weight_clipping)?;
+        let opts = QuantizeOptions {
             act_bits,
             weight_bits,
             optimize_signs,
@@ -493,31 +388,23 @@ impl NativeModel {
             dequantize_outputs,
             weight_clipping,
         };
-        self.float_plan = OnceLock::new();
-        let (g, st) = (&mut self.graph, &mut self.ptq);
-        let plan = py.detach(|| {
-            guard("quantize_normalized_network", || {
-                core_ptq::quantize::quantize_network(g, st, &opts)?;
-                Ok(IntPlan::of(g, st))
-            })
-        })?;
-        self.int_plan = plan;
-        Ok(())
+        let m = &mut self.model;
+        py.detach(|| guard("quantize_normalized_network", || m.quantize(&opts)))
     }
 
     /// The PTQ state as plain data (stage, per-layer ranges, scales, bit widths ...).
     fn ptq_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        ptq::info_to_py(py, &self.ptq)
+        ptq::info_to_py(py, self.model.ptq())
     }
 
     /// Scale `S` of every activation (stored = real / S).
-    fn ptq_scales(&self) -> std::collections::HashMap<String, Vec<f32>> {
-        self.ptq.scales.clone()
+    fn ptq_scales(&self) -> HashMap<String, Vec<f32>> {
+        self.model.ptq().scales.clone()
     }
 
     /// Integer unit of every quantized value (int = stored * unit).
-    fn ptq_units(&self) -> std::collections::HashMap<String, Vec<f32>> {
-        self.ptq.units.clone()
+    fn ptq_units(&self) -> HashMap<String, Vec<f32>> {
+        self.model.ptq().units.clone()
     }
 
     fn copy(&self) -> NativeModel {
@@ -529,18 +416,45 @@ impl NativeModel {
     }
 }
 
+/// Checks the arguments of `quantize_network` before any work starts; returns them as the
+/// pipeline reads them: (nb_bits, weight_bits, clipping, weight_clipping, histograms).
+#[pyfunction]
+#[pyo3(signature = (nb_bits, clipping, weight_bits, weight_clipping))]
+fn check_quantize_options(
+    nb_bits: &Bound<'_, PyAny>,
+    clipping: &Bound<'_, PyAny>,
+    weight_bits: Option<&Bound<'_, PyAny>>,
+    weight_clipping: &Bound<'_, PyAny>,
+) -> PyResult<(u32, u32, String, String, bool)> {
+    let bits = bits_arg(nb_bits, "nb_bits")?;
+    let wbits = match weight_bits {
+        Some(b) if !b.is_none() => bits_arg(b, "weight_bits")?,
+        _ => bits,
+    };
+    let method = clipping_arg(clipping)?;
+    let wclip = weight_clipping_arg(weight_clipping)?;
+    Ok((bits, wbits, method.name(), wclip.name(), method.needs_histograms()))
+}
+
+/// Checks a bit width argument (`what` names it in the error).
+#[pyfunction]
+#[pyo3(signature = (value, what="nb_bits"))]
+fn check_bits(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u32> {
+    bits_arg(value, what)
+}
+
 /// Statistics of `values` and the clipping value `method` picks for them: returns
 /// (clip, hist_abs, hist_pos, range). For tests against an independent reference.
 #[pyfunction]
 fn clip_from_values(
     values: Vec<f32>,
     method: &str,
-    nb_bits: u32,
+    nb_bits: i64,
     signed: bool,
 ) -> PyResult<(f32, Vec<u64>, Vec<u64>, f32)> {
     let method = Clipping::parse(method).map_err(errors::to_py)?;
     guard("clip_from_values", || {
-        core_ptq::check_bits("clip_from_values", nb_bits)?;
+        let nb_bits = core_ptq::check_bits("nb_bits", nb_bits)?;
         let mut s = core_ptq::RangeStats::new();
         s.update(&values)?;
         let c = core_ptq::clipping::clip_value(&s, method, nb_bits, signed);
@@ -576,6 +490,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(integer_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(clip_from_values, m)?)?;
+    m.add_function(wrap_pyfunction!(check_quantize_options, m)?)?;
+    m.add_function(wrap_pyfunction!(check_bits, m)?)?;
+    m.add("CLIPPING_METHODS", Clipping::NAMES.to_vec())?;
     m.add_function(wrap_pyfunction!(errors::_guard_selftest, m)?)?;
     m.add("OxiquantError", py.get_type::<errors::OxiquantError>())?;
     m.add("UnsupportedOpError", py.get_type::<errors::UnsupportedOpError>())?;

@@ -1,6 +1,7 @@
 //! Conversions of the PTQ state to plain Python data (dicts, lists, floats).
 
-use oxiquant_core::ptq::{PtqState, RangeStats};
+use oxiquant_core::model::QuantizerInfo;
+use oxiquant_core::ptq::{PtqState, RangeStats, ScalingInfo};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -24,34 +25,7 @@ pub fn info_to_py<'py>(py: Python<'py>, st: &PtqState) -> PyResult<Bound<'py, Py
     d.set_item("calibration_batches", st.batches_seen)?;
     let layers = PyList::empty(py);
     for (name, i) in &st.scaling {
-        let l = PyDict::new(py);
-        l.set_item("name", name)?;
-        l.set_item("role", i.role.name())?;
-        l.set_item("tensor", &i.output)?;
-        let scale = st.scales.get(&i.output).and_then(|s| s.first().copied());
-        l.set_item("scale", scale)?;
-        match &i.stats {
-            Some(s) => {
-                l.set_item("range", s.max_abs * i.calib_scale)?;
-                l.set_item("min", s.min * i.calib_scale)?;
-                l.set_item("max", s.max * i.calib_scale)?;
-            }
-            None => {
-                l.set_item("range", py.None())?;
-                l.set_item("min", py.None())?;
-                l.set_item("max", py.None())?;
-            }
-        }
-        l.set_item("clip", i.clip)?;
-        l.set_item("clipping", i.clipping.map(|c| c.name()))?;
-        l.set_item("bits", i.bits)?;
-        l.set_item("signed", i.signed)?;
-        l.set_item("step", i.step)?;
-        l.set_item("power_of_two", i.power_of_two)?;
-        if let Some(s) = &i.stats {
-            l.set_item("stats", stats_dict(py, s)?)?;
-        }
-        layers.append(l)?;
+        layers.append(scaling_dict(py, name, i, st)?)?;
     }
     d.set_item("activations", layers)?;
     let weights = PyList::empty(py);
@@ -70,5 +44,54 @@ pub fn info_to_py<'py>(py: Python<'py>, st: &PtqState) -> PyResult<Bound<'py, Py
     }
     d.set_item("float_nodes", fl)?;
     d.set_item("warnings", st.warnings.clone())?;
+    Ok(d)
+}
+
+/// One Scaling node's entry of `quant_info["activations"]`.
+fn scaling_dict<'py>(py: Python<'py>, name: &str, i: &ScalingInfo, st: &PtqState) -> PyResult<Bound<'py, PyDict>> {
+    let l = PyDict::new(py);
+    l.set_item("name", name)?;
+    l.set_item("role", i.role.name())?;
+    l.set_item("tensor", &i.output)?;
+    let scale = st.scales.get(&i.output).and_then(|s| s.first().copied());
+    l.set_item("scale", scale)?;
+    match &i.stats {
+        Some(s) => {
+            l.set_item("range", s.max_abs * i.calib_scale)?;
+            l.set_item("min", s.min * i.calib_scale)?;
+            l.set_item("max", s.max * i.calib_scale)?;
+        }
+        None => {
+            l.set_item("range", py.None())?;
+            l.set_item("min", py.None())?;
+            l.set_item("max", py.None())?;
+        }
+    }
+    l.set_item("clip", i.clip)?;
+    l.set_item("clipping", i.clipping.map(|c| c.name()))?;
+    l.set_item("bits", i.bits)?;
+    l.set_item("signed", i.signed)?;
+    l.set_item("step", i.step)?;
+    l.set_item("power_of_two", i.power_of_two)?;
+    if let Some(s) = &i.stats {
+        l.set_item("stats", stats_dict(py, s)?)?;
+    }
+    Ok(l)
+}
+
+/// A Scaling node of the graph with the values it reads and writes, and, when the pipeline
+/// has information on it, that information (the keys of `quant_info["activations"]`).
+pub fn quantizer_to_py<'py>(py: Python<'py>, q: &QuantizerInfo, st: &PtqState) -> PyResult<Bound<'py, PyDict>> {
+    let d = match &q.info {
+        Some(i) => scaling_dict(py, &q.node, i, st)?,
+        None => {
+            let d = PyDict::new(py);
+            d.set_item("name", &q.node)?;
+            d.set_item("step", py.None())?;
+            d
+        }
+    };
+    d.set_item("reads", &q.reads)?;
+    d.set_item("writes", &q.writes)?;
     Ok(d)
 }

@@ -47,7 +47,7 @@ pub fn adjust_ranges(
     optimize_signs: bool,
 ) -> Result<()> {
     state.expect("adjust_ranges", Stage::Calibrated, &[Stage::RangesAdjusted])?;
-    super::check_bits("adjust_ranges", nb_bits)?;
+    super::check_bits("nb_bits", nb_bits as i64)?;
     if matches!(method, Clipping::Mse | Clipping::Kl)
         && state
             .scaling

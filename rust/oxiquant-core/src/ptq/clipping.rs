@@ -23,6 +23,10 @@ pub enum Clipping {
 }
 
 impl Clipping {
+    /// The activation clipping methods, as `parse` reads them.
+    pub const NAMES: [&'static str; 6] = ["max", "mse", "kl", "sigma3", "sigma4", "sigma5"];
+
+    /// An activation clipping method by name (case-insensitive; "entropy" is "kl").
     pub fn parse(s: &str) -> Result<Clipping> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "max" => Clipping::Max,
@@ -31,12 +35,33 @@ impl Clipping {
             "sigma3" => Clipping::Sigma(3),
             "sigma4" => Clipping::Sigma(4),
             "sigma5" => Clipping::Sigma(5),
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown clipping method '{other}'; expected one of max, mse, kl, sigma3, sigma4, sigma5"
-                )))
-            }
+            _ => return Err(Clipping::unknown(&format!("'{s}'"))),
         })
+    }
+
+    /// The error for a clipping argument that names no method (`shown`: the value as the
+    /// caller wrote it).
+    pub fn unknown(shown: &str) -> Error {
+        Error::InvalidArgument(format!(
+            "clipping must be one of {}; got {shown}",
+            Clipping::NAMES.join(", ")
+        ))
+    }
+
+    /// A weight clipping method: "max" (keep max|W|) or "mse".
+    pub fn parse_weight(s: &str) -> Result<Clipping> {
+        match s {
+            "max" => Ok(Clipping::Max),
+            "mse" => Ok(Clipping::Mse),
+            _ => Err(Error::InvalidArgument(format!(
+                "weight_clipping must be 'max' or 'mse', got '{s}'"
+            ))),
+        }
+    }
+
+    /// Whether the method needs the calibration histograms (not only the extremes).
+    pub fn needs_histograms(self) -> bool {
+        matches!(self, Clipping::Mse | Clipping::Kl)
     }
 
     pub fn name(self) -> String {

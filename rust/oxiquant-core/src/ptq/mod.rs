@@ -221,12 +221,13 @@ pub(crate) fn max_of(v: &[f32]) -> f32 {
 pub const MIN_BITS: u32 = 2;
 pub const MAX_BITS: u32 = 16;
 
-pub fn check_bits(step: &str, bits: u32) -> Result<()> {
-    if (MIN_BITS..=MAX_BITS).contains(&bits) {
-        Ok(())
+/// A bit width argument, checked: `what` names the argument ("nb_bits", "weight_bits").
+pub fn check_bits(what: &str, bits: i64) -> Result<u32> {
+    if (MIN_BITS as i64..=MAX_BITS as i64).contains(&bits) {
+        Ok(bits as u32)
     } else {
         Err(Error::InvalidArgument(format!(
-            "{step}: nb_bits must be between {MIN_BITS} and {MAX_BITS}, got {bits}"
+            "{what} must be between {MIN_BITS} and {MAX_BITS}, got {bits}"
         )))
     }
 }

@@ -86,8 +86,8 @@ fn pick(v: &[f32], c: usize) -> f32 {
 
 pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &QuantizeOptions) -> Result<()> {
     state.expect("quantize_normalized_network", Stage::ActsNormalized, &[])?;
-    check_bits("quantize_normalized_network (activations)", opts.act_bits)?;
-    check_bits("quantize_normalized_network (weights)", opts.weight_bits)?;
+    check_bits("nb_bits", opts.act_bits as i64)?;
+    check_bits("weight_bits", opts.weight_bits as i64)?;
     if let Some(s) = state.adjusted_signs {
         let clipped = state
             .scaling

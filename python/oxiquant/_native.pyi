@@ -35,7 +35,7 @@ CLIPPING_METHODS: list[str]
 _ExportFormat: TypeAlias = Literal["fake", "qdq", "qoperator"]
 _WeightType: TypeAlias = Literal["uint8", "int8"]
 _RunMode: TypeAlias = Literal["int", "fake"]
-_Clipping: TypeAlias = Literal["max", "mse", "kl", "entropy", "sigma3", "sigma4", "sigma5"]
+_Clipping: TypeAlias = Literal["max", "mse", "kl", "entropy", "sigma3", "sigma4", "sigma5", "percentile"]
 _WeightClipping: TypeAlias = Literal["max", "mse"]
 
 class OxiquantError(Exception):

@@ -10,6 +10,8 @@ positive levels; exact zeros sit in bin 0 but the MSE and KL searches leave them
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -246,8 +248,29 @@ def test_kl_clips_outliers():
     assert c < 0.5 * np.abs(x).max()
 
 
+# -- percentile ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", DIST_IDS)
+@pytest.mark.parametrize("signed", [True, False])
+def test_percentile_is_the_bin_edge_of_the_99_999th_percentile(name, signed):
+    """The upper edge of the first bin whose cumulative count (zeros included) reaches 99.999 %
+    of the values: within one bin above the order statistic at that rank."""
+    x = DISTS[name].astype(np.float32)
+    c, hist_abs, hist_pos, rng = _native.clip_from_values(x.tolist(), "percentile", 8, signed)
+    hist = np.array(hist_abs if signed else hist_pos, dtype=np.int64)
+    peak = float(magnitudes(x, signed).max())
+    if peak == 0:
+        assert c == 0.0
+        return
+    cum = np.cumsum(hist)
+    first = int(np.argmax(cum >= cum[-1] * 99.999 / 100))
+    assert c == pytest.approx(min((first + 1) * rng / BINS, peak), rel=1e-6)
+    m = np.sort(magnitudes(x, signed).astype(np.float64))
+    rank = math.ceil(len(m) * 99.999 / 100) - 1
+    assert m[rank] - 1e-6 <= c <= min(m[rank] + rng / BINS, peak) + 1e-6
+
+
 # -- degenerate inputs and argument checks -----------------------------------------------
-@pytest.mark.parametrize("method", ["max", "mse", "kl", "sigma3", "sigma4", "sigma5"])
+@pytest.mark.parametrize("method", ["max", "mse", "kl", "sigma3", "sigma4", "sigma5", "percentile"])
 @pytest.mark.parametrize("signed", [True, False])
 def test_constant_and_zero_tensors(method, signed):
     zeros = np.zeros(1000, np.float32)
@@ -259,7 +282,7 @@ def test_constant_and_zero_tensors(method, signed):
         assert c == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("method", ["max", "mse", "kl", "sigma3"])
+@pytest.mark.parametrize("method", ["max", "mse", "kl", "sigma3", "percentile"])
 def test_clip_is_never_above_the_max(method):
     for name in DIST_IDS:
         x = DISTS[name].astype(np.float32)

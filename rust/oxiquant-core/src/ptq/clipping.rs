@@ -9,6 +9,9 @@
 //!   TensorRT entropy calibration): keeps the shape of the distribution.
 //! - `Sigma(k)`: `c = mean + k * std` of the magnitudes, capped at `R`: a cheap outlier cut
 //!   that assumes a bell-shaped distribution.
+//! - `Percentile`: the upper edge of the histogram bin where the cumulative count reaches
+//!   99.999 % of the values, zeros included (onnxruntime's Percentile calibration and its
+//!   default percentile): drops the rarest outliers whatever the bit width.
 
 use super::calibrate::RangeStats;
 use crate::error::{Error, Result};
@@ -20,11 +23,15 @@ pub enum Clipping {
     Mse,
     Kl,
     Sigma(u32),
+    Percentile,
 }
+
+/// The share of values `Percentile` keeps inside the clipping value, in percent.
+pub const PERCENTILE: f64 = 99.999;
 
 impl Clipping {
     /// The activation clipping methods, as `parse` reads them.
-    pub const NAMES: [&'static str; 6] = ["max", "mse", "kl", "sigma3", "sigma4", "sigma5"];
+    pub const NAMES: [&'static str; 7] = ["max", "mse", "kl", "sigma3", "sigma4", "sigma5", "percentile"];
 
     /// An activation clipping method by name (case-insensitive; "entropy" is "kl").
     pub fn parse(s: &str) -> Result<Clipping> {
@@ -35,6 +42,7 @@ impl Clipping {
             "sigma3" => Clipping::Sigma(3),
             "sigma4" => Clipping::Sigma(4),
             "sigma5" => Clipping::Sigma(5),
+            "percentile" => Clipping::Percentile,
             _ => return Err(Clipping::unknown(&format!("'{s}'"))),
         })
     }
@@ -61,7 +69,7 @@ impl Clipping {
 
     /// Whether the method needs the calibration histograms (not only the extremes).
     pub fn needs_histograms(self) -> bool {
-        matches!(self, Clipping::Mse | Clipping::Kl)
+        matches!(self, Clipping::Mse | Clipping::Kl | Clipping::Percentile)
     }
 
     pub fn name(self) -> String {
@@ -70,6 +78,7 @@ impl Clipping {
             Clipping::Mse => "mse".into(),
             Clipping::Kl => "kl".into(),
             Clipping::Sigma(k) => format!("sigma{k}"),
+            Clipping::Percentile => "percentile".into(),
         }
     }
 }
@@ -89,7 +98,7 @@ pub fn clip_value(stats: &RangeStats, method: Clipping, bits: u32, signed: bool)
     if max <= 0.0 || stats.range <= 0.0 {
         return max.max(0.0);
     }
-    if !stats.histograms && matches!(method, Clipping::Mse | Clipping::Kl) {
+    if !stats.histograms && method.needs_histograms() {
         // `adjust_ranges` refuses this case before getting here; MAX is the safe answer.
         return max;
     }
@@ -118,8 +127,32 @@ pub fn clip_value(stats: &RangeStats, method: Clipping, bits: u32, signed: bool)
             let std = (s2 / n - mean * mean).max(0.0).sqrt();
             (mean + k as f64 * std) as f32
         }
+        // Of all the values, exact zeros included (onnxruntime's definition).
+        Clipping::Percentile => percentile_clip(
+            if signed { &stats.hist_abs } else { &stats.hist_pos },
+            stats.range,
+            PERCENTILE,
+        ),
     };
     c.min(max)
+}
+
+/// The upper edge of the first bin at which the cumulative count reaches `percent` % of the
+/// histogram's total.
+pub fn percentile_clip(hist: &[u64], range: f32, percent: f64) -> f32 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 || hist.is_empty() {
+        return range;
+    }
+    let target = total as f64 * percent / 100.0;
+    let mut seen = 0u64;
+    for (i, &h) in hist.iter().enumerate() {
+        seen += h;
+        if seen as f64 >= target {
+            return range * (i + 1) as f32 / hist.len() as f32;
+        }
+    }
+    range
 }
 
 /// Expected squared error of quantizing the histogram with clipping value `c` and `l`
@@ -283,6 +316,20 @@ mod tests {
         let mut s = RangeStats::new();
         s.update(values).unwrap();
         s
+    }
+
+    #[test]
+    fn percentile_drops_the_rarest_outliers_only() {
+        // 200,000 values in [0, 1) and one outlier (0.0005 % of the values): cut.
+        let mut v: Vec<f32> = (0..200_000).map(|i| i as f32 / 200_000.0).collect();
+        v.push(50.0);
+        let s = stats_from(&v);
+        let c = clip_value(&s, Clipping::Percentile, 8, true);
+        assert!((1.0..=1.0 + s.bin_width()).contains(&c), "clip {c}");
+        // Twenty outliers (0.01 %): kept.
+        v.extend(std::iter::repeat_n(50.0, 19));
+        let s = stats_from(&v);
+        assert_eq!(clip_value(&s, Clipping::Percentile, 8, true), 50.0);
     }
 
     #[test]

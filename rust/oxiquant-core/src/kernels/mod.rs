@@ -8,9 +8,11 @@ pub mod cpu;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;
+pub mod qadd;
 pub mod qconv_direct;
 pub mod qconv_u8s8;
 pub mod qgemm;
+pub mod qpool;
 pub mod requant;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -1,0 +1,94 @@
+//! Quantized Gemm / MatMul with a constant weight (`QGemm`), on the packed integer product
+//! (`kernels::qgemm`).
+
+use super::{accumulator_bound, weights_as_i8, Requant};
+use crate::error::{Error, Result};
+use crate::kernels::qgemm::{self, Kernel, PackedA};
+use crate::kernels::requant::QElem;
+use crate::tensor::{DType, Tensor};
+
+/// Quantized Gemm / MatMul with a constant weight: `Y[r][m] = requant(sum_k X[r][k] W[m][k] + b[m])`
+/// over the rows `r` of the input's leading dimensions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QGemm {
+    pub k: usize,
+    pub m: usize,
+    /// The weight `[m][k]` minus its zero point (kept for export).
+    pub weight: Vec<i16>,
+    /// Zero point of the input (0 for oxiquant's own models).
+    pub x_zero: i32,
+    /// It came from a MatMul (no bias; any input rank) rather than a Gemm.
+    pub matmul: bool,
+    /// The weight as the packed right operand `[k][m]`.
+    packed: Vec<i16>,
+    pub bias: Vec<i32>,
+    pub requant: Requant,
+    acc_bound: i64,
+}
+
+impl QGemm {
+    /// `weight` is `[m][k]` (output features by inputs) minus its zero point; `x_zero` is
+    /// the input's zero point.
+    pub fn new(weight: &[i16], m: usize, k: usize, bias: Vec<i32>, requant: Requant, x_zero: i32) -> Result<QGemm> {
+        if weight.len() != m * k || bias.len() != m {
+            return Err(Error::shape(format!(
+                "quantized Gemm: {} weights and {} bias values for {m} x {k}",
+                weight.len(),
+                bias.len()
+            )));
+        }
+        let mut packed = Vec::new();
+        qgemm::pack_b_transposed(weight, m, k, &mut packed);
+        let acc_bound = accumulator_bound(weight, m, &bias, x_zero, "Gemm")?;
+        Ok(QGemm {
+            k,
+            m,
+            weight: weight.to_vec(),
+            x_zero,
+            matmul: false,
+            packed,
+            bias,
+            requant,
+            acc_bound,
+        })
+    }
+
+    /// The weights as i8, for the QOperator export of oxiquant's own models.
+    pub fn weight_i8(&self) -> Result<Vec<i8>> {
+        weights_as_i8(&self.weight, "quantized Gemm")
+    }
+
+    pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
+        let xs = x.shape();
+        if xs.is_empty() || *xs.last().unwrap_or(&0) != self.k {
+            return Err(Error::shape(format!(
+                "quantized Gemm expects an input [..., {}], got {xs:?}",
+                self.k
+            )));
+        }
+        let rows = x.len() / self.k.max(1);
+        let mut shape = xs.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = self.m;
+        }
+        let kernel = Kernel::detect();
+        with_qelem!(x.dtype(), T => {
+            let a = PackedA::centered(x.as_slice::<T>()?, rows, self.k, self.x_zero as i16);
+            with_qelem!(self.requant.out, O => {
+                let mut y = vec![O::from_i32(0); rows * self.m];
+                // Parallel over row blocks and weight panels once the product is worth a
+                // task split (ResNet-50's classifier at batch 1, 2M products, ran on one
+                // thread when this looked at the rows alone).
+                let parallel = rows > qgemm::MR || rows * self.m * self.k >= 1 << 18;
+                qgemm::qgemm(kernel, &a, &self.packed, self.m, &mut y, parallel, |_, c0, acc, dst| {
+                    // Columns are output features: one channel (factor, bias) per element.
+                    for (j, (a, d)) in acc.iter().zip(dst.chunks_mut(1)).enumerate() {
+                        let c = c0 + j;
+                        self.requant.row(c, std::slice::from_ref(a), self.bias[c], self.acc_bound, d);
+                    }
+                });
+                Tensor::from_vec(shape.clone(), y)
+            })
+        })
+    }
+}

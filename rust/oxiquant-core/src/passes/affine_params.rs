@@ -1,5 +1,6 @@
 //! Reading and rewriting the parameters of an affine node (Conv, Gemm, MatMul) by output
-//! channel, for BatchNorm folding, parameter normalization and quantization.
+//! channel: for BatchNorm folding here (`fold_batchnorm`), and for the PTQ passes
+//! (parameter normalization, quantization), which reach it as `ptq::affine`.
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;

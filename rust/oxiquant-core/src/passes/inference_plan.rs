@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// Builds the plan of `graph` (see the module doc).
 pub fn inference_plan(graph: &Graph) -> Result<Graph> {
     let mut g = graph.clone();
-    crate::ptq::prepare::fold_batchnorms(&mut g)?;
+    super::fold_batchnorms(&mut g)?;
     fuse_convs(&mut g)?;
     Ok(g)
 }

@@ -17,8 +17,7 @@ use std::time::Instant;
 
 // The Python module's allocator (mimalloc), so that buffers are reused as in the engine: with
 // the system allocator, every call's output and Winograd's transformed tiles came back from
-// the OS with page faults. Winograd on ResNet-20's stage 1 at 2 threads measured 131 GF/s
-// with it and 176 with mimalloc (alternating runs of this bench).
+// the OS with page faults (benches/RESULTS.md, "Measured design choices (fp32)").
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -172,10 +172,8 @@ pub(super) fn add_requant<A: QElem, B: QElem, O: QElem>(
     let folded = pre.iter().any(|f| f.is_some());
     #[cfg(target_arch = "x86_64")]
     if let (true, Some(out)) = (kernel.is_simd(), small.get::<A, B, O>(sub, rq, pre)?) {
-        // Every step in f32 lanes, each checked exact on all its inputs (`SmallF32`):
-        // ResNet-50's first merge (256 x 56 x 56, one image, folded shortcut, one thread)
-        // took 0.36-0.44 ms against 0.68-0.90 with the two tables, alternating in one
-        // process; without a folded input 0.20-0.28 against 0.42-0.67 (f64 lanes).
+        // Every step in f32 lanes, each checked exact on all its inputs (`SmallF32`): about
+        // half the time of the table and f64-lane forms (benches/RESULTS.md, "Measured design choices (integer engine)").
         let fill = |i: usize, o: &mut [std::mem::MaybeUninit<O>]| {
             let ch = i % c;
             let span = i * inner..i * inner + o.len();
@@ -194,9 +192,8 @@ pub(super) fn add_requant<A: QElem, B: QElem, O: QElem>(
     if inner > 0 && rq.scale.len() == 1 && (folded || kernel == Kernel::Reference) {
         // One output requantization: every output is one of 511 sums' (the tables' bases
         // are the same for every channel), so a table of them replaces the arithmetic.
-        // With a folded input (cargo bench --bench int_ops, ResNet-50's 16 merges at batch
-        // 32) it took 0.70x the time on one thread and 0.81x on two; with none, the AVX2
-        // arithmetic stays ahead (the table 1.25x slower on one thread).
+        // Faster than the AVX2 arithmetic with a folded input, slower without one
+        // (benches/RESULTS.md, "Measured design choices (integer engine)").
         let base = |f: Option<&FoldedRequant>, min: i32| f.map_or(min, |f| f.base);
         let (base_a, base_b) = (base(pre[0], A::MIN), base(pre[1], B::MIN));
         let sums = SumTable::new(
@@ -257,8 +254,8 @@ pub(super) fn add_requant<A: QElem, B: QElem, O: QElem>(
 /// `small_sum` of an `AddRequant`, kept from its first run (the op's fields do not change
 /// after lowering; `fold_add_requants` resets it when it folds an input).
 ///
-/// Why: checking the form takes a few hundred exact requantizations, 2.5-7 us per merge;
-/// done at every run, it and its rounding were 1.6 % of ResNet-20's time at batch 1.
+/// Why: checking the form takes a few hundred exact requantizations per merge, a visible
+/// share of a small network's time when done at every run (benches/RESULTS.md, "Measured design choices (integer engine)").
 #[derive(Debug, Clone, Default)]
 pub struct SmallSums(Box<OnceLock<(u8, Option<SmallF32>)>>);
 

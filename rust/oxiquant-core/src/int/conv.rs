@@ -155,9 +155,8 @@ impl QConv {
         }
         // 1x1 convolutions are plain matrix products: the packed-panel product reads its
         // operand contiguously, where the direct kernel would stride over every channel
-        // plane for each tile (measured 0.72x of the f32 kernel on ResNet-50's 1x1 layers).
-        // Strided ones too, over their input's subsampled pixels (measured 0.75x when
-        // ResNet-50's stride-2 projections took the direct kernel).
+        // plane for each tile. Strided ones too, over their input's subsampled pixels
+        // (benches/RESULTS.md, "Measured design choices (integer engine)").
         let pointwise = s.win.kernel == [1, 1] && s.win.pads == [0; 4];
         let strided = s.win.strides != [1, 1];
         let zero = self.x_zero as i16;

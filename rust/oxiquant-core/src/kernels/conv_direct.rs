@@ -10,16 +10,15 @@
 //! (and 16 output channels, as in CIFAR ResNets, fill two panels exactly).
 //!
 //! Why not the GEMM crate here: with few output channels (16-64, as in CIFAR ResNets) the
-//! product is too flat for its packing to pay off; measured on this project's machine,
-//! 12-15 GFLOP/s for it against several times more for this kernel (benches/RESULTS.md).
+//! product is too flat for its packing to pay off (benches/RESULTS.md, "Measured design choices (fp32)").
 
 use super::conv::ConvShape;
 use super::cpu::{self, CpuFeatures};
 use rayon::prelude::*;
 
 /// Output channels per AVX2 (and portable) kernel call (and pixels: two vectors of
-/// `LANES`). A 4 x 16 tile (eight accumulators, for channel counts like 16 that 6 does not
-/// divide) measured 0.6x this one: eight FMA chains do not hide the FMA latency.
+/// `LANES`). Not 4 x 16 (eight accumulators, for channel counts like 16 that 6 does not
+/// divide): eight FMA chains do not hide the FMA latency (benches/RESULTS.md, "Measured design choices (fp32)").
 const MR: usize = 6;
 /// Output channels per AVX-512 kernel call.
 const MR_WIDE: usize = 8;
@@ -100,7 +99,7 @@ fn pad_images(x: &[f32], count: usize, s: &ConvShape, parallel: bool) -> Padded 
     let len = count * image_len + wq + 4 * LANES;
     if sw == 1 {
         // One plane per image and channel, every value written once (the pads as zeros):
-        // zeroing the whole buffer first measured as a fair share of a small layer's time.
+        // zeroing the whole buffer first costs a pass (benches/RESULTS.md, "Measured design choices (fp32)").
         // Copied in parallel when the images alone do not keep the threads busy (batch 1),
         // else this copy runs alone before the product.
         let mut buf: Vec<f32> = Vec::with_capacity(len);
@@ -145,8 +144,8 @@ fn pad_images(x: &[f32], count: usize, s: &ConvShape, parallel: bool) -> Padded 
 /// The column phases of `pad_images` for strides above 1 (the buffer is zeroed): input
 /// columns landing in phase q are every sw-th from the first one, and land side by side
 /// from padded column (first + pl) / sw on. Compiled for AVX2 too, where the CPU has it, so
-/// that the strided copies vectorize (the common stride 2 was a scalar loop with a division
-/// per value: 40 % of a stride-2 layer's time).
+/// that the strided copies vectorize (a scalar loop with a division per value dominated
+/// stride-2 layers: benches/RESULTS.md, "Measured design choices (fp32)").
 fn split_phases(x: &[f32], s: &ConvShape, buf: &mut [f32], hp: usize, wq: usize) {
     #[inline(always)]
     fn body(x: &[f32], s: &ConvShape, buf: &mut [f32], hp: usize, wq: usize) {
@@ -598,8 +597,8 @@ impl Epilogue {
 
 /// Runs per task (a multiple of `unit`, the runs of one kernel call), out of `runs` per
 /// group of images. At most about 1 MFLOP, so that the input rows a task reads stay in L1
-/// across its channel panels (whole-image tasks measured 0.75x on ResNet-20's first
-/// stage); within that, the split that finishes first when `groups` groups' tasks are
+/// across its channel panels (whole-image tasks were slower: benches/RESULTS.md, "Measured design choices (fp32)"); within that, the split
+/// that finishes first when `groups` groups' tasks are
 /// shared by `threads`, counting a fixed cost per task (a fixed block size left one thread
 /// a third more work than the other on 32-row planes at batch 1).
 fn runs_per_task(runs: usize, unit: usize, run_flops: usize, groups: usize, threads: usize) -> usize {

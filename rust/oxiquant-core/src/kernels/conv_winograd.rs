@@ -39,19 +39,17 @@ pub fn suits(s: &ConvShape, wt: &[f32]) -> bool {
 }
 
 /// The part of `suits` that does not depend on the input size (inference plans transform
-/// the weights once with it): a shape it handles; 64 to 128 channels or so, where it
-/// measured 1.1-1.95x the direct kernel (about 1.1x at 64 and 1.4x at 128 against the
-/// direct kernel's 8-row AVX-512 tile; benches/RESULTS.md) — with fewer, the transforms
-/// and the traffic through the transformed tiles cost more than the saved products (16-32
-/// channels: 0.5-1.06x); with `c * m` above 128 x 128 the transformed weights outgrow the
-/// cache (256 channels: about the GEMM path's speed); and weights that are not all
-/// integers (see the module doc).
+/// the weights once with it): a shape it handles; 64 to 128 channels or so, where it beats
+/// the direct kernel — with fewer, the transforms and the traffic through the transformed
+/// tiles cost more than the saved products; with `c * m` above 128 x 128 the transformed
+/// weights outgrow the cache (benches/RESULTS.md, "Measured design choices (fp32)"); and weights that are not all integers (see the module
+/// doc).
 pub fn suits_layer(s: &ConvShape, wt: &[f32]) -> bool {
     handles(s) && s.c >= 64 && s.m >= 64 && s.c * s.m <= 128 * 128 && !wt.iter().all(|w| w.fract() == 0.0)
 }
 
 /// The size rule: outputs of 28 x 28 or more (a ResNet-50 stage; on 8 x 8 outputs, with
-/// only 16 tiles per image, it measured 0.95x the direct kernel).
+/// only 16 tiles per image, it loses to the direct kernel: benches/RESULTS.md, "Measured design choices (fp32)").
 pub fn worth(s: &ConvShape) -> bool {
     s.out[0] * s.out[1] >= 28 * 28
 }

@@ -47,8 +47,8 @@ fn nan_max(m: f32, v: f32) -> f32 {
 
 /// Max pooling of one plane in two passes per output row: the element-wise max of the
 /// window's input rows (contiguous, so it vectorizes), then the max over each window's
-/// columns of that row. The one-output-at-a-time loop below took 5.5 ms, 7 %, of
-/// ResNet-50 at batch 1 on its 3x3 stride-2 MaxPool.
+/// columns of that row, faster than the one-output-at-a-time loop below
+/// (benches/RESULTS.md, "Measured design choices (fp32)").
 fn max_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], o: &mut [f32]) {
     let [kh, kw] = win.kernel;
     let pl = win.pads[1];
@@ -77,8 +77,8 @@ fn max_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], o: 
     }
 }
 
-/// Average pooling of one plane, one output at a time (0.3 % of ResNet-50: not worth the
-/// two-pass form of `max_plane`).
+/// Average pooling of one plane, one output at a time (too small a share of ResNet-50 to be
+/// worth the two-pass form of `max_plane`: benches/RESULTS.md, "Measured design choices (fp32)").
 fn avg_plane(x: &[f32], h: usize, w: usize, win: &Window2d, out: [usize; 2], count_include_pad: bool, o: &mut [f32]) {
     let (h_i, w_i) = (h as isize, w as isize);
     for oy in 0..out[0] {

@@ -237,8 +237,8 @@ impl ByteInput {
 
 /// The smallest and largest value of `x`, `None` when it is empty.
 ///
-/// Why lanes: `Iterator::min` and `max` did not vectorize here (two passes over a 256-channel
-/// 56x56 input took 11.6 % of its 1x1 convolution); 32 running minima and maxima compile to
+/// Why lanes: `Iterator::min` and `max` did not vectorize here (two scalar passes, a
+/// visible share of a 1x1 convolution: benches/RESULTS.md, "Measured design choices (integer engine)"); 32 running minima and maxima compile to
 /// byte-vector `pminsb`/`pmaxsb` (or their unsigned forms) over one pass.
 fn extremes<T: QElem + Ord>(x: &[T]) -> Option<(T, T)> {
     const LANES: usize = 32;
@@ -296,9 +296,9 @@ impl QuadImage {
         let wq = wp.div_ceil(sw);
         self.quads = cg.div_ceil(4);
         // `[phase][row][quad][col]`: a tile's steps read the rows of its patch, each a few
-        // KB wide, rather than one piece of each quad's plane; with planes (`qconv_direct`'s
-        // layout) ResNet-50's stride-2 3x3 layer ran 1.12x slower (more pages and lines
-        // per tile than the TLB and L1 hold).
+        // KB wide, rather than one piece of each quad's plane; planes (`qconv_direct`'s
+        // layout) touch more pages and lines per tile than the TLB and L1 hold
+        // (benches/RESULTS.md, "Measured design choices (integer engine)").
         self.quad_stride = wq;
         self.pitch = self.quads * wq;
         self.phase_stride = hp * self.quads * wq;
@@ -523,10 +523,8 @@ unsafe fn pixels<const V: usize>(p: *const u8) -> [std::arch::x86_64::__m256i; V
 ///
 /// Why: the run loop holds `MR x V` i16 sums next to as many i32 ones, more than the 16
 /// AVX2 registers, so each run ends with spills; widening every step keeps only the i32
-/// sums. Whole int8 networks, 2 threads, this threshold against runs everywhere:
-/// ResNet-50 with uniform random weights (runs of 2.2-3.1 steps at cap 127) 0.82x the time
-/// at batch 32 and 0.86x at batch 1; ResNet-20's trained weights (runs of 6-14) 1.00x
-/// (widening every block there: 1.10x; with a threshold of 6: 1.02x).
+/// sums. Short runs gain, long runs (trained weights) are unchanged, and 4 beat the other
+/// thresholds tried (benches/RESULTS.md, "Measured design choices (integer engine)").
 const WIDEN_EACH_STEP_BELOW: usize = 4;
 
 /// Whether a block with these runs over `steps` steps widens after every step.
@@ -823,7 +821,7 @@ pub enum ByteOperand<'a> {
 /// piece from each of `cg / 4` planes per tile.
 ///
 /// Why it measures as it packs: a separate pass for the extremes read the input once more
-/// (11 % of a 256-channel 56x56 1x1 convolution). It packs with the offset of 0 whenever
+/// (benches/RESULTS.md, "Measured design choices (integer engine)"). It packs with the offset of 0 whenever
 /// that can be right and packs again with 128 when a value turns out negative (a signed
 /// input, such as a network's first layer).
 pub fn pack_panels<T: QElem>(
@@ -904,7 +902,7 @@ fn pack_panel_ref(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput,
 /// pixels of four channels per step in SSE2 registers.
 ///
 /// Why a function of its own: `interleave4` per quad and panel spent more time choosing its
-/// path than moving 64 bytes (packing was 25 % of a 256-channel 56x56 1x1 convolution).
+/// path than moving 64 bytes (benches/RESULTS.md, "Measured design choices (integer engine)").
 #[cfg(target_arch = "x86_64")]
 fn pack_panel_sse2(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput, panel: &mut [u8]) -> u8 {
     use std::arch::x86_64::*;
@@ -925,7 +923,7 @@ fn pack_panel_sse2(x: &[u8], cg: usize, npix: usize, c0: usize, input: ByteInput
                     let p = src.add(c * npix);
                     // Each panel reads 16 bytes from each of `cg` rows, too many streams
                     // for the hardware prefetcher: ask for the next line of each row
-                    // (measured 0.90-0.95x the time on 256- and 512-channel inputs).
+                    // (benches/RESULTS.md, integer engine's measured design choices).
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64) as *const i8);
                     _mm_xor_si128(_mm_loadu_si128(p as *const __m128i), flip)
                 } else {
@@ -1045,9 +1043,8 @@ pub struct RowsRequant {
 /// `conv` followed by `requant_row` of each row, done in registers by the SIMD kernel.
 /// `out` (`[m][npix]`) need not be initialized: every element is written.
 ///
-/// Why: the caller's buffer then needs no zeroing first, a pass over every output (ResNet-50
-/// light, two threads: `memset` went from 2.3 % to 1.2 % of the samples; 0.985-0.989x the
-/// time at batch 1, within the noise at batch 32).
+/// Why: the caller's buffer then needs no zeroing first, a pass over every output
+/// (benches/RESULTS.md, "Measured design choices (integer engine)").
 pub fn conv_requant<O: QElem>(
     a: &QuadWeights,
     b: &ByteOperand,

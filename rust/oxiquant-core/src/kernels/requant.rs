@@ -358,8 +358,8 @@ impl RowAvx2 {
                 // Round to f32 (nearest even) and back: the IEEE f32 product.
                 p = _mm256_cvtps_pd(_mm256_cvtpd_ps(p));
             }
-            // Steps skipped when they change nothing (a 64-input 1x1 layer ran 1.25x faster
-            // with no requantization at all, so each instruction here counts). Without a
+            // Steps skipped when they change nothing (on small layers each instruction here
+            // counts: benches/RESULTS.md, "Measured design choices (integer engine)"). Without a
             // zero point the conversion rounds: `vcvtpd2dq` rounds half to even under the
             // default MXCSR (Rust code never changes it), and clamping to integer bounds
             // commutes with rounding. With one, rounding comes first: `p + zero` could

@@ -1,3 +1,7 @@
+//! One file past 800 lines because the run plans, the interleaved operand layouts, the
+//! packing loops and the tile kernels below must agree on one byte layout and one
+//! exactness argument; split apart, each half would be unreadable without the other.
+//!
 //! Direct integer convolution on byte products: u8 activations times i8 weights, four
 //! channels per 32-bit lane (AVX2 `vpmaddubsw`: 32 products per instruction, summed in pairs
 //! into i16), the i16 sums accumulated over a *run* of `k` steps and widened to i32 once per

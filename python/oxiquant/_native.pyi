@@ -9,6 +9,7 @@ from typing_extensions import TypeAlias
 __all__ = [
     "CLIPPING_METHODS",
     "MAX_OPSET",
+    "PRESETS",
     "InternalError",
     "InvalidArgumentError",
     "ModelFormatError",
@@ -29,6 +30,7 @@ __all__ = [
 __version__: str
 MAX_OPSET: int
 CLIPPING_METHODS: list[str]
+PRESETS: list[str]
 
 # The strings the bindings accept (rust/oxiquant-py/src/lib.rs; clipping names are parsed by
 # `Clipping::parse`, which also takes them in upper case).
@@ -134,10 +136,17 @@ def clip_from_values(
     values: list[float], method: _Clipping, nb_bits: int, signed: bool
 ) -> tuple[float, list[int], list[int], float]: ...
 def check_quantize_options(
-    nb_bits: int, clipping: _Clipping, weight_bits: Optional[int], weight_clipping: _WeightClipping
-) -> tuple[int, int, _Clipping, _WeightClipping, bool]:
-    """Checks `quantize_network`'s arguments; returns (nb_bits, weight_bits, clipping,
-    weight_clipping, whether calibration needs histograms)."""
+    nb_bits: int,
+    clipping: Optional[_Clipping] = None,
+    weight_bits: Optional[int] = None,
+    weight_clipping: Optional[_WeightClipping] = None,
+    preset: Literal["best", "aidge"] = "best",
+    per_channel: Optional[bool] = None,
+    optimize_signs: Optional[bool] = None,
+) -> dict[str, Any]:
+    """Checks `quantize_network`'s arguments and fills in the ones left as None from the
+    preset: {preset, nb_bits, weight_bits, clipping, weight_clipping, per_channel,
+    optimize_signs, histograms}."""
 
 def check_bits(value: int, what: str = "nb_bits") -> int: ...
 def set_num_threads(n: Optional[int] = None) -> None: ...

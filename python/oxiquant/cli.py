@@ -26,7 +26,7 @@ import numpy as np
 import oxiquant
 from oxiquant import _data
 from oxiquant._errors import InvalidArgumentError, ModelFormatError, OxiquantError, ShapeError, UnsupportedOpError
-from oxiquant._native import check_bits
+from oxiquant._native import PRESETS, check_bits, check_quantize_options
 from oxiquant.model import EXPORT_FORMATS, Model
 from oxiquant.ptq import CLIPPING_METHODS
 
@@ -168,17 +168,33 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         _pyplot()  # fails now, with the install hint, rather than after the quantization
     model = oxiquant.load(args.model)
     calib, _ = _load_inputs(args, model, args.calibration, "calibration data")
-    _say(args, f"{model.summary()}\ncalibrating on {len(calib)} samples, {args.bits} bits, clipping {args.clipping}")
+    st = check_quantize_options(
+        args.bits,
+        args.clipping,
+        args.weight_bits,
+        args.weight_clipping,
+        args.preset,
+        args.per_channel,
+        args.optimize_signs,
+    )
+    _say(
+        args,
+        f"{model.summary()}\ncalibrating on {len(calib)} samples, {st['nb_bits']} bits, clipping {st['clipping']}, "
+        f"{'per-channel' if st['per_channel'] else 'per-tensor'} weights"
+        f"{', signs optimized' if st['optimize_signs'] else ''} (preset {st['preset']})",
+    )
     t = time.perf_counter()
     q = oxiquant.quantize_network(
         model,
         args.bits,
         calib,
+        preset=args.preset,
         clipping=args.clipping,
         per_channel=args.per_channel,
         optimize_signs=args.optimize_signs,
         single_shift=args.single_shift,
         weight_bits=args.weight_bits,
+        weight_clipping=args.weight_clipping,
         batch_size=_batch_size(model, args.batch_size),
         progress=_progress_enabled(args),
         num_threads=args.threads,
@@ -201,11 +217,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "model": str(args.model),
                 "output": str(out),
                 "format": args.format,
-                "bits": args.bits,
-                "weight_bits": args.weight_bits or args.bits,
-                "clipping": args.clipping,
-                "per_channel": args.per_channel,
-                "optimize_signs": args.optimize_signs,
+                "preset": st["preset"],
+                "bits": st["nb_bits"],
+                "weight_bits": st["weight_bits"],
+                "clipping": st["clipping"],
+                "weight_clipping": st["weight_clipping"],
+                "per_channel": st["per_channel"],
+                "optimize_signs": st["optimize_signs"],
                 "single_shift": args.single_shift,
                 "calibration_samples": len(calib),
             }
@@ -641,9 +659,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the quantized model")
     q.add_argument("--bits", type=_bits, default=8, help="bit width, 2 to 16 (default: 8)")
     q.add_argument("--weight-bits", type=_bits, help="weight bit width (default: --bits)")
-    q.add_argument("--clipping", choices=CLIPPING_METHODS, default="max", help="activation clipping (default: max)")
-    q.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
-    q.add_argument("--optimize-signs", action="store_true", help="unsigned ranges for provably non-negative tensors")
+    q.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="best",
+        help="settings for what is not given: best (per-channel, signs optimized, MSE clipping) or aidge "
+        "(the seed's: per-tensor, signed, max clipping) (default: best)",
+    )
+    q.add_argument("--clipping", choices=CLIPPING_METHODS, help="activation clipping (default: the preset's)")
+    q.add_argument("--weight-clipping", choices=("max", "mse"), help="weight clipping (default: the preset's)")
+    q.add_argument(
+        "--per-channel",
+        action=argparse.BooleanOptionalAction,
+        help="one weight scale per output channel (default: the preset's)",
+    )
+    q.add_argument(
+        "--optimize-signs",
+        action=argparse.BooleanOptionalAction,
+        help="unsigned ranges for provably non-negative tensors (default: the preset's)",
+    )
     q.add_argument("--single-shift", action="store_true", help="power-of-two requantization after affine nodes")
     q.add_argument(
         "--format",

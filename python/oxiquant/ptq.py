@@ -11,7 +11,10 @@ original) and must run in this order:
     normalize_activations(m)
     quantize_normalized_network(m, nb_bits, optimize_signs=..., ...)
 
-`quantize_network` runs exactly these on a copy and returns it.
+`quantize_network` runs exactly these on a copy and returns it. The steps' defaults are
+those of `quantize_network`'s "best" preset (per-channel weights, MSE clipping, unsigned ranges
+where provable); `preset="aidge"` there, or per_channel=False, clipping="max" and
+optimize_signs=False here, give the seed's behaviour.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def insert_scaling_nodes(model: Model) -> None:
     model._native.ptq_insert_scaling_nodes()
 
 
-def normalize_parameters(model: Model, per_channel: bool = False) -> None:
+def normalize_parameters(model: Model, per_channel: bool = True) -> None:
     """Step 3: scales every weight tensor (or, with `per_channel`, every output channel) into
     [-1, 1], rescales biases and balances merging branches."""
     model._native.ptq_normalize_parameters(bool(per_channel))
@@ -200,7 +203,7 @@ def compute_ranges(
 
 
 def adjust_ranges(
-    model: Model, clipping: str = "max", nb_bits: int = 8, optimize_signs: bool = False
+    model: Model, clipping: str = "mse", nb_bits: int = 8, optimize_signs: bool = True
 ) -> dict[str, float]:
     """Step 5: picks each Scaling node's clipping value for `nb_bits` with `clipping` (max,
     mse, kl, sigma3, sigma4, sigma5; see docs/algorithm.md for what each minimizes). Use the
@@ -220,7 +223,7 @@ def quantize_normalized_network(
     nb_bits: int,
     *,
     weight_bits: int | None = None,
-    optimize_signs: bool = False,
+    optimize_signs: bool = True,
     single_shift: bool = False,
     no_quant: bool = False,
     dequantize_outputs: bool = True,
@@ -248,47 +251,54 @@ def quantize_network(
     nb_bits: int,
     calibration_set: CalibrationSet,
     *,
-    clipping: str = "max",
-    per_channel: bool = False,
-    optimize_signs: bool = False,
+    preset: str = "best",
+    clipping: str | None = None,
+    per_channel: bool | None = None,
+    optimize_signs: bool | None = None,
     single_shift: bool = False,
     no_quant: bool = False,
     dequantize_outputs: bool = True,
     weight_bits: int | None = None,
-    weight_clipping: str = "max",
+    weight_clipping: str | None = None,
     batch_size: int = 32,
     progress: bool | None = None,
     num_threads: int | None = None,
 ) -> Model:
     """Quantizes `model` to `nb_bits` with the Aidge PTQ; returns a new model (the input is
     left untouched). See the step functions for the options; `model.quant_info` of the result
-    holds the per-layer scales, ranges, clipping values and bit widths."""
+    holds the per-layer scales, ranges, clipping values, bit widths and signs.
+
+    `preset` fills in the settings left as None: "best" (the default: per-channel weights,
+    unsigned ranges where provable, MSE activation clipping, weights at their full range;
+    what measures best across the benchmarked models, benches/RESULTS.md) or "aidge"
+    (the seed's behaviour: per-tensor weights, signed ranges, max clipping). An explicit
+    argument always wins over the preset."""
     # Every argument is checked before any work starts (by the core, which checks each once).
-    bits, wbits, clipping, weight_clipping, histograms = check_quantize_options(
-        nb_bits, clipping, weight_bits, weight_clipping
+    st = check_quantize_options(
+        nb_bits, clipping, weight_bits, weight_clipping, preset, per_channel, optimize_signs
     )
     q = model.copy()
     prepare_network(q)
     insert_scaling_nodes(q)
-    normalize_parameters(q, per_channel=per_channel)
+    normalize_parameters(q, per_channel=st["per_channel"])
     compute_ranges(
         q,
         calibration_set,
         batch_size=batch_size,
         progress=progress,
         num_threads=num_threads,
-        histograms=histograms,
+        histograms=st["histograms"],
     )
-    adjust_ranges(q, clipping=clipping, nb_bits=bits, optimize_signs=optimize_signs)
+    adjust_ranges(q, clipping=st["clipping"], nb_bits=st["nb_bits"], optimize_signs=st["optimize_signs"])
     normalize_activations(q)
     quantize_normalized_network(
         q,
-        bits,
-        weight_bits=wbits,
-        optimize_signs=optimize_signs,
+        st["nb_bits"],
+        weight_bits=st["weight_bits"],
+        optimize_signs=st["optimize_signs"],
         single_shift=single_shift,
         no_quant=no_quant,
         dequantize_outputs=dequantize_outputs,
-        weight_clipping=weight_clipping,
+        weight_clipping=st["weight_clipping"],
     )
     return q

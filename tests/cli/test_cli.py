@@ -73,7 +73,13 @@ def test_demo_prints_the_accuracy_table_of_the_bundled_example():
     # The 8-bit model exported as QDQ, run here by onnxruntime without fusions, is what the
     # demo's "basic" row reports.
     q8 = oxiquant.quantize_network(
-        oxiquant.load(MODEL), 8, d["calib_images"], per_channel=True, optimize_signs=True, progress=False
+        oxiquant.load(MODEL),
+        8,
+        d["calib_images"],
+        clipping="max",
+        per_channel=True,
+        optimize_signs=True,
+        progress=False,
     )
     qdq = session(q8.to_onnx("qdq"), ort.GraphOptimizationLevel.ORT_ENABLE_BASIC).run(None, {"image": x})[0]
     assert rows["QDQ, onnxruntime basic"] == pytest.approx(np.mean(qdq.argmax(1) == y) * 100, abs=0.006)

@@ -625,7 +625,7 @@ CASES = [
         '`clipping="minmax"`',
         lambda c: oxiquant.adjust_ranges(c.model("compute_ranges"), clipping="minmax"),
         oxiquant.InvalidArgumentError,
-        "clipping must be one of max, mse, kl, sigma3, sigma4, sigma5; got 'minmax'",
+        "clipping must be one of max, mse, kl, sigma3, sigma4, sigma5, percentile; got 'minmax'",
     ),
     Case(
         "batch-size-0",

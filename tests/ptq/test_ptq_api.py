@@ -132,7 +132,7 @@ def test_ranges_can_be_recomputed_and_clipping_readjusted(calib):
     oxiquant.adjust_ranges(m, clipping="max")
     oxiquant.normalize_activations(m)
     oxiquant.quantize_normalized_network(m, 8)
-    ref = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, calib[:10])
+    ref = oxiquant.quantize_network(oxiquant.load(small_cnn()), 8, calib[:10], clipping="max")
     np.testing.assert_array_equal(m.run(calib)["y"], ref.run(calib)["y"])
 
 
@@ -166,8 +166,9 @@ def test_good_bit_widths(model, calib, bits):
 
 @pytest.mark.parametrize("clipping", ["median", "", "l2", None, 3])
 def test_unknown_clipping(model, calib, clipping):
-    with pytest.raises(oxiquant.InvalidArgumentError, match="clipping"):
-        oxiquant.quantize_network(model, 8, calib, clipping=clipping)
+    if clipping is not None:  # clipping=None means "the preset's"
+        with pytest.raises(oxiquant.InvalidArgumentError, match="clipping"):
+            oxiquant.quantize_network(model, 8, calib, clipping=clipping)
     steps_until(model, calib, "compute_ranges")
     with pytest.raises(oxiquant.InvalidArgumentError, match="clipping"):
         oxiquant.adjust_ranges(model, clipping=clipping)
@@ -323,17 +324,18 @@ def test_steps_by_hand_equal_quantize_network(calib, opts):
     m = oxiquant.load(small_cnn())
     oxiquant.prepare_network(m)
     oxiquant.insert_scaling_nodes(m)
-    oxiquant.normalize_parameters(m, per_channel=opts.get("per_channel", False))
+    # The steps' defaults are the one-liner's ("best" preset).
+    oxiquant.normalize_parameters(m, per_channel=opts.get("per_channel", True))
     oxiquant.compute_ranges(m, calib, batch_size=8)
     oxiquant.adjust_ranges(
-        m, clipping=opts.get("clipping", "max"), nb_bits=bits, optimize_signs=opts.get("optimize_signs", False)
+        m, clipping=opts.get("clipping", "mse"), nb_bits=bits, optimize_signs=opts.get("optimize_signs", True)
     )
     oxiquant.normalize_activations(m)
     oxiquant.quantize_normalized_network(
         m,
         bits,
         weight_bits=opts.get("weight_bits"),
-        optimize_signs=opts.get("optimize_signs", False),
+        optimize_signs=opts.get("optimize_signs", True),
         single_shift=opts.get("single_shift", False),
         no_quant=opts.get("no_quant", False),
         dequantize_outputs=opts.get("dequantize_outputs", True),
@@ -460,7 +462,8 @@ def test_model_without_any_weight(calib):
         helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
     ]
     proto = zoo.make_model(nodes, [VI("x", TensorProto.FLOAT, ["N", 3, 8, 8])], [VI("y", TensorProto.FLOAT, None)])
-    q = oxiquant.quantize_network(oxiquant.load(proto), 8, calib)
+    # Max clipping: every input value is inside the quantizer's range.
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, calib, clipping="max")
     ref = ort_run(proto, {"x": calib})
     step = next(a["step"] for a in q.quant_info["activations"] if a["role"] == "input")
     y = q.run(calib)["y"]
@@ -574,3 +577,26 @@ def test_calibration_without_histograms(model, calib):
         oxiquant.adjust_ranges(b, "mse", 8)
     for clipping in ("max", "sigma3"):
         assert oxiquant.adjust_ranges(a, clipping, 4) == pytest.approx(oxiquant.adjust_ranges(b, clipping, 4))
+
+
+# -- presets ---------------------------------------------------------------------------
+def test_presets_fill_in_what_is_not_given(model, calib):
+    best = oxiquant.quantize_network(model, 8, calib, progress=False)
+    info = best.quant_info
+    assert info["per_channel"] is True
+    assert {a["clipping"] for a in info["activations"] if a["clip"] is not None} == {"mse"}
+    assert any(a["step"] and not a["signed"] for a in info["activations"])  # a Relu output, unsigned
+    # "aidge" is the seed's settings, exactly.
+    aidge = oxiquant.quantize_network(model, 8, calib, preset="aidge", progress=False)
+    seed = oxiquant.quantize_network(
+        model, 8, calib, clipping="max", per_channel=False, optimize_signs=False, progress=False
+    )
+    assert aidge.quant_info == seed.quant_info
+    name = model.output_names[0]
+    np.testing.assert_array_equal(aidge.run(calib)[name], seed.run(calib)[name])
+    assert all(a["signed"] for a in aidge.quant_info["activations"] if a["step"])
+    # An explicit argument wins over the preset.
+    q = oxiquant.quantize_network(model, 8, calib, preset="aidge", per_channel=True, progress=False)
+    assert q.quant_info["per_channel"] is True
+    with pytest.raises(oxiquant.InvalidArgumentError, match="preset must be 'best' or 'aidge'"):
+        oxiquant.quantize_network(model, 8, calib, preset="fast")

@@ -416,24 +416,46 @@ impl NativeModel {
     }
 }
 
-/// Checks the arguments of `quantize_network` before any work starts; returns them as the
-/// pipeline reads them: (nb_bits, weight_bits, clipping, weight_clipping, histograms).
+/// Checks the arguments of `quantize_network` before any work starts and fills in what the
+/// caller left out (`None`) from the preset; returns the settings the pipeline will use, with
+/// whether calibration needs histograms.
 #[pyfunction]
-#[pyo3(signature = (nb_bits, clipping, weight_bits, weight_clipping))]
-fn check_quantize_options(
-    nb_bits: &Bound<'_, PyAny>,
-    clipping: &Bound<'_, PyAny>,
-    weight_bits: Option<&Bound<'_, PyAny>>,
-    weight_clipping: &Bound<'_, PyAny>,
-) -> PyResult<(u32, u32, String, String, bool)> {
+#[pyo3(signature = (nb_bits, clipping=None, weight_bits=None, weight_clipping=None, preset="best", per_channel=None, optimize_signs=None))]
+fn check_quantize_options<'py>(
+    py: Python<'py>,
+    nb_bits: &Bound<'py, PyAny>,
+    clipping: Option<&Bound<'py, PyAny>>,
+    weight_bits: Option<&Bound<'py, PyAny>>,
+    weight_clipping: Option<&Bound<'py, PyAny>>,
+    preset: &str,
+    per_channel: Option<bool>,
+    optimize_signs: Option<bool>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let preset = core_ptq::Preset::parse(preset).map_err(errors::to_py)?;
     let bits = bits_arg(nb_bits, "nb_bits")?;
     let wbits = match weight_bits {
         Some(b) if !b.is_none() => bits_arg(b, "weight_bits")?,
         _ => bits,
     };
-    let method = clipping_arg(clipping)?;
-    let wclip = weight_clipping_arg(weight_clipping)?;
-    Ok((bits, wbits, method.name(), wclip.name(), method.needs_histograms()))
+    let base = preset.settings(bits, wbits);
+    let clipping = match clipping {
+        Some(c) if !c.is_none() => clipping_arg(c)?,
+        _ => base.clipping,
+    };
+    let weight_clipping = match weight_clipping {
+        Some(c) if !c.is_none() => weight_clipping_arg(c)?,
+        _ => base.weight_clipping,
+    };
+    let d = PyDict::new(py);
+    d.set_item("preset", preset.name())?;
+    d.set_item("nb_bits", bits)?;
+    d.set_item("weight_bits", wbits)?;
+    d.set_item("clipping", clipping.name())?;
+    d.set_item("weight_clipping", weight_clipping.name())?;
+    d.set_item("per_channel", per_channel.unwrap_or(base.per_channel))?;
+    d.set_item("optimize_signs", optimize_signs.unwrap_or(base.optimize_signs))?;
+    d.set_item("histograms", clipping.needs_histograms())?;
+    Ok(d)
 }
 
 /// Checks a bit width argument (`what` names it in the error).
@@ -493,6 +515,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_quantize_options, m)?)?;
     m.add_function(wrap_pyfunction!(check_bits, m)?)?;
     m.add("CLIPPING_METHODS", Clipping::NAMES.to_vec())?;
+    m.add("PRESETS", core_ptq::Preset::NAMES.to_vec())?;
     m.add_function(wrap_pyfunction!(errors::_guard_selftest, m)?)?;
     m.add("OxiquantError", py.get_type::<errors::OxiquantError>())?;
     m.add("UnsupportedOpError", py.get_type::<errors::UnsupportedOpError>())?;

@@ -17,6 +17,7 @@ pub mod insert_scaling;
 pub mod normalize_acts;
 pub mod normalize_params;
 pub mod prepare;
+pub mod preset;
 pub mod quantize;
 pub mod signs;
 
@@ -27,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 pub use calibrate::RangeStats;
 pub use classify::{classify, Class};
 pub use clipping::Clipping;
+pub use preset::{Preset, Settings};
 
 /// How far a model has gone through the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]

@@ -14,6 +14,7 @@
 use oxiquant_core::graph::{Dim, ValueInfo};
 use oxiquant_core::onnx::{self, AttrValue, RawGraph, RawNode};
 use oxiquant_core::ptq::{self, Clipping, PtqState};
+use oxiquant_core::testing::{ints, raw_node as node_of};
 use oxiquant_core::{exec, passes, DType, Graph, Tensor};
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -527,14 +528,7 @@ fn arbitrary_node_lists_never_panic() {
 /// (the fuzz cases above are mostly invalid graphs and would not notice if it never did).
 #[test]
 fn a_valid_chain_goes_through_every_step() {
-    let node = |name: &str, op: &str, inputs: &[&str], out: &str, attrs: Vec<(String, AttrValue)>| RawNode {
-        name: name.into(),
-        op_type: op.into(),
-        domain: String::new(),
-        inputs: inputs.iter().map(|s| s.to_string()).collect(),
-        outputs: vec![out.into()],
-        attrs,
-    };
+    let node = |name: &str, op: &str, inputs: &[&str], out: &str, attrs| node_of(name, op, inputs, &[out], attrs);
     let c = Case {
         opset: 13,
         input_shape: vec![1, 2, 4, 4],
@@ -547,7 +541,7 @@ fn a_valid_chain_goes_through_every_step() {
                 "Conv",
                 &["x", "w0", "w1"],
                 "v0",
-                vec![("pads".into(), AttrValue::Ints(vec![1; 4]))],
+                vec![("pads".into(), ints(&[1; 4]))],
             ),
             node("relu", "Relu", &["v0"], "v1", vec![]),
             node("reshape", "Reshape", &["v1", "k0"], "v2", vec![]),

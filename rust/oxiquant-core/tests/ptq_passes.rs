@@ -2,6 +2,8 @@
 //! BatchNormalization, a residual merge, a Clip, an average, a max pool, a float island),
 //! each checked against something computed apart from the pass: the float graph's values,
 //! plain loops over fetched values, or bounds derived from the bit widths.
+// Tests may unwrap (clippy.toml); this covers their helper functions too.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -489,18 +491,20 @@ fn unsigned_quantizers_only_where_provably_non_negative() {
     // does not say so: signed, which is allowed, only less precise.)
     assert!(unsigned.len() >= 3, "only {unsigned:?} are unsigned");
     let hostile = [cnn_batch(3, 50, 20.0), cnn_batch(3, 51, -20.0), cnn_batch(3, 52, 0.01)];
+    let mut readers_checked = 0;
     for name in unsigned {
         let v = quantized_input(&before, name);
         let out = &node(&before, name).outputs[0];
         for x in &hostile {
-            let vals = fetch(&before, x, &[v.clone()])[&v].clone();
+            let vals = fetch(&before, x, std::slice::from_ref(&v))[&v].clone();
             if vals.to_f32_vec().iter().all(|&y| y >= 0.0) {
                 continue;
             }
             // Negative values reach it: every reader must not care.
             let readers = before.consumers(out);
             assert!(!readers.is_empty() && !before.is_graph_output(out), "'{name}'");
-            let scaled = fetch(&before, x, &[out.clone()])[out].clone();
+            let scaled = fetch(&before, x, std::slice::from_ref(out))[out].clone();
+            readers_checked += 1;
             let zeroed = Tensor::from_vec(
                 scaled.shape().to_vec(),
                 scaled.to_f32_vec().iter().map(|y| y.max(0.0)).collect(),
@@ -526,6 +530,10 @@ fn unsigned_quantizers_only_where_provably_non_negative() {
             }
         }
     }
+    assert!(
+        readers_checked > 0,
+        "no unsigned quantizer saw a negative value: the reader check never ran"
+    );
     // Signed where a negative value can reach a reader that keeps it: the output.
     let out_q = st.scaling.values().find(|i| i.output == "out").unwrap();
     assert!(out_q.signed);

@@ -1,6 +1,8 @@
 //! What the integration tests share: running a graph, fetching values, the PTQ steps up to a
 //! given stage, and comparisons.
 #![allow(dead_code)]
+// Tests may unwrap (clippy.toml); this covers their helper functions too.
+#![allow(clippy::unwrap_used)]
 
 use oxiquant_core::ptq::quantize::QuantizeOptions;
 use oxiquant_core::ptq::{self, Clipping, PtqState, Stage};

@@ -1,3 +1,7 @@
+//! One file past 800 lines because it is one pass (`Import`) whose rewrites all read and
+//! update the same tracking state (`ints`, `deq`, `cdeq`); split by op, that state would be
+//! spread over files that only make sense together.
+//!
 //! Lowers a model quantized by another tool (onnxruntime's `quantize_static` and the like)
 //! to the integer engine: QDQ models (QuantizeLinear / DequantizeLinear around float ops)
 //! and QOperator models (QLinearConv, QLinearMatMul, com.microsoft QGemm, QLinearAdd ...).

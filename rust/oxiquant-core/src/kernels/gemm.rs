@@ -1,11 +1,9 @@
 //! fp32 matrix products, the workhorse of Conv, Gemm and MatMul.
 //!
-//! The fast path calls the `gemm` crate. It was chosen over `matrixmultiply` after running
-//! both side by side on conv-shaped products on this project's 2-core AVX2 machine (M x K x N
-//! = 64x576x1024, 256x2304x196, 512x4608x49, ...): single-threaded they are within about 10%
-//! of each other either way, but with 2 threads `gemm`'s built-in rayon split was 1.3-2.6x
-//! faster on the small-N products of late layers, where splitting N by hand starves the
-//! threads. It also dispatches AVX2/AVX-512 kernels at run time, so one wheel fits all CPUs.
+//! The fast path calls the `gemm` crate, chosen over `matrixmultiply` for its built-in
+//! rayon split, which keeps both threads busy on the small-N products of late layers where
+//! splitting N by hand starves one (benches/RESULTS.md, "GEMM crate choice"). It also
+//! dispatches AVX2/AVX-512 kernels at run time, so one wheel fits all CPUs.
 
 /// A strided view of a row-major matrix operand: element (i, j) is at `i * rs + j * cs`.
 #[derive(Clone, Copy, Debug)]

@@ -3,7 +3,7 @@
 //! passes use.
 
 use crate::error::{Error, Result};
-use crate::ops::Op;
+use crate::ops::{Op, ValueFact};
 use crate::tensor::{DType, Tensor};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -311,6 +311,88 @@ impl Graph {
             *m.entry(n.op.op_type().to_string()).or_insert(0) += 1;
         }
         m
+    }
+
+    /// What is known of every value before running: the declared inputs' dtypes and shapes
+    /// (a named free dimension such as the batch `N` stays a symbol), the initializers', then
+    /// each node's outputs in order from its op's `output_facts`, given the facts of its
+    /// inputs and the values of those that are constants. Constants are the initializers and
+    /// the small outputs of foldable nodes whose inputs are all constants (a Constant node,
+    /// shape arithmetic on constants, a Shape of a fully known input), so that a Reshape
+    /// reading such a shape knows its output. An op refusing its inputs is an error naming
+    /// the node. Outputs a node does not compute (Dropout's mask) get no fact, as they get
+    /// no value when it runs.
+    pub fn infer_facts(&self) -> Result<HashMap<String, ValueFact>> {
+        /// Values of up to this many elements computed by a foldable node are constants.
+        const SMALL: usize = 1 << 12;
+        let mut facts: HashMap<String, ValueFact> = HashMap::new();
+        for vi in &self.inputs {
+            facts.insert(vi.name.clone(), ValueFact::of_value_info(vi));
+        }
+        for (name, t) in &self.initializers {
+            facts.insert(name.clone(), ValueFact::of_tensor(t));
+        }
+        let mut computed: HashMap<String, Tensor> = HashMap::new();
+        let mut not_computed: HashSet<&str> = HashSet::new();
+        for n in &self.nodes {
+            let op = n.op.op_type();
+            let at = |e: Error| e.at_node(&n.name, op);
+            let mut ins: Vec<Option<&ValueFact>> = Vec::with_capacity(n.inputs.len());
+            for v in &n.inputs {
+                match facts.get(v) {
+                    Some(f) => ins.push(Some(f)),
+                    None if v.is_empty() || not_computed.contains(v.as_str()) => ins.push(None),
+                    None => {
+                        return Err(at(Error::format(format!(
+                            "reads '{v}', which no earlier node, initializer or graph input provides"
+                        ))))
+                    }
+                }
+            }
+            let consts: Vec<Option<&Tensor>> = n
+                .inputs
+                .iter()
+                .map(|v| self.initializers.get(v).or_else(|| computed.get(v)))
+                .collect();
+            let outs = n.op.output_facts(&ins, &consts).map_err(at)?;
+            if outs.len() != n.op.num_outputs() {
+                return Err(at(Error::shape(format!(
+                    "{} output facts for {} outputs",
+                    outs.len(),
+                    n.op.num_outputs()
+                ))));
+            }
+            let small = outs.iter().all(|f| f.numel().is_some_and(|k| k <= SMALL));
+            let all_const = n.inputs.iter().zip(&consts).all(|(v, c)| v.is_empty() || c.is_some());
+            let values: Option<Vec<Tensor>> = if let (Some(s), Some(Some(x))) = (
+                n.op.downcast_ref::<crate::ops::Shape>(),
+                ins.first().map(|f| f.and_then(|f| f.concrete_shape())),
+            ) {
+                Some(vec![crate::ops::movement::shape_value(s.start, s.end, &x).map_err(at)?])
+            } else if small && all_const && n.op.foldable() {
+                Some(n.op.eval(&consts).map_err(at)?)
+            } else {
+                None
+            };
+            let outs = match &values {
+                Some(v) => v.iter().map(ValueFact::of_tensor).collect(),
+                None => outs,
+            };
+            for (i, o) in n.outputs.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
+                match outs.get(i) {
+                    Some(f) => {
+                        facts.insert(o.clone(), f.clone());
+                    }
+                    None => {
+                        not_computed.insert(o);
+                    }
+                }
+            }
+            for (o, t) in n.outputs.iter().zip(values.into_iter().flatten()) {
+                computed.insert(o.clone(), t);
+            }
+        }
+        Ok(facts)
     }
 
     /// Inputs the caller must feed (declared inputs that are not initializers).

@@ -9,6 +9,9 @@
 //! `scaling` (the PTQ's own op). The integer engine's ops live in `crate::int`, the
 //! inference plan's fused convolution in `nn::fused_conv`.
 
+pub mod facts;
+#[cfg(test)]
+mod facts_props;
 pub mod math;
 pub mod movement;
 pub mod nn;
@@ -23,6 +26,7 @@ use crate::tensor::Tensor;
 use std::any::Any;
 use std::fmt;
 
+pub use facts::{DimFact, ValueFact};
 pub use math::{BinaryOp, Clip, Sum, Unary};
 pub use movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, PadMode, Reshape, Resize, Shape,
@@ -59,6 +63,20 @@ pub trait Op: OpObject + fmt::Debug + Send + Sync {
 
     /// Runs the op on its inputs (`None` for an omitted optional input).
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>;
+
+    /// The dtype and shape of each output (`num_outputs` of them) from what is known of the
+    /// inputs before running (`None` for an omitted optional input, as in `eval`);
+    /// `constants` are the inputs whose value is known (initializers), for the ops whose
+    /// output shape depends on a value (Reshape's `shape`, Slice's `starts`, ...). With
+    /// concrete inputs (and those values) the facts are exactly what `eval` returns; with less
+    /// known, whatever they state still holds when `eval` succeeds (see `facts`). Inputs that
+    /// contradict the op are an `Error::Shape` naming the op and what it expected.
+    ///
+    /// The default knows nothing: `num_outputs` unknown facts. No op of the registry relies
+    /// on it (the property test `ops::facts_props` checks each against `eval`).
+    fn output_facts(&self, _inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        Ok(vec![ValueFact::unknown(); self.num_outputs()])
+    }
 
     /// Refuses constant inputs the op defines no computation for (a quantized op's zero or
     /// NaN scale, say), so that a model holding them fails at load time naming the node.

@@ -3,8 +3,9 @@
 //! It is not an ONNX op: export lowers it to Mul (+ Round + Clip).
 
 use crate::error::{Error, Result};
-use crate::ops::{input, Class, NodeFacts, Op, SignRule};
-use crate::tensor::Tensor;
+use crate::ops::facts::{expect_dtype, fact_error, required};
+use crate::ops::{input, Class, NodeFacts, Op, SignRule, ValueFact};
+use crate::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 /// Integer bounds of a quantizer, held as floats (the fake-quantized graph computes in f32;
@@ -125,6 +126,22 @@ impl Op for Scaling {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "X")?.clone();
         Ok(vec![self.scale_in_place(x)?])
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let x = required(inputs, 0, "Scaling", "X")?;
+        if self.quant.is_none() && self.factor.iter().all(|&f| f == 1.0) {
+            // The identity, as `scale_in_place` returns it untouched (any dtype).
+            return Ok(vec![x.clone()]);
+        }
+        expect_dtype("Scaling", x, "X", &[DType::F32])?;
+        let c = self.factor.len();
+        if c > 1 && (x.rank().is_some_and(|r| r < 2) || x.dim(1).known().is_some_and(|d| d != c)) {
+            return Err(fact_error(
+                "Scaling",
+                format!("{c} per-channel factors need an input [N, {c}, ...], got {x}"),
+            ));
+        }
+        Ok(vec![ValueFact::new(Some(DType::F32), x.shape.clone())])
     }
     fn has_in_place(&self) -> bool {
         true

@@ -3,8 +3,9 @@
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{binary, binary_inplace};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{input, Class, DataInputs, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
-use crate::tensor::{Tensor, TensorData};
+use crate::ops::facts::{broadcast_dims, expect_dtype, fact_error, required};
+use crate::ops::{input, Class, DataInputs, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::tensor::{DType, Tensor, TensorData};
 
 /// The four arithmetic ops, one type: they share broadcasting, dtypes and kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +72,33 @@ impl BinaryOp {
         }
     }
 
+    /// The output of `apply` on operands `a` and `b`: their common dtype (float32, int64 or
+    /// int32), their shapes broadcast.
+    pub fn facts(self, a: &ValueFact, b: &ValueFact) -> Result<ValueFact> {
+        let op = self.name();
+        const TYPES: [DType; 3] = [DType::F32, DType::I64, DType::I32];
+        expect_dtype(op, a, "A", &TYPES)?;
+        expect_dtype(op, b, "B", &TYPES)?;
+        let dtype = match (a.dtype, b.dtype) {
+            (Some(x), Some(y)) if x != y => {
+                return Err(fact_error(
+                    op,
+                    format!("operands must have the same dtype, got {a} and {b}"),
+                ))
+            }
+            (Some(x), _) | (_, Some(x)) => Some(x),
+            _ => None,
+        };
+        let shape = match (&a.shape, &b.shape) {
+            (Some(x), Some(y)) => Some(broadcast_dims(op, x, y)?),
+            _ => None,
+        };
+        Ok(ValueFact::new(dtype, shape))
+    }
+
     /// `apply` writing into `a` when both are float32 of the same shape (a residual Add,
     /// for instance), with the same arithmetic; other operands go through `apply`.
     pub fn apply_in_place(self, mut a: Tensor, b: &Tensor) -> Result<Tensor> {
-        use crate::tensor::DType;
         if a.shape() != b.shape() || a.dtype() != DType::F32 || b.dtype() != DType::F32 {
             return self.apply(&a, b);
         }
@@ -116,6 +140,12 @@ impl Op for BinaryOp {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Ok(vec![self.apply(input(inputs, 0, "A")?, input(inputs, 1, "B")?)?])
     }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = self.name();
+        Ok(vec![
+            self.facts(required(inputs, 0, op, "A")?, required(inputs, 1, op, "B")?)?
+        ])
+    }
     fn has_in_place(&self) -> bool {
         true
     }
@@ -150,7 +180,7 @@ impl Op for BinaryOp {
     }
 }
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ops::Op;
     use proptest::prelude::*;
@@ -158,7 +188,7 @@ mod tests {
     /// Two shapes that broadcast (numpy rules) by construction: each is `full` with some
     /// leading dimensions dropped and some others set to 1, or both are `full` itself (the
     /// same-shape case, which `eval_in_place` writes into its first operand).
-    fn broadcastable() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    pub(crate) fn broadcastable() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
         prop::collection::vec(1usize..5, 0..5).prop_flat_map(|full| {
             let r = full.len();
             let side = move |full: Vec<usize>| {

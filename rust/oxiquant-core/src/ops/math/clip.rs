@@ -3,7 +3,8 @@
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::unary_inplace;
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::{fact_error, float_like, optional};
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::Tensor;
 
 /// Clip with bounds from attributes (opset < 11) or from optional inputs 1 and 2.
@@ -91,6 +92,19 @@ impl Op for Clip {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Clip::eval(self, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        for (i, what) in [(1, "min"), (2, "max")] {
+            if let Some(f) = optional(inputs, i) {
+                if f.numel().is_some_and(|n| n != 1) {
+                    return Err(fact_error(
+                        "Clip",
+                        format!("{what} must be a scalar, got shape {}", f.shape_string()),
+                    ));
+                }
+            }
+        }
+        float_like("Clip", inputs, "input")
     }
     fn has_in_place(&self) -> bool {
         true

@@ -11,3 +11,7 @@ pub use clip::Clip;
 pub use softplus::Softplus;
 pub use sum::Sum;
 pub use unary::Unary;
+
+/// Pairs of shapes that broadcast, for the property tests of other ops.
+#[cfg(test)]
+pub(crate) use binary::tests::broadcastable;

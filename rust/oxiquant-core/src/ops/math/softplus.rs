@@ -2,7 +2,8 @@
 
 use crate::error::Result;
 use crate::kernels::elementwise::unary_inplace;
-use crate::ops::{input, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::float_like;
+use crate::ops::{input, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +33,9 @@ impl Op for Softplus {
         let mut y = input(inputs, 0, "X")?.clone();
         unary_inplace(y.as_mut_slice::<f32>()?, softplus);
         Ok(vec![y])
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        float_like("Softplus", inputs, "X") // float32 in, the same shape out
     }
     fn has_in_place(&self) -> bool {
         true

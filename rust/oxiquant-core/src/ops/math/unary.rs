@@ -3,7 +3,8 @@
 use crate::error::Result;
 use crate::kernels::elementwise::{sigmoid, unary_inplace};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::float_like;
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::Tensor;
 
 /// Activations applied element by element.
@@ -140,6 +141,9 @@ impl Op for Unary {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Unary::eval(*self, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        float_like(self.name(), inputs, "X")
     }
     fn has_in_place(&self) -> bool {
         true

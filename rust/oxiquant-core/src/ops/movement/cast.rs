@@ -2,7 +2,8 @@
 
 use crate::error::Result;
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{attr, input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
+use crate::ops::facts::required;
+use crate::ops::{attr, input, Class, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
 use crate::tensor::{DType, Tensor};
 
 pub fn cast(to: DType, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -34,6 +35,10 @@ impl Op for Cast {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         cast(self.to, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let x = required(inputs, 0, "Cast", "input")?;
+        Ok(vec![ValueFact::new(Some(self.to), x.shape.clone())])
     }
     fn ptq_class(&self, _n: &NodeFacts) -> Class {
         Class::FloatIsland("Cast".into())

@@ -2,7 +2,10 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{attr, input, norm_axis, Class, DataInputs, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::{fact_axis, fact_error, required, unify_dim};
+use crate::ops::{
+    attr, input, norm_axis, Class, DataInputs, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact,
+};
 use crate::tensor::{numel, Tensor, TensorData};
 
 pub fn concat(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -80,6 +83,47 @@ impl Op for Concat {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         concat(self.axis, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = "Concat";
+        let first = required(inputs, 0, op, "inputs[0]")?;
+        // As `eval`: the first input is required, omitted others are skipped.
+        let parts: Vec<&ValueFact> = inputs.iter().flatten().copied().collect();
+        let mismatch =
+            |p: &ValueFact| fact_error(op, format!("on axis {}: input {p} does not match {first}", self.axis));
+        let mut dtype = None;
+        for p in &parts {
+            match (dtype, p.dtype) {
+                (Some(d), Some(e)) if d != e => return Err(mismatch(p)),
+                (None, e) => dtype = e,
+                _ => {}
+            }
+        }
+        let Some(r) = parts.iter().find_map(|p| p.rank()) else {
+            return Ok(vec![ValueFact::new(dtype, None)]);
+        };
+        let a = fact_axis(op, self.axis, r)?;
+        let mut shape = vec![DimFact::Unknown; r];
+        for p in &parts {
+            let Some(s) = &p.shape else { continue };
+            if s.len() != r {
+                return Err(mismatch(p));
+            }
+            for d in (0..r).filter(|&d| d != a) {
+                shape[d] = unify_dim(op, &shape[d], &s[d], || {
+                    format!("on axis {}: input {p} does not match {first}", self.axis)
+                })?;
+            }
+        }
+        shape[a] = match parts.as_slice() {
+            [one] => one.dim(a),
+            _ => parts
+                .iter()
+                .map(|p| p.dim(a).known())
+                .sum::<Option<usize>>()
+                .map_or(DimFact::Unknown, DimFact::Known),
+        };
+        Ok(vec![ValueFact::new(dtype, Some(shape))])
     }
     fn ptq_class(&self, n: &NodeFacts) -> Class {
         crate::ops::BinaryOp::Add.ptq_class(n)

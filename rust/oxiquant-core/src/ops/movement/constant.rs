@@ -2,7 +2,7 @@
 
 use crate::error::Result;
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{attr, Class, FromOnnx, NodeFacts, Op, ParseCtx};
+use crate::ops::{attr, Class, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
 use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +39,9 @@ impl Op for Constant {
     }
     fn eval(&self, _inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Ok(vec![self.value.clone()])
+    }
+    fn output_facts(&self, _inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        Ok(vec![ValueFact::of_tensor(&self.value)])
     }
     fn ptq_class(&self, _n: &NodeFacts) -> Class {
         Class::Passive

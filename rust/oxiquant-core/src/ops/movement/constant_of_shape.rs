@@ -3,7 +3,9 @@
 use crate::dispatch_data;
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{attr, input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
+use crate::ops::facts::{constant, expect_dtype, fact_error, in_op, required};
+use crate::ops::{attr, input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
+use crate::tensor::DType;
 use crate::tensor::{check_alloc, Tensor};
 
 pub fn constant_of_shape(value: &Tensor, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -48,6 +50,31 @@ impl Op for ConstantOfShape {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         constant_of_shape(&self.value, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = "ConstantOfShape";
+        let x = required(inputs, 0, op, "input")?;
+        expect_dtype(
+            op,
+            x,
+            "input",
+            &[DType::I64, DType::I32, DType::I8, DType::U8, DType::Bool],
+        )?;
+        if self.value.is_empty() {
+            return Err(fact_error(op, "value is empty"));
+        }
+        // The shape is the input's values: known when it is a constant, else only its rank.
+        let shape = match constant(constants, 0) {
+            Some(t) => {
+                let spec = t.to_i64_vec().map_err(in_op(op))?;
+                if spec.iter().any(|&d| d < 0) {
+                    return Err(fact_error(op, format!("shape {spec:?} has a negative dimension")));
+                }
+                Some(spec.iter().map(|&d| DimFact::Known(d as usize)).collect())
+            }
+            None => x.numel().map(|k| vec![DimFact::Unknown; k]),
+        };
+        Ok(vec![ValueFact::new(Some(self.value.dtype()), shape)])
     }
     fn ptq_class(&self, _n: &NodeFacts) -> Class {
         Class::Passive

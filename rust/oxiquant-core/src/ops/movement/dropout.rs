@@ -1,7 +1,8 @@
 //! Dropout for inference: the identity.
 
 use crate::error::{Error, Result};
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::required;
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::Tensor;
 
 /// Opset 12 and newer can ask for training through the `training_mode` input; with a
@@ -46,6 +47,10 @@ impl Op for Dropout {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         check_inference(inputs)?;
         Ok(vec![input(inputs, 0, "data")?.clone()])
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        // The identity (the mask output is not produced).
+        Ok(vec![required(inputs, 0, "Dropout", "data")?.clone()])
     }
     fn has_in_place(&self) -> bool {
         true

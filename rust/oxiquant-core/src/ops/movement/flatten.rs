@@ -2,7 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{attr, input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::{dim_product, fact_error, required};
+use crate::ops::{attr, input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::Tensor;
 
 /// The 2-D shape Flatten gives `shape` at `axis`.
@@ -45,6 +46,27 @@ impl Op for Flatten {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         flatten(self.axis, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let x = required(inputs, 0, "Flatten", "input")?;
+        let shape = match &x.shape {
+            Some(s) => {
+                let r = s.len() as i64;
+                let a = if self.axis < 0 { self.axis + r } else { self.axis };
+                if a < 0 || a > r {
+                    return Err(fact_error(
+                        "Flatten",
+                        format!("axis {} out of range for shape {}", self.axis, x.shape_string()),
+                    ));
+                }
+                let a = a as usize;
+                vec![dim_product(&s[..a]), dim_product(&s[a..])]
+            }
+            // Rank unknown: still 2-D, and the first dimension is 1 at axis 0.
+            None if self.axis == 0 => vec![DimFact::Known(1), DimFact::Unknown],
+            None => vec![DimFact::Unknown, DimFact::Unknown],
+        };
+        Ok(vec![ValueFact::new(x.dtype, Some(shape))])
     }
     fn has_in_place(&self) -> bool {
         true

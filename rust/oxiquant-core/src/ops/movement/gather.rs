@@ -3,8 +3,9 @@
 use super::take_tables;
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{attr, input, norm_axis, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
-use crate::tensor::{check_alloc, Tensor};
+use crate::ops::facts::{constant, expect_dtype, fact_axis, fact_error, in_op, required};
+use crate::ops::{attr, input, norm_axis, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::tensor::{check_alloc, DType, Tensor};
 
 pub fn gather(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = input(inputs, 0, "data")?;
@@ -58,6 +59,37 @@ impl Op for Gather {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         gather(self.axis, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = "Gather";
+        let x = required(inputs, 0, op, "data")?;
+        let idx = required(inputs, 1, op, "indices")?;
+        expect_dtype(
+            op,
+            idx,
+            "indices",
+            &[DType::I64, DType::I32, DType::I8, DType::U8, DType::Bool],
+        )?;
+        let Some(s) = &x.shape else {
+            return Ok(vec![ValueFact::new(x.dtype, None)]);
+        };
+        let a = fact_axis(op, self.axis, s.len())?;
+        if let (Some(t), Some(dim)) = (constant(constants, 1), s[a].known()) {
+            let dim = dim as i64;
+            if let Some(i) = t
+                .to_i64_vec()
+                .map_err(in_op(op))?
+                .into_iter()
+                .find(|&i| i < -dim || i >= dim)
+            {
+                return Err(fact_error(
+                    op,
+                    format!("index {i} out of range for axis {a} of size {dim}"),
+                ));
+            }
+        }
+        let shape = idx.shape.as_ref().map(|is| [&s[..a], is, &s[a + 1..]].concat());
+        Ok(vec![ValueFact::new(x.dtype, shape)])
     }
     fn moves_data_only(&self) -> bool {
         true

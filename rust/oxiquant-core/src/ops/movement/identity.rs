@@ -1,7 +1,8 @@
 //! Identity.
 
 use crate::error::Result;
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::required;
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +20,9 @@ impl Op for Identity {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Ok(vec![input(inputs, 0, "input")?.clone()])
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        Ok(vec![required(inputs, 0, "Identity", "input")?.clone()])
     }
     fn has_in_place(&self) -> bool {
         true

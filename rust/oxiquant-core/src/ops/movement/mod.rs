@@ -29,7 +29,7 @@ pub use identity::Identity;
 pub use pad::{Pad, PadMode};
 pub use reshape::{reshape_target, Reshape};
 pub use resize::Resize;
-pub use shape::Shape;
+pub use shape::{shape_value, Shape};
 pub use slice::{Slice, SliceAttrs};
 pub use squeeze::Squeeze;
 pub use transpose::Transpose;

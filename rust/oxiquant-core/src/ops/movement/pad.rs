@@ -3,7 +3,8 @@
 use super::{ints_input, take_tables};
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{input, norm_axis, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::{constant, fact_axis, fact_error, in_op, optional, required};
+use crate::ops::{input, norm_axis, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::{check_alloc, strides, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +133,99 @@ impl Pad {
 }
 
 impl Pad {
+    fn facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = "Pad";
+        let x = required(inputs, 0, op, "data")?;
+        let ints = |i: usize| -> Result<Option<Vec<i64>>> {
+            constant(constants, i)
+                .map(|t| t.to_i64_vec())
+                .transpose()
+                .map_err(in_op(op))
+        };
+        let pads_in = match &self.pads {
+            Some(p) => Some(p.clone()),
+            None => {
+                required(inputs, 1, op, "pads")?;
+                if let Some(v) = optional(inputs, 2) {
+                    if v.numel().is_some_and(|n| n != 1) {
+                        return Err(fact_error(
+                            op,
+                            format!("constant_value must be a scalar, got {}", v.shape_string()),
+                        ));
+                    }
+                }
+                ints(1)?
+            }
+        };
+        let Some(s) = &x.shape else {
+            return Ok(vec![ValueFact::new(x.dtype, None)]);
+        };
+        let r = s.len();
+        let axes: Option<Vec<usize>> = match optional(inputs, 3) {
+            None => Some((0..r).collect()),
+            Some(_) => ints(3)?
+                .map(|a| a.iter().map(|&v| fact_axis(op, v, r)).collect::<Result<_>>())
+                .transpose()?,
+        };
+        let (Some(pads_in), Some(axes)) = (pads_in, axes) else {
+            // Pads or axes computed by the graph: only the rank is known.
+            return Ok(vec![ValueFact::new(x.dtype, Some(vec![DimFact::Unknown; r]))]);
+        };
+        if pads_in.len() != 2 * axes.len() {
+            return Err(fact_error(
+                op,
+                format!(
+                    "pads {pads_in:?} should have {} values for input {}",
+                    2 * axes.len(),
+                    x.shape_string()
+                ),
+            ));
+        }
+        let mut pads = vec![0i64; 2 * r];
+        for (i, &a) in axes.iter().enumerate() {
+            pads[a] = pads_in[i];
+            pads[a + r] = pads_in[i + axes.len()];
+        }
+        let mut shape = Vec::with_capacity(r);
+        for (d, dim) in s.iter().enumerate() {
+            let (b, e) = (pads[d], pads[d + r]);
+            let Some(n) = dim.known() else {
+                // A free size keeps its name when nothing is added or removed.
+                shape.push(if b == 0 && e == 0 {
+                    dim.clone()
+                } else {
+                    DimFact::Unknown
+                });
+                continue;
+            };
+            let n = n as i64;
+            let out = n
+                .checked_add(b)
+                .and_then(|v| v.checked_add(e))
+                .ok_or_else(|| fact_error(op, format!("pads {pads:?} overflow axis {d}")))?;
+            if out < 0 || b < -n || e < -n {
+                return Err(fact_error(
+                    op,
+                    format!("pads {pads:?} remove more than the {n} elements of axis {d}"),
+                ));
+            }
+            if self.mode != PadMode::Constant && n == 0 && out > 0 {
+                return Err(fact_error(
+                    op,
+                    format!("mode {} cannot pad an empty axis", self.mode.name()),
+                ));
+            }
+            if self.mode == PadMode::Reflect && (b >= n || e >= n) && (b > 0 || e > 0) {
+                return Err(fact_error(
+                    op,
+                    format!("mode reflect: pads {pads:?} must be smaller than axis {d} of size {n}"),
+                ));
+            }
+            shape.push(DimFact::Known(out as usize));
+        }
+        Ok(vec![ValueFact::new(x.dtype, Some(shape))])
+    }
+
     /// Whether padding keeps a scaled input scaled (zero padding, or reflect/edge).
     fn keeps_scale(&self, n: &NodeFacts) -> bool {
         self.mode != PadMode::Constant || (self.value == 0.0 && (n.input(2).is_empty() || n.is_zero_constant(2)))
@@ -179,6 +273,9 @@ impl Op for Pad {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         self.run(inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        self.facts(inputs, constants)
     }
     fn moves_data_only(&self) -> bool {
         true

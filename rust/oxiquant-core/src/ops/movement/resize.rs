@@ -3,7 +3,8 @@
 use super::take_tables;
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::{constant, fact_error, in_op, optional, required};
+use crate::ops::{input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::{check_alloc, strides, Tensor};
 
 /// Resize / Upsample with nearest-neighbour sampling.
@@ -69,6 +70,13 @@ impl Resize {
                 .collect();
             (sc, out)
         };
+        if let Some(d) = (0..r).find(|&d| x.shape()[d] == 0 && out_shape[d] > 0) {
+            return Err(Error::shape(format!(
+                "Resize: axis {d} of input {:?} is empty, it cannot be resized to {} elements",
+                x.shape(),
+                out_shape[d]
+            )));
+        }
         check_alloc(&out_shape, 8)?;
         check_alloc(&[out_shape.iter().fold(0usize, |s, &d| s.saturating_add(d))], 16)?;
         let st = strides(x.shape());
@@ -126,6 +134,64 @@ impl Resize {
             })
             .collect();
         Ok(vec![take_tables(x, out_shape, &tables, 0.0)?])
+    }
+}
+
+impl Resize {
+    /// The output's facts: the input's dtype; the sizes when given (Resize-11+), else each
+    /// dimension times its scale, rounded down (known when the sizes or scales are
+    /// constants or attributes; a free dimension keeps its name under a scale of 1).
+    fn facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = self.op_type();
+        let x = required(inputs, 0, op, "X")?;
+        let rank = x.rank();
+        let unknown_dims = |r: Option<usize>| vec![ValueFact::new(x.dtype, r.map(|r| vec![DimFact::Unknown; r]))];
+        if self.scales_input == 2 {
+            if let Some(f) = optional(inputs, 3) {
+                match constant(constants, 3) {
+                    Some(t) if !t.is_empty() => {
+                        let s = t.to_i64_vec().map_err(in_op(op))?;
+                        if rank.is_some_and(|r| s.len() != r) || s.iter().any(|&v| v < 0) {
+                            return Err(fact_error(op, format!("sizes {s:?} do not fit input {x}")));
+                        }
+                        let shape = s.iter().map(|&v| DimFact::Known(v as usize)).collect();
+                        return Ok(vec![ValueFact::new(x.dtype, Some(shape))]);
+                    }
+                    // Empty sizes: the scales apply.
+                    Some(_) => {}
+                    None if f.numel() == Some(0) => {}
+                    None => return Ok(unknown_dims(rank.or(f.numel()))),
+                }
+            }
+        }
+        let scales: Vec<f32> = match &self.scales {
+            Some(s) => s.clone(),
+            None => match (
+                optional(inputs, self.scales_input),
+                constant(constants, self.scales_input),
+            ) {
+                (_, Some(t)) if !t.is_empty() => t.as_slice::<f32>().map_err(in_op(op))?.to_vec(),
+                (Some(f), None) if f.numel() != Some(0) => return Ok(unknown_dims(rank.or(f.numel()))),
+                _ => return Err(fact_error(op, "needs scales or sizes")),
+            },
+        };
+        let Some(s) = &x.shape else {
+            return Ok(unknown_dims(Some(scales.len())));
+        };
+        if scales.len() != s.len() || scales.iter().any(|&v| v.is_nan() || v <= 0.0 || v.is_infinite()) {
+            return Err(fact_error(op, format!("scales {scales:?} do not fit input {x}")));
+        }
+        let shape = s
+            .iter()
+            .zip(&scales)
+            .map(|(d, &sc)| match d.known() {
+                // As `run` computes it.
+                Some(i) => DimFact::Known((i as f32 * sc).floor() as usize),
+                None if sc == 1.0 => d.clone(),
+                None => DimFact::Unknown,
+            })
+            .collect();
+        Ok(vec![ValueFact::new(x.dtype, Some(shape))])
     }
 }
 
@@ -206,6 +272,9 @@ impl Op for Resize {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         self.run(inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        self.facts(inputs, constants)
     }
     fn ptq_class(&self, _n: &NodeFacts) -> Class {
         Class::Seamless

@@ -2,16 +2,27 @@
 
 use crate::error::Result;
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
-use crate::tensor::Tensor;
+use crate::ops::facts::required;
+use crate::ops::{input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
+use crate::tensor::{DType, Tensor};
 
-pub fn shape_of(start: i64, end: Option<i64>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let x = input(inputs, 0, "data")?;
-    let r = x.rank() as i64;
+/// The range of dimensions `[start, end)` that Shape returns for a tensor of rank `rank`.
+fn dim_range(start: i64, end: Option<i64>, rank: usize) -> (usize, usize) {
+    let r = rank as i64;
     let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
     let (s, e) = (clampi(start), clampi(end.unwrap_or(r)));
-    let dims: Vec<i64> = x.shape()[s..e.max(s)].iter().map(|&d| d as i64).collect();
-    Ok(vec![Tensor::from_vec(vec![dims.len()], dims)?])
+    (s, e.max(s))
+}
+
+/// What Shape returns for an input of dimensions `dims` (for values known before running).
+pub fn shape_value(start: i64, end: Option<i64>, dims: &[usize]) -> Result<Tensor> {
+    let (s, e) = dim_range(start, end, dims.len());
+    let v: Vec<i64> = dims[s..e].iter().map(|&d| d as i64).collect();
+    Tensor::from_vec(vec![v.len()], v)
+}
+
+pub fn shape_of(start: i64, end: Option<i64>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    Ok(vec![shape_value(start, end, input(inputs, 0, "data")?.shape())?])
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +56,18 @@ impl Op for Shape {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         shape_of(self.start, self.end, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        // Its length is known with the input's rank (its values are not facts).
+        let x = required(inputs, 0, "Shape", "data")?;
+        let len = x.rank().map(|r| {
+            let (s, e) = dim_range(self.start, self.end, r);
+            e - s
+        });
+        Ok(vec![ValueFact::new(
+            Some(DType::I64),
+            Some(vec![len.map_or(DimFact::Unknown, DimFact::Known)]),
+        )])
     }
     fn ptq_class(&self, _n: &NodeFacts) -> Class {
         Class::Passive

@@ -3,7 +3,8 @@
 use super::take_tables;
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{attr, input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::{fact_error, required};
+use crate::ops::{attr, input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::{strides, Tensor};
 
 pub fn transpose(perm: &Option<Vec<usize>>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -52,6 +53,25 @@ impl Op for Transpose {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         transpose(&self.perm, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let x = required(inputs, 0, "Transpose", "data")?;
+        let Some(r) = x.rank().or(self.perm.as_ref().map(Vec::len)) else {
+            return Ok(vec![ValueFact::new(x.dtype, None)]);
+        };
+        let perm: Vec<usize> = self.perm.clone().unwrap_or_else(|| (0..r).rev().collect());
+        let mut sorted = perm.clone();
+        sorted.sort_unstable();
+        if sorted != (0..r).collect::<Vec<_>>() {
+            return Err(fact_error(
+                "Transpose",
+                format!("perm {perm:?} is not a permutation of the {r} axes of {x}"),
+            ));
+        }
+        let shape = perm
+            .iter()
+            .map(|&p| x.shape.as_ref().map_or(DimFact::Unknown, |s| s[p].clone()));
+        Ok(vec![ValueFact::new(x.dtype, Some(shape.collect()))])
     }
     fn moves_data_only(&self) -> bool {
         true

@@ -2,7 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{attr, input, norm_axis, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
+use crate::ops::facts::{constant, fact_axis, fact_error, in_op, required};
+use crate::ops::{attr, input, norm_axis, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::Tensor;
 
 pub fn unsqueeze(axes: &Option<Vec<i64>>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -58,6 +59,45 @@ impl Op for Unsqueeze {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         unsqueeze(&self.axes, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = "Unsqueeze";
+        let x = required(inputs, 0, op, "data")?;
+        let axes = match &self.axes {
+            Some(a) => a.clone(),
+            None => {
+                let f = required(inputs, 1, op, "axes")?;
+                match constant(constants, 1) {
+                    Some(t) => t.to_i64_vec().map_err(in_op(op))?,
+                    // Axes computed by the graph: one more dimension per axis, all unknown.
+                    None => {
+                        let r = x.rank().zip(f.numel()).map(|(r, k)| vec![DimFact::Unknown; r + k]);
+                        return Ok(vec![ValueFact::new(x.dtype, r)]);
+                    }
+                }
+            }
+        };
+        let Some(s) = &x.shape else {
+            return Ok(vec![ValueFact::new(x.dtype, None)]);
+        };
+        let r = s.len() + axes.len();
+        let mut ins: Vec<usize> = axes.iter().map(|&a| fact_axis(op, a, r)).collect::<Result<_>>()?;
+        ins.sort_unstable();
+        ins.dedup();
+        if ins.len() != axes.len() {
+            return Err(fact_error(op, format!("axes {axes:?} repeat an axis")));
+        }
+        let mut src = s.iter();
+        let shape = (0..r)
+            .map(|d| {
+                if ins.contains(&d) {
+                    DimFact::Known(1)
+                } else {
+                    src.next().cloned().unwrap_or(DimFact::Unknown)
+                }
+            })
+            .collect();
+        Ok(vec![ValueFact::new(x.dtype, Some(shape))])
     }
     fn moves_data_only(&self) -> bool {
         true

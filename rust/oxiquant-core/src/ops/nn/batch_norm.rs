@@ -2,8 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
-use crate::tensor::Tensor;
+use crate::ops::facts::{expect_dtype, expect_min_rank, fact_error, required};
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
+use crate::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,28 @@ impl Op for BatchNorm {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         batch_norm(self.epsilon, inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = "BatchNormalization";
+        let x = required(inputs, 0, op, "X")?;
+        expect_dtype(op, x, "X", &[DType::F32])?;
+        expect_min_rank(op, x, "X", 2, "[N, C, ...]")?;
+        for (i, name) in ["scale", "B", "mean", "var"].into_iter().enumerate() {
+            let p = required(inputs, i + 1, op, name)?;
+            expect_dtype(op, p, name, &[DType::F32])?;
+            if let (Some(n), Some(c)) = (p.numel(), x.dim(1).known()) {
+                if n != c {
+                    return Err(fact_error(
+                        op,
+                        format!(
+                            "{name} has shape {}, expected {c} values (one per channel)",
+                            p.shape_string()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(vec![x.clone()])
     }
     fn has_in_place(&self) -> bool {
         true

@@ -3,7 +3,9 @@
 use crate::error::{Error, Result};
 use crate::kernels::conv::{conv2d, ConvShape, Window2d};
 use crate::onnx::attrs::{AttrReader, AttrValue};
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
+use crate::ops::facts::{expect_dtype, fact_error, in_op, optional, required};
+use crate::ops::{input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
+use crate::tensor::DType;
 use crate::tensor::Tensor;
 
 /// How padding is given: explicit per-side pads or ONNX `auto_pad`.
@@ -114,6 +116,61 @@ pub fn spatial(v: &Option<Vec<usize>>, rank: usize, what: &str) -> Result<Vec<us
         Some(v) if v.len() == rank && v.iter().all(|&x| x > 0) => Ok(v.clone()),
         Some(v) => Err(Error::shape(format!("{what} {v:?} should be {rank} positive values"))),
     }
+}
+
+/// The output sizes of a window (convolution or pooling) sliding over input dimensions
+/// `dims`: each known size as `Window2d::output_size` gives it, the others unknown. The same
+/// checks as `eval` (strides, dilations and pads fitting the rank, a window that fits).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn window_facts(
+    op: &'static str,
+    dims: &[DimFact],
+    kernel: &[usize],
+    strides: &Option<Vec<usize>>,
+    dilations: &Option<Vec<usize>>,
+    padding: &Padding,
+    ceil_mode: bool,
+) -> Result<Vec<DimFact>> {
+    let r = dims.len();
+    let strides = spatial(strides, r, "strides").map_err(in_op(op))?;
+    let dilations = spatial(dilations, r, "dilations").map_err(in_op(op))?;
+    // An unknown size stands in as the window's span (which always fits); each output
+    // size depends on its own input size only.
+    let sizes: Vec<usize> = dims
+        .iter()
+        .enumerate()
+        .map(|(d, f)| {
+            f.known().unwrap_or_else(|| {
+                kernel[d]
+                    .saturating_sub(1)
+                    .saturating_mul(dilations[d])
+                    .saturating_add(1)
+            })
+        })
+        .collect();
+    let pads = padding
+        .resolve(&sizes, kernel, &strides, &dilations)
+        .map_err(in_op(op))?;
+    let win = window_2d(kernel, &strides, &dilations, &pads);
+    let (h, w) = if r == 1 { (1, sizes[0]) } else { (sizes[0], sizes[1]) };
+    let out = win.output_size(h, w, ceil_mode).ok_or_else(|| {
+        fact_error(
+            op,
+            format!("input sizes {dims:?} are smaller than the window {kernel:?} with dilations {dilations:?} and pads {pads:?} (or the window size overflows)"),
+        )
+    })?;
+    let out = if r == 1 { vec![out[1]] } else { out.to_vec() };
+    Ok(dims
+        .iter()
+        .zip(out)
+        .map(|(f, o)| {
+            if f.known().is_some() {
+                DimFact::Known(o)
+            } else {
+                DimFact::Unknown
+            }
+        })
+        .collect())
 }
 
 /// `Conv::resolve`'s result: geometry, bias, output shape.
@@ -249,6 +306,66 @@ impl Conv {
         Ok((s, bias, shape))
     }
 
+    /// The output of `resolve` on inputs `[X, W, B?]` as far as their facts tell: `[N, M,
+    /// spatial...]` float32 (shared with `FusedConv` and `QLinearConv`, named `op`).
+    pub(crate) fn facts(&self, op: &'static str, inputs: &[Option<&ValueFact>]) -> Result<ValueFact> {
+        let x = required(inputs, 0, op, "X")?;
+        let w = required(inputs, 1, op, "W")?;
+        let b = optional(inputs, 2);
+        expect_dtype(op, x, "X", &[DType::F32])?;
+        expect_dtype(op, w, "W", &[DType::F32])?;
+        let Some(rank) = x.rank().or(w.rank()) else {
+            return Ok(ValueFact::new(Some(DType::F32), None));
+        };
+        if !(rank == 3 || rank == 4) || x.rank().is_some_and(|r| r != rank) || w.rank().is_some_and(|r| r != rank) {
+            return Err(fact_error(
+                op,
+                format!("supports 1-D and 2-D inputs [N, C, (H,) W] with a weight of the same rank; got input {x} and weight {w}"),
+            ));
+        }
+        let mut kernel: Vec<Option<usize>> = (2..rank).map(|d| w.dim(d).known()).collect();
+        if let Some(k) = &self.kernel_shape {
+            if k.len() != rank - 2 || kernel.iter().zip(k).any(|(a, b)| a.is_some_and(|a| a != *b)) {
+                return Err(fact_error(op, format!("kernel_shape {k:?} does not match weight {w}")));
+            }
+            kernel = k.iter().map(|&v| Some(v)).collect();
+        }
+        let g = self.group;
+        if let (Some(c), Some(wc)) = (x.dim(1).known(), w.dim(1).known()) {
+            if wc.checked_mul(g) != Some(c) {
+                return Err(fact_error(
+                    op,
+                    format!(
+                        "input {x} has {c} channels but weight {w} with group {g} expects {}",
+                        wc.saturating_mul(g)
+                    ),
+                ));
+            }
+        }
+        let m = w.dim(0);
+        if m.known().is_some_and(|m| !m.is_multiple_of(g)) {
+            return Err(fact_error(
+                op,
+                format!("weight {w} has output channels that group {g} does not divide"),
+            ));
+        }
+        let dims: Vec<DimFact> = (2..rank).map(|d| x.dim(d)).collect();
+        let out = match kernel.iter().copied().collect::<Option<Vec<usize>>>() {
+            Some(k) => window_facts(op, &dims, &k, &self.strides, &self.dilations, &self.padding, false)?,
+            None => vec![DimFact::Unknown; rank - 2],
+        };
+        if let Some(b) = b {
+            if let (Some(n), Some(m)) = (b.numel(), m.known()) {
+                if n != m {
+                    return Err(fact_error(op, format!("bias {b} should have {m} values")));
+                }
+            }
+        }
+        let mut shape = vec![x.dim(0), m];
+        shape.extend(out);
+        Ok(ValueFact::new(Some(DType::F32), Some(shape)))
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let (x, w) = (input(inputs, 0, "X")?, input(inputs, 1, "W")?);
         let (s, bias, shape) = self.resolve(inputs)?;
@@ -283,6 +400,9 @@ impl Op for Conv {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         self.run(inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        Ok(vec![self.facts("Conv", inputs)?])
     }
     fn ptq_class(&self, n: &NodeFacts) -> Class {
         if empty_weight(n) {

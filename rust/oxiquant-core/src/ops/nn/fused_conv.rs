@@ -7,7 +7,8 @@ use super::conv::Conv;
 use crate::error::Result;
 use crate::kernels::conv::{conv2d_fused, PackedWeights};
 use crate::kernels::elementwise::unary_inplace;
-use crate::ops::{input, BinaryOp, Class, Clip, NodeFacts, Op};
+use crate::ops::facts::{in_op, required};
+use crate::ops::{input, BinaryOp, Class, Clip, NodeFacts, Op, ValueFact};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -95,6 +96,16 @@ impl Op for FusedConv {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         self.run(inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = self.kind_name();
+        if !self.residual {
+            return Ok(vec![self.conv.facts(op, inputs)?]);
+        }
+        // The convolution plus the residual, broadcast as the graph's Add would (both f32).
+        let residual = required(inputs, 0, op, "residual")?;
+        let y = self.conv.facts(op, inputs.get(1..).unwrap_or(&[]))?;
+        Ok(vec![BinaryOp::Add.facts(&y, residual).map_err(in_op(op))?])
     }
     fn has_in_place(&self) -> bool {
         // Its first input is the residual, whose buffer becomes the output.

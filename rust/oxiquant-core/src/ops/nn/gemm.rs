@@ -5,8 +5,9 @@ use crate::error::{Error, Result};
 use crate::kernels::elementwise::broadcast_shape;
 use crate::kernels::gemm::{sgemm, MatRef};
 use crate::onnx::attrs::{AttrReader, AttrValue};
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
-use crate::tensor::Tensor;
+use crate::ops::facts::{expect_dtype, fact_error, optional, required, unify_dim};
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
+use crate::tensor::{DType, Tensor};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gemm {
@@ -44,6 +45,47 @@ impl Gemm {
             v.push(("transB".into(), AttrValue::Int(1)));
         }
         v
+    }
+
+    /// `[M, N]` float32 from A `[M, K]` and B `[K, N]` (as transposed), C broadcasting to it.
+    fn facts(&self, inputs: &[Option<&ValueFact>]) -> Result<ValueFact> {
+        let op = "Gemm";
+        let a = required(inputs, 0, op, "A")?;
+        let b = required(inputs, 1, op, "B")?;
+        expect_dtype(op, a, "A", &[DType::F32])?;
+        expect_dtype(op, b, "B", &[DType::F32])?;
+        if a.rank().is_some_and(|r| r != 2) || b.rank().is_some_and(|r| r != 2) {
+            return Err(fact_error(op, format!("needs 2-D A and B, got {a} and {b}")));
+        }
+        let pick = |f: &ValueFact, t: bool| if t { (f.dim(1), f.dim(0)) } else { (f.dim(0), f.dim(1)) };
+        let (mut m, k) = pick(a, self.trans_a);
+        let (kb, mut n) = pick(b, self.trans_b);
+        unify_dim(op, &k, &kb, || {
+            format!(
+                "inner dimensions differ: A {a} (transA={}) and B {b} (transB={})",
+                self.trans_a as u8, self.trans_b as u8
+            )
+        })?;
+        if let Some(c) = optional(inputs, 2).filter(|_| self.beta != 0.0) {
+            expect_dtype(op, c, "C", &[DType::F32])?;
+            if let Some(cs) = &c.shape {
+                let want = format!("[{m}, {n}]");
+                let bad = || format!("C of shape {} does not broadcast to {want}", c.shape_string());
+                if cs.len() > 2 {
+                    return Err(fact_error(op, bad()));
+                }
+                // A size of C other than 1 is the output's.
+                let off = 2 - cs.len();
+                for (i, d) in cs.iter().enumerate() {
+                    if d.known() == Some(1) || d.known().is_none() {
+                        continue;
+                    }
+                    let target = if i + off == 0 { &mut m } else { &mut n };
+                    *target = unify_dim(op, target, d, bad)?;
+                }
+            }
+        }
+        Ok(ValueFact::new(Some(DType::F32), Some(vec![m, n])))
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -128,6 +170,9 @@ impl Op for Gemm {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         self.run(inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        Ok(vec![self.facts(inputs)?])
     }
     fn ptq_class(&self, n: &NodeFacts) -> Class {
         let island = |why: &str| Class::FloatIsland(why.to_string());

@@ -3,8 +3,9 @@
 use super::pool::is_8bit;
 use crate::error::{Error, Result};
 use crate::kernels::pool::global_pool;
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
-use crate::tensor::Tensor;
+use crate::ops::facts::{expect_dtype, expect_min_rank, required};
+use crate::ops::{input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::tensor::{DType, Tensor};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GlobalPool {
@@ -33,6 +34,10 @@ impl Op for GlobalPool {
         }
         eval_global(self.max, inputs)
     }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = self.op_type();
+        Ok(vec![global_facts(op, self.max, required(inputs, 0, op, "X")?)?])
+    }
     fn ptq_class(&self, _n: &NodeFacts) -> Class {
         Class::Seamless
     }
@@ -42,6 +47,24 @@ impl Op for GlobalPool {
     fn needs_round(&self) -> bool {
         !self.max
     }
+}
+
+/// `[N, C, 1, ...]` of the input's dtype (float32; max pooling also uint8 and int8).
+pub(crate) fn global_facts(op: &str, max: bool, x: &ValueFact) -> Result<ValueFact> {
+    expect_min_rank(op, x, "X", 3, "[N, C, spatial...]")?;
+    let dtype = if max {
+        expect_dtype(op, x, "X", &[DType::F32, DType::U8, DType::I8])?;
+        x.dtype
+    } else {
+        expect_dtype(op, x, "X", &[DType::F32])?;
+        Some(DType::F32)
+    };
+    let shape = x.rank().map(|r| {
+        let mut s = vec![x.dim(0), x.dim(1)];
+        s.resize(r, DimFact::Known(1));
+        s
+    });
+    Ok(ValueFact::new(dtype, shape))
 }
 
 pub fn eval_global(max: bool, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {

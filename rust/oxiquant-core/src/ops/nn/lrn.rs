@@ -2,7 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{input, FromOnnx, Op, ParseCtx};
+use crate::ops::facts::{expect_min_rank, float_like, required};
+use crate::ops::{input, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -82,5 +83,9 @@ impl Op for Lrn {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         self.run(inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        expect_min_rank("LRN", required(inputs, 0, "LRN", "X")?, "X", 3, "[N, C, spatial...]")?;
+        float_like("LRN", inputs, "X")
     }
 }

@@ -4,8 +4,9 @@ use super::conv::empty_weight;
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::broadcast_shape;
 use crate::kernels::gemm::{sgemm, MatRef};
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx};
-use crate::tensor::{numel, Tensor};
+use crate::ops::facts::{broadcast_dims, expect_dtype, fact_error, required, unify_dim};
+use crate::ops::{input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
+use crate::tensor::{numel, DType, Tensor};
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +25,9 @@ impl Op for MatMul {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         matmul(inputs)
     }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        Ok(vec![matmul_facts("MatMul", inputs)?])
+    }
     fn ptq_class(&self, n: &NodeFacts) -> Class {
         if empty_weight(n) {
             Class::FloatIsland("an empty weight tensor".into())
@@ -33,6 +37,40 @@ impl Op for MatMul {
             Class::FloatIsland("MatMul of two activations (or with a weight of rank != 2)".into())
         }
     }
+}
+
+/// The output of `matmul` (named `op` in errors): float32, the batch dimensions broadcast,
+/// then `M` unless A is 1-D and `N` unless B is.
+pub(crate) fn matmul_facts(op: &str, inputs: &[Option<&ValueFact>]) -> Result<ValueFact> {
+    let a = required(inputs, 0, op, "A")?;
+    let b = required(inputs, 1, op, "B")?;
+    expect_dtype(op, a, "A", &[DType::F32])?;
+    expect_dtype(op, b, "B", &[DType::F32])?;
+    if a.rank() == Some(0) || b.rank() == Some(0) {
+        return Err(fact_error(op, format!("operands must have rank >= 1, got {a} and {b}")));
+    }
+    let (Some(sa), Some(sb)) = (&a.shape, &b.shape) else {
+        return Ok(ValueFact::new(Some(DType::F32), None));
+    };
+    let (mut sa, mut sb) = (sa.clone(), sb.clone());
+    let (a1, b1) = (sa.len() == 1, sb.len() == 1);
+    if a1 {
+        sa.insert(0, DimFact::Known(1));
+    }
+    if b1 {
+        sb.push(DimFact::Known(1));
+    }
+    let (m, k) = (&sa[sa.len() - 2], &sa[sa.len() - 1]);
+    let (kb, n) = (&sb[sb.len() - 2], &sb[sb.len() - 1]);
+    unify_dim(op, k, kb, || format!("inner dimensions differ: {a} x {b}"))?;
+    let mut shape = broadcast_dims(op, &sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
+    if !a1 {
+        shape.push(m.clone());
+    }
+    if !b1 {
+        shape.push(n.clone());
+    }
+    Ok(ValueFact::new(Some(DType::F32), Some(shape)))
 }
 
 /// numpy `matmul`: 1-D operands are promoted, leading dimensions broadcast.

@@ -1,11 +1,12 @@
 //! MaxPool and AveragePool (max pooling also on 8-bit integers, as QOperator models pool).
 
-use super::conv::{spatial, window_2d, Padding};
+use super::conv::{spatial, window_2d, window_facts, Padding};
 use crate::error::{Error, Result};
 use crate::kernels::pool::{pool2d, PoolKind};
 use crate::onnx::attrs::{AttrReader, AttrValue};
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule};
-use crate::tensor::Tensor;
+use crate::ops::facts::{expect_dtype, fact_error, required};
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::tensor::{DType, Tensor};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pool {
@@ -118,6 +119,41 @@ impl Pool {
         })
     }
 
+    /// The output of `plan` as far as `x` tells: `[N, C, spatial...]`, of the input's dtype
+    /// (float32; max pooling also uint8 and int8), named `op` in errors.
+    pub(crate) fn facts(&self, op: &'static str, x: &ValueFact) -> Result<ValueFact> {
+        let r = self.kernel_shape.len();
+        if !(r == 1 || r == 2) || x.rank().is_some_and(|xr| xr != r + 2) {
+            return Err(fact_error(
+                op,
+                format!(
+                    "supports 1-D and 2-D inputs [N, C, (H,) W]; got input {x} with kernel {:?}",
+                    self.kernel_shape
+                ),
+            ));
+        }
+        let dtype = if self.max {
+            expect_dtype(op, x, "X", &[DType::F32, DType::U8, DType::I8])?;
+            x.dtype
+        } else {
+            expect_dtype(op, x, "X", &[DType::F32])?;
+            Some(DType::F32)
+        };
+        let dims: Vec<_> = (2..r + 2).map(|d| x.dim(d)).collect();
+        let out = window_facts(
+            op,
+            &dims,
+            &self.kernel_shape,
+            &self.strides,
+            &self.dilations,
+            &self.padding,
+            self.ceil_mode,
+        )?;
+        let mut shape = vec![x.dim(0), x.dim(1)];
+        shape.extend(out);
+        Ok(ValueFact::new(dtype, Some(shape)))
+    }
+
     pub fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "X")?;
         let p = self.plan(x.shape())?;
@@ -167,6 +203,10 @@ impl Op for Pool {
             return crate::int::IntOp::Pool(self.clone()).eval(inputs);
         }
         self.run(inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        let op = self.op_type();
+        Ok(vec![self.facts(op, required(inputs, 0, op, "X")?)?])
     }
     fn ptq_class(&self, _n: &NodeFacts) -> Class {
         Class::Seamless

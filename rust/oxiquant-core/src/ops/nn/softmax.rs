@@ -2,7 +2,8 @@
 
 use crate::error::Result;
 use crate::onnx::attrs::AttrValue;
-use crate::ops::{input, norm_axis, FromOnnx, Op, ParseCtx};
+use crate::ops::facts::{fact_axis, float_like, required};
+use crate::ops::{input, norm_axis, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -66,5 +67,11 @@ impl Op for Softmax {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         self.run(inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        if let Some(r) = required(inputs, 0, "Softmax", "input")?.rank() {
+            fact_axis("Softmax", self.axis, r)?;
+        }
+        float_like("Softmax", inputs, "input")
     }
 }

@@ -1,0 +1,739 @@
+//! `Op::output_facts` against `Op::eval`, for every op of the registry, on random inputs
+//! that are mostly valid (broadcasting shapes, negative axes, omitted optional inputs, the
+//! attribute and input forms of different opsets):
+//!
+//! - with the inputs' concrete facts and the constants an op reads its shape from, the facts
+//!   are exactly the dtype and shape of each output `eval` returns;
+//! - with the facts blurred (dimensions made unknown or symbols named after their size, dtypes
+//!   forgotten, no constants), whatever the facts still state holds of `eval`'s outputs, and
+//!   a symbol in an output stands for the size it was named after;
+//! - facts never refuse inputs that `eval` runs on.
+
+use super::facts::{DimFact, ValueFact};
+use super::registry::{op_types, parse, REGISTRY};
+use super::Op;
+use crate::onnx::attrs::{AttrReader, AttrValue};
+use crate::tensor::{DType, Tensor, TensorData};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use std::collections::BTreeMap;
+
+/// One node to run: an op read from ONNX attributes at an opset, its inputs (`None`:
+/// omitted) and which of them are constants (the shape-setting ones).
+#[derive(Debug, Clone)]
+struct Case {
+    op_type: &'static str,
+    opset: i64,
+    attrs: Vec<(String, AttrValue)>,
+    inputs: Vec<Option<Tensor>>,
+    consts: Vec<bool>,
+}
+
+impl Case {
+    fn new(op_type: &'static str, opset: i64, attrs: Vec<(&str, AttrValue)>, inputs: Vec<Option<Tensor>>) -> Case {
+        let n = inputs.len();
+        Case {
+            op_type,
+            opset,
+            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            inputs,
+            // Every input past the first is a constant unless `data` says otherwise.
+            consts: (0..n).map(|i| i > 0).collect(),
+        }
+    }
+    /// Inputs `idx` are data (not constants).
+    fn data(mut self, idx: &[usize]) -> Case {
+        for &i in idx {
+            self.consts[i] = false;
+        }
+        self
+    }
+    fn op(&self) -> Box<dyn Op> {
+        let domain = REGISTRY
+            .iter()
+            .find(|e| e.op_type == self.op_type)
+            .map_or("", |e| e.domain);
+        let r = AttrReader::new("n", self.op_type, &self.attrs);
+        parse(self.op_type, domain, &r, self.opset).unwrap_or_else(|e| panic!("{}: {e}", self.op_type))
+    }
+}
+
+fn filled(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
+    let v = crate::testing::values(shape.iter().product(), seed);
+    let ints = |k: f32| v.iter().map(move |&x| (x * k).round() as i64);
+    let data = match dtype {
+        DType::F32 => TensorData::F32(v.iter().map(|&x| x * 4.0).collect()),
+        DType::U8 => TensorData::U8(ints(127.0).map(|x| (x + 128) as u8).collect()),
+        DType::I8 => TensorData::I8(ints(127.0).map(|x| x as i8).collect()),
+        DType::I32 => TensorData::I32(ints(100.0).map(|x| x as i32).collect()),
+        DType::I64 => TensorData::I64(ints(100.0).collect()),
+        DType::Bool => TensorData::Bool(v.iter().map(|&x| x > 0.0).collect()),
+    };
+    Tensor::new(shape.to_vec(), data).expect("length matches")
+}
+fn f32s(shape: &[usize], seed: u64) -> Option<Tensor> {
+    Some(filled(DType::F32, shape, seed))
+}
+fn i64s(v: Vec<i64>) -> Option<Tensor> {
+    Some(Tensor::from_vec(vec![v.len()], v).expect("1-D"))
+}
+fn ints(v: &[i64]) -> AttrValue {
+    AttrValue::Ints(v.to_vec())
+}
+fn shape(max_rank: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(prop_oneof![12 => 1usize..5, 1 => Just(0usize)], 1..=max_rank)
+}
+fn any_dtype() -> impl Strategy<Value = DType> {
+    prop::sample::select(vec![
+        DType::F32,
+        DType::U8,
+        DType::I8,
+        DType::I32,
+        DType::I64,
+        DType::Bool,
+    ])
+}
+
+// ---- one strategy per op family ----
+
+fn unary() -> BoxedStrategy<Case> {
+    let ops = vec![
+        "Relu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "HardSigmoid",
+        "HardSwish",
+        "Exp",
+        "Neg",
+        "Abs",
+        "Sqrt",
+        "Round",
+        "Floor",
+        "Softplus",
+        "Identity",
+        "Dropout",
+    ];
+    (prop::sample::select(ops), shape(4), any::<u64>(), any::<bool>())
+        .prop_map(|(op, s, seed, ratio)| {
+            let mut inputs = vec![f32s(&s, seed)];
+            if op == "Dropout" && ratio {
+                inputs.push(Some(Tensor::scalar(0.3f32)));
+            }
+            Case::new(op, 13, vec![], inputs)
+        })
+        .boxed()
+}
+
+fn binary() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec!["Add", "Sub", "Mul", "Div", "Sum"]),
+        crate::ops::math::broadcastable(),
+        prop::sample::select(vec![DType::F32, DType::I64, DType::I32]),
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_map(|(op, (sa, sb), dt, seed, three)| {
+            let mut inputs = vec![Some(filled(dt, &sa, seed)), Some(filled(dt, &sb, seed ^ 1))];
+            if op == "Sum" && three {
+                inputs.push(Some(filled(dt, &sa, seed ^ 2)));
+            }
+            let n = inputs.len();
+            Case::new(op, 13, vec![], inputs).data(&(0..n).collect::<Vec<_>>())
+        })
+        .boxed()
+}
+
+fn clip() -> BoxedStrategy<Case> {
+    (
+        shape(4),
+        any::<u64>(),
+        any::<bool>(),
+        0usize..3,
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(s, seed, legacy, bounds, vector)| {
+            if legacy {
+                return Case::new(
+                    "Clip",
+                    6,
+                    vec![("min", AttrValue::Float(-1.0)), ("max", AttrValue::Float(2.0))],
+                    vec![f32s(&s, seed)],
+                );
+            }
+            // A bound of shape [2] is refused by both.
+            let b = |v: f32| {
+                Some(if vector {
+                    Tensor::from_vec(vec![2], vec![v, v]).unwrap()
+                } else {
+                    Tensor::scalar(v)
+                })
+            };
+            let inputs = match bounds {
+                0 => vec![f32s(&s, seed)],
+                1 => vec![f32s(&s, seed), None, b(1.0)],
+                _ => vec![f32s(&s, seed), b(-1.0), b(1.0)],
+            };
+            Case::new("Clip", 13, vec![], inputs)
+        })
+        .boxed()
+}
+
+/// Spatial sizes, kernel, strides, dilations and padding of a window op of rank `r`.
+#[allow(clippy::type_complexity)]
+fn window(
+    r: usize,
+) -> impl Strategy<
+    Value = (
+        Vec<usize>,
+        Vec<usize>,
+        Vec<i64>,
+        Vec<i64>,
+        Vec<(&'static str, AttrValue)>,
+    ),
+> {
+    (
+        prop::collection::vec((1usize..4, 1i64..3, 1i64..3, 0usize..4, 0i64..2, 0i64..2), r),
+        prop::sample::select(vec!["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]),
+    )
+        .prop_map(move |(dims, auto)| {
+            let kernel: Vec<usize> = dims.iter().map(|d| d.0).collect();
+            let strides: Vec<i64> = dims.iter().map(|d| d.1).collect();
+            let dil: Vec<i64> = dims.iter().map(|d| d.2).collect();
+            // Big enough for the window, sometimes larger.
+            let sizes: Vec<usize> = dims.iter().map(|d| (d.0 - 1) * d.2 as usize + 1 + d.3).collect();
+            let mut attrs = vec![];
+            if auto == "NOTSET" {
+                let pads: Vec<i64> = dims.iter().map(|d| d.4).chain(dims.iter().map(|d| d.5)).collect();
+                attrs.push(("pads", ints(&pads)));
+            } else {
+                attrs.push(("auto_pad", AttrValue::String(auto.into())));
+            }
+            (sizes, kernel, strides, dil, attrs)
+        })
+}
+
+fn conv() -> BoxedStrategy<Case> {
+    (
+        1usize..3,
+        window(1),
+        window(2),
+        0usize..3,
+        1usize..3,
+        1usize..3,
+        1usize..3,
+        any::<(bool, bool, u64)>(),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(|(r, w1, w2, n, g, cg, mg, (bias, ks, seed), wrong)| {
+            let (sizes, kernel, strides, dil, mut attrs) = if r == 1 { w1 } else { w2 };
+            let (c, m) = (g * cg, g * mg);
+            let mut xs = vec![n, c];
+            xs.extend(&sizes);
+            let mut ws = vec![m, cg + wrong as usize];
+            ws.extend(&kernel);
+            attrs.push(("strides", ints(&strides)));
+            attrs.push(("dilations", ints(&dil)));
+            if g > 1 {
+                attrs.push(("group", AttrValue::Int(g as i64)));
+            }
+            if ks {
+                attrs.push((
+                    "kernel_shape",
+                    ints(&kernel.iter().map(|&k| k as i64).collect::<Vec<_>>()),
+                ));
+            }
+            let mut inputs = vec![f32s(&xs, seed), f32s(&ws, seed ^ 1)];
+            if bias {
+                inputs.push(f32s(&[m], seed ^ 2));
+            }
+            Case::new("Conv", 13, attrs, inputs)
+        })
+        .boxed()
+}
+
+fn pool() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec!["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"]),
+        1usize..3,
+        window(1),
+        window(2),
+        (0usize..3, 1usize..4),
+        prop::sample::select(vec![DType::F32, DType::F32, DType::U8, DType::I8]),
+        any::<(bool, bool, u64)>(),
+    )
+        .prop_map(|(op, r, w1, w2, (n, c), dt, (ceil, incl, seed))| {
+            let (sizes, kernel, strides, dil, mut attrs) = if r == 1 { w1 } else { w2 };
+            let mut xs = vec![n, c];
+            xs.extend(&sizes);
+            let dt = if op.contains("Max") { dt } else { DType::F32 };
+            let x = Some(filled(dt, &xs, seed));
+            if op.starts_with("Global") {
+                return Case::new(op, 13, vec![], vec![x]);
+            }
+            attrs.push((
+                "kernel_shape",
+                ints(&kernel.iter().map(|&k| k as i64).collect::<Vec<_>>()),
+            ));
+            attrs.push(("strides", ints(&strides)));
+            attrs.push(("ceil_mode", AttrValue::Int(ceil as i64)));
+            if op == "MaxPool" {
+                attrs.push(("dilations", ints(&dil)));
+            } else if incl {
+                attrs.push(("count_include_pad", AttrValue::Int(1)));
+            }
+            Case::new(op, 13, attrs, vec![x])
+        })
+        .boxed()
+}
+
+fn products() -> BoxedStrategy<Case> {
+    let gemm = (
+        1usize..4,
+        1usize..4,
+        1usize..4,
+        any::<(bool, bool, u64)>(),
+        0usize..7,
+        prop::sample::select(vec![0.0f32, 1.0, 0.5]),
+    )
+        .prop_map(|(m, k, n, (ta, tb, seed), c_kind, beta)| {
+            let a = if ta { [k, m] } else { [m, k] };
+            let b = if tb { [n, k] } else { [k, n] };
+            let c: Option<Vec<usize>> = match c_kind {
+                0 => None,
+                1 => Some(vec![n]),
+                2 => Some(vec![m, n]),
+                3 => Some(vec![1, n]),
+                4 => Some(vec![m, 1]),
+                5 => Some(vec![]),
+                _ => Some(vec![m + 1]),
+            };
+            let mut inputs = vec![f32s(&a, seed), f32s(&b, seed ^ 1)];
+            if let Some(c) = c {
+                inputs.push(f32s(&c, seed ^ 2));
+            }
+            let attrs = vec![
+                ("transA", AttrValue::Int(ta as i64)),
+                ("transB", AttrValue::Int(tb as i64)),
+                ("beta", AttrValue::Float(beta)),
+            ];
+            Case::new("Gemm", 13, attrs, inputs)
+        });
+    let matmul = (
+        crate::ops::math::broadcastable(),
+        1usize..4,
+        1usize..4,
+        1usize..4,
+        any::<(bool, bool, u64)>(),
+    )
+        .prop_map(|((ba, bb), m, k, n, (a1, b1, seed))| {
+            let a: Vec<usize> = if a1 { vec![k] } else { [ba, vec![m, k]].concat() };
+            let b: Vec<usize> = if b1 { vec![k] } else { [bb, vec![k, n]].concat() };
+            Case::new("MatMul", 13, vec![], vec![f32s(&a, seed), f32s(&b, seed ^ 1)]).data(&[1])
+        });
+    prop_oneof![gemm, matmul].boxed()
+}
+
+fn normalization() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec!["BatchNormalization", "LRN", "Softmax"]),
+        prop::collection::vec(1usize..4, 2..5),
+        -4i64..4,
+        any::<(bool, u64)>(),
+    )
+        .prop_map(|(op, s, axis, (legacy, seed))| match op {
+            "BatchNormalization" => {
+                let c = s[1];
+                let p = |k| Some(filled(DType::F32, &[c], seed ^ k).cast(DType::F32));
+                let var = Some(Tensor::from_vec(vec![c], vec![1.0f32; c]).unwrap());
+                Case::new(op, 13, vec![], vec![f32s(&s, seed), p(1), p(2), p(3), var])
+            }
+            "LRN" => {
+                let mut s = s;
+                s.push(2);
+                Case::new(op, 13, vec![("size", AttrValue::Int(3))], vec![f32s(&s, seed)])
+            }
+            _ => Case::new(
+                op,
+                if legacy { 11 } else { 13 },
+                vec![("axis", AttrValue::Int(axis))],
+                vec![f32s(&s, seed)],
+            ),
+        })
+        .boxed()
+}
+
+fn reshaping() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec!["Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"]),
+        shape(4),
+        any_dtype(),
+        -5i64..5,
+        any::<(bool, bool, u64)>(),
+        any::<u64>(),
+    )
+        .prop_map(|(op, s, dt, axis, (flag, flag2, seed), r)| {
+            let x = Some(filled(dt, &s, seed));
+            let rank = s.len() as i64;
+            match op {
+                "Flatten" => Case::new(op, 13, vec![("axis", AttrValue::Int(axis))], vec![x]),
+                "Reshape" => {
+                    // The dimensions reversed, one of them -1, maybe the first copied by 0.
+                    let mut spec: Vec<i64> = s.iter().rev().map(|&d| d as i64).collect();
+                    let i = (r % spec.len() as u64) as usize;
+                    if flag {
+                        spec[i] = -1;
+                    }
+                    if flag2 && spec.len() > 1 && s[0] as i64 == spec[0] && i != 0 {
+                        spec[0] = 0;
+                    }
+                    Case::new(op, 13, vec![], vec![x, i64s(spec)])
+                }
+                "Transpose" => {
+                    let mut perm: Vec<i64> = (0..rank).collect();
+                    perm.rotate_left((r % rank as u64) as usize);
+                    let attrs = if flag { vec![("perm", ints(&perm))] } else { vec![] };
+                    Case::new(op, 13, attrs, vec![x])
+                }
+                "Squeeze" => {
+                    let ones: Vec<i64> = (0..rank)
+                        .filter(|&d| s[d as usize] == 1)
+                        .map(|d| d - rank * (r as i64 & 1))
+                        .collect();
+                    let axes = if ones.is_empty() {
+                        vec![axis.rem_euclid(rank)]
+                    } else {
+                        ones
+                    };
+                    match (flag, flag2) {
+                        (true, _) => Case::new(op, 11, vec![("axes", ints(&axes))], vec![x]),
+                        (false, true) => Case::new(op, 13, vec![], vec![x, i64s(axes)]),
+                        (false, false) => Case::new(op, 13, vec![], vec![x]),
+                    }
+                }
+                _ => {
+                    let axes = vec![axis.clamp(-rank - 1, rank), if flag2 { -1 } else { 0 }];
+                    if flag {
+                        Case::new(op, 11, vec![("axes", ints(&axes))], vec![x])
+                    } else {
+                        Case::new(op, 13, vec![], vec![x, i64s(axes)])
+                    }
+                }
+            }
+        })
+        .boxed()
+}
+
+fn selecting() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec!["Concat", "Slice", "Gather", "Pad"]),
+        shape(4),
+        any_dtype(),
+        prop::collection::vec(-6i64..7, 4),
+        any::<(bool, bool, bool, u64)>(),
+        0usize..3,
+    )
+        .prop_map(|(op, s, dt, nums, (flag, flag2, flag3, seed), k)| {
+            let rank = s.len() as i64;
+            let x = Some(filled(dt, &s, seed));
+            let axis = nums[0].clamp(-rank, rank - 1);
+            let a = axis.rem_euclid(rank) as usize;
+            match op {
+                "Concat" => {
+                    let mut inputs = vec![x];
+                    for j in 0..k + 1 {
+                        let mut sj = s.clone();
+                        sj[a] = (nums[1 + j].unsigned_abs() as usize) % 3;
+                        inputs.push(Some(filled(dt, &sj, seed ^ (j as u64 + 7))));
+                    }
+                    if flag3 {
+                        inputs.insert(1, None);
+                    }
+                    let n = inputs.len();
+                    Case::new(op, 13, vec![("axis", AttrValue::Int(axis))], inputs).data(&(0..n).collect::<Vec<_>>())
+                }
+                "Slice" => {
+                    let big = if flag3 { i64::MAX } else { nums[2] };
+                    let step = [1, -1, 2, -2][k + flag as usize];
+                    if flag2 {
+                        let attrs = vec![
+                            ("starts", ints(&[nums[1]])),
+                            ("ends", ints(&[big])),
+                            ("axes", ints(&[axis])),
+                        ];
+                        Case::new(op, 9, attrs, vec![x])
+                    } else if flag {
+                        Case::new(
+                            op,
+                            13,
+                            vec![],
+                            vec![
+                                x,
+                                i64s(vec![nums[1]]),
+                                i64s(vec![big]),
+                                i64s(vec![axis]),
+                                i64s(vec![step]),
+                            ],
+                        )
+                    } else {
+                        // No axes: the first dimensions, with the default step.
+                        Case::new(op, 13, vec![], vec![x, i64s(vec![nums[1]]), i64s(vec![big])])
+                    }
+                }
+                "Gather" => {
+                    let dim = s[a].max(1);
+                    let mut s = s.clone();
+                    s[a] = dim;
+                    let idx: Vec<i64> = nums
+                        .iter()
+                        .take(k + 1)
+                        .map(|&v| v.rem_euclid(2 * dim as i64) - dim as i64)
+                        .collect();
+                    let idx_shape = if flag { vec![idx.len()] } else { vec![1, idx.len()] };
+                    let idx = Tensor::from_vec(idx_shape, idx).unwrap();
+                    let idx = if flag2 {
+                        Tensor::scalar(idx.to_i64_vec().unwrap()[0])
+                    } else {
+                        idx
+                    };
+                    Case::new(
+                        op,
+                        13,
+                        vec![("axis", AttrValue::Int(axis))],
+                        vec![Some(filled(dt, &s, seed)), Some(idx)],
+                    )
+                }
+                _ => {
+                    let mode = ["constant", "edge", "reflect"][k];
+                    let pads: Vec<i64> = (0..2 * rank as usize)
+                        .map(|i| {
+                            let d = s[i % rank as usize] as i64;
+                            let p = nums[i % 4].rem_euclid(3) - (mode == "constant") as i64;
+                            if mode == "reflect" {
+                                p.min(d - 1).max(0)
+                            } else {
+                                p
+                            }
+                        })
+                        .collect();
+                    let m = ("mode", AttrValue::String(mode.into()));
+                    if flag {
+                        Case::new(op, 2, vec![m, ("pads", ints(&pads))], vec![x])
+                    } else if flag2 {
+                        // Opset 18: the axes input, here the last one only.
+                        let last = rank - 1;
+                        let p = vec![pads[0], pads[1]];
+                        Case::new(
+                            op,
+                            18,
+                            vec![m],
+                            vec![x, i64s(p), None, i64s(vec![if flag3 { -1 } else { last }])],
+                        )
+                    } else {
+                        let value = flag3.then(|| Tensor::scalar(0.5f32).cast(dt));
+                        Case::new(op, 13, vec![m], vec![x, i64s(pads), value])
+                    }
+                }
+            }
+        })
+        .boxed()
+}
+
+fn resize() -> BoxedStrategy<Case> {
+    (
+        shape(4),
+        prop::collection::vec(prop::sample::select(vec![1.0f32, 2.0, 0.5, 1.5, 3.0]), 4),
+        0usize..4,
+        any::<(bool, u64)>(),
+    )
+        .prop_map(|(s, sc, form, (sizes, seed))| {
+            let x = f32s(&s, seed);
+            let scales = Some(Tensor::from_vec(vec![s.len()], sc[..s.len()].to_vec()).unwrap());
+            match form {
+                0 => Case::new("Upsample", 9, vec![], vec![x, scales]),
+                1 => Case::new("Resize", 10, vec![], vec![x, scales]),
+                _ if sizes => {
+                    let sz: Vec<i64> = s.iter().zip(&sc).map(|(&d, &f)| (d as f32 * f) as i64 + 1).collect();
+                    let empty = Some(Tensor::from_vec(vec![0], Vec::<f32>::new()).unwrap());
+                    Case::new("Resize", 13, vec![], vec![x, None, empty, i64s(sz)])
+                }
+                _ => Case::new(
+                    "Resize",
+                    13,
+                    vec![("coordinate_transformation_mode", AttrValue::String("asymmetric".into()))],
+                    vec![x, None, scales],
+                ),
+            }
+        })
+        .boxed()
+}
+
+fn values_and_types() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec!["Constant", "ConstantOfShape", "Shape", "Cast"]),
+        shape(4),
+        any_dtype(),
+        any_dtype(),
+        (-5i64..5, prop::option::of(-5i64..5)),
+        any::<(bool, u64)>(),
+    )
+        .prop_map(|(op, s, dt, to, (start, end), (flag, seed))| match op {
+            "Constant" => Case::new(op, 13, vec![("value", AttrValue::Tensor(filled(dt, &s, seed)))], vec![]),
+            "ConstantOfShape" => {
+                let attrs = if flag {
+                    vec![("value", AttrValue::Tensor(filled(dt, &[1], seed)))]
+                } else {
+                    vec![]
+                };
+                Case::new(op, 13, attrs, vec![i64s(s.iter().map(|&d| d as i64).collect())])
+                    .data(&[])
+                    .consts_first()
+            }
+            "Shape" => {
+                let mut attrs = vec![("start", AttrValue::Int(start))];
+                if let Some(e) = end {
+                    attrs.push(("end", AttrValue::Int(e)));
+                }
+                Case::new(op, 15, attrs, vec![Some(filled(dt, &s, seed))])
+            }
+            _ => Case::new(
+                op,
+                13,
+                vec![("to", AttrValue::Int(to.onnx_code() as i64))],
+                vec![Some(filled(dt, &s, seed))],
+            ),
+        })
+        .boxed()
+}
+
+impl Case {
+    /// The first input is a constant too (ConstantOfShape's shape).
+    fn consts_first(mut self) -> Case {
+        if let Some(c) = self.consts.first_mut() {
+            *c = true;
+        }
+        self
+    }
+}
+
+fn any_case() -> BoxedStrategy<Case> {
+    prop_oneof![
+        unary(),
+        binary(),
+        clip(),
+        conv(),
+        pool(),
+        products(),
+        normalization(),
+        reshaping(),
+        selecting(),
+        resize(),
+        values_and_types(),
+    ]
+    .boxed()
+}
+
+/// The facts blurred: each dimension kept, made unknown or made a symbol named after its
+/// size (so equal names are equal sizes, as the facts assume); dtypes sometimes forgotten.
+fn blur(f: &ValueFact, seed: &mut u64) -> ValueFact {
+    let mut next = || {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed % 3
+    };
+    let shape = f.shape.as_ref().map(|s| {
+        s.iter()
+            .map(|d| match (next(), d) {
+                (0, _) => d.clone(),
+                (1, DimFact::Known(k)) => DimFact::Symbol(format!("s{k}")),
+                _ => DimFact::Unknown,
+            })
+            .collect()
+    });
+    let dtype = if next() == 0 { None } else { f.dtype };
+    ValueFact::new(dtype, shape)
+}
+
+/// Whether `t` is what `f` states, a symbol `sK` standing for the size K.
+fn holds(f: &ValueFact, t: &Tensor) -> bool {
+    f.admits(t)
+        && f.shape.as_ref().is_none_or(|s| {
+            s.iter().zip(t.shape()).all(|(d, &n)| match d {
+                DimFact::Symbol(name) => *name == format!("s{n}"),
+                _ => true,
+            })
+        })
+}
+
+/// Checks one case; `Ok(true)` when `eval` ran (and the facts matched).
+fn check(c: &Case, blur_seed: u64) -> Result<bool, TestCaseError> {
+    let op = c.op();
+    let ins: Vec<Option<&Tensor>> = c.inputs.iter().map(Option::as_ref).collect();
+    let facts: Vec<Option<ValueFact>> = ins.iter().map(|t| t.map(ValueFact::of_tensor)).collect();
+    let refs: Vec<Option<&ValueFact>> = facts.iter().map(Option::as_ref).collect();
+    let consts: Vec<Option<&Tensor>> = ins.iter().zip(&c.consts).map(|(t, &k)| t.filter(|_| k)).collect();
+    let mut seed = blur_seed | 1;
+    let blurred: Vec<Option<ValueFact>> = facts.iter().map(|f| f.as_ref().map(|f| blur(f, &mut seed))).collect();
+    let blurred_refs: Vec<Option<&ValueFact>> = blurred.iter().map(Option::as_ref).collect();
+    let none = vec![None; ins.len()];
+    let exact = op.output_facts(&refs, &consts);
+    let vague = op.output_facts(&blurred_refs, &none);
+    let Ok(outs) = op.eval(&ins) else {
+        return Ok(false);
+    };
+    let name = op.op_type();
+    let exact = exact.map_err(|e| TestCaseError::fail(format!("{name}: eval ran, facts refused: {e}")))?;
+    let want: Vec<ValueFact> = outs.iter().map(ValueFact::of_tensor).collect();
+    prop_assert_eq!(&exact, &want, "{} exact facts", name);
+    let vague =
+        vague.map_err(|e| TestCaseError::fail(format!("{name}: eval ran, blurred facts {blurred:?} refused: {e}")))?;
+    prop_assert_eq!(vague.len(), outs.len());
+    for (f, t) in vague.iter().zip(&outs) {
+        prop_assert!(
+            holds(f, t),
+            "{}: blurred facts {:?} gave {} but eval gave {} {:?}",
+            name,
+            blurred,
+            f,
+            t.dtype(),
+            t.shape()
+        );
+    }
+    Ok(true)
+}
+
+/// Every registered op (but the quantized ones of other tools, which `qlinear` tests), on
+/// random inputs: see the module doc. Counts the cases `eval` runs, per op, so that a
+/// generator that only makes invalid inputs is seen.
+#[test]
+fn output_facts_are_what_eval_returns() {
+    let cases: u32 = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let ran: std::cell::RefCell<BTreeMap<&'static str, (usize, usize)>> = Default::default();
+    let result = runner.run(&(any_case(), any::<u64>()), |(c, seed)| {
+        let ok = check(&c, seed)?;
+        let mut r = ran.borrow_mut();
+        let e = r.entry(c.op_type).or_default();
+        e.0 += ok as usize;
+        e.1 += 1;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let ran = ran.into_inner();
+    eprintln!("eval ran / cases per op: {ran:?}");
+    let quantized = ["QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"];
+    for op in op_types("").into_iter().filter(|o| !quantized.contains(o)) {
+        let (ok, total) = ran.get(op).copied().unwrap_or_default();
+        assert!(ok * 3 >= total && ok > 0, "{op}: eval ran on {ok} of {total} cases");
+    }
+}

@@ -18,6 +18,10 @@ pub struct SliceAttrs {
 /// The first index and the count of elements that a slice `start..end` by `step` (not 0)
 /// takes from an axis of `dim` elements, with ONNX's clamping of out-of-range bounds.
 fn slice_range(start: i64, end: i64, step: i64, dim: i64) -> (i64, usize) {
+    if dim == 0 {
+        // Nothing to take (and no index to clamp to when the step is negative).
+        return (0, 0);
+    }
     let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
     let (s, e) = if step > 0 {
         (fix(start).clamp(0, dim), fix(end).clamp(0, dim))

@@ -1,14 +1,21 @@
 //! `Graph::infer_facts` on whole graphs, against running them: every value's facts hold of
 //! the tensor the executor computes (and are exactly it when the input shape is fixed); a
 //! symbolic batch dimension `N` reaches the output; shapes set by constants (a Constant
-//! node, a Shape of a known input) are known; a contradiction names its node and op.
+//! node, a Shape of a known input) are known; a contradiction names its node and op. The
+//! graphs: the float CNN, its inference plan, its quantized form, integer engine and
+//! QOperator / QDQ exports.
 #![allow(clippy::unwrap_used)]
 
 use oxiquant_core::graph::Graph;
+use oxiquant_core::onnx::export_qdq::{self, WeightType};
+use oxiquant_core::onnx::export_qop;
+use oxiquant_core::ops::QOp;
 use oxiquant_core::ops::{DimFact, ValueFact};
+use oxiquant_core::ptq::quantize::QuantizeOptions;
+use oxiquant_core::ptq::{self, Clipping, PtqState};
 use oxiquant_core::testing::networks::{cnn_batch, residual_cnn, CNN_CLASSES};
 use oxiquant_core::testing::{feeds, ints, tensor, GraphBuilder};
-use oxiquant_core::{exec, passes, DType, Tensor};
+use oxiquant_core::{exec, int, passes, DType, Tensor};
 use std::collections::HashMap;
 
 /// Every value a node of `g` writes, as the executor computes it on input `x`.
@@ -169,4 +176,55 @@ fn a_contradiction_names_the_node_and_what_was_expected() {
     );
     let run = exec::run(&g, feeds(&[("x", &tensor(&[1, 3, 8, 8], 1, 1.0))]));
     assert!(run.is_err(), "the executor refuses it too");
+}
+
+/// `residual_cnn` through the PTQ steps (8 bits), with its state.
+fn quantized_cnn(island: bool) -> (Graph, PtqState) {
+    let mut g = residual_cnn(island);
+    let mut st = PtqState::default();
+    ptq::prepare::prepare(&mut g, &mut st).unwrap();
+    ptq::insert_scaling::insert_scaling_nodes(&mut g, &mut st).unwrap();
+    ptq::normalize_params::normalize_parameters(&mut g, &mut st, true).unwrap();
+    ptq::calibrate::begin(&mut st, true).unwrap();
+    for seed in 0..3 {
+        ptq::calibrate::observe_batch(&g, &mut st, feeds(&[("x", &cnn_batch(4, seed, 1.0))])).unwrap();
+    }
+    ptq::calibrate::finish(&mut st).unwrap();
+    ptq::adjust::adjust_ranges(&g, &mut st, Clipping::Mse, 8, true).unwrap();
+    ptq::normalize_acts::normalize_activations(&mut g, &mut st).unwrap();
+    let opts = QuantizeOptions {
+        optimize_signs: true,
+        ..QuantizeOptions::new(8)
+    };
+    ptq::quantize::quantize_network(&mut g, &mut st, &opts).unwrap();
+    (g, st)
+}
+
+/// The quantized graph (Scaling quantizers), its integer engine (every `IntOp` the lowering
+/// makes) and its QOperator and QDQ exports read back (the `QOp`s other tools write): the
+/// facts of every value hold of what runs, the batch stays `N`.
+#[test]
+fn facts_of_quantized_integer_and_exported_graphs_agree_with_running_them() {
+    for island in [false, true] {
+        let (g, st) = quantized_cnn(island);
+        agrees_with_running(&g, &[1, 3]);
+        let ig = int::lower::lower_to_integer(&g, &st).unwrap();
+        assert!(ig.nodes.iter().any(|n| n.op.is::<int::IntOp>()), "nothing lowered");
+        agrees_with_running(&ig, &[1, 3]);
+        let qop = Graph::from_raw(export_qop::to_qoperator(&ig, WeightType::Uint8).unwrap()).unwrap();
+        assert!(qop.nodes.iter().any(|n| n.op.is::<QOp>()), "no quantized op exported");
+        agrees_with_running(&qop, &[1, 3]);
+        let qdq = Graph::from_raw(export_qdq::to_qdq(&g, &st, WeightType::Int8).unwrap().0).unwrap();
+        agrees_with_running(&qdq, &[1, 3]);
+        for h in [&g, &ig, &qop, &qdq] {
+            let facts = h.infer_facts().unwrap();
+            // Nothing is left unknown: every dtype and every rank.
+            for name in h.nodes.iter().flat_map(|n| &n.outputs) {
+                let f = &facts[name];
+                assert!(f.dtype.is_some() && f.rank().is_some(), "'{name}': {f}");
+            }
+            let out = &facts[&h.outputs[0].name];
+            assert_eq!(out.shape_string(), "[N, 5]", "{out}");
+        }
+    }
 }

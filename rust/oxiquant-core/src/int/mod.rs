@@ -56,8 +56,9 @@ use crate::error::{Error, Result};
 use crate::kernels::elementwise::binary;
 use crate::kernels::qgemm::Kernel;
 use crate::kernels::requant::QElem;
+use crate::ops::facts::{expect_dtype, fact_error, in_op, optional, required};
 use crate::ops::nn::Pool;
-use crate::ops::{input, Class, NodeFacts, Op};
+use crate::ops::{input, BinaryOp, Class, DimFact, NodeFacts, Op, ValueFact};
 use crate::tensor::{DType, Tensor, TensorData};
 use add::add_requant;
 use pool::{qglobal_pool, qpool};
@@ -367,9 +368,127 @@ impl IntOp {
     }
 }
 
+impl IntOp {
+    /// The output's facts, following `eval`: the float op's shape on the integer inputs'
+    /// shapes, the dtype of the container the op writes.
+    fn facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<ValueFact> {
+        let op = self.name();
+        const BYTES: [DType; 2] = [DType::I8, DType::U8];
+        const INTS: [DType; 3] = [DType::I8, DType::U8, DType::I32];
+        let x = required(inputs, 0, op, "X")?;
+        // An integer input as the float tensor of the same shape its float op reads.
+        let float = |f: &ValueFact| ValueFact::new(Some(DType::F32), f.shape.clone());
+        // Integer sums of every input, broadcast.
+        let sum_shape = || -> Result<Option<Vec<DimFact>>> {
+            let mut acc = float(x);
+            for i in 1..inputs.len() {
+                let t = required(inputs, i, op, "B")?;
+                expect_dtype(op, t, "B", &INTS)?;
+                acc = BinaryOp::Add.facts(&acc, &float(t)).map_err(in_op(op))?;
+            }
+            Ok(acc.shape)
+        };
+        Ok(match self {
+            IntOp::Requant(r) => {
+                expect_dtype(op, x, "X", &[DType::F32, DType::I8, DType::U8, DType::I32])?;
+                ValueFact::new(Some(r.out), x.shape.clone())
+            }
+            IntOp::Dequant(_) => {
+                expect_dtype(op, x, "X", &INTS)?;
+                float(x)
+            }
+            IntOp::Conv(c) => {
+                expect_dtype(op, x, "X", &BYTES)?;
+                let w = ValueFact::concrete(DType::F32, &c.weight_shape);
+                let y = c.conv.facts(op, &[Some(&float(x)), Some(&w)])?;
+                ValueFact::new(Some(c.requant.out), y.shape)
+            }
+            IntOp::Gemm(g) => {
+                expect_dtype(op, x, "X", &BYTES)?;
+                let shape = match &x.shape {
+                    Some(s) if s.is_empty() || s.last().and_then(DimFact::known).is_some_and(|k| k != g.k) => {
+                        return Err(fact_error(op, format!("expects an input [..., {}], got {x}", g.k)))
+                    }
+                    Some(s) => {
+                        let mut s = s.clone();
+                        if let Some(last) = s.last_mut() {
+                            *last = DimFact::Known(g.m);
+                        }
+                        Some(s)
+                    }
+                    None => None,
+                };
+                ValueFact::new(Some(g.requant.out), shape)
+            }
+            IntOp::Clip { .. } | IntOp::Pass => {
+                if matches!(self, IntOp::Clip { .. }) {
+                    expect_dtype(op, x, "X", &INTS)?;
+                }
+                x.clone()
+            }
+            IntOp::Pool(p) => {
+                expect_dtype(op, x, "X", &BYTES)?;
+                ValueFact::new(x.dtype, p.facts(op, &float(x))?.shape)
+            }
+            IntOp::GlobalPool { max } => {
+                expect_dtype(op, x, "X", &BYTES)?;
+                let y = crate::ops::nn::global_facts(op, *max, &float(x))?;
+                ValueFact::new(x.dtype, y.shape)
+            }
+            IntOp::Add { .. } => {
+                expect_dtype(op, x, "X", &INTS)?;
+                ValueFact::new(Some(DType::I32), sum_shape()?)
+            }
+            IntOp::AddRequant { requant, .. } => {
+                expect_dtype(op, x, "X", &INTS)?;
+                ValueFact::new(Some(requant.out), sum_shape()?)
+            }
+            IntOp::QAdd(q) => {
+                expect_dtype(op, x, "A", &INTS)?;
+                let b = required(inputs, 1, op, "B")?;
+                expect_dtype(op, b, "B", &INTS)?;
+                let y = BinaryOp::Add.facts(&float(x), &float(b)).map_err(in_op(op))?;
+                ValueFact::new(Some(q.out), y.shape)
+            }
+            IntOp::Float { op: f, out } => {
+                // Integer inputs become exact floats; float and int64 (shape) inputs stay.
+                let keeps = |d: Option<DType>| matches!(d, Some(DType::F32 | DType::I64));
+                let args: Vec<Option<ValueFact>> = (0..inputs.len())
+                    .map(|i| optional(inputs, i).map(|f| if keeps(f.dtype) { f.clone() } else { float(f) }))
+                    .collect();
+                let refs: Vec<Option<&ValueFact>> = args.iter().map(Option::as_ref).collect();
+                let consts: Vec<Option<&Tensor>> = (0..inputs.len())
+                    .map(|i| constants.get(i).copied().flatten().filter(|t| keeps(Some(t.dtype()))))
+                    .collect();
+                let mut y = f.output_facts(&refs, &consts).map_err(in_op(op))?;
+                let dtype = match out {
+                    DType::I8 | DType::U8 => *out,
+                    _ => DType::I32,
+                };
+                ValueFact::new(Some(dtype), y.swap_remove(0).shape)
+            }
+            IntOp::Table(t) => {
+                expect_dtype(op, x, "X", &[t.input])?;
+                ValueFact::new(Some(t.out), x.shape.clone())
+            }
+            IntOp::AvgPool(p) => {
+                expect_dtype(op, x, "X", &INTS)?;
+                let y = match &p.pool {
+                    None => crate::ops::nn::global_facts(op, false, &float(x))?,
+                    Some(pool) => pool.facts(op, &float(x))?,
+                };
+                ValueFact::new(Some(p.out), y.shape)
+            }
+        })
+    }
+}
+
 impl Op for IntOp {
     fn op_type(&self) -> &'static str {
         self.name()
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        Ok(vec![self.facts(inputs, constants)?])
     }
     fn no_onnx_form(&self) -> Option<&'static str> {
         Some("belongs to the integer engine and has no ONNX form; export the quantized model instead")

@@ -70,13 +70,10 @@ pub trait Op: OpObject + fmt::Debug + Send + Sync {
     /// output shape depends on a value (Reshape's `shape`, Slice's `starts`, ...). With
     /// concrete inputs (and those values) the facts are exactly what `eval` returns; with less
     /// known, whatever they state still holds when `eval` succeeds (see `facts`). Inputs that
-    /// contradict the op are an `Error::Shape` naming the op and what it expected.
-    ///
-    /// The default knows nothing: `num_outputs` unknown facts. No op of the registry relies
-    /// on it (the property test `ops::facts_props` checks each against `eval`).
-    fn output_facts(&self, _inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
-        Ok(vec![ValueFact::unknown(); self.num_outputs()])
-    }
+    /// contradict the op are an `Error::Shape` naming the op and what it expected. Required:
+    /// `ops::facts_props` checks every registered float op against `eval` on random inputs,
+    /// `tests/facts.rs` the quantized, integer and fused ops on whole graphs.
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>>;
 
     /// Refuses constant inputs the op defines no computation for (a quantized op's zero or
     /// NaN scale, say), so that a model holding them fails at load time naming the node.

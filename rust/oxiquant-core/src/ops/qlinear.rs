@@ -13,7 +13,10 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::attrs::{AttrReader, AttrValue};
-use crate::ops::{input, norm_axis, Class, Conv, FromOnnx, GlobalPool, NodeFacts, Op, ParseCtx, Pool, Unary};
+use crate::ops::facts::{expect_dtype, fact_error, in_op, optional, required};
+use crate::ops::{
+    input, norm_axis, Class, Concat, Conv, FromOnnx, GlobalPool, NodeFacts, Op, ParseCtx, Pool, Unary, ValueFact,
+};
 use crate::tensor::{DType, Tensor, TensorData};
 
 pub const MS_DOMAIN: &str = "com.microsoft";
@@ -294,6 +297,101 @@ impl QOp {
         Ok(vec![y])
     }
 
+    /// The output's facts, following `run`: the shape of the float op it stands for (on the
+    /// quantized inputs' shapes), the dtype of the output's zero point (uint8 without one).
+    fn facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<ValueFact> {
+        let op = self.kind_name();
+        const QUANTIZED: [DType; 3] = [DType::U8, DType::I8, DType::I32];
+        // A quantized input as the float tensor the reference computes on.
+        let q = |i: usize, name: &str| -> Result<ValueFact> {
+            let f = required(inputs, i, op, name)?;
+            expect_dtype(op, f, name, &QUANTIZED)?;
+            Ok(ValueFact::new(Some(DType::F32), f.shape.clone()))
+        };
+        let zero_dtype = |zi: usize| optional(inputs, zi).map_or(Some(DType::U8), |z| z.dtype);
+        let only = |mut v: Vec<ValueFact>| v.swap_remove(0);
+        let (shape, dtype) = match self {
+            QOp::QuantizeLinear { out, .. } => {
+                let x = required(inputs, 0, op, "x")?;
+                expect_dtype(op, x, "x", &[DType::F32])?;
+                let dtype = match (optional(inputs, 2), out) {
+                    (Some(z), _) => z.dtype,
+                    (None, Some(d)) => Some(*d),
+                    (None, None) => Some(DType::U8),
+                };
+                (x.shape.clone(), dtype)
+            }
+            QOp::DequantizeLinear { .. } => (q(0, "x")?.shape, Some(DType::F32)),
+            QOp::QLinearConv(c) => {
+                let (x, w) = (q(0, "x")?, q(3, "w")?);
+                // The bias is int32; only its length matters.
+                let b = optional(inputs, 8).map(|b| ValueFact::new(Some(DType::F32), b.shape.clone()));
+                (c.facts(op, &[Some(&x), Some(&w), b.as_ref()])?.shape, zero_dtype(7))
+            }
+            QOp::QLinearMatMul => {
+                let (a, b) = (q(0, "a")?, q(3, "b")?);
+                (
+                    crate::ops::nn::matmul_facts(op, &[Some(&a), Some(&b)])?.shape,
+                    zero_dtype(7),
+                )
+            }
+            QOp::QGemm { trans_a, trans_b } => {
+                if optional(inputs, 7).is_none() {
+                    return Err(fact_error(op, "without y_scale (a float output) is not supported"));
+                }
+                let (a, b) = (q(0, "a")?, q(3, "b")?);
+                let c = optional(inputs, 6).map(|c| ValueFact::new(Some(DType::F32), c.shape.clone()));
+                let g = crate::ops::Gemm {
+                    alpha: 1.0,
+                    beta: 1.0,
+                    trans_a: *trans_a,
+                    trans_b: *trans_b,
+                };
+                let y = g
+                    .output_facts(&[Some(&a), Some(&b), c.as_ref()], &[])
+                    .map_err(in_op(op))?;
+                (only(y).shape, zero_dtype(8))
+            }
+            QOp::QLinearAdd => {
+                let (a, b) = (q(0, "A")?, q(3, "B")?);
+                (
+                    crate::ops::BinaryOp::Add.facts(&a, &b).map_err(in_op(op))?.shape,
+                    zero_dtype(7),
+                )
+            }
+            QOp::QLinearConcat { axis } => {
+                let rest = inputs.get(2..).unwrap_or(&[]);
+                if rest.is_empty() || !rest.len().is_multiple_of(3) {
+                    return Err(fact_error(
+                        op,
+                        format!(
+                            "takes Y_scale, Y_zero_point and (tensor, scale, zero point) triples; got {} inputs",
+                            inputs.len()
+                        ),
+                    ));
+                }
+                let parts = (0..rest.len() / 3)
+                    .map(|k| q(2 + 3 * k, "input"))
+                    .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<Option<&ValueFact>> = parts.iter().map(Some).collect();
+                let y = Concat { axis: *axis }.output_facts(&refs, &[]).map_err(in_op(op))?;
+                (only(y).shape, zero_dtype(1))
+            }
+            QOp::QLinearAveragePool(_)
+            | QOp::QLinearGlobalAveragePool
+            | QOp::QLinearLeakyRelu { .. }
+            | QOp::QLinearSigmoid => {
+                let x = q(0, "X")?;
+                let float = self.float_op().unwrap_or_else(|| Box::new(crate::ops::Identity));
+                let y = float
+                    .output_facts(&[Some(&x)], constants.get(..1).unwrap_or(&[]))
+                    .map_err(in_op(op))?;
+                (only(y).shape, zero_dtype(4))
+            }
+        };
+        Ok(ValueFact::new(dtype, shape))
+    }
+
     /// The scale / zero point pairs among the op's inputs (ONNX order) and the quantized
     /// tensor each describes; `n_inputs` sizes QLinearConcat's variadic triples.
     fn param_slots(&self, n_inputs: usize) -> Vec<ParamSlot> {
@@ -417,6 +515,9 @@ impl Op for QOp {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         self.run(inputs)
+    }
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+        Ok(vec![self.facts(inputs, constants)?])
     }
     fn check_constant_inputs(&self, inputs: &[Option<&Tensor>]) -> Result<()> {
         self.check_params(inputs)

@@ -14,8 +14,10 @@ pub use batch_norm::{batch_norm, batch_norm_affine, batch_norm_in_place, BatchNo
 pub use conv::{Conv, Padding};
 pub use fused_conv::FusedConv;
 pub use gemm::Gemm;
+pub(crate) use global_pool::global_facts;
 pub use global_pool::{eval_global, GlobalPool};
 pub use lrn::Lrn;
+pub(crate) use matmul::matmul_facts;
 pub use matmul::{matmul, MatMul};
 pub use pool::{Pool, PoolPlan};
 pub use softmax::Softmax;

@@ -482,7 +482,7 @@ mod tests {
             .contains("'uint8' or 'int8'"));
         let e = Clipping::parse("minmax").unwrap_err().to_string();
         assert!(
-            e.contains("clipping must be one of max, mse, kl, sigma3, sigma4, sigma5; got 'minmax'"),
+            e.contains("clipping must be one of max, mse, kl, sigma3, sigma4, sigma5, percentile; got 'minmax'"),
             "{e}"
         );
         assert!(ptq::check_bits("nb_bits", 17).is_err() && ptq::check_bits("nb_bits", 2) == Ok(2));

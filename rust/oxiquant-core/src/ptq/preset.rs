@@ -44,8 +44,9 @@ impl Preset {
     /// The preset's settings for these bit widths.
     pub fn settings(self, _act_bits: u32, _weight_bits: u32) -> Settings {
         match self {
-            // MSE activation clipping has the best output SQNR, or within 0.4 dB of it, at every
-            // width measured; per-channel weights and unsigned ranges where provable never lose.
+            // MSE activation clipping has the best output SQNR, or within 0.4 dB of it, wherever
+            // some clipping keeps the model working; per-channel weights and unsigned ranges
+            // where provable never lose (benches/RESULTS.md, "Default settings").
             // MSE weight clipping loses on ResNet-20 at 4 bits and only helps MobileNetV2 where
             // it has collapsed anyway, so weights keep their full range.
             Preset::Best => Settings {

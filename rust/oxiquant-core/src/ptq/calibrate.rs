@@ -1,3 +1,6 @@
+//! One file past 800 lines because the streaming statistics, their SIMD builds and the
+//! batch-merging property tests must agree on one binning rule (see `RangeStats::grow`).
+//!
 //! Step 4, `compute_ranges`: runs the parameter-normalized network over calibration batches
 //! and records, for every Scaling node output, its largest magnitude and histograms of `|x|`
 //! and of `max(x, 0)`. Streaming: the statistics have a fixed size, whatever the number of
@@ -178,7 +181,8 @@ fn chunk_histogram_ref(c: &[f32], scale: f32) -> Vec<u32> {
     t
 }
 
-/// `chunk_histogram_ref` (AVX2 where the CPU has it, 3-4x faster than the plain loop):
+/// `chunk_histogram_ref` (AVX2 where the CPU has it; benches/RESULTS.md, "Measured design
+/// choices (calibration)"):
 /// indices for eight values at a time, counted into two u16 tables in turn, so that
 /// neighbouring values in one bin do not wait on each other's increment. u16 cannot
 /// overflow: a chunk holds at most `CHUNK` = 2^15 values.
@@ -192,8 +196,8 @@ fn chunk_histogram(c: &[f32], scale: f32) -> Vec<u32> {
 }
 
 /// The statistics loops for AVX2 and AVX-512 (the crate targets baseline x86-64: SSE2, 4
-/// lanes): the moments are the portable code compiled again (5x faster with AVX2, same
-/// results), the histogram has explicit AVX2 vector index code.
+/// lanes): the moments are the portable code compiled again (same results; its speed-up is in
+/// benches/RESULTS.md), the histogram has explicit AVX2 vector index code.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::{chunk_moments_body, Moments};
@@ -510,8 +514,8 @@ pub fn observe_batch(graph: &Graph, state: &mut PtqState, feeds: HashMap<String,
 /// Why batches side by side rather than one batch over every thread: a batch of a small
 /// network is a chain of short layers, and splitting each layer across threads costs a
 /// fork-join per layer and leaves threads idle at each join; whole batches keep every
-/// core busy from the first layer to the last (ResNet-20 on 2 cores: `quantize_network`
-/// 1.02-1.25x faster, median 1.17x, in an in-process A/B; benches/RESULTS.md). Each batch
+/// core busy from the first layer to the last (benches/RESULTS.md, "Reading the PTQ
+/// figures", has the A/B). Each batch
 /// gathers its own statistics, merged afterwards (`RangeStats::merge`) in the order of
 /// `batches`: the result is the same whatever the number of threads.
 pub fn observe_batches(graph: &Graph, state: &mut PtqState, batches: Vec<HashMap<String, Tensor>>) -> Result<()> {

@@ -287,36 +287,42 @@ def assert_fake_export_is_the_engine(q: oxiquant.Model, x: np.ndarray, y: np.nda
     )
 
 
-def sqnr_gain_db(proto: onnx.ModelProto, per_channel: bool) -> float | None:
-    """SQNR(8 bits) - SQNR(4 bits) of the dequantized output against the float one, or None
-    for a (nearly) constant output, which sits within a step or two at any width: a large
+def sqnr_gain_db(proto: onnx.ModelProto, per_channel: bool, low: int = 8, high: int = 12) -> float | None:
+    """SQNR(high bits) - SQNR(low bits) of the dequantized output against the float one, or
+    None for a (nearly) constant output, which sits within a step or two at any width: a large
     bias with a small input-dependent part has no signal to measure."""
     x = calibration(proto, seed=7)
     ref = ort_run(proto, x)["y"]
     if np.std(ref) <= 0.1 * np.abs(ref).max():
         return None
     s = {}
-    for bits in (4, 8):
-        q = oxiquant.quantize_network(oxiquant.load(proto), bits, x, per_channel=per_channel)
+    for bits in (low, high):
+        q = oxiquant.quantize_network(oxiquant.load(proto), bits, x, per_channel=per_channel, clipping="max")
         y = q.run(x)["y"]
         assert y.shape == ref.shape and np.all(np.isfinite(y))
         s[bits] = sqnr_db(ref, y)
-    if np.isinf(s[8]):
-        return np.inf if np.isfinite(s[4]) else 0.0
-    return s[8] - s[4]
+    if np.isinf(s[high]):
+        return np.inf if np.isfinite(s[low]) else 0.0
+    return s[high] - s[low]
 
 
 @given(st.lists(st.tuples(ptq_graphs.networks(degenerate=False), st.booleans()), min_size=4, max_size=4))
 @example([(relu6_after_a_wide_conv(), False), (relu6_after_a_wide_conv(), True)])
 @example([(dead_branch_into_an_add(), False), (dead_branch_into_an_add(), True)])
 def test_sqnr_grows_with_the_bit_width(cases):
-    """On well-behaved networks (no degenerate weights), 4 more bits buy about 24 dB; asked
-    here: more than 6 dB on average over a few networks. (One network alone can defeat it:
-    a per-tensor weight scale can round a small but decisive weight to 0 at any width.)"""
+    """In the high-resolution regime every quantizer's noise power falls by 4^k with k more
+    bits (its step halves per bit; max clipping keeps the ranges fixed), and the output noise
+    is a fixed combination of them: 4 more bits buy 24 dB. Asked from 8 to 12 bits (4 bits is
+    not high resolution: weights round to 0 and the gain there ranges widely), as more than
+    18 dB on average over a few networks, the margin for the noise floors below the quantizers'
+    (the f32 arithmetic of the fake graph at 12 bits, a per-tensor weight scale that rounds a
+    small but decisive weight to 0 at any width)."""
     gains = [g for g in (sqnr_gain_db(p, pc) for p, pc in cases) if g is not None]
+    event(f"networks measured: {len(gains)}")  # --hypothesis-show-statistics: none is trivial
     if gains:
         mean = float(np.mean(np.clip(gains, -30.0, 30.0)))
-        assert mean > 6.0, f"SQNR gains from 4 to 8 bits: {np.round(gains, 1)} dB (mean of the clipped {mean:.1f})"
+        event(f"mean gain, 3 dB bins: {int(mean // 3) * 3}")
+        assert mean > 18.0, f"SQNR gains from 8 to 12 bits: {np.round(gains, 1)} dB (mean of the clipped {mean:.1f})"
 
 
 @given(ptq_graphs.networks(), st.sampled_from(["max", "mse", "kl", "sigma3"]), st.booleans())

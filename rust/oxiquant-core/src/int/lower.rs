@@ -21,7 +21,7 @@
 use super::{Dequant, FoldedRequant, IntOp, QConv, QGemm, Requant, SmallSums};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node};
-use crate::ops::{BinaryOp, Clip, Concat, Conv, Gemm, GlobalPool, MatMul, Pool, Scaling, Sum, Unary};
+use crate::ops::{clamp_interval, BinaryOp, Clip, Concat, Conv, Gemm, GlobalPool, MatMul, Pool, Scaling, Sum, Unary};
 use crate::ptq::{PtqState, Stage};
 use crate::tensor::{DType, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -71,22 +71,8 @@ fn bias_i32(node: &Node, t: Option<&Tensor>, m: usize) -> Result<Vec<i32>> {
 
 /// Bounds of a Relu or constant Clip on integers, if `node` is one.
 fn clamp_bounds(graph: &Graph, node: &Node) -> Result<Option<(i32, i32)>> {
-    if node.op.downcast_ref::<Unary>() == Some(&Unary::Relu) {
-        return Ok(Some((0, i32::MAX)));
-    }
-    Ok(match node.op.downcast_ref::<Clip>() {
-        Some(c) => {
-            let args: Vec<Option<&Tensor>> = node.inputs.iter().map(|v| graph.initializers.get(v)).collect();
-            // Non-constant bounds cannot be folded.
-            if node
-                .inputs
-                .iter()
-                .skip(1)
-                .any(|v| !v.is_empty() && !graph.initializers.contains_key(v))
-            {
-                return Ok(None);
-            }
-            let (lo, hi) = c.bounds(&args)?;
+    Ok(
+        clamp_interval(node.op.as_ref(), &node.inputs, &graph.initializers)?.map(|(lo, hi)| {
             let lo = if lo.is_finite() {
                 lo.ceil().max(i32::MIN as f32) as i32
             } else {
@@ -97,10 +83,9 @@ fn clamp_bounds(graph: &Graph, node: &Node) -> Result<Option<(i32, i32)>> {
             } else {
                 i32::MAX
             };
-            Some((lo, hi))
-        }
-        None => None,
-    })
+            (lo, hi)
+        }),
+    )
 }
 
 struct Lowering<'g> {

@@ -32,7 +32,7 @@ use crate::graph::{Graph, NameGen, Node};
 use crate::int::{requant_table, AddInput, Dequant, IntOp, QAdd, QAvgPool, QConv, QGemm, Requant, Table};
 use crate::ops::qlinear::{dequantize, Param, Params, QOp};
 use crate::ops::MatMul;
-use crate::ops::{BinaryOp, Conv, Op, Unary};
+use crate::ops::{clamp_interval, BinaryOp, Conv, Op, Unary};
 use crate::ops::{Clip, Concat, Gather, Gemm, GlobalPool, Identity, Pad, Pool};
 use crate::tensor::{DType, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -210,23 +210,7 @@ impl<'g> Import<'g> {
             return Ok(None);
         }
         let rn = &self.src.nodes[r];
-        let real = match rn.op.downcast_ref::<Clip>() {
-            _ if rn.op.downcast_ref::<Unary>() == Some(&Unary::Relu) => Some((0.0, f32::INFINITY)),
-            Some(c) => {
-                if rn
-                    .inputs
-                    .iter()
-                    .skip(1)
-                    .any(|v| !v.is_empty() && self.konst(v).is_none())
-                {
-                    None
-                } else {
-                    let args: Vec<Option<&Tensor>> = rn.inputs.iter().map(|v| self.konst(v)).collect();
-                    Some(c.bounds(&args)?)
-                }
-            }
-            None => None,
-        };
+        let real = clamp_interval(rn.op.as_ref(), &rn.inputs, &self.src.initializers)?;
         let (Some((rlo, rhi)), Some(q2)) = (real, self.sole_reader(r)) else {
             return Ok(None);
         };

@@ -27,7 +27,7 @@ use std::any::Any;
 use std::fmt;
 
 pub use facts::{DimFact, ValueFact};
-pub use math::{BinaryOp, Clip, Sum, Unary};
+pub use math::{clamp_interval, BinaryOp, Clip, Sum, Unary};
 pub use movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, PadMode, Reshape, Resize, Shape,
     Slice, SliceAttrs, Squeeze, Transpose, Unsqueeze,
@@ -121,9 +121,15 @@ pub trait Op: OpObject + fmt::Debug + Send + Sync {
 
     // ---- PTQ (see `ptq_rules` and docs/algorithm.md) ----
 
-    /// How scales flow through the op. Called only for nodes that read an activation.
+    /// How scales flow through the op. Called only for nodes that read an activation. An op
+    /// that only moves data passes scales through; any other is a float island unless it says
+    /// otherwise.
     fn ptq_class(&self, _node: &NodeFacts) -> Class {
-        Class::FloatIsland(format!("{} is not scale-invariant", self.op_type()))
+        if self.moves_data_only() {
+            Class::Seamless
+        } else {
+            Class::FloatIsland(format!("{} is not scale-invariant", self.op_type()))
+        }
     }
 
     /// Which inputs carry data (not shapes, pads, bounds or parameters).
@@ -131,9 +137,13 @@ pub trait Op: OpObject + fmt::Debug + Send + Sync {
         DataInputs::First
     }
 
-    /// When the output is provably non-negative.
+    /// When the output is provably non-negative (data movement: when its input is).
     fn sign_rule(&self, _node: &NodeFacts) -> SignRule {
-        SignRule::Unknown
+        if self.moves_data_only() {
+            SignRule::FollowsInputs
+        } else {
+            SignRule::Unknown
+        }
     }
 
     /// Whether the op maps every negative value of its first input to 0 (so a quantizer

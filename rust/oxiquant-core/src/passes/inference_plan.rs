@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::graph::{Graph, Node};
 use crate::kernels::conv::PackedWeights;
 use crate::ops::BatchNorm;
-use crate::ops::{BinaryOp, Clip, Conv, FusedConv, Sum, Unary};
+use crate::ops::{clamp_interval, BinaryOp, Conv, FusedConv, Sum};
 use std::sync::Arc;
 
 /// Builds the plan of `graph` (see the module doc).
@@ -39,23 +39,7 @@ fn sole_reader(g: &Graph, value: &str) -> Option<(usize, usize)> {
 
 /// Constant clamp bounds of a Relu or Clip node.
 fn clamp_bounds(g: &Graph, n: &Node) -> Option<(f32, f32)> {
-    if n.op.downcast_ref::<Unary>() == Some(&Unary::Relu) {
-        return Some((0.0, f32::INFINITY));
-    }
-    match n.op.downcast_ref::<Clip>() {
-        Some(c) => {
-            let mut inputs = vec![None];
-            for v in n.inputs.iter().skip(1) {
-                if v.is_empty() {
-                    inputs.push(None);
-                } else {
-                    inputs.push(Some(g.initializers.get(v)?));
-                }
-            }
-            c.bounds(&inputs).ok()
-        }
-        None => None,
-    }
+    clamp_interval(n.op.as_ref(), &n.inputs, &g.initializers).ok().flatten()
 }
 
 /// Weights prepared for the kernel that runs this convolution (`PackedWeights::for_layer`).

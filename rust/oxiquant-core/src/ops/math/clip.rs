@@ -4,8 +4,9 @@ use crate::error::{Error, Result};
 use crate::kernels::elementwise::unary_inplace;
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{fact_error, float_like, optional};
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, Unary, ValueFact};
 use crate::tensor::Tensor;
+use std::collections::BTreeMap;
 
 /// Clip with bounds from attributes (opset < 11) or from optional inputs 1 and 2.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,16 +47,32 @@ impl Clip {
     }
 }
 
-impl Clip {
-    /// The bounds when they are constants of the graph (`-inf`/`inf` when absent), or `None`
-    /// when one of them is computed.
-    pub fn constant_bounds(&self, n: &NodeFacts) -> Option<(f32, f32)> {
-        if (1..n.inputs.len()).any(|i| !n.is_omitted_or_constant(i)) {
-            return None;
-        }
-        self.bounds(&n.constant_inputs()).ok()
+/// The interval a Relu, or a Clip whose bounds are constants of the graph, maps its input
+/// into (`-inf`/`inf` for an absent bound); `Ok(None)` for another op or a computed bound, an
+/// error for a bound that is not a scalar. What the fusions and the integer lowerings fold.
+pub fn clamp_interval(
+    op: &dyn Op,
+    inputs: &[String],
+    initializers: &BTreeMap<String, Tensor>,
+) -> Result<Option<(f32, f32)>> {
+    if op.downcast_ref::<Unary>() == Some(&Unary::Relu) {
+        return Ok(Some((0.0, f32::INFINITY)));
     }
+    let Some(c) = op.downcast_ref::<Clip>() else {
+        return Ok(None);
+    };
+    if inputs
+        .iter()
+        .skip(1)
+        .any(|v| !v.is_empty() && !initializers.contains_key(v))
+    {
+        return Ok(None);
+    }
+    let args: Vec<Option<&Tensor>> = inputs.iter().map(|v| initializers.get(v)).collect();
+    Ok(Some(c.bounds(&args)?))
+}
 
+impl Clip {
     /// Whether the lower bound is a constant >= 0.
     fn clamps_at_zero(&self, n: &NodeFacts) -> bool {
         // Bounds read as the constants present, as `bounds` reads the node's inputs (a

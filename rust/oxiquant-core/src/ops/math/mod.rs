@@ -7,7 +7,7 @@ mod sum;
 mod unary;
 
 pub use binary::BinaryOp;
-pub use clip::Clip;
+pub use clip::{clamp_interval, Clip};
 pub use softplus::Softplus;
 pub use sum::Sum;
 pub use unary::Unary;

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::ops::facts::required;
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{input, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::Tensor;
 
 /// Opset 12 and newer can ask for training through the `training_mode` input; with a
@@ -64,11 +64,5 @@ impl Op for Dropout {
     }
     fn moves_data_only(&self) -> bool {
         true
-    }
-    fn ptq_class(&self, _n: &NodeFacts) -> Class {
-        Class::Seamless
-    }
-    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
-        SignRule::FollowsInputs
     }
 }

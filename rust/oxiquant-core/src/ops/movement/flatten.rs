@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{dim_product, fact_error, required};
-use crate::ops::{attr, input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{attr, input, DimFact, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::Tensor;
 
 /// The 2-D shape Flatten gives `shape` at `axis`.
@@ -77,11 +77,5 @@ impl Op for Flatten {
     }
     fn moves_data_only(&self) -> bool {
         true
-    }
-    fn ptq_class(&self, _n: &NodeFacts) -> Class {
-        Class::Seamless
-    }
-    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
-        SignRule::FollowsInputs
     }
 }

@@ -4,7 +4,7 @@ use super::take_tables;
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{constant, expect_dtype, fact_axis, fact_error, in_op, required};
-use crate::ops::{attr, input, norm_axis, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{attr, input, norm_axis, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::{check_alloc, DType, Tensor};
 
 pub fn gather(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -93,11 +93,5 @@ impl Op for Gather {
     }
     fn moves_data_only(&self) -> bool {
         true
-    }
-    fn ptq_class(&self, _n: &NodeFacts) -> Class {
-        Class::Seamless
-    }
-    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
-        SignRule::FollowsInputs
     }
 }

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{constant, expect_dtype, fact_error, in_op, required};
-use crate::ops::{attr, input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{attr, input, DimFact, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::{numel, DType, Tensor};
 
 /// The output shape of Reshape (0 copies a dimension unless `allowzero`, -1 is inferred).
@@ -173,11 +173,5 @@ impl Op for Reshape {
     }
     fn moves_data_only(&self) -> bool {
         true
-    }
-    fn ptq_class(&self, _n: &NodeFacts) -> Class {
-        Class::Seamless
-    }
-    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
-        SignRule::FollowsInputs
     }
 }

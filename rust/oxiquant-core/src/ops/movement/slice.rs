@@ -4,7 +4,7 @@ use super::{ints_input, take_tables};
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{constant, fact_axis, fact_error, in_op, optional, required};
-use crate::ops::{input, norm_axis, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{input, norm_axis, DimFact, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::{strides, Tensor};
 
 /// Slice parameters given as attributes (opset < 10); later opsets pass them as inputs.
@@ -189,11 +189,5 @@ impl Op for Slice {
     }
     fn moves_data_only(&self) -> bool {
         true
-    }
-    fn ptq_class(&self, _n: &NodeFacts) -> Class {
-        Class::Seamless
-    }
-    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
-        SignRule::FollowsInputs
     }
 }

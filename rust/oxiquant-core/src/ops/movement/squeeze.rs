@@ -4,7 +4,7 @@ use super::ints_input;
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{constant, fact_axis, fact_error, in_op, optional, required};
-use crate::ops::{attr, input, norm_axis, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{attr, input, norm_axis, DimFact, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::Tensor;
 
 pub fn squeeze(axes: &Option<Vec<i64>>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -80,11 +80,5 @@ impl Op for Squeeze {
     }
     fn moves_data_only(&self) -> bool {
         true
-    }
-    fn ptq_class(&self, _n: &NodeFacts) -> Class {
-        Class::Seamless
-    }
-    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
-        SignRule::FollowsInputs
     }
 }

@@ -4,7 +4,7 @@ use super::take_tables;
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{fact_error, required};
-use crate::ops::{attr, input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{attr, input, DimFact, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::{strides, Tensor};
 
 pub fn transpose(perm: &Option<Vec<usize>>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -75,11 +75,5 @@ impl Op for Transpose {
     }
     fn moves_data_only(&self) -> bool {
         true
-    }
-    fn ptq_class(&self, _n: &NodeFacts) -> Class {
-        Class::Seamless
-    }
-    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
-        SignRule::FollowsInputs
     }
 }

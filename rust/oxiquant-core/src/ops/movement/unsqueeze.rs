@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{constant, fact_axis, fact_error, in_op, required};
-use crate::ops::{attr, input, norm_axis, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{attr, input, norm_axis, DimFact, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::Tensor;
 
 pub fn unsqueeze(axes: &Option<Vec<i64>>, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -101,11 +101,5 @@ impl Op for Unsqueeze {
     }
     fn moves_data_only(&self) -> bool {
         true
-    }
-    fn ptq_class(&self, _n: &NodeFacts) -> Class {
-        Class::Seamless
-    }
-    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
-        SignRule::FollowsInputs
     }
 }

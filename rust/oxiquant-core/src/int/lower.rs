@@ -328,6 +328,21 @@ impl Lowering<'_> {
         } else if op.is::<Concat>() && ints.iter().all(|d| *d == x_int) {
             self.dtype.insert(node.outputs[0].clone(), x_int.unwrap_or(DType::I32));
             keep(self);
+        } else if !op.carries_activation() {
+            // Shape arithmetic, casts to other types, comparisons: evaluated on the exact
+            // integer values, the result is not an activation and keeps its own type.
+            if node.outputs.len() != 1 {
+                return Err(err(node, "has several outputs and integer inputs"));
+            }
+            self.nodes.push(Node {
+                name: node.name.clone(),
+                op: Box::new(IntOp::Float {
+                    op: op.clone_box(),
+                    out: None,
+                }),
+                inputs: node.inputs.clone(),
+                outputs: node.outputs.clone(),
+            });
         } else if op.moves_data_only() {
             if let Some(d) = x_int {
                 self.dtype.insert(node.outputs[0].clone(), d);
@@ -344,7 +359,7 @@ impl Lowering<'_> {
                 node,
                 IntOp::Float {
                     op: op.clone_box(),
-                    out: dt,
+                    out: Some(dt),
                 },
                 node.inputs.clone(),
                 node.outputs[0].clone(),

@@ -239,10 +239,11 @@ pub enum IntOp {
     /// A float op applied to integer values (converted exactly to f32), its result rounded
     /// half to even into the container `out` (the inputs', or i32 when they differ). Used for
     /// the ops the fake-quantized graph runs in float on integer values (e.g. LeakyRelu
-    /// followed by Round).
+    /// followed by Round). `out` is `None` for an op whose output is not an activation
+    /// (Shape, a Cast to int64, a comparison): its result keeps the op's own type.
     Float {
         op: Box<dyn Op>,
-        out: DType,
+        out: Option<DType>,
     },
     /// Identity on integers (a Round/Floor after an op that already produces integers).
     Pass,
@@ -351,6 +352,9 @@ impl IntOp {
                     .map(|(orig, conv)| conv.as_ref().or(*orig))
                     .collect();
                 let y = op.eval(&args)?.swap_remove(0);
+                let Some(out) = out else {
+                    return Ok(vec![y]);
+                };
                 let (shape, v) = (y.shape().to_vec(), y.to_f32_vec());
                 let ints = v.iter().map(|&f| f.round_ties_even() as i32);
                 match out {
@@ -461,6 +465,9 @@ impl IntOp {
                     .map(|i| constants.get(i).copied().flatten().filter(|t| keeps(Some(t.dtype()))))
                     .collect();
                 let mut y = f.output_facts(&refs, &consts).map_err(in_op(op))?;
+                let Some(out) = out else {
+                    return Ok(y.swap_remove(0));
+                };
                 let dtype = match out {
                     DType::I8 | DType::U8 => *out,
                     _ => DType::I32,

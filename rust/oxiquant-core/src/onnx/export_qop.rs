@@ -563,10 +563,23 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                 );
                 w.dtype.insert(out, dt);
             }
+            IntOp::Float { op, out: None } => {
+                // Not an activation (shape arithmetic, a cast, a comparison): the op on the
+                // exact integer values, its result as it is.
+                let mut inputs = Vec::new();
+                for v in &n.inputs {
+                    inputs.push(if w.dtype.contains_key(v) {
+                        w.dequantize_unit(v)?
+                    } else {
+                        v.clone()
+                    });
+                }
+                w.node(&n.name, op.op_type(), "", inputs, out.clone(), op.to_attrs(graph.opset));
+            }
             IntOp::GlobalPool { max: true } | IntOp::Float { .. } => {
                 // Through floats: the op on the exact integer values, rounded back.
                 let dt = match iop {
-                    IntOp::Float { out, .. } => *out,
+                    IntOp::Float { out: Some(out), .. } => *out,
                     _ => x_dt.unwrap_or(DType::I8),
                 };
                 let mut inputs = Vec::new();

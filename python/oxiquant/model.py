@@ -34,9 +34,18 @@ def _shape_str(shape: list[Any] | None) -> str:
 class Model:
     """A neural network loaded into oxiquant's engine. Build one with `oxiquant.load`."""
 
-    def __init__(self, native: NativeModel, ir_version: int | None = None) -> None:
+    def __init__(
+        self, native: NativeModel, ir_version: int | None = None, float_types: Mapping[str, np.dtype] | None = None
+    ) -> None:
         self._native = native
         self._ir_version = ir_version
+        self._float_types = dict(float_types or {})
+
+    @property
+    def float_types(self) -> dict[str, str]:
+        """Graph inputs and outputs the model declares float16 or float64: the engine computes
+        them in float32; `run` takes and returns them in the declared type."""
+        return {k: str(v) for k, v in self._float_types.items()}
 
     # -- inspection --------------------------------------------------------------------
     @property
@@ -51,7 +60,11 @@ class Model:
     @property
     def inputs(self) -> list[tuple[str, str, list[Any] | None]]:
         """(name, numpy dtype name, shape) of each input; symbolic dims are str or None."""
-        return [(n, _dtype_name(e), s) for n, e, s in self._native.inputs]
+        return [(n, self._declared(n, e), s) for n, e, s in self._native.inputs]
+
+    def _declared(self, name: str, elem: int) -> str:
+        t = self._float_types.get(name)
+        return str(t) if t is not None else _dtype_name(elem)
 
     def op_counts(self) -> dict[str, int]:
         return dict(self._native.summary()["op_counts"])
@@ -68,9 +81,12 @@ class Model:
             f"{s['num_parameters']:,} parameters"
         ]
         for n, e, shape in s["inputs"]:
-            lines.append(f"  input  {n}: {_dtype_name(e)} {_shape_str(shape)}")
+            lines.append(f"  input  {n}: {self._declared(n, e)} {_shape_str(shape)}")
         for n, e, shape in s["outputs"]:
-            lines.append(f"  output {n}: {_dtype_name(e)} {_shape_str(shape)}")
+            lines.append(f"  output {n}: {self._declared(n, e)} {_shape_str(shape)}")
+        if self._float_types:
+            kinds = " and ".join(sorted({str(t) for t in self._float_types.values()}))
+            lines.append(f"  {kinds} values are computed in float32")
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(s["op_counts"].items(), key=lambda kv: (-kv[1], kv[0])))
         lines.append(f"  ops: {ops}")
         return "\n".join(lines)
@@ -109,12 +125,14 @@ class Model:
             feeds = dict(zip(names, inputs))
         else:
             raise ShapeError(f"inputs must be a numpy array, a dict or a list of arrays, got {type(inputs).__name__}")
-        expected = {n: _dtype_name(e) for n, e, _ in self._native.inputs}
+        expected = {n: self._declared(n, e) for n, e, _ in self._native.inputs}
         out = {}
         for k, v in feeds.items():
             arr = np.asarray(v)
             want = expected.get(k)
-            if want is not None and arr.dtype != np.dtype(want):
+            if k in self._float_types and arr.dtype in (self._float_types[k], np.float32):
+                arr = arr.astype(np.float32)
+            elif want is not None and arr.dtype != np.dtype(want):
                 raise ShapeError(f"input '{k}' expects {want}, got {arr.dtype} (convert it, e.g. x.astype(np.{want}))")
             out[k] = arr
         return out
@@ -141,7 +159,11 @@ class Model:
         another tool, "int" runs it on the integer engine (onnxruntime's rounding) and "fake"
         runs the graph as loaded, each quantized op evaluated as ONNX defines it."""
         names = None if fetch is None else [str(n) for n in fetch]
-        return dict(self._native.run(self._feeds(inputs), num_threads, names, mode))
+        out = dict(self._native.run(self._feeds(inputs), num_threads, names, mode))
+        for k, t in self._float_types.items():
+            if k in out:
+                out[k] = out[k].astype(t)
+        return out
 
     @property
     def engine(self) -> str:
@@ -181,7 +203,7 @@ class Model:
         return onnx_io.write_model(self.to_onnx(format, weight_type), path)
 
     def copy(self) -> Model:
-        return Model(self._native.copy(), self._ir_version)
+        return Model(self._native.copy(), self._ir_version, self._float_types)
 
     def __copy__(self) -> Model:
         return self.copy()
@@ -200,4 +222,4 @@ def load(source: onnx_io.ModelSource, fold_constants: bool = True) -> Model:
     native = NativeModel.from_parts(**onnx_io.proto_to_parts(proto))
     if fold_constants:
         native.fold_constants()
-    return Model(native, int(proto.ir_version) or None)
+    return Model(native, int(proto.ir_version) or None, onnx_io.float_types(proto))

@@ -40,6 +40,9 @@ _KIND_TYPES = {
     "tensor": AttributeProto.TENSOR,
 }
 _NUMPY_OK = {np.dtype(t) for t in (np.float32, np.int64, np.int32, np.int8, np.uint8, np.bool_)}
+# Float types the engine computes in float32: their tensors are converted at load, their
+# graph inputs and outputs keep the declared type at the API (`Model.float_types`).
+WIDER_FLOATS = {TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64}
 
 
 def read_model(source: ModelSource) -> onnx.ModelProto:
@@ -78,10 +81,12 @@ def _tensor_to_numpy(t: TensorProto, where: str) -> np.ndarray:
         arr = numpy_helper.to_array(t)
     except Exception as e:
         raise ModelFormatError(f"{where}: cannot read tensor '{t.name}': {e}") from None
+    if t.data_type in WIDER_FLOATS:
+        arr = arr.astype(np.float32)
     if arr.dtype not in _NUMPY_OK:
         raise ModelFormatError(
-            f"{where}: tensor '{t.name}' has dtype {arr.dtype}; oxiquant supports float32, int64, int32, "
-            "int8, uint8 and bool"
+            f"{where}: tensor '{t.name}' has dtype {arr.dtype}; oxiquant supports float32 (float16 and "
+            "float64 computed in float32), int64, int32, int8, uint8 and bool"
         )
     # (np.ascontiguousarray would turn a 0-d scalar into shape [1].)
     return np.asarray(arr, order="C")
@@ -96,6 +101,9 @@ def _attr_to_part(node_name: str, a: AttributeProto) -> tuple[str, str, Any] | N
     value: Any
     if kind == "int":
         value = int(a.i)
+        if a.name == "to" and value in WIDER_FLOATS:
+            # Cast to float16/float64: the engine computes those in float32.
+            value = TensorProto.FLOAT
     elif kind == "float":
         value = float(a.f)
     elif kind == "string":
@@ -119,13 +127,28 @@ def _value_info_part(v: onnx.ValueInfoProto) -> tuple[str, int, list[Any] | None
     if tt.HasField("shape"):
         shape = []
         for d in tt.shape.dim:
-            if d.HasField("dim_value"):
+            if d.HasField("dim_value") and d.dim_value == -1:
+                # Several exporters write -1 for a dynamic dimension.
+                shape.append(None)
+            elif d.HasField("dim_value"):
                 shape.append(int(d.dim_value))
             elif d.HasField("dim_param"):
                 shape.append(d.dim_param)
             else:
                 shape.append(None)
-    return (v.name, int(tt.elem_type), shape)
+    elem = int(tt.elem_type)
+    return (v.name, TensorProto.FLOAT if elem in WIDER_FLOATS else elem, shape)
+
+
+def float_types(model: onnx.ModelProto) -> dict[str, np.dtype]:
+    """The graph inputs and outputs declared float16 or float64 (computed in float32)."""
+    g = model.graph
+    out = {}
+    for v in [*g.input, *g.output]:
+        elem = v.type.tensor_type.elem_type if v.type.HasField("tensor_type") else 0
+        if elem in WIDER_FLOATS:
+            out[v.name] = np.dtype(WIDER_FLOATS[elem])
+    return out
 
 
 def model_opset(model: onnx.ModelProto) -> int:

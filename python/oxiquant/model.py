@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import onnx
+import onnx.version_converter
 from onnx import helper
 
 from oxiquant import onnx_io
-from oxiquant._errors import ShapeError
+from oxiquant._errors import InvalidArgumentError, ModelFormatError, ShapeError
 from oxiquant._native import NativeModel
 
 Inputs = Union[np.ndarray, Mapping[str, np.ndarray], Sequence[np.ndarray]]
 
 #: The forms `Model.to_onnx` / `Model.save` can write (the command line offers these).
 EXPORT_FORMATS = ("fake", "qdq", "qoperator")
+#: The first ai.onnx opset with per-channel QuantizeLinear; quantization raises older models to it.
+QDQ_MIN_OPSET = 13
 
 
 def _dtype_name(elem: int) -> str:
@@ -201,6 +205,29 @@ class Model:
         the path, so that `oxiquant.load(m.save(p))` round-trips. `format` and `weight_type`
         as in `to_onnx`."""
         return onnx_io.write_model(self.to_onnx(format, weight_type), path)
+
+    def _raise_opset(self, opset: int) -> None:
+        """Converts a float model below `opset` to it with `onnx.version_converter`, warning."""
+        old = int(self._native.summary()["opset"])
+        if old >= opset:
+            return
+        if self.is_quantized:
+            raise InvalidArgumentError(f"the model is already quantized at opset {old}; convert the float model")
+        try:
+            converted = onnx.version_converter.convert_version(self.to_onnx("fake"), opset)
+        except Exception as e:  # the converter raises RuntimeError and ValidationError
+            raise ModelFormatError(
+                f"the model is at ai.onnx opset {old}; quantization needs opset {opset} (per-channel "
+                f"QuantizeLinear) and onnx.version_converter could not convert it: {e}"
+            ) from None
+        native = NativeModel.from_parts(**onnx_io.proto_to_parts(converted))
+        native.fold_constants()
+        self._native = native
+        warnings.warn(
+            f"oxiquant: the model was converted from ai.onnx opset {old} to {opset} "
+            "(onnx.version_converter) so that its quantized form can be exported as QDQ / QOperator",
+            stacklevel=3,
+        )
 
     def copy(self) -> Model:
         return Model(self._native.copy(), self._ir_version, self._float_types)

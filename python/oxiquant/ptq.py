@@ -29,7 +29,7 @@ import numpy as np
 from oxiquant._errors import InvalidArgumentError, ShapeError
 from oxiquant._native import CLIPPING_METHODS as native_clipping_methods
 from oxiquant._native import check_quantize_options, get_num_threads
-from oxiquant.model import Model
+from oxiquant.model import QDQ_MIN_OPSET, Model
 
 CalibrationSet = Union[np.ndarray, Mapping[str, np.ndarray], Iterable[Any]]
 
@@ -40,7 +40,12 @@ CLIPPING_METHODS: tuple[str, ...] = tuple(native_clipping_methods)
 def prepare_network(model: Model) -> dict[str, int]:
     """Step 1: folds constants and BatchNormalization, removes Identity/Dropout, and lists
     the nodes that will stay in float (`model.quant_info["float_nodes"]`). Returns counts of
-    what changed."""
+    what changed.
+
+    A model below ai.onnx opset 13 is first converted to opset 13 with
+    `onnx.version_converter` (a warning says so): the QDQ and QOperator exports need
+    per-channel QuantizeLinear, which opset 13 introduced."""
+    model._raise_opset(QDQ_MIN_OPSET)
     return dict(model._native.ptq_prepare())
 
 

@@ -258,3 +258,47 @@ def test_dequantized_outputs_agree_in_real_units(calib):
     ref = ort_session(q.to_onnx("qdq"), fused=False).run(["y"], {"x": calib})[0]
     got = q.run(calib)["y"]
     np.testing.assert_allclose(ref, got, rtol=1e-5, atol=1e-6 * np.abs(got).max())
+
+
+def test_model_below_opset_13_is_converted_for_quantization_and_exports_as_qdq():
+    # A YOLO-style block at opset 11 (SiLU as x * sigmoid(x), Unsqueeze with its axes as an
+    # attribute, an opset-11 Resize): quantization converts it to opset 13 and says so.
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(3)
+    nodes = [
+        h.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+        h.make_node("Sigmoid", ["c"], ["s"]),
+        h.make_node("Mul", ["c", "s"], ["silu"]),
+        h.make_node("Resize", ["silu", "roi", "scales"], ["up"], mode="nearest"),
+        h.make_node("GlobalAveragePool", ["up"], ["p"]),
+        h.make_node("Squeeze", ["p"], ["y"], axes=[2, 3]),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "yolo_block",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, [1, 6])],
+        [
+            nh.from_array((rng.normal(size=(6, 3, 3, 3)) * 0.3).astype(np.float32), "W"),
+            nh.from_array((rng.normal(size=6) * 0.1).astype(np.float32), "B"),
+            nh.from_array(np.zeros(0, np.float32), "roi"),
+            nh.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+        ],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 11)])
+    onnx.checker.check_model(model)
+    cal = [rng.normal(size=(1, 3, 8, 8)).astype(np.float32) for _ in range(8)]
+    with pytest.warns(UserWarning, match="converted from ai.onnx opset 11 to 13"):
+        q = oxiquant.quantize_network(oxiquant.load(model), 8, cal)
+    for fmt in ("qdq", "qoperator"):
+        proto = q.to_onnx(fmt)
+        assert proto.opset_import[0].version >= 13
+        got = ort_session(proto).run(None, {"x": cal[0]})[0]
+        ours = q.run(cal[0])["y"]
+        step = np.abs(ours).max() / 127
+        np.testing.assert_allclose(got, ours, atol=2 * step, err_msg=fmt)
+    # The float model itself is left at its opset.
+    assert oxiquant.load(model).to_onnx().opset_import[0].version == 11

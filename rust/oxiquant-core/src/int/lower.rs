@@ -457,6 +457,7 @@ pub fn lower_to_integer(graph: &Graph, state: &PtqState) -> Result<Graph> {
     // Weights now live packed inside the integer ops.
     out.prune();
     fold_add_requants(&mut out, &low.dtype)?;
+    super::fuse_tables::fuse_tables(&mut out, &low.dtype)?;
     let int_outputs: Vec<String> = out
         .outputs
         .iter()

@@ -39,6 +39,7 @@ macro_rules! with_qelem {
 
 mod add;
 mod conv;
+pub mod fuse_tables;
 mod gemm;
 pub mod lower;
 mod pool;
@@ -47,6 +48,7 @@ mod table;
 
 pub use add::{AddInput, FoldedRequant, QAdd, SmallSums};
 pub use conv::QConv;
+pub use fuse_tables::IslandTable;
 pub use gemm::QGemm;
 pub use pool::QAvgPool;
 pub use requant::{Dequant, Requant};
@@ -250,6 +252,9 @@ pub enum IntOp {
     /// An element-wise function of an 8-bit tensor by table lookup (requantization into
     /// other parameters, or a float op between DequantizeLinear and QuantizeLinear).
     Table(Box<Table>),
+    /// An element-wise float island of one 8-bit tensor (Sigmoid, SiLU, HardSwish ...) as
+    /// its table, keeping the nodes it was for the exports (`fuse_tables`).
+    IslandTable(Box<IslandTable>),
     /// Add of two quantized tensors with their own scales and zero points.
     QAdd(QAdd),
     /// Average pooling with zero points and a requantization.
@@ -275,6 +280,7 @@ impl IntOp {
             IntOp::Float { .. } => "FloatOnIntegers",
             IntOp::Pass => "Pass",
             IntOp::Table(_) => "QLookupTable",
+            IntOp::IslandTable(_) => "QIslandTable",
             IntOp::QAdd(_) => "QAddZeroPoints",
             IntOp::AvgPool(p) if p.pool.is_none() => "QGlobalAveragePoolRequantize",
             IntOp::AvgPool(_) => "QAveragePoolRequantize",
@@ -365,6 +371,7 @@ impl IntOp {
             }
             IntOp::Pass => x.clone(),
             IntOp::Table(t) => t.eval(x)?,
+            IntOp::IslandTable(t) => t.table.eval(x)?,
             IntOp::QAdd(q) => q.eval(x, input(inputs, 1, "B")?)?,
             IntOp::AvgPool(p) => p.eval(x)?,
         };
@@ -477,6 +484,10 @@ impl IntOp {
             IntOp::Table(t) => {
                 expect_dtype(op, x, "X", &[t.input])?;
                 ValueFact::new(Some(t.out), x.shape.clone())
+            }
+            IntOp::IslandTable(t) => {
+                expect_dtype(op, x, "X", &[t.table.input])?;
+                ValueFact::new(Some(t.table.out), x.shape.clone())
             }
             IntOp::AvgPool(p) => {
                 expect_dtype(op, x, "X", &INTS)?;

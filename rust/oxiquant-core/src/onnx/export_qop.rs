@@ -278,6 +278,9 @@ fn pool_attrs(p: &Pool, opset: i64) -> Vec<(String, AttrValue)> {
 
 /// The QOperator graph of an integer-engine graph (`int::lower::lower_to_integer`).
 pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> {
+    // Tables of float islands are written as the island's ops.
+    let expanded = crate::int::fuse_tables::expand_tables(graph);
+    let graph = &expanded;
     if graph.opset < 13 {
         return Err(Error::InvalidArgument(format!(
             "QOperator export needs ai.onnx opset >= 13; the model is at opset {}",
@@ -607,6 +610,12 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                     Vec::new(),
                 );
                 w.dtype.insert(out, dt);
+            }
+            IntOp::IslandTable(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "QOperator export: table '{}' was not expanded into its island",
+                    n.name
+                )))
             }
             IntOp::Table(_) | IntOp::QAdd(_) | IntOp::AvgPool(_) => {
                 return Err(Error::InvalidArgument(format!(

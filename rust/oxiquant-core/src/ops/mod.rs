@@ -163,6 +163,13 @@ pub trait Op: OpObject + fmt::Debug + Send + Sync {
     fn carries_activation(&self) -> bool {
         true
     }
+
+    /// Whether each output element is a function of the same-position elements of the
+    /// inputs only (broadcast), so that a float island of such ops on one 8-bit tensor can
+    /// become a lookup table in the integer engine.
+    fn elementwise(&self) -> bool {
+        false
+    }
 }
 
 /// Object-safe plumbing every op gets from its `Clone + PartialEq` implementation.

@@ -131,6 +131,9 @@ impl FromOnnx for BinaryOp {
 }
 
 impl Op for BinaryOp {
+    fn elementwise(&self) -> bool {
+        true
+    }
     fn op_type(&self) -> &'static str {
         self.name()
     }

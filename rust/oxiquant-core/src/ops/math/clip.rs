@@ -94,6 +94,9 @@ impl FromOnnx for Clip {
 }
 
 impl Op for Clip {
+    fn elementwise(&self) -> bool {
+        true
+    }
     fn op_type(&self) -> &'static str {
         "Clip"
     }

@@ -26,6 +26,9 @@ impl FromOnnx for Softplus {
 }
 
 impl Op for Softplus {
+    fn elementwise(&self) -> bool {
+        true
+    }
     fn op_type(&self) -> &'static str {
         "Softplus"
     }

@@ -15,6 +15,9 @@ impl FromOnnx for Sum {
 }
 
 impl Op for Sum {
+    fn elementwise(&self) -> bool {
+        true
+    }
     fn op_type(&self) -> &'static str {
         "Sum"
     }

@@ -126,6 +126,9 @@ impl FromOnnx for Unary {
 }
 
 impl Op for Unary {
+    fn elementwise(&self) -> bool {
+        true
+    }
     fn op_type(&self) -> &'static str {
         self.name()
     }

@@ -10,6 +10,7 @@ __all__ = [
     "CLIPPING_METHODS",
     "MAX_OPSET",
     "PRESETS",
+    "REGISTERED_OPS",
     "InternalError",
     "InvalidArgumentError",
     "ModelFormatError",
@@ -29,6 +30,7 @@ __all__ = [
 
 __version__: str
 MAX_OPSET: int
+REGISTERED_OPS: list[tuple[str, str, int, int]]
 CLIPPING_METHODS: list[str]
 PRESETS: list[str]
 

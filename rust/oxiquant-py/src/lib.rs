@@ -524,6 +524,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InvalidArgumentError", py.get_type::<errors::InvalidArgumentError>())?;
     m.add("InternalError", py.get_type::<errors::InternalError>())?;
     m.add("MAX_OPSET", oxiquant_core::ops::MAX_OPSET)?;
+    m.add("REGISTERED_OPS", oxiquant_core::ops::registry::entries())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -12,8 +12,10 @@ use super::{FromOnnx, Op, ParseCtx};
 use crate::error::Result;
 use crate::onnx::attrs::AttrReader;
 
-/// Newest `ai.onnx` opset whose semantics the engine follows for every op it knows.
-pub const MAX_OPSET: i64 = 23;
+/// Newest `ai.onnx` opset the loader reads. Each entry's `until` says through which opset
+/// the op's definition is the one its type follows; `tests/engine/test_opsets.py` checks
+/// against onnx's schemas that no op is read at an opset whose definition changed beyond it.
+pub const MAX_OPSET: i64 = 28;
 
 /// One registered ONNX op type.
 pub struct OpEntry {
@@ -151,6 +153,14 @@ pub fn parse(op_type: &str, domain: &str, attrs: &AttrReader<'_>, opset: i64) ->
     let op = (entry.parse)(&ParseCtx { op_type, opset, attrs })?;
     attrs.finish()?;
     Ok(op)
+}
+
+/// Every registered `(domain, op_type, since, until)`, in table order.
+pub fn entries() -> Vec<(&'static str, &'static str, i64, i64)> {
+    REGISTRY
+        .iter()
+        .map(|e| (e.domain, e.op_type, e.since, e.until))
+        .collect()
 }
 
 /// The op types registered for a domain ("" for ai.onnx), in table order, without repeats.

@@ -1,0 +1,62 @@
+"""The opsets each op is read at, against onnx's own operator schemas: an op is never read at an
+opset whose definition changed beyond the one its type follows."""
+
+from __future__ import annotations
+
+import onnx
+import onnx.defs
+import pytest
+
+import oxiquant
+from oxiquant._native import REGISTERED_OPS
+
+# Attributes newer definitions add that only matter for what the engine refuses anyway.
+IGNORED_NEW_ATTRIBUTES = {
+    # Cast-24 adds `round_mode`, which only applies to casts to float8/float4 (refused).
+    "Cast": {"round_mode"},
+}
+
+
+def _signature(schema: onnx.defs.OpSchema) -> tuple:
+    ignored = IGNORED_NEW_ATTRIBUTES.get(schema.name, set())
+    attrs = tuple(
+        sorted(
+            (n, a.type, a.required, a.default_value.SerializeToString())
+            for n, a in schema.attributes.items()
+            if n not in ignored
+        )
+    )
+    ios = tuple((p.name, p.option, p.is_homogeneous, p.min_arity) for p in [*schema.inputs, *schema.outputs])
+    return attrs, ios
+
+
+def _domain(d: str) -> str:
+    return "" if d in ("", "ai.onnx") else d
+
+
+ONNX_OPS = [(op, since, until) for d, op, since, until in REGISTERED_OPS if _domain(d) == ""]
+
+
+def test_the_loader_reads_the_newest_opset_onnx_defines():
+    assert oxiquant.MAX_OPSET <= onnx.defs.onnx_opset_version()
+    assert oxiquant.MAX_OPSET >= 23
+
+
+@pytest.mark.parametrize("op, since, until", ONNX_OPS, ids=[f"{o}-{s}-{u}" for o, s, u in ONNX_OPS])
+def test_op_is_read_only_where_its_definition_holds(op, since, until):
+    top = min(until, oxiquant.MAX_OPSET)
+    try:
+        base = onnx.defs.get_schema(op, min(top, 23))
+    except onnx.defs.SchemaError:
+        pytest.fail(f"{op} has no ONNX schema at or below opset {min(top, 23)}")
+    # Every definition of the op introduced after the version the engine follows at opset 23
+    # (new versions before that are the op's own business: it reads `cx.opset`) must differ
+    # only in element types.
+    for v in range(24, top + 1):
+        s = onnx.defs.get_schema(op, v)
+        if s.since_version <= 23:
+            continue
+        assert _signature(s) == _signature(base), (
+            f"{op}-{s.since_version} changed its inputs or attributes, but the registry reads {op} "
+            f"up to opset {until}: implement the new version or end the entry at {s.since_version - 1}"
+        )

@@ -114,14 +114,14 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
         };
         add_after(graph, state, out, &format!("{name}_scaling"), role)?;
     }
-    // Dequantize what enters an island, unless it comes straight from another island.
+    // Dequantize every activation that enters an island (in any slot: MatMul's B, Where's
+    // branches ...), unless it comes straight from another island.
     for (name, _) in &snapshot {
         if !matches!(classes.get(name), Some(Class::FloatIsland(_))) {
             continue;
         }
         let Some(idx) = graph.node_index(name) else { continue };
-        let data = super::classify::data_inputs(graph.nodes[idx].op.as_ref(), &graph.nodes[idx]).len();
-        for slot in 0..graph.nodes[idx].inputs.len().min(data.max(1)) {
+        for slot in 0..graph.nodes[idx].inputs.len() {
             let Some(idx) = graph.node_index(name) else { continue };
             let v = graph.nodes[idx].inputs[slot].clone();
             let from_island = graph

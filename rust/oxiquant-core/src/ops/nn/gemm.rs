@@ -6,7 +6,7 @@ use crate::kernels::elementwise::broadcast_shape;
 use crate::kernels::gemm::{sgemm, MatRef};
 use crate::onnx::attrs::{AttrReader, AttrValue};
 use crate::ops::facts::{expect_dtype, fact_error, optional, required, unify_dim};
-use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
+use crate::ops::{input, Class, DataInputs, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
 use crate::tensor::{DType, Tensor};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +162,11 @@ impl FromOnnx for Gemm {
 }
 
 impl Op for Gemm {
+    /// Both operands: a product of two activations (attention's QK^T), or a constant A
+    /// times an activation B, carries an activation too.
+    fn data_inputs(&self) -> DataInputs {
+        DataInputs::All
+    }
     fn op_type(&self) -> &'static str {
         "Gemm"
     }

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::kernels::elementwise::broadcast_shape;
 use crate::kernels::gemm::{sgemm, MatRef};
 use crate::ops::facts::{broadcast_dims, expect_dtype, fact_error, required, unify_dim};
-use crate::ops::{input, Class, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
+use crate::ops::{input, Class, DataInputs, DimFact, FromOnnx, NodeFacts, Op, ParseCtx, ValueFact};
 use crate::tensor::{numel, DType, Tensor};
 use rayon::prelude::*;
 
@@ -19,6 +19,11 @@ impl FromOnnx for MatMul {
 }
 
 impl Op for MatMul {
+    /// Both operands: a product of two activations (attention's QK^T), or a constant A
+    /// times an activation B, carries an activation too.
+    fn data_inputs(&self) -> DataInputs {
+        DataInputs::All
+    }
     fn op_type(&self) -> &'static str {
         "MatMul"
     }

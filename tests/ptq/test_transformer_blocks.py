@@ -92,3 +92,51 @@ def test_block_quantizes_close_to_float_and_the_integer_engine_agrees(make):
     got = ort_run(q.to_onnx("qdq"), x)
     step = np.abs(ref).max() / 127
     assert np.abs(got - q.run(x)["y"]).max() <= 2 * step
+
+
+def embedding_with_mask(seed: int = 2) -> onnx.ModelProto:
+    """y = (E[ids] * float(mask)[..., None]) @ W: token ids and a mask, both int64 inputs."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        nh.from_array(rng.normal(size=(50, D)).astype(np.float32), "E"),
+        nh.from_array((rng.normal(size=(D, 4)) / 4).astype(np.float32), "W"),
+        nh.from_array(np.array([2], np.int64), "axis"),
+    ]
+    nodes = [
+        h.make_node("Gather", ["E", "ids"], ["e"], axis=0, name="embed"),
+        h.make_node("Cast", ["mask"], ["mask_f"], to=T.FLOAT, name="cast"),
+        h.make_node("Unsqueeze", ["mask_f", "axis"], ["mask_3d"], name="unsqueeze"),
+        h.make_node("Mul", ["e", "mask_3d"], ["masked"], name="apply_mask"),
+        h.make_node("MatMul", ["masked", "W"], ["y"], name="proj"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "embedding",
+        [h.make_tensor_value_info("ids", T.INT64, ["N", "S"]), h.make_tensor_value_info("mask", T.INT64, ["N", "S"])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", "S", 4])],
+        inits,
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+
+
+def test_embedding_lookup_is_quantized_and_the_mask_is_not():
+    model = embedding_with_mask()
+    rng = np.random.default_rng(3)
+    feeds = {
+        "ids": rng.integers(0, 50, size=(64, 12)).astype(np.int64),
+        "mask": (rng.random((64, 12)) > 0.2).astype(np.int64),
+    }
+    # Calibration takes a dict of int64 arrays.
+    q = oxiquant.quantize_network(oxiquant.load(model), 8, feeds)
+    quantized = {a["tensor"]: a["role"] for a in q.quant_info["activations"]}
+    assert quantized.get("e") == "input", quantized
+    assert not {"mask_f", "mask_3d"} & set(quantized)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, feeds)[0]
+    got = q.run(feeds)["y"]
+    # Without the embedding's quantizer nothing was quantized at all (infinite SQNR).
+    assert 25 < sqnr_db(ref, got) < 60
+    assert q.engine == "int", q.engine_note
+    np.testing.assert_allclose(got, q.run(feeds, mode="fake")["y"], rtol=1e-5, atol=1e-6)
+    qdq = ort.InferenceSession(q.to_onnx("qdq").SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(qdq.run(None, feeds)[0] - got).max() <= 2 * np.abs(ref).max() / 127

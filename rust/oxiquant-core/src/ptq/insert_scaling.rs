@@ -1,4 +1,5 @@
-//! Step 2, `insert_scaling_nodes`: a Scaling node (factor 1) after every graph input, affine
+//! Step 2, `insert_scaling_nodes`: a Scaling node (factor 1) after every graph input and
+//! embedding lookup (a Gather of a constant float table by run-time indices), affine
 //! node and merging node; on every merge input edge that has no Scaling node of its own; and
 //! around float islands (a dequantizer before, a requantizer after). The function is
 //! unchanged exactly.
@@ -85,6 +86,10 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
         .map(|i| i.name.clone())
         .collect();
     for name in inputs {
+        add_after(graph, state, &name, &format!("{name}_quantizer"), Role::Input)?;
+    }
+    // Embedding lookups start activations as graph inputs do.
+    for name in super::classify::embedding_outputs(graph) {
         add_after(graph, state, &name, &format!("{name}_quantizer"), Role::Input)?;
     }
     let snapshot: Vec<(String, String)> = graph

@@ -88,10 +88,26 @@ def test_block_quantizes_close_to_float_and_the_integer_engine_agrees(make):
     assert sqnr_db(ref, q.run(x, mode="fake")["y"]) > 25
     assert q.engine == "int", q.engine_note
     np.testing.assert_allclose(q.run(x, mode="int")["y"], q.run(x, mode="fake")["y"], rtol=1e-5, atol=1e-6)
-    # The QDQ export in onnxruntime (its float ops between Q/DQ pairs) agrees within a step.
-    got = ort_run(q.to_onnx("qdq"), x)
+    # Both exports in onnxruntime agree within a step.
     step = np.abs(ref).max() / 127
-    assert np.abs(got - q.run(x)["y"]).max() <= 2 * step
+    for fmt in ("qdq", "qoperator"):
+        got = ort_run(q.to_onnx(fmt), x)
+        assert np.abs(got - q.run(x)["y"]).max() <= 2 * step, fmt
+
+
+def test_attention_matmuls_multiply_quantized_operands():
+    # Q K^T and softmax(.) V read both operands quantized and are no longer float islands;
+    # the softmax output is requantized unsigned.
+    model = attention_head()
+    x = np.random.default_rng(8).normal(size=(16, S, D)).astype(np.float32)
+    q = oxiquant.quantize_network(oxiquant.load(model), 8, x)
+    islands = {name for name, _, _ in q.quant_info["float_nodes"]}
+    assert islands == {"scale", "softmax"}, islands
+    quantized = {a["tensor"]: a for a in q.quant_info["activations"] if a["bits"]}
+    assert quantized["s0"]["role"] == "island_output"  # Q K^T, requantized
+    assert quantized["p"]["signed"] is False  # softmax probabilities
+    qop = q.to_onnx("qoperator")
+    assert sum(n.op_type == "QLinearMatMul" for n in qop.graph.node) == 4  # q, k, v, out
 
 
 def embedding_with_mask(seed: int = 2) -> onnx.ModelProto:

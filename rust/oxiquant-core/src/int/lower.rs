@@ -230,7 +230,11 @@ impl Lowering<'_> {
         let op = node.op.as_ref();
         let binary = op.downcast_ref::<BinaryOp>();
         let unary = op.downcast_ref::<Unary>();
-        let affine = op.is::<Conv>() || op.is::<Gemm>() || op.is::<MatMul>();
+        let constant_weight = node
+            .inputs
+            .get(1)
+            .is_some_and(|w| self.src.initializers.contains_key(w));
+        let affine = (op.is::<Conv>() || op.is::<Gemm>() || op.is::<MatMul>()) && constant_weight;
         if let Some(sc) = op.downcast_ref::<Scaling>() {
             match (sc.quant, x_int) {
                 (Some(_), _) => {
@@ -325,6 +329,19 @@ impl Lowering<'_> {
                     DType::I32,
                 ),
             }
+        } else if op.is::<MatMul>() && ints.iter().all(Option::is_some) {
+            // Two quantized activations (`ptq::integer_matmul`): their exact integer product
+            // in i32, which the quantizer after it requantizes.
+            self.push(
+                node,
+                IntOp::Float {
+                    op: op.clone_box(),
+                    out: Some(DType::I32),
+                },
+                node.inputs.clone(),
+                node.outputs[0].clone(),
+                DType::I32,
+            );
         } else if op.is::<Concat>() && ints.iter().all(|d| *d == x_int) {
             self.dtype.insert(node.outputs[0].clone(), x_int.unwrap_or(DType::I32));
             keep(self);

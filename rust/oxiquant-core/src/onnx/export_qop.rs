@@ -16,7 +16,7 @@ use crate::graph::{Graph, NameGen};
 use crate::int::{IntOp, Requant};
 use crate::onnx::{AttrValue, RawGraph, RawNode};
 use crate::ops::Pad;
-use crate::ops::{Op, Pool};
+use crate::ops::{MatMul, Op, Pool};
 use crate::ops::{Scaling, Shape};
 use crate::tensor::{DType, Tensor};
 use std::collections::HashMap;
@@ -565,6 +565,21 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                     vec![("channels_last".to_string(), AttrValue::Int(0))],
                 );
                 w.dtype.insert(out, dt);
+            }
+            IntOp::Float { op, out: Some(DType::I32) } if op.is::<MatMul>() => {
+                // The integer product of two quantized activations: written as the MatMul of
+                // their unit-scale dequantized values (integer-valued floats, exact below
+                // 2^24), which the Requantize after it quantizes as it quantizes a float
+                // (a QuantizeLinear to int32 would need opset 21).
+                let mut inputs = Vec::new();
+                for v in &n.inputs {
+                    inputs.push(if w.dtype.contains_key(v) {
+                        w.dequantize_unit(v)?
+                    } else {
+                        v.clone()
+                    });
+                }
+                w.node(&n.name, "MatMul", "", inputs, out.clone(), Vec::new());
             }
             IntOp::Float { op, out: None } => {
                 // Not an activation (shape arithmetic, a cast, a comparison): the op on the

@@ -8,9 +8,9 @@ use super::classify::{activations, classify, Class};
 use super::{PtqState, Role, ScalingInfo, Stage};
 use crate::error::Result;
 use crate::graph::Graph;
-use crate::ops::Scaling;
+use crate::ops::{MatMul, Scaling};
 use crate::tensor::DType;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 fn info(role: Role, output: String) -> ScalingInfo {
     ScalingInfo {
@@ -98,18 +98,31 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
         .filter(|n| !n.op.is::<Scaling>())
         .map(|n| (n.name.clone(), n.outputs[0].clone()))
         .collect();
+    // MatMuls of two activations (attention's Q K^T, softmax(.) V) take quantized operands
+    // and have their product requantized: `integer_matmul` then multiplies the integers.
+    let bilinear: HashSet<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.op.is::<MatMul>()
+                && matches!(classes.get(&n.name), Some(Class::FloatIsland(_)))
+                && n.inputs.len() == 2
+                && n.inputs.iter().all(|v| acts.contains(v))
+        })
+        .map(|n| n.name.clone())
+        .collect();
     for (name, out) in &snapshot {
         let role = match classes.get(name) {
             Some(Class::Affine) => Role::Affine,
             Some(Class::Merging) => Role::Merge,
             Some(Class::FloatIsland(_)) => {
                 // Requantize an island's output unless only islands (or nothing) read it.
-                let feeds_quantized = graph.consumers(out).iter().any(|&(c, _)| {
-                    !matches!(
-                        classes.get(&graph.nodes[c].name),
-                        Some(Class::FloatIsland(_) | Class::Passive)
-                    )
-                });
+                let feeds_quantized = bilinear.contains(name)
+                    || graph.consumers(out).iter().any(|&(c, _)| {
+                        let reader = &graph.nodes[c].name;
+                        bilinear.contains(reader)
+                            || !matches!(classes.get(reader), Some(Class::FloatIsland(_) | Class::Passive))
+                    });
                 if !feeds_quantized {
                     continue;
                 }

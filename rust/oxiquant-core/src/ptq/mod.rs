@@ -14,6 +14,7 @@ pub mod calibrate;
 pub mod classify;
 pub mod clipping;
 pub mod insert_scaling;
+pub mod integer_matmul;
 pub mod normalize_acts;
 pub mod normalize_params;
 pub mod prepare;

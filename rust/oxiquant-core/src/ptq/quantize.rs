@@ -277,6 +277,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
         );
         graph.insert_after(&v, &name, Unary::Round)?;
     }
+    super::integer_matmul::integer_matmuls(graph, state)?;
     if opts.dequantize_outputs {
         dequantize_outputs(graph, state, &units)?;
     }

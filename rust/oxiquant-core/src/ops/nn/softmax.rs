@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{fact_axis, float_like, required};
-use crate::ops::{input, norm_axis, FromOnnx, Op, ParseCtx, ValueFact};
+use crate::ops::{input, norm_axis, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -73,5 +73,9 @@ impl Op for Softmax {
             fact_axis("Softmax", self.axis, r)?;
         }
         float_like("Softmax", inputs, "input")
+    }
+    fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
+        // Probabilities: its requantizer (before a MatMul with V) can be unsigned.
+        SignRule::NonNegative
     }
 }

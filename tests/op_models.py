@@ -17,7 +17,12 @@ SUPPORTED_OPS = frozenset(
     """Conv Gemm MatMul Add Sub Mul Div Sum Relu LeakyRelu Clip Sigmoid Tanh HardSigmoid HardSwish Exp Neg Abs
     Sqrt Softmax MaxPool AveragePool GlobalAveragePool GlobalMaxPool BatchNormalization LRN Flatten Reshape
     Transpose Concat Slice Pad Squeeze Unsqueeze Identity Dropout Resize Upsample Constant ConstantOfShape
-    Shape Gather Cast Softplus""".split()
+    Shape Gather Cast Softplus
+    Split Expand Range Tile Size GatherElements GatherND ScatterND ScatterElements Scatter DepthToSpace
+    SpaceToDepth OneHot NonZero
+    ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp
+    ReduceSumSquare ArgMax ArgMin TopK CumSum
+    LayerNormalization RMSNormalization GroupNormalization InstanceNormalization LogSoftmax Hardmax""".split()
 )
 
 # Tolerances of the fp32 comparisons.

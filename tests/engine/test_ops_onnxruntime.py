@@ -1152,3 +1152,435 @@ def test_opset_below_7_is_refused() -> None:
     case = make_case("clip_opset6", "Clip", [randn(rng(18), 2, 3)], {"min": 0.0, "max": 1.0}, 6)
     with pytest.raises(oxiquant.ModelFormatError, match="opset 6"):
         oxiquant.load(case.model)
+
+
+# -- Shape and index ops: Split, Expand, Range, Tile, Size, GatherElements, GatherND, ScatterND,
+# ScatterElements (and Scatter), DepthToSpace, SpaceToDepth, OneHot, NonZero -------------------
+def shape_index_cases() -> list[OpCase]:
+    r = rng(40)
+    cases: list[OpCase] = []
+    x = randn(r, 2, 6, 4)
+    xi = r.integers(-50, 50, (3, 4, 5)).astype(np.int64)
+    add = cases.append
+    # Split: attribute (opset 11), input (13), num_outputs (18, uneven last part), equal parts.
+    add(make_case("split_attr", "Split", [x], {"axis": 1, "split": [1, 2, 3]}, 11, n_outputs=3))
+    add(make_case("split_equal_11", "Split", [x], {"axis": -1}, 11, n_outputs=2))
+    add(make_case("split_input_13", "Split", [x, i64(4, 0, 2)], {"axis": 1}, 13, n_outputs=3))
+    add(make_case("split_equal_13", "Split", [xi], {"axis": 0}, 13, n_outputs=3))
+    add(make_case("split_num_outputs_18", "Split", [x], {"axis": 1, "num_outputs": 4}, 18, n_outputs=4))
+    add(make_case("split_num_outputs_even_18", "Split", [xi], {"axis": 2, "num_outputs": 5}, 18, n_outputs=5))
+    # Expand: to a larger rank, keeping dims with 1, to a smaller target.
+    add(make_case("expand_rank_up", "Expand", [randn(r, 3, 1), i64(2, 1, 4)], {}, 13))
+    add(make_case("expand_smaller_target", "Expand", [randn(r, 2, 1, 3), i64(5, 1)], {}, 13))
+    add(make_case("expand_int64", "Expand", [xi[:1], i64(2, 4, 1)], {}, 13))
+    add(make_case("expand_bool", "Expand", [np.array([[True], [False]]), i64(2, 3)], {}, 13))
+    # Range: float (accumulated), int32, int64, negative delta, empty.
+    for cid, vals, dt in [
+        ("range_float", (0.5, 7.3, 0.7), np.float32),
+        ("range_float_neg", (3.0, -4.0, -0.3), np.float32),
+        ("range_int64", (-5, 20, 3), np.int64),
+        ("range_int32_neg", (10, -3, -4), np.int32),
+        ("range_empty", (5, 1, 2), np.int64),
+    ]:
+        add(make_case(cid, "Range", [np.array(v, dtype=dt) for v in vals], {}, 11))
+    # Tile, Size.
+    add(make_case("tile_2d", "Tile", [randn(r, 2, 3), i64(3, 2)], {}, 13))
+    add(make_case("tile_zero", "Tile", [xi, i64(1, 0, 2)], {}, 13))
+    add(make_case("size_f32", "Size", [x], {}, 13, out_types=[I64]))
+    add(make_case("size_empty", "Size", [np.zeros((3, 0), np.float32)], {}, 13, out_types=[I64]))
+    # GatherElements / ScatterElements: negative indices and axes, int32 indices.
+    idx = r.integers(-6, 6, (2, 3, 4)).astype(np.int64)
+    add(make_case("gather_elements_axis1", "GatherElements", [x, idx], {"axis": 1}, 13))
+    idx2 = r.integers(-4, 4, (1, 6, 2)).astype(np.int32)
+    add(make_case("gather_elements_axis_neg", "GatherElements", [x, idx2], {"axis": -1}, 13))
+    data = np.zeros((3, 5), np.float32)
+    sidx = np.array([[1, 0, 2, 4], [4, 3, 0, -1]], np.int64)
+    upd = randn(r, 2, 4)
+    add(make_case("scatter_elements_axis1", "ScatterElements", [data, sidx, upd], {"axis": 1}, 13))
+    dup = np.array([[1, 1, 2, 1]], np.int64)
+    for red in ("add", "mul"):
+        add(
+            make_case(
+                f"scatter_elements_{red}",
+                "ScatterElements",
+                [randn(r, 2, 4), dup, randn(r, 1, 4)],
+                {"axis": 1, "reduction": red},
+                16,
+            )
+        )
+    for red in ("max", "min"):
+        add(
+            make_case(
+                f"scatter_elements_{red}",
+                "ScatterElements",
+                [randn(r, 2, 4), dup, randn(r, 1, 4)],
+                {"axis": 1, "reduction": red},
+                18,
+            )
+        )
+    add(
+        make_case(
+            "scatter_elements_int64_axis0",
+            "ScatterElements",
+            [xi, r.integers(0, 3, (2, 4, 5)).astype(np.int64) * 0 + np.array([[[0]], [[2]]]), xi[:2] * 7],
+            {"axis": 0},
+            13,
+        )
+    )
+    # GatherND (batch_dims 0 and 1), ScatterND (reductions).
+    gd = randn(r, 3, 4, 5)
+    add(make_case("gathernd_k2", "GatherND", [gd, np.array([[0, 1], [2, -1], [1, 3]], np.int64)], {}, 13))
+    add(make_case("gathernd_k1_slices", "GatherND", [gd, np.array([[[2]], [[0]]], np.int64)], {}, 13))
+    add(
+        make_case(
+            "gathernd_batch1",
+            "GatherND",
+            [gd, np.array([[1, 2], [0, 0], [3, 4]], np.int64)],
+            {"batch_dims": 1},
+            13,
+        )
+    )
+    add(make_case("scatternd_rows", "ScatterND", [gd, np.array([[2], [0]], np.int64), randn(r, 2, 4, 5)], {}, 13))
+    add(
+        make_case(
+            "scatternd_elems_int",
+            "ScatterND",
+            [xi, np.array([[0, 1, 2], [2, 3, -1]], np.int64), np.array([7, -9], np.int64)],
+            {},
+            13,
+        )
+    )
+    for red, opset in (("add", 16), ("mul", 16), ("max", 18), ("min", 18)):
+        add(
+            make_case(
+                f"scatternd_{red}",
+                "ScatterND",
+                [randn(r, 4, 3), np.array([[1], [3], [1]], np.int64), randn(r, 3, 3)],
+                {"reduction": red},
+                opset,
+            )
+        )
+    # DepthToSpace (DCR, CRD), SpaceToDepth.
+    d2s = randn(r, 2, 8, 3, 2)
+    add(make_case("depthtospace_dcr", "DepthToSpace", [d2s], {"blocksize": 2}, 13))
+    add(make_case("depthtospace_crd", "DepthToSpace", [d2s], {"blocksize": 2, "mode": "CRD"}, 13))
+    add(make_case("spacetodepth", "SpaceToDepth", [randn(r, 1, 3, 4, 6)], {"blocksize": 2}, 13))
+    # OneHot: axis, negative indices, out of range, float indices and depth.
+    oh_idx = np.array([[0, 3, -1], [5, -4, 2]], np.int64)
+    oh_vals = Init(np.array([-1.5, 2.0], np.float32))
+    add(make_case("onehot_last", "OneHot", [oh_idx, Init(np.array(4, np.int64)), oh_vals], {}, 11, out_types=[F]))
+    add(
+        make_case(
+            "onehot_axis0_float",
+            "OneHot",
+            [np.array([1.7, -1.2, 3.0], np.float32), Init(np.array([3.0], np.float32)), oh_vals],
+            {"axis": 0},
+            11,
+            out_types=[F],
+        )
+    )
+    add(
+        make_case(
+            "onehot_int_values",
+            "OneHot",
+            [oh_idx, Init(np.array(5, np.int64)), Init(np.array([0, 9], np.int64))],
+            {"axis": 1},
+            11,
+            out_types=[I64],
+        )
+    )
+    # NonZero.
+    nz = randn(r, 3, 4)
+    nz[nz < 0.3] = 0
+    add(make_case("nonzero_f32", "NonZero", [nz], {}, 13, out_types=[I64]))
+    add(make_case("nonzero_bool_3d", "NonZero", [r.random((2, 3, 2)) > 0.5], {}, 13, out_types=[I64]))
+    # Scatter (opset 9 and 10, deprecated for ScatterElements).
+    add(make_case("scatter_opset10", "Scatter", [data, sidx, upd], {"axis": 1}, 10))
+    return cases
+
+
+SHAPE_INDEX_CASES = shape_index_cases()
+# A new list: the parametrized tests above keep theirs; the coverage test reads this one.
+ALL_CASES = [*ALL_CASES, *SHAPE_INDEX_CASES]
+_ids = [c.id for c in ALL_CASES]
+assert len(_ids) == len(set(_ids)), "duplicate case ids"
+
+
+@pytest.mark.parametrize("case", SHAPE_INDEX_CASES, ids=[c.id for c in SHAPE_INDEX_CASES])
+def test_shape_index_op_matches_onnxruntime(case: OpCase, reference_outputs) -> None:
+    test_matches_onnxruntime(case, reference_outputs)
+
+
+@pytest.mark.parametrize("case", SHAPE_INDEX_CASES, ids=[c.id for c in SHAPE_INDEX_CASES])
+def test_shape_index_op_save_roundtrip(case: OpCase, tmp_path, reference_outputs) -> None:
+    test_save_roundtrip(case, tmp_path, reference_outputs)
+
+
+# -- Reductions: Reduce*, ArgMax/ArgMin, TopK, CumSum --------------------------------------------
+REDUCE_OPS = [
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+]
+
+
+def reduction_cases() -> list[OpCase]:
+    r = rng(41)
+    cases: list[OpCase] = []
+    add = cases.append
+    x = randn(r, 2, 3, 4)
+    pos = np.abs(randn(r, 3, 4, 2)) + 0.1  # for ReduceLogSum
+    for op in REDUCE_OPS:
+        name = op[len("Reduce") :].lower()
+        data = pos if op == "ReduceLogSum" else x
+        input_since = 13 if op == "ReduceSum" else 18
+        # Attribute form (opset 11/13), all axes, keepdims 0.
+        attr_opset = 11
+        add(make_case(f"reduce_{name}_attr_axes", op, [data], {"axes": [1, -1]}, attr_opset))
+        add(make_case(f"reduce_{name}_attr_all_nokeep", op, [data], {"keepdims": 0}, attr_opset))
+        # Input form, negative axis, no axes, noop with empty axes.
+        add(make_case(f"reduce_{name}_input_axes", op, [data, i64(-2)], {"keepdims": 0}, input_since))
+        add(make_case(f"reduce_{name}_input_none", op, [data], {}, input_since))
+        add(
+            make_case(
+                f"reduce_{name}_input_noop",
+                op,
+                [data, Init(np.zeros((0,), np.int64))],
+                {"noop_with_empty_axes": 1},
+                input_since,
+            )
+        )
+        # An empty reduced axis.
+        if op not in ("ReduceLogSum",):
+            add(make_case(f"reduce_{name}_empty_axis", op, [np.zeros((2, 0, 3), np.float32)], {"axes": [1]}, 11))
+    xi = r.integers(-9, 9, (3, 4, 2)).astype(np.int64)
+    for op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceMean"):
+        add(make_case(f"reduce_{op[6:].lower()}_int64", op, [xi], {"axes": [1]}, 11))
+        add(make_case(f"reduce_{op[6:].lower()}_int32", op, [xi.astype(np.int32)], {"axes": [0, 2]}, 11))
+    # A NaN first in its reduced row propagates; later ones are skipped (onnxruntime's loops).
+    nan = x.copy()
+    nan[0, 1, 0] = np.nan
+    nan[1, 2, 3] = np.nan
+    add(make_case("reduce_max_nan", "ReduceMax", [nan], {"axes": [2]}, 13))
+    add(make_case("reduce_min_nan", "ReduceMin", [nan], {"axes": [2]}, 13))
+    # ArgMax / ArgMin with ties, select_last_index, keepdims.
+    ties = r.integers(0, 3, (3, 5)).astype(np.float32)
+    for op in ("ArgMax", "ArgMin"):
+        low = op.lower()
+        add(make_case(f"{low}_axis1", op, [ties], {"axis": 1}, 13, out_types=[I64]))
+        add(make_case(f"{low}_axis0_nokeep", op, [ties], {"axis": 0, "keepdims": 0}, 13, out_types=[I64]))
+        add(make_case(f"{low}_last_index", op, [ties], {"axis": -1, "select_last_index": 1}, 13, out_types=[I64]))
+        add(make_case(f"{low}_int64", op, [xi], {"axis": 1}, 11, out_types=[I64]))
+    # TopK: largest/smallest, ties, k as attribute (opset 1..9) and input.
+    tk = r.integers(0, 4, (3, 6)).astype(np.float32)
+    add(make_case("topk_largest", "TopK", [tk, i64(3)], {}, 11, out_types=[F, I64], n_outputs=2))
+    add(
+        make_case(
+            "topk_smallest_axis0", "TopK", [tk, i64(2)], {"axis": 0, "largest": 0}, 11, out_types=[F, I64], n_outputs=2
+        )
+    )
+    add(make_case("topk_attr_k", "TopK", [randn(r, 2, 5)], {"k": 4}, 9, out_types=[F, I64], n_outputs=2))
+    add(make_case("topk_int64_k0", "TopK", [xi, i64(0)], {"axis": 1}, 11, out_types=[I64, I64], n_outputs=2))
+    add(make_case("topk_all", "TopK", [randn(r, 4, 3), i64(4)], {"axis": 0}, 11, out_types=[F, I64], n_outputs=2))
+    # CumSum: axis input (int32 or int64), exclusive, reverse.
+    cs = randn(r, 3, 4)
+    for excl in (0, 1):
+        for rev in (0, 1):
+            add(
+                make_case(
+                    f"cumsum_e{excl}_r{rev}",
+                    "CumSum",
+                    [cs, Init(np.array(1, np.int64))],
+                    {"exclusive": excl, "reverse": rev},
+                    14,
+                )
+            )
+    add(make_case("cumsum_int64_axis0", "CumSum", [xi, Init(np.array(-3, np.int32))], {}, 14))
+    return cases
+
+
+REDUCTION_CASES = reduction_cases()
+# A new list: the parametrized tests above keep theirs; the coverage test reads this one.
+ALL_CASES = [*ALL_CASES, *REDUCTION_CASES]
+_ids = [c.id for c in ALL_CASES]
+assert len(_ids) == len(set(_ids)), "duplicate case ids"
+
+
+@pytest.mark.parametrize("case", REDUCTION_CASES, ids=[c.id for c in REDUCTION_CASES])
+def test_reduction_matches_onnxruntime(case: OpCase, reference_outputs) -> None:
+    test_matches_onnxruntime(case, reference_outputs)
+
+
+@pytest.mark.parametrize("case", REDUCTION_CASES, ids=[c.id for c in REDUCTION_CASES])
+def test_reduction_save_roundtrip(case: OpCase, tmp_path, reference_outputs) -> None:
+    test_save_roundtrip(case, tmp_path, reference_outputs)
+
+
+# -- Normalization and softmax variants: LayerNormalization, RMSNormalization, GroupNormalization,
+# InstanceNormalization, LogSoftmax, Hardmax ------------------------------------------------------
+def norm_variant_cases() -> list[OpCase]:
+    r = rng(42)
+    cases: list[OpCase] = []
+    add = cases.append
+    x = randn(r, 2, 3, 4, 5, scale=3.0)
+    ln = "LayerNormalization"
+    add(make_case("layernorm_last", ln, [x, Init(randn(r, 5)), Init(randn(r, 5))], {}, 17))
+    add(make_case("layernorm_axis1_nobias", ln, [x, Init(randn(r, 3, 4, 5))], {"axis": 1, "epsilon": 1e-2}, 17))
+    add(make_case("layernorm_axis_neg2_bcast", ln, [x, Init(randn(r, 1, 5)), Init(randn(r, 4, 1))], {"axis": -2}, 17))
+    add(
+        make_case(
+            "layernorm_mean_invstd",
+            ln,
+            [x, Init(randn(r, 4, 5)), Init(randn(r, 4, 5))],
+            {"axis": 2},
+            17,
+            n_outputs=3,
+        )
+    )
+    add(make_case("rmsnorm_last", "RMSNormalization", [x, Init(randn(r, 5))], {}, 23, reference="onnx"))
+    add(
+        make_case(
+            "rmsnorm_axis1",
+            "RMSNormalization",
+            [x, Init(randn(r, 3, 4, 5))],
+            {"axis": 1, "epsilon": 0.1},
+            23,
+            reference="onnx",
+        )
+    )
+    gx = randn(r, 2, 6, 3, 3, scale=2.0)
+    gn = "GroupNormalization"
+    add(make_case("groupnorm_21_g3", gn, [gx, Init(randn(r, 6)), Init(randn(r, 6))], {"num_groups": 3}, 21))
+    add(
+        make_case(
+            "groupnorm_21_g6_eps",
+            gn,
+            [gx, Init(randn(r, 6)), Init(randn(r, 6))],
+            {"num_groups": 6, "epsilon": 1e-2},
+            21,
+        )
+    )
+    inorm = "InstanceNormalization"
+    add(make_case("instancenorm_4d", inorm, [gx, Init(randn(r, 6)), Init(randn(r, 6))], {}, 13))
+    add(
+        make_case(
+            "instancenorm_3d_eps",
+            inorm,
+            [randn(r, 2, 3, 7), Init(randn(r, 3)), Init(randn(r, 3))],
+            {"epsilon": 0.5},
+            13,
+        )
+    )
+    sx = randn(r, 2, 3, 4, scale=4.0)
+    for op in ("LogSoftmax", "Hardmax"):
+        low = op.lower()
+        add(make_case(f"{low}_default_13", op, [sx], {}, 13))
+        add(make_case(f"{low}_axis0_13", op, [sx], {"axis": 0}, 13))
+        add(make_case(f"{low}_legacy_default_11", op, [sx], {}, 11))
+        add(make_case(f"{low}_legacy_axis0_11", op, [sx], {"axis": 0}, 11))
+    ties = np.array([[1, 3, 3, 0], [2, 2, 1, 2]], np.float32)
+    add(make_case("hardmax_ties", "Hardmax", [ties], {}, 13))
+    return cases
+
+
+NORM_VARIANT_CASES = norm_variant_cases()
+# A new list: the parametrized tests above keep theirs; the coverage test reads this one.
+ALL_CASES = [*ALL_CASES, *NORM_VARIANT_CASES]
+_ids = [c.id for c in ALL_CASES]
+assert len(_ids) == len(set(_ids)), "duplicate case ids"
+
+
+@pytest.mark.parametrize("case", NORM_VARIANT_CASES, ids=[c.id for c in NORM_VARIANT_CASES])
+def test_norm_variant_matches_onnxruntime(case: OpCase, reference_outputs) -> None:
+    test_matches_onnxruntime(case, reference_outputs)
+
+
+@pytest.mark.parametrize("case", NORM_VARIANT_CASES, ids=[c.id for c in NORM_VARIANT_CASES])
+def test_norm_variant_save_roundtrip(case: OpCase, tmp_path, reference_outputs) -> None:
+    test_save_roundtrip(case, tmp_path, reference_outputs)
+
+
+def test_groupnorm_opset18_scales_per_group() -> None:
+    """GroupNormalization-18 (deprecated, so the ONNX checker refuses it and onnxruntime has no
+    kernel for it) takes one scale and bias per group; checked against numpy."""
+    r = rng(43)
+    x = randn(r, 2, 6, 3, 3, scale=2.0)
+    scale, bias = randn(r, 3), randn(r, 3)
+    node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=3, epsilon=1e-3)
+    graph = helper.make_graph(
+        [node],
+        "gn18",
+        [helper.make_tensor_value_info("x", F, list(x.shape))],
+        [helper.make_tensor_value_info("y", F, list(x.shape))],
+        initializer=[numpy_helper.from_array(scale, "s"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    got = oxiquant.load(model).run({"x": x})["y"]
+    g = x.astype(np.float64).reshape(2, 3, -1)
+    norm = (g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + 1e-3)
+    want = norm * scale[None, :, None] + bias[None, :, None]
+    np.testing.assert_allclose(got, want.reshape(x.shape), rtol=1e-4, atol=1e-5)
+
+
+def test_topk_unsorted_is_refused() -> None:
+    """TopK sorted=0 leaves the order to the implementation; onnxruntime's is not reproduced, so
+    the engine refuses it rather than return another order."""
+    x = randn(rng(44), 3, 10)
+    case = make_case("topk_unsorted", "TopK", [x, i64(4)], {"sorted": 0}, 11, out_types=[F, I64], n_outputs=2)
+    with pytest.raises(oxiquant.UnsupportedOpError, match="TopK.*sorted"):
+        oxiquant.load(case.model)
+
+
+def _movement_network(op: str) -> onnx.ModelProto:
+    """Conv -> `op` -> Conv on each of its outputs (-> Concat): a data-movement op between
+    quantized layers, which the integer engine runs on the integers."""
+    r = rng(45)
+    x = helper.make_tensor_value_info("x", F, ["N", 4, 6, 6])
+    inits = [numpy_helper.from_array(randn(r, 8, 4, 3, 3, scale=0.3), "w0")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1])]
+    if op == "Split":
+        nodes.append(helper.make_node("Split", ["a", "sp"], ["s0", "s1"], axis=1))
+        inits.append(numpy_helper.from_array(np.array([3, 5], np.int64), "sp"))
+        parts = [("s0", 3), ("s1", 5)]
+    elif op == "DepthToSpace":
+        nodes.append(helper.make_node("DepthToSpace", ["a"], ["s0"], blocksize=2, mode="CRD"))
+        parts = [("s0", 2)]
+    elif op == "Tile":
+        nodes.append(helper.make_node("Tile", ["a", "reps"], ["s0"]))
+        inits.append(numpy_helper.from_array(np.array([1, 1, 2, 1], np.int64), "reps"))
+        parts = [("s0", 8)]
+    else:
+        nodes.append(helper.make_node("Expand", ["a", "shp"], ["s0"]))
+        inits.append(numpy_helper.from_array(np.array([1, 8, 6, 6], np.int64), "shp"))
+        parts = [("s0", 8)]
+    outs = []
+    for i, (name, c) in enumerate(parts):
+        inits.append(numpy_helper.from_array(randn(r, 4, c, 1, 1, scale=0.5), f"w{i + 1}"))
+        nodes.append(helper.make_node("Conv", [name, f"w{i + 1}"], [f"c{i}"]))
+        outs.append(f"c{i}")
+    if len(outs) > 1:
+        nodes.append(helper.make_node("Concat", outs, ["y"], axis=1))
+    else:
+        nodes[-1].output[0] = "y"
+    graph = helper.make_graph(nodes, op, [x], [helper.make_tensor_value_info("y", F, None)], initializer=inits)
+    return finish_model(graph, 13, {"x": randn(r, 2, 4, 6, 6)})
+
+
+@pytest.mark.parametrize("op", ["Split", "DepthToSpace", "Tile", "Expand"])
+def test_movement_op_runs_on_integers(op: str) -> None:
+    """The integer engine passes the integers through a data-movement op (every output of a
+    Split) and agrees bit for bit with the fake-quantized graph."""
+    proto = _movement_network(op)
+    x = randn(rng(46), 8, 4, 6, 6)
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, dequantize_outputs=False, progress=False)
+    assert q.engine == "int", q.engine_note
+    np.testing.assert_array_equal(q.run(x, mode="int")["y"], q.run(x, mode="fake")["y"])
+    float_nodes = [n for n in q.quant_info.get("float_nodes", [])]
+    assert not any(op in str(n) for n in float_nodes), float_nodes

@@ -361,8 +361,11 @@ impl Lowering<'_> {
                 outputs: node.outputs.clone(),
             });
         } else if op.moves_data_only() {
+            // Every output (a Split has several) holds the input's integers.
             if let Some(d) = x_int {
-                self.dtype.insert(node.outputs[0].clone(), d);
+                for o in &node.outputs {
+                    self.dtype.insert(o.clone(), d);
+                }
             }
             keep(self);
         } else {

@@ -96,7 +96,7 @@ impl Graph {
         let mut nodes = Vec::with_capacity(named.len());
         for (name, n) in named {
             let reader = AttrReader::new(&name, &n.op_type, &n.attrs);
-            match crate::ops::parse(&n.op_type, &n.domain, &reader, raw.opset) {
+            match crate::ops::registry::parse_node(&n.op_type, &n.domain, &reader, raw.opset, n.outputs.len()) {
                 Ok(op) => nodes.push(Node {
                     name,
                     op,

@@ -10,7 +10,7 @@
 //! - facts never refuse inputs that `eval` runs on.
 
 use super::facts::{DimFact, ValueFact};
-use super::registry::{op_types, parse, REGISTRY};
+use super::registry::{op_types, parse_node, REGISTRY};
 use super::Op;
 use crate::onnx::attrs::{AttrReader, AttrValue};
 use crate::tensor::{DType, Tensor, TensorData};
@@ -54,7 +54,13 @@ impl Case {
             .find(|e| e.op_type == self.op_type)
             .map_or("", |e| e.domain);
         let r = AttrReader::new("n", self.op_type, &self.attrs);
-        parse(self.op_type, domain, &r, self.opset).unwrap_or_else(|e| panic!("{}: {e}", self.op_type))
+        // Split's parts: as many as its sizes (two) or its num_outputs.
+        let outputs = match self.attrs.iter().find(|(k, _)| k == "num_outputs") {
+            Some((_, AttrValue::Int(n))) => *n as usize,
+            _ if self.op_type == "Split" => 2,
+            _ => 1,
+        };
+        parse_node(self.op_type, domain, &r, self.opset, outputs).unwrap_or_else(|e| panic!("{}: {e}", self.op_type))
     }
 }
 
@@ -616,6 +622,345 @@ impl Case {
     }
 }
 
+// ---- shape and index ops (Split, Expand, Range, Tile, Size, GatherElements, GatherND,
+// ScatterND, ScatterElements, DepthToSpace, SpaceToDepth, OneHot, NonZero) ----
+
+fn index_tensor(shape: &[usize], bound: usize, seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let b = bound.max(1) as i64;
+    let v: Vec<i64> = crate::testing::values(n, seed)
+        .iter()
+        .map(|&x| ((x * 1000.0) as i64).rem_euclid(2 * b) - b)
+        .collect();
+    Tensor::from_vec(shape.to_vec(), v).expect("length matches")
+}
+
+fn shape_and_index() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec![
+            "Split",
+            "Expand",
+            "Range",
+            "Tile",
+            "Size",
+            "GatherElements",
+            "GatherND",
+            "ScatterND",
+            "ScatterElements",
+            "Scatter",
+            "DepthToSpace",
+            "SpaceToDepth",
+            "OneHot",
+            "NonZero",
+        ]),
+        shape(4),
+        any_dtype(),
+        -4i64..4,
+        any::<(bool, bool, u64)>(),
+        0usize..4,
+    )
+        .prop_map(|(op, s, dt, axis, (flag, flag2, seed), k)| {
+            let rank = s.len() as i64;
+            let x = Some(filled(dt, &s, seed));
+            let axis = axis.clamp(-rank, rank - 1);
+            let a = axis.rem_euclid(rank) as usize;
+            match op {
+                "Split" => {
+                    let dim = s[a] as i64;
+                    let first = (seed % (dim as u64 + 1)) as i64;
+                    let sizes = vec![first, dim - first];
+                    let ax = ("axis", AttrValue::Int(axis));
+                    match k {
+                        0 => Case::new(op, 11, vec![ax, ("split", ints(&sizes))], vec![x]),
+                        1 => Case::new(op, 13, vec![ax], vec![x, i64s(sizes)]),
+                        _ => Case::new(op, 18, vec![ax, ("num_outputs", AttrValue::Int(k as i64))], vec![x]),
+                    }
+                }
+                "Expand" => {
+                    let mut target: Vec<i64> = s.iter().map(|&d| if d == 1 { 3 } else { d as i64 }).collect();
+                    if flag {
+                        target.insert(0, 2);
+                    }
+                    if flag2 {
+                        target[0] = 1;
+                    }
+                    Case::new(op, 13, vec![], vec![x, i64s(target)])
+                }
+                "Range" => {
+                    let v = crate::testing::values(3, seed);
+                    if flag {
+                        let f = |i: usize| Some(Tensor::scalar(v[i] * 5.0));
+                        Case::new(op, 11, vec![], vec![f(0), f(1), f(2)])
+                    } else {
+                        let f = |i: usize| Some(Tensor::scalar((v[i] * 5.0) as i64));
+                        Case::new(op, 11, vec![], vec![f(0), f(1), f(2)])
+                    }
+                    // Its scalars set its length: constants, like every shape-setting input here.
+                    .consts_first_if(true)
+                }
+                "Tile" => {
+                    let reps: Vec<i64> = (0..s.len()).map(|i| ((seed >> i) % 3) as i64).collect();
+                    Case::new(op, 13, vec![], vec![x, i64s(reps)])
+                }
+                "Size" => Case::new(op, 13, vec![], vec![x]),
+                // The count of non-zeros sets its shape: the input is a constant.
+                "NonZero" => Case::new(op, 13, vec![], vec![x]).consts_first_if(true),
+                "GatherElements" | "ScatterElements" | "Scatter" => {
+                    let mut is = s.clone();
+                    is[a] = k;
+                    for (d, v) in is.iter_mut().enumerate() {
+                        if d != a && flag && *v > 1 {
+                            *v -= 1;
+                        }
+                    }
+                    let mut ds = s.clone();
+                    ds[a] = ds[a].max(1);
+                    let idx = Some(index_tensor(&is, ds[a], seed ^ 3));
+                    let data = Some(filled(dt, &ds, seed));
+                    let ax = vec![("axis", AttrValue::Int(axis))];
+                    if op == "GatherElements" {
+                        Case::new(op, 13, ax, vec![data, idx]).data(&[1])
+                    } else {
+                        let upd = Some(filled(dt, &is, seed ^ 5));
+                        let opset = if op == "Scatter" { 10 } else { 13 };
+                        Case::new(op, opset, ax, vec![data, idx, upd]).data(&[1, 2])
+                    }
+                }
+                "GatherND" | "ScatterND" => {
+                    let ds: Vec<usize> = s.iter().map(|&d| d.max(1)).collect();
+                    let kk = 1 + k % ds.len();
+                    let b = if op == "GatherND" && flag && kk < ds.len() {
+                        1
+                    } else {
+                        0
+                    };
+                    let kk = kk.min(ds.len() - b);
+                    let mut is: Vec<usize> = ds[..b].to_vec();
+                    is.push(1 + (seed % 3) as usize);
+                    is.push(kk);
+                    let n: usize = is.iter().product::<usize>() / kk;
+                    let mut v = Vec::with_capacity(n * kk);
+                    let r = crate::testing::values(n * kk, seed ^ 9);
+                    for t in 0..n {
+                        for j in 0..kk {
+                            let dim = ds[b + j] as i64;
+                            v.push(((r[t * kk + j] * 1000.0) as i64).rem_euclid(2 * dim) - dim);
+                        }
+                    }
+                    let idx = Some(Tensor::from_vec(is.clone(), v).unwrap());
+                    let data = Some(filled(dt, &ds, seed));
+                    if op == "GatherND" {
+                        Case::new(op, 13, vec![("batch_dims", AttrValue::Int(b as i64))], vec![data, idx]).data(&[1])
+                    } else {
+                        let us: Vec<usize> = [&is[..is.len() - 1], &ds[kk..]].concat();
+                        let upd = Some(filled(dt, &us, seed ^ 5));
+                        Case::new(op, 13, vec![], vec![data, idx, upd]).data(&[1, 2])
+                    }
+                }
+                "DepthToSpace" | "SpaceToDepth" => {
+                    let b = 1 + k % 2;
+                    let (c, h) = if op == "DepthToSpace" {
+                        (b * b * s[0].max(1), 2)
+                    } else {
+                        (s[0].max(1), 2 * b)
+                    };
+                    let xs = [1 + (seed % 2) as usize, c, h, if flag2 { 0 } else { 2 * b }];
+                    let mut attrs = vec![("blocksize", AttrValue::Int(b as i64))];
+                    if op == "DepthToSpace" && flag {
+                        attrs.push(("mode", AttrValue::String("CRD".into())));
+                    }
+                    Case::new(op, 13, attrs, vec![Some(filled(dt, &xs, seed))])
+                }
+                _ => {
+                    let depth = 1 + k as i64;
+                    let idx = Some(index_tensor(&s, depth as usize + 1, seed));
+                    let values = Some(filled(dt, &[2], seed ^ 7));
+                    let d = Some(Tensor::from_vec(vec![1], vec![depth]).unwrap());
+                    let axis = axis.clamp(-rank - 1, rank);
+                    Case::new(op, 11, vec![("axis", AttrValue::Int(axis))], vec![idx, d, values])
+                }
+            }
+        })
+        .boxed()
+}
+
+impl Case {
+    /// Every input is a constant (Range's scalars) when `yes`.
+    fn consts_first_if(mut self, yes: bool) -> Case {
+        if yes {
+            self.consts.iter_mut().for_each(|c| *c = true);
+        }
+        self
+    }
+}
+
+// ---- reductions (Reduce*, ArgMax/ArgMin, TopK, CumSum) ----
+
+fn reductions() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec![
+            "ReduceMean",
+            "ReduceSum",
+            "ReduceMax",
+            "ReduceMin",
+            "ReduceProd",
+            "ReduceL1",
+            "ReduceL2",
+            "ReduceLogSum",
+            "ReduceLogSumExp",
+            "ReduceSumSquare",
+            "ArgMax",
+            "ArgMin",
+            "TopK",
+            "CumSum",
+        ]),
+        shape(4),
+        prop::sample::select(vec![DType::F32, DType::F32, DType::I64, DType::I32]),
+        (-4i64..4, -4i64..4),
+        any::<(bool, bool, bool, u64)>(),
+        0usize..4,
+    )
+        .prop_map(|(op, s, dt, (a1, a2), (flag, flag2, flag3, seed), k)| {
+            let rank = s.len() as i64;
+            let a1 = a1.clamp(-rank, rank - 1);
+            let a2 = a2.clamp(-rank, rank - 1);
+            let float_only = matches!(op, "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp");
+            let dt = if float_only { DType::F32 } else { dt };
+            let x = Some(filled(dt, &s, seed));
+            let keep = ("keepdims", AttrValue::Int(flag as i64));
+            match op {
+                "ArgMax" | "ArgMin" => {
+                    let mut s = s.clone();
+                    let a = a1.rem_euclid(rank) as usize;
+                    s[a] = s[a].max(1);
+                    let attrs = vec![
+                        ("axis", AttrValue::Int(a1)),
+                        keep,
+                        ("select_last_index", AttrValue::Int(flag2 as i64)),
+                    ];
+                    Case::new(op, 13, attrs, vec![Some(filled(dt, &s, seed))])
+                }
+                "TopK" => {
+                    let a = a1.rem_euclid(rank) as usize;
+                    let kk = (k as i64).min(s[a] as i64);
+                    let attrs = vec![("axis", AttrValue::Int(a1)), ("largest", AttrValue::Int(flag as i64))];
+                    if flag2 {
+                        Case::new(
+                            op,
+                            9,
+                            vec![("axis", AttrValue::Int(a1)), ("k", AttrValue::Int(kk))],
+                            vec![x],
+                        )
+                    } else {
+                        Case::new(op, 11, attrs, vec![x, i64s(vec![kk])])
+                    }
+                }
+                "CumSum" => {
+                    let attrs = vec![
+                        ("exclusive", AttrValue::Int(flag as i64)),
+                        ("reverse", AttrValue::Int(flag2 as i64)),
+                    ];
+                    Case::new(op, 14, attrs, vec![x, Some(Tensor::scalar(a1))])
+                }
+                _ => {
+                    let axes: Vec<i64> = if a1.rem_euclid(rank) == a2.rem_euclid(rank) {
+                        vec![a1]
+                    } else {
+                        vec![a1, a2]
+                    };
+                    let axes_input_since = if op == "ReduceSum" { 13 } else { 18 };
+                    match (flag2, flag3) {
+                        // Attribute form (or all axes).
+                        (false, _) => {
+                            let mut attrs = vec![keep];
+                            if flag3 {
+                                attrs.push(("axes", ints(&axes)));
+                            }
+                            Case::new(op, 11, attrs, vec![x])
+                        }
+                        (true, true) => Case::new(op, axes_input_since, vec![keep], vec![x, i64s(axes)]),
+                        (true, false) => {
+                            let noop = ("noop_with_empty_axes", AttrValue::Int((k % 2) as i64));
+                            let empty = if k > 1 { i64s(vec![]) } else { None };
+                            Case::new(op, axes_input_since, vec![keep, noop], vec![x, empty])
+                        }
+                    }
+                }
+            }
+        })
+        .boxed()
+}
+
+// ---- normalization and softmax variants (LayerNormalization, RMSNormalization,
+// GroupNormalization, InstanceNormalization, LogSoftmax, Hardmax) ----
+
+fn norm_variants() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec![
+            "LayerNormalization",
+            "RMSNormalization",
+            "GroupNormalization",
+            "InstanceNormalization",
+            "LogSoftmax",
+            "Hardmax",
+        ]),
+        prop::collection::vec(prop_oneof![8 => 1usize..4, 1 => Just(0usize)], 2..5),
+        -4i64..4,
+        any::<(bool, bool, u64)>(),
+        1usize..4,
+    )
+        .prop_map(|(op, s, axis, (flag, flag2, seed), k)| {
+            let rank = s.len() as i64;
+            let axis = axis.clamp(-rank, rank - 1);
+            match op {
+                "LayerNormalization" | "RMSNormalization" => {
+                    let a = axis.rem_euclid(rank) as usize;
+                    let tail: Vec<usize> = if flag {
+                        s[a..].to_vec()
+                    } else {
+                        s[s.len() - 1..].to_vec()
+                    };
+                    let tail = if flag || a == s.len() - 1 { tail } else { vec![1] };
+                    let mut inputs = vec![f32s(&s, seed), f32s(&tail, seed ^ 1)];
+                    if op == "LayerNormalization" && flag2 {
+                        inputs.push(f32s(&tail, seed ^ 2));
+                    }
+                    let opset = if op == "LayerNormalization" { 17 } else { 23 };
+                    let mut c = Case::new(op, opset, vec![("axis", AttrValue::Int(axis))], inputs);
+                    if op == "LayerNormalization" {
+                        c.attrs.push(("epsilon".into(), AttrValue::Float(1e-3)));
+                    }
+                    c
+                }
+                "GroupNormalization" | "InstanceNormalization" => {
+                    let mut s = s.clone();
+                    let g = k;
+                    s[1] = g * (1 + (seed % 2) as usize);
+                    let per_group = op == "GroupNormalization" && flag;
+                    let p = if per_group { g } else { s[1] };
+                    let inputs = vec![f32s(&s, seed), f32s(&[p], seed ^ 1), f32s(&[p], seed ^ 2)];
+                    if op == "InstanceNormalization" {
+                        Case::new(op, 13, vec![], inputs)
+                    } else {
+                        Case::new(
+                            op,
+                            if per_group { 18 } else { 21 },
+                            vec![("num_groups", AttrValue::Int(g as i64))],
+                            inputs,
+                        )
+                    }
+                }
+                _ => Case::new(
+                    op,
+                    if flag { 11 } else { 13 },
+                    vec![("axis", AttrValue::Int(axis))],
+                    vec![f32s(&s, seed)],
+                ),
+            }
+        })
+        .boxed()
+}
+
 fn any_case() -> BoxedStrategy<Case> {
     prop_oneof![
         unary(),
@@ -629,6 +974,9 @@ fn any_case() -> BoxedStrategy<Case> {
         selecting(),
         resize(),
         values_and_types(),
+        shape_and_index(),
+        reductions(),
+        norm_variants(),
     ]
     .boxed()
 }

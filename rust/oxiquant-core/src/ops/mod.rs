@@ -17,6 +17,7 @@ pub mod movement;
 pub mod nn;
 pub mod ptq_rules;
 pub mod qlinear;
+pub mod reduce;
 pub mod registry;
 pub mod scaling;
 
@@ -227,6 +228,8 @@ pub struct ParseCtx<'a, 'r> {
     pub op_type: &'a str,
     pub opset: i64,
     pub attrs: &'a AttrReader<'r>,
+    /// How many outputs the node declares (Split without sizes splits into that many).
+    pub outputs: usize,
 }
 
 /// An op type that can be read from an ONNX node.

@@ -6,8 +6,14 @@ use super::movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, Reshape, Resize, Shape, Slice,
     Squeeze, Transpose, Unsqueeze,
 };
+use super::movement::{
+    DepthToSpace, Expand, GatherElements, GatherND, NonZero, OneHot, Range, ScatterElements, ScatterND, Size,
+    SpaceToDepth, Split, Tile,
+};
 use super::nn::{BatchNorm, Conv, Gemm, GlobalPool, Lrn, MatMul, Pool, Softmax};
+use super::nn::{GroupNorm, LayerNorm, SoftmaxLike};
 use super::qlinear::{QOp, MS_DOMAIN};
+use super::reduce::{ArgReduce, CumSum, Reduce, TopK};
 use super::{FromOnnx, Op, ParseCtx};
 use crate::error::Result;
 use crate::onnx::attrs::AttrReader;
@@ -105,6 +111,58 @@ pub static REGISTRY: &[OpEntry] = &[
     onnx("Shape", of::<Shape>),
     onnx("Gather", of::<Gather>),
     onnx("Cast", of::<Cast>),
+    // shape and index ops
+    OpEntry {
+        since: 2,
+        ..onnx("Split", of::<Split>)
+    },
+    onnx("Expand", of::<Expand>),
+    onnx("Range", of::<Range>),
+    onnx("Tile", of::<Tile>),
+    onnx("Size", of::<Size>),
+    onnx("GatherElements", of::<GatherElements>),
+    onnx("GatherND", of::<GatherND>),
+    onnx("ScatterND", of::<ScatterND>),
+    onnx("ScatterElements", of::<ScatterElements>),
+    OpEntry {
+        until: 10,
+        ..onnx("Scatter", of::<ScatterElements>)
+    },
+    onnx("DepthToSpace", of::<DepthToSpace>),
+    onnx("SpaceToDepth", of::<SpaceToDepth>),
+    onnx("OneHot", of::<OneHot>),
+    onnx("NonZero", of::<NonZero>),
+    // reductions
+    onnx("ReduceMean", of::<Reduce>),
+    onnx("ReduceSum", of::<Reduce>),
+    onnx("ReduceMax", of::<Reduce>),
+    onnx("ReduceMin", of::<Reduce>),
+    onnx("ReduceProd", of::<Reduce>),
+    onnx("ReduceL1", of::<Reduce>),
+    onnx("ReduceL2", of::<Reduce>),
+    onnx("ReduceLogSum", of::<Reduce>),
+    onnx("ReduceLogSumExp", of::<Reduce>),
+    onnx("ReduceSumSquare", of::<Reduce>),
+    onnx("ArgMax", of::<ArgReduce>),
+    onnx("ArgMin", of::<ArgReduce>),
+    onnx("TopK", of::<TopK>),
+    onnx("CumSum", of::<CumSum>),
+    // normalization and softmax variants
+    OpEntry {
+        since: 17,
+        ..onnx("LayerNormalization", of::<LayerNorm>)
+    },
+    OpEntry {
+        since: 23,
+        ..onnx("RMSNormalization", of::<LayerNorm>)
+    },
+    OpEntry {
+        since: 18,
+        ..onnx("GroupNormalization", of::<GroupNorm>)
+    },
+    onnx("InstanceNormalization", of::<GroupNorm>),
+    onnx("LogSoftmax", of::<SoftmaxLike>),
+    onnx("Hardmax", of::<SoftmaxLike>),
     // quantized models of other tools
     onnx("QuantizeLinear", of::<QOp>),
     onnx("DequantizeLinear", of::<QOp>),
@@ -122,6 +180,17 @@ pub static REGISTRY: &[OpEntry] = &[
 /// Maps an ONNX node to its op, reading every attribute; an attribute the op does not read
 /// is refused (it would otherwise be silently ignored).
 pub fn parse(op_type: &str, domain: &str, attrs: &AttrReader<'_>, opset: i64) -> Result<Box<dyn Op>> {
+    parse_node(op_type, domain, attrs, opset, 1)
+}
+
+/// [`parse`] for a node declaring `outputs` outputs (the op count of Split's equal parts).
+pub fn parse_node(
+    op_type: &str,
+    domain: &str,
+    attrs: &AttrReader<'_>,
+    opset: i64,
+    outputs: usize,
+) -> Result<Box<dyn Op>> {
     let domain = if domain == "ai.onnx" { "" } else { domain };
     let mut known_domain = false;
     let mut other_opsets = false;
@@ -150,7 +219,12 @@ pub fn parse(op_type: &str, domain: &str, attrs: &AttrReader<'_>, opset: i64) ->
             attrs.unsupported("")
         });
     };
-    let op = (entry.parse)(&ParseCtx { op_type, opset, attrs })?;
+    let op = (entry.parse)(&ParseCtx {
+        op_type,
+        opset,
+        attrs,
+        outputs,
+    })?;
     attrs.finish()?;
     Ok(op)
 }

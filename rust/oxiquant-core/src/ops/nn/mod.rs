@@ -9,6 +9,9 @@ mod lrn;
 mod matmul;
 pub mod pool;
 mod softmax;
+// normalization and softmax variants of the operator-coverage work
+mod layer_norm;
+mod log_softmax;
 
 pub use batch_norm::{batch_norm, batch_norm_affine, batch_norm_in_place, BatchNorm};
 pub use conv::{Conv, Padding};
@@ -16,6 +19,8 @@ pub use fused_conv::FusedConv;
 pub use gemm::Gemm;
 pub(crate) use global_pool::global_facts;
 pub use global_pool::{eval_global, GlobalPool};
+pub use layer_norm::{GroupNorm, LayerNorm};
+pub use log_softmax::SoftmaxLike;
 pub use lrn::Lrn;
 pub(crate) use matmul::matmul_facts;
 pub use matmul::{matmul, MatMul};

@@ -2,6 +2,7 @@
 //! gather they share.
 
 mod cast;
+mod cast_like;
 mod concat;
 mod constant;
 mod constant_of_shape;
@@ -19,6 +20,7 @@ mod transpose;
 mod unsqueeze;
 
 pub use cast::Cast;
+pub use cast_like::CastLike;
 pub use concat::{concat, Concat};
 pub use constant::Constant;
 pub use constant_of_shape::ConstantOfShape;

@@ -19,6 +19,12 @@ SUPPORTED_OPS = frozenset(
     Transpose Concat Slice Pad Squeeze Unsqueeze Identity Dropout Resize Upsample Constant ConstantOfShape
     Shape Gather Cast Softplus""".split()
 )
+# Comparisons, logic, selection, activations and elementary functions.
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
+    """Equal Less Greater LessOrEqual GreaterOrEqual Not And Or Xor Where IsNaN IsInf Erf Gelu Elu Selu Celu
+    PRelu Softsign Mish ThresholdedRelu Pow Reciprocal Ceil Sign Mod Min Max Mean Log Sin Cos Tan Asin Acos Atan
+    Sinh Cosh Asinh Acosh Atanh Trilu Einsum BitwiseAnd BitwiseOr BitwiseXor BitwiseNot BitShift CastLike""".split()
+)
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

@@ -645,8 +645,10 @@ fn unary_math() -> BoxedStrategy<Case> {
     (prop::sample::select(ops), shape(4), any_dtype(), any::<(bool, u64)>())
         .prop_map(|((op, opset), s, dt, (flag, seed))| {
             // Float-only ops on float32; the others on any type (some refused by both).
-            let dt = match op {
-                "Abs" | "Neg" | "Sign" | "Relu" | "CastLike" | "BitwiseNot" | "Trilu" => dt,
+            let dt = match (op, dt) {
+                ("Neg" | "BitwiseNot", DType::U8 | DType::Bool) => DType::I8,
+                ("BitwiseNot", DType::F32) => DType::I64,
+                ("Abs" | "Neg" | "Sign" | "Relu" | "CastLike" | "BitwiseNot" | "Trilu", _) => dt,
                 _ => DType::F32,
             };
             let mut s = s;
@@ -896,7 +898,7 @@ fn output_facts_are_what_eval_returns() {
     let cases: u32 = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+        .unwrap_or(5000); // about 50 cases per op of each generator
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,

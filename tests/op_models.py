@@ -24,6 +24,12 @@ SUPPORTED_OPS = frozenset(
     ReduceSumSquare ArgMax ArgMin TopK CumSum
     LayerNormalization RMSNormalization GroupNormalization InstanceNormalization LogSoftmax Hardmax""".split()
 )
+# Comparisons, logic, selection, activations and elementary functions.
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
+    """Equal Less Greater LessOrEqual GreaterOrEqual Not And Or Xor Where IsNaN IsInf Erf Gelu Elu Selu Celu
+    PRelu Softsign Mish ThresholdedRelu Pow Reciprocal Ceil Sign Mod Min Max Mean Log Sin Cos Tan Asin Acos Atan
+    Sinh Cosh Asinh Acosh Atanh Trilu Einsum BitwiseAnd BitwiseOr BitwiseXor BitwiseNot BitShift CastLike""".split()
+)
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

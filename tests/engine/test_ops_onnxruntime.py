@@ -1012,6 +1012,9 @@ ALL_CASES: list[OpCase] = [
 
 _ids = [c.id for c in ALL_CASES]
 assert len(_ids) == len(set(_ids)), "duplicate case ids"
+# The lists the parametrized tests below read: blocks further down that want those tests to
+# run their cases extend these.
+_TOP_CASES, _TOP_IDS = ALL_CASES, _ids
 
 
 def _op_types(case: OpCase) -> set[str]:
@@ -1584,3 +1587,351 @@ def test_movement_op_runs_on_integers(op: str) -> None:
     np.testing.assert_array_equal(q.run(x, mode="int")["y"], q.run(x, mode="fake")["y"])
     float_nodes = [n for n in q.quant_info.get("float_nodes", [])]
     assert not any(op in str(n) for n in float_nodes), float_nodes
+
+
+# -- Comparisons, logic, selection, activations and elementary functions -------------------------
+NUMERIC = (np.float32, np.int64, np.int32, np.int8, np.uint8)
+B = TensorProto.BOOL
+
+
+def _ints(r: np.random.Generator, dt, *shape: int, lo: int = -20, hi: int = 20) -> np.ndarray:
+    info = np.iinfo(dt)
+    return r.integers(max(lo, info.min), min(hi, info.max), size=shape, endpoint=True).astype(dt)
+
+
+def _values(r: np.random.Generator, dt, *shape: int) -> np.ndarray:
+    """Values of `dt` with repeats, so that equality is hit."""
+    if dt == np.float32:
+        return (r.integers(-4, 4, size=shape) * 0.5).astype(np.float32)
+    if dt == np.bool_:
+        return r.integers(0, 2, size=shape).astype(bool)
+    return _ints(r, dt, *shape, lo=-3, hi=3)
+
+
+def logic_cases() -> list[OpCase]:
+    r = rng(40)
+    cases = []
+    shapes = {"same": ((3, 4), (3, 4)), "bcast": ((2, 3, 4), (3, 1)), "scalar": ((), (2, 3)), "empty": ((0, 3), (3,))}
+    for op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"):
+        for dt in NUMERIC:
+            for sid, (sa, sb) in shapes.items():
+                a, b = _values(r, dt, *sa), _values(r, dt, *sb)
+                cid = f"{op.lower()}_{np.dtype(dt).name}_{sid}"
+                opset = 13 if op in ("Equal", "Less", "Greater") else 16
+                cases.append(make_case(cid, op, [a, b], opset=opset, out_types=[B]))
+        special = [SPECIAL_VALUES, SPECIAL_VALUES[::-1].copy()]
+        cases.append(make_case(f"{op.lower()}_special", op, special, opset=16, out_types=[B]))
+        const = [randn(r, 3, 4), Init(randn(r, 4))]
+        cases.append(make_case(f"{op.lower()}_const_rhs", op, const, opset=16, out_types=[B]))
+    cases.append(make_case("equal_bool", "Equal", [_values(r, np.bool_, 3, 4), _values(r, np.bool_, 4)], out_types=[B]))
+    cases.append(make_case("less_opset9", "Less", [randn(r, 3, 4), randn(r, 4)], opset=9, out_types=[B]))
+    cases.append(make_case("greater_opset7", "Greater", [randn(r, 3, 4), randn(r, 4)], opset=7, out_types=[B]))
+    for op in ("And", "Or", "Xor"):
+        for sid, (sa, sb) in shapes.items():
+            a, b = _values(r, np.bool_, *sa), _values(r, np.bool_, *sb)
+            cases.append(make_case(f"{op.lower()}_{sid}", op, [a, b], opset=7))
+    cases.append(make_case("not", "Not", [_values(r, np.bool_, 2, 3, 4)], opset=7))
+    cases.append(make_case("not_empty", "Not", [_values(r, np.bool_, 0, 3)]))
+    for dt in (*NUMERIC, np.bool_):
+        c, x, y = _values(r, np.bool_, 2, 1, 4), _values(r, dt, 3, 1), _values(r, dt, 2, 3, 4)
+        out = [helper.np_dtype_to_tensor_dtype(x.dtype)]
+        ref = "onnx" if dt == np.bool_ else "onnxruntime"  # onnxruntime has no bool Where
+        cid = f"where_{np.dtype(dt).name}_bcast3"
+        cases.append(make_case(cid, "Where", [c, x, y], opset=16, out_types=out, reference=ref))
+    cond = _values(r, np.bool_, 3, 4)
+    cases.append(make_case("where_same", "Where", [cond, randn(r, 3, 4), randn(r, 3, 4)], opset=9, out_types=[F]))
+    cases.append(
+        make_case("where_const_branches", "Where", [cond, Init(randn(r, 4)), Init(scalar_f32(0))], out_types=[F])
+    )
+    cases.append(make_case("isnan", "IsNaN", [SPECIAL_VALUES], opset=13, out_types=[B]))
+    for attrs in ({}, {"detect_negative": 0}, {"detect_positive": 0}, {"detect_negative": 0, "detect_positive": 0}):
+        cid = "isinf" + "".join(f"_{k}{v}" for k, v in attrs.items())
+        cases.append(make_case(cid, "IsInf", [SPECIAL_VALUES], attrs, opset=10, out_types=[B]))
+    return cases
+
+
+UNIT_INTERVAL = np.array([-1.0, -0.999, -0.5, -1e-20, 0.0, 0.3, 0.5, 0.999, 1.0, 1.5, -1.5, np.nan], np.float32)
+
+
+def activation_cases() -> list[OpCase]:
+    r = rng(41)
+    x = randn(r, 3, 4, 5, scale=3.0)
+    cases = []
+    for op, attrs, opset in [
+        ("Erf", {}, 13),
+        ("Gelu", {}, 20),
+        ("Gelu", {"approximate": "tanh"}, 20),
+        ("Gelu", {"approximate": "none"}, 20),
+        ("Elu", {}, 7),
+        ("Elu", {"alpha": 0.4}, 13),
+        ("Selu", {}, 7),
+        ("Selu", {"alpha": 2.0, "gamma": 0.5}, 13),
+        ("Celu", {}, 12),
+        ("Celu", {"alpha": 2.5}, 12),
+        ("Softsign", {}, 13),
+        ("Mish", {}, 18),
+        ("ThresholdedRelu", {}, 10),
+        ("ThresholdedRelu", {"alpha": -0.5}, 10),
+        ("Reciprocal", {}, 13),
+        ("Ceil", {}, 13),
+        ("Sign", {}, 13),
+        ("Sin", {}, 7),
+        ("Cos", {}, 7),
+        ("Tan", {}, 7),
+        ("Atan", {}, 7),
+        ("Sinh", {}, 9),
+        ("Cosh", {}, 9),
+        ("Asinh", {}, 9),
+    ]:
+        suffix = "_".join(f"{k}{v}" for k, v in attrs.items())
+        cid = f"{op.lower()}{'_' + suffix if suffix else ''}_opset{opset}"
+        cases.append(make_case(cid, op, [x], attrs, opset))
+        cases.append(make_case(f"{cid}_special", op, [SPECIAL_VALUES], attrs, opset))
+    # Functions of a restricted domain, inside it and at its edges.
+    cases.append(make_case("log", "Log", [np.abs(x) + 1e-3]))
+    cases.append(make_case("acosh", "Acosh", [np.abs(x) + 1.0], opset=9))
+    for op, opset in (("Asin", 7), ("Acos", 7), ("Atanh", 9)):
+        cases.append(make_case(op.lower(), op, [np.tanh(x) * np.float32(0.99)], opset=opset))
+        cases.append(make_case(f"{op.lower()}_edges", op, [UNIT_INTERVAL], opset=opset))
+    for op, opset in (("Log", 13), ("Acosh", 9)):
+        cases.append(make_case(f"{op.lower()}_special", op, [SPECIAL_VALUES], opset=opset))
+    cases.append(make_case("erf_fine", "Erf", [np.linspace(-6, 6, 241, dtype=np.float32)]))
+    cases.append(make_case("gelu_fine", "Gelu", [np.linspace(-12, 12, 241, dtype=np.float32)], opset=20))
+    cases.append(make_case("mish_fine", "Mish", [np.linspace(-30, 30, 241, dtype=np.float32)], opset=18))
+    # Integer kernels of Abs, Neg, Sign, Relu (wrapping at the type's minimum, as onnxruntime).
+    for dt in (np.int8, np.int32, np.int64, np.uint8):
+        info = np.iinfo(dt)
+        v = np.concatenate([_ints(r, dt, 10), np.array([info.min, info.max, 0], dt)])
+        for op, opset in (("Abs", 13), ("Neg", 13), ("Sign", 13), ("Relu", 14)):
+            if op in ("Neg", "Relu") and dt == np.uint8:
+                continue
+            # onnxruntime has no int64 Relu.
+            ref = "onnx" if (op, dt) == ("Relu", np.int64) else "onnxruntime"
+            cases.append(make_case(f"{op.lower()}_{np.dtype(dt).name}", op, [v], opset=opset, reference=ref))
+    # PRelu: the slope broadcast to X (scalar, per channel, full, a trailing vector).
+    x4 = randn(r, 2, 3, 4, 5)
+    for sid, ss in {"scalar": (), "one": (1,), "channel": (3, 1, 1), "full": (2, 3, 4, 5), "last": (5,)}.items():
+        slope = randn(r, *ss, scale=0.3)
+        cases.append(make_case(f"prelu_{sid}", "PRelu", [x4, Init(slope)], opset=9))
+    cases.append(make_case("prelu_runtime_slope", "PRelu", [x4, randn(r, 3, 1, 1)], opset=16))
+    cases.append(make_case("prelu_special", "PRelu", [SPECIAL_VALUES, Init(scalar_f32(0.25))], opset=16))
+    return cases
+
+
+def _numpy_mod(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """numpy's mod (the definition of float fmod=0), without its warnings for NaN results."""
+    with np.errstate(all="ignore"):
+        return {"out0": np.mod(feeds["in0"], feeds["in1"])}
+
+
+def arithmetic_cases() -> list[OpCase]:
+    r = rng(42)
+    cases = []
+    # Pow: float, integer and mixed operands.
+    base = (np.abs(randn(r, 3, 4)) + 0.1).astype(np.float32)
+    cases.append(make_case("pow_float", "Pow", [base, randn(r, 3, 4)], opset=13))
+    cases.append(make_case("pow_float_bcast", "Pow", [base, randn(r, 4)], opset=7))
+    cases.append(make_case("pow_square_neg_base", "Pow", [randn(r, 3, 4), Init(scalar_f32(2.0))], opset=13))
+    cases.append(make_case("pow_float_int32_exp", "Pow", [randn(r, 3, 4), _ints(r, np.int32, 4, lo=-3, hi=3)]))
+    cases.append(make_case("pow_float_int64_exp", "Pow", [randn(r, 3, 4), _ints(r, np.int64, 3, 1, lo=0, hi=4)]))
+    for dt in (np.int64, np.int32):
+        base, exp = _ints(r, dt, 3, 4, lo=-6, hi=6), _ints(r, dt, 4, lo=0, hi=5)
+        cases.append(make_case(f"pow_{np.dtype(dt).name}", "Pow", [base, exp]))
+    exp = (r.random(4) * 3).astype(np.float32)
+    cases.append(make_case("pow_int64_float_exp", "Pow", [_ints(r, np.int64, 3, 4, lo=0, hi=9), exp]))
+    cases.append(make_case("pow_special", "Pow", [SPECIAL_VALUES, Init(scalar_f32(0.5))], opset=15))
+    # Mod: both conventions, every integer type, floats.
+    for dt in (np.int64, np.int32, np.int8, np.uint8):
+        a = _ints(r, dt, 3, 4, lo=-30, hi=30)
+        b = _ints(r, dt, 4, lo=1, hi=7) * np.array([1, -1, 1, -1] if dt != np.uint8 else [1] * 4).astype(dt)
+        for fmod in (0, 1):
+            cases.append(make_case(f"mod_{np.dtype(dt).name}_fmod{fmod}", "Mod", [a, b], {"fmod": fmod}, opset=13))
+    fa, fb = randn(r, 3, 4, scale=5.0), randn(r, 4, scale=2.0)
+    cases.append(make_case("mod_float_fmod1", "Mod", [fa, fb], {"fmod": 1}, opset=10))
+    # Float fmod=0 (numpy's mod) is defined from opset 28, which onnxruntime refuses below; the
+    # engine computes it at any opset, and the onnx reference too.
+    cases.append(make_case("mod_float_fmod0", "Mod", [fa, fb], {"fmod": 0}, opset=13, reference="onnx"))
+    edges = np.array([5.0, -5.0, 0.0, -0.0, np.inf, -np.inf, np.nan, 3.0, -3.0, 7.5], np.float32)
+    divisors = np.array([np.inf, np.inf, -2.0, 2.0, 2.0, 3.0, 1.0, 0.0, -np.inf, -2.0], np.float32)
+    cases.append(make_case("mod_float_edges_fmod1", "Mod", [edges, divisors], {"fmod": 1}))
+    cases.append(make_case("mod_float_edges_fmod0", "Mod", [edges, divisors], {"fmod": 0}, reference=_numpy_mod))
+    # Min, Max, Mean: variadic, broadcast, integer types, NaN.
+    for op in ("Min", "Max", "Mean"):
+        for n, shapes in {"one": [(3, 4)], "two_bcast": [(3, 4), (4,)], "three_bcast": [(2, 1, 4), (3, 1), ()]}.items():
+            cases.append(make_case(f"{op.lower()}_{n}", op, [randn(r, *s) for s in shapes], opset=13))
+        cases.append(make_case(f"{op.lower()}_opset8", op, [randn(r, 3, 4), randn(r, 4)], opset=8))
+        cases.append(make_case(f"{op.lower()}_special", op, [SPECIAL_VALUES, SPECIAL_VALUES[::-1].copy()]))
+        cases.append(make_case(f"{op.lower()}_const", op, [randn(r, 3, 4), Init(randn(r, 4))]))
+    for op in ("Min", "Max"):
+        for dt in (np.int64, np.int32, np.int8, np.uint8):
+            cases.append(make_case(f"{op.lower()}_{np.dtype(dt).name}", op, [_ints(r, dt, 3, 4), _ints(r, dt, 4)]))
+    return cases
+
+
+def matrix_and_bit_cases() -> list[OpCase]:
+    r = rng(44)
+    cases = []
+    # Trilu: both triangles, diagonals k inside and beyond the matrix, batches, any type.
+    for upper in (1, 0):
+        for k in (None, 0, 1, -2, 7, -7):
+            for shape in ((4, 5), (2, 5, 3)):
+                x = randn(r, *shape)
+                ins = [x] if k is None else [x, Init(np.array(k, np.int64))]
+                kid = "none" if k is None else str(k).replace("-", "neg")
+                cid = f"trilu_upper{upper}_k{kid}_{'x'.join(map(str, shape))}"
+                cases.append(make_case(cid, "Trilu", ins, {"upper": upper}, opset=14))
+    for dt in (np.int64, np.int32, np.uint8, np.bool_):
+        ref = "onnx" if dt == np.uint8 else "onnxruntime"  # onnxruntime has no uint8 Trilu
+        x = _values(r, dt, 3, 4)
+        cases.append(make_case(f"trilu_{np.dtype(dt).name}", "Trilu", [x], {"upper": 0}, opset=14, reference=ref))
+    cases.append(make_case("trilu_runtime_k", "Trilu", [randn(r, 4, 4), np.array(-1, np.int64)], opset=14))
+    cases.append(make_case("trilu_empty", "Trilu", [randn(r, 0, 3)], opset=14))
+    # Einsum: products, transposes, reductions, diagonals, ellipses, implicit outputs.
+    for cid, eq, shapes in [
+        ("matmul", "ij,jk->ik", [(3, 4), (4, 5)]),
+        ("batch_matmul", "bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+        ("attention_scores", "bhqd,bhkd->bhqk", [(1, 2, 3, 4), (1, 2, 5, 4)]),
+        ("transpose", "ij->ji", [(3, 4)]),
+        ("sum_rows", "ij->i", [(3, 4)]),
+        ("sum_all", "ij->", [(3, 4)]),
+        ("inner", "i,i", [(5,), (5,)]),
+        ("outer", "i,j->ij", [(3,), (4,)]),
+        ("trace", "ii", [(4, 4)]),
+        ("diagonal", "ii->i", [(4, 4)]),
+        ("batch_diagonal", "...ii->...i", [(2, 3, 4, 4)]),
+        ("ellipsis_matmul_bcast", "...ij,...jk->...ik", [(2, 1, 3, 4), (1, 3, 4, 2)]),
+        ("implicit_matmul", "ij,jk", [(3, 4), (4, 2)]),
+        ("implicit_order", "ba", [(3, 4)]),
+        ("three_operands", "ij,jk,kl->il", [(2, 3), (3, 4), (4, 2)]),
+        ("bilinear", "bn,anm,bm->ba", [(2, 3), (4, 3, 5), (2, 5)]),
+        ("spaces", " ij , jk -> ik ", [(2, 3), (3, 2)]),
+    ]:
+        cases.append(make_case(f"einsum_{cid}", "Einsum", [randn(r, *s) for s in shapes], {"equation": eq}, opset=12))
+    cases.append(
+        make_case("einsum_const_weight", "Einsum", [randn(r, 2, 3), Init(randn(r, 3, 4))], {"equation": "bi,io->bo"})
+    )
+    # Bitwise ops on every integer type the engine has, broadcast.
+    for dt in (np.int8, np.uint8, np.int32, np.int64):
+        a, b = _ints(r, dt, 3, 4, lo=-100, hi=100), _ints(r, dt, 4, lo=-100, hi=100)
+        for op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor"):
+            cases.append(make_case(f"{op.lower()}_{np.dtype(dt).name}", op, [a, b], opset=18))
+        cases.append(make_case(f"bitwisenot_{np.dtype(dt).name}", "BitwiseNot", [a], opset=18))
+    shifts = np.array([0, 1, 3, 7, 2, 5], np.uint8)
+    for direction in ("LEFT", "RIGHT"):
+        x = _ints(r, np.uint8, 6, lo=0, hi=255)
+        attrs = {"direction": direction}
+        cases.append(make_case(f"bitshift_{direction.lower()}_uint8", "BitShift", [x, shifts], attrs, 11))
+        cases.append(
+            make_case(
+                f"bitshift_{direction.lower()}_uint8_bcast",
+                "BitShift",
+                [x.reshape(2, 3), Init(np.array([1, 2, 3], np.uint8))],
+                {"direction": direction},
+                11,
+            )
+        )
+    # CastLike: to the type of a second input, whose values and shape do not matter.
+    x = randn(r, 3, 4, scale=3.0)
+    for dt in (np.int64, np.int32, np.int8, np.uint8, np.bool_, np.float32):
+        like, out = np.zeros((2,), dt), [helper.np_dtype_to_tensor_dtype(np.dtype(dt))]
+        cid = f"castlike_float_to_{np.dtype(dt).name}"
+        cases.append(make_case(cid, "CastLike", [np.abs(x), like], opset=15, out_types=out))
+    ints = _ints(r, np.int64, 3, 4)
+    cases.append(make_case("castlike_int64_to_float", "CastLike", [ints, Init(scalar_f32(0))], opset=15, out_types=[F]))
+    i32 = _ints(r, np.int32, 5)
+    cases.append(make_case("castlike_opset19", "CastLike", [i32, randn(r, 1)], opset=19, out_types=[F]))
+    # Add/Sub/Mul/Div on int8 and uint8 (from opset 14) wrap around, as onnxruntime.
+    for dt in (np.int8, np.uint8):
+        for op in ("Add", "Sub", "Mul", "Div"):
+            a, b = _ints(r, dt, 3, 4, lo=-128, hi=255), _ints(r, dt, 4, lo=1, hi=127)
+            cases.append(make_case(f"{op.lower()}_{np.dtype(dt).name}_bcast", op, [a, b], opset=14))
+    return cases
+
+
+# The cases join the top tests' lists (so that those tests run them: matched against the
+# reference, and saved and reloaded) and ALL_CASES, which the coverage test reads.
+MATH_CASES = [*logic_cases(), *activation_cases(), *arithmetic_cases(), *matrix_and_bit_cases()]
+_TOP_CASES.extend(MATH_CASES)
+_TOP_IDS.extend(c.id for c in MATH_CASES)
+assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
+ALL_CASES = [*ALL_CASES, *MATH_CASES]
+
+
+@pytest.mark.parametrize(
+    "equation",
+    ["ij,jk->ikk", "ij,jk->iz", "i.j->ij", "......i->i", "ij->"],
+)
+def test_einsum_malformed_equation_is_refused(equation: str) -> None:
+    x = randn(rng(45), 2, 3)
+    node = helper.make_node("Einsum", ["x"], ["y"], equation=equation)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", F, [2, 3])], [helper.make_tensor_value_info("y", F, None)]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    if equation == "ij->":
+        # Well-formed: the sum of every element, as numpy.
+        np.testing.assert_allclose(oxiquant.load(model).run({"x": x})["y"], np.einsum(equation, x), rtol=1e-5)
+        return
+    with pytest.raises((oxiquant.UnsupportedOpError, oxiquant.ShapeError)):
+        oxiquant.load(model).run({"x": x})
+
+
+def test_gelu_approximation_other_than_none_or_tanh_is_refused() -> None:
+    case = make_case("gelu_bad", "Gelu", [randn(rng(43), 2, 3)], {"approximate": "none"}, 20)
+    case.model.graph.node[0].attribute[0].s = b"erf"
+    with pytest.raises(oxiquant.UnsupportedOpError, match="approximate"):
+        oxiquant.load(case.model)
+
+
+def _cnn_with_middle(kind: str) -> onnx.ModelProto:
+    """small_cnn (opset 20) with `kind` after its first Relu: an element-wise op, or a
+    comparison feeding a Where, or a PRelu, Min or Pow with a constant."""
+    import ptq_graphs
+
+    proto = ptq_graphs.small_cnn(middle="Sigmoid")
+    nodes = list(proto.graph.node)
+    i = next(k for k, n in enumerate(nodes) if n.name == "middle")
+    const = {
+        "thr": np.array(0.3, np.float32),
+        "zero": np.array(0.0, np.float32),
+        "slope": np.array([0.1, 0.2, 0.3, 0.4], np.float32).reshape(4, 1, 1),
+        "cap": np.array(1.5, np.float32),
+        "two": np.array(2.0, np.float32),
+    }
+    if kind == "Where":
+        new = [
+            helper.make_node("Greater", ["r1", "thr"], ["cond"], name="greater"),
+            helper.make_node("Where", ["cond", "r1", "zero"], ["mid"], name="middle"),
+        ]
+    elif kind in ("PRelu", "Min", "Pow"):
+        operand = {"PRelu": "slope", "Min": "cap", "Pow": "two"}[kind]
+        new = [helper.make_node(kind, ["r1", operand], ["mid"], name="middle")]
+    else:
+        new = [helper.make_node(kind, ["r1"], ["mid"], name="middle")]
+    nodes[i : i + 1] = new
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    proto.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in const.items())
+    proto.opset_import[0].version = 20
+    return proto
+
+
+@pytest.mark.parametrize("kind", ["Gelu", "Erf", "Elu", "Mish", "Sin", "Where", "PRelu", "Min", "Pow"])
+def test_math_op_quantizes_as_a_float_island(kind: str) -> None:
+    """The ops run in float between quantized layers: listed as float nodes, the quantized
+    model close to onnxruntime's float one, the integer engine equal to the fake-quantized
+    run, and the QDQ export equal to it in onnxruntime."""
+    import ptq_graphs
+
+    proto = _cnn_with_middle(kind)
+    x = ptq_graphs.calibration_data(proto, np.random.default_rng(3), n=32)
+    ref = run_reference(proto, {"x": x}, "onnxruntime")["y"]
+    np.testing.assert_allclose(oxiquant.load(proto).run({"x": x})["y"], ref, rtol=1e-4, atol=1e-5)
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, progress=False)
+    assert ("middle", kind) in [(n, o) for n, o, _ in q.quant_info["float_nodes"]]
+    y = q.run(x)["y"]
+    noise = float(np.mean((y.astype(np.float64) - ref) ** 2))
+    assert noise == 0 or 10 * np.log10(float(np.mean(ref.astype(np.float64) ** 2)) / noise) > 25
+    np.testing.assert_array_equal(q.run(x, mode="int")["y"], q.run(x, mode="fake")["y"])
+    qdq = run_reference(q.to_onnx(), {"x": x}, "onnxruntime")["y"]
+    np.testing.assert_allclose(qdq, y, rtol=1e-5, atol=1e-6 * np.abs(y).max())

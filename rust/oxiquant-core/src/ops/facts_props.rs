@@ -135,7 +135,7 @@ fn binary() -> BoxedStrategy<Case> {
     (
         prop::sample::select(vec!["Add", "Sub", "Mul", "Div", "Sum"]),
         crate::ops::math::broadcastable(),
-        prop::sample::select(vec![DType::F32, DType::I64, DType::I32]),
+        prop::sample::select(vec![DType::F32, DType::I64, DType::I32, DType::I8, DType::U8]),
         any::<u64>(),
         any::<bool>(),
     )
@@ -612,6 +612,187 @@ fn values_and_types() -> BoxedStrategy<Case> {
         .boxed()
 }
 
+// ---- comparisons, logic, activations and elementary functions (ops-math) ----
+
+fn unary_math() -> BoxedStrategy<Case> {
+    let ops = vec![
+        ("Erf", 13),
+        ("Gelu", 20),
+        ("Elu", 13),
+        ("Selu", 13),
+        ("Celu", 13),
+        ("Softsign", 13),
+        ("Mish", 18),
+        ("ThresholdedRelu", 13),
+        ("Reciprocal", 13),
+        ("Ceil", 13),
+        ("Sign", 13),
+        ("Log", 13),
+        ("Sin", 13),
+        ("Cos", 13),
+        ("Tan", 13),
+        ("Asin", 13),
+        ("Acos", 13),
+        ("Atan", 13),
+        ("Sinh", 13),
+        ("Cosh", 13),
+        ("Asinh", 13),
+        ("Acosh", 13),
+        ("Atanh", 13),
+        ("IsNaN", 13),
+        ("IsInf", 13),
+        ("Abs", 13),
+        ("Neg", 13),
+        ("Relu", 14),
+        ("CastLike", 15),
+        ("BitwiseNot", 18),
+        ("Trilu", 14),
+    ];
+    (prop::sample::select(ops), shape(4), any_dtype(), any::<(bool, u64)>())
+        .prop_map(|((op, opset), s, dt, (flag, seed))| {
+            // Float-only ops on float32; the others on any type (some refused by both).
+            let dt = match (op, dt) {
+                ("Neg" | "BitwiseNot", DType::U8 | DType::Bool) => DType::I8,
+                ("BitwiseNot", DType::F32) => DType::I64,
+                ("Abs" | "Neg" | "Sign" | "Relu" | "CastLike" | "BitwiseNot" | "Trilu", _) => dt,
+                _ => DType::F32,
+            };
+            let mut s = s;
+            if op == "Trilu" && s.len() < 2 {
+                s.insert(0, 2);
+            }
+            let mut inputs = vec![Some(filled(dt, &s, seed))];
+            if op == "CastLike" {
+                // The target's type, of another shape.
+                inputs.push(Some(filled(
+                    [DType::I64, DType::F32, DType::Bool][seed as usize % 3],
+                    &[2],
+                    seed,
+                )));
+            }
+            let mut attrs = vec![];
+            if op == "Trilu" {
+                attrs.push(("upper", AttrValue::Int(flag as i64)));
+                if seed % 2 == 0 {
+                    inputs.push(Some(Tensor::scalar((seed % 7) as i64 - 3)));
+                }
+            }
+            Case::new(op, opset, attrs, inputs)
+        })
+        .boxed()
+}
+
+fn binary_math() -> BoxedStrategy<Case> {
+    let ops = vec![
+        "Equal",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "And",
+        "Or",
+        "Xor",
+        "Not",
+        "Where",
+        "PRelu",
+        "Pow",
+        "Mod",
+        "Min",
+        "Max",
+        "Mean",
+        "BitwiseAnd",
+        "BitwiseOr",
+        "BitwiseXor",
+        "BitShift",
+    ];
+    (
+        prop::sample::select(ops),
+        crate::ops::math::broadcastable(),
+        any_dtype(),
+        any::<(bool, bool, u64)>(),
+    )
+        .prop_map(|(op, (sa, sb), dt, (flag, flag2, seed))| {
+            let t = |dt, s: &[usize], k| Some(filled(dt, s, seed ^ k));
+            // A type the op is defined on (the others are refused by both eval and the facts).
+            let ints = [DType::I8, DType::U8, DType::I32, DType::I64];
+            let dt = match op {
+                "Pow" if ![DType::F32, DType::I32, DType::I64].contains(&dt) => DType::F32,
+                "Mod" if dt == DType::Bool => DType::I64,
+                _ if (op.starts_with("Bit")) && !ints.contains(&dt) => DType::I32,
+                _ => dt,
+            };
+            let (inputs, attrs) = match op {
+                "And" | "Or" | "Xor" => (vec![t(DType::Bool, &sa, 1), t(DType::Bool, &sb, 2)], vec![]),
+                "Not" => (vec![t(DType::Bool, &sa, 1)], vec![]),
+                "Where" => (vec![t(DType::Bool, &sa, 1), t(dt, &sb, 2), t(dt, &sa, 3)], vec![]),
+                // The slope broadcast to X's shape: X is the larger.
+                "PRelu" => {
+                    let x = crate::ops::logic::broadcast_many(&[&sa, &sb]).expect("broadcastable");
+                    (vec![t(DType::F32, &x, 1), t(DType::F32, &sb, 2)], vec![])
+                }
+                "Pow" => {
+                    let e = if flag { DType::I64 } else { dt };
+                    (vec![t(dt, &sa, 1), t(e, &sb, 2)], vec![])
+                }
+                "Mod" => (
+                    vec![t(dt, &sa, 1), t(dt, &sb, 2)],
+                    vec![("fmod", AttrValue::Int((dt == DType::F32 || flag) as i64))],
+                ),
+                "Mean" => (vec![t(DType::F32, &sa, 1), t(DType::F32, &sb, 2)], vec![]),
+                "BitShift" => (
+                    vec![t(dt, &sa, 1), t(dt, &sb, 2)],
+                    vec![(
+                        "direction",
+                        AttrValue::String(if flag { "LEFT" } else { "RIGHT" }.into()),
+                    )],
+                ),
+                "Min" | "Max" if flag2 => (vec![t(dt, &sa, 1), t(dt, &sb, 2), t(dt, &sa, 3)], vec![]),
+                _ => (vec![t(dt, &sa, 1), t(dt, &sb, 2)], vec![]),
+            };
+            let n = inputs.len();
+            let opset = if op.starts_with("Bitwise") { 18 } else { 13 };
+            Case::new(op, opset, attrs, inputs).data(&(0..n).collect::<Vec<_>>())
+        })
+        .boxed()
+}
+
+fn einsum() -> BoxedStrategy<Case> {
+    let forms = vec![
+        ("ij,jk->ik", "ij,jk"),
+        ("bij,bjk->bik", "bij,bjk"),
+        ("ii->i", "ii"),
+        ("...ij->...ji", "xij"),
+        ("ij", "ij"),
+        ("i,i", "i,i"),
+        ("ij,kj", "ij,kj"),
+        ("...i,...i->...", "xi,xi"),
+    ];
+    (
+        prop::sample::select(forms),
+        prop::collection::vec(0usize..4, 6),
+        any::<u64>(),
+    )
+        .prop_map(|((eq, dims), sizes, seed)| {
+            // Each letter's size; x stands for the ellipsis (one or two dimensions).
+            let size = |c: char| sizes[(c as usize) % 6];
+            let inputs = dims
+                .split(',')
+                .enumerate()
+                .map(|(k, t)| {
+                    let s: Vec<usize> = t
+                        .chars()
+                        .flat_map(|c| if c == 'x' { vec![size('p'), 2] } else { vec![size(c)] })
+                        .collect();
+                    f32s(&s, seed ^ k as u64)
+                })
+                .collect();
+            let n = dims.split(',').count();
+            Case::new("Einsum", 12, vec![("equation", AttrValue::String(eq.into()))], inputs)
+                .data(&(0..n).collect::<Vec<_>>())
+        })
+        .boxed()
+}
+
 impl Case {
     /// The first input is a constant too (ConstantOfShape's shape).
     fn consts_first(mut self) -> Case {
@@ -977,6 +1158,12 @@ fn any_case() -> BoxedStrategy<Case> {
         shape_and_index(),
         reductions(),
         norm_variants(),
+        // Twice each: they hold many ops.
+        unary_math(),
+        unary_math(),
+        binary_math(),
+        binary_math(),
+        einsum(),
     ]
     .boxed()
 }
@@ -1059,7 +1246,7 @@ fn output_facts_are_what_eval_returns() {
     let cases: u32 = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+        .unwrap_or(5000); // about 50 cases per op of each generator
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,

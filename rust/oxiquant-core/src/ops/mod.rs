@@ -12,6 +12,7 @@
 pub mod facts;
 #[cfg(test)]
 mod facts_props;
+pub mod logic;
 pub mod math;
 pub mod movement;
 pub mod nn;

@@ -1,7 +1,9 @@
 //! The one table from ONNX node types to op types: `(domain, op_type, opsets) -> parser`.
 //! Adding an op is a file under `ops/` and a line here.
 
-use super::math::{BinaryOp, Clip, Softplus, Sum, Unary};
+use super::logic::{Bitwise, BitwiseNot, Compare, IsInf, IsNaN, Logical, Not, Where};
+use super::math::{BinaryOp, Clip, Einsum, Mod, PRelu, Pow, Softplus, Sum, Trilu, Unary, Variadic};
+use super::movement::CastLike;
 use super::movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, Reshape, Resize, Shape, Slice,
     Squeeze, Transpose, Unsqueeze,
@@ -58,6 +60,11 @@ const fn ms(op_type: &'static str, parse: fn(&ParseCtx) -> Result<Box<dyn Op>>) 
     }
 }
 
+/// An entry for the opsets from `first` on (the op did not exist before).
+const fn since(first: i64, e: OpEntry) -> OpEntry {
+    OpEntry { since: first, ..e }
+}
+
 /// Every op the engine reads. Opset-dependent attributes are read by the op itself (it is
 /// given the opset); a range narrower than all opsets means the op does not exist (or is not
 /// followed) outside it.
@@ -93,6 +100,57 @@ pub static REGISTRY: &[OpEntry] = &[
     onnx("Round", of::<Unary>),
     onnx("Floor", of::<Unary>),
     onnx("Softplus", of::<Softplus>),
+    // activations and elementary functions
+    since(9, onnx("Erf", of::<Unary>)),
+    since(20, onnx("Gelu", of::<Unary>)),
+    onnx("Elu", of::<Unary>),
+    onnx("Selu", of::<Unary>),
+    since(12, onnx("Celu", of::<Unary>)),
+    onnx("Softsign", of::<Unary>),
+    since(18, onnx("Mish", of::<Unary>)),
+    since(10, onnx("ThresholdedRelu", of::<Unary>)),
+    onnx("Reciprocal", of::<Unary>),
+    onnx("Ceil", of::<Unary>),
+    since(9, onnx("Sign", of::<Unary>)),
+    onnx("Log", of::<Unary>),
+    onnx("Sin", of::<Unary>),
+    onnx("Cos", of::<Unary>),
+    onnx("Tan", of::<Unary>),
+    onnx("Asin", of::<Unary>),
+    onnx("Acos", of::<Unary>),
+    onnx("Atan", of::<Unary>),
+    since(9, onnx("Sinh", of::<Unary>)),
+    since(9, onnx("Cosh", of::<Unary>)),
+    since(9, onnx("Asinh", of::<Unary>)),
+    since(9, onnx("Acosh", of::<Unary>)),
+    since(9, onnx("Atanh", of::<Unary>)),
+    onnx("PRelu", of::<PRelu>),
+    onnx("Pow", of::<Pow>),
+    since(10, onnx("Mod", of::<Mod>)),
+    onnx("Min", of::<Variadic>),
+    onnx("Max", of::<Variadic>),
+    onnx("Mean", of::<Variadic>),
+    // comparisons, logic and selection
+    onnx("Equal", of::<Compare>),
+    onnx("Less", of::<Compare>),
+    onnx("Greater", of::<Compare>),
+    since(12, onnx("LessOrEqual", of::<Compare>)),
+    since(12, onnx("GreaterOrEqual", of::<Compare>)),
+    onnx("And", of::<Logical>),
+    onnx("Or", of::<Logical>),
+    onnx("Xor", of::<Logical>),
+    onnx("Not", of::<Not>),
+    since(9, onnx("Where", of::<Where>)),
+    since(9, onnx("IsNaN", of::<IsNaN>)),
+    since(10, onnx("IsInf", of::<IsInf>)),
+    since(18, onnx("BitwiseAnd", of::<Bitwise>)),
+    since(18, onnx("BitwiseOr", of::<Bitwise>)),
+    since(18, onnx("BitwiseXor", of::<Bitwise>)),
+    since(18, onnx("BitwiseNot", of::<BitwiseNot>)),
+    since(11, onnx("BitShift", of::<Bitwise>)),
+    since(14, onnx("Trilu", of::<Trilu>)),
+    since(12, onnx("Einsum", of::<Einsum>)),
+    since(15, onnx("CastLike", of::<CastLike>)),
     // data movement and shapes
     onnx("Flatten", of::<Flatten>),
     onnx("Reshape", of::<Reshape>),

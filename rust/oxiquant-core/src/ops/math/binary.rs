@@ -1,4 +1,4 @@
-//! Add, Sub, Mul, Div with broadcasting (float32, int32, int64).
+//! Add, Sub, Mul, Div with broadcasting (float32, int64, int32, int8, uint8).
 
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{binary, binary_inplace};
@@ -61,8 +61,24 @@ impl BinaryOp {
                 |p: i32, q: i32| p.wrapping_mul(q),
                 |p: i32, q: i32| p.checked_div(q).unwrap_or(0)
             ),
+            (TensorData::I8(x), TensorData::I8(y)) => arith!(
+                x,
+                y,
+                |p: i8, q: i8| p.wrapping_add(q),
+                |p: i8, q: i8| p.wrapping_sub(q),
+                |p: i8, q: i8| p.wrapping_mul(q),
+                |p: i8, q: i8| p.checked_div(q).unwrap_or(0)
+            ),
+            (TensorData::U8(x), TensorData::U8(y)) => arith!(
+                x,
+                y,
+                |p: u8, q: u8| p.wrapping_add(q),
+                |p: u8, q: u8| p.wrapping_sub(q),
+                |p: u8, q: u8| p.wrapping_mul(q),
+                |p: u8, q: u8| p.checked_div(q).unwrap_or(0)
+            ),
             _ => Err(Error::shape(format!(
-                "{} needs two float32, int64 or int32 operands of the same dtype, got {} {:?} and {} {:?}",
+                "{} needs two float32, int64, int32, int8 or uint8 operands of the same dtype, got {} {:?} and {} {:?}",
                 self.name(),
                 a.dtype(),
                 a.shape(),
@@ -72,11 +88,11 @@ impl BinaryOp {
         }
     }
 
-    /// The output of `apply` on operands `a` and `b`: their common dtype (float32, int64 or
-    /// int32), their shapes broadcast.
+    /// The output of `apply` on operands `a` and `b`: their common dtype (float32, int64,
+    /// int32, int8 or uint8), their shapes broadcast.
     pub fn facts(self, a: &ValueFact, b: &ValueFact) -> Result<ValueFact> {
         let op = self.name();
-        const TYPES: [DType; 3] = [DType::F32, DType::I64, DType::I32];
+        const TYPES: [DType; 5] = [DType::F32, DType::I64, DType::I32, DType::I8, DType::U8];
         expect_dtype(op, a, "A", &TYPES)?;
         expect_dtype(op, b, "B", &TYPES)?;
         let dtype = match (a.dtype, b.dtype) {

@@ -1,16 +1,30 @@
-//! Element-wise arithmetic and activations (float32; Add/Sub/Mul/Div also on int32/int64).
+//! Element-wise arithmetic, activations and elementary functions (float32; the integer
+//! types where ONNX defines the op on them: Add/Sub/Mul/Div, Abs/Neg/Sign/Relu, Min/Max, Mod, Pow).
 
 mod binary;
 mod clip;
+mod einsum;
+mod modulo;
+mod pow;
+mod prelu;
 mod softplus;
+mod special;
 mod sum;
+mod trilu;
 mod unary;
+mod variadic;
 
 pub use binary::BinaryOp;
 pub use clip::{clamp_interval, Clip};
+pub use einsum::Einsum;
+pub use modulo::Mod;
+pub use pow::Pow;
+pub use prelu::PRelu;
 pub use softplus::Softplus;
 pub use sum::Sum;
+pub use trilu::Trilu;
 pub use unary::Unary;
+pub use variadic::Variadic;
 
 /// Pairs of shapes that broadcast, for the property tests of other ops.
 #[cfg(test)]

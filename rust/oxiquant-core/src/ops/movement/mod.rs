@@ -2,6 +2,7 @@
 //! gather they share.
 
 mod cast;
+mod cast_like;
 mod concat;
 mod constant;
 mod constant_of_shape;
@@ -27,6 +28,7 @@ mod range;
 mod split;
 
 pub use cast::Cast;
+pub use cast_like::CastLike;
 pub use concat::{concat, Concat};
 pub use constant::Constant;
 pub use constant_of_shape::ConstantOfShape;

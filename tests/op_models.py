@@ -17,7 +17,8 @@ SUPPORTED_OPS = frozenset(
     """Conv Gemm MatMul Add Sub Mul Div Sum Relu LeakyRelu Clip Sigmoid Tanh HardSigmoid HardSwish Exp Neg Abs
     Sqrt Softmax MaxPool AveragePool GlobalAveragePool GlobalMaxPool BatchNormalization LRN Flatten Reshape
     Transpose Concat Slice Pad Squeeze Unsqueeze Identity Dropout Resize Upsample Constant ConstantOfShape
-    Shape Gather Cast Softplus""".split()
+    Shape Gather Cast Softplus
+    ConvTranspose LSTM GRU RNN LpPool GlobalLpPool""".split()
 )
 
 # Tolerances of the fp32 comparisons.

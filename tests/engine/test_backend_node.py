@@ -13,7 +13,7 @@ Selection is deliberate, not "whatever loads":
   3. the model's opset is one the engine accepts (7..23). Models generated at a newer opset
      whose ops have the same signature at opset 23 (only new element types added) are read
      as opset 23;
-  4. cases of deliberately unsupported variants (EXPECTED_REFUSED: Resize linear/cubic, Pad wrap,
+  4. cases of deliberately unsupported variants (EXPECTED_REFUSED: Pad wrap,
      3-D pooling, training mode, optional outputs such as Dropout's mask, ...) must raise
      UnsupportedOpError when loaded (or, for a training flag fed at run time, when run): they
      are asserted, not skipped (this check comes before the dtype filter of 2.).
@@ -40,7 +40,7 @@ from onnx import TensorProto, numpy_helper
 
 import oxiquant
 
-from op_models import SUPPORTED_OPS
+from op_models import SUPPORTED_OPS, run_onnxruntime
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -54,7 +54,8 @@ FAMILY = re.compile(
     r"^test_(basic_conv|conv|gemm|matmul|add|sub|mul|div|sum|relu|leakyrelu|clip|sigmoid|tanh|hardsigmoid"
     r"|hardswish|exp|neg|abs|sqrt|softmax|maxpool|averagepool|globalaveragepool|globalmaxpool|batchnorm|lrn"
     r"|flatten|reshape|transpose|concat|slice|constant_pad|edge_pad|reflect_pad|wrap_pad|squeeze|unsqueeze"
-    r"|identity|dropout|training_dropout|resize|upsample|constant|constantofshape|shape|gather|cast|softplus)(_|$)"
+    r"|identity|dropout|training_dropout|resize|upsample|constant|constantofshape|shape|gather|cast|softplus"
+    r"|convtranspose|lstm|gru|rnn|simple_rnn|lppool|globallppool)(_|$)"
 )
 
 F32, I64, I32, I8, U8, BOOL = (
@@ -90,21 +91,28 @@ OP_DTYPES = {
         )
     },
     "Dropout": {F32, BOOL},  # training_mode is a bool input
+    **{op: {F32, I32} for op in ("LSTM", "GRU", "RNN")},  # sequence_lens is int32
 }
 
 MIN_OPSET, MAX_OPSET = 7, oxiquant.MAX_OPSET
 
 # Variants oxiquant deliberately does not run: each must be refused with UnsupportedOpError.
 EXPECTED_REFUSED = [
-    (r"^test_resize_.*(linear|cubic)", "Resize: only nearest"),
-    (r"^test_resize_tf_crop_and_resize", "Resize: tf_crop_and_resize"),
-    (r"^test_resize_.*(_axes_|not_larger|not_smaller|antialias)", "Resize: axes / keep_aspect_ratio_policy"),
     (r"^test_wrap_pad", "Pad: wrap mode"),
     (r"^test_(max|average)pool_3d", "pooling: 3-D"),
     (r"^test_batchnorm_.*training_mode", "BatchNormalization: training mode"),
     (r"^test_(training_)?dropout_.*mask", "Dropout: mask output"),
     (r"^test_maxpool_with_argmax", "MaxPool: Indices output"),
+    (r"^test_lppool_3d", "LpPool: 3-D"),
 ]
+# Cases whose expected outputs (onnx's reference code) differ from onnxruntime's, which the engine
+# follows: compared with onnxruntime's outputs instead.
+ONNXRUNTIME_REFERENCE = {
+    # Downsampled to 2 columns, align_corners samples columns 0 and 3 (onnxruntime); the onnx
+    # reference derives the coordinates from the scale instead.
+    "test_resize_downsample_scales_cubic_align_corners",
+    "test_resize_downsample_scales_linear_align_corners",
+}
 # Training-mode Dropout whose training flag is a run-time input: refused when run.
 EXPECTED_REFUSED_AT_RUN = [r"^test_training_dropout(_default)?$"]
 
@@ -115,7 +123,8 @@ def _shipped_dir() -> Path:
 
 
 def _case_module(op: str) -> str:
-    return {"BatchNormalization": "batch_normalization"}.get(op, op.lower())
+    # GlobalLpPool has no node cases of its own (onnx has no generator for it).
+    return {"BatchNormalization": "batch_normalization", "GlobalLpPool": "lppool"}.get(op, op.lower())
 
 
 def _write_case(case, out: Path) -> bool:
@@ -289,8 +298,9 @@ def test_selection_is_substantial() -> None:
     print(summary)
     assert len(MATCH) >= 200, summary
     # This onnx version's Cast cases all involve float16/float8/int4/... which the engine lacks;
-    # Cast is compared against onnxruntime in test_ops_onnxruntime.py.
-    missing = SUPPORTED_OPS - set(ops) - {"Cast"}
+    # Cast is compared against onnxruntime in test_ops_onnxruntime.py, as is GlobalLpPool, which has
+    # no node case.
+    missing = SUPPORTED_OPS - set(ops) - {"Cast", "GlobalLpPool"}
     assert not missing, f"supported ops without a compared node test: {sorted(missing)}"
 
 
@@ -300,6 +310,9 @@ def test_node_case_matches(case: NodeCase) -> None:
     model = oxiquant.load(case.model)
     names = [o.name for o in case.model.graph.output]
     for feeds, expected in _data_sets(case):
+        if case.name in ONNXRUNTIME_REFERENCE:
+            ort = run_onnxruntime(case.model, feeds)
+            expected = [ort[n] for n in names]
         got = model.run(feeds)
         assert set(got) == set(names)
         for name, want in zip(names, expected):

@@ -6,7 +6,7 @@ use super::movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, Reshape, Resize, Shape, Slice,
     Squeeze, Transpose, Unsqueeze,
 };
-use super::nn::{BatchNorm, Conv, Gemm, GlobalPool, Lrn, MatMul, Pool, Softmax};
+use super::nn::{BatchNorm, Conv, ConvTranspose, Gemm, GlobalPool, LpPool, Lrn, MatMul, Pool, Recurrent, Softmax};
 use super::qlinear::{QOp, MS_DOMAIN};
 use super::{FromOnnx, Op, ParseCtx};
 use crate::error::Result;
@@ -65,6 +65,12 @@ pub static REGISTRY: &[OpEntry] = &[
     onnx("AveragePool", of::<Pool>),
     onnx("GlobalAveragePool", of::<GlobalPool>),
     onnx("GlobalMaxPool", of::<GlobalPool>),
+    onnx("ConvTranspose", of::<ConvTranspose>),
+    onnx("LSTM", of::<Recurrent>),
+    onnx("GRU", of::<Recurrent>),
+    onnx("RNN", of::<Recurrent>),
+    onnx("LpPool", of::<LpPool>),
+    onnx("GlobalLpPool", of::<LpPool>),
     // math
     onnx("Add", of::<BinaryOp>),
     onnx("Sub", of::<BinaryOp>),

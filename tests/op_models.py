@@ -30,6 +30,8 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
     PRelu Softsign Mish ThresholdedRelu Pow Reciprocal Ceil Sign Mod Min Max Mean Log Sin Cos Tan Asin Acos Atan
     Sinh Cosh Asinh Acosh Atanh Trilu Einsum BitwiseAnd BitwiseOr BitwiseXor BitwiseNot BitShift CastLike""".split()
 )
+# Transposed convolution, recurrent layers, Lp pooling.
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset("""ConvTranspose LSTM GRU RNN LpPool GlobalLpPool""".split())
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

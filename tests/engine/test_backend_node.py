@@ -12,7 +12,7 @@ Selection is deliberate, not "whatever loads":
      that op in (float32 everywhere; the integer types where the engine has integer kernels);
   3. the model's opset is one the engine accepts (7 to oxiquant.MAX_OPSET; each op only where
      its definition is the one the engine follows, checked in test_opsets.py);
-  4. cases of deliberately unsupported variants (EXPECTED_REFUSED: Resize linear/cubic, Pad wrap,
+  4. cases of deliberately unsupported variants (EXPECTED_REFUSED: Pad wrap,
      3-D pooling, training mode, optional outputs such as Dropout's mask, ...) must raise
      UnsupportedOpError when loaded (or, for a training flag fed at run time, when run): they
      are asserted, not skipped (this check comes before the dtype filter of 2.).
@@ -39,7 +39,7 @@ from onnx import TensorProto, numpy_helper
 
 import oxiquant
 
-from op_models import SUPPORTED_OPS
+from op_models import SUPPORTED_OPS, run_onnxruntime
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -57,7 +57,8 @@ FAMILY = re.compile(
     r"|split|expand|range|tile|size|gather_elements|gathernd|scatternd|scatter_elements|scatter|depthtospace"
     r"|spacetodepth|onehot|nonzero"
     r"|reduce|argmax|argmin|top_k|cumsum"
-    r"|layer_normalization|rms_normalization|group_normalization|instancenorm|logsoftmax|hardmax)(_|$)"
+    r"|layer_normalization|rms_normalization|group_normalization|instancenorm|logsoftmax|hardmax"
+    r"|convtranspose|lstm|gru|rnn|simple_rnn|lppool|globallppool)(_|$)"
 )
 # Comparisons, logic, selection, activations and elementary functions (And/Or/Xor cases are
 # named like test_and2d).
@@ -129,6 +130,7 @@ OP_DTYPES = {
     **{op: {F32, I32, I64, I8, U8} for op in ("ArgMax", "ArgMin", "TopK")},
     # float32 data; int64 for the axes input
     **{op: {F32, I64} for op in ("ReduceL2", "ReduceLogSum", "ReduceLogSumExp")},
+    **{op: {F32, I32} for op in ("LSTM", "GRU", "RNN")},  # sequence_lens is int32
 }
 # Comparisons and selection on any type, logic on bool, the integer kernels of math ops.
 OP_DTYPES.update(
@@ -150,15 +152,21 @@ MIN_OPSET, MAX_OPSET = 7, oxiquant.MAX_OPSET
 
 # Variants oxiquant deliberately does not run: each must be refused with UnsupportedOpError.
 EXPECTED_REFUSED = [
-    (r"^test_resize_.*(linear|cubic)", "Resize: only nearest"),
-    (r"^test_resize_tf_crop_and_resize", "Resize: tf_crop_and_resize"),
-    (r"^test_resize_.*(_axes_|not_larger|not_smaller|antialias)", "Resize: axes / keep_aspect_ratio_policy"),
     (r"^test_wrap_pad", "Pad: wrap mode"),
     (r"^test_(max|average)pool_3d", "pooling: 3-D"),
     (r"^test_batchnorm_.*training_mode", "BatchNormalization: training mode"),
     (r"^test_(training_)?dropout_.*mask", "Dropout: mask output"),
     (r"^test_maxpool_with_argmax", "MaxPool: Indices output"),
+    (r"^test_lppool_3d", "LpPool: 3-D"),
 ]
+# Cases whose expected outputs (onnx's reference code) differ from onnxruntime's, which the engine
+# follows: compared with onnxruntime's outputs instead.
+ONNXRUNTIME_REFERENCE = {
+    # Downsampled to 2 columns, align_corners samples columns 0 and 3 (onnxruntime); the onnx
+    # reference derives the coordinates from the scale instead.
+    "test_resize_downsample_scales_cubic_align_corners",
+    "test_resize_downsample_scales_linear_align_corners",
+}
 # Training-mode Dropout whose training flag is a run-time input: refused when run.
 EXPECTED_REFUSED_AT_RUN = [r"^test_training_dropout(_default)?$"]
 
@@ -180,6 +188,8 @@ def _case_module(op: str) -> str:
         "Not": "not_",
         "LessOrEqual": "less_or_equal",
         "GreaterOrEqual": "greater_or_equal",
+        # GlobalLpPool has no node cases of its own (onnx has no generator for it).
+        "GlobalLpPool": "lppool",
     }
     return special.get(op, op.lower())
 
@@ -355,10 +365,11 @@ def test_selection_is_substantial() -> None:
     print(summary)
     assert len(MATCH) >= 200, summary
     # This onnx version's Cast cases all involve float16/float8/int4/... which the engine lacks;
-    # Cast is compared against onnxruntime in test_ops_onnxruntime.py.
+    # Cast is compared against onnxruntime in test_ops_onnxruntime.py, as is GlobalLpPool, which has
+    # no node case.
     # SpaceToDepth's cases are written at an opset whose SpaceToDepth has a new `mode` attribute;
     # it is compared against onnxruntime in test_ops_onnxruntime.py.
-    missing = SUPPORTED_OPS - set(ops) - {"Cast", "SpaceToDepth"} - WITHOUT_NODE_CASE
+    missing = SUPPORTED_OPS - set(ops) - {"Cast", "SpaceToDepth", "GlobalLpPool"} - WITHOUT_NODE_CASE
     assert not missing, f"supported ops without a compared node test: {sorted(missing)}"
 
 
@@ -368,6 +379,9 @@ def test_node_case_matches(case: NodeCase) -> None:
     model = oxiquant.load(case.model)
     names = [o.name for o in case.model.graph.output]
     for feeds, expected in _data_sets(case):
+        if case.name in ONNXRUNTIME_REFERENCE:
+            ort = run_onnxruntime(case.model, feeds)
+            expected = [ort[n] for n in names]
         got = model.run(feeds)
         assert set(got) == set(names)
         for name, want in zip(names, expected):

@@ -45,10 +45,10 @@ def test_unsupported_ops_are_all_listed_with_first_node():
 
 
 def test_unsupported_attribute_is_not_ignored():
-    n = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear", name="up")
+    n = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="lanczos", name="up")
     s = onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")
     proto = zoo.make_model([n], [VI("x", 1, [1, 1, 2, 2])], [VI("y", 1, None)], [s])
-    with pytest.raises(oxiquant.UnsupportedOpError, match="Resize.*'up'.*linear"):
+    with pytest.raises(oxiquant.UnsupportedOpError, match="Resize.*'up'.*lanczos"):
         oxiquant.load(proto)
 
 

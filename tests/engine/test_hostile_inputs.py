@@ -296,10 +296,10 @@ CASES = [
     ),
     Case(
         "unknown-attribute",
-        "an attribute the op would ignore (Resize mode=linear)",
-        lambda c: oxiquant.load(one_node("Resize", ["x", "", "s"], [init("s", [1, 1, 2, 2])], mode="linear")),
+        "an attribute value the op does not implement (Resize mode=lanczos)",
+        lambda c: oxiquant.load(one_node("Resize", ["x", "", "s"], [init("s", [1, 1, 2, 2])], mode="lanczos")),
         oxiquant.UnsupportedOpError,
-        "Resize (1 node, first 'hostile'): mode 'linear'",
+        "Resize (1 node, first 'hostile'): mode 'lanczos'",
     ),
     Case(
         "future-opset",

@@ -1073,18 +1073,6 @@ def _unsupported_cases() -> list[OpCase]:
     x = randn(r, 1, 2, 4, 4)
     s = Init(np.array([1, 1, 2, 2], np.float32))
     return [
-        make_case("resize_linear", "Resize", [x, None, s], {"mode": "linear"}, 13),
-        make_case("resize_cubic", "Resize", [x, None, s], {"mode": "cubic"}, 13),
-        make_case("upsample_linear", "Upsample", [x, s], {"mode": "linear"}, 9),
-        make_case(
-            "resize_tf_crop_and_resize",
-            "Resize",
-            [x, Init(np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32)), s],
-            {"mode": "nearest", "coordinate_transformation_mode": "tf_crop_and_resize"},
-            13,
-        ),
-        make_case("resize_axes", "Resize", [x, None, Init(np.array([2, 2], np.float32))], {"axes": [2, 3]}, 18),
-        make_case("resize_antialias", "Resize", [x, None, s], {"antialias": 1}, 18),
         make_case(
             "resize_misspelt_coordinate_mode",
             "Resize",
@@ -1935,3 +1923,263 @@ def test_math_op_quantizes_as_a_float_island(kind: str) -> None:
     np.testing.assert_array_equal(q.run(x, mode="int")["y"], q.run(x, mode="fake")["y"])
     qdq = run_reference(q.to_onnx(), {"x": x}, "onnxruntime")["y"]
     np.testing.assert_allclose(qdq, y, rtol=1e-5, atol=1e-6 * np.abs(y).max())
+
+
+# -- Layers of ops-nn: ConvTranspose, ... (compared as ALL_CASES are, by the tests above) -------
+def conv_transpose_cases() -> list[OpCase]:
+    r = rng(101)
+    cases = []
+
+    def add(cid, xs, ws, bias=True, w_init=True, opset=11, **attrs):
+        x = randn(r, *xs)
+        w = randn(r, *ws, scale=0.5)
+        ins = [x, Init(w) if w_init else w]
+        if bias:
+            b = randn(r, ws[1] * attrs.get("group", 1))
+            ins.append(Init(b) if w_init else b)
+        cases.append(make_case(f"convtranspose_{cid}", "ConvTranspose", ins, attrs, opset))
+
+    add("2d_basic", (2, 3, 5, 6), (3, 4, 3, 3))
+    add("2d_no_bias", (1, 2, 4, 4), (2, 3, 3, 3), bias=False)
+    add("2d_runtime_weights", (1, 2, 4, 4), (2, 3, 3, 3), w_init=False)
+    add("2d_stride2", (1, 4, 5, 5), (4, 2, 3, 3), strides=[2, 2])
+    add("2d_stride2_k4_pad1", (2, 8, 6, 7), (8, 4, 4, 4), strides=[2, 2], pads=[1, 1, 1, 1])
+    add("2d_asym_pads", (1, 2, 5, 5), (2, 3, 3, 2), strides=[2, 3], pads=[0, 1, 2, 1])
+    add("2d_dilations", (1, 2, 5, 4), (2, 2, 3, 3), dilations=[2, 3])
+    add("2d_output_padding", (1, 3, 4, 4), (3, 2, 3, 3), strides=[3, 2], output_padding=[2, 1])
+    add("2d_group2", (2, 4, 5, 5), (4, 3, 3, 3), group=2, strides=[2, 2])
+    add("2d_depthwise", (1, 6, 7, 7), (6, 1, 4, 4), group=6, strides=[2, 2], pads=[1, 1, 1, 1])
+    add("2d_output_shape", (1, 2, 4, 5), (2, 3, 3, 3), strides=[2, 2], output_shape=[8, 10])
+    add("2d_output_shape_smaller", (1, 2, 4, 5), (2, 3, 3, 3), strides=[2, 2], output_shape=[6, 7])
+    add("2d_output_shape_upper", (1, 2, 4, 5), (2, 3, 3, 3), strides=[2, 2], output_shape=[8, 9], auto_pad="SAME_UPPER")
+    add("2d_same_upper", (1, 2, 3, 4), (2, 3, 3, 3), strides=[2, 2], auto_pad="SAME_UPPER")
+    add("2d_same_lower", (1, 2, 3, 4), (2, 3, 3, 3), strides=[2, 2], auto_pad="SAME_LOWER")
+    add("2d_valid", (1, 2, 3, 4), (2, 3, 2, 3), strides=[2, 1], auto_pad="VALID")
+    add("2d_kernel_shape", (1, 2, 3, 3), (2, 2, 3, 2), kernel_shape=[3, 2])
+    add("2d_1x1", (2, 5, 4, 4), (5, 3, 1, 1))
+    add("2d_wide", (1, 16, 20, 20), (16, 8, 2, 2), strides=[2, 2])
+    add("2d_opset1", (1, 2, 3, 3), (2, 2, 3, 3), opset=7)
+    add("2d_empty_batch", (0, 2, 3, 3), (2, 2, 3, 3))
+    add("1d", (2, 3, 7), (3, 2, 3), strides=[2], pads=[1, 0])
+    add("1d_output_padding", (1, 2, 5), (2, 2, 4), strides=[3], output_padding=[1], dilations=[2])
+    add("3d", (1, 2, 3, 4, 3), (2, 2, 2, 3, 2), strides=[2, 1, 2], pads=[1, 0, 0, 0, 1, 1])
+    add("3d_group", (1, 4, 3, 3, 3), (4, 1, 2, 2, 2), group=2, output_padding=[1, 0, 1], strides=[2, 2, 2])
+    return cases
+
+
+def resize_interpolation_cases() -> list[OpCase]:
+    r = rng(102)
+    x = randn(r, 1, 2, 5, 6)
+    cases = []
+
+    def f32(*v: float) -> Init:
+        return Init(np.array(v, dtype=np.float32))
+
+    def add(cid, ins, opset=13, **attrs):
+        cases.append(make_case(f"resize{opset}_{cid}", "Resize", [x, *ins], attrs, opset))
+
+    for mode in ("linear", "cubic"):
+        for coord in RESIZE_COORDS:
+            opset = 19 if coord == "half_pixel_symmetric" else 13
+            attrs = {"mode": mode, "coordinate_transformation_mode": coord}
+            add(f"{mode}_up_{coord}", [None, f32(1, 1, 2.5, 1.5)], opset, **attrs)
+            add(f"{mode}_down_{coord}", [None, f32(1, 1, 0.6, 0.5)], opset, **attrs)
+            add(f"{mode}_sizes_{coord}", [None, None, i64(1, 2, 8, 4)], opset, **attrs)
+        add(
+            f"{mode}_tf_crop",
+            [f32(0, 0, 0.2, -0.3, 1, 1, 0.9, 1.2), f32(1, 1, 1.6, 1.4)],
+            13,
+            mode=mode,
+            coordinate_transformation_mode="tf_crop_and_resize",
+            extrapolation_value=-2.5,
+        )
+        add(
+            f"{mode}_tf_crop_sizes",
+            [f32(0, 0, 0.4, 0.1, 1, 1, 0.6, 0.9), None, i64(1, 2, 3, 7)],
+            13,
+            mode=mode,
+            coordinate_transformation_mode="tf_crop_and_resize",
+        )
+        add(f"{mode}_axes", [None, f32(1.7, 0.6)], 18, mode=mode, axes=[3, 2])
+        add(f"{mode}_axes_negative", [None, None, i64(9)], 18, mode=mode, axes=[-2])
+        for policy in ("not_larger", "not_smaller"):
+            add(
+                f"{mode}_{policy}", [None, None, i64(7, 9)], 18, mode=mode, axes=[2, 3], keep_aspect_ratio_policy=policy
+            )
+        for coord in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+            add(
+                f"{mode}_antialias_{coord}",
+                [None, f32(1, 1, 0.6, 0.35)],
+                18,
+                mode=mode,
+                antialias=1,
+                coordinate_transformation_mode=coord,
+            )
+        add(f"{mode}_antialias_up", [None, f32(1, 1, 1.5, 0.5)], 18, mode=mode, antialias=1)
+        add(f"{mode}_runtime_scales", [None, np.array([1, 1, 1.3, 2.2], np.float32)], 13, mode=mode)
+    add("cubic_a", [None, f32(1, 1, 1.8, 0.7)], 13, mode="cubic", cubic_coeff_a=-0.5)
+    add("cubic_exclude_outside", [None, f32(1, 1, 1.8, 0.7)], 13, mode="cubic", exclude_outside=1)
+    add(
+        "cubic_exclude_outside_crop",
+        [f32(0, 0, -0.2, 0.1, 1, 1, 1.1, 0.8), f32(1, 1, 2, 1.5)],
+        13,
+        mode="cubic",
+        exclude_outside=1,
+        coordinate_transformation_mode="tf_crop_and_resize",
+        extrapolation_value=3.0,
+    )
+    add(
+        "nearest_tf_crop",
+        [f32(0, 0, 0.1, -0.2, 1, 1, 0.8, 1.1), f32(1, 1, 1.5, 2)],
+        13,
+        mode="nearest",
+        coordinate_transformation_mode="tf_crop_and_resize",
+        extrapolation_value=7.0,
+    )
+    add("nearest_axes", [None, f32(2.0)], 18, mode="nearest", axes=[3])
+    add("linear_11_roi_ignored", [f32(0, 0, 0, 0, 1, 1, 1, 1), f32(1, 1, 1.5, 2)], 11, mode="linear")
+    cases.append(
+        make_case(
+            "resize13_linear_5d",
+            "Resize",
+            [randn(r, 1, 2, 3, 4, 3), None, f32(1, 1, 1.5, 0.5, 2)],
+            {"mode": "linear"},
+            13,
+        )
+    )
+    cases.append(make_case("resize10_linear", "Resize", [x, f32(1, 1, 1.6, 0.7)], {"mode": "linear"}, 10))
+    cases.append(make_case("upsample9_linear", "Upsample", [x, f32(1, 1, 2, 3)], {"mode": "linear"}, 9))
+    cases.append(make_case("upsample7_linear", "Upsample", [x], {"mode": "linear", "scales": [1.0, 1.0, 2.0, 1.5]}, 7))
+    return cases
+
+
+def recurrent_cases() -> list[OpCase]:
+    r = rng(103)
+    cases = []
+
+    def add(
+        cid,
+        op,
+        seq=4,
+        batch=3,
+        inp=5,
+        h=3,
+        direction="forward",
+        bias=True,
+        lens=None,
+        state=False,
+        peep=False,
+        layout=0,
+        w_init=True,
+        opset=14,
+        reference="onnxruntime",
+        **attrs,
+    ):
+        g = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+        dirs = 2 if direction == "bidirectional" else 1
+        x = randn(r, *((seq, batch, inp) if layout == 0 else (batch, seq, inp)))
+        w = randn(r, dirs, g * h, inp, scale=0.5)
+        rr = randn(r, dirs, g * h, h, scale=0.5)
+        ins = [x, Init(w) if w_init else w, Init(rr) if w_init else rr]
+        ins.append(Init(randn(r, dirs, 2 * g * h)) if bias else None)
+        ins.append(None if lens is None else np.array(lens, np.int32))
+        states = (dirs, batch, h) if layout == 0 else (batch, dirs, h)
+        ins.append(randn(r, *states) if state else None)
+        if op == "LSTM":
+            ins.append(randn(r, *states) if state else None)
+            ins.append(Init(randn(r, dirs, 3 * h)) if peep else None)
+        if layout:
+            attrs["layout"] = layout
+        n_out = 3 if op == "LSTM" else 2
+        cases.append(
+            make_case(
+                f"{op.lower()}_{cid}",
+                op,
+                ins,
+                {"hidden_size": h, "direction": direction, **attrs},
+                opset,
+                n_outputs=n_out,
+                reference=reference,
+            )
+        )
+
+    for op in ("LSTM", "GRU", "RNN"):
+        add("forward", op)
+        add("reverse", op, direction="reverse")
+        add("bidirectional", op, direction="bidirectional", state=True)
+        add("no_bias", op, bias=False)
+        add("initial_state", op, state=True)
+        add("seq_lens", op, lens=[4, 2, 3], state=True)
+        add("seq_lens_reverse", op, direction="reverse", lens=[1, 4, 3])
+        add("seq_lens_bidirectional", op, direction="bidirectional", lens=[3, 1, 4], state=True)
+        add("runtime_weights", op, w_init=False)
+        add("batch1_long", op, seq=9, batch=1, h=6, inp=2)
+        add("opset7", op, opset=7)
+        add("layout1", op, layout=1, state=True, direction="bidirectional", reference="onnx")
+    add("peepholes", "LSTM", peep=True, state=True)
+    add("peepholes_bidirectional", "LSTM", peep=True, state=True, direction="bidirectional", lens=[2, 4, 1])
+    add("activations_default", "LSTM", activations=["Sigmoid", "Tanh", "Tanh"])
+    add("linear_before_reset", "GRU", linear_before_reset=1, state=True)
+    add("linear_before_reset_bidirectional", "GRU", linear_before_reset=1, direction="bidirectional", lens=[4, 1, 2])
+    add("activations_default", "RNN", activations=["Tanh", "Tanh"], direction="bidirectional")
+    return cases
+
+
+def test_lstm_with_omitted_y_output() -> None:
+    """Y_h only, Y omitted by an empty output name (as the onnx node tests write it)."""
+    r = rng(104)
+    x, w, rr = randn(r, 3, 2, 4), randn(r, 1, 12, 4), randn(r, 1, 12, 3)
+    node = helper.make_node("LSTM", ["x", "w", "r"], ["", "y_h"], hidden_size=3)
+    graph = helper.make_graph(
+        [node],
+        "lstm_y_h",
+        [helper.make_tensor_value_info("x", F, [3, 2, 4])],
+        [helper.make_tensor_value_info("y_h", F, [1, 2, 3])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(rr, "r")],
+    )
+    model = finish_model(graph, 14)
+    want = run_reference(model, {"x": x}, "onnxruntime")
+    assert_outputs_close(oxiquant.load(model).run({"x": x}), want)
+
+
+def lp_pool_cases() -> list[OpCase]:
+    r = rng(105)
+    x = randn(r, 2, 3, 7, 6)
+    cases = [
+        make_case("lppool_2d", "LpPool", [x], {"kernel_shape": [3, 2]}, 11),
+        make_case("lppool_2d_p1", "LpPool", [x], {"kernel_shape": [2, 2], "p": 1}, 11),
+        make_case(
+            "lppool_2d_p3_strides_pads",
+            "LpPool",
+            [x],
+            {"kernel_shape": [3, 3], "p": 3, "strides": [2, 1], "pads": [1, 0, 2, 1]},
+            11,
+        ),
+        make_case(
+            "lppool_2d_same_upper",
+            "LpPool",
+            [x],
+            {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
+            11,
+        ),
+        make_case(
+            "lppool_2d_dilations_ceil",
+            "LpPool",
+            [x],
+            {"kernel_shape": [2, 2], "dilations": [2, 1], "ceil_mode": 1, "strides": [2, 2]},
+            18,
+        ),
+        make_case("lppool_1d", "LpPool", [randn(r, 2, 3, 9)], {"kernel_shape": [3], "strides": [2]}, 11),
+        make_case("globallppool", "GlobalLpPool", [x], {}, 11),
+        make_case("globallppool_p3", "GlobalLpPool", [x], {"p": 3}, 11),
+        make_case("globallppool_1d", "GlobalLpPool", [randn(r, 2, 3, 5)], {"p": 1}, 11),
+    ]
+    return cases
+
+
+NN_CASES = [*conv_transpose_cases(), *resize_interpolation_cases(), *recurrent_cases(), *lp_pool_cases()]
+# Run by test_matches_onnxruntime and test_save_roundtrip (pytest reads the list when it collects).
+_TOP_CASES.extend(NN_CASES)
+_TOP_IDS.extend(c.id for c in NN_CASES)
+assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
+ALL_CASES = [*ALL_CASES, *NN_CASES]

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod conv_direct;
+pub mod conv_transpose;
 pub mod conv_winograd;
 pub mod cpu;
 pub mod elementwise;

@@ -131,6 +131,13 @@ impl<'a> AttrReader<'a> {
     pub fn string(&self, name: &str, default: &str) -> Result<String> {
         Ok(self.string_opt(name)?.unwrap_or_else(|| default.to_string()))
     }
+    pub fn strings_opt(&self, name: &str) -> Result<Option<Vec<String>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(AttrValue::Strings(v)) => Ok(Some(v.clone())),
+            Some(other) => Err(self.wrong(name, "a list of strings", other)),
+        }
+    }
     pub fn tensor_opt(&self, name: &str) -> Result<Option<Tensor>> {
         match self.get(name) {
             None => Ok(None),

@@ -132,8 +132,11 @@ impl Graph {
         for n in &nodes {
             read.extend(n.inputs.iter().cloned());
         }
+        let mut taken: HashSet<String> = nodes.iter().flat_map(|n| n.outputs.iter().cloned()).collect();
+        taken.extend(initializers.keys().cloned());
+        taken.extend(raw.inputs.iter().map(|i| i.name.clone()));
         for n in &mut nodes {
-            if n.outputs.is_empty() {
+            if n.outputs.is_empty() || n.outputs.iter().all(String::is_empty) {
                 return Err(Error::format(format!(
                     "node '{}' ({}) has no output",
                     n.name,
@@ -151,12 +154,17 @@ impl Graph {
                 }]));
             }
             n.outputs.truncate(k);
-            if n.outputs[0].is_empty() {
-                return Err(Error::format(format!(
-                    "node '{}' ({}) has an empty output name",
-                    n.name,
-                    n.op.op_type()
-                )));
+            // An output omitted with an empty name (an LSTM read for Y_h only) is computed
+            // and dropped: it gets a name no other value has.
+            for (i, o) in n.outputs.iter_mut().enumerate() {
+                if o.is_empty() {
+                    let mut name = format!("{}:omitted_output_{i}", n.name);
+                    while read.contains(&name) || taken.contains(&name) {
+                        name.push('_');
+                    }
+                    taken.insert(name.clone());
+                    *o = name;
+                }
             }
         }
 

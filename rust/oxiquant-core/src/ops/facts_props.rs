@@ -258,9 +258,141 @@ fn conv() -> BoxedStrategy<Case> {
         .boxed()
 }
 
+fn conv_transpose() -> BoxedStrategy<Case> {
+    (
+        prop::collection::vec(
+            (1usize..4, 1usize..4, 1i64..3, 1i64..3, 0i64..2, 0i64..2, 0i64..2),
+            1..=3,
+        ),
+        0usize..4,
+        (0usize..3, 1usize..3, 1usize..3, 1usize..3),
+        any::<(bool, bool, u64)>(),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(|(axes, form, (n, g, cg, mg), (bias, ks, seed), wrong)| {
+            let (c, m) = (g * cg, g * mg);
+            let sizes: Vec<usize> = axes.iter().map(|a| a.0).collect();
+            let kernel: Vec<i64> = axes.iter().map(|a| a.1 as i64).collect();
+            let strides: Vec<i64> = axes.iter().map(|a| a.2).collect();
+            let mut attrs = vec![
+                ("strides", ints(&strides)),
+                ("dilations", ints(&axes.iter().map(|a| a.3).collect::<Vec<_>>())),
+            ];
+            match form {
+                0 => attrs.push((
+                    "pads",
+                    ints(
+                        &axes
+                            .iter()
+                            .map(|a| a.4)
+                            .chain(axes.iter().map(|a| a.5))
+                            .collect::<Vec<_>>(),
+                    ),
+                )),
+                1 => attrs.push((
+                    "auto_pad",
+                    AttrValue::String(if seed % 2 == 0 { "SAME_UPPER" } else { "SAME_LOWER" }.into()),
+                )),
+                2 => {
+                    // An output_shape near the full output's size.
+                    let os: Vec<i64> = axes
+                        .iter()
+                        .map(|a| ((a.0 as i64 - 1) * a.2 + (a.1 as i64 - 1) * a.3 + 1 - a.4 + a.5).max(1))
+                        .collect();
+                    attrs.push(("output_shape", ints(&os)));
+                }
+                _ => attrs.push((
+                    "output_padding",
+                    ints(&axes.iter().map(|a| a.6.min(a.2 - 1)).collect::<Vec<_>>()),
+                )),
+            }
+            if g > 1 {
+                attrs.push(("group", AttrValue::Int(g as i64)));
+            }
+            if ks {
+                attrs.push(("kernel_shape", ints(&kernel)));
+            }
+            let mut xs = vec![n, c];
+            xs.extend(&sizes);
+            let mut ws = vec![c + wrong as usize, mg];
+            ws.extend(kernel.iter().map(|&k| k as usize));
+            let mut inputs = vec![f32s(&xs, seed), f32s(&ws, seed ^ 1)];
+            if bias {
+                inputs.push(f32s(&[m], seed ^ 2));
+            }
+            Case::new("ConvTranspose", 13, attrs, inputs)
+        })
+        .boxed()
+}
+
+fn recurrent() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec!["LSTM", "GRU", "RNN"]),
+        (0usize..4, 0usize..3, 1usize..4, 1usize..4),
+        (0usize..3, 0i64..2, any::<bool>()),
+        any::<(bool, bool, bool, u64)>(),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(
+            |(op, (seq, batch, input, h), (dir, layout, lbr), (bias, lens, state, seed), wrong)| {
+                let g = match op {
+                    "LSTM" => 4,
+                    "GRU" => 3,
+                    _ => 1,
+                };
+                let dirs = if dir == 2 { 2 } else { 1 };
+                let direction = ["forward", "reverse", "bidirectional"][dir];
+                let mut attrs = vec![
+                    ("hidden_size", AttrValue::Int(h as i64)),
+                    ("direction", AttrValue::String(direction.into())),
+                    ("layout", AttrValue::Int(layout)),
+                ];
+                if op == "GRU" && lbr {
+                    attrs.push(("linear_before_reset", AttrValue::Int(1)));
+                }
+                let xs = if layout == 0 {
+                    [seq, batch, input]
+                } else {
+                    [batch, seq, input]
+                };
+                let states = if layout == 0 {
+                    [dirs, batch, h]
+                } else {
+                    [batch, dirs, h]
+                };
+                let mut inputs = vec![
+                    f32s(&xs, seed),
+                    f32s(&[dirs, g * h, input + wrong as usize], seed ^ 1),
+                    f32s(&[dirs, g * h, h], seed ^ 2),
+                    if bias { f32s(&[dirs, 2 * g * h], seed ^ 3) } else { None },
+                    if lens {
+                        let v: Vec<i32> = (0..batch).map(|b| ((seed as usize + b) % (seq + 1)) as i32).collect();
+                        Some(Tensor::from_vec(vec![batch], v).unwrap())
+                    } else {
+                        None
+                    },
+                    if state { f32s(&states, seed ^ 4) } else { None },
+                ];
+                if op == "LSTM" && state {
+                    inputs.push(f32s(&states, seed ^ 5));
+                    inputs.push(f32s(&[dirs, 3 * h], seed ^ 6));
+                }
+                Case::new(op, 14, attrs, inputs).data(&[1, 2])
+            },
+        )
+        .boxed()
+}
+
 fn pool() -> BoxedStrategy<Case> {
     (
-        prop::sample::select(vec!["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"]),
+        prop::sample::select(vec![
+            "MaxPool",
+            "AveragePool",
+            "GlobalAveragePool",
+            "GlobalMaxPool",
+            "LpPool",
+            "GlobalLpPool",
+        ]),
         1usize..3,
         window(1),
         window(2),
@@ -283,7 +415,7 @@ fn pool() -> BoxedStrategy<Case> {
             ));
             attrs.push(("strides", ints(&strides)));
             attrs.push(("ceil_mode", AttrValue::Int(ceil as i64)));
-            if op == "MaxPool" {
+            if op == "MaxPool" || op == "LpPool" {
                 attrs.push(("dilations", ints(&dil)));
             } else if incl {
                 attrs.push(("count_include_pad", AttrValue::Int(1)));
@@ -1148,6 +1280,8 @@ fn any_case() -> BoxedStrategy<Case> {
         binary(),
         clip(),
         conv(),
+        conv_transpose(),
+        recurrent(),
         pool(),
         products(),
         normalization(),

@@ -12,7 +12,7 @@ use super::movement::{
     DepthToSpace, Expand, GatherElements, GatherND, NonZero, OneHot, Range, ScatterElements, ScatterND, Size,
     SpaceToDepth, Split, Tile,
 };
-use super::nn::{BatchNorm, Conv, Gemm, GlobalPool, Lrn, MatMul, Pool, Softmax};
+use super::nn::{BatchNorm, Conv, ConvTranspose, Gemm, GlobalPool, LpPool, Lrn, MatMul, Pool, Recurrent, Softmax};
 use super::nn::{GroupNorm, LayerNorm, SoftmaxLike};
 use super::qlinear::{QOp, MS_DOMAIN};
 use super::reduce::{ArgReduce, CumSum, Reduce, TopK};
@@ -80,6 +80,12 @@ pub static REGISTRY: &[OpEntry] = &[
     onnx("AveragePool", of::<Pool>),
     onnx("GlobalAveragePool", of::<GlobalPool>),
     onnx("GlobalMaxPool", of::<GlobalPool>),
+    onnx("ConvTranspose", of::<ConvTranspose>),
+    onnx("LSTM", of::<Recurrent>),
+    onnx("GRU", of::<Recurrent>),
+    onnx("RNN", of::<Recurrent>),
+    onnx("LpPool", of::<LpPool>),
+    onnx("GlobalLpPool", of::<LpPool>),
     // math
     onnx("Add", of::<BinaryOp>),
     onnx("Sub", of::<BinaryOp>),

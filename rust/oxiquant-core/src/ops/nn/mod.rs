@@ -2,12 +2,15 @@
 
 mod batch_norm;
 pub mod conv;
+mod conv_transpose;
 mod fused_conv;
 mod gemm;
 mod global_pool;
+mod lp_pool;
 mod lrn;
 mod matmul;
 pub mod pool;
+mod recurrent;
 mod softmax;
 // normalization and softmax variants of the operator-coverage work
 mod layer_norm;
@@ -15,14 +18,17 @@ mod log_softmax;
 
 pub use batch_norm::{batch_norm, batch_norm_affine, batch_norm_in_place, BatchNorm};
 pub use conv::{Conv, Padding};
+pub use conv_transpose::ConvTranspose;
 pub use fused_conv::FusedConv;
 pub use gemm::Gemm;
 pub(crate) use global_pool::global_facts;
 pub use global_pool::{eval_global, GlobalPool};
 pub use layer_norm::{GroupNorm, LayerNorm};
 pub use log_softmax::SoftmaxLike;
+pub use lp_pool::LpPool;
 pub use lrn::Lrn;
 pub(crate) use matmul::matmul_facts;
 pub use matmul::{matmul, MatMul};
 pub use pool::{Pool, PoolPlan};
+pub use recurrent::Recurrent;
 pub use softmax::Softmax;

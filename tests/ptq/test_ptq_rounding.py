@@ -111,3 +111,38 @@ def test_layer_bits_and_first_last_bits_set_the_weight_widths(rng):
         oxiquant.quantize_network(m, 8, x, layer_bits={"nope": 4})
     with pytest.raises(oxiquant.InvalidArgumentError, match="layer_bits"):
         oxiquant.quantize_network(m, 8, x, layer_bits={"conv2": 1})
+
+
+def test_cli_flags_give_the_api_result(tmp_path):
+    """`oxiquant quantize` with the rounding and mixed-precision flags writes the model the
+    Python API gives for the same options (run through onnxruntime)."""
+    import subprocess
+    import sys
+
+    from oxiquant import examples
+
+    with np.load(examples.DIGITS_DATA) as d:
+        calib, x = d["calib_images"], d["test_images"][:100].astype(np.float32)
+    model = oxiquant.load(examples.DIGITS_MODEL)
+    p = model.copy()
+    oxiquant.prepare_network(p)
+    first = oxiquant.affine_layers(p)[0]
+    out = tmp_path / "q.onnx"
+    args = ["quantize", str(examples.DIGITS_MODEL), "-c", f"{examples.DIGITS_DATA}:calib_images", "-o", str(out)]
+    args += ["--bits", "8", "--weight-bits", "4", "--gptq", "--no-bias-correction", "--layer-samples", "64"]
+    args += ["--layer-bits", f"{first}=3", "--first-last-bits", "8", "--format", "fake", "--quiet"]
+    r = subprocess.run([sys.executable, "-m", "oxiquant", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    q = oxiquant.quantize_network(
+        model, 8, calib, weight_bits=4, gptq=True, bias_correction=False, layer_samples=64,
+        layer_bits={first: 3}, first_last_bits=8, progress=False,
+    )
+    assert {w["name"]: w["weight_bits"] for w in q.quant_info["weights"]}[first] == 3
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image": x})[0]
+    want = q.run(x, mode="fake")["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    r = subprocess.run(
+        [sys.executable, "-m", "oxiquant", *args[:6], "--layer-bits", "conv_nope"], capture_output=True, text=True
+    )
+    assert r.returncode != 0 and "NODE=BITS" in r.stderr

@@ -2,6 +2,7 @@
 optimized signs and activation clipping, at W8A8, W4A8 and W4A4, on real models.
 
     python benches/bench_defaults.py [--threads 2] [--write]
+    python benches/bench_defaults.py --passes [--threads 2] [--write]
 
 ResNet-20 (CIFAR-10; calibrated on the first 1000 test images, evaluated on the next 3000) and
 MobileNetV2 (ImageNet; the 200 shared images: calibrated on the first 100, evaluated on the other
@@ -9,7 +10,13 @@ MobileNetV2 (ImageNet; the 200 shared images: calibrated on the first 100, evalu
 predictions and the output SQNR against the float logits (steadier than top-1 on 100 images).
 Below 8 bits only the settings worth comparing run (per-tensor signed runs max clipping only).
 Then MSE against max weight clipping with the other settings at their best. With --write the
-tables replace the "Default settings" section of benches/RESULTS.md."""
+tables replace the "Default settings" section of benches/RESULTS.md.
+
+`--passes` runs the ablation of the weight-rounding passes instead (bias correction, GPTQ
+rounding, both; mixed precision with the first and last layers at 8 bits), on top of the best
+preset's other settings, with the wall time of `quantize_network`; --write puts it in the
+"Weight rounding passes" section. Then the wall time with every pass on: ResNet-20 on 1000
+calibration images, MobileNetV2 on the 200 shared ones."""
 
 from __future__ import annotations
 
@@ -27,8 +34,17 @@ import oxiquant
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fp32 import cpu_features, cpu_model, run_stamp, write_section
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data from the project's root, or where OXIQUANT_DATA points (a git worktree elsewhere).
+DATA = Path(os.environ.get("OXIQUANT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BEGIN, END = "<!-- defaults:begin -->", "<!-- defaults:end -->"
+PASSES_BEGIN, PASSES_END = "<!-- rounding:begin -->", "<!-- rounding:end -->"
+# (label, quantize_network options) of the ablation; the preset fills in the rest.
+ABLATION = (
+    ("rounding to nearest", {"gptq": False, "bias_correction": False}),
+    ("bias correction", {"gptq": False, "bias_correction": True}),
+    ("GPTQ", {"gptq": True, "bias_correction": False}),
+    ("GPTQ + bias correction", {"gptq": True, "bias_correction": True}),
+)
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 CLIPPINGS = ("max", "mse", "kl", "percentile", "sigma4")
@@ -62,14 +78,72 @@ def row(name, label, q, ev, ey, fo) -> str:
     return line
 
 
+def weight_bits_average(q: oxiquant.Model) -> float:
+    """Mean weight width over the affine layers."""
+    return float(np.mean([w["weight_bits"] for w in q.quant_info["weights"]]))
+
+
+def passes(args: argparse.Namespace) -> list[str]:
+    import time
+
+    head = "| model | weights, activations | passes | top-1 % | agreement with float % | output SQNR dB | time s |"
+    out = [
+        f"{run_stamp()}Machine: {cpu_model()}, {os.cpu_count()} cores; CPU features: {cpu_features()}.  ",
+        f"Command: `python benches/bench_defaults.py --passes --threads {args.threads}`. Best preset otherwise "
+        "(per-channel, unsigned where provable, MSE activation clipping); layer statistics on the first 256 "
+        "calibration samples. Time: the whole `quantize_network` call (other jobs shared the machine).",
+        "",
+        head,
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+
+    def add(name, label, passes_label, q, dt, ev, ey, fo):
+        line = row(name, f"{label} | {passes_label}", q, ev, ey, fo)
+        out.append(f"{line} {dt:.1f} |")
+
+    for name, (fm, cal, ev, ey) in nets().items():
+        fo = logits(fm, ev)
+        out.append(f"| {name} | float | | {(fo.argmax(1) == ey).mean() * 100:.2f} | 100.00 | | |")
+        for wb, ab in ((4, 8), (4, 4)):
+            for label, kw in ABLATION:
+                t = time.perf_counter()
+                q = oxiquant.quantize_network(fm, ab, cal, weight_bits=wb, progress=False, **kw)
+                add(name, f"W{wb}A{ab}", label, q, time.perf_counter() - t, ev, ey, fo)
+        t = time.perf_counter()
+        q = oxiquant.quantize_network(fm, 8, cal, weight_bits=4, first_last_bits=8, progress=False)
+        dt = time.perf_counter() - t
+        add(name, "W4A8, first and last W8", "GPTQ + bias correction", q, dt, ev, ey, fo)
+        out[-1] = out[-1].replace("first and last W8", f"first and last W8 (layer mean {weight_bits_average(q):.2f})")
+    out += ["", "Wall time of `quantize_network` with every pass on (W4A4, GPTQ + bias correction):", ""]
+    c = np.load(DATA / "cifar10_test.npz")
+    i = np.load(DATA / "imagenet_cal200.npz")
+    for name, path, cal in (
+        ("ResNet-20, 1000 images", "akamaster_resnet20_cifar10.onnx", prep(c["images"][:1000])),
+        ("MobileNetV2, 200 images", "mobilenet_v2_imagenet.onnx", prep(i["images"])),
+    ):
+        fm = oxiquant.load(DATA / path)
+        t = time.perf_counter()
+        oxiquant.quantize_network(fm, 4, cal, gptq=True, bias_correction=True, progress=False)
+        out.append(f"- {name}: {time.perf_counter() - t:.1f} s")
+        print(out[-1], flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="update benches/RESULTS.md")
+    ap.add_argument("--passes", action="store_true", help="the weight-rounding passes' ablation instead")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
     oxiquant.set_num_threads(args.threads)
+    if args.passes:
+        table = passes(args)
+        if args.write:
+            heading = "Weight rounding passes (`benches/bench_defaults.py --passes`)"
+            write_section(PASSES_BEGIN, PASSES_END, heading, table)
+        return
     head = "| model | setting | top-1 % | agreement with float % | output SQNR dB |"
     table = [
         f"{run_stamp()}Machine: {cpu_model()}, {os.cpu_count()} cores; CPU features: {cpu_features()}.  ",

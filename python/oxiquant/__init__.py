@@ -29,6 +29,7 @@ from oxiquant._native import __version__ as __version__
 from oxiquant.model import Model, load
 from oxiquant.ptq import (
     adjust_ranges,
+    affine_layers,
     compute_ranges,
     insert_scaling_nodes,
     normalize_activations,
@@ -36,6 +37,7 @@ from oxiquant.ptq import (
     prepare_network,
     quantize_network,
     quantize_normalized_network,
+    round_weights,
 )
 from oxiquant.report import format_report, layer_report
 
@@ -49,6 +51,7 @@ __all__ = [
     "ShapeError",
     "UnsupportedOpError",
     "adjust_ranges",
+    "affine_layers",
     "compute_ranges",
     "format_report",
     "get_num_threads",
@@ -61,5 +64,6 @@ __all__ = [
     "prepare_network",
     "quantize_network",
     "quantize_normalized_network",
+    "round_weights",
     "set_num_threads",
 ]

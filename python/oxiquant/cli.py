@@ -45,6 +45,14 @@ class _Help(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
+def _layer_bits(text: str) -> tuple[str, int]:
+    """NODE=BITS for --layer-bits."""
+    name, sep, bits = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NODE=BITS, got '{text}'")
+    return name, _bits(bits)
+
+
 def _bits(text: str) -> int:
     """A bit width on the command line, checked by the core (the message drops the name,
     which argparse adds)."""
@@ -176,12 +184,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         args.preset,
         args.per_channel,
         args.optimize_signs,
+        args.gptq,
+        args.bias_correction,
     )
     _say(
         args,
         f"{model.summary()}\ncalibrating on {len(calib)} samples, {st['nb_bits']} bits, clipping {st['clipping']}, "
         f"{'per-channel' if st['per_channel'] else 'per-tensor'} weights"
-        f"{', signs optimized' if st['optimize_signs'] else ''} (preset {st['preset']})",
+        f"{', signs optimized' if st['optimize_signs'] else ''}"
+        f"{', GPTQ rounding' if st['gptq'] else ''}{', bias correction' if st['bias_correction'] else ''}"
+        f" (preset {st['preset']})",
     )
     t = time.perf_counter()
     q = oxiquant.quantize_network(
@@ -195,6 +207,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         single_shift=args.single_shift,
         weight_bits=args.weight_bits,
         weight_clipping=args.weight_clipping,
+        gptq=args.gptq,
+        bias_correction=args.bias_correction,
+        layer_bits=dict(args.layer_bits or []),
+        first_last_bits=args.first_last_bits,
+        layer_samples=args.layer_samples,
         batch_size=_batch_size(model, args.batch_size),
         progress=_progress_enabled(args),
         num_threads=args.threads,
@@ -225,6 +242,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "per_channel": st["per_channel"],
                 "optimize_signs": st["optimize_signs"],
                 "single_shift": args.single_shift,
+                "gptq": st["gptq"],
+                "bias_correction": st["bias_correction"],
+                "layer_bits": dict(args.layer_bits or []),
+                "first_last_bits": args.first_last_bits,
                 "calibration_samples": len(calib),
             }
         )
@@ -679,6 +700,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="unsigned ranges for provably non-negative tensors (default: the preset's)",
     )
     q.add_argument("--single-shift", action="store_true", help="power-of-two requantization after affine nodes")
+    q.add_argument(
+        "--gptq",
+        action=argparse.BooleanOptionalAction,
+        help="round weights against each layer's calibration inputs (GPTQ) (default: the preset's)",
+    )
+    q.add_argument(
+        "--bias-correction",
+        action=argparse.BooleanOptionalAction,
+        help="take the weight rounding's mean output shift out of the biases (default: the preset's)",
+    )
+    q.add_argument(
+        "--layer-samples",
+        type=_positive,
+        default=256,
+        metavar="N",
+        help="calibration samples whose layer inputs --gptq and --bias-correction use (default: 256)",
+    )
+    q.add_argument(
+        "--layer-bits",
+        type=_layer_bits,
+        action="append",
+        metavar="NODE=BITS",
+        help="weight bit width of one Conv/Gemm/MatMul node (repeatable; names as in `oxiquant inspect`)",
+    )
+    q.add_argument(
+        "--first-last-bits", type=_bits, metavar="BITS", help="weight bit width of the first and last Conv/Gemm/MatMul"
+    )
     q.add_argument(
         "--format",
         choices=EXPORT_FORMATS,

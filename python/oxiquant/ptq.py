@@ -9,6 +9,7 @@ original) and must run in this order:
     compute_ranges(m, calibration_set)
     adjust_ranges(m, clipping=..., nb_bits=..., optimize_signs=...)
     normalize_activations(m)
+    round_weights(m, weight_bits, gptq=..., bias_correction=...)   # optional
     quantize_normalized_network(m, nb_bits, optimize_signs=..., ...)
 
 `quantize_network` runs exactly these on a copy and returns it. The steps' defaults are
@@ -176,17 +177,23 @@ def compute_ranges(
     progress: bool | None = None,
     num_threads: int | None = None,
     histograms: bool = True,
+    layer_statistics: int = 0,
 ) -> dict[str, float]:
     """Step 4: runs the model over the calibration set, batch by batch, and records the range
     (and histograms) of every Scaling node's output. Batches run side by side, one per
     thread (`num_threads`, default `get_num_threads()`); the result does not depend on the
     thread count. Memory holds one batch per thread, whatever the number of samples.
     `histograms=False` skips the histograms, which only the "mse" and "kl" clipping methods
-    need (a pass over every tensor saved). Returns {Scaling node: range, in real units}."""
+    need (a pass over every tensor saved). `layer_statistics=n` also gathers, over the first
+    n samples, the mean and the Gram matrix `X^T X` of every Conv/Gemm/MatMul's input rows,
+    which `round_weights` needs. Returns {Scaling node: range, in real units}."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     native = model._native
-    native.ptq_calibration_begin(bool(histograms))
+    ls = layer_statistics
+    if isinstance(ls, bool) or not isinstance(ls, (int, np.integer)) or ls < 0:
+        raise InvalidArgumentError(f"layer_statistics must be a number of samples >= 0, got {layer_statistics!r}")
+    native.ptq_calibration_begin(bool(histograms), int(layer_statistics))
     try:
         batches, total = _batches(model, calibration_set, int(batch_size))
         # The engine runs a group of batches side by side, one per thread; only that group
@@ -223,6 +230,40 @@ def normalize_activations(model: Model) -> None:
     model._native.ptq_normalize_activations()
 
 
+def round_weights(
+    model: Model,
+    weight_bits: int,
+    *,
+    gptq: bool = True,
+    bias_correction: bool = True,
+    weight_clipping: str = "max",
+    layer_bits: Mapping[str, int] | None = None,
+    damp: float = 0.01,
+) -> None:
+    """Step 6b (optional, after `normalize_activations`; needs `compute_ranges(...,
+    layer_statistics=n)`): puts every Conv/Gemm/MatMul weight on its `weight_bits` grid.
+    `gptq` rounds each layer's columns in order against the Hessian `X^T X` of its
+    calibration inputs, spreading each rounding error over the columns not yet rounded
+    (`damp`: the damping, a fraction of the Hessian's mean diagonal); without it, weights are
+    rounded to nearest. `bias_correction` takes the expected output shift `(W_q - W) E[x]`
+    out of each bias. `layer_bits={node: bits}` gives single layers other widths.
+    `quantize_normalized_network` must then use the same `weight_bits` and `weight_clipping`."""
+    model._native.ptq_round_weights(
+        weight_bits,
+        weight_clipping,
+        bool(gptq),
+        bool(bias_correction),
+        None if layer_bits is None else dict(layer_bits),
+        float(damp),
+    )
+
+
+def affine_layers(model: Model) -> list[str]:
+    """The names of the model's Conv/Gemm/MatMul nodes, in graph order (after
+    `prepare_network`; mixed precision's `layer_bits` takes these names)."""
+    return list(model._native.ptq_affine_nodes())
+
+
 def quantize_normalized_network(
     model: Model,
     nb_bits: int,
@@ -233,13 +274,16 @@ def quantize_normalized_network(
     no_quant: bool = False,
     dequantize_outputs: bool = True,
     weight_clipping: str = "max",
+    layer_bits: Mapping[str, int] | None = None,
 ) -> None:
     """Step 7: integer weights (`weight_bits`, default `nb_bits`) and biases, quantizers of
     `nb_bits` on activations. `optimize_signs` uses unsigned ranges where a tensor is provably
     non-negative; `single_shift` makes requantization factors powers of two (compensated in
     the weights); `no_quant` skips rounding (the normalized float network);
     `dequantize_outputs` appends a multiplication back to real units on every output;
-    `weight_clipping="mse"` shrinks each weight range to minimize its rounding error."""
+    `weight_clipping="mse"` shrinks each weight range to minimize its rounding error;
+    `layer_bits={node: bits}` gives single layers other weight widths (default: those given
+    to `round_weights`, if it ran)."""
     model._native.ptq_quantize(
         nb_bits,
         weight_bits,
@@ -248,6 +292,7 @@ def quantize_normalized_network(
         bool(no_quant),
         bool(dequantize_outputs),
         weight_clipping,
+        None if layer_bits is None else dict(layer_bits),
     )
 
 
@@ -265,6 +310,11 @@ def quantize_network(
     dequantize_outputs: bool = True,
     weight_bits: int | None = None,
     weight_clipping: str | None = None,
+    gptq: bool | None = None,
+    bias_correction: bool | None = None,
+    layer_bits: Mapping[str, int] | None = None,
+    first_last_bits: int | None = None,
+    layer_samples: int = 256,
     batch_size: int = 32,
     progress: bool | None = None,
     num_threads: int | None = None,
@@ -280,10 +330,18 @@ def quantize_network(
     argument always wins over the preset."""
     # Every argument is checked before any work starts (by the core, which checks each once).
     st = check_quantize_options(
-        nb_bits, clipping, weight_bits, weight_clipping, preset, per_channel, optimize_signs
+        nb_bits, clipping, weight_bits, weight_clipping, preset, per_channel, optimize_signs, gptq, bias_correction
     )
+    rounding = bool(st["gptq"] or st["bias_correction"])
+    if isinstance(layer_samples, bool) or not isinstance(layer_samples, (int, np.integer)) or layer_samples < 1:
+        raise InvalidArgumentError(f"layer_samples must be a positive integer, got {layer_samples!r}")
     q = model.copy()
     prepare_network(q)
+    bits_by_layer = dict(layer_bits or {})
+    if first_last_bits is not None:
+        layers = affine_layers(q)
+        for name in (layers[:1] + layers[-1:]):
+            bits_by_layer.setdefault(name, first_last_bits)
     insert_scaling_nodes(q)
     normalize_parameters(q, per_channel=st["per_channel"])
     compute_ranges(
@@ -293,9 +351,19 @@ def quantize_network(
         progress=progress,
         num_threads=num_threads,
         histograms=st["histograms"],
+        layer_statistics=layer_samples if rounding else 0,
     )
     adjust_ranges(q, clipping=st["clipping"], nb_bits=st["nb_bits"], optimize_signs=st["optimize_signs"])
     normalize_activations(q)
+    if rounding:
+        round_weights(
+            q,
+            st["weight_bits"],
+            gptq=st["gptq"],
+            bias_correction=st["bias_correction"],
+            weight_clipping=st["weight_clipping"],
+            layer_bits=bits_by_layer,
+        )
     quantize_normalized_network(
         q,
         st["nb_bits"],
@@ -305,5 +373,6 @@ def quantize_network(
         no_quant=no_quant,
         dequantize_outputs=dequantize_outputs,
         weight_clipping=st["weight_clipping"],
+        layer_bits=bits_by_layer,
     )
     return q

@@ -403,7 +403,10 @@ def test_repeatable_steps_are_idempotent(proto, clipping, bits):
     assert repr(m.quant_info) == info
     oxiquant.normalize_activations(m)
     oxiquant.quantize_normalized_network(m, bits)
-    ref = oxiquant.quantize_network(oxiquant.load(proto), bits, x, clipping=clipping, batch_size=7)
+    # The steps above leave out round_weights, which the preset adds below 8 bits.
+    ref = oxiquant.quantize_network(
+        oxiquant.load(proto), bits, x, clipping=clipping, batch_size=7, gptq=False, bias_correction=False
+    )
     np.testing.assert_array_equal(m.run(x)["y"], ref.run(x)["y"])
 
 

@@ -325,6 +325,12 @@ impl Model {
         ptq::calibrate::begin(&mut self.ptq, histograms)
     }
 
+    /// `calibration_begin`, also gathering the affine nodes' input statistics over the first
+    /// `layer_samples` samples (for `round_weights`).
+    pub fn calibration_begin_with(&mut self, histograms: bool, layer_samples: usize) -> Result<()> {
+        ptq::calibrate::begin_with(&mut self.ptq, histograms, layer_samples)
+    }
+
     /// Runs calibration batches side by side (one per thread of the current rayon pool).
     pub fn calibration_batches(&mut self, batches: Vec<HashMap<String, Tensor>>) -> Result<()> {
         ptq::calibrate::observe_batches(&self.graph, &mut self.ptq, batches)
@@ -345,6 +351,20 @@ impl Model {
 
     pub fn normalize_activations(&mut self) -> Result<()> {
         self.edit(ptq::normalize_acts::normalize_activations)
+    }
+
+    /// Optional, before `quantize`: GPTQ rounding and bias correction of the weights.
+    pub fn round_weights(&mut self, opts: &ptq::rounding::RoundingOptions) -> Result<()> {
+        self.edit(|g, st| ptq::rounding::round_weights(g, st, opts))
+    }
+
+    /// Weight bit widths of single affine nodes for `quantize` (mixed precision).
+    pub fn set_layer_bits(&mut self, bits: std::collections::BTreeMap<String, u32>) -> Result<()> {
+        for (n, &b) in &bits {
+            ptq::check_bits(&format!("layer_bits['{n}']"), b as i64)?;
+        }
+        self.ptq.layer_bits = bits;
+        Ok(())
     }
 
     /// The last step; the integer engine's graph is lowered from the result.

@@ -66,6 +66,14 @@ fn weight_clipping_arg(v: &Bound<'_, PyAny>) -> PyResult<Clipping> {
     Clipping::parse_weight(&s).map_err(errors::to_py)
 }
 
+/// `{node: bits}` with every width checked.
+fn layer_bits_arg(v: Option<BTreeMap<String, Bound<'_, PyAny>>>) -> PyResult<BTreeMap<String, u32>> {
+    v.unwrap_or_default()
+        .into_iter()
+        .map(|(k, b)| Ok((k.clone(), bits_arg(&b, &format!("layer_bits['{k}']"))?)))
+        .collect()
+}
+
 fn parse<T: std::str::FromStr<Err = oxiquant_core::Error>>(s: &str) -> PyResult<T> {
     s.parse::<T>().map_err(errors::to_py)
 }
@@ -302,9 +310,13 @@ impl NativeModel {
 
     /// PTQ step 4, part 1: clears the statistics (`histograms`: keep the histograms that
     /// MSE and KL clipping need).
-    #[pyo3(signature = (histograms=true))]
-    fn ptq_calibration_begin(&mut self, histograms: bool) -> PyResult<()> {
-        guard("compute_ranges", || self.model.calibration_begin(histograms))
+    /// `layer_samples`: how many samples also gather the affine nodes' input statistics
+    /// (for `ptq_round_weights`; 0: none).
+    #[pyo3(signature = (histograms=true, layer_samples=0))]
+    fn ptq_calibration_begin(&mut self, histograms: bool, layer_samples: usize) -> PyResult<()> {
+        guard("compute_ranges", || {
+            self.model.calibration_begin_with(histograms, layer_samples)
+        })
     }
 
     /// PTQ step 4, part 2: runs calibration batches (side by side, one per thread) and
@@ -359,9 +371,39 @@ impl NativeModel {
         py.detach(|| guard("normalize_activations", || m.normalize_activations()))
     }
 
+    /// PTQ step 6b (in place, optional): GPTQ rounding and bias correction of the weights.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (weight_bits, weight_clipping, gptq, bias_correction, layer_bits=None, damp=0.01, num_threads=None))]
+    fn ptq_round_weights(
+        &mut self,
+        py: Python<'_>,
+        weight_bits: &Bound<'_, PyAny>,
+        weight_clipping: &Bound<'_, PyAny>,
+        gptq: bool,
+        bias_correction: bool,
+        layer_bits: Option<BTreeMap<String, Bound<'_, PyAny>>>,
+        damp: f64,
+        num_threads: Option<usize>,
+    ) -> PyResult<()> {
+        let mut opts = core_ptq::rounding::RoundingOptions::new(bits_arg(weight_bits, "weight_bits")?);
+        opts.weight_clipping = weight_clipping_arg(weight_clipping)?;
+        opts.gptq = gptq;
+        opts.bias_correction = bias_correction;
+        opts.damp = damp;
+        opts.layer_bits = layer_bits_arg(layer_bits)?;
+        let pool = threads::pool(num_threads)?;
+        let m = &mut self.model;
+        py.detach(|| guard("round_weights", || pool.install(|| m.round_weights(&opts))))
+    }
+
+    /// The affine nodes (Conv, Gemm, MatMul) in graph order.
+    fn ptq_affine_nodes(&self) -> Vec<String> {
+        core_ptq::rounding::affine_nodes(self.model.graph())
+    }
+
     /// PTQ step 7 (in place). `weight_bits=None`: as `act_bits`.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (act_bits, weight_bits, optimize_signs, single_shift, no_quant, dequantize_outputs, weight_clipping))]
+    #[pyo3(signature = (act_bits, weight_bits, optimize_signs, single_shift, no_quant, dequantize_outputs, weight_clipping, layer_bits=None))]
     fn ptq_quantize(
         &mut self,
         py: Python<'_>,
@@ -372,8 +414,13 @@ impl NativeModel {
         no_quant: bool,
         dequantize_outputs: bool,
         weight_clipping: &Bound<'_, PyAny>,
+        layer_bits: Option<BTreeMap<String, Bound<'_, PyAny>>>,
     ) -> PyResult<()> {
         let act_bits = bits_arg(act_bits, "nb_bits")?;
+        if layer_bits.is_some() {
+            let lb = layer_bits_arg(layer_bits)?;
+            guard("quantize_normalized_network", || self.model.set_layer_bits(lb))?;
+        }
         let weight_bits = match weight_bits {
             Some(b) if !b.is_none() => bits_arg(b, "weight_bits")?,
             _ => act_bits,
@@ -420,7 +467,8 @@ impl NativeModel {
 /// caller left out (`None`) from the preset; returns the settings the pipeline will use, with
 /// whether calibration needs histograms.
 #[pyfunction]
-#[pyo3(signature = (nb_bits, clipping=None, weight_bits=None, weight_clipping=None, preset="best", per_channel=None, optimize_signs=None))]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (nb_bits, clipping=None, weight_bits=None, weight_clipping=None, preset="best", per_channel=None, optimize_signs=None, gptq=None, bias_correction=None))]
 fn check_quantize_options<'py>(
     py: Python<'py>,
     nb_bits: &Bound<'py, PyAny>,
@@ -430,6 +478,8 @@ fn check_quantize_options<'py>(
     preset: &str,
     per_channel: Option<bool>,
     optimize_signs: Option<bool>,
+    gptq: Option<bool>,
+    bias_correction: Option<bool>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let preset = core_ptq::Preset::parse(preset).map_err(errors::to_py)?;
     let bits = bits_arg(nb_bits, "nb_bits")?;
@@ -455,6 +505,8 @@ fn check_quantize_options<'py>(
     d.set_item("per_channel", per_channel.unwrap_or(base.per_channel))?;
     d.set_item("optimize_signs", optimize_signs.unwrap_or(base.optimize_signs))?;
     d.set_item("histograms", clipping.needs_histograms())?;
+    d.set_item("gptq", gptq.unwrap_or(base.gptq))?;
+    d.set_item("bias_correction", bias_correction.unwrap_or(base.bias_correction))?;
     Ok(d)
 }
 

@@ -8,6 +8,7 @@
 //! doubles when a batch exceeds it, merging bins pairwise, so no sample is ever kept and the
 //! result does not depend on the batch size).
 
+use super::layer_stats::{self, LayerStats, RowSource};
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
@@ -480,6 +481,12 @@ impl Default for RangeStats {
 /// Starts a fresh calibration (statistics cleared); `histograms: false` keeps only what MAX
 /// and SIGMA clipping need.
 pub fn begin(state: &mut PtqState, histograms: bool) -> Result<()> {
+    begin_with(state, histograms, 0)
+}
+
+/// `begin`, also gathering the input statistics of every affine node (`layer_stats`) over
+/// the first `layer_samples` samples (0: none).
+pub fn begin_with(state: &mut PtqState, histograms: bool, layer_samples: usize) -> Result<()> {
     state.expect(
         "compute_ranges",
         Stage::ParamsNormalized,
@@ -499,6 +506,8 @@ pub fn begin(state: &mut PtqState, histograms: bool) -> Result<()> {
     }
     state.batches_seen = 0;
     state.samples_seen = 0;
+    state.layer_samples = layer_samples;
+    state.layer_stats.clear();
     state.stage = Stage::ParamsNormalized;
     Ok(())
 }
@@ -542,18 +551,39 @@ pub fn observe_batches(graph: &Graph, state: &mut PtqState, batches: Vec<HashMap
         })
         .collect();
     let exec = Executor::new(graph)?;
-    let results: Vec<Result<(usize, HashMap<String, RangeStats>)>> = batches
+    // Which batches also gather the affine nodes' input statistics: those that start within
+    // the first `layer_samples` samples.
+    let layers = LayerWatch::new(graph, state);
+    let mut start = state.samples_seen;
+    let with_layers: Vec<bool> = batches
+        .iter()
+        .map(|f| {
+            let on = start < state.layer_samples;
+            start += f.values().next().and_then(|t| t.shape().first().copied()).unwrap_or(1);
+            on
+        })
+        .collect();
+    let results: Vec<Result<BatchStats>> = batches
         .into_par_iter()
+        .zip(with_layers)
         .with_max_len(1)
-        .map(|feeds| observe_one(&exec, &watched, fresh.clone(), feeds))
+        .map(|(feeds, on)| observe_one(&exec, &watched, fresh.clone(), on.then_some(&layers), feeds))
         .collect();
     // Nothing is merged unless every batch succeeded: a failed call leaves the running
     // statistics as they were.
     let results = results.into_iter().collect::<Result<Vec<_>>>()?;
-    for (batch, stats) in results {
+    for (batch, stats, layer) in results {
         for (node, s) in stats {
             if let Some(running) = state.scaling.get_mut(&node).and_then(|i| i.stats.as_mut()) {
                 running.merge(s);
+            }
+        }
+        for (node, s) in layer {
+            match state.layer_stats.get_mut(&node) {
+                Some(running) => running.merge(&s),
+                None => {
+                    state.layer_stats.insert(node, s);
+                }
             }
         }
         state.batches_seen += 1;
@@ -562,13 +592,46 @@ pub fn observe_batches(graph: &Graph, state: &mut PtqState, batches: Vec<HashMap
     Ok(())
 }
 
-/// One batch's run: its size and the statistics of its watched outputs.
+/// One affine node reading a value: its name, row source, weight shape and input scale.
+type LayerReader = (String, RowSource, Vec<usize>, f32);
+
+/// The affine nodes whose inputs are gathered, by input value.
+struct LayerWatch {
+    by_value: HashMap<String, Vec<LayerReader>>,
+}
+
+impl LayerWatch {
+    fn new(graph: &Graph, state: &PtqState) -> LayerWatch {
+        let mut by_value: HashMap<String, Vec<LayerReader>> = HashMap::new();
+        if state.layer_samples > 0 {
+            for (node, x, src) in layer_stats::watched_inputs(graph) {
+                let Some(idx) = graph.node_index(&node) else { continue };
+                let Some(w) = graph.nodes[idx].inputs.get(1).and_then(|v| graph.initializers.get(v)) else {
+                    continue;
+                };
+                let scale = state.scale(&x)[0];
+                by_value
+                    .entry(x)
+                    .or_default()
+                    .push((node, src, w.shape().to_vec(), scale));
+            }
+        }
+        LayerWatch { by_value }
+    }
+}
+
+/// One batch's size, the statistics of its watched outputs and of its affine inputs.
+type BatchStats = (usize, HashMap<String, RangeStats>, Vec<(String, LayerStats)>);
+
+/// One batch's run.
 fn observe_one(
     exec: &Executor,
     watched: &HashMap<String, String>,
     mut stats: HashMap<String, RangeStats>,
+    layers: Option<&LayerWatch>,
     feeds: HashMap<String, Tensor>,
-) -> Result<(usize, HashMap<String, RangeStats>)> {
+) -> Result<BatchStats> {
+    let mut layer_out: Vec<(String, LayerStats)> = Vec::new();
     let batch = feeds
         .values()
         .next()
@@ -579,6 +642,20 @@ fn observe_one(
         let mut observer = |value: &str, t: &Tensor| {
             if failure.is_some() {
                 return;
+            }
+            if let Some(readers) = layers.and_then(|l| l.by_value.get(value)) {
+                for (node, src, w, scale) in readers {
+                    let mut st = None;
+                    match layer_stats::observe(node, src, t, w, *scale, &mut st) {
+                        Ok(()) => layer_out.extend(st.map(|s| (node.clone(), s))),
+                        Err(e) => {
+                            failure = Some(Error::InvalidArgument(format!(
+                                "calibration: the input of '{node}' ('{value}'): {e}"
+                            )));
+                            return;
+                        }
+                    }
+                }
             }
             let Some(node) = watched.get(value) else { return };
             let Some(s) = stats.get_mut(node) else { return };
@@ -597,7 +674,7 @@ fn observe_one(
     }
     match failure {
         Some(e) => Err(e),
-        None => Ok((batch, stats)),
+        None => Ok((batch, stats, layer_out)),
     }
 }
 

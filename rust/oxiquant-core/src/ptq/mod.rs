@@ -15,11 +15,13 @@ pub mod classify;
 pub mod clipping;
 pub mod insert_scaling;
 pub mod integer_matmul;
+pub mod layer_stats;
 pub mod normalize_acts;
 pub mod normalize_params;
 pub mod prepare;
 pub mod preset;
 pub mod quantize;
+pub mod rounding;
 pub mod signs;
 
 use crate::error::{Error, Result};
@@ -126,6 +128,8 @@ pub struct AffineInfo {
     pub weight_bits: Option<u32>,
     /// Per-channel fraction of `max|W|` kept by weight clipping (1 = no clipping).
     pub weight_clip: Vec<f32>,
+    /// The bit width `round_weights` put the weights on the grid of (None: not rounded yet).
+    pub rounded_bits: Option<u32>,
 }
 
 /// The PTQ annotations of a graph, carried from pass to pass.
@@ -153,6 +157,13 @@ pub struct PtqState {
     /// The state before a calibration in progress (`calibrate::begin`), put back by
     /// `calibrate::abort` when it fails: a failed `compute_ranges` leaves the model as it was.
     pub calib_backup: Option<Box<PtqState>>,
+    /// How many calibration samples gather the affine nodes' input statistics (0: none),
+    /// and those statistics, by affine node (for `rounding`).
+    pub layer_samples: usize,
+    pub layer_stats: BTreeMap<String, layer_stats::LayerStats>,
+    /// Weight bit widths of single affine nodes (mixed precision), overriding the
+    /// `weight_bits` of `round_weights` and `quantize_normalized_network`.
+    pub layer_bits: BTreeMap<String, u32>,
 }
 
 impl PtqState {

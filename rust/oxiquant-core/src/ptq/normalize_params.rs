@@ -180,6 +180,7 @@ impl ScaleRules for ParamRules {
                 bias_in_scale: s_in,
                 weight_bits: None,
                 weight_clip: vec![1.0; s_w.len()],
+                rounded_bits: None,
             },
         );
         Ok(if per_channel {

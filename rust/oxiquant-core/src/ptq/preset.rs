@@ -19,6 +19,9 @@ pub struct Settings {
     pub per_channel: bool,
     pub optimize_signs: bool,
     pub weight_clipping: Clipping,
+    /// GPTQ rounding and bias correction of the weights (`rounding`).
+    pub gptq: bool,
+    pub bias_correction: bool,
 }
 
 impl Preset {
@@ -42,7 +45,7 @@ impl Preset {
     }
 
     /// The preset's settings for these bit widths.
-    pub fn settings(self, _act_bits: u32, _weight_bits: u32) -> Settings {
+    pub fn settings(self, _act_bits: u32, weight_bits: u32) -> Settings {
         match self {
             // MSE activation clipping has the best output SQNR, or within 0.4 dB of it, wherever
             // some clipping keeps the model working; per-channel weights and unsigned ranges
@@ -54,12 +57,20 @@ impl Preset {
                 per_channel: true,
                 optimize_signs: true,
                 weight_clipping: Clipping::Max,
+                // Below 8 weight bits GPTQ rounding and bias correction lift MobileNetV2 at
+                // W4A8 from collapse to within a few points of float, and ResNet-20 too
+                // (benches/RESULTS.md, "Weight rounding passes"); at 8 bits rounding to
+                // nearest is already close to float and they would only cost time.
+                gptq: weight_bits < 8,
+                bias_correction: weight_bits < 8,
             },
             Preset::Aidge => Settings {
                 clipping: Clipping::Max,
                 per_channel: false,
                 optimize_signs: false,
                 weight_clipping: Clipping::Max,
+                gptq: false,
+                bias_correction: false,
             },
         }
     }

@@ -111,7 +111,14 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
     }
     let classes = node_classes(graph);
     let signs = signedness(graph, state, opts.optimize_signs);
-    let qw = levels(opts.weight_bits, true);
+    for (n, &b) in &state.layer_bits {
+        check_bits(&format!("layer_bits['{n}']"), b as i64)?;
+        if !classes.get(n).is_some_and(|c| *c == Class::Affine) {
+            return Err(Error::InvalidArgument(format!(
+                "layer_bits: '{n}' is not an affine node (Conv, Gemm, MatMul) of the model"
+            )));
+        }
+    }
     let mut units: HashMap<String, Vec<f32>> = HashMap::new();
     // Scaling nodes whose factor single_shift made a power of two.
     let mut shifted: HashMap<String, f32> = HashMap::new();
@@ -189,13 +196,27 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                     )));
                 };
                 let mut a = AffineParams::read(graph, idx)?;
+                let bits = state.layer_bits.get(&node.name).copied().unwrap_or(opts.weight_bits);
+                let qw = levels(bits, true);
                 let per_channel = state.per_channel && a.per_channel_ok;
-                let alpha: Vec<f32> = match opts.weight_clipping {
-                    Clipping::Max => vec![1.0; a.channels],
-                    _ if per_channel => (0..a.channels)
+                let rounded = state
+                    .affine
+                    .get(&node.name)
+                    .and_then(|i| i.rounded_bits.map(|b| (b, i.weight_clip.clone())));
+                let alpha: Vec<f32> = match (rounded, opts.weight_clipping) {
+                    // round_weights put them on this grid already: keep it.
+                    (Some((b, alpha)), _) if b == bits && alpha.len() == a.channels => alpha,
+                    (Some((b, _)), _) => {
+                        return Err(Error::InvalidArgument(format!(
+                            "node '{}': round_weights rounded its weights to {b} bits, quantize_normalized_network asks for {bits}; use the same widths in both",
+                            node.name
+                        )))
+                    }
+                    (None, Clipping::Max) => vec![1.0; a.channels],
+                    (None, _) if per_channel => (0..a.channels)
                         .map(|c| weight_clip_fraction(&a.channel(c), qw))
                         .collect(),
-                    _ => vec![weight_clip_fraction(&a.weight, qw); a.channels],
+                    (None, _) => vec![weight_clip_fraction(&a.weight, qw); a.channels],
                 };
                 // single_shift: fold the quantizer's ratio to a power of two into the weights.
                 let mut ratio = vec![1.0f32; a.channels];
@@ -221,7 +242,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                 }
                 a.write(graph, idx)?;
                 if let Some(info) = state.affine.get_mut(&node.name) {
-                    info.weight_bits = Some(opts.weight_bits);
+                    info.weight_bits = Some(bits);
                     info.weight_clip = alpha.clone();
                 }
                 Some(if u_out.iter().all(|&u| u == u_out[0]) {

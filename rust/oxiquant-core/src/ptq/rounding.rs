@@ -1,0 +1,404 @@
+//! Step 6b, `round_weights` (optional, between `normalize_activations` and
+//! `quantize_normalized_network`): puts every affine node's normalized weights on their
+//! quantization grid, with two passes that use the calibration inputs gathered by
+//! `compute_ranges` (`layer_stats`):
+//!
+//! - GPTQ rounding: per channel group, with `H = X^T X` of the layer's input rows, the
+//!   columns are rounded in order and each one's rounding error is spread over the columns
+//!   not yet rounded through the upper Cholesky factor `U` of `(H + damp I)^-1`, so that the
+//!   layer's output error on the calibration rows stays small (round-to-nearest ignores
+//!   how the inputs correlate);
+//! - bias correction: the expected output shift the rounding causes, `(W_q - W) E[x]` per
+//!   output channel with `E[x]` the mean input row over the calibration samples, is taken out
+//!   of the bias, so that the layer's mean output is the float one.
+//!
+//! The grid is the one `quantize_normalized_network` uses: `alpha * k / Q` in normalized
+//! units (`alpha` from the weight clipping, `Q = 2^(bits-1) - 1`); that step then keeps the
+//! rounded weights as they are (it checks the bit width is the same).
+
+use super::affine::AffineParams;
+use super::classify::Class;
+use super::clipping::{levels, Clipping};
+use super::insert_scaling::node_classes;
+use super::layer_stats::{channel_rows, set_channel_rows, LayerStats};
+use super::quantize::weight_clip_fraction;
+use super::{PtqState, Stage};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::ops::Gemm;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundingOptions {
+    pub weight_bits: u32,
+    /// Bit widths of single affine nodes (by node name), overriding `weight_bits`.
+    pub layer_bits: BTreeMap<String, u32>,
+    pub weight_clipping: Clipping,
+    pub gptq: bool,
+    pub bias_correction: bool,
+    /// GPTQ's damping, as a fraction of the mean diagonal of `H`.
+    pub damp: f64,
+}
+
+impl RoundingOptions {
+    pub fn new(weight_bits: u32) -> RoundingOptions {
+        RoundingOptions {
+            weight_bits,
+            layer_bits: BTreeMap::new(),
+            weight_clipping: Clipping::Max,
+            gptq: true,
+            bias_correction: true,
+            damp: 0.01,
+        }
+    }
+    pub fn bits_of(&self, node: &str) -> u32 {
+        self.layer_bits.get(node).copied().unwrap_or(self.weight_bits)
+    }
+}
+
+/// Round-to-nearest of `w` (in grid units) onto the integers in `[-q, q]`.
+fn nearest(w: f64, q: f64) -> f64 {
+    w.round_ties_even().clamp(-q, q)
+}
+
+/// `sum a[i] * b[i]` with four accumulators (the loops below are dot products of rows).
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..4 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc[0] + acc[1] + acc[2] + acc[3] + tail
+}
+
+/// Lower Cholesky factor of the symmetric positive definite `a` (`n x n`, row-major), or
+/// None when it is not positive definite.
+pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let s = dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
+            let v = a[i * n + j] - s;
+            if i == j {
+                if v <= 0.0 || !v.is_finite() {
+                    return None;
+                }
+                l[i * n + i] = v.sqrt();
+            } else {
+                l[i * n + j] = v / l[j * n + j];
+            }
+        }
+    }
+    Some(l)
+}
+
+/// The upper factor `U` with `U^T U = a^-1` (what GPTQ propagates errors with).
+pub fn inverse_upper_factor(a: &[f64], n: usize) -> Option<Vec<f64>> {
+    let l = cholesky(a, n)?;
+    // mt = (L^-1)^T, row c holding column c of L^-1 (zero above the diagonal of L^-1, so
+    // row c is zero before index c): forward substitution for L m = e_c.
+    let mut mt = vec![0f64; n * n];
+    for c in 0..n {
+        mt[c * n + c] = 1.0 / l[c * n + c];
+        for i in c + 1..n {
+            let s = dot(&l[i * n + c..i * n + i], &mt[c * n + c..c * n + i]);
+            mt[c * n + i] = -s / l[i * n + i];
+        }
+    }
+    // a^-1 = L^-T L^-1: (i, j) = sum_p M_{pi} M_{pj} = row i of mt . row j of mt (p >= i, j).
+    let mut inv = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let s = dot(&mt[i * n + i..i * n + n], &mt[j * n + i..j * n + n]);
+            inv[i * n + j] = s;
+            inv[j * n + i] = s;
+        }
+    }
+    let lo = cholesky(&inv, n)?;
+    // U = lo^T.
+    let mut u = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            u[j * n + i] = lo[i * n + j];
+        }
+    }
+    Some(u)
+}
+
+/// The damped Hessian of one group: `H + damp * mean(diag H) * I`, with the columns no
+/// calibration row ever touched given a unit diagonal (their weights do not matter).
+fn damped(gram: &[f64], k: usize, damp: f64) -> Vec<f64> {
+    let mut h = gram.to_vec();
+    let mean = (0..k).map(|i| h[i * k + i]).sum::<f64>() / k.max(1) as f64;
+    let add = if mean > 0.0 { damp * mean } else { 1.0 };
+    for i in 0..k {
+        if h[i * k + i] <= 0.0 {
+            for j in 0..k {
+                h[i * k + j] = 0.0;
+                h[j * k + i] = 0.0;
+            }
+            h[i * k + i] = 1.0;
+        }
+        h[i * k + i] += add;
+    }
+    h
+}
+
+/// GPTQ on one row `w` (grid units): columns rounded in order, each error spread over the
+/// later columns through `u`.
+pub fn gptq_row(w: &mut [f64], u: &[f64], q: f64) {
+    let k = w.len();
+    for i in 0..k {
+        let r = nearest(w[i], q);
+        let e = (w[i] - r) / u[i * k + i];
+        w[i] = r;
+        for j in i + 1..k {
+            w[j] -= e * u[i * k + j];
+        }
+    }
+}
+
+/// The rows of one group rounded by GPTQ against `gram` (None when `H` could not be
+/// factored even with more damping: the caller falls back to round-to-nearest).
+pub fn gptq_rows(rows: &mut [Vec<f64>], gram: &[f64], k: usize, q: f64, damp: f64) -> Option<()> {
+    let mut d = damp;
+    let u = loop {
+        if let Some(u) = inverse_upper_factor(&damped(gram, k, d), k) {
+            break u;
+        }
+        d *= 10.0;
+        if d > 10.0 {
+            return None;
+        }
+    };
+    // GPTQ is greedy and the clamp to [-q, q] can defeat its error feedback: each row keeps
+    // whichever of GPTQ and round-to-nearest has the smaller output error on the calibration
+    // rows, `d^T H d` with `d` the row's rounding change (undamped H: exactly the summed
+    // squared output error).
+    rows.par_iter_mut().for_each(|w| {
+        let orig = w.clone();
+        gptq_row(w, &u, q);
+        let nearest_row: Vec<f64> = orig.iter().map(|&v| nearest(v, q)).collect();
+        if nearest_row != *w && output_error(&orig, &nearest_row, gram, k) < output_error(&orig, w, gram, k) {
+            w.copy_from_slice(&nearest_row);
+        }
+    });
+    Some(())
+}
+
+/// `d^T H d` with `d = rounded - orig` (H symmetric: the upper triangle read once).
+fn output_error(orig: &[f64], rounded: &[f64], h: &[f64], k: usize) -> f64 {
+    let d: Vec<f64> = rounded.iter().zip(orig).map(|(r, o)| r - o).collect();
+    (0..k)
+        .filter(|&i| d[i] != 0.0)
+        .map(|i| d[i] * (h[i * k + i] * d[i] + 2.0 * dot(&h[i * k + i + 1..(i + 1) * k], &d[i + 1..])))
+        .sum()
+}
+
+/// New weights and bias of one affine node.
+struct Rounded {
+    idx: usize,
+    params: AffineParams,
+    alpha: Vec<f32>,
+    bits: u32,
+    note: Option<String>,
+}
+
+fn round_node(graph: &Graph, state: &PtqState, idx: usize, opts: &RoundingOptions) -> Result<Rounded> {
+    let node = &graph.nodes[idx];
+    let mut a = AffineParams::read(graph, idx)?;
+    let bits = opts.bits_of(&node.name);
+    let q = levels(bits, true);
+    let qf = q as f64;
+    let per_channel = state.per_channel && a.per_channel_ok;
+    let alpha: Vec<f32> = match opts.weight_clipping {
+        Clipping::Max => vec![1.0; a.channels],
+        _ if per_channel => (0..a.channels)
+            .map(|c| weight_clip_fraction(&a.channel(c), q))
+            .collect(),
+        _ => vec![weight_clip_fraction(&a.weight, q); a.channels],
+    };
+    let float_rows = channel_rows(&a);
+    let mut rows: Vec<Vec<f64>> = float_rows
+        .iter()
+        .zip(&alpha)
+        .map(|(r, &al)| r.iter().map(|&w| w as f64 * qf / al as f64).collect())
+        .collect();
+    let stats: Option<&LayerStats> = state.layer_stats.get(&node.name);
+    let mut note = None;
+    let mut done = vec![false; rows.len()];
+    if opts.gptq {
+        if let Some(st) = stats.filter(|s| s.rows > 0 && s.k == float_rows.first().map_or(0, |r| r.len())) {
+            let per_group = rows.len() / st.groups.max(1);
+            for g in 0..st.groups {
+                let gram = &st.gram[g * st.k * st.k..(g + 1) * st.k * st.k];
+                let span = g * per_group..(g + 1) * per_group;
+                if gptq_rows(&mut rows[span.clone()], gram, st.k, qf, opts.damp).is_some() {
+                    done[span].iter_mut().for_each(|d| *d = true);
+                } else {
+                    note = Some(format!(
+                        "node '{}': the input Hessian could not be factored; its weights are rounded to nearest",
+                        node.name
+                    ));
+                }
+            }
+        } else {
+            note = Some(format!(
+                "node '{}': no calibration input statistics; its weights are rounded to nearest",
+                node.name
+            ));
+        }
+    }
+    for (r, d) in rows.iter_mut().zip(&done) {
+        if !d {
+            r.iter_mut().for_each(|w| *w = nearest(*w, qf));
+        }
+    }
+    let new_rows: Vec<Vec<f32>> = rows
+        .iter()
+        .zip(&alpha)
+        .map(|(r, &al)| r.iter().map(|&v| (v * al as f64 / qf) as f32).collect())
+        .collect();
+    // A MatMul has no bias to correct.
+    if opts.bias_correction && !node.op.is::<crate::ops::MatMul>() {
+        if let Some(st) = stats.filter(|s| s.rows > 0) {
+            let x = node.inputs.first().cloned().unwrap_or_default();
+            let s_now = state.scale(&x)[0] as f64;
+            let to_now = st.scale as f64 / s_now;
+            // Gemm computes alpha * x W + beta * b.
+            let gain = match node.op.downcast_ref::<Gemm>() {
+                Some(g) if g.beta != 0.0 => g.alpha as f64 / g.beta as f64,
+                _ => 1.0,
+            };
+            let per_group = new_rows.len() / st.groups.max(1);
+            for (c, (new, old)) in new_rows.iter().zip(&float_rows).enumerate() {
+                let mean = st.mean(c / per_group.max(1));
+                let shift: f64 = new
+                    .iter()
+                    .zip(old)
+                    .zip(&mean)
+                    .map(|((&n, &o), &m)| (n as f64 - o as f64) * m * to_now)
+                    .sum();
+                a.bias[c] -= (gain * shift) as f32;
+            }
+        }
+    }
+    set_channel_rows(&mut a, &new_rows);
+    Ok(Rounded {
+        idx,
+        params: a,
+        alpha,
+        bits,
+        note,
+    })
+}
+
+/// The affine nodes (Conv, Gemm, MatMul) in graph order (mixed precision picks the first and
+/// last from it).
+pub fn affine_nodes(graph: &Graph) -> Vec<String> {
+    let classes = node_classes(graph);
+    graph
+        .nodes
+        .iter()
+        .filter(|n| classes.get(&n.name) == Some(&Class::Affine))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// Rounds every affine node's weights onto its grid (see the module doc).
+pub fn round_weights(graph: &mut Graph, state: &mut PtqState, opts: &RoundingOptions) -> Result<()> {
+    state.expect("round_weights", Stage::ActsNormalized, &[])?;
+    super::check_bits("weight_bits", opts.weight_bits as i64)?;
+    for (n, &b) in &opts.layer_bits {
+        super::check_bits(&format!("layer_bits['{n}']"), b as i64)?;
+    }
+    if (opts.gptq || opts.bias_correction) && state.layer_samples == 0 {
+        return Err(Error::InvalidArgument(
+            "round_weights: gptq and bias_correction need the layers' calibration inputs; run compute_ranges with layer_statistics (a number of samples > 0)".into(),
+        ));
+    }
+    if !(opts.damp > 0.0 && opts.damp.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "round_weights: damp must be a positive number, got {}",
+            opts.damp
+        )));
+    }
+    let classes = node_classes(graph);
+    let nodes: Vec<usize> = (0..graph.nodes.len())
+        .filter(|&i| classes.get(&graph.nodes[i].name) == Some(&Class::Affine))
+        .collect();
+    for n in opts.layer_bits.keys() {
+        if !nodes.iter().any(|&i| graph.nodes[i].name == *n) {
+            return Err(Error::InvalidArgument(format!(
+                "layer_bits: '{n}' is not an affine node (Conv, Gemm, MatMul) of the model"
+            )));
+        }
+    }
+    let g: &Graph = graph;
+    let st: &PtqState = state;
+    let done: Vec<Result<Rounded>> = nodes
+        .par_iter()
+        .with_max_len(1)
+        .map(|&i| round_node(g, st, i, opts))
+        .collect();
+    let done = done.into_iter().collect::<Result<Vec<_>>>()?;
+    state.layer_bits = opts.layer_bits.clone();
+    for r in done {
+        let name = graph.nodes[r.idx].name.clone();
+        r.params.write(graph, r.idx)?;
+        if let Some(info) = state.affine.get_mut(&name) {
+            info.weight_clip = r.alpha;
+            info.rounded_bits = Some(r.bits);
+        }
+        if let Some(n) = r.note {
+            state.warnings.push(n);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spd(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        let mut r = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+        };
+        let x: Vec<f64> = (0..n * 2 * n).map(|_| r()).collect();
+        let mut a = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                a[i * n + j] = (0..2 * n).map(|p| x[p * n + i] * x[p * n + j]).sum();
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn inverse_upper_factor_gives_the_inverse() {
+        for n in [1, 2, 5, 17] {
+            let a = spd(n, n as u64);
+            let u = inverse_upper_factor(&a, n).unwrap();
+            // (U^T U) a = I.
+            for i in 0..n {
+                for j in 0..n {
+                    let inv_ij = |i: usize, j: usize| (0..n).map(|p| u[p * n + i] * u[p * n + j]).sum::<f64>();
+                    let v: f64 = (0..n).map(|p| inv_ij(i, p) * a[p * n + j]).sum();
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((v - want).abs() < 1e-8, "n={n} ({i},{j}): {v}");
+                }
+                for j in 0..i {
+                    assert_eq!(u[i * n + j], 0.0);
+                }
+            }
+        }
+        assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
+    }
+}

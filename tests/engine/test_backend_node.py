@@ -367,9 +367,7 @@ def test_selection_is_substantial() -> None:
     # This onnx version's Cast cases all involve float16/float8/int4/... which the engine lacks;
     # Cast is compared against onnxruntime in test_ops_onnxruntime.py, as is GlobalLpPool, which has
     # no node case.
-    # SpaceToDepth's cases are written at an opset whose SpaceToDepth has a new `mode` attribute;
-    # it is compared against onnxruntime in test_ops_onnxruntime.py.
-    missing = SUPPORTED_OPS - set(ops) - {"Cast", "SpaceToDepth", "GlobalLpPool"} - WITHOUT_NODE_CASE
+    missing = SUPPORTED_OPS - set(ops) - {"Cast", "GlobalLpPool"} - WITHOUT_NODE_CASE
     assert not missing, f"supported ops without a compared node test: {sorted(missing)}"
 
 

@@ -10,15 +10,22 @@ import pytest
 import oxiquant
 from oxiquant._native import REGISTERED_OPS
 
-# Attributes newer definitions add that only matter for what the engine refuses anyway.
-IGNORED_NEW_ATTRIBUTES = {
-    # Cast-24 adds `round_mode`, which only applies to casts to float8/float4 (refused).
+# Attributes that newer definitions add and the engine handles: each op reads it (or refuses
+# the values it does not implement), with why.
+HANDLED_NEW_ATTRIBUTES = {
+    # Cast-24 / CastLike-25 add `round_mode`, which only applies to casts to float8/float4
+    # (refused).
     "Cast": {"round_mode"},
+    "CastLike": {"round_mode"},
+    # Range-27 adds `stash_type`; its default is the older behaviour, other values are refused.
+    "Range": {"stash_type"},
+    # SpaceToDepth-28 adds `mode` (DCR, the older behaviour, or CRD): both implemented.
+    "SpaceToDepth": {"mode"},
 }
 
 
 def _signature(schema: onnx.defs.OpSchema) -> tuple:
-    ignored = IGNORED_NEW_ATTRIBUTES.get(schema.name, set())
+    ignored = HANDLED_NEW_ATTRIBUTES.get(schema.name, set())
     attrs = tuple(
         sorted(
             (n, a.type, a.required, a.default_value.SerializeToString())

@@ -64,6 +64,9 @@ macro_rules! int_rem {
 int_rem!(u8, i8, i32, i64);
 
 impl Op for Mod {
+    fn elementwise(&self) -> bool {
+        true
+    }
     fn op_type(&self) -> &'static str {
         "Mod"
     }

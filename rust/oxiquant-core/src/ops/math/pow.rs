@@ -33,6 +33,9 @@ fn int_pow(b: i64, e: f64) -> i64 {
 }
 
 impl Op for Pow {
+    fn elementwise(&self) -> bool {
+        true
+    }
     fn op_type(&self) -> &'static str {
         "Pow"
     }

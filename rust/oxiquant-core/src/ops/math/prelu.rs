@@ -17,6 +17,9 @@ impl FromOnnx for PRelu {
 }
 
 impl Op for PRelu {
+    fn elementwise(&self) -> bool {
+        true
+    }
     fn op_type(&self) -> &'static str {
         "PRelu"
     }

@@ -79,6 +79,9 @@ impl FromOnnx for Variadic {
 }
 
 impl Op for Variadic {
+    fn elementwise(&self) -> bool {
+        true
+    }
     fn op_type(&self) -> &'static str {
         self.name()
     }

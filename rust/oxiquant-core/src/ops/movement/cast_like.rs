@@ -11,7 +11,8 @@ pub struct CastLike;
 impl FromOnnx for CastLike {
     fn from_onnx(cx: &ParseCtx) -> Result<Self> {
         // As Cast: saturation only concerns float8 types, which the engine does not have.
-        cx.attrs.ignore(&["saturate"]);
+        // Both only change casts to float8/float4 types, which the engine refuses.
+        cx.attrs.ignore(&["saturate", "round_mode"]);
         Ok(CastLike)
     }
 }

@@ -17,6 +17,9 @@ pub struct DepthToSpace {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpaceToDepth {
     pub blocksize: usize,
+    /// Channel-block-pixel order of the output channels (`mode="CRD"`, opset 28), the inverse
+    /// of DepthToSpace's CRD; otherwise block-pixel first (DCR, every older opset).
+    pub crd: bool,
 }
 
 fn blocksize(cx: &ParseCtx) -> Result<usize> {
@@ -36,13 +39,18 @@ fn nchw(x: &Tensor, what: &str) -> Result<[usize; 4]> {
     }
 }
 
+/// Whether `mode` is "CRD" (else "DCR", the default).
+fn mode(cx: &ParseCtx) -> Result<bool> {
+    match cx.attrs.string("mode", "DCR")?.as_str() {
+        "DCR" => Ok(false),
+        "CRD" => Ok(true),
+        m => Err(cx.attrs.unsupported(format!("mode '{m}'"))),
+    }
+}
+
 impl FromOnnx for DepthToSpace {
     fn from_onnx(cx: &ParseCtx) -> Result<Self> {
-        let crd = match cx.attrs.string("mode", "DCR")?.as_str() {
-            "DCR" => false,
-            "CRD" => true,
-            m => return Err(cx.attrs.unsupported(format!("mode '{m}'"))),
-        };
+        let crd = mode(cx)?;
         Ok(DepthToSpace {
             blocksize: blocksize(cx)?,
             crd,
@@ -54,6 +62,8 @@ impl FromOnnx for SpaceToDepth {
     fn from_onnx(cx: &ParseCtx) -> Result<Self> {
         Ok(SpaceToDepth {
             blocksize: blocksize(cx)?,
+            // SpaceToDepth has `mode` from opset 28.
+            crd: cx.opset >= 28 && mode(cx)?,
         })
     }
 }
@@ -135,7 +145,11 @@ impl Op for SpaceToDepth {
         "SpaceToDepth"
     }
     fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
-        vec![("blocksize".to_string(), AttrValue::Int(self.blocksize as i64))]
+        let mut v = vec![("blocksize".to_string(), AttrValue::Int(self.blocksize as i64))];
+        if self.crd {
+            v.push(("mode".into(), AttrValue::String("CRD".into())));
+        }
+        v
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "input")?;
@@ -147,7 +161,12 @@ impl Op for SpaceToDepth {
             )));
         }
         let t = x.clone().reshape(vec![n, c, h / b, b, w / b, b])?;
-        let mut out = transpose(&Some(vec![0, 3, 5, 1, 2, 4]), &[Some(&t)])?;
+        let perm = if self.crd {
+            vec![0, 1, 3, 5, 2, 4]
+        } else {
+            vec![0, 3, 5, 1, 2, 4]
+        };
+        let mut out = transpose(&Some(perm), &[Some(&t)])?;
         Ok(vec![out.swap_remove(0).reshape(vec![n, c * b * b, h / b, w / b])?])
     }
     fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {

@@ -10,7 +10,14 @@ use crate::tensor::{check_alloc, numel, DType, Tensor, TensorData};
 pub struct Range;
 
 impl FromOnnx for Range {
-    fn from_onnx(_cx: &ParseCtx) -> Result<Self> {
+    fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        // Range-27's `stash_type` (the type of the intermediate computation): the default,
+        // float, is what every older Range does; another one is refused.
+        if let Some(t) = cx.attrs.int_opt("stash_type")? {
+            if t != 1 {
+                return Err(cx.attrs.unsupported(format!("stash_type {t}")));
+            }
+        }
         Ok(Range)
     }
 }

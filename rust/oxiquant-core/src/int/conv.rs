@@ -5,10 +5,10 @@
 use super::{accumulator_bound, filled_chunks, weights_as_i8, Requant};
 use crate::error::{Error, Result};
 use crate::kernels::conv::ConvShape;
-use crate::kernels::qconv_direct;
 use crate::kernels::qconv_u8s8::{self, ByteInput, ByteOperand, QuadImage, QuadWeights, RunPlan};
 use crate::kernels::qgemm::{self, Kernel, PackedA};
 use crate::kernels::requant::{QElem, EXACT_F32_BOUND};
+use crate::kernels::{depthwise, qconv_direct};
 use crate::ops::nn::Conv;
 use crate::tensor::{DType, Tensor};
 
@@ -145,7 +145,51 @@ impl QConv {
         Some((q, input, run, bias))
     }
 
+    /// Depthwise layers (`depthwise::handles`): one plane per task, the exact i32 sums of
+    /// `depthwise::plane`, then the same requantization as the other kernels.
+    fn run_depthwise<T: QElem + Ord, O: QElem>(&self, x: &[T], s: &ConvShape, kernel: Kernel) -> Vec<O> {
+        use rayon::prelude::*;
+        let g = depthwise::Geometry::new(s);
+        let (plane_in, npix, ow) = (s.h * s.w, s.out[0] * s.out[1], s.out[1]);
+        let (mg, ks) = (s.m / s.group, s.win.kernel[0] * s.win.kernel[1]);
+        let len = s.n * s.m * npix;
+        let mut y: Vec<O> = Vec::with_capacity(len);
+        if npix > 0 {
+            let w32: Vec<i32> = self.weight.iter().map(|&v| v as i32).collect();
+            let path = depthwise::Path::for_int(kernel);
+            let zero = self.x_zero as i16;
+            y.spare_capacity_mut()[..len]
+                .par_chunks_mut(npix)
+                .enumerate()
+                .for_each_init(depthwise::Scratch::default, |scratch, (idx, out)| {
+                    let (img, m) = (idx / s.m, idx % s.m);
+                    let xi = &x[(img * s.c + m / mg) * plane_in..][..plane_in];
+                    let dst = qconv_u8s8::zeroed(out);
+                    let widen = |v: T| v.widen() - zero;
+                    depthwise::plane(
+                        &g,
+                        xi,
+                        widen,
+                        &w32[m * ks..(m + 1) * ks],
+                        0,
+                        path,
+                        scratch,
+                        |row, acc| {
+                            let d = &mut dst[row * ow..(row + 1) * ow];
+                            self.requant.row(m, acc, self.bias[m], self.acc_bound, d)
+                        },
+                    );
+                });
+        }
+        // SAFETY: the chunks tile the `len` elements and `zeroed` wrote each of them.
+        unsafe { y.set_len(len) };
+        y
+    }
+
     fn run<T: QElem + Ord, O: QElem>(&self, x: &[T], s: &ConvShape, kernel: Kernel) -> Vec<O> {
+        if depthwise::handles(s) {
+            return self.run_depthwise(x, s, kernel);
+        }
         let (cg, mg) = (s.c / s.group, s.m / s.group);
         let npix = s.out[0] * s.out[1];
         let img_in = s.c * s.h * s.w;

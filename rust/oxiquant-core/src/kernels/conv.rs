@@ -1,7 +1,7 @@
 //! 2-D convolution (1-D runs as 2-D with height 1), NCHW, groups, strides, dilations and
 //! asymmetric pads. Paths: Winograd F(2x2, 3x3) for wide 3x3 layers (`conv_winograd`), the
-//! direct kernel for most other single-group layers (`conv_direct`), a direct loop for
-//! depthwise, im2col + GEMM for the rest.
+//! direct kernel for most other single-group layers (`conv_direct`), the plane kernel of
+//! `depthwise` for depthwise layers, im2col + GEMM for the rest.
 
 use super::gemm::{sgemm, MatRef};
 use rayon::prelude::*;
@@ -163,58 +163,11 @@ fn conv_group(
     );
 }
 
-/// Depthwise (one input and one output channel per group): direct accumulation per plane.
-fn depthwise_plane(x: &[f32], wt: &[f32], bias: f32, s: &ConvShape, out: &mut [f32]) {
-    let [kh, kw] = s.win.kernel;
-    let [oh, ow] = s.out;
-    let [sh, sw] = s.win.strides;
-    let [dh, dw] = s.win.dilations;
-    let (pt, pl) = (s.win.pads[0] as isize, s.win.pads[1] as isize);
-    for y in 0..oh {
-        let orow = &mut out[y * ow..(y + 1) * ow];
-        orow.iter_mut().for_each(|v| *v = bias);
-        for i in 0..kh {
-            let iy = (y * sh + i * dh) as isize - pt;
-            if iy < 0 || iy >= s.h as isize {
-                continue;
-            }
-            let src = &x[iy as usize * s.w..(iy as usize + 1) * s.w];
-            for j in 0..kw {
-                let wv = wt[i * kw + j];
-                let off = (j * dw) as isize - pl;
-                // Output columns whose input column lies inside the row.
-                let lo = if off < 0 { ((-off) as usize).div_ceil(sw) } else { 0 };
-                let hi = if (s.w as isize) > off {
-                    (((s.w as isize - off) as usize).div_ceil(sw)).min(ow)
-                } else {
-                    0
-                };
-                for xo in lo..hi {
-                    orow[xo] += wv * src[((xo * sw) as isize + off) as usize];
-                }
-            }
-        }
-    }
-}
-
 /// Fast convolution. `x`: [n, c, h, w]; `wt`: [m, c/group, kh, kw]; returns [n, m, oh, ow].
 pub fn conv2d(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
     let mut out = vec![0f32; s.output_len()];
-    let plane_in = s.h * s.w;
-    let plane_out = s.out[0] * s.out[1];
-    if s.group == s.c && s.group == s.m && s.group > 1 {
-        let ks = s.win.kernel[0] * s.win.kernel[1];
-        out.par_chunks_mut(plane_out).enumerate().for_each(|(idx, o)| {
-            let ch = idx % s.c;
-            let b = bias.map_or(0.0, |b| b[ch]);
-            depthwise_plane(
-                &x[idx * plane_in..(idx + 1) * plane_in],
-                &wt[ch * ks..(ch + 1) * ks],
-                b,
-                s,
-                o,
-            );
-        });
+    if super::depthwise::handles(s) {
+        super::depthwise::conv_f32(x, wt, bias, s, &mut out, super::conv_direct::Epilogue::NONE);
         return out;
     }
     if super::conv_winograd::suits(s, wt) {
@@ -299,6 +252,11 @@ pub fn conv2d_fused(
             return out;
         }
         _ => {}
+    }
+    if super::depthwise::handles(s) {
+        let mut out = residual.unwrap_or_else(|| vec![0f32; s.output_len()]);
+        super::depthwise::conv_f32(x, wt, bias, s, &mut out, epi);
+        return out;
     }
     let mut y = conv2d(x, wt, bias, s);
     match residual {

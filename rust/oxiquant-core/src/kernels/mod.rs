@@ -6,6 +6,7 @@ pub mod conv_direct;
 pub mod conv_transpose;
 pub mod conv_winograd;
 pub mod cpu;
+pub mod depthwise;
 pub mod elementwise;
 pub mod gemm;
 pub mod pool;

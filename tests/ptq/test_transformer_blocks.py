@@ -106,6 +106,11 @@ def test_attention_matmuls_multiply_quantized_operands():
     quantized = {a["tensor"]: a for a in q.quant_info["activations"] if a["bits"]}
     assert quantized["s0"]["role"] == "island_output"  # Q K^T, requantized
     assert quantized["p"]["signed"] is False  # softmax probabilities
+    # `oxiquant inspect`'s view (prepare + insert_scaling_nodes) says the same.
+    m = oxiquant.load(model)
+    oxiquant.prepare_network(m)
+    oxiquant.insert_scaling_nodes(m)
+    assert {name for name, _, _ in m.quant_info["float_nodes"]} == {"scale", "softmax"}
     qop = q.to_onnx("qoperator")
     assert sum(n.op_type == "QLinearMatMul" for n in qop.graph.node) == 4  # q, k, v, out
 

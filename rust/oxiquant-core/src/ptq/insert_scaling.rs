@@ -111,6 +111,9 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
         })
         .map(|n| n.name.clone())
         .collect();
+    // They are listed as float nodes no longer: `integer_matmul` multiplies their integers
+    // (and puts back any it cannot).
+    state.float_nodes.retain(|(n, _, _)| !bilinear.contains(n));
     for (name, out) in &snapshot {
         let role = match classes.get(name) {
             Some(Class::Affine) => Role::Affine,

@@ -82,6 +82,29 @@ pub fn integer_matmuls(graph: &mut Graph, state: &mut PtqState) -> Result<usize>
         // Indices shifted by the removals: start over from the top (few MatMuls per graph).
         m = 0;
     }
+    // A MatMul of two activations that stays in float (a dequantizer read elsewhere, a
+    // per-channel factor) is said so.
+    for n in &graph.nodes {
+        let reads_dequant = n.inputs.iter().any(|v| {
+            graph.producer(v).is_some_and(|p| {
+                state
+                    .scaling
+                    .get(&graph.nodes[p].name)
+                    .is_some_and(|i| i.role == Role::Dequant)
+            })
+        });
+        if n.op.is::<MatMul>()
+            && reads_dequant
+            && !state.affine.contains_key(&n.name)
+            && !state.float_nodes.iter().any(|(f, _, _)| *f == n.name)
+        {
+            state.float_nodes.push((
+                n.name.clone(),
+                "MatMul".into(),
+                "MatMul of two activations whose operands could not both be quantized per tensor".into(),
+            ));
+        }
+    }
     Ok(done)
 }
 

@@ -153,7 +153,6 @@ MIN_OPSET, MAX_OPSET = 7, oxiquant.MAX_OPSET
 # Variants oxiquant deliberately does not run: each must be refused with UnsupportedOpError.
 EXPECTED_REFUSED = [
     (r"^test_wrap_pad", "Pad: wrap mode"),
-    (r"^test_(max|average)pool_3d", "pooling: 3-D"),
     (r"^test_batchnorm_.*training_mode", "BatchNormalization: training mode"),
     (r"^test_(training_)?dropout_.*mask", "Dropout: mask output"),
     (r"^test_maxpool_with_argmax", "MaxPool: Indices output"),

@@ -1082,8 +1082,8 @@ def _unsupported_cases() -> list[OpCase]:
         ),
         make_case("resize_unknown_nearest_mode", "Resize", [x, None, s], {"nearest_mode": "nearest_even"}, 13),
         make_case("pad_wrap", "Pad", [x, i64(0, 0, 1, 1, 0, 0, 1, 1)], {"mode": "wrap"}, 19),
-        make_case("maxpool_3d", "MaxPool", [randn(r, 1, 1, 4, 4, 4)], {"kernel_shape": [2, 2, 2]}, 12),
-        make_case("averagepool_3d", "AveragePool", [randn(r, 1, 1, 4, 4, 4)], {"kernel_shape": [2, 2, 2]}, 12),
+        make_case("maxpool_4d", "MaxPool", [randn(r, 1, 1, 3, 3, 3, 3)], {"kernel_shape": [2, 2, 2, 2]}, 12),
+        make_case("lppool_3d", "LpPool", [randn(r, 1, 1, 4, 4, 4)], {"kernel_shape": [2, 2, 2]}, 18),
         make_case(
             "conv_3d",
             "Conv",
@@ -2183,3 +2183,52 @@ _TOP_CASES.extend(NN_CASES)
 _TOP_IDS.extend(c.id for c in NN_CASES)
 assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
 ALL_CASES = [*ALL_CASES, *NN_CASES]
+
+
+def pool_3d_cases() -> list[OpCase]:
+    r = rng(201)
+    x = randn(r, 2, 3, 6, 7, 5)
+    cases = []
+    for op in ("MaxPool", "AveragePool"):
+        low = op.lower()
+        cases += [
+            make_case(f"{low}_3d", op, [x], {"kernel_shape": [2, 3, 2]}, 11),
+            make_case(
+                f"{low}_3d_strides_pads",
+                op,
+                [x],
+                {"kernel_shape": [3, 2, 3], "strides": [2, 1, 2], "pads": [1, 0, 1, 2, 1, 0]},
+                11,
+            ),
+            make_case(
+                f"{low}_3d_same_lower_ceil",
+                op,
+                [x],
+                {"kernel_shape": [2, 2, 3], "strides": [2, 3, 2], "auto_pad": "SAME_LOWER", "ceil_mode": 1},
+                11,
+            ),
+            make_case(
+                f"{low}_3d_dilations_ceil",
+                op,
+                [x],
+                {"kernel_shape": [2, 2, 2], "dilations": [2, 1, 2], "strides": [2, 2, 1], "ceil_mode": 1},
+                19,
+            ),
+        ]
+    cases.append(
+        make_case(
+            "averagepool_3d_count_include_pad",
+            "AveragePool",
+            [x],
+            {"kernel_shape": [3, 3, 2], "pads": [1, 2, 0, 2, 1, 1], "count_include_pad": 1, "strides": [2, 2, 2]},
+            11,
+        )
+    )
+    return cases
+
+
+SPATIAL_CASES = [*pool_3d_cases()]
+_TOP_CASES.extend(SPATIAL_CASES)
+_TOP_IDS.extend(c.id for c in SPATIAL_CASES)
+assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
+ALL_CASES = [*ALL_CASES, *SPATIAL_CASES]

@@ -425,6 +425,34 @@ fn pool() -> BoxedStrategy<Case> {
         .boxed()
 }
 
+/// 3-D MaxPool and AveragePool (float32 only).
+fn pool_3d() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec!["MaxPool", "AveragePool"]),
+        window(3),
+        (0usize..3, 1usize..3),
+        any::<(bool, bool, u64)>(),
+    )
+        .prop_map(
+            |(op, (sizes, kernel, strides, dil, mut attrs), (n, c), (ceil, incl, seed))| {
+                let mut xs = vec![n, c];
+                xs.extend(&sizes);
+                attrs.push((
+                    "kernel_shape",
+                    ints(&kernel.iter().map(|&k| k as i64).collect::<Vec<_>>()),
+                ));
+                attrs.push(("strides", ints(&strides)));
+                attrs.push(("dilations", ints(&dil)));
+                attrs.push(("ceil_mode", AttrValue::Int(ceil as i64)));
+                if op == "AveragePool" && incl {
+                    attrs.push(("count_include_pad", AttrValue::Int(1)));
+                }
+                Case::new(op, 19, attrs, vec![f32s(&xs, seed)])
+            },
+        )
+        .boxed()
+}
+
 fn products() -> BoxedStrategy<Case> {
     let gemm = (
         1usize..4,
@@ -1283,6 +1311,7 @@ fn any_case() -> BoxedStrategy<Case> {
         conv_transpose(),
         recurrent(),
         pool(),
+        pool_3d(),
         products(),
         normalization(),
         reshaping(),

@@ -72,7 +72,14 @@ impl FromOnnx for LpPool {
             return Err(a.unsupported(format!("p = {p} (1 to 64 are supported)")));
         }
         let window = if cx.op_type == "LpPool" {
-            Some(Pool::parse(a, false)?)
+            let pool = Pool::parse(a, false)?;
+            if pool.kernel_shape.len() > 2 {
+                return Err(a.unsupported(format!(
+                    "{}-D pooling (only 1-D and 2-D are supported)",
+                    pool.kernel_shape.len()
+                )));
+            }
+            Some(pool)
         } else {
             None
         };

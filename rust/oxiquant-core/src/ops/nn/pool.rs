@@ -24,9 +24,9 @@ impl Pool {
         let kernel_shape = a
             .usizes_opt("kernel_shape")?
             .ok_or_else(|| Error::format(format!("node '{}' ({}): kernel_shape is required", a.node, a.op)))?;
-        if !(1..=2).contains(&kernel_shape.len()) {
+        if !(1..=3).contains(&kernel_shape.len()) {
             return Err(a.unsupported(format!(
-                "{}-D pooling (only 1-D and 2-D are supported)",
+                "{}-D pooling (only 1-D, 2-D and 3-D are supported)",
                 kernel_shape.len()
             )));
         }
@@ -123,16 +123,16 @@ impl Pool {
     /// (float32; max pooling also uint8 and int8), named `op` in errors.
     pub(crate) fn facts(&self, op: &'static str, x: &ValueFact) -> Result<ValueFact> {
         let r = self.kernel_shape.len();
-        if !(r == 1 || r == 2) || x.rank().is_some_and(|xr| xr != r + 2) {
+        if !(1..=3).contains(&r) || x.rank().is_some_and(|xr| xr != r + 2) {
             return Err(fact_error(
                 op,
                 format!(
-                    "supports 1-D and 2-D inputs [N, C, (H,) W]; got input {x} with kernel {:?}",
+                    "supports 1-D, 2-D and 3-D inputs [N, C, (D, H,) W]; got input {x} with kernel {:?}",
                     self.kernel_shape
                 ),
             ));
         }
-        let dtype = if self.max {
+        let dtype = if self.max && r < 3 {
             expect_dtype(op, x, "X", &[DType::F32, DType::U8, DType::I8])?;
             x.dtype
         } else {
@@ -140,26 +140,201 @@ impl Pool {
             Some(DType::F32)
         };
         let dims: Vec<_> = (2..r + 2).map(|d| x.dim(d)).collect();
-        let out = window_facts(
-            op,
-            &dims,
-            &self.kernel_shape,
-            &self.strides,
-            &self.dilations,
-            &self.padding,
-            self.ceil_mode,
-        )?;
         let mut shape = vec![x.dim(0), x.dim(1)];
-        shape.extend(out);
+        if r < 3 {
+            shape.extend(window_facts(
+                op,
+                &dims,
+                &self.kernel_shape,
+                &self.strides,
+                &self.dilations,
+                &self.padding,
+                self.ceil_mode,
+            )?);
+        } else {
+            // Each output size depends on its own axis only: one 1-D window per axis.
+            let strides = spatial(&self.strides, r, "strides").map_err(|e| fact_error(op, e.to_string()))?;
+            let dilations = spatial(&self.dilations, r, "dilations").map_err(|e| fact_error(op, e.to_string()))?;
+            for d in 0..r {
+                shape.extend(window_facts(
+                    op,
+                    &dims[d..d + 1],
+                    &self.kernel_shape[d..d + 1],
+                    &Some(vec![strides[d]]),
+                    &Some(vec![dilations[d]]),
+                    &axis_padding(&self.padding, d, r).map_err(|e| fact_error(op, e.to_string()))?,
+                    self.ceil_mode,
+                )?);
+            }
+        }
         Ok(ValueFact::new(dtype, Some(shape)))
     }
 
     pub fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "X")?;
+        if self.kernel_shape.len() == 3 {
+            return Ok(vec![self.run_nd(x)?]);
+        }
         let p = self.plan(x.shape())?;
         let y = pool2d(x.as_slice::<f32>()?, p.planes, p.h, p.w, &p.win, p.out, p.kind);
         Ok(vec![Tensor::from_vec(p.shape, y)?])
     }
+}
+
+impl Pool {
+    /// Pooling over any number of spatial axes (3-D pooling), one output at a time: float32
+    /// only (3-D pooling of quantized activations runs as a float island).
+    fn run_nd(&self, x: &Tensor) -> Result<Tensor> {
+        let xs = x.shape();
+        let r = self.kernel_shape.len();
+        if xs.len() != r + 2 {
+            return Err(Error::shape(format!(
+                "{}-D pooling expects an input [N, C, {r} spatial dims]; got input {xs:?} with kernel {:?}",
+                r, self.kernel_shape
+            )));
+        }
+        let strides = spatial(&self.strides, r, "strides")?;
+        let dilations = spatial(&self.dilations, r, "dilations")?;
+        let pads = self
+            .padding
+            .resolve(&xs[2..], &self.kernel_shape, &strides, &dilations)?;
+        let mut out = Vec::with_capacity(r);
+        for d in 0..r {
+            let win = window_2d(
+                &self.kernel_shape[d..d + 1],
+                &strides[d..d + 1],
+                &dilations[d..d + 1],
+                &[pads[d], pads[d + r]],
+            );
+            let o = win.output_size(1, xs[d + 2], self.ceil_mode).ok_or_else(|| {
+                Error::shape(format!(
+                    "input {xs:?} is smaller than the pooling window {:?} (or the window size overflows)",
+                    self.kernel_shape
+                ))
+            })?;
+            out.push(o[1]);
+        }
+        let mut shape = vec![xs[0], xs[1]];
+        shape.extend_from_slice(&out);
+        crate::tensor::check_alloc(&shape, 4)?;
+        let geometry = NdWindow {
+            input: xs[2..].to_vec(),
+            out,
+            kernel: self.kernel_shape.clone(),
+            strides,
+            dilations,
+            pads,
+        };
+        let xv = x.as_slice::<f32>()?;
+        let y = pool_nd(xv, xs[0] * xs[1], &geometry, self.max, self.count_include_pad);
+        Tensor::from_vec(shape, y)
+    }
+}
+
+/// The pads of spatial axis `d` (of `r`) alone, as a 1-D padding.
+fn axis_padding(padding: &Padding, d: usize, r: usize) -> Result<Padding> {
+    match padding {
+        Padding::Explicit(p) if p.is_empty() => Ok(Padding::Explicit(vec![])),
+        Padding::Explicit(p) if p.len() == 2 * r => Ok(Padding::Explicit(vec![p[d], p[d + r]])),
+        Padding::Explicit(p) => Err(Error::shape(format!(
+            "pads {p:?} should have {} values for {r} spatial dims",
+            2 * r
+        ))),
+        other => Ok(other.clone()),
+    }
+}
+
+/// A window over `input.len()` spatial axes; pads are all begins, then all ends.
+struct NdWindow {
+    input: Vec<usize>,
+    out: Vec<usize>,
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    pads: Vec<usize>,
+}
+
+/// Advances the row-major multi-index `idx` within `bounds`; false once it wraps around.
+fn next_index(idx: &mut [usize], bounds: &[usize]) -> bool {
+    for d in (0..idx.len()).rev() {
+        idx[d] += 1;
+        if idx[d] < bounds[d] {
+            return true;
+        }
+        idx[d] = 0;
+    }
+    false
+}
+
+/// N-D max or average pooling of `planes` planes, straight from the definition: max ignores
+/// the padding (NaN propagates); average divides by the real elements, or with
+/// `count_include_pad` by the window clipped to the padded extent.
+fn pool_nd(x: &[f32], planes: usize, g: &NdWindow, max: bool, count_include_pad: bool) -> Vec<f32> {
+    use rayon::prelude::*;
+    let r = g.input.len();
+    let plane_in: usize = g.input.iter().product();
+    let plane_out: usize = g.out.iter().product();
+    let mut y = vec![0f32; planes * plane_out];
+    if plane_out == 0 || r == 0 {
+        return y;
+    }
+    y.par_chunks_mut(plane_out).enumerate().for_each(|(p, o)| {
+        let plane = &x[p * plane_in..(p + 1) * plane_in];
+        let mut oi = vec![0usize; r];
+        let mut ki = vec![0usize; r];
+        for v in o.iter_mut() {
+            let start: Vec<isize> = (0..r)
+                .map(|d| (oi[d] * g.strides[d]) as isize - g.pads[d] as isize)
+                .collect();
+            let mut m = f32::NEG_INFINITY;
+            let mut sum = 0f64;
+            let mut count = 0usize;
+            let mut padded = 0usize;
+            ki.iter_mut().for_each(|k| *k = 0);
+            loop {
+                let mut flat = 0usize;
+                let mut inside = true;
+                let mut in_padded = true;
+                for d in 0..r {
+                    let pos = start[d] + (ki[d] * g.dilations[d]) as isize;
+                    if pos < -(g.pads[d] as isize) || pos >= (g.input[d] + g.pads[d + r]) as isize {
+                        in_padded = false;
+                    }
+                    if pos < 0 || pos >= g.input[d] as isize {
+                        inside = false;
+                    } else {
+                        flat = flat * g.input[d] + pos as usize;
+                    }
+                }
+                if in_padded {
+                    padded += 1;
+                }
+                if inside {
+                    let xv = plane[flat];
+                    if xv > m || xv.is_nan() {
+                        m = xv;
+                    }
+                    sum += f64::from(xv);
+                    count += 1;
+                }
+                if !next_index(&mut ki, &g.kernel) {
+                    break;
+                }
+            }
+            *v = if max {
+                m
+            } else {
+                let divisor = if count_include_pad { padded.max(1) } else { count };
+                if divisor == 0 {
+                    0.0
+                } else {
+                    (sum / divisor as f64) as f32
+                }
+            };
+            next_index(&mut oi, &g.out);
+        }
+    });
+    y
 }
 
 /// A pooling window resolved for one input shape.
@@ -199,7 +374,7 @@ impl Op for Pool {
         self.attrs()
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-        if self.max && is_8bit(inputs) {
+        if self.max && self.kernel_shape.len() < 3 && is_8bit(inputs) {
             return crate::int::IntOp::Pool(self.clone()).eval(inputs);
         }
         self.run(inputs)
@@ -209,7 +384,11 @@ impl Op for Pool {
         Ok(vec![self.facts(op, required(inputs, 0, op, "X")?)?])
     }
     fn ptq_class(&self, _n: &NodeFacts) -> Class {
-        Class::Seamless
+        if self.kernel_shape.len() < 3 {
+            Class::Seamless
+        } else {
+            Class::FloatIsland("3-D pooling runs on float32 only".into())
+        }
     }
     fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
         SignRule::FollowsInputs

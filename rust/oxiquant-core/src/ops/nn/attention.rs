@@ -343,9 +343,9 @@ impl Attention {
                     }
                     let brow = &bias[r * len..][..len];
                     let out = &mut qk_out[r * len..][..len];
-                    for j in 0..len {
-                        out[j] = scores[j];
-                        scores[j] += brow[j];
+                    out.copy_from_slice(&scores);
+                    for (sc, &bv) in scores.iter_mut().zip(brow) {
+                        *sc += bv;
                     }
                     if self.qk_matmul_output_mode == 2 {
                         out.copy_from_slice(&scores);

@@ -32,6 +32,8 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
 )
 # Transposed convolution, recurrent layers, Lp pooling.
 SUPPORTED_OPS = SUPPORTED_OPS | frozenset("""ConvTranspose LSTM GRU RNN LpPool GlobalLpPool""".split())
+# Attention (opsets 23-25).
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset({"Attention"})
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

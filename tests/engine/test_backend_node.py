@@ -67,6 +67,8 @@ FAMILY = re.compile(
     r"|thresholdedrelu|pow|reciprocal|ceil|sign|mod|min|max|mean|log|sin|cos|tan|asin|acos|atan|sinh|cosh"
     r"|asinh|acosh|atanh|tril|triu|einsum|bitwise_(and|or|xor|not)|bitshift|castlike)(_|$)|^test_(and|or|xor)(\d|_bcast)"
 )
+# Attention (bool masks, int64 nonpad_kv_seqlen).
+FAMILY = re.compile(FAMILY.pattern + r"|^test_attention(_|$)")
 # This onnx version's Not cases are opset 1 (below the engine's 7) and its Einsum cases float64:
 # both ops are compared against onnxruntime in test_ops_onnxruntime.py.
 WITHOUT_NODE_CASE = {"Not", "Einsum"}
@@ -135,6 +137,7 @@ OP_DTYPES = {
 # Comparisons and selection on any type, logic on bool, the integer kernels of math ops.
 OP_DTYPES.update(
     {
+        "Attention": {F32, BOOL, I64},
         **{op: ANY_DTYPE for op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Where")},
         **{op: {BOOL} for op in ("Not", "And", "Or", "Xor")},
         **{op: {F32, BOOL} for op in ("IsNaN", "IsInf")},

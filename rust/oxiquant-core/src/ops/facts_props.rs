@@ -58,6 +58,7 @@ impl Case {
         let outputs = match self.attrs.iter().find(|(k, _)| k == "num_outputs") {
             Some((_, AttrValue::Int(n))) => *n as usize,
             _ if self.op_type == "Split" => 2,
+            _ if self.op_type == "Attention" => 4,
             _ => 1,
         };
         parse_node(self.op_type, domain, &r, self.opset, outputs).unwrap_or_else(|e| panic!("{}: {e}", self.op_type))
@@ -1302,6 +1303,73 @@ fn norm_variants() -> BoxedStrategy<Case> {
         .boxed()
 }
 
+// ---- attention ----
+
+fn attention() -> BoxedStrategy<Case> {
+    (
+        (1usize..3, 1usize..3, 1usize..3, 1usize..4),
+        (1usize..4, 0usize..3, 1usize..4, 1usize..4),
+        (any::<bool>(), 0usize..4, any::<bool>(), 0usize..3),
+        any::<(bool, bool, u64)>(),
+    )
+        .prop_map(
+            |(
+                (batch, kvh, group, q_seq),
+                (kv_seq, past, head, v_head),
+                (rank3, mask, causal, extra),
+                (wnd, softcap, seed),
+            )| {
+                let qh = kvh * group;
+                let len = past + kv_seq;
+                let mut attrs = vec![("is_causal", AttrValue::Int(causal as i64))];
+                let (qs, ks, vs) = if rank3 {
+                    attrs.push(("q_num_heads", AttrValue::Int(qh as i64)));
+                    attrs.push(("kv_num_heads", AttrValue::Int(kvh as i64)));
+                    (
+                        vec![batch, q_seq, qh * head],
+                        vec![batch, kv_seq, kvh * head],
+                        vec![batch, kv_seq, kvh * v_head],
+                    )
+                } else {
+                    (
+                        vec![batch, qh, q_seq, head],
+                        vec![batch, kvh, kv_seq, head],
+                        vec![batch, kvh, kv_seq, v_head],
+                    )
+                };
+                if softcap {
+                    attrs.push(("softcap", AttrValue::Float(2.0)));
+                }
+                attrs.push(("qk_matmul_output_mode", AttrValue::Int((seed % 4) as i64)));
+                let mut inputs = vec![f32s(&qs, seed), f32s(&ks, seed ^ 1), f32s(&vs, seed ^ 2)];
+                inputs.push(match mask {
+                    0 => None,
+                    1 => Some(filled(DType::Bool, &[q_seq, len], seed ^ 3)),
+                    2 => f32s(&[batch, 1, q_seq, len], seed ^ 3),
+                    _ => f32s(&[qh, 1, len.max(2) - 1], seed ^ 3),
+                });
+                let mut opset = 23;
+                if past > 0 {
+                    inputs.push(f32s(&[batch, kvh, past, head], seed ^ 4));
+                    inputs.push(f32s(&[batch, kvh, past, v_head], seed ^ 5));
+                } else if extra > 0 {
+                    inputs.push(None);
+                    inputs.push(None);
+                    let n: Vec<i64> = (0..batch).map(|b| ((seed as usize + b) % (len + 1)) as i64).collect();
+                    inputs.push(Some(Tensor::from_vec(vec![batch], n).expect("1-D")));
+                    opset = 24;
+                }
+                if wnd {
+                    opset = 25;
+                    attrs.push(("left_window_size", AttrValue::Int((seed % 3) as i64 - 1)));
+                    attrs.push(("right_window_size", AttrValue::Int((seed / 3 % 3) as i64 - 1)));
+                }
+                Case::new("Attention", opset, attrs, inputs).data(&[1, 2])
+            },
+        )
+        .boxed()
+}
+
 fn any_case() -> BoxedStrategy<Case> {
     prop_oneof![
         unary(),
@@ -1327,6 +1395,7 @@ fn any_case() -> BoxedStrategy<Case> {
         binary_math(),
         binary_math(),
         einsum(),
+        attention(),
     ]
     .boxed()
 }

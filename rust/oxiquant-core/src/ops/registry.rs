@@ -12,8 +12,8 @@ use super::movement::{
     DepthToSpace, Expand, GatherElements, GatherND, NonZero, OneHot, Range, ScatterElements, ScatterND, Size,
     SpaceToDepth, Split, Tile,
 };
+use super::nn::{Attention, GroupNorm, LayerNorm, SoftmaxLike};
 use super::nn::{BatchNorm, Conv, ConvTranspose, Gemm, GlobalPool, LpPool, Lrn, MatMul, Pool, Recurrent, Softmax};
-use super::nn::{GroupNorm, LayerNorm, SoftmaxLike};
 use super::qlinear::{QOp, MS_DOMAIN};
 use super::reduce::{ArgReduce, CumSum, Reduce, TopK};
 use super::{FromOnnx, Op, ParseCtx};
@@ -219,6 +219,11 @@ pub static REGISTRY: &[OpEntry] = &[
     OpEntry {
         since: 23,
         ..onnx("RMSNormalization", of::<LayerNorm>)
+    },
+    // attention (opset 25 adds the sliding window)
+    OpEntry {
+        since: 23,
+        ..onnx("Attention", of::<Attention>)
     },
     OpEntry {
         since: 18,

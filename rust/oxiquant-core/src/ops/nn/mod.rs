@@ -1,5 +1,6 @@
 //! Neural-network layers: convolution, products, normalization, pooling.
 
+mod attention;
 mod batch_norm;
 pub mod conv;
 mod conv_transpose;
@@ -16,6 +17,7 @@ mod softmax;
 mod layer_norm;
 mod log_softmax;
 
+pub use attention::Attention;
 pub use batch_norm::{batch_norm, batch_norm_affine, batch_norm_in_place, BatchNorm};
 pub use conv::{Conv, Padding};
 pub use conv_transpose::ConvTranspose;

@@ -67,6 +67,11 @@ FAMILY = re.compile(
     r"|thresholdedrelu|pow|reciprocal|ceil|sign|mod|min|max|mean|log|sin|cos|tan|asin|acos|atan|sinh|cosh"
     r"|asinh|acosh|atanh|tril|triu|einsum|bitwise_(and|or|xor|not)|bitshift|castlike)(_|$)|^test_(and|or|xor)(\d|_bcast)"
 )
+# Losses, cumulative products, normalization, cropping and selection, generated values.
+FAMILY = re.compile(
+    FAMILY.pattern + r"|^test_(nllloss|sce|cumprod|l1normalization|l2normalization|lpnormalization|center_crop_pad"
+    r"|unique|eyelike|shrink|reversesequence|compress|det|hannwindow|hammingwindow|blackmanwindow)(_|$)"
+)
 # This onnx version's Not cases are opset 1 (below the engine's 7) and its Einsum cases float64:
 # both ops are compared against onnxruntime in test_ops_onnxruntime.py.
 WITHOUT_NODE_CASE = {"Not", "Einsum"}
@@ -132,6 +137,15 @@ OP_DTYPES = {
     **{op: {F32, I64} for op in ("ReduceL2", "ReduceLogSum", "ReduceLogSumExp")},
     **{op: {F32, I32} for op in ("LSTM", "GRU", "RNN")},  # sequence_lens is int32
 }
+# Losses read int32/int64 class indices.
+OP_DTYPES.update(
+    {
+        **{op: {F32, I32, I64} for op in ("NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss")},
+        "CumProd": {F32, I32, I64},
+        **{op: ANY_DTYPE for op in ("CenterCropPad", "Compress", "ReverseSequence", "Unique", "EyeLike")},
+        **{op: {F32, I32, I64} for op in ("HannWindow", "HammingWindow", "BlackmanWindow")},
+    }
+)
 # Comparisons and selection on any type, logic on bool, the integer kernels of math ops.
 OP_DTYPES.update(
     {
@@ -190,6 +204,8 @@ def _case_module(op: str) -> str:
         "GreaterOrEqual": "greater_or_equal",
         # GlobalLpPool has no node cases of its own (onnx has no generator for it).
         "GlobalLpPool": "lppool",
+        "SoftmaxCrossEntropyLoss": "softmax_cross_entropy_loss",
+        "CenterCropPad": "center_crop_pad",
     }
     return special.get(op, op.lower())
 

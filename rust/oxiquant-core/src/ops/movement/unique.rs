@@ -92,7 +92,7 @@ impl Op for Unique {
         let s = x.shape().to_vec();
         let st = strides(&s);
         let n = s[a];
-        let w = if n == 0 { 0 } else { x.len() / n };
+        let w = x.len().checked_div(n).unwrap_or(0);
         // Each slice's elements in order: the axis moved to the front.
         let mut front = s.clone();
         front.remove(a);

@@ -1381,7 +1381,7 @@ fn loss_norm_extras() -> BoxedStrategy<Case> {
                     vec![("periodic", AttrValue::Int(flag as i64))],
                     vec![Some(Tensor::scalar(k as i64))],
                 )
-                .consts_first_if(flag2),
+                .consts_first_if(true),
                 "LpNormalization" => Case::new(
                     op,
                     1,

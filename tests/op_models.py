@@ -34,6 +34,11 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
 SUPPORTED_OPS = SUPPORTED_OPS | frozenset("""ConvTranspose LSTM GRU RNN LpPool GlobalLpPool""".split())
 # Attention (opsets 23-25).
 SUPPORTED_OPS = SUPPORTED_OPS | frozenset({"Attention"})
+# Losses and the ops of the loss/normalization coverage work.
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
+    """NegativeLogLikelihoodLoss SoftmaxCrossEntropyLoss CumProd LpNormalization CenterCropPad Unique EyeLike
+    Shrink ReverseSequence Compress Det HannWindow HammingWindow BlackmanWindow""".split()
+)
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

@@ -69,6 +69,11 @@ FAMILY = re.compile(
 )
 # Attention (bool masks, int64 nonpad_kv_seqlen).
 FAMILY = re.compile(FAMILY.pattern + r"|^test_attention(_|$)")
+# Losses, cumulative products, normalization, cropping and selection, generated values.
+FAMILY = re.compile(
+    FAMILY.pattern + r"|^test_(nllloss|sce|cumprod|l1normalization|l2normalization|lpnormalization|center_crop_pad"
+    r"|unique|eyelike|shrink|reversesequence|compress|det|hannwindow|hammingwindow|blackmanwindow)(_|$)"
+)
 # This onnx version's Not cases are opset 1 (below the engine's 7) and its Einsum cases float64:
 # both ops are compared against onnxruntime in test_ops_onnxruntime.py.
 WITHOUT_NODE_CASE = {"Not", "Einsum"}
@@ -134,6 +139,15 @@ OP_DTYPES = {
     **{op: {F32, I64} for op in ("ReduceL2", "ReduceLogSum", "ReduceLogSumExp")},
     **{op: {F32, I32} for op in ("LSTM", "GRU", "RNN")},  # sequence_lens is int32
 }
+# Losses read int32/int64 class indices.
+OP_DTYPES.update(
+    {
+        **{op: {F32, I32, I64} for op in ("NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss")},
+        "CumProd": {F32, I32, I64},
+        **{op: ANY_DTYPE for op in ("CenterCropPad", "Compress", "ReverseSequence", "Unique", "EyeLike")},
+        **{op: {F32, I32, I64} for op in ("HannWindow", "HammingWindow", "BlackmanWindow")},
+    }
+)
 # Comparisons and selection on any type, logic on bool, the integer kernels of math ops.
 OP_DTYPES.update(
     {
@@ -192,6 +206,8 @@ def _case_module(op: str) -> str:
         "GreaterOrEqual": "greater_or_equal",
         # GlobalLpPool has no node cases of its own (onnx has no generator for it).
         "GlobalLpPool": "lppool",
+        "SoftmaxCrossEntropyLoss": "softmax_cross_entropy_loss",
+        "CenterCropPad": "center_crop_pad",
     }
     return special.get(op, op.lower())
 

@@ -2227,8 +2227,143 @@ def pool_3d_cases() -> list[OpCase]:
     return cases
 
 
+# -- Losses, cumulative products, normalization, cropping and selection, generators ---------------
+def loss_cases() -> list[OpCase]:
+    r = rng(106)
+    x2, t2 = randn(r, 4, 5), r.integers(0, 5, size=(4,)).astype(np.int64)
+    x4, t4 = randn(r, 2, 3, 4, 5), r.integers(0, 3, size=(2, 4, 5)).astype(np.int64)
+    t4_ignored = t4.copy()
+    t4_ignored[0, 1, :] = 1
+    w3, w5 = np.abs(randn(r, 3)) + 0.1, np.abs(randn(r, 5)) + 0.1
+    cases = []
+    for op, opset in (("NegativeLogLikelihoodLoss", 13), ("SoftmaxCrossEntropyLoss", 13)):
+        tag = "nll" if op.startswith("Neg") else "sce"
+        for red in ("none", "sum", "mean"):
+            cases.append(make_case(f"{tag}_2d_{red}", op, [x2, t2], {"reduction": red}, opset))
+            cases.append(make_case(f"{tag}_4d_weight_{red}", op, [x4, t4, w3], {"reduction": red}, opset))
+            cases.append(
+                make_case(
+                    f"{tag}_4d_ignore_{red}",
+                    op,
+                    [x4, t4_ignored, w3],
+                    {"reduction": red, "ignore_index": 1},
+                    opset,
+                )
+            )
+        cases.append(make_case(f"{tag}_int32_target", op, [x2, t2.astype(np.int32), w5], {}, 12))
+    cases.append(
+        make_case(
+            "sce_log_prob",
+            "SoftmaxCrossEntropyLoss",
+            [x4, t4],
+            {"reduction": "mean", "ignore_index": 2},
+            13,
+            n_outputs=2,
+        )
+    )
+    return cases
+
+
 SPATIAL_CASES = [*pool_3d_cases()]
 _TOP_CASES.extend(SPATIAL_CASES)
 _TOP_IDS.extend(c.id for c in SPATIAL_CASES)
 assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
 ALL_CASES = [*ALL_CASES, *SPATIAL_CASES]
+
+
+def loss_norm_extra_cases() -> list[OpCase]:
+    r = rng(107)
+    x = randn(r, 2, 3, 4)
+    xz = x.copy()
+    xz[1, :, 2] = 0.0
+    ints = r.integers(-5, 6, size=(3, 4)).astype(np.int64)
+    ax = Init(np.array(1, dtype=np.int64))
+    cases = [
+        make_case("cumprod", "CumProd", [x, ax], {}, 26),
+        make_case("cumprod_exclusive_reverse", "CumProd", [x, ax], {"exclusive": 1, "reverse": 1}, 26),
+        make_case("cumprod_int64_neg_axis", "CumProd", [ints, Init(np.array(-1, dtype=np.int64))], {}, 26),
+        make_case("lpnorm_l2", "LpNormalization", [x], {}, 13),
+        make_case("lpnorm_l1_axis1_zero", "LpNormalization", [xz], {"axis": 1, "p": 1}, 13),
+        make_case("shrink_hard", "Shrink", [x], {"lambd": 0.5}, 9),
+        make_case("shrink_soft", "Shrink", [x], {"lambd": 0.3, "bias": 0.3}, 9),
+        make_case("det_2d", "Det", [randn(r, 3, 3)], {}, 11),
+        make_case("det_batched", "Det", [randn(r, 2, 3, 4, 4)], {}, 11),
+        make_case("eyelike", "EyeLike", [x[0]], {"k": 1}, 9),
+        make_case("eyelike_int_dtype", "EyeLike", [ints], {"k": -1, "dtype": TensorProto.FLOAT}, 9, out_types=[F]),
+        make_case("compress_axis", "Compress", [x, Init(np.array([True, False, True]))], {"axis": 1}, 11),
+        make_case("compress_neg_axis_short", "Compress", [x, Init(np.array([False, True]))], {"axis": -1}, 11),
+        make_case("compress_flat", "Compress", [ints, np.array([True, False, False, True, True])], {}, 11),
+        make_case(
+            "reversesequence_time",
+            "ReverseSequence",
+            [randn(r, 4, 3, 2), Init(np.array([4, 1, 3], dtype=np.int64))],
+            {"time_axis": 0, "batch_axis": 1},
+            10,
+        ),
+        make_case(
+            "reversesequence_batch",
+            "ReverseSequence",
+            [ints, Init(np.array([2, 0, 4], dtype=np.int64))],
+            {"time_axis": 1, "batch_axis": 0},
+            10,
+        ),
+        make_case(
+            "centercroppad_crop_pad",
+            "CenterCropPad",
+            [randn(r, 5, 4, 3), i64(3, 7)],
+            {"axes": [0, -2]},
+            18,
+            reference="onnx",
+        ),
+        make_case("centercroppad_all", "CenterCropPad", [ints, i64(2, 7)], {}, 18, reference="onnx"),
+    ]
+    for op in ("HannWindow", "HammingWindow", "BlackmanWindow"):
+        for periodic in (0, 1):
+            cases.append(
+                make_case(
+                    f"{op.lower()}_p{periodic}",
+                    op,
+                    [Init(np.array(10, dtype=np.int64))],
+                    {"periodic": periodic},
+                    17,
+                    out_types=[F],
+                )
+            )
+    u = np.array([[1, 0, 0], [1, 0, 0], [2, 3, 4], [1, 0, 0]], dtype=np.float32)
+    for sorted_ in (0, 1):
+        cases.append(
+            make_case(
+                f"unique_flat_sorted{sorted_}",
+                "Unique",
+                [np.array([2, 1, 1, 3, 4, 3], dtype=np.float32)],
+                {"sorted": sorted_},
+                11,
+                out_types=[F, I64, I64, I64],
+                n_outputs=4,
+            )
+        )
+        cases.append(
+            make_case(
+                f"unique_axis0_sorted{sorted_}",
+                "Unique",
+                [u],
+                {"sorted": sorted_, "axis": 0},
+                11,
+                out_types=[F, I64, I64, I64],
+                n_outputs=4,
+            )
+        )
+    cases.append(
+        make_case(
+            "unique_neg_axis", "Unique", [u.T.copy()], {"axis": -1}, 11, out_types=[F, I64, I64, I64], n_outputs=4
+        )
+    )
+    cases.append(make_case("unique_values_only", "Unique", [np.array([3, 1, 3], dtype=np.float32)], {}, 11))
+    return cases
+
+
+LOSS_CASES = [*loss_cases(), *loss_norm_extra_cases()]
+_TOP_CASES.extend(LOSS_CASES)
+_TOP_IDS.extend(c.id for c in LOSS_CASES)
+assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
+ALL_CASES = [*ALL_CASES, *LOSS_CASES]

@@ -27,6 +27,8 @@ struct Case {
     attrs: Vec<(String, AttrValue)>,
     inputs: Vec<Option<Tensor>>,
     consts: Vec<bool>,
+    /// SoftmaxCrossEntropyLoss declares its second output.
+    log_prob_output: bool,
 }
 
 impl Case {
@@ -39,6 +41,7 @@ impl Case {
             inputs,
             // Every input past the first is a constant unless `data` says otherwise.
             consts: (0..n).map(|i| i > 0).collect(),
+            log_prob_output: false,
         }
     }
     /// Inputs `idx` are data (not constants).
@@ -59,6 +62,9 @@ impl Case {
             Some((_, AttrValue::Int(n))) => *n as usize,
             _ if self.op_type == "Split" => 2,
             _ if self.op_type == "Attention" => 4,
+            _ if self.op_type == "Unique" => 4,
+            // The log-probabilities output of SoftmaxCrossEntropyLoss, when asked for.
+            _ if self.op_type == "SoftmaxCrossEntropyLoss" => 1 + self.log_prob_output as usize,
             _ => 1,
         };
         parse_node(self.op_type, domain, &r, self.opset, outputs).unwrap_or_else(|e| panic!("{}: {e}", self.op_type))
@@ -1155,6 +1161,7 @@ fn reductions() -> BoxedStrategy<Case> {
             "ArgMin",
             "TopK",
             "CumSum",
+            "CumProd",
         ]),
         shape(4),
         prop::sample::select(vec![DType::F32, DType::F32, DType::I64, DType::I32]),
@@ -1197,12 +1204,13 @@ fn reductions() -> BoxedStrategy<Case> {
                         Case::new(op, 11, attrs, vec![x, i64s(vec![kk])])
                     }
                 }
-                "CumSum" => {
+                "CumSum" | "CumProd" => {
                     let attrs = vec![
                         ("exclusive", AttrValue::Int(flag as i64)),
                         ("reverse", AttrValue::Int(flag2 as i64)),
                     ];
-                    Case::new(op, 14, attrs, vec![x, Some(Tensor::scalar(a1))])
+                    let opset = if op == "CumSum" { 14 } else { 26 };
+                    Case::new(op, opset, attrs, vec![x, Some(Tensor::scalar(a1))])
                 }
                 _ => {
                     let axes: Vec<i64> = if a1.rem_euclid(rank) == a2.rem_euclid(rank) {
@@ -1370,8 +1378,176 @@ fn attention() -> BoxedStrategy<Case> {
         .boxed()
 }
 
+// ---- losses (NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss) ----
+
+fn losses() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec!["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"]),
+        prop::collection::vec(prop_oneof![8 => 1usize..4, 1 => Just(0usize)], 2..5),
+        1usize..5,
+        prop::sample::select(vec!["none", "sum", "mean"]),
+        any::<(bool, bool, bool, bool, u64)>(),
+    )
+        .prop_map(|(op, s, c, reduction, (weight, ignore, int32, log_prob, seed))| {
+            let mut s = s;
+            s[1] = c;
+            let tshape: Vec<usize> = s.iter().enumerate().filter(|(j, _)| *j != 1).map(|(_, &d)| d).collect();
+            let n: usize = tshape.iter().product();
+            let classes: Vec<i64> = (0..n as u64)
+                .map(|j| (seed.wrapping_mul(31).wrapping_add(j * 7) % (c as u64 + 1)) as i64)
+                .map(|k| if k == c as i64 { -1 } else { k })
+                .map(|k| if ignore || k >= 0 { k } else { 0 })
+                .collect();
+            let target = if int32 {
+                Tensor::from_vec(tshape, classes.iter().map(|&k| k as i32).collect::<Vec<_>>())
+            } else {
+                Tensor::from_vec(tshape, classes)
+            }
+            .expect("target shape");
+            let mut inputs = vec![f32s(&s, seed), Some(target)];
+            if weight {
+                inputs.push(f32s(&[c], seed ^ 1));
+            }
+            let mut attrs = vec![("reduction", AttrValue::String(reduction.into()))];
+            if ignore {
+                attrs.push(("ignore_index", AttrValue::Int(-1)));
+            }
+            let mut case = Case::new(op, 13, attrs, inputs).data(&[1]);
+            case.log_prob_output = log_prob && op == "SoftmaxCrossEntropyLoss";
+            case
+        })
+        .boxed()
+}
+
+// ---- elementary functions, generators, cropping and selection (Shrink, Det, EyeLike, the
+// windows, LpNormalization, CenterCropPad, Compress, ReverseSequence) ----
+
+fn loss_norm_extras() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec![
+            "Shrink",
+            "Det",
+            "EyeLike",
+            "HannWindow",
+            "HammingWindow",
+            "BlackmanWindow",
+            "LpNormalization",
+            "CenterCropPad",
+            "Compress",
+            "ReverseSequence",
+            "Unique",
+        ]),
+        shape(4),
+        any_dtype(),
+        -4i64..4,
+        any::<(bool, bool, u64)>(),
+        0usize..6,
+    )
+        .prop_map(|(op, s, dt, axis, (flag, flag2, seed), k)| {
+            let rank = s.len() as i64;
+            let axis = axis.clamp(-rank, rank - 1);
+            match op {
+                "Shrink" => Case::new(
+                    op,
+                    9,
+                    vec![
+                        ("lambd", AttrValue::Float(k as f32 * 0.5)),
+                        ("bias", AttrValue::Float(0.25)),
+                    ],
+                    vec![f32s(&s, seed)],
+                ),
+                "Det" => {
+                    let m = k.min(4);
+                    let mut s = s.clone();
+                    s.truncate(2);
+                    s.extend([m, m]);
+                    Case::new(op, 11, vec![], vec![f32s(&s, seed)])
+                }
+                "EyeLike" => {
+                    let s2 = vec![s[0], k];
+                    let mut attrs = vec![("k", AttrValue::Int(axis))];
+                    if flag {
+                        attrs.push(("dtype", AttrValue::Int(DType::I64.onnx_code() as i64)));
+                    }
+                    Case::new(op, 9, attrs, vec![Some(filled(dt, &s2, seed))])
+                }
+                "HannWindow" | "HammingWindow" | "BlackmanWindow" => Case::new(
+                    op,
+                    17,
+                    vec![("periodic", AttrValue::Int(flag as i64))],
+                    vec![Some(Tensor::scalar(k as i64))],
+                )
+                .consts_first_if(true),
+                "LpNormalization" => Case::new(
+                    op,
+                    1,
+                    vec![("axis", AttrValue::Int(axis)), ("p", AttrValue::Int(1 + flag as i64))],
+                    vec![f32s(&s, seed)],
+                ),
+                "CenterCropPad" => {
+                    let a = axis.rem_euclid(rank) as usize;
+                    let (attrs, target) = if flag {
+                        (vec![("axes", ints(&[axis]))], vec![k as i64])
+                    } else {
+                        let t: Vec<i64> = s
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &d)| if i == a { k as i64 } else { d as i64 })
+                            .collect();
+                        (vec![], t)
+                    };
+                    Case::new(op, 18, attrs, vec![Some(filled(dt, &s, seed)), i64s(target)])
+                }
+                "Compress" => {
+                    let a = axis.rem_euclid(rank) as usize;
+                    let len = if flag { s[a] } else { s.iter().product() };
+                    let len = len.saturating_sub(k % 2);
+                    let cond: Vec<bool> = (0..len).map(|i| (seed >> (i % 64)) & 1 == 1).collect();
+                    let attrs = if flag {
+                        vec![("axis", AttrValue::Int(axis))]
+                    } else {
+                        vec![]
+                    };
+                    let c = Tensor::from_vec(vec![len], cond).expect("1-D");
+                    Case::new(op, 11, attrs, vec![Some(filled(dt, &s, seed)), Some(c)])
+                }
+                "Unique" => {
+                    let attrs = vec![("sorted", AttrValue::Int(flag as i64))];
+                    let mut c = Case::new(op, 11, attrs, vec![Some(filled(dt, &s, seed))]);
+                    if flag2 {
+                        c.attrs.push(("axis".into(), AttrValue::Int(axis)));
+                    }
+                    c
+                }
+                _ => {
+                    let mut s = s.clone();
+                    if s.len() < 2 {
+                        s.push(2);
+                    }
+                    let b = flag as usize;
+                    let (batch, steps) = (s[b], s[1 - b]);
+                    let lens: Vec<i64> = (0..batch)
+                        .map(|i| ((seed as usize + i * 3) % (steps + 1)) as i64)
+                        .collect();
+                    Case::new(
+                        op,
+                        10,
+                        vec![
+                            ("batch_axis", AttrValue::Int(b as i64)),
+                            ("time_axis", AttrValue::Int(1 - b as i64)),
+                        ],
+                        vec![Some(filled(dt, &s, seed)), i64s(lens)],
+                    )
+                }
+            }
+        })
+        .boxed()
+}
+
 fn any_case() -> BoxedStrategy<Case> {
     prop_oneof![
+        loss_norm_extras(),
+        losses(),
         unary(),
         binary(),
         clip(),

@@ -3,17 +3,19 @@
 
 use super::logic::{Bitwise, BitwiseNot, Compare, IsInf, IsNaN, Logical, Not, Where};
 use super::math::{BinaryOp, Clip, Einsum, Mod, PRelu, Pow, Softplus, Sum, Trilu, Unary, Variadic};
-use super::movement::CastLike;
+use super::math::{Det, EyeLike, Shrink, Window};
 use super::movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, Reshape, Resize, Shape, Slice,
     Squeeze, Transpose, Unsqueeze,
 };
+use super::movement::{CastLike, CenterCropPad, Compress, ReverseSequence, Unique};
 use super::movement::{
     DepthToSpace, Expand, GatherElements, GatherND, NonZero, OneHot, Range, ScatterElements, ScatterND, Size,
     SpaceToDepth, Split, Tile,
 };
 use super::nn::{Attention, GroupNorm, LayerNorm, SoftmaxLike};
 use super::nn::{BatchNorm, Conv, ConvTranspose, Gemm, GlobalPool, LpPool, Lrn, MatMul, Pool, Recurrent, Softmax};
+use super::nn::{Loss, LpNorm};
 use super::qlinear::{QOp, MS_DOMAIN};
 use super::reduce::{ArgReduce, CumSum, Reduce, TopK};
 use super::{FromOnnx, Op, ParseCtx};
@@ -196,6 +198,10 @@ pub static REGISTRY: &[OpEntry] = &[
     onnx("SpaceToDepth", of::<SpaceToDepth>),
     onnx("OneHot", of::<OneHot>),
     onnx("NonZero", of::<NonZero>),
+    since(18, onnx("CenterCropPad", of::<CenterCropPad>)),
+    since(9, onnx("Compress", of::<Compress>)),
+    since(10, onnx("ReverseSequence", of::<ReverseSequence>)),
+    since(11, onnx("Unique", of::<Unique>)),
     // reductions
     onnx("ReduceMean", of::<Reduce>),
     onnx("ReduceSum", of::<Reduce>),
@@ -211,6 +217,7 @@ pub static REGISTRY: &[OpEntry] = &[
     onnx("ArgMin", of::<ArgReduce>),
     onnx("TopK", of::<TopK>),
     onnx("CumSum", of::<CumSum>),
+    since(26, onnx("CumProd", of::<CumSum>)),
     // normalization and softmax variants
     OpEntry {
         since: 17,
@@ -232,6 +239,17 @@ pub static REGISTRY: &[OpEntry] = &[
     onnx("InstanceNormalization", of::<GroupNorm>),
     onnx("LogSoftmax", of::<SoftmaxLike>),
     onnx("Hardmax", of::<SoftmaxLike>),
+    // losses
+    since(12, onnx("NegativeLogLikelihoodLoss", of::<Loss>)),
+    since(12, onnx("SoftmaxCrossEntropyLoss", of::<Loss>)),
+    onnx("LpNormalization", of::<LpNorm>),
+    // elementary functions and generators
+    since(9, onnx("Shrink", of::<Shrink>)),
+    since(11, onnx("Det", of::<Det>)),
+    since(9, onnx("EyeLike", of::<EyeLike>)),
+    since(17, onnx("HannWindow", of::<Window>)),
+    since(17, onnx("HammingWindow", of::<Window>)),
+    since(17, onnx("BlackmanWindow", of::<Window>)),
     // quantized models of other tools
     onnx("QuantizeLinear", of::<QOp>),
     onnx("DequantizeLinear", of::<QOp>),

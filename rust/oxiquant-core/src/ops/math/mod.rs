@@ -13,18 +13,25 @@ mod sum;
 mod trilu;
 mod unary;
 mod variadic;
+// elementary functions and generators of the loss/normalization coverage work
+mod det;
+mod shrink;
+mod windows;
 
 pub use binary::BinaryOp;
 pub use clip::{clamp_interval, Clip};
+pub use det::Det;
 pub use einsum::Einsum;
 pub use modulo::Mod;
 pub use pow::Pow;
 pub use prelu::PRelu;
+pub use shrink::Shrink;
 pub use softplus::Softplus;
 pub use sum::Sum;
 pub use trilu::Trilu;
 pub use unary::Unary;
 pub use variadic::Variadic;
+pub use windows::{EyeLike, Window};
 
 /// Pairs of shapes that broadcast, for the property tests of other ops.
 #[cfg(test)]

@@ -26,12 +26,16 @@ mod gather_nd;
 mod one_hot;
 mod range;
 mod split;
+// cropping and selection of the loss/normalization coverage work
+mod crop_select;
+mod unique;
 
 pub use cast::Cast;
 pub use cast_like::CastLike;
 pub use concat::{concat, Concat};
 pub use constant::Constant;
 pub use constant_of_shape::ConstantOfShape;
+pub use crop_select::{CenterCropPad, Compress, ReverseSequence};
 pub use depth_to_space::{DepthToSpace, SpaceToDepth};
 pub use dropout::Dropout;
 pub use expand::{Expand, Tile};
@@ -50,6 +54,7 @@ pub use slice::{Slice, SliceAttrs};
 pub use split::Split;
 pub use squeeze::Squeeze;
 pub use transpose::Transpose;
+pub use unique::Unique;
 pub use unsqueeze::Unsqueeze;
 
 use crate::error::{Error, Result};

@@ -16,6 +16,8 @@ mod softmax;
 // normalization and softmax variants of the operator-coverage work
 mod layer_norm;
 mod log_softmax;
+mod losses;
+mod lp_norm;
 
 pub use attention::Attention;
 pub use batch_norm::{batch_norm, batch_norm_affine, batch_norm_in_place, BatchNorm};
@@ -27,6 +29,8 @@ pub(crate) use global_pool::global_facts;
 pub use global_pool::{eval_global, GlobalPool};
 pub use layer_norm::{GroupNorm, LayerNorm};
 pub use log_softmax::SoftmaxLike;
+pub use losses::{Loss, Reduction};
+pub use lp_norm::LpNorm;
 pub use lp_pool::LpPool;
 pub use lrn::Lrn;
 pub(crate) use matmul::matmul_facts;

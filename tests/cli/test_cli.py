@@ -199,14 +199,14 @@ def test_inspect_lists_quantized_float_and_unsupported_nodes(tmp_path):
     r = cli("inspect", tmp_path / "sig.onnx")
     assert re.search(r"^\s+middle \(Sigmoid\): ", r.stdout, re.M)
     bad = zoo.make_model(
-        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Det", ["r"], ["y"], name="the_det")],
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Bernoulli", ["r"], ["y"], name="the_det")],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
     )
     onnx.save(bad, tmp_path / "bad.onnx")
     r = cli("inspect", tmp_path / "bad.onnx", check=False)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "Det: 1 node(s), first 'the_det'" in r.stdout
+    assert "Bernoulli: 1 node(s), first 'the_det'" in r.stdout
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,8 @@ def test_hierarchy():
 def test_unsupported_ops_are_all_listed_with_first_node():
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="r"),
-        helper.make_node("Det", ["a"], ["b"], name="det_first"),
-        helper.make_node("Det", ["b"], ["c"], name="det_second"),
+        helper.make_node("Bernoulli", ["a"], ["b"], name="det_first"),
+        helper.make_node("Bernoulli", ["b"], ["c"], name="det_second"),
         helper.make_node("NonMaxSuppression", ["c", "k"], ["d"], name="nms_node"),
     ]
     k = onnx.numpy_helper.from_array(np.array([1], np.int64), "k")
@@ -37,9 +37,9 @@ def test_unsupported_ops_are_all_listed_with_first_node():
     with pytest.raises(oxiquant.UnsupportedOpError) as ei:
         oxiquant.load(proto)
     msg = str(ei.value)
-    assert "Det (2 nodes, first 'det_first')" in msg and "NonMaxSuppression (1 node, first 'nms_node')" in msg
+    assert "Bernoulli (2 nodes, first 'det_first')" in msg and "NonMaxSuppression (1 node, first 'nms_node')" in msg
     assert [(u[0], u[1], u[2]) for u in ei.value.unsupported] == [
-        ("Det", "det_first", 2),
+        ("Bernoulli", "det_first", 2),
         ("NonMaxSuppression", "nms_node", 1),
     ]
 

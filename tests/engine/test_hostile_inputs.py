@@ -289,10 +289,10 @@ CASES = [
     ),
     Case(
         "unsupported-op",
-        "an op the engine does not have (Det)",
-        lambda c: oxiquant.load(one_node("Det", ["x"])),
+        "an op the engine does not have (Bernoulli)",
+        lambda c: oxiquant.load(one_node("Bernoulli", ["x"])),
         oxiquant.UnsupportedOpError,
-        "unsupported op(s): Det (1 node, first 'hostile')",
+        "unsupported op(s): Bernoulli (1 node, first 'hostile')",
     ),
     Case(
         "unknown-attribute",

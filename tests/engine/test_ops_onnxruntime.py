@@ -2367,3 +2367,30 @@ _TOP_CASES.extend(LOSS_CASES)
 _TOP_IDS.extend(c.id for c in LOSS_CASES)
 assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
 ALL_CASES = [*ALL_CASES, *LOSS_CASES]
+
+
+# -- Attention (opset 23): 4-D heads with a causal mask, 3-D with head counts and a bool mask ----
+def attention_cases() -> list[OpCase]:
+    r = rng(301)
+    q4, k4, v4 = randn(r, 2, 3, 4, 8), randn(r, 2, 3, 6, 8), randn(r, 2, 3, 6, 5)
+    q3, k3, v3 = randn(r, 2, 4, 12), randn(r, 2, 6, 6), randn(r, 2, 6, 6)
+    mask = r.random((4, 6)) > 0.3
+    mask[:, 0] = True  # no fully masked row
+    return [
+        make_case("attention_4d_causal", "Attention", [q4, k4, v4], {"is_causal": 1}, 23),
+        make_case("attention_4d_scale_softcap", "Attention", [q4, k4, v4], {"scale": 0.2, "softcap": 3.0}, 23),
+        make_case(
+            "attention_3d_gqa_bool_mask",
+            "Attention",
+            [q3, k3, v3, mask],
+            {"q_num_heads": 4, "kv_num_heads": 2},
+            23,
+        ),
+    ]
+
+
+ATTENTION_CASES = attention_cases()
+_TOP_CASES.extend(ATTENTION_CASES)
+_TOP_IDS.extend(c.id for c in ATTENTION_CASES)
+assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
+ALL_CASES = [*ALL_CASES, *ATTENTION_CASES]

@@ -1517,7 +1517,8 @@ fn loss_norm_extras() -> BoxedStrategy<Case> {
                     if flag2 {
                         c.attrs.push(("axis".into(), AttrValue::Int(axis)));
                     }
-                    c
+                    // Its output sizes depend on the values: exact facts need them constant.
+                    c.consts_first_if(true)
                 }
                 _ => {
                     let mut s = s.clone();

@@ -130,9 +130,13 @@ impl Op for Unique {
         ];
         Ok(outs.into_iter().take(self.outputs).collect())
     }
-    fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
+    fn output_facts(&self, inputs: &[Option<&ValueFact>], constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
         let op = "Unique";
         let x = required(inputs, 0, op, "X")?;
+        // The output sizes depend on the values: known when the input is a constant.
+        if let Some(Some(t)) = constants.first() {
+            return Ok(self.eval(&[Some(t)])?.iter().map(ValueFact::of_tensor).collect());
+        }
         let (y, n) = match (self.axis, &x.shape) {
             (None, _) => (
                 Some(vec![DimFact::Unknown]),

@@ -195,26 +195,9 @@ pub fn expand_tables(g: &Graph) -> Graph {
 mod tests {
     use super::*;
     use crate::exec;
-    use crate::graph::ValueInfo;
     use crate::int::{Dequant, Requant};
     use crate::ops::{BinaryOp, Unary};
-
-    fn node(name: &str, op: Box<dyn Op>, inputs: &[&str], out: &str) -> Node {
-        Node {
-            name: name.into(),
-            op,
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![out.into()],
-        }
-    }
-
-    fn value(name: &str) -> ValueInfo {
-        ValueInfo {
-            name: name.into(),
-            dtype: DType::F32,
-            shape: None,
-        }
-    }
+    use crate::testing::{f32_value as value, op_node as node};
 
     /// in -> quantizer (i8) -> a; SiLU island: a * sigmoid(a) through two Dequantizes, times
     /// a scalar constant; its Requantize -> y (i8); out = y as floats.

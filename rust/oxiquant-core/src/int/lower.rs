@@ -498,25 +498,12 @@ pub fn lower_to_integer(graph: &Graph, state: &PtqState) -> Result<Graph> {
 mod tests {
     use super::*;
     use crate::exec;
-    use crate::graph::ValueInfo;
     use crate::onnx::export_qdq::WeightType;
     use crate::onnx::export_qop::to_qoperator;
+    use crate::testing::f32_value as value;
 
     fn node(name: &str, op: IntOp, inputs: &[&str], out: &str) -> Node {
-        Node {
-            name: name.into(),
-            op: Box::new(op),
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![out.into()],
-        }
-    }
-
-    fn value(name: &str) -> ValueInfo {
-        ValueInfo {
-            name: name.into(),
-            dtype: DType::F32,
-            shape: None,
-        }
+        crate::testing::op_node(name, Box::new(op), inputs, out)
     }
 
     /// in -> quantizer (u8) -> a; branch: a -> Requantize (i8, per channel when asked) -> b;

@@ -112,10 +112,10 @@ pub fn integer_matmuls(graph: &mut Graph, state: &mut PtqState) -> Result<usize>
 mod tests {
     use super::*;
     use crate::exec;
-    use crate::graph::{Node, ValueInfo};
     use crate::ops::{Op, QuantBounds};
     use crate::ptq::ScalingInfo;
-    use crate::tensor::{DType, Tensor};
+    use crate::tensor::Tensor;
+    use crate::testing::{f32_value as value, op_node as node};
     use std::collections::HashMap;
 
     fn info(role: Role, output: &str) -> ScalingInfo {
@@ -133,29 +133,12 @@ mod tests {
         }
     }
 
-    fn node(name: &str, op: Box<dyn Op>, inputs: &[&str], out: &str) -> Node {
-        Node {
-            name: name.into(),
-            op,
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![out.into()],
-        }
-    }
-
     fn scaling(f: f32, quant: Option<QuantBounds>) -> Box<dyn Op> {
         Box::new(Scaling {
             factor: vec![f],
             rank: 0,
             quant,
         })
-    }
-
-    fn value(name: &str) -> ValueInfo {
-        ValueInfo {
-            name: name.into(),
-            dtype: DType::F32,
-            shape: None,
-        }
     }
 
     #[test]

@@ -7,8 +7,30 @@ pub mod networks;
 
 pub use graph_builder::{ints, raw_node, GraphBuilder};
 
-use crate::tensor::Tensor;
+use crate::graph::{Node, ValueInfo};
+use crate::ops::Op;
+use crate::tensor::{DType, Tensor};
 use std::collections::HashMap;
+
+/// A built node with one output, for tests that assemble a `Graph` directly (integer-dialect
+/// nodes, which are never parsed from ONNX).
+pub fn op_node(name: &str, op: Box<dyn Op>, inputs: &[&str], out: &str) -> Node {
+    Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![out.into()],
+    }
+}
+
+/// A float32 graph value of unknown shape.
+pub fn f32_value(name: &str) -> ValueInfo {
+    ValueInfo {
+        name: name.into(),
+        dtype: DType::F32,
+        shape: None,
+    }
+}
 
 /// `len` reproducible values in [-1, 1] (xorshift from `seed`, three decimals).
 pub fn values(len: usize, seed: u64) -> Vec<f32> {

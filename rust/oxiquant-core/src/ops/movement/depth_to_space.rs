@@ -101,16 +101,28 @@ fn facts4(op: &str, inputs: &[Option<&ValueFact>], b: usize, to_space: bool) -> 
     Ok(vec![ValueFact::new(x.dtype, Some(shape))])
 }
 
+/// The attributes both ops write: `blocksize`, and `mode` only when it is not the default.
+fn block_attrs(blocksize: usize, crd: bool) -> Vec<(String, AttrValue)> {
+    let mut v = vec![("blocksize".to_string(), AttrValue::Int(blocksize as i64))];
+    if crd {
+        v.push(("mode".into(), AttrValue::String("CRD".into())));
+    }
+    v
+}
+
+/// Both ops are one 6-D reshape, a transpose and a 4-D reshape.
+fn rearrange(x: &Tensor, shape6: Vec<usize>, perm: Vec<usize>, out: Vec<usize>) -> Result<Tensor> {
+    let t = x.clone().reshape(shape6)?;
+    let mut moved = transpose(&Some(perm), &[Some(&t)])?;
+    moved.swap_remove(0).reshape(out)
+}
+
 impl Op for DepthToSpace {
     fn op_type(&self) -> &'static str {
         "DepthToSpace"
     }
     fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
-        let mut v = vec![("blocksize".to_string(), AttrValue::Int(self.blocksize as i64))];
-        if self.crd {
-            v.push(("mode".into(), AttrValue::String("CRD".into())));
-        }
-        v
+        block_attrs(self.blocksize, self.crd)
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "input")?;
@@ -128,9 +140,7 @@ impl Op for DepthToSpace {
         } else {
             (vec![n, b, b, c2, h, w], vec![0, 3, 4, 1, 5, 2])
         };
-        let t = x.clone().reshape(shape6)?;
-        let mut out = transpose(&Some(perm), &[Some(&t)])?;
-        Ok(vec![out.swap_remove(0).reshape(vec![n, c2, h * b, w * b])?])
+        Ok(vec![rearrange(x, shape6, perm, vec![n, c2, h * b, w * b])?])
     }
     fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
         facts4("DepthToSpace", inputs, self.blocksize, true)
@@ -145,11 +155,7 @@ impl Op for SpaceToDepth {
         "SpaceToDepth"
     }
     fn to_attrs(&self, _opset: i64) -> Vec<(String, AttrValue)> {
-        let mut v = vec![("blocksize".to_string(), AttrValue::Int(self.blocksize as i64))];
-        if self.crd {
-            v.push(("mode".into(), AttrValue::String("CRD".into())));
-        }
-        v
+        block_attrs(self.blocksize, self.crd)
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "input")?;
@@ -160,14 +166,13 @@ impl Op for SpaceToDepth {
                 "SpaceToDepth: height {h} and width {w} must be multiples of blocksize {b}"
             )));
         }
-        let t = x.clone().reshape(vec![n, c, h / b, b, w / b, b])?;
         let perm = if self.crd {
             vec![0, 1, 3, 5, 2, 4]
         } else {
             vec![0, 3, 5, 1, 2, 4]
         };
-        let mut out = transpose(&Some(perm), &[Some(&t)])?;
-        Ok(vec![out.swap_remove(0).reshape(vec![n, c * b * b, h / b, w / b])?])
+        let shape6 = vec![n, c, h / b, b, w / b, b];
+        Ok(vec![rearrange(x, shape6, perm, vec![n, c * b * b, h / b, w / b])?])
     }
     fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
         facts4("SpaceToDepth", inputs, self.blocksize, false)

@@ -1,10 +1,11 @@
 //! LogSoftmax and Hardmax, with Softmax's axis rules (opset < 13: flattened to 2-D at
 //! `axis`, default 1; from 13: one axis, default -1).
 
+use super::softmax::{axis_attr, lanes};
 use crate::error::Result;
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{fact_axis, float_like, required};
-use crate::ops::{input, norm_axis, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
+use crate::ops::{input, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,10 +18,11 @@ pub struct SoftmaxLike {
 
 impl FromOnnx for SoftmaxLike {
     fn from_onnx(cx: &ParseCtx) -> Result<Self> {
+        let (axis, legacy) = axis_attr(cx)?;
         Ok(SoftmaxLike {
             hard: cx.op_type == "Hardmax",
-            axis: cx.attrs.int("axis", if cx.opset < 13 { 1 } else { -1 })?,
-            legacy: cx.opset < 13,
+            axis,
+            legacy,
         })
     }
 }
@@ -38,13 +40,7 @@ impl Op for SoftmaxLike {
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "input")?;
-        let s = x.shape();
-        let axis = norm_axis(self.axis, s.len())?;
-        let (len, inner) = if self.legacy {
-            (s[axis..].iter().product::<usize>(), 1)
-        } else {
-            (s[axis], s[axis + 1..].iter().product())
-        };
+        let (len, inner) = lanes(x.shape(), self.axis, self.legacy)?;
         let mut y = x.clone();
         let v = y.as_mut_slice::<f32>()?;
         if len == 0 || inner == 0 {

@@ -14,17 +14,28 @@ pub struct Softmax {
     pub legacy: bool,
 }
 
+/// The `axis` attribute of the softmax family and whether the pre-13 rule applies: before
+/// opset 13 the input is flattened to 2-D at `axis` (default 1); from 13 one axis (default -1).
+pub(crate) fn axis_attr(cx: &ParseCtx) -> Result<(i64, bool)> {
+    let legacy = cx.opset < 13;
+    Ok((cx.attrs.int("axis", if legacy { 1 } else { -1 })?, legacy))
+}
+
+/// How the softmax family walks `shape`: over `len` values `inner` apart, in blocks of
+/// `len * inner`.
+pub(crate) fn lanes(shape: &[usize], axis: i64, legacy: bool) -> Result<(usize, usize)> {
+    let axis = norm_axis(axis, shape.len())?;
+    Ok(if legacy {
+        (shape[axis..].iter().product(), 1)
+    } else {
+        (shape[axis], shape[axis + 1..].iter().product())
+    })
+}
+
 impl Softmax {
     fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(inputs, 0, "input")?;
-        let s = x.shape();
-        let axis = norm_axis(self.axis, s.len())?;
-        // Softmax runs over `len` values `inner` apart, in blocks of `len * inner`.
-        let (len, inner) = if self.legacy {
-            (s[axis..].iter().product::<usize>(), 1)
-        } else {
-            (s[axis], s[axis + 1..].iter().product())
-        };
+        let (len, inner) = lanes(x.shape(), self.axis, self.legacy)?;
         let mut y = x.clone();
         let v = y.as_mut_slice::<f32>()?;
         if len == 0 || inner == 0 {
@@ -51,10 +62,8 @@ impl Softmax {
 
 impl FromOnnx for Softmax {
     fn from_onnx(cx: &ParseCtx) -> Result<Self> {
-        Ok(Softmax {
-            axis: cx.attrs.int("axis", if cx.opset < 13 { 1 } else { -1 })?,
-            legacy: cx.opset < 13,
-        })
+        let (axis, legacy) = axis_attr(cx)?;
+        Ok(Softmax { axis, legacy })
     }
 }
 

@@ -106,9 +106,12 @@ class Model:
     def quant_info(self) -> dict[str, Any]:
         """The quantization state as plain data: `stage`, `activations` (per Scaling node: role,
         tensor, range, clip, clipping, bits, signed, scale, step), `weights` (per affine node:
-        weight_scale, weight_bits, weight_clip), `float_nodes` (node, op, why it stays float)
-        and `warnings`."""
-        return dict(self._native.ptq_info())
+        weight_scale, weight_bits, weight_clip), `float_nodes` (node, op, why it stays float),
+        `warnings`, `equalization` (what `equalize_layers` did, or None) and `bit_allocation`
+        (per layer: weight count, sensitivity and width, when `weight_bits_budget` chose them)."""
+        info = dict(self._native.ptq_info())
+        info["bit_allocation"] = getattr(self, "_bit_allocation", None)
+        return info
 
     @property
     def is_quantized(self) -> bool:

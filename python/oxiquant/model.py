@@ -38,6 +38,9 @@ def _shape_str(shape: list[Any] | None) -> str:
 class Model:
     """A neural network loaded into oxiquant's engine. Build one with `oxiquant.load`."""
 
+    # Set by `quantize_network(weight_bits_budget=...)`; shown as quant_info["bit_allocation"].
+    _bit_allocation: dict[str, Any] | None = None
+
     def __init__(
         self, native: NativeModel, ir_version: int | None = None, float_types: Mapping[str, np.dtype] | None = None
     ) -> None:
@@ -110,7 +113,7 @@ class Model:
         `warnings`, `equalization` (what `equalize_layers` did, or None) and `bit_allocation`
         (per layer: weight count, sensitivity and width, when `weight_bits_budget` chose them)."""
         info = dict(self._native.ptq_info())
-        info["bit_allocation"] = getattr(self, "_bit_allocation", None)
+        info["bit_allocation"] = self._bit_allocation
         return info
 
     @property

@@ -3,6 +3,7 @@ optimized signs and activation clipping, at W8A8, W4A8 and W4A4, on real models.
 
     python benches/bench_defaults.py [--threads 2] [--write]
     python benches/bench_defaults.py --passes [--threads 2] [--write]
+    python benches/bench_defaults.py --equalize [--threads 2] [--write]
 
 ResNet-20 (CIFAR-10; calibrated on the first 1000 test images, evaluated on the next 3000) and
 MobileNetV2 (ImageNet; the 200 shared images: calibrated on the first 100, evaluated on the other
@@ -16,7 +17,12 @@ tables replace the "Default settings" section of benches/RESULTS.md.
 rounding, both; mixed precision with the first and last layers at 8 bits), on top of the best
 preset's other settings, with the wall time of `quantize_network`; --write puts it in the
 "Weight rounding passes" section. Then the wall time with every pass on: ResNet-20 on 1000
-calibration images, MobileNetV2 on the 200 shared ones."""
+calibration images, MobileNetV2 on the 200 shared ones.
+
+`--equalize` runs cross-layer equalization off and on (`quantize_network(equalize=...)`) with
+per-tensor and per-channel weights at W8A8, W4A8 and W4A4 (the best preset's other settings:
+GPTQ + bias correction below 8 weight bits), then automatic bit allocation (`weight_bits_budget=5`);
+--write puts it in the "Cross-layer equalization" section."""
 
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from bench_fp32 import cpu_features, cpu_model, run_stamp, write_section
 DATA = Path(os.environ.get("OXIQUANT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BEGIN, END = "<!-- defaults:begin -->", "<!-- defaults:end -->"
 PASSES_BEGIN, PASSES_END = "<!-- rounding:begin -->", "<!-- rounding:end -->"
+EQ_BEGIN, EQ_END = "<!-- equalize:begin -->", "<!-- equalize:end -->"
 # (label, quantize_network options) of the ablation; the preset fills in the rest.
 ABLATION = (
     ("rounding to nearest", {"gptq": False, "bias_correction": False}),
@@ -129,15 +136,54 @@ def passes(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def equalization(args: argparse.Namespace) -> list[str]:
+    import time
+
+    out = [
+        f"{run_stamp()}Machine: {cpu_model()}, {os.cpu_count()} cores; CPU features: {cpu_features()}.  ",
+        f"Command: `python benches/bench_defaults.py --equalize --threads {args.threads}`. Best preset otherwise "
+        "(unsigned where provable, MSE activation clipping, GPTQ + bias correction below 8 weight bits). "
+        "Time: the whole `quantize_network` call (other jobs shared the machine).",
+        "",
+        "| model | weights, activations | equalization | top-1 % | agreement with float % | output SQNR dB | time s |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for name, (fm, cal, ev, ey) in nets().items():
+        fo = logits(fm, ev)
+        out.append(f"| {name} | float | | {(fo.argmax(1) == ey).mean() * 100:.2f} | 100.00 | | |")
+        for wb, ab, pc in ((8, 8, False), (4, 8, False), (4, 8, True), (4, 4, False), (4, 4, True)):
+            for eq in (False, True):
+                t = time.perf_counter()
+                q = oxiquant.quantize_network(fm, ab, cal, weight_bits=wb, per_channel=pc, equalize=eq, progress=False)
+                dt = time.perf_counter() - t
+                label = f"W{wb}A{ab}, {'per-channel' if pc else 'per-tensor'} | {'on' if eq else 'off'}"
+                out.append(f"{row(name, label, q, ev, ey, fo)} {dt:.1f} |")
+        # Automatic bit allocation: 4 to 8 bits per layer, 5 bits on average over the weights.
+        t = time.perf_counter()
+        q = oxiquant.quantize_network(fm, 8, cal, weight_bits_budget=5.0, progress=False)
+        dt = time.perf_counter() - t
+        alloc = q.quant_info["bit_allocation"]
+        mean = sum(v["weights"] * v["bits"] for v in alloc.values()) / sum(v["weights"] for v in alloc.values())
+        label = f"W4-8A8 by sensitivity, budget 5.0 (weight mean {mean:.2f}), per-channel | off"
+        out.append(f"{row(name, label, q, ev, ey, fo)} {dt:.1f} |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="update benches/RESULTS.md")
     ap.add_argument("--passes", action="store_true", help="the weight-rounding passes' ablation instead")
+    ap.add_argument("--equalize", action="store_true", help="cross-layer equalization off and on instead")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
     oxiquant.set_num_threads(args.threads)
+    if args.equalize:
+        table = equalization(args)
+        if args.write:
+            write_section(EQ_BEGIN, EQ_END, "Cross-layer equalization (`benches/bench_defaults.py --equalize`)", table)
+        return
     if args.passes:
         table = passes(args)
         if args.write:

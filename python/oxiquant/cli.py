@@ -193,6 +193,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         f"{'per-channel' if st['per_channel'] else 'per-tensor'} weights"
         f"{', signs optimized' if st['optimize_signs'] else ''}"
         f"{', GPTQ rounding' if st['gptq'] else ''}{', bias correction' if st['bias_correction'] else ''}"
+        f"{', cross-layer equalization' if args.equalize else ''}"
         f" (preset {st['preset']})",
     )
     t = time.perf_counter()
@@ -211,6 +212,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         bias_correction=args.bias_correction,
         layer_bits=dict(args.layer_bits or []),
         first_last_bits=args.first_last_bits,
+        equalize=args.equalize,
+        exclude=args.exclude or [],
+        weight_bits_budget=args.weight_bits_budget,
         layer_samples=args.layer_samples,
         batch_size=_batch_size(model, args.batch_size),
         progress=_progress_enabled(args),
@@ -246,6 +250,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "bias_correction": st["bias_correction"],
                 "layer_bits": dict(args.layer_bits or []),
                 "first_last_bits": args.first_last_bits,
+                "equalize": args.equalize,
+                "exclude": args.exclude or [],
+                "weight_bits_budget": args.weight_bits_budget,
                 "calibration_samples": len(calib),
             }
         )
@@ -726,6 +733,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--first-last-bits", type=_bits, metavar="BITS", help="weight bit width of the first and last Conv/Gemm/MatMul"
+    )
+    q.add_argument(
+        "--equalize",
+        action="store_true",
+        help="cross-layer equalization of the weight ranges before quantizing (helps per-tensor weights)",
+    )
+    q.add_argument(
+        "--exclude",
+        action="append",
+        metavar="NODE",
+        help="keep this node in float (repeatable; names as in `oxiquant inspect`)",
+    )
+    q.add_argument(
+        "--weight-bits-budget",
+        type=float,
+        metavar="BITS",
+        help="average weight width to spend by layer sensitivity, between --weight-bits (default 4) and 8",
     )
     q.add_argument(
         "--format",

@@ -38,6 +38,9 @@ def _shape_str(shape: list[Any] | None) -> str:
 class Model:
     """A neural network loaded into oxiquant's engine. Build one with `oxiquant.load`."""
 
+    # Set by `quantize_network(weight_bits_budget=...)`; shown as quant_info["bit_allocation"].
+    _bit_allocation: dict[str, Any] | None = None
+
     def __init__(
         self, native: NativeModel, ir_version: int | None = None, float_types: Mapping[str, np.dtype] | None = None
     ) -> None:
@@ -106,9 +109,12 @@ class Model:
     def quant_info(self) -> dict[str, Any]:
         """The quantization state as plain data: `stage`, `activations` (per Scaling node: role,
         tensor, range, clip, clipping, bits, signed, scale, step), `weights` (per affine node:
-        weight_scale, weight_bits, weight_clip), `float_nodes` (node, op, why it stays float)
-        and `warnings`."""
-        return dict(self._native.ptq_info())
+        weight_scale, weight_bits, weight_clip), `float_nodes` (node, op, why it stays float),
+        `warnings`, `equalization` (what `equalize_layers` did, or None) and `bit_allocation`
+        (per layer: weight count, sensitivity and width, when `weight_bits_budget` chose them)."""
+        info = dict(self._native.ptq_info())
+        info["bit_allocation"] = self._bit_allocation
+        return info
 
     @property
     def is_quantized(self) -> bool:

@@ -4,6 +4,8 @@ The steps edit the model in place (as in Aidge's module; use `model.copy()` to k
 original) and must run in this order:
 
     prepare_network(m)
+    equalize_layers(m)                                              # optional
+    exclude_layers(m, names)                                        # optional
     insert_scaling_nodes(m)
     normalize_parameters(m, per_channel=...)
     compute_ranges(m, calibration_set)
@@ -48,6 +50,34 @@ def prepare_network(model: Model) -> dict[str, int]:
     per-channel QuantizeLinear, which opset 13 introduced."""
     model._raise_opset(QDQ_MIN_OPSET)
     return dict(model._native.ptq_prepare())
+
+
+def equalize_layers(model: Model, *, max_sweeps: int = 100, tolerance: float = 1e-4) -> dict[str, Any]:
+    """Step 1b (optional, after `prepare_network`): cross-layer equalization. Divides each
+    output channel of a Conv/Gemm by a factor and multiplies the matching input channel of
+    the layers reading it by the same factor, through Relu, LeakyRelu, pooling, residual
+    Adds and Concats, so that the float function is unchanged and each layer's channels
+    span similar weight ranges (what per-tensor weight scales need). Layers whose outputs
+    meet at an Add share one factor per channel; a depthwise Conv passes its channels' factors
+    through. A Clip with an upper bound (ReLU6) stops it: its bound would have to become one
+    per channel. Returns (and keeps in `model.quant_info["equalization"]`) the number of
+    groups and channels equalized, the channels pinned at 1, the sweeps run and, per layer,
+    its smallest over largest channel range before and after."""
+    if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, (int, np.integer)) or max_sweeps < 1:
+        raise InvalidArgumentError(f"max_sweeps must be a positive integer, got {max_sweeps!r}")
+    if not isinstance(tolerance, (int, float, np.floating)) or not tolerance > 0:
+        raise InvalidArgumentError(f"tolerance must be a positive number, got {tolerance!r}")
+    return dict(model._native.ptq_equalize(int(max_sweeps), float(tolerance)))
+
+
+def exclude_layers(model: Model, names: Iterable[str]) -> None:
+    """Step 1c (optional, after `prepare_network`): keeps the nodes `names` in float. Each
+    becomes a float island: its activation inputs are dequantized and its output requantized
+    (with a calibrated range), the integer engine runs the float op and the exports keep it a
+    float node. They are listed in `model.quant_info["float_nodes"]`."""
+    if isinstance(names, str):
+        names = [names]
+    model._native.ptq_exclude([str(n) for n in names])
 
 
 def insert_scaling_nodes(model: Model) -> None:
@@ -314,6 +344,10 @@ def quantize_network(
     bias_correction: bool | None = None,
     layer_bits: Mapping[str, int] | None = None,
     first_last_bits: int | None = None,
+    equalize: bool = False,
+    exclude: Iterable[str] = (),
+    weight_bits_budget: float | None = None,
+    budget_samples: int = 8,
     layer_samples: int = 256,
     batch_size: int = 32,
     progress: bool | None = None,
@@ -327,8 +361,31 @@ def quantize_network(
     unsigned ranges where provable, MSE activation clipping, weights at their full range;
     what measures best across the benchmarked models, benches/RESULTS.md) or "aidge"
     (the seed's behaviour: per-tensor weights, signed ranges, max clipping). An explicit
-    argument always wins over the preset."""
+    argument always wins over the preset. `equalize=True` runs `equalize_layers` after
+    `prepare_network` (cross-layer equalization: mostly for per-tensor weights);
+    `exclude=[node, ...]` keeps those nodes in float (`exclude_layers`).
+
+    `weight_bits_budget=b` allocates weight widths between `weight_bits` (default 4) and 8
+    bits per layer so that their average over the weights (by count) stays within `b`: each
+    layer's sensitivity is the output error of rounding its weights alone to the low width,
+    on the first `budget_samples` calibration samples, and bits go greedily to the layers
+    where they lower it most per weight (`oxiquant.bits`). `layer_bits` and `first_last_bits`
+    still fix their layers (counted in the budget). The widths chosen are in
+    `quant_info["weights"]`; the sensitivities in `quant_info["bit_allocation"]`."""
     # Every argument is checked before any work starts (by the core, which checks each once).
+    if weight_bits_budget is not None:
+        from oxiquant import bits as _bits
+
+        low = 4 if weight_bits is None else weight_bits
+        weight_bits_budget = _bits.check_budget(weight_bits_budget, low if isinstance(low, int) else 2, 8)
+        weight_bits = low
+        if not isinstance(calibration_set, (np.ndarray, Mapping)):
+            raise InvalidArgumentError(
+                "weight_bits_budget needs the calibration set as an array or a dict of arrays (its first "
+                "budget_samples samples measure the layers' sensitivity)"
+            )
+        if isinstance(budget_samples, bool) or not isinstance(budget_samples, (int, np.integer)) or budget_samples < 1:
+            raise InvalidArgumentError(f"budget_samples must be a positive integer, got {budget_samples!r}")
     st = check_quantize_options(
         nb_bits, clipping, weight_bits, weight_clipping, preset, per_channel, optimize_signs, gptq, bias_correction
     )
@@ -337,11 +394,34 @@ def quantize_network(
         raise InvalidArgumentError(f"layer_samples must be a positive integer, got {layer_samples!r}")
     q = model.copy()
     prepare_network(q)
+    if equalize:
+        equalize_layers(q)
+    exclude_layers(q, exclude)
     bits_by_layer = dict(layer_bits or {})
     if first_last_bits is not None:
         layers = affine_layers(q)
         for name in (layers[:1] + layers[-1:]):
             bits_by_layer.setdefault(name, first_last_bits)
+    allocation = None
+    if weight_bits_budget is not None:
+        from oxiquant import bits as _bits
+
+        n = int(budget_samples)
+        # The first n samples, as the model's input dtypes (what calibration feeds it).
+        first = (
+            {k: np.asarray(v)[:n] for k, v in calibration_set.items()}
+            if isinstance(calibration_set, Mapping)
+            else np.asarray(calibration_set)[:n]
+        )
+        samples = next(_batches(q, first, n)[0])
+        sens = _bits.layer_sensitivity(
+            q, samples, st["weight_bits"], per_channel=st["per_channel"], layers=affine_layers(q)
+        )
+        bits_by_layer = _bits.allocate_bits(sens, weight_bits_budget, st["weight_bits"], 8, fixed=bits_by_layer)
+        allocation = {
+            name: {"weights": count, "sensitivity": noise, "bits": bits_by_layer[name]}
+            for name, (count, noise) in sens.items()
+        }
     insert_scaling_nodes(q)
     normalize_parameters(q, per_channel=st["per_channel"])
     compute_ranges(
@@ -375,4 +455,6 @@ def quantize_network(
         weight_clipping=st["weight_clipping"],
         layer_bits=bits_by_layer,
     )
+    if allocation is not None:
+        q._bit_allocation = allocation
     return q

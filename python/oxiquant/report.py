@@ -178,6 +178,9 @@ def layer_report(
         "worst_layer": worst,
         "float_nodes": [{"node": n, "op": op, "reason": why} for n, op, why in info.get("float_nodes", [])],
         "warnings": list(info.get("warnings", [])),
+        # What the optional passes did: per layer, equalization's smallest/largest channel
+        # range before and after; the bit allocation's widths and sensitivities.
+        "passes": {"equalization": info.get("equalization"), "bit_allocation": info.get("bit_allocation")},
         "plots": [],
     }
 
@@ -218,6 +221,28 @@ def format_report(report: Mapping[str, Any]) -> str:
     for o in report.get("outputs", []):
         tail.append(f"output {o['name']}: {_fmt(o['sqnr_db'], '.1f')} dB")
     lines.append("; ".join(tail))
+    passes = report.get("passes") or {}
+    eq = passes.get("equalization")
+    if eq:
+        ratios = np.array(list(eq["layers"].values()), dtype=np.float64).reshape(-1, 2)
+        med = np.median(ratios, axis=0) if len(ratios) else (float("nan"), float("nan"))
+        lines.append(
+            f"cross-layer equalization: {eq['groups']} channel groups, {eq['pinned_channels']} channels pinned, "
+            f"{eq['sweeps']} sweeps; weight channel range smallest/largest, median over layers: "
+            f"{med[0]:.3g} -> {med[1]:.3g}"
+        )
+    alloc = passes.get("bit_allocation")
+    if alloc:
+        total = sum(v["weights"] for v in alloc.values())
+        mean = sum(v["weights"] * v["bits"] for v in alloc.values()) / max(total, 1)
+        widths = sorted({v["bits"] for v in alloc.values()})
+        counts = {b: sum(1 for v in alloc.values() if v["bits"] == b) for b in widths}
+        top = max(alloc, key=lambda k: alloc[k]["sensitivity"])
+        lines.append(
+            "weight bits by sensitivity: "
+            + ", ".join(f"{b} bits x {n} layers" for b, n in counts.items())
+            + f"; {mean:.2f} bits on average over the weights; most sensitive: {top}"
+        )
     for f in report.get("float_nodes", []):
         lines.append(f"kept in float: {f['node']} ({f['op']}): {f['reason']}")
     for w in report.get("warnings", []):

@@ -295,3 +295,27 @@ def test_missing_optional_dependencies_are_one_clear_line(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and hint in lines[0], r.stderr
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_quantize_equalize_exclude_and_bit_budget_flags(tmp_path):
+    d = digits()
+    m = oxiquant.load(MODEL)
+    p = m.copy()
+    oxiquant.prepare_network(p)
+    layers = oxiquant.affine_layers(p)
+    out = tmp_path / "q.onnx"
+    r = cli(
+        "quantize", MODEL, "-c", f"{DATA}:calib_images", "--bits", "8", "--equalize", "--exclude", layers[1],
+        "--weight-bits-budget", "5", "--format", "fake", "-o", out,
+    )
+    assert "cross-layer equalization" in r.stdout and f"kept in float: {layers[1]}" in r.stdout
+    x = d["test_images"][:50].astype(np.float32)
+    q = oxiquant.quantize_network(
+        m, 8, d["calib_images"], equalize=True, exclude=[layers[1]], weight_bits_budget=5, progress=False
+    )
+    alloc = q.quant_info["bit_allocation"]
+    assert layers[1] not in alloc and sum(v["weights"] * v["bits"] for v in alloc.values()) <= 5 * sum(
+        v["weights"] for v in alloc.values()
+    )
+    got = session(str(out)).run(None, {"image": x})[0]
+    np.testing.assert_allclose(got, q.run(x)["logits"], rtol=1e-5, atol=1e-5)

@@ -25,7 +25,9 @@ LAYER_KEYS = {
     "name", "role", "tensor", "float_tensor", "bits", "signed", "clipping", "range", "clip", "min", "max",
     "scale", "step", "sqnr_db", "local_sqnr_db", "exact", "clipped_fraction", "histogram",
 }  # fmt: skip
-TOP_KEYS = {"version", "samples", "settings", "layers", "outputs", "worst_layer", "float_nodes", "warnings", "plots"}
+TOP_KEYS = {
+    "version", "samples", "settings", "layers", "outputs", "worst_layer", "float_nodes", "warnings", "plots", "passes"
+}
 
 
 # Past this SQNR the quantization noise is at the level of the float disagreement between

@@ -312,6 +312,16 @@ impl Model {
         self.edit(ptq::prepare::prepare)
     }
 
+    /// Optional, between `prepare` and `insert_scaling_nodes`: cross-layer equalization.
+    pub fn equalize(&mut self, opts: &ptq::equalize::EqualizeOptions) -> Result<ptq::equalize::EqualizeReport> {
+        self.edit(|g, st| ptq::equalize::equalize(g, st, opts))
+    }
+
+    /// Optional, between `prepare` and `insert_scaling_nodes`: nodes kept in float.
+    pub fn exclude(&mut self, names: &[String]) -> Result<()> {
+        self.edit(|g, st| ptq::exclude::exclude(g, st, names))
+    }
+
     pub fn insert_scaling_nodes(&mut self) -> Result<()> {
         self.edit(ptq::insert_scaling::insert_scaling_nodes)
     }

@@ -296,6 +296,25 @@ impl NativeModel {
         Ok(d)
     }
 
+    /// PTQ step 1b (in place, optional): cross-layer equalization. Returns what it did.
+    #[pyo3(signature = (max_sweeps=100, tolerance=1e-4))]
+    fn ptq_equalize<'py>(
+        &mut self,
+        py: Python<'py>,
+        max_sweeps: usize,
+        tolerance: f32,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let opts = core_ptq::equalize::EqualizeOptions { max_sweeps, tolerance };
+        let m = &mut self.model;
+        let r = py.detach(|| guard("equalize_layers", || m.equalize(&opts)))?;
+        equalization_dict(py, &r)
+    }
+
+    /// PTQ step 1c (in place, optional): nodes kept in float.
+    fn ptq_exclude(&mut self, names: Vec<String>) -> PyResult<()> {
+        guard("exclude_layers", || self.model.exclude(&names))
+    }
+
     /// PTQ step 2 (in place).
     fn ptq_insert_scaling_nodes(&mut self, py: Python<'_>) -> PyResult<()> {
         let m = &mut self.model;
@@ -398,7 +417,7 @@ impl NativeModel {
 
     /// The affine nodes (Conv, Gemm, MatMul) in graph order.
     fn ptq_affine_nodes(&self) -> Vec<String> {
-        core_ptq::rounding::affine_nodes(self.model.graph())
+        core_ptq::rounding::affine_nodes(self.model.graph(), &self.model.ptq().excluded)
     }
 
     /// PTQ step 7 (in place). `weight_bits=None`: as `act_bits`.
@@ -579,4 +598,22 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("REGISTERED_OPS", oxiquant_core::ops::registry::entries())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
+}
+
+/// `quant_info["equalization"]` and the result of `ptq_equalize`.
+pub(crate) fn equalization_dict<'py>(
+    py: Python<'py>,
+    r: &core_ptq::equalize::EqualizeReport,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("groups", r.groups)?;
+    d.set_item("channels", r.channels)?;
+    d.set_item("pinned_channels", r.pinned_channels)?;
+    d.set_item("sweeps", r.sweeps)?;
+    let layers = PyDict::new(py);
+    for (name, (before, after)) in &r.layers {
+        layers.set_item(name, (before, after))?;
+    }
+    d.set_item("layers", layers)?;
+    Ok(d)
 }

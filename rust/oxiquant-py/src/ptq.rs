@@ -44,6 +44,11 @@ pub fn info_to_py<'py>(py: Python<'py>, st: &PtqState) -> PyResult<Bound<'py, Py
     }
     d.set_item("float_nodes", fl)?;
     d.set_item("warnings", st.warnings.clone())?;
+    let eq = match &st.equalization {
+        Some(r) => Some(crate::equalization_dict(py, r)?),
+        None => None,
+    };
+    d.set_item("equalization", eq)?;
     Ok(d)
 }
 

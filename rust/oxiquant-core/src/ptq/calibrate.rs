@@ -604,7 +604,7 @@ impl LayerWatch {
     fn new(graph: &Graph, state: &PtqState) -> LayerWatch {
         let mut by_value: HashMap<String, Vec<LayerReader>> = HashMap::new();
         if state.layer_samples > 0 {
-            for (node, x, src) in layer_stats::watched_inputs(graph) {
+            for (node, x, src) in layer_stats::watched_inputs(graph, &state.excluded) {
                 let Some(idx) = graph.node_index(&node) else { continue };
                 let Some(w) = graph.nodes[idx].inputs.get(1).and_then(|v| graph.initializers.get(v)) else {
                     continue;

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::graph::Graph;
 use crate::ops::{MatMul, Scaling};
 use crate::tensor::DType;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 fn info(role: Role, output: String) -> ScalingInfo {
     ScalingInfo {
@@ -66,19 +66,26 @@ pub fn branch_owner(graph: &Graph, merge: usize, slot: usize, classes: &HashMap<
     }
 }
 
-/// The class of every node, by name.
-pub fn node_classes(graph: &Graph) -> HashMap<String, Class> {
+/// The class of every node, by name; the nodes in `excluded` that read an activation are
+/// float islands.
+pub fn node_classes(graph: &Graph, excluded: &BTreeSet<String>) -> HashMap<String, Class> {
     let acts = activations(graph);
     graph
         .nodes
         .iter()
-        .map(|n| (n.name.clone(), classify(graph, n, &acts)))
+        .map(|n| {
+            let mut c = classify(graph, n, &acts);
+            if excluded.contains(&n.name) && !matches!(c, Class::Passive | Class::Scaling) {
+                c = Class::FloatIsland(super::exclude::REASON.into());
+            }
+            (n.name.clone(), c)
+        })
         .collect()
 }
 
 pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<()> {
     state.expect("insert_scaling_nodes", Stage::Prepared, &[])?;
-    let classes = node_classes(graph);
+    let classes = node_classes(graph, &state.excluded);
     let acts = activations(graph);
     let inputs: Vec<String> = graph
         .runtime_inputs()
@@ -154,7 +161,7 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
         }
     }
     // Give every merge input a Scaling node of its own.
-    let classes = node_classes(graph);
+    let classes = node_classes(graph, &state.excluded);
     for (name, _) in &snapshot {
         if !matches!(classes.get(name), Some(Class::Merging)) {
             continue;

@@ -102,8 +102,11 @@ pub enum RowSource {
 }
 
 /// The affine nodes whose inputs can be gathered: node name -> (input value, row source).
-pub fn watched_inputs(graph: &Graph) -> Vec<(String, String, RowSource)> {
-    let classes = node_classes(graph);
+pub fn watched_inputs(
+    graph: &Graph,
+    excluded: &std::collections::BTreeSet<String>,
+) -> Vec<(String, String, RowSource)> {
+    let classes = node_classes(graph, excluded);
     let mut out = Vec::new();
     for (idx, n) in graph.nodes.iter().enumerate() {
         if classes.get(&n.name) != Some(&Class::Affine) {

@@ -13,6 +13,8 @@ pub mod affine;
 pub mod calibrate;
 pub mod classify;
 pub mod clipping;
+pub mod equalize;
+pub mod exclude;
 pub mod insert_scaling;
 pub mod integer_matmul;
 pub mod layer_stats;
@@ -26,7 +28,7 @@ pub mod signs;
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use calibrate::RangeStats;
 pub use classify::{classify, Class};
@@ -164,6 +166,10 @@ pub struct PtqState {
     /// Weight bit widths of single affine nodes (mixed precision), overriding the
     /// `weight_bits` of `round_weights` and `quantize_normalized_network`.
     pub layer_bits: BTreeMap<String, u32>,
+    /// What cross-layer equalization did, when it ran (`equalize`).
+    pub equalization: Option<equalize::EqualizeReport>,
+    /// Nodes the user keeps in float (`exclude`): float islands whatever their op.
+    pub excluded: BTreeSet<String>,
 }
 
 impl PtqState {

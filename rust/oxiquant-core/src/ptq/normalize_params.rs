@@ -37,7 +37,7 @@ fn scalar(s: &[f32], graph: &Graph, idx: usize, what: &str) -> Result<f32> {
 /// Walks the graph in topological order computing the scale of every activation; the
 /// affine and Scaling nodes follow `rules`, the other classes follow the shared rules.
 pub(crate) fn walk(graph: &mut Graph, state: &mut PtqState, rules: &mut dyn ScaleRules) -> Result<()> {
-    let classes = node_classes(graph);
+    let classes = node_classes(graph, &state.excluded);
     let old_scales = std::mem::take(&mut state.scales);
     let mut scales: HashMap<String, Vec<f32>> = HashMap::new();
     // Values whose scale is arbitrary (constantly 0 upstream, through seamless nodes).

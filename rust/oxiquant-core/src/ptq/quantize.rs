@@ -109,7 +109,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
         state.stage = Stage::Quantized;
         return Ok(());
     }
-    let classes = node_classes(graph);
+    let classes = node_classes(graph, &state.excluded);
     let signs = signedness(graph, state, opts.optimize_signs);
     for (n, &b) in &state.layer_bits {
         check_bits(&format!("layer_bits['{n}']"), b as i64)?;

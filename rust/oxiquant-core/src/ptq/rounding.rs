@@ -299,8 +299,8 @@ fn round_node(graph: &Graph, state: &PtqState, idx: usize, opts: &RoundingOption
 
 /// The affine nodes (Conv, Gemm, MatMul) in graph order (mixed precision picks the first and
 /// last from it).
-pub fn affine_nodes(graph: &Graph) -> Vec<String> {
-    let classes = node_classes(graph);
+pub fn affine_nodes(graph: &Graph, excluded: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let classes = node_classes(graph, excluded);
     graph
         .nodes
         .iter()
@@ -327,7 +327,7 @@ pub fn round_weights(graph: &mut Graph, state: &mut PtqState, opts: &RoundingOpt
             opts.damp
         )));
     }
-    let classes = node_classes(graph);
+    let classes = node_classes(graph, &state.excluded);
     let nodes: Vec<usize> = (0..graph.nodes.len())
         .filter(|&i| classes.get(&graph.nodes[i].name) == Some(&Class::Affine))
         .collect();

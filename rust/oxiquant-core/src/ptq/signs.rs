@@ -49,7 +49,7 @@ fn clamped_by_readers(graph: &Graph, value: &str, acts: &HashSet<String>) -> boo
 /// Scaling node name -> signed. Without `optimize_signs` everything is signed. The inputs
 /// of one merging node share a sign (they must share an integer unit).
 pub fn signedness(graph: &Graph, state: &PtqState, optimize_signs: bool) -> HashMap<String, bool> {
-    let classes = node_classes(graph);
+    let classes = node_classes(graph, &state.excluded);
     let acts = activations(graph);
     let mut signed: HashMap<String, bool> = HashMap::new();
     for n in &graph.nodes {

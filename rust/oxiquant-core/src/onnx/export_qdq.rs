@@ -11,14 +11,26 @@
 //! y_scale` is then exactly the factor). Rounding is half to even in both, the integer ranges
 //! are the two's complement ones ONNX saturates to; narrower widths than the 8-bit container
 //! get a Clip. The dequantizers (float islands, outputs) stay multiplications.
+//!
+//! The form is the one onnxruntime fuses whole (checked on its optimized graph by
+//! tests/interop/test_export_fusion.py): every activation is uint8 (a signed quantizer's
+//! integers with zero point 128), since its DQ -> op -> Q fusions need one type on both sides;
+//! every affine node reads a DequantizeLinear (values that went through Relu, MaxPool,
+//! Concat, Split, nearest Resize ... after a quantizer are requantized with scale 1, the zero
+//! point from their known integer range); a Relu or Clip that is the identity on the
+//! integers it reads is left out. Weights (one scale per output channel where the factors
+//! differ) have zero points all 0 (int8) or 128 (uint8), biases int32 read through a DequantizeLinear whose
+//! scale is the input scale (1) times the weight scale, as onnxruntime's QLinearConv / QGemm
+//! fusions require.
 
 use super::ort_rounding;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, NameGen};
 use crate::onnx::{AttrValue, RawGraph, RawNode};
+use crate::ops::movement::Split;
 use crate::ops::{
-    Concat, Conv, Dropout, Flatten, Gemm, GlobalPool, Identity, MatMul, Pad, PadMode, Pool, Reshape, Scaling, Slice,
-    Squeeze, Transpose, Unary, Unsqueeze,
+    Clip, Concat, Conv, Dropout, Flatten, Gemm, GlobalPool, Identity, MatMul, Pad, PadMode, Pool, Reshape, Resize,
+    Scaling, Slice, Squeeze, Transpose, Unary, Unsqueeze,
 };
 use crate::ptq::{PtqState, Stage};
 use crate::tensor::Tensor;
@@ -114,6 +126,14 @@ fn to_ints<T: TryFrom<i64> + crate::tensor::Element>(v: &[f32], shape: Vec<usize
 }
 
 /// The integer type of exported weights.
+///
+/// The default is `Uint8`, exact on every CPU. `Int8` is onnxruntime's fast path on x86
+/// (u8 x s8), but on CPUs without AVX-VNNI (AVX2 only) those kernels add pairs of products
+/// into a saturating int16, which 8-bit weights with 8-bit activations overflow: on the
+/// trained ResNet-20 (benches/export_agreement.py, 1000 CIFAR-10 images) int8 weights change
+/// 59 top-1 predictions against oxiquant's engine (largest logit difference 13), uint8 ones
+/// none. Weights of 7 bits or fewer (`weight_bits=7`) cannot overflow: with them `Int8` is
+/// exact too. The speed of each is in benches/bench_zoo.py's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightType {
     Int8,
@@ -123,15 +143,36 @@ pub enum WeightType {
     Uint8,
 }
 
-/// Requantizes `value` (integers in the unit of the quantizers, signed or not) through
-/// `QuantizeLinear(., 1)` -> `DequantizeLinear(., 1)`: exact, and it shows onnxruntime the
-/// DQ -> op -> Q pattern it fuses into integer kernels. Returns the dequantized value.
-fn requantize_unit(w: &mut Writer, value: &str, signed: bool) -> String {
-    let zp = if signed {
-        w.init(&format!("{value}_zero_point"), Tensor::scalar(0i8))
+/// The uint8 zero point that holds integers of a quantizer's range: 0 for unsigned ones,
+/// 128 for signed ones (`[-128, 127]` is `[0, 255]` shifted). Every activation is uint8:
+/// onnxruntime fuses DQ -> Conv/MatMul/Add/... -> Q only where the input and output types
+/// are the same, and its x86 integer kernels take uint8 activations (int8 ones only with
+/// int8 weights, and not on every CPU).
+fn activation_zero_point(signed: bool) -> u8 {
+    if signed {
+        128
     } else {
-        w.init(&format!("{value}_zero_point"), Tensor::scalar(0u8))
-    };
+        0
+    }
+}
+
+/// The uint8 zero point for integers known to lie in `r`, if one holds them all.
+fn zero_point_of_range(r: &RangeInclusive<i64>) -> Option<u8> {
+    if *r.start() >= 0 && *r.end() <= 255 {
+        Some(0)
+    } else if *r.start() >= -128 && *r.end() <= 127 {
+        Some(128)
+    } else {
+        None
+    }
+}
+
+/// Requantizes `value` (integers in the unit of the quantizers, held by a uint8 with zero
+/// point `zero_point`) through `QuantizeLinear(., 1)` -> `DequantizeLinear(., 1)`: exact, and
+/// it shows onnxruntime the DQ -> op -> Q pattern it fuses into integer kernels. Returns the
+/// dequantized value.
+fn requantize_unit(w: &mut Writer, value: &str, zero_point: u8) -> String {
+    let zp = w.init(&format!("{value}_zero_point"), Tensor::scalar(zero_point));
     let one = w.init(&format!("{value}_unit"), Tensor::scalar(1.0f32));
     let q = w.fresh(&format!("{value}_q"));
     let out = w.fresh(&format!("{value}_dq"));
@@ -150,6 +191,32 @@ fn requantize_unit(w: &mut Writer, value: &str, signed: bool) -> String {
         Vec::new(),
     );
     out
+}
+
+/// Gives the DequantizeLinear that writes `value` the scale `factor` (in place of its unit
+/// scale, an initializer of its own) and the output `output`. False, changing nothing, if
+/// `value` is not written by such a node.
+fn fold_into_dequantize(w: &mut Writer, value: &str, factor: f32, output: &str) -> bool {
+    let Some(i) = w
+        .nodes
+        .iter()
+        .rposition(|d| d.op_type == "DequantizeLinear" && d.outputs.first().is_some_and(|o| o == value))
+    else {
+        return false;
+    };
+    let Some(scale) = w.nodes[i].inputs.get(1).cloned() else {
+        return false;
+    };
+    let readers = w.nodes.iter().filter(|m| m.inputs.contains(&scale)).count();
+    let Some(unit) = w.inits.iter_mut().find(|(k, _)| *k == scale) else {
+        return false;
+    };
+    if readers != 1 || unit.1.len() != 1 || unit.1.to_f32_vec()[0] != 1.0 {
+        return false;
+    }
+    unit.1 = Tensor::scalar(factor);
+    w.nodes[i].outputs[0] = output.to_string();
+    true
 }
 
 /// The values of `graph` that hold integers of a known range: a quantizer's outputs, and
@@ -172,9 +239,20 @@ fn integer_ranges(graph: &Graph) -> HashMap<String, RangeInclusive<i64>> {
             || op.is::<Transpose>()
             || op.is::<Squeeze>()
             || op.is::<Unsqueeze>()
-            || op.is::<Slice>();
+            || op.is::<Slice>()
+            || op.is::<Split>()
+            || op
+                .downcast_ref::<Resize>()
+                .is_some_and(|r| format!("{:?}", r.mode) == "Nearest" && r.coord_mode != "tf_crop_and_resize");
         let range = if let Some(b) = op.downcast_ref::<Scaling>().and_then(|sc| sc.quant) {
             Some(b.lo as i64..=b.hi as i64)
+        } else if let Some(c) = op.downcast_ref::<Clip>() {
+            // Integer bounds (from attributes or constant inputs) keep integers integers.
+            let int = |v: f32| v.is_infinite() || v == v.round();
+            match clip_bounds(graph, c, &n.inputs) {
+                Some((lo, hi)) if int(lo) && int(hi) => first.map(|r| clamp_range(&r, lo, hi)),
+                _ => None,
+            }
         } else if unary == Some(&Unary::Relu) {
             first.map(|r| (*r.start()).max(0)..=(*r.end()).max(0))
         } else if keeps_integers {
@@ -197,11 +275,40 @@ fn integer_ranges(graph: &Graph) -> HashMap<String, RangeInclusive<i64>> {
         } else {
             None
         };
-        if let (Some(r), Some(out)) = (range, n.outputs.first()) {
-            ranges.insert(out.clone(), r);
+        if let Some(r) = range {
+            // Every output (Split's parts).
+            for out in n.outputs.iter().filter(|o| !o.is_empty()) {
+                ranges.insert(out.clone(), r.clone());
+            }
         }
     }
     ranges
+}
+
+/// A Clip's bounds when they are constants (attributes or initializers); `None` otherwise.
+fn clip_bounds(graph: &Graph, c: &Clip, inputs: &[String]) -> Option<(f32, f32)> {
+    let mut consts: Vec<Option<&Tensor>> = vec![None];
+    for v in inputs.iter().skip(1) {
+        if v.is_empty() {
+            consts.push(None);
+        } else {
+            consts.push(Some(graph.initializers.get(v)?));
+        }
+    }
+    c.bounds(&consts).ok()
+}
+
+/// `r` clamped to `[lo, hi]` (integer or infinite bounds).
+fn clamp_range(r: &RangeInclusive<i64>, lo: f32, hi: f32) -> RangeInclusive<i64> {
+    let clamp = |v: i64| {
+        let v = if lo.is_finite() { v.max(lo as i64) } else { v };
+        if hi.is_finite() {
+            v.min(hi as i64)
+        } else {
+            v
+        }
+    };
+    clamp(*r.start())..=clamp(*r.end())
 }
 
 /// The QDQ graph, and the initializers to store as INT4 (true) / UINT4 (false). With any,
@@ -298,6 +405,16 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                     .downcast_ref::<Scaling>()
                     .is_some_and(|s| s.quant.is_some_and(|b| b.lo >= 0.0))
             });
+        // A Clip whose bounds hold every integer its input can be (a ReLU6 after a quantizer
+        // calibrated below 6): the identity, dropped so that it does not sit between a
+        // DequantizeLinear and the op onnxruntime would fuse with it.
+        let identity_clip = n.op.downcast_ref::<Clip>().is_some_and(|c| {
+            !graph.is_graph_output(&n.outputs[0])
+                && int_ranges
+                    .get(&n.inputs[0])
+                    .zip(clip_bounds(graph, c, &n.inputs))
+                    .is_some_and(|(r, (lo, hi))| lo <= *r.start() as f32 && hi >= *r.end() as f32)
+        });
         let affine = n.op.is::<Conv>() || n.op.is::<Gemm>() || n.op.is::<MatMul>();
         match scaling {
             Some(sc) => match sc.quant {
@@ -307,11 +424,8 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                     // Activations stay in 8-bit containers (with a Clip below 8 bits) at every
                     // width: onnxruntime 1.32's QDQ optimizations fail on int4 activations
                     // (a Clip or Relu before an int4 QuantizeLinear, int4 moved onto MaxPool).
-                    let (zp, lo8, hi8) = if signed {
-                        (Tensor::scalar(0i8), -128.0, 127.0)
-                    } else {
-                        (Tensor::scalar(0u8), 0.0, 255.0)
-                    };
+                    let (lo8, hi8) = if signed { (-128.0, 127.0) } else { (0.0, 255.0) };
+                    let zp = Tensor::scalar(activation_zero_point(signed));
                     let zp = w.init(&format!("{}_zero_point", n.name), zp);
                     // On 8-bit integers, a scale on which onnxruntime's f32 division rounds
                     // as the exact product does (`ort_rounding`).
@@ -357,6 +471,16 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                         );
                     }
                 }
+                // A dequantizer read straight from a quantizer's DequantizeLinear (scale 1), its
+                // only reader: the factor becomes that DequantizeLinear's scale, one f32
+                // product of the same integer as the multiplication (bitwise the same) and one
+                // pass less over the tensor (a float island after each convolution, as SiLU).
+                None if sc.factor.len() == 1
+                    && n.inputs[0] == inputs[0]
+                    && dequantized.contains(&inputs[0])
+                    && !graph.is_graph_output(&inputs[0])
+                    && graph.consumers(&inputs[0]).len() == 1
+                    && fold_into_dequantize(&mut w, &inputs[0], sc.factor[0], &n.outputs[0]) => {}
                 None => {
                     let f = w.init(&format!("{}_factor", n.name), sc.factor_tensor()?);
                     w.node(
@@ -368,7 +492,7 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                     );
                 }
             },
-            None if relu_after_unsigned => {
+            None if relu_after_unsigned || identity_clip => {
                 alias.insert(n.outputs[0].clone(), inputs[0].clone());
             }
             None if affine && state.affine.contains_key(&n.name) => {
@@ -416,8 +540,15 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                 replaced_inits.insert(wname.clone());
                 // onnxruntime fuses DQ -> Conv -> Q: the input must come from a DequantizeLinear
                 // (not, e.g., from a Relu or MaxPool after one).
-                let x = match signed_of.get(&inputs[0]) {
-                    Some(&sg) if !dequantized.contains(&inputs[0]) => requantize_unit(&mut w, &inputs[0], sg),
+                // The zero point: from the integers' range where it is known (through Concat,
+                // Pad, Relu ...), else from the sign of the quantizer upstream.
+                let zero_point = match (int_ranges.get(&n.inputs[0]), signed_of.get(&inputs[0])) {
+                    (Some(r), _) => zero_point_of_range(r),
+                    (None, Some(&sg)) => Some(activation_zero_point(sg)),
+                    (None, None) => None,
+                };
+                let x = match zero_point {
+                    Some(z) if !dequantized.contains(&inputs[0]) => requantize_unit(&mut w, &inputs[0], z),
                     _ => inputs[0].clone(),
                 };
                 let mut new_inputs = vec![x, wdq];

@@ -39,6 +39,8 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
     """NegativeLogLikelihoodLoss SoftmaxCrossEntropyLoss CumProd LpNormalization CenterCropPad Unique EyeLike
     Shrink ReverseSequence Compress Det HannWindow HammingWindow BlackmanWindow""".split()
 )
+# Element types: BitCast (the int16/uint16/uint32/uint64 work).
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset({"BitCast"})
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

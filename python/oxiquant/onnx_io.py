@@ -39,7 +39,10 @@ _KIND_TYPES = {
     "strings": AttributeProto.STRINGS,
     "tensor": AttributeProto.TENSOR,
 }
-_NUMPY_OK = {np.dtype(t) for t in (np.float32, np.int64, np.int32, np.int8, np.uint8, np.bool_)}
+_NUMPY_OK = {
+    np.dtype(t)
+    for t in (np.float32, np.int64, np.int32, np.int16, np.int8, np.uint64, np.uint32, np.uint16, np.uint8, np.bool_)
+}
 # Float types the engine computes in float32: their tensors are converted at load, their
 # graph inputs and outputs keep the declared type at the API (`Model.float_types`).
 WIDER_FLOATS = {TensorProto.FLOAT16: np.float16, TensorProto.DOUBLE: np.float64}
@@ -86,7 +89,7 @@ def _tensor_to_numpy(t: TensorProto, where: str) -> np.ndarray:
     if arr.dtype not in _NUMPY_OK:
         raise ModelFormatError(
             f"{where}: tensor '{t.name}' has dtype {arr.dtype}; oxiquant supports float32 (float16 and "
-            "float64 computed in float32), int64, int32, int8, uint8 and bool"
+            "float64 computed in float32), int64, int32, int16, int8, uint64, uint32, uint16, uint8 and bool"
         )
     # (np.ascontiguousarray would turn a 0-d scalar into shape [1].)
     return np.asarray(arr, order="C")

@@ -164,6 +164,23 @@ OP_DTYPES.update(
         **{op: {I8, U8, I32, I64} for op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift")},
     }
 )
+# int16, uint16, uint32, uint64: arithmetic (wrapping), comparisons, Min/Max/Mod, bit
+# operations, BitCast, Cast and the type-generic data movement.
+FAMILY = re.compile(FAMILY.pattern + r"|^test_bitcast(_|$)")
+I16, U16, U32, U64 = TensorProto.INT16, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64
+WIDE_INTS = {I16, U16, U32, U64}
+for _op in (
+    *("Add", "Sub", "Mul", "Div", "Mod", "Min", "Max", "Abs", "Sign", "Relu"),
+    *("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Where"),
+    *("BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "BitShift"),
+    *("Cast", "CastLike", "Identity", "Reshape", "Transpose", "Concat", "Slice", "Squeeze", "Unsqueeze"),
+    *("Flatten", "Gather", "Expand", "Tile", "Split", "GatherElements", "GatherND", "ScatterElements"),
+    *("NonZero", "Shape", "Size", "Trilu", "Compress", "ReverseSequence", "Unique"),
+):
+    OP_DTYPES[_op] = OP_DTYPES.get(_op, {F32}) | WIDE_INTS
+OP_DTYPES["Neg"] = OP_DTYPES["Neg"] | {I16}
+OP_DTYPES["BitCast"] = {F32, I64, I32, I8, U8, BOOL} | WIDE_INTS
+OP_DTYPES["Clip"] = {F32, I64, I32, I8, U8} | WIDE_INTS
 
 MIN_OPSET, MAX_OPSET = 7, oxiquant.MAX_OPSET
 

@@ -2394,3 +2394,31 @@ _TOP_CASES.extend(ATTENTION_CASES)
 _TOP_IDS.extend(c.id for c in ATTENTION_CASES)
 assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
 ALL_CASES = [*ALL_CASES, *ATTENTION_CASES]
+
+
+# -- Element types: BitCast (opset 26), uint16/uint32/uint64 arithmetic and Clip on int16 ----------
+def element_type_cases() -> list[OpCase]:
+    r = rng(401)
+    u32 = r.integers(0, 2**32, (3, 4), dtype=np.uint32)
+    u64 = r.integers(2**63, 2**64 - 1, (2, 3), dtype=np.uint64, endpoint=True)
+    u, f, i = TensorProto.UINT32, TensorProto.FLOAT, TensorProto.INT64
+    return [
+        make_case("bitcast_float32_to_uint32", "BitCast", [randn(r, 2, 3)], {"to": u}, 26, [u]),
+        make_case("bitcast_uint32_to_float32", "BitCast", [u32 & 0x3FFFFFFF], {"to": f}, 26, [f]),
+        make_case("bitcast_uint64_to_int64", "BitCast", [u64], {"to": i}, 26, [i]),
+        make_case("sub_uint64_wraps", "Sub", [u64[:1], u64], opset=14),
+        make_case("div_uint32", "Div", [u32, np.maximum(u32[::-1], 1)], opset=14),
+        make_case(
+            "clip_int64_bounds",
+            "Clip",
+            [r.integers(-(2**62), 2**62, (5,)), np.array(-(2**60)), np.array(2**55 + 1)],
+            opset=13,
+        ),
+    ]
+
+
+ELEMENT_TYPE_CASES = element_type_cases()
+_TOP_CASES.extend(ELEMENT_TYPE_CASES)
+_TOP_IDS.extend(c.id for c in ELEMENT_TYPE_CASES)
+assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
+ALL_CASES = [*ALL_CASES, *ELEMENT_TYPE_CASES]

@@ -12,9 +12,36 @@ pub enum DType {
     I32,
     I64,
     Bool,
+    I16,
+    U16,
+    U32,
+    U64,
 }
 
 impl DType {
+    /// The integer types (not bool), narrowest first.
+    pub const INTEGERS: [DType; 8] = [
+        DType::U8,
+        DType::I8,
+        DType::U16,
+        DType::I16,
+        DType::U32,
+        DType::I32,
+        DType::U64,
+        DType::I64,
+    ];
+    /// float32 and the integer types: what the arithmetic ops and Min/Max take.
+    pub const NUMERIC: [DType; 9] = [
+        DType::F32,
+        DType::U8,
+        DType::I8,
+        DType::U16,
+        DType::I16,
+        DType::U32,
+        DType::I32,
+        DType::U64,
+        DType::I64,
+    ];
     pub fn onnx_code(self) -> i32 {
         match self {
             DType::F32 => 1,
@@ -23,6 +50,10 @@ impl DType {
             DType::I32 => 6,
             DType::I64 => 7,
             DType::Bool => 9,
+            DType::I16 => 5,
+            DType::U16 => 4,
+            DType::U32 => 12,
+            DType::U64 => 13,
         }
     }
     pub fn from_onnx_code(code: i32) -> Option<DType> {
@@ -33,6 +64,10 @@ impl DType {
             6 => DType::I32,
             7 => DType::I64,
             9 => DType::Bool,
+            5 => DType::I16,
+            4 => DType::U16,
+            12 => DType::U32,
+            13 => DType::U64,
             _ => return None,
         })
     }
@@ -44,6 +79,23 @@ impl DType {
             DType::I32 => "int32",
             DType::I64 => "int64",
             DType::Bool => "bool",
+            DType::I16 => "int16",
+            DType::U16 => "uint16",
+            DType::U32 => "uint32",
+            DType::U64 => "uint64",
+        }
+    }
+    /// Integer types other than bool (signed or unsigned, any width).
+    pub fn is_integer(self) -> bool {
+        !matches!(self, DType::F32 | DType::Bool)
+    }
+    /// The size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            DType::U8 | DType::I8 | DType::Bool => 1,
+            DType::I16 | DType::U16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::I64 | DType::U64 => 8,
         }
     }
 }
@@ -63,6 +115,10 @@ pub enum TensorData {
     I32(Vec<i32>),
     I64(Vec<i64>),
     Bool(Vec<bool>),
+    I16(Vec<i16>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
 }
 
 /// Runs `$body` with `$v` bound to the typed vector inside a `TensorData`.
@@ -76,6 +132,10 @@ macro_rules! dispatch_data {
             $crate::tensor::TensorData::I32($v) => $body,
             $crate::tensor::TensorData::I64($v) => $body,
             $crate::tensor::TensorData::Bool($v) => $body,
+            $crate::tensor::TensorData::I16($v) => $body,
+            $crate::tensor::TensorData::U16($v) => $body,
+            $crate::tensor::TensorData::U32($v) => $body,
+            $crate::tensor::TensorData::U64($v) => $body,
         }
     };
 }
@@ -134,6 +194,10 @@ impl_element!(i8, I8, 0);
 impl_element!(i32, I32, 0);
 impl_element!(i64, I64, 0);
 impl_element!(bool, Bool, false);
+impl_element!(i16, I16, 0);
+impl_element!(u16, U16, 0);
+impl_element!(u32, U32, 0);
+impl_element!(u64, U64, 0);
 
 /// The element count of `shape`, saturating at `usize::MAX` instead of wrapping: a shape
 /// read from a model (a Reshape target, say) whose product overflows then never matches a
@@ -268,6 +332,10 @@ impl Tensor {
             TensorData::I32(_) => DType::I32,
             TensorData::I64(_) => DType::I64,
             TensorData::Bool(_) => DType::Bool,
+            TensorData::I16(_) => DType::I16,
+            TensorData::U16(_) => DType::U16,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U64(_) => DType::U64,
         }
     }
     pub fn data(&self) -> &TensorData {
@@ -318,58 +386,136 @@ impl Tensor {
         Ok(Tensor { shape, data: self.data })
     }
     /// Integer values of a small index tensor (shape inputs, axes, pads), any int dtype.
+    /// A uint64 value above `i64::MAX` is refused rather than wrapped.
     pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
-        Ok(match &self.data {
-            TensorData::I64(v) => v.clone(),
-            TensorData::I32(v) => v.iter().map(|&x| x as i64).collect(),
-            TensorData::I8(v) => v.iter().map(|&x| x as i64).collect(),
-            TensorData::U8(v) => v.iter().map(|&x| x as i64).collect(),
-            TensorData::Bool(v) => v.iter().map(|&x| x as i64).collect(),
-            TensorData::F32(_) => {
-                return Err(Error::shape(format!(
-                    "expected an integer tensor, got float32 of shape {:?}",
-                    self.shape
-                )))
-            }
-        })
+        if let TensorData::I64(v) = &self.data {
+            return Ok(v.clone());
+        }
+        if !self.dtype().is_integer() && self.dtype() != DType::Bool {
+            return Err(Error::shape(format!(
+                "expected an integer tensor, got {} of shape {:?}",
+                self.dtype(),
+                self.shape
+            )));
+        }
+        dispatch_data!(&self.data, v => v
+            .iter()
+            .map(|&x| {
+                i64::try_from(x.to_i128()).map_err(|_| {
+                    Error::shape(format!(
+                        "the {} value {} does not fit in int64 (shape {:?})",
+                        self.dtype(),
+                        x.to_i128(),
+                        self.shape
+                    ))
+                })
+            })
+            .collect())
     }
     /// Float values of any tensor (used by scalar inputs like Clip's min/max).
     pub fn to_f32_vec(&self) -> Vec<f32> {
-        match &self.data {
-            TensorData::F32(v) => v.clone(),
-            TensorData::I64(v) => v.iter().map(|&x| x as f32).collect(),
-            TensorData::I32(v) => v.iter().map(|&x| x as f32).collect(),
-            TensorData::I8(v) => v.iter().map(|&x| x as f32).collect(),
-            TensorData::U8(v) => v.iter().map(|&x| x as f32).collect(),
-            TensorData::Bool(v) => v.iter().map(|&x| x as u8 as f32).collect(),
-        }
+        dispatch_data!(&self.data, v => v.iter().map(|&x| x.to_f32()).collect())
     }
-    /// Converts to another dtype with ONNX Cast semantics (float -> int truncates toward 0).
+    /// Converts to another dtype with ONNX Cast semantics: integer to integer wraps (keeps
+    /// the low bits, like numpy's `astype`), float to integer truncates toward zero and then
+    /// wraps, integer to float rounds to nearest, anything to bool is `!= 0`.
     pub fn cast(&self, to: DType) -> Tensor {
         let shape = self.shape.clone();
         if to == self.dtype() {
             return self.clone();
         }
-        let f = self.to_f64_vec();
-        let data = match to {
-            DType::F32 => TensorData::F32(f.iter().map(|&x| x as f32).collect()),
-            DType::U8 => TensorData::U8(f.iter().map(|&x| x as u8).collect()),
-            DType::I8 => TensorData::I8(f.iter().map(|&x| x as i8).collect()),
-            DType::I32 => TensorData::I32(f.iter().map(|&x| x as i32).collect()),
-            DType::I64 => TensorData::I64(f.iter().map(|&x| x as i64).collect()),
-            DType::Bool => TensorData::Bool(f.iter().map(|&x| x != 0.0).collect()),
-        };
+        let data = dispatch_data!(&self.data, v => cast_slice(v, to));
         Tensor { shape, data }
     }
-    fn to_f64_vec(&self) -> Vec<f64> {
-        match &self.data {
-            TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
-            TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
-            TensorData::I32(v) => v.iter().map(|&x| x as f64).collect(),
-            TensorData::I8(v) => v.iter().map(|&x| x as f64).collect(),
-            TensorData::U8(v) => v.iter().map(|&x| x as f64).collect(),
-            TensorData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
+}
+
+/// Exact conversions of one element, for `Tensor::cast` and the index/float views. Every
+/// integer type fits in `i128`, so `to_i128` is exact for them; for float32 it truncates
+/// toward zero (saturating at the `i128` range, NaN to 0).
+pub trait CastElement: Element {
+    fn to_i128(self) -> i128;
+    fn to_f32(self) -> f32;
+    /// Exact for float32 and for integers up to 2^53 in magnitude.
+    fn to_f64(self) -> f64;
+    fn is_nonzero(self) -> bool;
+    /// A fill value (a pad or extrapolation constant) as this type: truncated toward zero
+    /// and wrapped for integers, `!= 0` for bool.
+    fn from_f64(x: f64) -> Self;
+}
+
+macro_rules! impl_cast_int {
+    ($($t:ty),*) => {$(
+        impl CastElement for $t {
+            fn to_i128(self) -> i128 {
+                self as i128
+            }
+            fn to_f32(self) -> f32 {
+                self as f32
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn is_nonzero(self) -> bool {
+                self != 0
+            }
+            fn from_f64(x: f64) -> Self {
+                (x as i128) as $t
+            }
         }
+    )*};
+}
+impl_cast_int!(u8, i8, i16, u16, i32, u32, i64, u64);
+
+impl CastElement for f32 {
+    fn to_i128(self) -> i128 {
+        self as i128
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn is_nonzero(self) -> bool {
+        self != 0.0
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+}
+
+impl CastElement for bool {
+    fn to_i128(self) -> i128 {
+        self as i128
+    }
+    fn to_f32(self) -> f32 {
+        self as u8 as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as u8 as f64
+    }
+    fn is_nonzero(self) -> bool {
+        self
+    }
+    fn from_f64(x: f64) -> Self {
+        x != 0.0
+    }
+}
+
+fn cast_slice<S: CastElement>(v: &[S], to: DType) -> TensorData {
+    // `i128 as T` keeps the low bits of the two's-complement value: the wrapping ONNX asks
+    // of integer casts.
+    match to {
+        DType::F32 => TensorData::F32(v.iter().map(|&x| x.to_f32()).collect()),
+        DType::Bool => TensorData::Bool(v.iter().map(|&x| x.is_nonzero()).collect()),
+        DType::U8 => TensorData::U8(v.iter().map(|&x| x.to_i128() as u8).collect()),
+        DType::I8 => TensorData::I8(v.iter().map(|&x| x.to_i128() as i8).collect()),
+        DType::I16 => TensorData::I16(v.iter().map(|&x| x.to_i128() as i16).collect()),
+        DType::U16 => TensorData::U16(v.iter().map(|&x| x.to_i128() as u16).collect()),
+        DType::I32 => TensorData::I32(v.iter().map(|&x| x.to_i128() as i32).collect()),
+        DType::U32 => TensorData::U32(v.iter().map(|&x| x.to_i128() as u32).collect()),
+        DType::I64 => TensorData::I64(v.iter().map(|&x| x.to_i128() as i64).collect()),
+        DType::U64 => TensorData::U64(v.iter().map(|&x| x.to_i128() as u64).collect()),
     }
 }
 
@@ -412,6 +558,21 @@ mod tests {
     fn cast_truncates_toward_zero() {
         let t = Tensor::from_vec(vec![3], vec![-1.7f32, 0.2, 2.9]).unwrap();
         assert_eq!(t.cast(DType::I64).as_slice::<i64>().unwrap(), &[-1, 0, 2]);
+    }
+
+    #[test]
+    fn integer_casts_wrap_and_stay_exact() {
+        let big = Tensor::from_vec(vec![3], vec![u64::MAX, 1u64 << 63, 70_000]).unwrap();
+        assert_eq!(big.cast(DType::I64).as_slice::<i64>().unwrap(), &[-1, i64::MIN, 70_000]);
+        assert_eq!(big.cast(DType::U16).as_slice::<u16>().unwrap(), &[65535, 0, 4464]);
+        let neg = Tensor::from_vec(vec![2], vec![-1i16, -32768]).unwrap();
+        assert_eq!(
+            neg.cast(DType::U32).as_slice::<u32>().unwrap(),
+            &[u32::MAX, 4_294_934_528]
+        );
+        let odd = Tensor::from_vec(vec![1], vec![(1i64 << 62) + 1]).unwrap();
+        assert_eq!(odd.cast(DType::U64).as_slice::<u64>().unwrap(), &[(1u64 << 62) + 1]);
+        assert!(big.to_i64_vec().is_err());
     }
 
     #[test]

@@ -40,12 +40,24 @@ pub fn tensor_from_py(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {
     if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, bool>>() {
         return copy_array(a);
     }
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, i16>>() {
+        return copy_array(a);
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, u16>>() {
+        return copy_array(a);
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, u32>>() {
+        return copy_array(a);
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, u64>>() {
+        return copy_array(a);
+    }
     let desc = obj
         .getattr("dtype")
         .map(|d| d.to_string())
         .unwrap_or_else(|_| obj.get_type().name().map(|n| n.to_string()).unwrap_or_default());
     Err(ShapeError::new_err(format!(
-        "{what}: expected a numpy array of float32, int64, int32, int8, uint8 or bool, got {desc}"
+        "{what}: expected a numpy array of float32, int64, int32, int16, int8, uint64, uint32, uint16, uint8 or bool, got {desc}"
     )))
 }
 
@@ -62,6 +74,10 @@ pub fn tensor_to_py<'py>(py: Python<'py>, t: Tensor) -> PyResult<Bound<'py, PyAn
         TensorData::I32(v) => arr(py, &shape, v),
         TensorData::I64(v) => arr(py, &shape, v),
         TensorData::Bool(v) => arr(py, &shape, v),
+        TensorData::I16(v) => arr(py, &shape, v),
+        TensorData::U16(v) => arr(py, &shape, v),
+        TensorData::U32(v) => arr(py, &shape, v),
+        TensorData::U64(v) => arr(py, &shape, v),
     }
 }
 

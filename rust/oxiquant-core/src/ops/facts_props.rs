@@ -81,6 +81,11 @@ fn filled(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
         DType::I32 => TensorData::I32(ints(100.0).map(|x| x as i32).collect()),
         DType::I64 => TensorData::I64(ints(100.0).collect()),
         DType::Bool => TensorData::Bool(v.iter().map(|&x| x > 0.0).collect()),
+        // Negative values wrap: the unsigned ones reach the top of their range.
+        DType::I16 => TensorData::I16(ints(300.0).map(|x| x as i16).collect()),
+        DType::U16 => TensorData::U16(ints(300.0).map(|x| x as u16).collect()),
+        DType::U32 => TensorData::U32(ints(100.0).map(|x| x as u32).collect()),
+        DType::U64 => TensorData::U64(ints(100.0).map(|x| x as u64).collect()),
     };
     Tensor::new(shape.to_vec(), data).expect("length matches")
 }
@@ -1545,6 +1550,117 @@ fn loss_norm_extras() -> BoxedStrategy<Case> {
         .boxed()
 }
 
+// ---- the int16, uint16, uint32 and uint64 element types (dtypes) ----
+
+fn element_types() -> BoxedStrategy<Case> {
+    let ops = vec![
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Mod",
+        "Min",
+        "Max",
+        "Equal",
+        "Less",
+        "GreaterOrEqual",
+        "BitwiseAnd",
+        "BitwiseXor",
+        "BitwiseNot",
+        "BitShift",
+        "Abs",
+        "Cast",
+        "BitCast",
+        "Where",
+        "Transpose",
+        "Concat",
+        "NonZero",
+        "Clip",
+    ];
+    let all = vec![
+        DType::F32,
+        DType::U8,
+        DType::I8,
+        DType::I16,
+        DType::U16,
+        DType::I32,
+        DType::U32,
+        DType::I64,
+        DType::U64,
+        DType::Bool,
+    ];
+    (
+        prop::sample::select(ops),
+        crate::ops::math::broadcastable(),
+        prop::sample::select(vec![DType::I16, DType::U16, DType::U32, DType::U64]),
+        prop::sample::select(all),
+        any::<(bool, u64)>(),
+    )
+        .prop_map(|(op, (sa, sb), dt, to, (flag, seed))| {
+            let t = |dt, s: &[usize], k| Some(filled(dt, s, seed ^ k));
+            let to_attr = |d: DType| vec![("to", AttrValue::Int(d.onnx_code() as i64))];
+            let (opset, attrs, inputs) = match op {
+                "BitwiseNot" | "Abs" | "NonZero" => (18, vec![], vec![t(dt, &sa, 1)]),
+                "Cast" => (13, to_attr(to), vec![t(dt, &sa, 1)]),
+                // Mostly a type of the same width; another width is refused by both.
+                "BitCast" => {
+                    let same = [
+                        DType::I16,
+                        DType::U16,
+                        DType::I32,
+                        DType::U32,
+                        DType::F32,
+                        DType::I64,
+                        DType::U64,
+                    ]
+                    .into_iter()
+                    .filter(|d| d.size() == dt.size())
+                    .nth(seed as usize % 2)
+                    .unwrap_or(dt);
+                    (26, to_attr(if flag { same } else { to }), vec![t(dt, &sa, 1)])
+                }
+                "Where" => (13, vec![], vec![t(DType::Bool, &sa, 1), t(dt, &sb, 2), t(dt, &sa, 3)]),
+                // Bounds of the input's type, either omitted.
+                "Clip" => {
+                    let lo = if flag { None } else { t(dt, &[], 2) };
+                    (13, vec![], vec![t(dt, &sa, 1), lo, t(dt, &[], 3)])
+                }
+                "Transpose" => (13, vec![], vec![t(dt, &sa, 1)]),
+                "Concat" => {
+                    let axis = sa.len().saturating_sub(1) as i64;
+                    (
+                        13,
+                        vec![("axis", AttrValue::Int(axis))],
+                        vec![t(dt, &sa, 1), t(dt, &sa, 2)],
+                    )
+                }
+                "Mod" => (
+                    13,
+                    vec![("fmod", AttrValue::Int(flag as i64))],
+                    vec![t(dt, &sa, 1), t(dt, &sb, 2)],
+                ),
+                "BitShift" => (
+                    13,
+                    vec![(
+                        "direction",
+                        AttrValue::String(if flag { "LEFT" } else { "RIGHT" }.into()),
+                    )],
+                    vec![t(dt, &sa, 1), t(dt, &sb, 2)],
+                ),
+                _ => (18, vec![], vec![t(dt, &sa, 1), t(dt, &sb, 2)]),
+            };
+            let n = inputs.len();
+            let case = Case::new(op, opset, attrs, inputs).data(&(0..n).collect::<Vec<_>>());
+            // NonZero's output length is known from a constant input only.
+            if op == "NonZero" {
+                case.consts_first()
+            } else {
+                case
+            }
+        })
+        .boxed()
+}
+
 fn any_case() -> BoxedStrategy<Case> {
     prop_oneof![
         loss_norm_extras(),
@@ -1573,6 +1689,7 @@ fn any_case() -> BoxedStrategy<Case> {
         binary_math(),
         einsum(),
         attention(),
+        element_types(),
     ]
     .boxed()
 }

@@ -4,6 +4,7 @@
 use super::logic::{Bitwise, BitwiseNot, Compare, IsInf, IsNaN, Logical, Not, Where};
 use super::math::{BinaryOp, Clip, Einsum, Mod, PRelu, Pow, Softplus, Sum, Trilu, Unary, Variadic};
 use super::math::{Det, EyeLike, Shrink, Window};
+use super::movement::BitCast;
 use super::movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, Reshape, Resize, Shape, Slice,
     Squeeze, Transpose, Unsqueeze,
@@ -262,6 +263,8 @@ pub static REGISTRY: &[OpEntry] = &[
     ms("QLinearGlobalAveragePool", of::<QOp>),
     ms("QLinearLeakyRelu", of::<QOp>),
     ms("QLinearSigmoid", of::<QOp>),
+    // element types
+    since(26, onnx("BitCast", of::<BitCast>)),
 ];
 
 /// Maps an ONNX node to its op, reading every attribute; an attribute the op does not read

@@ -1,5 +1,5 @@
 //! BitwiseAnd, BitwiseOr, BitwiseXor, BitShift (broadcast, two operands of one integer type)
-//! and BitwiseNot, on int8, uint8, int32 and int64.
+//! and BitwiseNot, on every integer type.
 
 use super::{binary_facts, map2};
 use crate::error::{Error, Result};
@@ -8,7 +8,7 @@ use crate::ops::facts::{expect_dtype, required};
 use crate::ops::{attr, input, DataInputs, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::{DType, Tensor, TensorData};
 
-const INTS: [DType; 4] = [DType::I8, DType::U8, DType::I32, DType::I64];
+const INTS: [DType; 8] = DType::INTEGERS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bitwise {
@@ -48,7 +48,7 @@ macro_rules! bits {
         }
     )*};
 }
-bits!(i8, u8, i32, i64);
+bits!(i8, u8, i16, u16, i32, u32, i64, u64);
 
 impl Bitwise {
     pub fn name(self) -> &'static str {
@@ -107,6 +107,10 @@ impl Op for Bitwise {
             (TensorData::U8(x), TensorData::U8(y)) => map2(x, a.shape(), y, b.shape(), |p, q| op.f(p, q)),
             (TensorData::I32(x), TensorData::I32(y)) => map2(x, a.shape(), y, b.shape(), |p, q| op.f(p, q)),
             (TensorData::I64(x), TensorData::I64(y)) => map2(x, a.shape(), y, b.shape(), |p, q| op.f(p, q)),
+            (TensorData::I16(x), TensorData::I16(y)) => map2(x, a.shape(), y, b.shape(), |p, q| op.f(p, q)),
+            (TensorData::U16(x), TensorData::U16(y)) => map2(x, a.shape(), y, b.shape(), |p, q| op.f(p, q)),
+            (TensorData::U32(x), TensorData::U32(y)) => map2(x, a.shape(), y, b.shape(), |p, q| op.f(p, q)),
+            (TensorData::U64(x), TensorData::U64(y)) => map2(x, a.shape(), y, b.shape(), |p, q| op.f(p, q)),
             _ => Err(Error::shape(format!(
                 "{} needs two operands of one integer dtype, got {} {:?} and {} {:?}",
                 self.name(),
@@ -149,6 +153,10 @@ impl Op for BitwiseNot {
             TensorData::U8(v) => TensorData::U8(v.iter().map(|&e| e.not()).collect()),
             TensorData::I32(v) => TensorData::I32(v.iter().map(|&e| e.not()).collect()),
             TensorData::I64(v) => TensorData::I64(v.iter().map(|&e| e.not()).collect()),
+            TensorData::I16(v) => TensorData::I16(v.iter().map(|&e| e.not()).collect()),
+            TensorData::U16(v) => TensorData::U16(v.iter().map(|&e| e.not()).collect()),
+            TensorData::U32(v) => TensorData::U32(v.iter().map(|&e| e.not()).collect()),
+            TensorData::U64(v) => TensorData::U64(v.iter().map(|&e| e.not()).collect()),
             _ => {
                 return Err(Error::shape(format!(
                     "BitwiseNot needs an integer input, got {} {:?}",

@@ -128,6 +128,10 @@ macro_rules! same_dtype2 {
             (D::I32($x), D::I32($y)) => $body,
             (D::I64($x), D::I64($y)) => $body,
             (D::Bool($x), D::Bool($y)) => $body,
+            (D::I16($x), D::I16($y)) => $body,
+            (D::U16($x), D::U16($y)) => $body,
+            (D::U32($x), D::U32($y)) => $body,
+            (D::U64($x), D::U64($y)) => $body,
             _ => $other,
         }
     }};

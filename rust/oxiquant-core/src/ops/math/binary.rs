@@ -1,4 +1,4 @@
-//! Add, Sub, Mul, Div with broadcasting (float32, int64, int32, int8, uint8).
+//! Add, Sub, Mul, Div with broadcasting (float32 and every integer type, each in its own width).
 
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{binary, binary_inplace};
@@ -38,47 +38,36 @@ impl BinaryOp {
                 Tensor::from_vec(s, v)
             }};
         }
+        macro_rules! int_arith {
+            ($x:expr, $y:expr, $t:ty) => {
+                arith!(
+                    $x,
+                    $y,
+                    |p: $t, q: $t| p.wrapping_add(q),
+                    |p: $t, q: $t| p.wrapping_sub(q),
+                    |p: $t, q: $t| p.wrapping_mul(q),
+                    |p: $t, q: $t| if q == 0 { 0 } else { p.wrapping_div(q) }
+                )
+            };
+        }
         match (a.data(), b.data()) {
             (TensorData::F32(x), TensorData::F32(y)) => {
                 arith!(x, y, |p, q| p + q, |p, q| p - q, |p, q| p * q, |p, q| p / q)
             }
             // Integers wrap on overflow (two's complement, as numpy and ONNX runtimes do; shape
-            // arithmetic from a model must not panic). Division truncates toward zero; by zero
-            // (or i64::MIN / -1) it yields 0 instead of a panic.
-            (TensorData::I64(x), TensorData::I64(y)) => arith!(
-                x,
-                y,
-                |p: i64, q: i64| p.wrapping_add(q),
-                |p: i64, q: i64| p.wrapping_sub(q),
-                |p: i64, q: i64| p.wrapping_mul(q),
-                |p: i64, q: i64| p.checked_div(q).unwrap_or(0)
-            ),
-            (TensorData::I32(x), TensorData::I32(y)) => arith!(
-                x,
-                y,
-                |p: i32, q: i32| p.wrapping_add(q),
-                |p: i32, q: i32| p.wrapping_sub(q),
-                |p: i32, q: i32| p.wrapping_mul(q),
-                |p: i32, q: i32| p.checked_div(q).unwrap_or(0)
-            ),
-            (TensorData::I8(x), TensorData::I8(y)) => arith!(
-                x,
-                y,
-                |p: i8, q: i8| p.wrapping_add(q),
-                |p: i8, q: i8| p.wrapping_sub(q),
-                |p: i8, q: i8| p.wrapping_mul(q),
-                |p: i8, q: i8| p.checked_div(q).unwrap_or(0)
-            ),
-            (TensorData::U8(x), TensorData::U8(y)) => arith!(
-                x,
-                y,
-                |p: u8, q: u8| p.wrapping_add(q),
-                |p: u8, q: u8| p.wrapping_sub(q),
-                |p: u8, q: u8| p.wrapping_mul(q),
-                |p: u8, q: u8| p.checked_div(q).unwrap_or(0)
-            ),
+            // arithmetic from a model must not panic), each type in its own width. Division
+            // truncates toward zero; MIN / -1 wraps to MIN (as the int8/int16 promotion to int
+            // in C gives); by zero it yields 0 instead of a panic.
+            (TensorData::I64(x), TensorData::I64(y)) => int_arith!(x, y, i64),
+            (TensorData::I32(x), TensorData::I32(y)) => int_arith!(x, y, i32),
+            (TensorData::I16(x), TensorData::I16(y)) => int_arith!(x, y, i16),
+            (TensorData::I8(x), TensorData::I8(y)) => int_arith!(x, y, i8),
+            (TensorData::U64(x), TensorData::U64(y)) => int_arith!(x, y, u64),
+            (TensorData::U32(x), TensorData::U32(y)) => int_arith!(x, y, u32),
+            (TensorData::U16(x), TensorData::U16(y)) => int_arith!(x, y, u16),
+            (TensorData::U8(x), TensorData::U8(y)) => int_arith!(x, y, u8),
             _ => Err(Error::shape(format!(
-                "{} needs two float32, int64, int32, int8 or uint8 operands of the same dtype, got {} {:?} and {} {:?}",
+                "{} needs two float32 or integer operands of the same dtype, got {} {:?} and {} {:?}",
                 self.name(),
                 a.dtype(),
                 a.shape(),
@@ -88,13 +77,12 @@ impl BinaryOp {
         }
     }
 
-    /// The output of `apply` on operands `a` and `b`: their common dtype (float32, int64,
-    /// int32, int8 or uint8), their shapes broadcast.
+    /// The output of `apply` on operands `a` and `b`: their common dtype (float32 or an
+    /// integer type), their shapes broadcast.
     pub fn facts(self, a: &ValueFact, b: &ValueFact) -> Result<ValueFact> {
         let op = self.name();
-        const TYPES: [DType; 5] = [DType::F32, DType::I64, DType::I32, DType::I8, DType::U8];
-        expect_dtype(op, a, "A", &TYPES)?;
-        expect_dtype(op, b, "B", &TYPES)?;
+        expect_dtype(op, a, "A", &DType::NUMERIC)?;
+        expect_dtype(op, b, "B", &DType::NUMERIC)?;
         let dtype = match (a.dtype, b.dtype) {
             (Some(x), Some(y)) if x != y => {
                 return Err(fact_error(

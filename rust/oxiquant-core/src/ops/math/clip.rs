@@ -3,9 +3,9 @@
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::unary_inplace;
 use crate::onnx::attrs::AttrValue;
-use crate::ops::facts::{fact_error, float_like, optional};
+use crate::ops::facts::{expect_dtype, fact_error, optional, required};
 use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, Unary, ValueFact};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Element, Tensor};
 use std::collections::BTreeMap;
 
 /// Clip with bounds from attributes (opset < 11) or from optional inputs 1 and 2.
@@ -33,8 +33,12 @@ impl Clip {
     }
 
     pub fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0, "input")?;
+        if x.dtype() != DType::F32 {
+            return Ok(vec![clip_int(x, inputs)?]);
+        }
         let (lo, hi) = self.bounds(inputs)?;
-        let mut y = input(inputs, 0, "input")?.clone();
+        let mut y = x.clone();
         unary_inplace(y.as_mut_slice::<f32>()?, |v| Clip::apply(v, lo, hi));
         Ok(vec![y])
     }
@@ -45,6 +49,47 @@ impl Clip {
     pub fn apply(v: f32, lo: f32, hi: f32) -> f32 {
         crate::kernels::elementwise::clip(v, lo, hi)
     }
+}
+
+/// Clip on an integer tensor: the bounds (inputs 1 and 2, optional) are scalars of its type,
+/// compared in that type (no float rounding); `min > max` gives `max`, as onnxruntime does.
+fn clip_int(x: &Tensor, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
+    fn typed<T: Element>(v: &[T], x: &Tensor, inputs: &[Option<&Tensor>]) -> Result<Vec<T>> {
+        let bound = |i: usize, what: &str| -> Result<Option<T>> {
+            match inputs.get(i).copied().flatten() {
+                None => Ok(None),
+                Some(t) if t.len() == 1 && t.dtype() == x.dtype() => Ok(t.as_slice::<T>()?.first().copied()),
+                Some(t) => Err(Error::shape(format!(
+                    "Clip {what} must be a {} scalar like the input, got {} of shape {:?}",
+                    x.dtype(),
+                    t.dtype(),
+                    t.shape()
+                ))),
+            }
+        };
+        let (lo, hi) = (bound(1, "min")?, bound(2, "max")?);
+        Ok(v.iter()
+            .map(|&e| {
+                let e = match lo {
+                    Some(l) if e < l => l,
+                    _ => e,
+                };
+                match hi {
+                    Some(h) if e > h => h,
+                    _ => e,
+                }
+            })
+            .collect())
+    }
+    if !DType::INTEGERS.contains(&x.dtype()) {
+        return Err(Error::shape(format!(
+            "Clip needs a float32 or integer input, got {} {:?}",
+            x.dtype(),
+            x.shape()
+        )));
+    }
+    let data = crate::dispatch_data!(x.data(), v => Element::wrap(typed(v, x, inputs)?));
+    Tensor::new(x.shape().to_vec(), data)
 }
 
 /// The interval a Relu, or a Clip whose bounds are constants of the graph, maps its input
@@ -124,7 +169,19 @@ impl Op for Clip {
                 }
             }
         }
-        float_like("Clip", inputs, "input")
+        let x = required(inputs, 0, "Clip", "input")?;
+        expect_dtype("Clip", x, "input", &DType::NUMERIC)?;
+        for (i, what) in [(1, "min"), (2, "max")] {
+            if let (Some(f), Some(d)) = (optional(inputs, i), x.dtype) {
+                if f.dtype.is_some_and(|b| b != d) {
+                    return Err(fact_error(
+                        "Clip",
+                        format!("{what} must be {d} like the input, got {f}"),
+                    ));
+                }
+            }
+        }
+        Ok(vec![ValueFact::new(x.dtype, x.shape.clone())])
     }
     fn has_in_place(&self) -> bool {
         true
@@ -133,6 +190,10 @@ impl Op for Clip {
         let mut all: Vec<Option<&Tensor>> = Vec::with_capacity(rest.len() + 1);
         all.push(None);
         all.extend_from_slice(rest);
+        if x.dtype() != DType::F32 {
+            all[0] = Some(&x);
+            return clip_int(&x, &all);
+        }
         let (lo, hi) = self.bounds(&all)?;
         unary_inplace(x.as_mut_slice::<f32>()?, |v| Clip::apply(v, lo, hi));
         Ok(x)

@@ -61,7 +61,7 @@ macro_rules! int_rem {
         }
     )*};
 }
-int_rem!(u8, i8, i32, i64);
+int_rem!(u8, i8, u16, i16, u32, i32, u64, i64);
 
 impl Op for Mod {
     fn elementwise(&self) -> bool {
@@ -97,15 +97,15 @@ impl Op for Mod {
             (D::I8(x), D::I8(y)) => map2(x, a.shape(), y, b.shape(), |p, q| p.rem(q, fmod)),
             (D::I32(x), D::I32(y)) => map2(x, a.shape(), y, b.shape(), |p, q| p.rem(q, fmod)),
             (D::I64(x), D::I64(y)) => map2(x, a.shape(), y, b.shape(), |p, q| p.rem(q, fmod)),
+            (D::I16(x), D::I16(y)) => map2(x, a.shape(), y, b.shape(), |p, q| p.rem(q, fmod)),
+            (D::U16(x), D::U16(y)) => map2(x, a.shape(), y, b.shape(), |p, q| p.rem(q, fmod)),
+            (D::U32(x), D::U32(y)) => map2(x, a.shape(), y, b.shape(), |p, q| p.rem(q, fmod)),
+            (D::U64(x), D::U64(y)) => map2(x, a.shape(), y, b.shape(), |p, q| p.rem(q, fmod)),
             _ => Err(bad()),
         }?;
         Ok(vec![out])
     }
     fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
-        binary_facts(
-            "Mod",
-            inputs,
-            &[DType::F32, DType::U8, DType::I8, DType::I32, DType::I64],
-        )
+        binary_facts("Mod", inputs, &DType::NUMERIC)
     }
 }

@@ -136,6 +136,13 @@ impl Unary {
             (TensorData::I64(v), Unary::Abs | Unary::Neg | Unary::Relu | Unary::Sign) => signed!(v, I64),
             (TensorData::U8(v), Unary::Abs | Unary::Relu) => TensorData::U8(v.clone()),
             (TensorData::U8(v), Unary::Sign) => TensorData::U8(v.iter().map(|&e| (e > 0) as u8).collect()),
+            (TensorData::I16(v), Unary::Abs | Unary::Neg | Unary::Relu | Unary::Sign) => signed!(v, I16),
+            (TensorData::U16(v), Unary::Abs | Unary::Relu) => TensorData::U16(v.clone()),
+            (TensorData::U16(v), Unary::Sign) => TensorData::U16(v.iter().map(|&e| (e > 0) as u16).collect()),
+            (TensorData::U32(v), Unary::Abs | Unary::Relu) => TensorData::U32(v.clone()),
+            (TensorData::U32(v), Unary::Sign) => TensorData::U32(v.iter().map(|&e| (e > 0) as u32).collect()),
+            (TensorData::U64(v), Unary::Abs | Unary::Relu) => TensorData::U64(v.clone()),
+            (TensorData::U64(v), Unary::Sign) => TensorData::U64(v.iter().map(|&e| (e > 0) as u64).collect()),
             _ => {
                 let names: Vec<&str> = self.dtypes().iter().map(|d| d.name()).collect();
                 return Err(Error::shape(format!(
@@ -153,8 +160,8 @@ impl Unary {
     /// The element types the op reads.
     fn dtypes(self) -> &'static [DType] {
         match self {
-            Unary::Abs | Unary::Sign | Unary::Relu => &[DType::F32, DType::I8, DType::I32, DType::I64, DType::U8],
-            Unary::Neg => &[DType::F32, DType::I8, DType::I32, DType::I64],
+            Unary::Abs | Unary::Sign | Unary::Relu => &DType::NUMERIC,
+            Unary::Neg => &[DType::F32, DType::I8, DType::I16, DType::I32, DType::I64],
             _ => &[DType::F32],
         }
     }

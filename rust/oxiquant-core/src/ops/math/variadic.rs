@@ -39,7 +39,7 @@ impl Variadic {
     fn types(self) -> &'static [DType] {
         match self {
             Variadic::Mean => &[DType::F32],
-            _ => &[DType::F32, DType::U8, DType::I8, DType::I32, DType::I64],
+            _ => &DType::NUMERIC,
         }
     }
 

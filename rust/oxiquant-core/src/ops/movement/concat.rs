@@ -57,6 +57,10 @@ pub fn concat(axis: i64, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         TensorData::I32(_) => cat!(I32),
         TensorData::I64(_) => cat!(I64),
         TensorData::Bool(_) => cat!(Bool),
+        TensorData::I16(_) => cat!(I16),
+        TensorData::U16(_) => cat!(U16),
+        TensorData::U32(_) => cat!(U32),
+        TensorData::U64(_) => cat!(U64),
     };
     Ok(vec![Tensor::new(shape, data)?])
 }

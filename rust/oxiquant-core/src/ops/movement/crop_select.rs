@@ -237,14 +237,7 @@ fn take_flat(t: &Tensor, shape: Vec<usize>, idx: &[usize]) -> Result<Tensor> {
     fn pick<T: Copy>(v: &[T], idx: &[usize]) -> Vec<T> {
         idx.iter().map(|&i| v[i]).collect()
     }
-    let data = match t.data() {
-        TensorData::F32(v) => TensorData::F32(pick(v, idx)),
-        TensorData::U8(v) => TensorData::U8(pick(v, idx)),
-        TensorData::I8(v) => TensorData::I8(pick(v, idx)),
-        TensorData::I32(v) => TensorData::I32(pick(v, idx)),
-        TensorData::I64(v) => TensorData::I64(pick(v, idx)),
-        TensorData::Bool(v) => TensorData::Bool(pick(v, idx)),
-    };
+    let data = crate::dispatch_data!(t.data(), v => crate::tensor::Element::wrap(pick(v, idx)));
     Tensor::new(shape, data)
 }
 

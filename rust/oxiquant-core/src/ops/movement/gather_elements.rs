@@ -15,14 +15,7 @@ pub(crate) fn pick(t: &Tensor, shape: Vec<usize>, offsets: &[usize]) -> Result<T
     fn take<T: Copy>(v: &[T], o: &[usize]) -> Vec<T> {
         o.iter().map(|&i| v[i]).collect()
     }
-    let data = match t.data() {
-        TensorData::F32(v) => TensorData::F32(take(v, offsets)),
-        TensorData::U8(v) => TensorData::U8(take(v, offsets)),
-        TensorData::I8(v) => TensorData::I8(take(v, offsets)),
-        TensorData::I32(v) => TensorData::I32(take(v, offsets)),
-        TensorData::I64(v) => TensorData::I64(take(v, offsets)),
-        TensorData::Bool(v) => TensorData::Bool(take(v, offsets)),
-    };
+    let data = crate::dispatch_data!(t.data(), v => crate::tensor::Element::wrap(take(v, offsets)));
     Tensor::new(shape, data)
 }
 
@@ -110,6 +103,10 @@ pub(crate) fn scatter_pairs(data: &Tensor, upd: &Tensor, pairs: &[(usize, usize)
         (TensorData::I8(d), TensorData::I8(u)) => TensorData::I8(apply!(d, u, i8::wrapping_add, i8::wrapping_mul)),
         (TensorData::I32(d), TensorData::I32(u)) => TensorData::I32(apply!(d, u, i32::wrapping_add, i32::wrapping_mul)),
         (TensorData::I64(d), TensorData::I64(u)) => TensorData::I64(apply!(d, u, i64::wrapping_add, i64::wrapping_mul)),
+        (TensorData::I16(d), TensorData::I16(u)) => TensorData::I16(apply!(d, u, i16::wrapping_add, i16::wrapping_mul)),
+        (TensorData::U16(d), TensorData::U16(u)) => TensorData::U16(apply!(d, u, u16::wrapping_add, u16::wrapping_mul)),
+        (TensorData::U32(d), TensorData::U32(u)) => TensorData::U32(apply!(d, u, u32::wrapping_add, u32::wrapping_mul)),
+        (TensorData::U64(d), TensorData::U64(u)) => TensorData::U64(apply!(d, u, u64::wrapping_add, u64::wrapping_mul)),
         (TensorData::Bool(d), TensorData::Bool(u)) if red == Reduction::None => {
             TensorData::Bool(apply!(d, u, |a: bool, _b: bool| a, |a: bool, _b: bool| a))
         }

@@ -29,6 +29,9 @@ mod split;
 // cropping and selection of the loss/normalization coverage work
 mod crop_select;
 mod unique;
+// element types: the same bits read as another type
+mod bitcast;
+pub use bitcast::{bitcast, BitCast};
 
 pub use cast::Cast;
 pub use cast_like::CastLike;
@@ -58,7 +61,7 @@ pub use unique::Unique;
 pub use unsqueeze::Unsqueeze;
 
 use crate::error::{Error, Result};
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::Tensor;
 use rayon::prelude::*;
 
 /// Gathers `t`'s elements into a tensor of `shape`: along every axis `d`, output index `o`
@@ -140,14 +143,11 @@ pub(crate) fn take_tables(t: &Tensor, shape: Vec<usize>, tables: &[Vec<Option<us
         }
         out
     }
-    let data = match t.data() {
-        TensorData::F32(v) => TensorData::F32(gather(v, tables, fill as f32)),
-        TensorData::U8(v) => TensorData::U8(gather(v, tables, fill as u8)),
-        TensorData::I8(v) => TensorData::I8(gather(v, tables, fill as i8)),
-        TensorData::I32(v) => TensorData::I32(gather(v, tables, fill as i32)),
-        TensorData::I64(v) => TensorData::I64(gather(v, tables, fill as i64)),
-        TensorData::Bool(v) => TensorData::Bool(gather(v, tables, fill != 0.0)),
-    };
+    let data = crate::dispatch_data!(t.data(), v => crate::tensor::Element::wrap(gather(
+        v,
+        tables,
+        crate::tensor::CastElement::from_f64(fill)
+    )));
     Tensor::new(shape, data)
 }
 

@@ -41,7 +41,10 @@ impl Pad {
             None => {
                 let p = input(inputs, 1, "pads")?.to_i64_vec()?;
                 let v = match inputs.get(2).copied().flatten() {
-                    Some(t) if t.len() == 1 => t.to_f32_vec()[0] as f64,
+                    // f64 holds every int32 value exactly (and int64 ones up to 2^53).
+                    Some(t) if t.len() == 1 => {
+                        crate::dispatch_data!(t.data(), v => crate::tensor::CastElement::to_f64(v[0]))
+                    }
                     Some(t) => {
                         return Err(Error::shape(format!(
                             "Pad constant_value must be a scalar, got {:?}",

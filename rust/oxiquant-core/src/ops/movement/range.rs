@@ -184,11 +184,7 @@ impl Op for NonZero {
         let x = input(inputs, 0, "X")?;
         // A scalar counts as one element of a 1-D tensor (as numpy and onnxruntime do).
         let shape: Vec<usize> = if x.rank() == 0 { vec![1] } else { x.shape().to_vec() };
-        let nz: Vec<bool> = match x.data() {
-            TensorData::F32(v) => v.iter().map(|&a| a != 0.0).collect(),
-            TensorData::Bool(v) => v.clone(),
-            _ => x.to_i64_vec()?.iter().map(|&a| a != 0).collect(),
-        };
+        let nz: Vec<bool> = crate::dispatch_data!(x.data(), v => v.iter().map(|&a| crate::tensor::CastElement::is_nonzero(a)).collect());
         let r = shape.len();
         let hits: Vec<usize> = nz.iter().enumerate().filter(|(_, &b)| b).map(|(i, _)| i).collect();
         let n = hits.len();

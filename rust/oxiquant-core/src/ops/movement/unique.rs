@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{fact_axis, required, DimFact};
 use crate::ops::{input, norm_axis, FromOnnx, Op, ParseCtx, ValueFact};
-use crate::tensor::{strides, DType, Tensor, TensorData};
+use crate::tensor::{strides, DType, Tensor};
 use std::cmp::Ordering;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,14 +105,7 @@ impl Op for Unique {
             }
         }
         let rows = take_tables(&x, front, &tables, 0.0)?;
-        let (first, inverse, counts) = match rows.data() {
-            TensorData::I64(v) => distinct(v, n, w, self.sorted),
-            TensorData::F32(v) => distinct(v, n, w, self.sorted),
-            TensorData::I32(v) => distinct(v, n, w, self.sorted),
-            TensorData::U8(v) => distinct(v, n, w, self.sorted),
-            TensorData::I8(v) => distinct(v, n, w, self.sorted),
-            TensorData::Bool(v) => distinct(v, n, w, self.sorted),
-        };
+        let (first, inverse, counts) = crate::dispatch_data!(rows.data(), v => distinct(v, n, w, self.sorted));
         let mut y_tables: Vec<Vec<Option<usize>>> = s
             .iter()
             .zip(&st)

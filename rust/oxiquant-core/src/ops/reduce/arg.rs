@@ -88,6 +88,10 @@ impl Op for ArgReduce {
                     TensorData::I64(v) => best(v, base, len, inner, m, l),
                     TensorData::U8(v) => best(v, base, len, inner, m, l),
                     TensorData::I8(v) => best(v, base, len, inner, m, l),
+                    TensorData::I16(v) => best(v, base, len, inner, m, l),
+                    TensorData::U16(v) => best(v, base, len, inner, m, l),
+                    TensorData::U32(v) => best(v, base, len, inner, m, l),
+                    TensorData::U64(v) => best(v, base, len, inner, m, l),
                     TensorData::Bool(_) => {
                         return Err(Error::shape(format!("{}: bool input is not supported", self.op_type())))
                     }

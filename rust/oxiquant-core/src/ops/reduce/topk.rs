@@ -157,6 +157,22 @@ impl Op for TopK {
                 let (a, b) = topk(v, outer, len, inner, k, l);
                 (TensorData::I8(a), b)
             }
+            TensorData::I16(v) => {
+                let (a, b) = topk(v, outer, len, inner, k, l);
+                (TensorData::I16(a), b)
+            }
+            TensorData::U16(v) => {
+                let (a, b) = topk(v, outer, len, inner, k, l);
+                (TensorData::U16(a), b)
+            }
+            TensorData::U32(v) => {
+                let (a, b) = topk(v, outer, len, inner, k, l);
+                (TensorData::U32(a), b)
+            }
+            TensorData::U64(v) => {
+                let (a, b) = topk(v, outer, len, inner, k, l);
+                (TensorData::U64(a), b)
+            }
             TensorData::Bool(_) => return Err(Error::shape("TopK: bool input is not supported".to_string())),
         };
         Ok(vec![Tensor::new(shape.clone(), values)?, Tensor::from_vec(shape, idx)?])

@@ -39,6 +39,11 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
     """NegativeLogLikelihoodLoss SoftmaxCrossEntropyLoss CumProd LpNormalization CenterCropPad Unique EyeLike
     Shrink ReverseSequence Compress Det HannWindow HammingWindow BlackmanWindow""".split()
 )
+# Detection, dynamically quantized models and the op tail.
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
+    """NonMaxSuppression DynamicQuantizeLinear MatMulInteger ConvInteger TfIdfVectorizer TensorScatter
+    MelWeightMatrix CausalConvWithState LinearAttention""".split()
+)
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

@@ -29,6 +29,8 @@ mod split;
 // cropping and selection of the loss/normalization coverage work
 mod crop_select;
 mod unique;
+// caches of the op tail
+mod tensor_scatter;
 
 pub use cast::Cast;
 pub use cast_like::CastLike;
@@ -53,6 +55,7 @@ pub use shape::{shape_value, Shape};
 pub use slice::{Slice, SliceAttrs};
 pub use split::Split;
 pub use squeeze::Squeeze;
+pub use tensor_scatter::TensorScatter;
 pub use transpose::Transpose;
 pub use unique::Unique;
 pub use unsqueeze::Unsqueeze;

@@ -222,6 +222,8 @@ def _case_module(op: str) -> str:
         "GlobalLpPool": "lppool",
         "SoftmaxCrossEntropyLoss": "softmax_cross_entropy_loss",
         "CenterCropPad": "center_crop_pad",
+        "CausalConvWithState": "causal_conv_with_state",
+        "LinearAttention": "linear_attention",
     }
     return special.get(op, op.lower())
 

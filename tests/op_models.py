@@ -41,6 +41,11 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
 )
 # Element types: BitCast (the int16/uint16/uint32/uint64 work).
 SUPPORTED_OPS = SUPPORTED_OPS | frozenset({"BitCast"})
+# Detection, dynamically quantized models and the op tail.
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
+    """NonMaxSuppression DynamicQuantizeLinear MatMulInteger ConvInteger TfIdfVectorizer TensorScatter
+    MelWeightMatrix CausalConvWithState LinearAttention""".split()
+)
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

@@ -13,7 +13,7 @@ Selection is deliberate, not "whatever loads":
   3. the model's opset is one the engine accepts (7 to oxiquant.MAX_OPSET; each op only where
      its definition is the one the engine follows, checked in test_opsets.py);
   4. cases of deliberately unsupported variants (EXPECTED_REFUSED: Pad wrap,
-     3-D pooling, training mode, optional outputs such as Dropout's mask, ...) must raise
+     3-D pooling, training mode, ...) must raise
      UnsupportedOpError when loaded (or, for a training flag fed at run time, when run): they
      are asserted, not skipped (this check comes before the dtype filter of 2.).
 Everything else must load and match the expected outputs."""
@@ -182,14 +182,28 @@ OP_DTYPES["Neg"] = OP_DTYPES["Neg"] | {I16}
 OP_DTYPES["BitCast"] = {F32, I64, I32, I8, U8, BOOL} | WIDE_INTS
 OP_DTYPES["Clip"] = {F32, I64, I32, I8, U8} | WIDE_INTS
 
+# Detection, dynamically quantized models and the op tail.
+FAMILY = re.compile(
+    FAMILY.pattern + r"|^test_(nonmaxsuppression|dynamicquantizelinear|matmulinteger|convinteger|tfidfvectorizer"
+    r"|tensorscatter|melweightmatrix|causal_conv_with_state|linear_attention)(_|$)"
+)
+OP_DTYPES.update(
+    {
+        "NonMaxSuppression": {F32, I64},
+        "DynamicQuantizeLinear": {F32, U8},
+        **{op: {U8, I8, I32} for op in ("MatMulInteger", "ConvInteger")},
+        "TfIdfVectorizer": {I32, I64, F32},
+        "TensorScatter": ANY_DTYPE,
+        "MelWeightMatrix": {I32, I64, F32},
+        "MaxPool": {F32, I64},  # the Indices output
+    }
+)
+
 MIN_OPSET, MAX_OPSET = 7, oxiquant.MAX_OPSET
 
 # Variants oxiquant deliberately does not run: each must be refused with UnsupportedOpError.
 EXPECTED_REFUSED = [
     (r"^test_wrap_pad", "Pad: wrap mode"),
-    (r"^test_batchnorm_.*training_mode", "BatchNormalization: training mode"),
-    (r"^test_(training_)?dropout_.*mask", "Dropout: mask output"),
-    (r"^test_maxpool_with_argmax", "MaxPool: Indices output"),
     (r"^test_lppool_3d", "LpPool: 3-D"),
 ]
 # Cases whose expected outputs (onnx's reference code) differ from onnxruntime's, which the engine
@@ -201,7 +215,7 @@ ONNXRUNTIME_REFERENCE = {
     "test_resize_downsample_scales_linear_align_corners",
 }
 # Training-mode Dropout whose training flag is a run-time input: refused when run.
-EXPECTED_REFUSED_AT_RUN = [r"^test_training_dropout(_default)?$"]
+EXPECTED_REFUSED_AT_RUN = [r"^test_training_dropout(_default)?(_mask)?$"]
 
 
 # -- The data folders ----------------------------------------------------------------------------
@@ -225,6 +239,8 @@ def _case_module(op: str) -> str:
         "GlobalLpPool": "lppool",
         "SoftmaxCrossEntropyLoss": "softmax_cross_entropy_loss",
         "CenterCropPad": "center_crop_pad",
+        "CausalConvWithState": "causal_conv_with_state",
+        "LinearAttention": "linear_attention",
     }
     return special.get(op, op.lower())
 

@@ -1091,14 +1091,6 @@ def _unsupported_cases() -> list[OpCase]:
             {"kernel_shape": [2, 2, 2]},
             11,
         ),
-        make_case(
-            "batchnorm_training",
-            "BatchNormalization",
-            [randn(r, 2, 3), *(Init(np.ones(3, np.float32)) for _ in range(4))],
-            {"training_mode": 1},
-            15,
-            n_outputs=3,
-        ),
     ]
 
 
@@ -2422,3 +2414,300 @@ _TOP_CASES.extend(ELEMENT_TYPE_CASES)
 _TOP_IDS.extend(c.id for c in ELEMENT_TYPE_CASES)
 assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
 ALL_CASES = [*ALL_CASES, *ELEMENT_TYPE_CASES]
+# -- Detection, dynamically quantized models and the op tail ------------------------------------
+def misc_cases() -> list[OpCase]:
+    r = rng(401)
+    U8, I32 = TensorProto.UINT8, TensorProto.INT32
+    cases = []
+
+    def boxes(n_batch: int, n: int) -> np.ndarray:
+        xy = r.random((n_batch, n, 2)).astype(np.float32) * 8
+        wh = r.random((n_batch, n, 2)).astype(np.float32) * 4 + 0.5
+        return np.concatenate([xy, xy + wh], axis=-1)  # [y1, x1, y2, x2]
+
+    b = boxes(2, 12)
+    s = r.random((2, 3, 12)).astype(np.float32)
+    for cid, ins, attrs in (
+        ("nms_two_batches_three_classes", [b, s, i64(4), Init(np.array([0.3], np.float32))], {}),
+        (
+            "nms_score_threshold",
+            [b, s, i64(12), Init(np.array([0.5], np.float32)), Init(np.array([0.4], np.float32))],
+            {},
+        ),
+        ("nms_flipped_corners", [b[..., [2, 3, 0, 1]].copy(), s, i64(3), Init(np.array([0.2], np.float32))], {}),
+        ("nms_center_point_box", [b, s, i64(5), Init(np.array([0.25], np.float32))], {"center_point_box": 1}),
+        ("nms_no_max_output", [b, s], {}),
+        ("nms_zero_iou", [b, s, i64(6), Init(np.array([0.0], np.float32))], {}),
+    ):
+        cases.append(make_case(cid, "NonMaxSuppression", ins, attrs, 11, out_types=[I64]))
+
+    x = randn(r, 3, 4, 5)
+    cases.append(
+        make_case("dynamicquantizelinear_3d", "DynamicQuantizeLinear", [x], {}, 11, out_types=[U8, F, U8], n_outputs=3)
+    )
+    cases.append(
+        make_case(
+            "dynamicquantizelinear_positive",
+            "DynamicQuantizeLinear",
+            [np.abs(x) + 0.5],
+            {},
+            11,
+            out_types=[U8, F, U8],
+            n_outputs=3,
+        )
+    )
+    a_u8 = r.integers(0, 256, (2, 3, 7), dtype=np.uint8)
+    b_u8 = r.integers(0, 256, (7, 5), dtype=np.uint8)
+    # int8 weights within 7 bits: onnxruntime's uint8 x int8 kernel on AVX2 adds products in
+    # pairs saturated to int16 (vpmaddubsw), so only such operands have its exact products.
+    b_i8 = r.integers(-58, 59, (7, 5), dtype=np.int8)
+    cases += [
+        make_case("matmulinteger_u8_no_zero_points", "MatMulInteger", [a_u8, Init(b_u8)], {}, 10, out_types=[I32]),
+        make_case(
+            "matmulinteger_u8_zero_points",
+            "MatMulInteger",
+            [a_u8, Init(b_u8), np.array(131, np.uint8), Init(np.array(7, np.uint8))],
+            {},
+            10,
+            out_types=[I32],
+        ),
+        make_case(
+            "matmulinteger_u8_s8_per_column",
+            "MatMulInteger",
+            [a_u8, Init(b_i8), np.array(120, np.uint8), Init(r.integers(-5, 5, 5, dtype=np.int8))],
+            {},
+            10,
+            out_types=[I32],
+        ),
+        make_case(
+            "matmulinteger_s8_s8_2d",
+            "MatMulInteger",
+            [
+                r.integers(-128, 128, (4, 7), dtype=np.int8),
+                Init(b_i8),
+                np.array(-3, np.int8),
+                Init(np.array(2, np.int8)),
+            ],
+            {},
+            10,
+            out_types=[I32],
+        ),
+    ]
+    x_u8 = r.integers(0, 256, (2, 4, 7, 6), dtype=np.uint8)
+    w_u8 = r.integers(0, 256, (6, 2, 3, 3), dtype=np.uint8)
+    cases += [
+        make_case(
+            "convinteger_pads_strides",
+            "ConvInteger",
+            [x_u8, Init(w_u8), np.array(128, np.uint8), Init(np.array(120, np.uint8))],
+            {"pads": [1, 0, 1, 2], "strides": [2, 1], "group": 2},
+            10,
+            out_types=[I32],
+        ),
+        make_case(
+            "convinteger_dilations_no_zero_points",
+            "ConvInteger",
+            [x_u8, Init(w_u8[:, :, :2, :2].copy())],
+            {"dilations": [2, 2], "group": 2},
+            10,
+            out_types=[I32],
+        ),
+        make_case(
+            "convinteger_1d_auto_pad",
+            "ConvInteger",
+            [x_u8[:, :, 0], Init(w_u8[:, :, 0]), np.array(3, np.uint8)],
+            {"auto_pad": "SAME_UPPER", "group": 2},
+            10,
+            out_types=[I32],
+        ),
+    ]
+    tokens = r.integers(0, 6, (3, 9)).astype(np.int32)
+    pool = [1, 2, 4, 1, 2, 2, 3, 5, 0, 4, 4]  # unigrams 1, 2, 4; bigrams (1,2) (2,3) (5,0) (4,4)
+    tf_attrs = {
+        "min_gram_length": 1,
+        "max_gram_length": 2,
+        "max_skip_count": 2,
+        "ngram_counts": [0, 3],
+        "ngram_indexes": [0, 1, 2, 3, 4, 5, 6],
+        "pool_int64s": pool,
+    }
+    weights = [0.5, 1.5, 2.0, 1.0, 3.0, 0.25, 2.5]
+    for mode in ("TF", "IDF", "TFIDF"):
+        cases.append(
+            make_case(f"tfidf_{mode.lower()}_batch", "TfIdfVectorizer", [tokens], {**tf_attrs, "mode": mode}, 9, [F])
+        )
+        cases.append(
+            make_case(
+                f"tfidf_{mode.lower()}_weights_1d",
+                "TfIdfVectorizer",
+                [tokens[0].astype(np.int64)],
+                {**tf_attrs, "mode": mode, "weights": weights, "min_gram_length": 2},
+                9,
+                [F],
+            )
+        )
+    b8 = TensorProto.BOOL
+    xd = randn(r, 2, 3, 4)
+    cases += [
+        make_case("dropout_mask", "Dropout", [xd], {}, 13, out_types=[F, b8], n_outputs=2),
+        make_case(
+            "dropout_training_zero_ratio_mask",
+            "Dropout",
+            [xd, Init(np.array(0.0, np.float32)), Init(np.array(True))],
+            {"seed": 3},
+            13,
+            out_types=[F, b8],
+            n_outputs=2,
+        ),
+        make_case(
+            "dropout_mask_ratio_opset12",
+            "Dropout",
+            [xd, Init(np.array(0.3, np.float32))],
+            {},
+            12,
+            out_types=[F, b8],
+            n_outputs=2,
+        ),
+    ]
+    xp = randn(r, 2, 3, 7, 8)
+    for cid, xin, attrs in (
+        ("2d_pads_strides", xp, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+        ("2d_column_major", xp, {"kernel_shape": [2, 3], "strides": [1, 2], "storage_order": 1}),
+        ("2d_dilations_ceil", xp, {"kernel_shape": [2, 2], "dilations": [2, 1], "ceil_mode": 1, "strides": [2, 2]}),
+        ("1d", xp[:, :, 0], {"kernel_shape": [3], "pads": [1, 0]}),
+        ("3d", randn(r, 1, 2, 4, 5, 6), {"kernel_shape": [2, 2, 3], "strides": [2, 1, 2]}),
+        ("2d_ties", np.round(xp), {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER"}),
+    ):
+        cases.append(make_case(f"maxpool_indices_{cid}", "MaxPool", [xin], attrs, 12, out_types=[F, I64], n_outputs=2))
+    xb = randn(r, 4, 3, 5, 2)
+    stats = [Init(randn(r, 3)), Init(randn(r, 3)), Init(randn(r, 3)), Init(np.abs(randn(r, 3)) + 0.5)]
+    cases += [
+        make_case(
+            "batchnorm_training_running_stats",
+            "BatchNormalization",
+            [xb, *stats],
+            {"training_mode": 1, "momentum": 0.7, "epsilon": 1e-3},
+            15,
+            n_outputs=3,
+            rtol=1e-3,
+        ),
+        make_case(
+            "batchnorm_training_3d", "BatchNormalization", [xb[:, :, 0], *stats], {"training_mode": 1}, 15, n_outputs=3
+        ),
+    ]
+    cache = randn(r, 2, 3, 6, 4)
+    upd = randn(r, 2, 3, 2, 4)
+    cases += [
+        make_case("tensorscatter_linear", "TensorScatter", [cache, upd, Init(np.array([1, 4], np.int64))], {}, 24),
+        make_case(
+            "tensorscatter_circular",
+            "TensorScatter",
+            [cache, upd, np.array([5, 2], np.int64)],
+            {"mode": "circular"},
+            24,
+        ),
+        make_case("tensorscatter_no_indices_axis1", "TensorScatter", [cache, cache[:, :2].copy()], {"axis": 1}, 24),
+        make_case(
+            "tensorscatter_int64",
+            "TensorScatter",
+            [np.arange(24, dtype=np.int64).reshape(2, 4, 3), np.full((2, 1, 3), -1, np.int64)],
+            {"axis": 1},
+            24,
+        ),
+    ]
+    i32 = np.int32
+    cases.append(
+        make_case(
+            "melweightmatrix",
+            "MelWeightMatrix",
+            [
+                Init(np.array(8, i32)),
+                Init(np.array(64, i32)),
+                Init(np.array(16000, i32)),
+                Init(np.array(60.0, np.float32)),
+                Init(np.array(7000.0, np.float32)),
+            ],
+            {},
+            17,
+            out_types=[F],
+        )
+    )
+    cases.append(
+        make_case(
+            "melweightmatrix_fed",
+            "MelWeightMatrix",
+            [
+                np.array(5, np.int64),
+                np.array(31, np.int64),
+                np.array(8000, np.int64),
+                np.array(0.0, np.float32),
+                np.array(3500.0, np.float32),
+            ],
+            {},
+            17,
+            out_types=[F],
+        )
+    )
+    xc = randn(r, 2, 3, 7)
+    wc = Init(randn(r, 3, 1, 4))
+    cases += [
+        make_case("causalconv_basic", "CausalConvWithState", [xc, wc], {}, 27, n_outputs=2),
+        make_case(
+            "causalconv_bias_past_silu",
+            "CausalConvWithState",
+            [xc, wc, Init(randn(r, 3)), randn(r, 2, 3, 3)],
+            {"activation": "silu"},
+            27,
+            n_outputs=2,
+        ),
+        make_case(
+            "causalconv_decode_step_swish",
+            "CausalConvWithState",
+            [xc[:, :, :1].copy(), wc, None, randn(r, 2, 3, 3)],
+            {"activation": "swish"},
+            27,
+            n_outputs=2,
+        ),
+        make_case("causalconv_kernel_one", "CausalConvWithState", [xc, Init(randn(r, 3, 1, 1))], {}, 27, n_outputs=2),
+    ]
+    b_, t_, hq, hk, dk, dv = 2, 5, 4, 2, 3, 4
+    q, k, v = randn(r, b_, t_, hq * dk), randn(r, b_, t_, hk * dk), randn(r, b_, t_, hk * dv)
+    k = k / np.linalg.norm(k.reshape(b_, t_, hk, dk), axis=-1).repeat(dk, axis=-1).reshape(k.shape)
+    past = randn(r, b_, hk, dk, dv, scale=0.3)
+    decay_head = -np.abs(randn(r, b_, t_, hk))
+    decay_key = -np.abs(randn(r, b_, t_, hk * dk))
+    beta_head = (1 / (1 + np.exp(-randn(r, b_, t_, hk)))).astype(np.float32)
+    beta_one = (1 / (1 + np.exp(-randn(r, b_, t_, 1)))).astype(np.float32)
+    heads = {"q_num_heads": hq, "kv_num_heads": hk}
+    for cid, ins, attrs in (
+        ("linear", [q, k, v], {"update_rule": "linear"}),
+        ("gated_per_key_past", [q, k, v, past, decay_key], {"update_rule": "gated"}),
+        ("delta_beta_one", [q, k, v, None, None, beta_one], {"update_rule": "delta"}),
+        ("gated_delta_gqa", [q, k, v, None, decay_head, beta_head], {}),
+        ("gated_delta_past_scale", [q, k, v, past, decay_head, beta_one], {"scale": 0.4}),
+        (
+            "gated_delta_mqa_decode",
+            [q[:, :1], k[:, :1, :dk], v[:, :1, :dv], past[:, :1], decay_head[:, :1, :1], beta_one[:, :1]],
+            {"kv_num_heads": 1},
+        ),
+    ):
+        cases.append(
+            make_case(f"linearattention_{cid}", "LinearAttention", ins, {**heads, **attrs}, 27, n_outputs=2, rtol=1e-4)
+        )
+    return cases
+
+
+MISC_CASES = misc_cases()
+_TOP_CASES.extend(MISC_CASES)
+_TOP_IDS.extend(c.id for c in MISC_CASES)
+assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
+ALL_CASES = [*ALL_CASES, *MISC_CASES]
+
+
+def test_dropout_mask_before_opset_12_is_refused() -> None:
+    """In opsets 10 and 11 onnxruntime writes Dropout's mask all false, the ONNX definition all
+    true: the engine does not produce it there."""
+    x = np.ones((2, 3), np.float32)
+    case = make_case("dropout_mask_opset10", "Dropout", [x], {}, 10, out_types=[F, TensorProto.BOOL], n_outputs=2)
+    with pytest.raises(oxiquant.UnsupportedOpError, match="Dropout"):
+        oxiquant.load(case.model)

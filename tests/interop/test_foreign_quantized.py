@@ -300,15 +300,18 @@ def test_unsupported_quantized_op_is_named_with_its_node():
     assert "QLinearMul" in str(e.value) and "the_mul" in str(e.value)
 
 
-def test_integer_matmul_ops_are_refused_by_name():
-    inits = [numpy_helper.from_array(np.ones((4, 2), np.uint8), "b")]
+def test_integer_matmul_runs_exactly():
+    """MatMulInteger (models quantized dynamically) runs, its int32 products exact (numpy)."""
+    b = np.arange(8, dtype=np.uint8).reshape(4, 2) * 30
+    inits = [numpy_helper.from_array(b, "b")]
     node = helper.make_node("MatMulInteger", ["a", "b"], ["y"], name="mmi")
     graph = helper.make_graph(
         [node], "g", [VI("a", TensorProto.UINT8, [3, 4])], [VI("y", TensorProto.INT32, [3, 2])], inits
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    with pytest.raises(oxiquant.UnsupportedOpError, match="MatMulInteger.*mmi"):
-        oxiquant.load(proto)
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    got = oxiquant.load(proto).run({"a": a})["y"]
+    np.testing.assert_array_equal(got, a.astype(np.int32) @ b.astype(np.int32))
 
 
 def test_blocked_quantization_is_refused_with_the_reason():

@@ -27,7 +27,8 @@ struct Case {
     attrs: Vec<(String, AttrValue)>,
     inputs: Vec<Option<Tensor>>,
     consts: Vec<bool>,
-    /// SoftmaxCrossEntropyLoss declares its second output.
+    /// SoftmaxCrossEntropyLoss declares its second output (Dropout its mask, MaxPool its
+    /// indices; BatchNormalization in training its running statistics).
     log_prob_output: bool,
 }
 
@@ -63,6 +64,10 @@ impl Case {
             _ if self.op_type == "Split" => 2,
             _ if self.op_type == "Attention" => 4,
             _ if self.op_type == "Unique" => 4,
+            _ if self.op_type == "DynamicQuantizeLinear" => 3,
+            _ if self.log_prob_output && matches!(self.op_type, "Dropout" | "MaxPool") => 2,
+            _ if self.log_prob_output && self.op_type == "BatchNormalization" => 3,
+            _ if matches!(self.op_type, "CausalConvWithState" | "LinearAttention") => 2,
             // The log-probabilities output of SoftmaxCrossEntropyLoss, when asked for.
             _ if self.op_type == "SoftmaxCrossEntropyLoss" => 1 + self.log_prob_output as usize,
             _ => 1,
@@ -1656,6 +1661,205 @@ fn element_types() -> BoxedStrategy<Case> {
                 case.consts_first()
             } else {
                 case
+// ---- detection, dynamically quantized models and the op tail ----
+
+fn misc_ops() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec![
+            "NonMaxSuppression",
+            "DynamicQuantizeLinear",
+            "MatMulInteger",
+            "ConvInteger",
+            "TfIdfVectorizer",
+            "Dropout",
+            "MaxPool",
+            "BatchNormalization",
+            "TensorScatter",
+            "MelWeightMatrix",
+            "CausalConvWithState",
+            "LinearAttention",
+        ]),
+        shape(4),
+        1usize..4,
+        0usize..6,
+        any::<(bool, bool, u64)>(),
+    )
+        .prop_map(|(op, s, a, k, (flag, flag2, seed))| {
+            let int8 =
+                |shape: &[usize], seed: u64| Some(filled(if flag2 { DType::I8 } else { DType::U8 }, shape, seed));
+            match op {
+                "NonMaxSuppression" => {
+                    let (nb, nc) = (a, 1 + k % 3);
+                    let n = s[0];
+                    let boxes = f32s(&[nb, n, 4], seed);
+                    let scores = f32s(&[nb, nc, n], seed ^ 1);
+                    let mut inputs = vec![boxes, scores];
+                    if flag {
+                        inputs.push(i64s(vec![k as i64]));
+                        inputs.push(Some(Tensor::scalar(0.4f32)));
+                        if flag2 {
+                            inputs.push(Some(Tensor::scalar(0.0f32)));
+                        }
+                    }
+                    let attrs = vec![("center_point_box", AttrValue::Int(flag2 as i64))];
+                    // Its output size depends on the values: exact facts need them constant.
+                    Case::new(op, 11, attrs, inputs).consts_first_if(true)
+                }
+                "DynamicQuantizeLinear" => Case::new(op, 11, vec![], vec![f32s(&s, seed)]),
+                "MaxPool" => {
+                    // With its Indices output, 1-D to 3-D.
+                    let r = 1 + k % 3;
+                    let mut xs = vec![s[0], a];
+                    xs.extend((0..r).map(|d| 2 + (seed as usize >> (4 * d)) % 4));
+                    let mut attrs = vec![
+                        ("kernel_shape", ints(&vec![2; r])),
+                        ("storage_order", AttrValue::Int(flag2 as i64)),
+                    ];
+                    if flag {
+                        attrs.push(("pads", ints(&vec![1; 2 * r])));
+                        attrs.push(("strides", ints(&vec![2; r])));
+                    }
+                    let mut c = Case::new(op, 12, attrs, vec![f32s(&xs, seed)]);
+                    c.log_prob_output = true;
+                    c
+                }
+                "BatchNormalization" => {
+                    // Training mode, with the running statistics.
+                    let mut xs = s.clone();
+                    if xs.len() < 2 {
+                        xs.push(a);
+                    }
+                    let ch = xs[1];
+                    let p = |i: u64| f32s(&[ch], seed ^ i);
+                    let inputs = vec![f32s(&xs, seed), p(1), p(2), p(3), p(4)];
+                    let attrs = vec![
+                        ("training_mode", AttrValue::Int(1)),
+                        ("momentum", AttrValue::Float(0.8)),
+                    ];
+                    let mut c = Case::new(op, 15, attrs, inputs);
+                    c.log_prob_output = true;
+                    c
+                }
+                "TensorScatter" => {
+                    let mut cs = s.clone();
+                    if cs.len() < 2 {
+                        cs.push(a + 1);
+                    }
+                    let ax = 1 + k % (cs.len() - 1);
+                    let mut us = cs.clone();
+                    us[ax] = us[ax].min(a);
+                    let dt = if flag2 { DType::I64 } else { DType::F32 };
+                    let mut inputs = vec![Some(filled(dt, &cs, seed)), Some(filled(dt, &us, seed ^ 1))];
+                    let room = (cs[ax] - us[ax]) as i64;
+                    if flag {
+                        inputs.push(i64s(
+                            (0..cs[0])
+                                .map(|b| (b as i64 + seed as i64 % 7).rem_euclid(room + 1))
+                                .collect(),
+                        ));
+                    }
+                    let attrs = vec![("axis", AttrValue::Int(ax as i64))];
+                    Case::new(op, 24, attrs, inputs).data(&[1])
+                }
+                "MelWeightMatrix" => {
+                    let inputs = vec![
+                        Some(Tensor::scalar(k as i64)),
+                        Some(Tensor::scalar(32 + a as i64 * 16)),
+                        Some(Tensor::scalar(16000i64)),
+                        Some(Tensor::scalar(20.0f32)),
+                        Some(Tensor::scalar(if flag { 4000.0f32 } else { 7000.0 })),
+                    ];
+                    Case::new(op, 17, vec![], inputs).consts_first_if(true)
+                }
+                "LinearAttention" => {
+                    let (b, t, hk, group, dk, dv) = (s[0], a, 1 + k % 2, 1 + (seed as usize % 2), 1 + k % 3, 2);
+                    let hq = hk * group;
+                    let rule = ["linear", "gated", "delta", "gated_delta"][seed as usize % 4];
+                    let mut inputs = vec![
+                        f32s(&[b, t, hq * dk], seed),
+                        f32s(&[b, t, hk * dk], seed ^ 1),
+                        f32s(&[b, t, hk * dv], seed ^ 2),
+                        if flag { f32s(&[b, hk, dk, dv], seed ^ 3) } else { None },
+                    ];
+                    if rule.starts_with("gated") {
+                        inputs.push(f32s(&[b, t, if flag2 { hk } else { hk * dk }], seed ^ 4));
+                    } else {
+                        inputs.push(None);
+                    }
+                    if rule.ends_with("delta") {
+                        inputs.push(f32s(&[b, t, if flag2 { 1 } else { hk }], seed ^ 5));
+                    }
+                    let attrs = vec![
+                        ("q_num_heads", AttrValue::Int(hq as i64)),
+                        ("kv_num_heads", AttrValue::Int(hk as i64)),
+                        ("update_rule", AttrValue::String(rule.into())),
+                    ];
+                    Case::new(op, 27, attrs, inputs).data(&[1, 2])
+                }
+                "CausalConvWithState" => {
+                    let (b, ch, l, kk) = (s[0], a, s.get(1).copied().unwrap_or(3), 1 + k % 4);
+                    let mut inputs = vec![f32s(&[b, ch, l], seed), f32s(&[ch, 1, kk], seed ^ 1)];
+                    if flag {
+                        inputs.push(f32s(&[ch], seed ^ 2));
+                        inputs.push(f32s(&[b, ch, kk - 1], seed ^ 3));
+                    }
+                    let attrs = vec![(
+                        "activation",
+                        AttrValue::String(if flag2 { "silu" } else { "none" }.into()),
+                    )];
+                    Case::new(op, 27, attrs, inputs)
+                }
+                "Dropout" => {
+                    // With its mask output; a zero ratio in training keeps everything too.
+                    let mut inputs = vec![f32s(&s, seed)];
+                    if flag {
+                        inputs.push(Some(Tensor::scalar(0.0f32)));
+                        inputs.push(Some(Tensor::scalar(flag2)));
+                    }
+                    let mut c = Case::new(op, 13, vec![], inputs);
+                    c.log_prob_output = true;
+                    c
+                }
+                "MatMulInteger" => {
+                    let (kk, n) = (a, k.max(1));
+                    let mut sa = s.clone();
+                    sa.truncate(2);
+                    sa.push(kk);
+                    let mut inputs = vec![int8(&sa, seed), int8(&[kk, n], seed ^ 3)];
+                    if flag {
+                        inputs.push(int8(&[], seed ^ 5));
+                        inputs.push(int8(&[n], seed ^ 7));
+                    }
+                    Case::new(op, 10, vec![], inputs)
+                }
+                "ConvInteger" => {
+                    let (g, cg, mg) = (1 + (k % 2), a, 1 + k % 3);
+                    let kernel = 1 + seed as usize % 3;
+                    let x = int8(&[s[0], g * cg, s.get(1).copied().unwrap_or(3) + 2, 5], seed);
+                    let w = int8(&[g * mg, cg, kernel, kernel], seed ^ 9);
+                    let mut inputs = vec![x, w];
+                    if flag {
+                        inputs.push(int8(&[], seed ^ 11));
+                        inputs.push(int8(&[g * mg], seed ^ 13));
+                    }
+                    let attrs = vec![("group", AttrValue::Int(g as i64)), ("pads", ints(&[1, 0, 0, 1]))];
+                    Case::new(op, 10, attrs, inputs)
+                }
+                _ => {
+                    let mut xs = s.clone();
+                    xs.truncate(1 + flag as usize);
+                    let x = filled(if flag2 { DType::I32 } else { DType::I64 }, &xs, seed);
+                    let attrs = vec![
+                        ("min_gram_length", AttrValue::Int(1)),
+                        ("max_gram_length", AttrValue::Int(2)),
+                        ("max_skip_count", AttrValue::Int(k as i64 % 3)),
+                        ("mode", AttrValue::String("TF".into())),
+                        ("ngram_counts", ints(&[0, 2])),
+                        ("ngram_indexes", ints(&[0, 1, 2])),
+                        ("pool_int64s", ints(&[0, 1, 0, 1])),
+                    ];
+                    Case::new(op, 9, attrs, vec![Some(x)])
+                }
             }
         })
         .boxed()
@@ -1690,6 +1894,7 @@ fn any_case() -> BoxedStrategy<Case> {
         einsum(),
         attention(),
         element_types(),
+        misc_ops(),
     ]
     .boxed()
 }

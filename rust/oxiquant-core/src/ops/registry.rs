@@ -5,6 +5,8 @@ use super::logic::{Bitwise, BitwiseNot, Compare, IsInf, IsNaN, Logical, Not, Whe
 use super::math::{BinaryOp, Clip, Einsum, Mod, PRelu, Pow, Softplus, Sum, Trilu, Unary, Variadic};
 use super::math::{Det, EyeLike, Shrink, Window};
 use super::movement::BitCast;
+use super::math::{MelWeightMatrix, TfIdfVectorizer};
+use super::movement::TensorScatter;
 use super::movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, Reshape, Resize, Shape, Slice,
     Squeeze, Transpose, Unsqueeze,
@@ -14,8 +16,12 @@ use super::movement::{
     DepthToSpace, Expand, GatherElements, GatherND, NonZero, OneHot, Range, ScatterElements, ScatterND, Size,
     SpaceToDepth, Split, Tile,
 };
+use super::nn::{
+    parse_batch_norm, parse_max_pool, ConvInteger, DynamicQuantizeLinear, MatMulInteger, NonMaxSuppression,
+};
 use super::nn::{Attention, GroupNorm, LayerNorm, SoftmaxLike};
-use super::nn::{BatchNorm, Conv, ConvTranspose, Gemm, GlobalPool, LpPool, Lrn, MatMul, Pool, Recurrent, Softmax};
+use super::nn::{CausalConvWithState, LinearAttention};
+use super::nn::{Conv, ConvTranspose, Gemm, GlobalPool, LpPool, Lrn, MatMul, Pool, Recurrent, Softmax};
 use super::nn::{Loss, LpNorm};
 use super::qlinear::{QOp, MS_DOMAIN};
 use super::reduce::{ArgReduce, CumSum, Reduce, TopK};
@@ -76,10 +82,10 @@ pub static REGISTRY: &[OpEntry] = &[
     onnx("Conv", of::<Conv>),
     onnx("Gemm", of::<Gemm>),
     onnx("MatMul", of::<MatMul>),
-    onnx("BatchNormalization", of::<BatchNorm>),
+    onnx("BatchNormalization", parse_batch_norm),
     onnx("LRN", of::<Lrn>),
     onnx("Softmax", of::<Softmax>),
-    onnx("MaxPool", of::<Pool>),
+    onnx("MaxPool", parse_max_pool),
     onnx("AveragePool", of::<Pool>),
     onnx("GlobalAveragePool", of::<GlobalPool>),
     onnx("GlobalMaxPool", of::<GlobalPool>),
@@ -251,6 +257,16 @@ pub static REGISTRY: &[OpEntry] = &[
     since(17, onnx("HannWindow", of::<Window>)),
     since(17, onnx("HammingWindow", of::<Window>)),
     since(17, onnx("BlackmanWindow", of::<Window>)),
+    // detection, dynamically quantized models and the op tail
+    since(10, onnx("NonMaxSuppression", of::<NonMaxSuppression>)),
+    since(11, onnx("DynamicQuantizeLinear", of::<DynamicQuantizeLinear>)),
+    since(10, onnx("MatMulInteger", of::<MatMulInteger>)),
+    since(10, onnx("ConvInteger", of::<ConvInteger>)),
+    since(9, onnx("TfIdfVectorizer", of::<TfIdfVectorizer>)),
+    since(24, onnx("TensorScatter", of::<TensorScatter>)),
+    since(17, onnx("MelWeightMatrix", of::<MelWeightMatrix>)),
+    since(27, onnx("CausalConvWithState", of::<CausalConvWithState>)),
+    since(27, onnx("LinearAttention", of::<LinearAttention>)),
     // quantized models of other tools
     onnx("QuantizeLinear", of::<QOp>),
     onnx("DequantizeLinear", of::<QOp>),

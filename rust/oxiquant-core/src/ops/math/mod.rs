@@ -17,17 +17,22 @@ mod variadic;
 mod det;
 mod shrink;
 mod windows;
+// text features and spectrogram filters
+mod mel;
+mod tfidf;
 
 pub use binary::BinaryOp;
 pub use clip::{clamp_interval, Clip};
 pub use det::Det;
 pub use einsum::Einsum;
+pub use mel::MelWeightMatrix;
 pub use modulo::Mod;
 pub use pow::Pow;
 pub use prelu::PRelu;
 pub use shrink::Shrink;
 pub use softplus::Softplus;
 pub use sum::Sum;
+pub use tfidf::{TfIdfMode, TfIdfVectorizer};
 pub use trilu::Trilu;
 pub use unary::Unary;
 pub use variadic::Variadic;

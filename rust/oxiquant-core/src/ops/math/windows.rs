@@ -28,6 +28,8 @@ fn dtype_attr(cx: &ParseCtx, name: &str, default: i64) -> Result<Option<DType>> 
         None if default == 0 => Ok(None),
         v => {
             let code = v.unwrap_or(default);
+            // float16 and float64 are computed in float32, as everywhere in the engine.
+            let code = if code == 10 || code == 11 { 1 } else { code };
             DType::from_onnx_code(code as i32).map(Some).ok_or_else(|| {
                 cx.attrs
                     .unsupported(format!("{name}={code} (an element type the engine lacks)"))

@@ -1,4 +1,4 @@
-//! Dropout for inference: the identity.
+//! Dropout for inference: the identity, and its mask output (all true: nothing dropped).
 
 use crate::error::{Error, Result};
 use crate::ops::facts::required;
@@ -31,12 +31,19 @@ fn check_inference(inputs: &[Option<&Tensor>]) -> Result<()> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Dropout;
+pub struct Dropout {
+    /// Whether the node asks for the (bool) mask output, opset 12 and newer.
+    pub mask: bool,
+}
 
 impl FromOnnx for Dropout {
     fn from_onnx(cx: &ParseCtx) -> Result<Self> {
         cx.attrs.ignore(&["ratio", "seed", "is_test"]);
-        Ok(Dropout)
+        // Before opset 10 the mask had the data's type; in opsets 10 and 11 onnxruntime writes
+        // it all false, the ONNX definition all true: not produced there (refused when read).
+        Ok(Dropout {
+            mask: cx.outputs >= 2 && cx.opset >= 12,
+        })
     }
 }
 
@@ -44,16 +51,30 @@ impl Op for Dropout {
     fn op_type(&self) -> &'static str {
         "Dropout"
     }
+    fn num_outputs(&self) -> usize {
+        1 + self.mask as usize
+    }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         check_inference(inputs)?;
-        Ok(vec![input(inputs, 0, "data")?.clone()])
+        let x = input(inputs, 0, "data")?;
+        let mut out = vec![x.clone()];
+        if self.mask {
+            // Nothing is dropped in inference (or with a zero ratio): every element is kept.
+            out.push(Tensor::from_vec(x.shape().to_vec(), vec![true; x.len()])?);
+        }
+        Ok(out)
     }
     fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
-        // The identity (the mask output is not produced).
-        Ok(vec![required(inputs, 0, "Dropout", "data")?.clone()])
+        // The identity, and a bool mask of the same shape.
+        let x = required(inputs, 0, "Dropout", "data")?;
+        let mut out = vec![x.clone()];
+        if self.mask {
+            out.push(ValueFact::new(Some(crate::tensor::DType::Bool), x.shape.clone()));
+        }
+        Ok(out)
     }
     fn has_in_place(&self) -> bool {
-        true
+        !self.mask
     }
     fn eval_in_place(&self, x: Tensor, rest: &[Option<&Tensor>]) -> Result<Tensor> {
         let mut all: Vec<Option<&Tensor>> = Vec::with_capacity(rest.len() + 1);
@@ -63,6 +84,6 @@ impl Op for Dropout {
         Ok(x)
     }
     fn moves_data_only(&self) -> bool {
-        true
+        !self.mask
     }
 }

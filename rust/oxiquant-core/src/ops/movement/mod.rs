@@ -32,6 +32,8 @@ mod unique;
 // element types: the same bits read as another type
 mod bitcast;
 pub use bitcast::{bitcast, BitCast};
+// caches of the op tail
+mod tensor_scatter;
 
 pub use cast::Cast;
 pub use cast_like::CastLike;
@@ -56,6 +58,7 @@ pub use shape::{shape_value, Shape};
 pub use slice::{Slice, SliceAttrs};
 pub use split::Split;
 pub use squeeze::Squeeze;
+pub use tensor_scatter::TensorScatter;
 pub use transpose::Transpose;
 pub use unique::Unique;
 pub use unsqueeze::Unsqueeze;

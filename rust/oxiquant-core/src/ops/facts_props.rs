@@ -1661,6 +1661,11 @@ fn element_types() -> BoxedStrategy<Case> {
                 case.consts_first()
             } else {
                 case
+            }
+        })
+        .boxed()
+}
+
 // ---- detection, dynamically quantized models and the op tail ----
 
 fn misc_ops() -> BoxedStrategy<Case> {

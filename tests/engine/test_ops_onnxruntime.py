@@ -2414,6 +2414,8 @@ _TOP_CASES.extend(ELEMENT_TYPE_CASES)
 _TOP_IDS.extend(c.id for c in ELEMENT_TYPE_CASES)
 assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
 ALL_CASES = [*ALL_CASES, *ELEMENT_TYPE_CASES]
+
+
 # -- Detection, dynamically quantized models and the op tail ------------------------------------
 def misc_cases() -> list[OpCase]:
     r = rng(401)

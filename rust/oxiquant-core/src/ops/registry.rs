@@ -19,6 +19,10 @@ use super::nn::{Loss, LpNorm};
 use super::qlinear::{QOp, MS_DOMAIN};
 use super::reduce::{ArgReduce, CumSum, Reduce, TopK};
 use super::{FromOnnx, Op, ParseCtx};
+// sampling and geometry (issue 22)
+use super::geometry::{
+    AffineGrid, Col2Im, DeformConv, GridSample, MaxUnpool, MeanVarianceNorm, RotaryEmbedding, Swish,
+};
 use crate::error::Result;
 use crate::onnx::attrs::AttrReader;
 
@@ -262,6 +266,16 @@ pub static REGISTRY: &[OpEntry] = &[
     ms("QLinearGlobalAveragePool", of::<QOp>),
     ms("QLinearLeakyRelu", of::<QOp>),
     ms("QLinearSigmoid", of::<QOp>),
+    // sampling and geometry (GridSample-16 spells its modes bilinear/bicubic and is 4-D only;
+    // the op reads the opset)
+    since(16, onnx("GridSample", of::<GridSample>)),
+    since(20, onnx("AffineGrid", of::<AffineGrid>)),
+    since(18, onnx("Col2Im", of::<Col2Im>)),
+    since(19, onnx("DeformConv", of::<DeformConv>)),
+    since(23, onnx("RotaryEmbedding", of::<RotaryEmbedding>)),
+    since(9, onnx("MaxUnpool", of::<MaxUnpool>)),
+    since(24, onnx("Swish", of::<Swish>)),
+    since(9, onnx("MeanVarianceNormalization", of::<MeanVarianceNorm>)),
 ];
 
 /// Maps an ONNX node to its op, reading every attribute; an attribute the op does not read

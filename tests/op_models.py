@@ -39,6 +39,10 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
     """NegativeLogLikelihoodLoss SoftmaxCrossEntropyLoss CumProd LpNormalization CenterCropPad Unique EyeLike
     Shrink ReverseSequence Compress Det HannWindow HammingWindow BlackmanWindow""".split()
 )
+# Sampling and geometry (issue 22).
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
+    """GridSample AffineGrid Col2Im DeformConv RotaryEmbedding MaxUnpool Swish MeanVarianceNormalization""".split()
+)
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

@@ -1,7 +1,8 @@
 //! MaxUnpool: the partial inverse of MaxPool. Each value of `X` [N, C, D1..] goes to the
 //! place its index in `I` (MaxPool's Indices: a flat index into the whole unpooled tensor of
 //! `(in - 1) * stride - pads + kernel` per spatial axis) names; every other place is zero. A
-//! larger `output_shape` holds that tensor in its leading corner. Any element type.
+//! larger `output_shape` holds that tensor in its leading corner (onnx's reference and node
+//! case; onnxruntime scatters into `output_shape`'s own layout). Any element type.
 
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;

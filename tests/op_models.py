@@ -46,6 +46,10 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
     """NonMaxSuppression DynamicQuantizeLinear MatMulInteger ConvInteger TfIdfVectorizer TensorScatter
     MelWeightMatrix CausalConvWithState LinearAttention""".split()
 )
+# Sampling and geometry (issue 22).
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
+    """GridSample AffineGrid Col2Im DeformConv RotaryEmbedding MaxUnpool Swish MeanVarianceNormalization""".split()
+)
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

@@ -12,10 +12,10 @@ Selection is deliberate, not "whatever loads":
      that op in (float32 everywhere; the integer types where the engine has integer kernels);
   3. the model's opset is one the engine accepts (7 to oxiquant.MAX_OPSET; each op only where
      its definition is the one the engine follows, checked in test_opsets.py);
-  4. cases of deliberately unsupported variants (EXPECTED_REFUSED: Pad wrap,
-     3-D pooling, training mode, ...) must raise
-     UnsupportedOpError when loaded (or, for a training flag fed at run time, when run): they
-     are asserted, not skipped (this check comes before the dtype filter of 2.).
+  4. cases of deliberately unsupported variants (EXPECTED_REFUSED, none at present) must raise
+     UnsupportedOpError when loaded (or, for a training flag fed at run time, when run:
+     EXPECTED_REFUSED_AT_RUN): they are asserted, not skipped (this check comes before the
+     dtype filter of 2.).
 Everything else must load and match the expected outputs."""
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ FAMILY = re.compile(FAMILY.pattern + r"|^test_attention(_|$)")
 FAMILY = re.compile(
     FAMILY.pattern + r"|^test_(nllloss|sce|cumprod|l1normalization|l2normalization|lpnormalization|center_crop_pad"
     r"|unique|eyelike|shrink|reversesequence|compress|det|hannwindow|hammingwindow|blackmanwindow)(_|$)"
+)
+# Sampling and geometry (issue 22).
+FAMILY = re.compile(
+    FAMILY.pattern + r"|^test_(gridsample|affine_grid|col2im|deform_conv|basic_deform_conv|rotary_embedding|maxunpool"
+    r"|swish|mvn)(_|$)"
 )
 # This onnx version's Not cases are opset 1 (below the engine's 7) and its Einsum cases float64:
 # both ops are compared against onnxruntime in test_ops_onnxruntime.py.
@@ -198,13 +203,15 @@ OP_DTYPES.update(
         "MaxPool": {F32, I64},  # the Indices output
     }
 )
+# Its expected outputs are literals rounded to 4 decimals.
+RUNNER_TOLERANCE["test_gridsample_bicubic"] = (1e-3, 1e-7)
+# Sampling and geometry: int64 sizes, positions and indices.
+OP_DTYPES.update({op: {F32, I64} for op in ("AffineGrid", "Col2Im", "RotaryEmbedding", "MaxUnpool")})
 
 MIN_OPSET, MAX_OPSET = 7, oxiquant.MAX_OPSET
 
 # Variants oxiquant deliberately does not run: each must be refused with UnsupportedOpError.
 EXPECTED_REFUSED = [
-    (r"^test_wrap_pad", "Pad: wrap mode"),
-    (r"^test_lppool_3d", "LpPool: 3-D"),
 ]
 # Cases whose expected outputs (onnx's reference code) differ from onnxruntime's, which the engine
 # follows: compared with onnxruntime's outputs instead.

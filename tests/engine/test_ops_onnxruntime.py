@@ -1081,9 +1081,8 @@ def _unsupported_cases() -> list[OpCase]:
             13,
         ),
         make_case("resize_unknown_nearest_mode", "Resize", [x, None, s], {"nearest_mode": "nearest_even"}, 13),
-        make_case("pad_wrap", "Pad", [x, i64(0, 0, 1, 1, 0, 0, 1, 1)], {"mode": "wrap"}, 19),
+        make_case("pad_wrap_opset18", "Pad", [x, i64(0, 0, 1, 1, 0, 0, 1, 1)], {"mode": "wrap"}, 18),
         make_case("maxpool_4d", "MaxPool", [randn(r, 1, 1, 3, 3, 3, 3)], {"kernel_shape": [2, 2, 2, 2]}, 12),
-        make_case("lppool_3d", "LpPool", [randn(r, 1, 1, 4, 4, 4)], {"kernel_shape": [2, 2, 2]}, 18),
         make_case(
             "conv_3d",
             "Conv",
@@ -2713,3 +2712,229 @@ def test_dropout_mask_before_opset_12_is_refused() -> None:
     case = make_case("dropout_mask_opset10", "Dropout", [x], {}, 10, out_types=[F, TensorProto.BOOL], n_outputs=2)
     with pytest.raises(oxiquant.UnsupportedOpError, match="Dropout"):
         oxiquant.load(case.model)
+
+
+# -- Sampling and geometry: GridSample, AffineGrid, Col2Im, DeformConv, RotaryEmbedding,
+# MaxUnpool, Swish, MeanVarianceNormalization, Pad wrap ------------------------------------------
+def _grid(r: np.random.Generator, *shape: int, reach: float = 1.3) -> np.ndarray:
+    """Normalized sampling points, some outside [-1, 1] (where the padding modes differ)."""
+    return r.uniform(-reach, reach, size=shape).astype(np.float32)
+
+
+def geo_cases() -> list[OpCase]:
+    r = rng(2201)
+    cases = []
+    x4, g4 = randn(r, 2, 3, 5, 6), _grid(r, 2, 4, 7, 2)
+    for mode in ("linear", "nearest", "cubic"):
+        for pad in ("zeros", "border", "reflection"):
+            for align in (0, 1):
+                attrs = {"mode": mode, "padding_mode": pad, "align_corners": align}
+                cases.append(make_case(f"gridsample_{mode}_{pad}_a{align}", "GridSample", [x4, g4], attrs, 20))
+    for mode in ("bilinear", "bicubic", "nearest"):
+        attrs = {"mode": mode, "padding_mode": "reflection"}
+        cases.append(make_case(f"gridsample16_{mode}", "GridSample", [x4, g4], attrs, 16))
+    x5, g5 = randn(r, 1, 2, 3, 4, 5), _grid(r, 1, 2, 3, 4, 3)
+    for mode in ("linear", "nearest"):
+        for pad in ("zeros", "border", "reflection"):
+            attrs = {"mode": mode, "padding_mode": pad, "align_corners": int(pad == "border")}
+            cases.append(make_case(f"gridsample_3d_{mode}_{pad}", "GridSample", [x5, g5], attrs, 20))
+    # The grid a constant (an affine warp of an image).
+    cases.append(make_case("gridsample_const_grid", "GridSample", [x4, Init(g4)], {"mode": "linear"}, 22))
+    for align in (0, 1):
+        cases.append(
+            make_case(
+                f"affinegrid_2d_a{align}",
+                "AffineGrid",
+                [randn(r, 2, 2, 3), i64(2, 3, 4, 5)],
+                {"align_corners": align},
+                20,
+            )
+        )
+        cases.append(
+            make_case(
+                f"affinegrid_3d_a{align}",
+                "AffineGrid",
+                [randn(r, 2, 3, 4), i64(2, 1, 3, 4, 5)],
+                {"align_corners": align},
+                20,
+            )
+        )
+    for cid, image, block, attrs in [
+        ("col2im_plain", (5, 5), (2, 2), {}),
+        ("col2im_strided_padded", (6, 7), (3, 2), {"strides": [2, 1], "pads": [1, 0, 2, 1]}),
+        ("col2im_dilated", (7, 6), (2, 3), {"dilations": [2, 1], "strides": [1, 2]}),
+        ("col2im_1d", (9,), (3,), {"strides": [2]}),
+        ("col2im_3d", (3, 4, 3), (2, 2, 1), {}),
+    ]:
+        st, dil = attrs.get("strides", [1] * len(image)), attrs.get("dilations", [1] * len(image))
+        pads = attrs.get("pads", [0] * 2 * len(image))
+        n_blocks = int(
+            np.prod(
+                [
+                    (image[d] + pads[d] + pads[d + len(image)] - dil[d] * (block[d] - 1) - 1) // st[d] + 1
+                    for d in range(len(image))
+                ]
+            )
+        )
+        x = randn(r, 2, 3 * int(np.prod(block)), n_blocks)
+        cases.append(make_case(cid, "Col2Im", [x, i64(*image), i64(*block)], attrs, 18))
+    for cid, attrs, offset_scale, extras in [
+        ("deformconv_plain", {}, 1.5, False),
+        ("deformconv_mask_bias", {}, 2.5, True),
+        ("deformconv_groups", {"group": 2, "offset_group": 2}, 1.0, True),
+        ("deformconv_strided", {"strides": [2, 1], "pads": [1, 1, 1, 0], "dilations": [1, 2]}, 2.0, False),
+    ]:
+        g, og = attrs.get("group", 1), attrs.get("offset_group", 1)
+        st, dil = attrs.get("strides", [1, 1]), attrs.get("dilations", [1, 1])
+        pads = attrs.get("pads", [0, 0, 0, 0])
+        x, w = randn(r, 2, 4, 6, 5), randn(r, 4, 4 // g, 3, 2)
+        oh = (6 + pads[0] + pads[2] - dil[0] * 2 - 1) // st[0] + 1
+        ow = (5 + pads[1] + pads[3] - dil[1] * 1 - 1) // st[1] + 1
+        off = randn(r, 2, og * 2 * 6, oh, ow, scale=offset_scale)
+        inputs = [x, Init(w), off]
+        if extras:
+            inputs += [Init(randn(r, 4)), r.uniform(0, 1, size=(2, og * 6, oh, ow)).astype(np.float32)]
+        cases.append(make_case(cid, "DeformConv", inputs, attrs, 19))
+    # RotaryEmbedding: caches of angles as a model computes them.
+    b, heads, seq, head = 2, 3, 5, 8
+
+    def caches(rows: int, half: int) -> tuple[np.ndarray, np.ndarray]:
+        ang = r.uniform(0, 6.3, size=(rows, half)).astype(np.float32)
+        return np.cos(ang), np.sin(ang)
+
+    pos = r.integers(0, 12, size=(b, seq)).astype(np.int64)
+    for interleaved in (0, 1):
+        for rot in (0, 4):
+            half = (rot or head) // 2
+            attrs = {"interleaved": interleaved, "rotary_embedding_dim": rot}
+            cos, sin = caches(12, half)
+            cid = f"rotary_4d_pos_i{interleaved}_r{rot}"
+            cases.append(make_case(cid, "RotaryEmbedding", [randn(r, b, heads, seq, head), cos, sin, pos], attrs, 23))
+            cos3, sin3 = (c.reshape(b, seq, half) for c in caches(b * seq, half))
+            attrs3 = {**attrs, "num_heads": heads}
+            cid = f"rotary_3d_nopos_i{interleaved}_r{rot}"
+            cases.append(make_case(cid, "RotaryEmbedding", [randn(r, b, seq, heads * head), cos3, sin3], attrs3, 23))
+    cos, sin = caches(12, head // 2)
+    # Caches of head_size / 2 columns with a partial rotary_embedding_dim (the specification
+    # allows both widths): the op reads the first dim / 2, as onnxruntime does given only those.
+    narrow = make_case(
+        "rotary_narrow",
+        "RotaryEmbedding",
+        [randn(r, b, heads, seq, head), cos[:, :2], sin[:, :2], pos],
+        {"rotary_embedding_dim": 4},
+        23,
+    )
+
+    def on_narrow_caches(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cut = {**feeds, "in1": feeds["in1"][:, :2].copy(), "in2": feeds["in2"][:, :2].copy()}
+        return run_reference(narrow.model, cut, "onnxruntime")
+
+    cases.append(
+        make_case(
+            "rotary_wide_caches",
+            "RotaryEmbedding",
+            [narrow.feeds["in0"], cos, sin, pos],
+            {"rotary_embedding_dim": 4},
+            23,
+            reference=on_narrow_caches,
+        )
+    )
+    cases.append(
+        make_case(
+            "rotary_const_caches", "RotaryEmbedding", [randn(r, b, heads, seq, head), Init(cos), Init(sin), pos], {}, 23
+        )
+    )
+    # MaxUnpool of what MaxPool kept: distinct flat indices into the whole output.
+    xu = randn(r, 2, 3, 3, 4)
+    out_len = 2 * 3 * 6 * 8
+    idx = np.sort(r.choice(out_len, size=xu.size, replace=False)).reshape(xu.shape).astype(np.int64)
+    cases.append(
+        make_case("maxunpool_default_shape", "MaxUnpool", [xu, idx], {"kernel_shape": [2, 2], "strides": [2, 2]}, 11)
+    )
+    # A larger output_shape: the indices still address the default [2, 3, 6, 8] output, held in
+    # its corner (onnx's reference and its node case; onnxruntime scatters into output_shape's
+    # own layout instead, so onnx's reference is the one compared here).
+    idx2 = r.choice(out_len, size=xu.size, replace=False).reshape(xu.shape).astype(np.int64)
+    cases.append(
+        make_case(
+            "maxunpool_output_shape",
+            "MaxUnpool",
+            [xu, idx2, i64(2, 3, 7, 9)],
+            {"kernel_shape": [2, 2], "strides": [2, 2]},
+            11,
+            reference="onnx",
+        )
+    )
+    for alpha in (1.0, 0.35):
+        cases.append(make_case(f"swish_{alpha}", "Swish", [randn(r, 3, 4, 5, scale=3.0)], {"alpha": alpha}, 24))
+    xm = randn(r, 2, 3, 4, 5, scale=2.0) + 1.0
+    # (the default axes, [0, 2, 3], are the node case test_mvn: onnx shape inference fails on them here)
+    cases.append(make_case("mvn_nchw", "MeanVarianceNormalization", [xm], {"axes": [0, 2, 3]}, 13))
+    cases.append(make_case("mvn_axes", "MeanVarianceNormalization", [xm], {"axes": [1, -1]}, 13))
+    cases.append(make_case("mvn_opset9", "MeanVarianceNormalization", [xm], {"axes": [2, 3]}, 9))
+    xp = randn(r, 2, 3, 4)
+    cases.append(make_case("pad_wrap", "Pad", [xp, i64(0, 2, 3, 0, 5, 1)], {"mode": "wrap"}, 19))
+    x3 = randn(r, 1, 2, 4, 5, 6)
+    cases.append(make_case("lppool_3d", "LpPool", [x3], {"kernel_shape": [2, 2, 2]}, 18))
+    attrs = {"kernel_shape": [2, 3, 2], "strides": [2, 1, 2], "pads": [1, 0, 1, 0, 1, 1], "p": 3}
+    cases.append(make_case("lppool_3d_strided_padded", "LpPool", [x3], attrs, 18))
+    ip = r.integers(-50, 50, size=(3, 4)).astype(np.int32)
+    cases.append(make_case("pad_wrap_int32", "Pad", [ip, i64(1, 6, 2, 0)], {"mode": "wrap"}, 21))
+    return cases
+
+
+GEO_CASES = geo_cases()
+_TOP_CASES.extend(GEO_CASES)
+_TOP_IDS.extend(c.id for c in GEO_CASES)
+assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
+ALL_CASES = [*ALL_CASES, *GEO_CASES]
+
+
+def _cnn_with_geo_middle(kind: str) -> onnx.ModelProto:
+    """small_cnn with `kind` after its first Relu (r1 [N, 4, 8, 8]): GridSample sampling r1 at a
+    grid computed from r1 itself (an activation), Swish, or MeanVarianceNormalization."""
+    import ptq_graphs
+
+    proto = ptq_graphs.small_cnn(middle="Sigmoid")
+    nodes = list(proto.graph.node)
+    i = next(k for k, n in enumerate(nodes) if n.name == "middle")
+    inits = []
+    if kind == "GridSample":
+        inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in (("s0", [0]), ("s1", [2]), ("ax", [1]))]
+        new = [
+            helper.make_node("Slice", ["r1", "s0", "s1", "ax"], ["two"], name="pick"),
+            helper.make_node("Transpose", ["two"], ["grid_raw"], perm=[0, 2, 3, 1], name="to_grid"),
+            helper.make_node("Tanh", ["grid_raw"], ["grid"], name="squash"),
+            helper.make_node("GridSample", ["r1", "grid"], ["mid"], name="middle", padding_mode="border"),
+        ]
+    elif kind == "Swish":
+        new = [helper.make_node("Swish", ["r1"], ["mid"], name="middle", alpha=0.8)]
+    else:
+        new = [helper.make_node(kind, ["r1"], ["mid"], name="middle", axes=[2, 3])]
+    nodes[i : i + 1] = new
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    proto.graph.initializer.extend(inits)
+    proto.opset_import[0].version = 24
+    return proto
+
+
+@pytest.mark.parametrize("kind", ["GridSample", "Swish", "MeanVarianceNormalization"])
+def test_geo_op_quantizes_as_a_float_island(kind: str) -> None:
+    """Sampling and normalization run in float between quantized layers (GridSample reading two
+    activations): listed as float nodes, close to onnxruntime's float model, the integer engine
+    equal to the fake-quantized run, the QDQ export equal to it in onnxruntime."""
+    import ptq_graphs
+
+    proto = _cnn_with_geo_middle(kind)
+    x = ptq_graphs.calibration_data(proto, np.random.default_rng(5), n=32)
+    ref = run_reference(proto, {"x": x}, "onnxruntime")["y"]
+    np.testing.assert_allclose(oxiquant.load(proto).run({"x": x})["y"], ref, rtol=1e-4, atol=1e-5)
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, progress=False)
+    assert ("middle", kind) in [(n, o) for n, o, _ in q.quant_info["float_nodes"]]
+    y = q.run(x)["y"]
+    noise = float(np.mean((y.astype(np.float64) - ref) ** 2))
+    assert noise == 0 or 10 * np.log10(float(np.mean(ref.astype(np.float64) ** 2)) / noise) > 25
+    np.testing.assert_array_equal(q.run(x, mode="int")["y"], q.run(x, mode="fake")["y"])
+    qdq = run_reference(q.to_onnx(), {"x": x}, "onnxruntime")["y"]
+    np.testing.assert_allclose(qdq, y, rtol=1e-5, atol=1e-6 * np.abs(y).max())

@@ -259,7 +259,7 @@ fn integer_ranges(graph: &Graph) -> HashMap<String, RangeInclusive<i64>> {
             first
         } else if let Some(p) = op.downcast_ref::<Pad>() {
             match p.mode {
-                PadMode::Reflect | PadMode::Edge => first,
+                PadMode::Reflect | PadMode::Edge | PadMode::Wrap => first,
                 // The value as an attribute (opset < 11) or absent (zero); an input is not known.
                 PadMode::Constant if n.inputs.len() < 3 && p.value == p.value.round() => {
                     first.map(|r| union(&r, &(p.value as i64..=p.value as i64)))

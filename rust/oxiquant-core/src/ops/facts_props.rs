@@ -445,7 +445,7 @@ fn pool() -> BoxedStrategy<Case> {
 /// 3-D MaxPool and AveragePool (float32 only).
 fn pool_3d() -> BoxedStrategy<Case> {
     (
-        prop::sample::select(vec!["MaxPool", "AveragePool"]),
+        prop::sample::select(vec!["MaxPool", "AveragePool", "LpPool"]),
         window(3),
         (0usize..3, 1usize..3),
         any::<(bool, bool, u64)>(),
@@ -1870,8 +1870,198 @@ fn misc_ops() -> BoxedStrategy<Case> {
         .boxed()
 }
 
+// ---- sampling and geometry (GridSample, AffineGrid, Col2Im, DeformConv, RotaryEmbedding,
+// MaxUnpool, Swish, MeanVarianceNormalization, Pad wrap) ----
+
+fn geometry() -> BoxedStrategy<Case> {
+    (
+        prop::sample::select(vec![
+            "GridSample",
+            "AffineGrid",
+            "Col2Im",
+            "DeformConv",
+            "RotaryEmbedding",
+            "MaxUnpool",
+            "Swish",
+            "MeanVarianceNormalization",
+            "Pad",
+        ]),
+        prop::collection::vec(1usize..4, 6),
+        any::<(bool, bool, u64)>(),
+        0usize..3,
+        any_dtype(),
+    )
+        .prop_map(|(op, d, (flag, flag2, seed), k, dt)| {
+            let pick = |v: &[&'static str]| v[k % v.len()];
+            match op {
+                "GridSample" => {
+                    let three = flag2 && k == 0;
+                    let (opset, mode) = if flag {
+                        (16, pick(&["bilinear", "nearest", "bicubic"]))
+                    } else {
+                        (22, pick(&["linear", "nearest", "cubic"]))
+                    };
+                    let (opset, mode) = if three {
+                        (22, pick(&["linear", "nearest"]))
+                    } else {
+                        (opset, mode)
+                    };
+                    let mut xs = vec![d[0], d[1], d[2], d[3]];
+                    let mut gs = vec![d[0], d[4], d[5], 2];
+                    if three {
+                        xs.push(2);
+                        gs = vec![d[0], d[4], d[5], 2, 3];
+                    }
+                    let attrs = vec![
+                        ("mode", AttrValue::String(mode.into())),
+                        (
+                            "padding_mode",
+                            AttrValue::String(pick(&["zeros", "border", "reflection"]).into()),
+                        ),
+                        ("align_corners", AttrValue::Int(flag2 as i64)),
+                    ];
+                    Case::new(op, opset, attrs, vec![f32s(&xs, seed), f32s(&gs, seed ^ 1)]).data(&[1])
+                }
+                "AffineGrid" => {
+                    let (theta, size) = if flag {
+                        (vec![d[0], 2, 3], vec![d[0], d[1], d[2], d[3]])
+                    } else {
+                        (vec![d[0], 3, 4], vec![d[0], d[1], d[2], d[3], d[4]])
+                    };
+                    let size = size.iter().map(|&v| v as i64).collect();
+                    let attrs = vec![("align_corners", AttrValue::Int(flag2 as i64))];
+                    Case::new(op, 20, attrs, vec![f32s(&theta, seed), i64s(size)])
+                }
+                "Col2Im" => {
+                    let (image, block) = ([d[2] + 2, d[3] + 2], [d[4].min(2), d[5].min(2)]);
+                    let (st, dil, pads) = ([1 + k % 2, 1], [1, 1 + flag as usize], [k, 0, 0, flag2 as usize]);
+                    let blocks: Vec<usize> = (0..2)
+                        .map(|i| (image[i] + pads[i] + pads[i + 2] - dil[i] * (block[i] - 1) - 1) / st[i] + 1)
+                        .collect();
+                    let xs = [d[0], d[1] * block[0] * block[1], blocks[0] * blocks[1]];
+                    let as_i64 = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
+                    let attrs = vec![
+                        ("strides", ints(&as_i64(&st))),
+                        ("dilations", ints(&as_i64(&dil))),
+                        ("pads", ints(&as_i64(&pads))),
+                    ];
+                    Case::new(
+                        op,
+                        18,
+                        attrs,
+                        vec![f32s(&xs, seed), i64s(as_i64(&image)), i64s(as_i64(&block))],
+                    )
+                }
+                "DeformConv" => {
+                    let (g, og) = (1 + flag as usize, 1 + flag2 as usize);
+                    let c = 2 * d[0];
+                    let (kh, kw) = (d[1].min(2), d[2].min(2));
+                    let (h, w) = (d[3] + 1, d[4] + 1);
+                    let (oh, ow) = (h - kh + 1 + k, w - kw + 1);
+                    let mut attrs = vec![
+                        ("group", AttrValue::Int(g as i64)),
+                        ("offset_group", AttrValue::Int(og as i64)),
+                    ];
+                    attrs.push(("pads", ints(&[k as i64, 0, 0, 0])));
+                    let mut inputs = vec![
+                        f32s(&[d[5], c, h, w], seed),
+                        f32s(&[2 * g, c / g, kh, kw], seed ^ 1),
+                        f32s(&[d[5], og * 2 * kh * kw, oh, ow], seed ^ 2),
+                    ];
+                    if flag {
+                        inputs.push(f32s(&[2 * g], seed ^ 3));
+                        inputs.push(f32s(&[d[5], og * kh * kw, oh, ow], seed ^ 4));
+                    }
+                    Case::new(op, 19, attrs, inputs).data(&[2])
+                }
+                "RotaryEmbedding" => {
+                    let (b, heads, seq, head) = (d[0], d[1], d[2], 2 * d[3]);
+                    let rot = if flag2 { 2 } else { 0 };
+                    let half = if rot == 0 { head / 2 } else { 1 };
+                    let mut attrs = vec![("interleaved", AttrValue::Int((k == 1) as i64))];
+                    if rot != 0 {
+                        attrs.push(("rotary_embedding_dim", AttrValue::Int(rot)));
+                    }
+                    let xs = if k == 2 {
+                        attrs.push(("num_heads", AttrValue::Int(heads as i64)));
+                        vec![b, seq, heads * head]
+                    } else {
+                        vec![b, heads, seq, head]
+                    };
+                    let mut inputs = vec![f32s(&xs, seed)];
+                    if flag {
+                        let max_pos = d[4] + seq;
+                        inputs.push(f32s(&[max_pos, half], seed ^ 1));
+                        inputs.push(f32s(&[max_pos, half], seed ^ 2));
+                        let pos = (0..b * seq)
+                            .map(|i| ((i * 7 + seed as usize % 5) % max_pos) as i64)
+                            .collect();
+                        inputs.push(Some(Tensor::from_vec(vec![b, seq], pos).expect("[b, seq]")));
+                    } else {
+                        inputs.push(f32s(&[b, seq, half], seed ^ 1));
+                        inputs.push(f32s(&[b, seq, half], seed ^ 2));
+                    }
+                    let data: &[usize] = if flag { &[1, 2, 3] } else { &[1, 2] };
+                    Case::new(op, 23, attrs, inputs).data(data)
+                }
+                "MaxUnpool" => {
+                    let (kk, st) = (1 + k % 2, 1 + flag as usize);
+                    let xs = [d[0], d[1], d[2], d[3]];
+                    let out = [d[0], d[1], (d[2] - 1) * st + kk, (d[3] - 1) * st + kk];
+                    let n: usize = xs.iter().product();
+                    let total: usize = out.iter().product();
+                    // Distinct indices: each input element to its own place.
+                    let idx: Vec<i64> = (0..n).map(|i| ((i * total) / n) as i64).collect();
+                    let mut inputs = vec![
+                        Some(filled(dt, &xs, seed)),
+                        Some(Tensor::from_vec(xs.to_vec(), idx).expect("X's shape")),
+                    ];
+                    if flag2 {
+                        // An output_shape one row larger than the default.
+                        inputs.push(i64s(vec![
+                            out[0] as i64,
+                            out[1] as i64,
+                            out[2] as i64 + 1,
+                            out[3] as i64,
+                        ]));
+                    }
+                    let attrs = vec![
+                        ("kernel_shape", ints(&[kk as i64; 2])),
+                        ("strides", ints(&[st as i64; 2])),
+                    ];
+                    Case::new(op, 11, attrs, inputs).data(&[1])
+                }
+                "Swish" => Case::new(
+                    op,
+                    24,
+                    vec![("alpha", AttrValue::Float(0.5 + k as f32))],
+                    vec![f32s(&d[..1 + k], seed)],
+                ),
+                "MeanVarianceNormalization" => {
+                    let attrs = if flag { vec![("axes", ints(&[-1, 1]))] } else { vec![] };
+                    Case::new(op, 13, attrs, vec![f32s(&d[..4], seed)])
+                }
+                _ => {
+                    let r = 1 + k;
+                    let mut pads: Vec<i64> = d[..2 * r].iter().map(|&v| v as i64 - 1).collect();
+                    if flag {
+                        pads[0] = -1;
+                    }
+                    Case::new(
+                        op,
+                        19,
+                        vec![("mode", AttrValue::String("wrap".into()))],
+                        vec![Some(filled(dt, &d[3..3 + r], seed)), i64s(pads)],
+                    )
+                }
+            }
+        })
+        .boxed()
+}
+
 fn any_case() -> BoxedStrategy<Case> {
     prop_oneof![
+        geometry(),
         loss_norm_extras(),
         losses(),
         unary(),

@@ -21,6 +21,8 @@ pub mod qlinear;
 pub mod reduce;
 pub mod registry;
 pub mod scaling;
+// sampling and geometry (issue 22)
+pub mod geometry;
 
 use crate::error::{Error, Result};
 use crate::onnx::attrs::{AttrReader, AttrValue};

@@ -4,8 +4,8 @@
 use super::logic::{Bitwise, BitwiseNot, Compare, IsInf, IsNaN, Logical, Not, Where};
 use super::math::{BinaryOp, Clip, Einsum, Mod, PRelu, Pow, Softplus, Sum, Trilu, Unary, Variadic};
 use super::math::{Det, EyeLike, Shrink, Window};
-use super::movement::BitCast;
 use super::math::{MelWeightMatrix, TfIdfVectorizer};
+use super::movement::BitCast;
 use super::movement::TensorScatter;
 use super::movement::{
     Cast, Concat, Constant, ConstantOfShape, Dropout, Flatten, Gather, Identity, Pad, Reshape, Resize, Shape, Slice,
@@ -26,6 +26,10 @@ use super::nn::{Loss, LpNorm};
 use super::qlinear::{QOp, MS_DOMAIN};
 use super::reduce::{ArgReduce, CumSum, Reduce, TopK};
 use super::{FromOnnx, Op, ParseCtx};
+// sampling and geometry (issue 22)
+use super::geometry::{
+    AffineGrid, Col2Im, DeformConv, GridSample, MaxUnpool, MeanVarianceNorm, RotaryEmbedding, Swish,
+};
 use crate::error::Result;
 use crate::onnx::attrs::AttrReader;
 
@@ -281,6 +285,16 @@ pub static REGISTRY: &[OpEntry] = &[
     ms("QLinearSigmoid", of::<QOp>),
     // element types
     since(26, onnx("BitCast", of::<BitCast>)),
+    // sampling and geometry (GridSample-16 spells its modes bilinear/bicubic and is 4-D only;
+    // the op reads the opset)
+    since(16, onnx("GridSample", of::<GridSample>)),
+    since(20, onnx("AffineGrid", of::<AffineGrid>)),
+    since(18, onnx("Col2Im", of::<Col2Im>)),
+    since(19, onnx("DeformConv", of::<DeformConv>)),
+    since(23, onnx("RotaryEmbedding", of::<RotaryEmbedding>)),
+    since(9, onnx("MaxUnpool", of::<MaxUnpool>)),
+    since(24, onnx("Swish", of::<Swish>)),
+    since(9, onnx("MeanVarianceNormalization", of::<MeanVarianceNorm>)),
 ];
 
 /// Maps an ONNX node to its op, reading every attribute; an attribute the op does not read

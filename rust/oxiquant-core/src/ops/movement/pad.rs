@@ -1,4 +1,4 @@
-//! Pad: constant, reflect or edge; pads and value as attributes (opset < 11) or inputs.
+//! Pad: constant, reflect, edge or wrap (opset 19); pads and value as attributes (opset < 11) or inputs.
 
 use super::{ints_input, take_tables};
 use crate::error::{Error, Result};
@@ -12,6 +12,8 @@ pub enum PadMode {
     Constant,
     Reflect,
     Edge,
+    /// Opset 19: the (cropped) axis repeats cyclically.
+    Wrap,
 }
 
 /// Pad with pads/value from attributes (opset < 11) or from inputs.
@@ -28,6 +30,7 @@ impl PadMode {
             PadMode::Constant => "constant",
             PadMode::Reflect => "reflect",
             PadMode::Edge => "edge",
+            PadMode::Wrap => "wrap",
         }
     }
 }
@@ -112,18 +115,29 @@ impl Pad {
                     "Pad mode reflect: pads {pads:?} must be smaller than axis {d} of size {dim}"
                 )));
             }
+            // Wrap repeats the axis as cropped by negative pads.
+            let lo = (-pads[d]).max(0);
+            let kept = dim - lo - (-pads[d + r]).max(0);
+            if self.mode == PadMode::Wrap && kept <= 0 && out > 0 {
+                return Err(Error::shape(format!(
+                    "Pad mode wrap: pads {pads:?} leave nothing of axis {d} to repeat"
+                )));
+            }
             shape.push(out as usize);
             tables.push(
                 (0..out)
                     .map(|o| {
                         let i = o - pads[d];
-                        let src = if (0..dim).contains(&i) {
+                        let src = if self.mode == PadMode::Wrap {
+                            Some(lo + (o - pads[d].max(0)).rem_euclid(kept.max(1)))
+                        } else if (0..dim).contains(&i) {
                             Some(i)
                         } else {
                             match self.mode {
                                 PadMode::Constant => None,
                                 PadMode::Edge => Some(i.clamp(0, dim - 1)),
                                 PadMode::Reflect => Some(if i < 0 { -i } else { 2 * (dim - 1) - i }),
+                                PadMode::Wrap => None,
                             }
                         };
                         src.map(|s| s as usize * st[d])
@@ -242,6 +256,7 @@ impl FromOnnx for Pad {
             "constant" => PadMode::Constant,
             "reflect" => PadMode::Reflect,
             "edge" => PadMode::Edge,
+            "wrap" if cx.opset >= 19 => PadMode::Wrap,
             other => return Err(a.unsupported(format!("mode '{other}'"))),
         };
         let pads = if cx.opset < 11 {

@@ -1,6 +1,7 @@
-//! LpPool and GlobalLpPool: the p-norm of each window, `(sum |x|^p)^(1/p)` (padding adds
-//! nothing).
+//! LpPool (1-D to 3-D) and GlobalLpPool: the p-norm of each window, `(sum |x|^p)^(1/p)`
+//! (padding adds nothing).
 
+use super::conv::spatial;
 use super::global_facts;
 use super::pool::Pool;
 use crate::error::{Error, Result};
@@ -43,6 +44,9 @@ impl LpPool {
             shape.extend(std::iter::repeat_n(1, xs.len() - 2));
             return Ok(vec![Tensor::from_vec(shape, y)?]);
         };
+        if pool.kernel_shape.len() == 3 {
+            return Ok(vec![lp_pool_nd(pool, x, self.p)?]);
+        }
         let plan = pool.plan(xs)?;
         let (h, w, win) = (plan.h, plan.w, plan.win);
         let [oh, ow] = plan.out;
@@ -64,6 +68,52 @@ impl LpPool {
     }
 }
 
+/// LpPool over any number of spatial axes (3-D), one output at a time; taps in the padding
+/// add nothing.
+fn lp_pool_nd(pool: &Pool, x: &Tensor, p: i64) -> Result<Tensor> {
+    let xs = x.shape();
+    let shape = pool
+        .facts("LpPool", &ValueFact::of_tensor(x))?
+        .concrete_shape()
+        .ok_or_else(|| Error::shape(format!("LpPool: no output shape for input {xs:?}")))?;
+    let r = pool.kernel_shape.len();
+    let strides = spatial(&pool.strides, r, "strides")?;
+    let dilations = spatial(&pool.dilations, r, "dilations")?;
+    let pads = pool
+        .padding
+        .resolve(&xs[2..], &pool.kernel_shape, &strides, &dilations)?;
+    crate::tensor::check_alloc(&shape, 4)?;
+    let xv = x.as_slice::<f32>()?;
+    let (inp, out) = (&xs[2..], &shape[2..]);
+    let (in_st, out_st, k_st) = (strides_of(inp), strides_of(out), strides_of(&pool.kernel_shape));
+    let plane: usize = inp.iter().product();
+    let out_plane: usize = out.iter().product();
+    let taps: usize = pool.kernel_shape.iter().product();
+    let mut y = Vec::with_capacity(xs[0] * xs[1] * out_plane);
+    for img in xv.chunks(plane.max(1)).take(xs[0] * xs[1]) {
+        for o in 0..out_plane {
+            let vals = (0..taps).filter_map(|t| {
+                let mut at = 0;
+                for d in 0..r {
+                    let (od, kd) = ((o / out_st[d]) % out[d], (t / k_st[d]) % pool.kernel_shape[d]);
+                    let i = (od * strides[d] + kd * dilations[d]).checked_sub(pads[d])?;
+                    if i >= inp[d] {
+                        return None;
+                    }
+                    at += i * in_st[d];
+                }
+                Some(img[at])
+            });
+            y.push(lp_norm(vals, p));
+        }
+    }
+    Tensor::from_vec(shape, y)
+}
+
+fn strides_of(shape: &[usize]) -> Vec<usize> {
+    crate::tensor::strides(shape)
+}
+
 impl FromOnnx for LpPool {
     fn from_onnx(cx: &ParseCtx) -> Result<Self> {
         let a = cx.attrs;
@@ -73,12 +123,6 @@ impl FromOnnx for LpPool {
         }
         let window = if cx.op_type == "LpPool" {
             let pool = Pool::parse(a, false)?;
-            if pool.kernel_shape.len() > 2 {
-                return Err(a.unsupported(format!(
-                    "{}-D pooling (only 1-D and 2-D are supported)",
-                    pool.kernel_shape.len()
-                )));
-            }
             Some(pool)
         } else {
             None

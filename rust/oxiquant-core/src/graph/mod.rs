@@ -239,13 +239,18 @@ impl Graph {
         let src_is_exposed = self.inputs.iter().any(|i| i.name == src)
             || self.initializers.contains_key(&src)
             || self.is_graph_output(&src);
-        let src_other_uses = self.consumers(&src).len() > 1;
         self.nodes.remove(idx);
-        if self.is_graph_output(&dst) && !src_is_exposed && !src_other_uses {
-            // Keep the output name: the producer of `src` writes `dst` directly.
+        if self.is_graph_output(&dst) && !src_is_exposed {
+            // Keep the output name: the producer of `src` writes `dst` directly, and the
+            // value's other readers (a transformer's last hidden state, also pooled) read it.
             if let Some(p) = self.producer(&src) {
                 for o in self.nodes[p].outputs.iter_mut().filter(|o| **o == src) {
                     *o = dst.clone();
+                }
+                for n in &mut self.nodes {
+                    for i in n.inputs.iter_mut().filter(|i| **i == src) {
+                        *i = dst.clone();
+                    }
                 }
                 return Ok(());
             }

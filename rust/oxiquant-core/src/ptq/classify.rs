@@ -1,9 +1,9 @@
 //! Node classes: how scales flow through each op (the table of docs/algorithm.md).
 
 use crate::graph::{Graph, Node};
-use crate::ops::{DataInputs, Gather, NodeFacts, Op};
+use crate::ops::{DataInputs, Gather, MatMul, NodeFacts, Op};
 use crate::tensor::DType;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub use crate::ops::Class;
 
@@ -70,4 +70,74 @@ pub fn classify(graph: &Graph, n: &Node, acts: &HashSet<String>) -> Class {
         return Class::Passive;
     }
     n.op.ptq_class(&facts(graph, n, acts))
+}
+
+/// Why a merge joins the float islands (`float_merges`).
+pub const FLOAT_MERGE: &str = "a merge read only by float ops (or an output merging float values)";
+
+/// Merges (Add, Sub, Sum, Concat of activations) that join the float islands: what they
+/// compute is read only by float islands (or by other such merges), or it is a graph output
+/// and every value they merge comes from a float island read only by float ops. Nothing
+/// integer reads them, so requantizing their output, and the island outputs they merge,
+/// would only add rounding: e.g. a detector's box coordinates in pixels concatenated with
+/// its class probabilities in [0, 1] into its output (one shared 8-bit scale rounds every
+/// probability to 0), or `x - mean(x)` of a LayerNorm written out as ReduceMean, Sub, Pow,
+/// Sqrt, Div. A MatMul of two activations is not a float reader (`integer_matmul`
+/// multiplies its quantized operands). The set is the largest one closed under these
+/// conditions, so that merges feeding merges join together.
+pub fn float_merges(graph: &Graph, classes: &mut HashMap<String, Class>) {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for o in &n.outputs {
+            producer.insert(o.as_str(), i);
+        }
+        for v in n.inputs.iter().filter(|v| !v.is_empty()) {
+            readers.entry(v.as_str()).or_default().push(i);
+        }
+    }
+    let island = |i: usize| matches!(classes.get(&graph.nodes[i].name), Some(Class::FloatIsland(_)));
+    let float_reader = |i: usize| island(i) && !graph.nodes[i].op.is::<MatMul>();
+    let mut candidates: HashSet<usize> = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(classes.get(&n.name), Some(Class::Merging)))
+        .map(|(i, _)| i)
+        .collect();
+    loop {
+        let read_by_floats = |v: &str, cand: &HashSet<usize>| {
+            readers
+                .get(v)
+                .is_none_or(|rs| rs.iter().all(|&r| cand.contains(&r) || float_reader(r)))
+        };
+        let dropped: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&m| {
+                let n = &graph.nodes[m];
+                let outputs_ok = n.outputs.iter().all(|o| read_by_floats(o, &candidates));
+                let is_output = n
+                    .outputs
+                    .iter()
+                    .any(|o| graph.is_graph_output(o) || !readers.contains_key(o.as_str()));
+                let inputs_float = || {
+                    data_inputs(n.op.as_ref(), n).iter().all(|v| {
+                        producer.get(v).is_some_and(|&p| candidates.contains(&p) || island(p))
+                            && read_by_floats(v, &candidates)
+                    })
+                };
+                !(outputs_ok && (!is_output || inputs_float()))
+            })
+            .collect();
+        if dropped.is_empty() {
+            break;
+        }
+        for m in dropped {
+            candidates.remove(&m);
+        }
+    }
+    for m in candidates {
+        classes.insert(graph.nodes[m].name.clone(), Class::FloatIsland(FLOAT_MERGE.into()));
+    }
 }

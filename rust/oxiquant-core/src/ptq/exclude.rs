@@ -3,7 +3,8 @@
 //! after it, calibrated like any island): the integer engine runs the float op and the
 //! exports keep it a float node between DequantizeLinear and QuantizeLinear.
 
-use super::classify::{activations, classify, Class};
+use super::classify::Class;
+use super::insert_scaling::node_classes;
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -14,7 +15,8 @@ pub const REASON: &str = "excluded from quantization by the user (exclude)";
 /// Marks `names` as kept in float. Every name must be a node that reads an activation.
 pub fn exclude(graph: &Graph, state: &mut PtqState, names: &[String]) -> Result<()> {
     state.expect("exclude_layers", Stage::Prepared, &[])?;
-    let acts = activations(graph);
+    // The classes the pipeline will use, float merges included.
+    let classes = node_classes(graph, &state.excluded);
     for name in names {
         let Some(idx) = graph.node_index(name) else {
             return Err(Error::InvalidArgument(format!(
@@ -22,14 +24,14 @@ pub fn exclude(graph: &Graph, state: &mut PtqState, names: &[String]) -> Result<
             )));
         };
         let n = &graph.nodes[idx];
-        match classify(graph, n, &acts) {
-            Class::Passive | Class::Scaling => {
+        match classes.get(name) {
+            None | Some(Class::Passive | Class::Scaling) => {
                 return Err(Error::InvalidArgument(format!(
                     "exclude: node '{name}' ({}) reads no activation: there is nothing to keep in float",
                     n.op.op_type()
                 )))
             }
-            Class::FloatIsland(_) => {} // already float
+            Some(Class::FloatIsland(_)) => {} // already float
             _ => {
                 if state.excluded.insert(name.clone()) {
                     state

@@ -49,7 +49,8 @@ fn add_on_edge(
 }
 
 /// The Scaling node that a merge input edge `(merge, slot)` may rebalance on its own: walking
-/// up through seamless nodes, each value read only here, to a Scaling node read only here.
+/// up through seamless nodes (with no other output in use), each value read only here, to a
+/// Scaling node read only here.
 pub fn branch_owner(graph: &Graph, merge: usize, slot: usize, classes: &HashMap<String, Class>) -> Option<usize> {
     let mut cur = graph.nodes.get(merge)?.inputs.get(slot)?.clone();
     loop {
@@ -58,9 +59,15 @@ pub fn branch_owner(graph: &Graph, merge: usize, slot: usize, classes: &HashMap<
         }
         let p = graph.producer(&cur)?;
         let node = &graph.nodes[p];
+        // A seamless node with other outputs in use (a Split) shares the Scaling node above
+        // with them: rescaling it for this merge would rescale them too.
+        let shared = node
+            .outputs
+            .iter()
+            .any(|o| *o != cur && (!graph.consumers(o).is_empty() || graph.is_graph_output(o)));
         match classes.get(&node.name) {
             _ if node.op.is::<Scaling>() => return Some(p),
-            Some(Class::Seamless) => cur = node.inputs.first()?.clone(),
+            Some(Class::Seamless) if !shared => cur = node.inputs.first()?.clone(),
             _ => return None,
         }
     }
@@ -70,7 +77,7 @@ pub fn branch_owner(graph: &Graph, merge: usize, slot: usize, classes: &HashMap<
 /// float islands.
 pub fn node_classes(graph: &Graph, excluded: &BTreeSet<String>) -> HashMap<String, Class> {
     let acts = activations(graph);
-    graph
+    let mut classes = graph
         .nodes
         .iter()
         .map(|n| {
@@ -80,7 +87,9 @@ pub fn node_classes(graph: &Graph, excluded: &BTreeSet<String>) -> HashMap<Strin
             }
             (n.name.clone(), c)
         })
-        .collect()
+        .collect();
+    super::classify::float_merges(graph, &mut classes);
+    classes
 }
 
 pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<()> {

@@ -3,7 +3,7 @@
 //! will stay in float. The float function is unchanged.
 
 use super::affine::AffineParams;
-use super::classify::{activations, classify, Class};
+use super::classify::Class;
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -41,13 +41,13 @@ fn prepare_in_place(graph: &mut Graph, state: &mut PtqState) -> Result<PrepareRe
     report.folded_batchnorms = fold_batchnorms(graph)?;
     fold_gemm_alpha_beta(graph)?;
     graph.prune();
-    let acts = activations(graph);
+    let classes = super::insert_scaling::node_classes(graph, &state.excluded);
     state.float_nodes.clear();
     for n in &graph.nodes {
-        if let Class::FloatIsland(why) = classify(graph, n, &acts) {
+        if let Some(Class::FloatIsland(why)) = classes.get(&n.name) {
             state
                 .float_nodes
-                .push((n.name.clone(), n.op.op_type().to_string(), why));
+                .push((n.name.clone(), n.op.op_type().to_string(), why.clone()));
         }
     }
     state.stage = Stage::Prepared;

@@ -358,7 +358,7 @@ fn dequantize_outputs(graph: &mut Graph, state: &mut PtqState, units: &HashMap<S
                 "output '{o}' has a per-channel scale and cannot be dequantized by one factor"
             )));
         }
-        graph.insert_after(
+        let idx = graph.insert_after(
             &o,
             &format!("{o}_dequantize"),
             Scaling {
@@ -367,6 +367,17 @@ fn dequantize_outputs(graph: &mut Graph, state: &mut PtqState, units: &HashMap<S
                 quant: None,
             },
         )?;
+        // Only the graph output reads real units: nodes that read the value as well (a
+        // detector's feature map that is an output and the next layer's input) keep reading
+        // what they were quantized against.
+        let (stored, real) = (graph.nodes[idx].inputs[0].clone(), graph.nodes[idx].outputs[0].clone());
+        for (i, n) in graph.nodes.iter_mut().enumerate() {
+            if i != idx {
+                for v in n.inputs.iter_mut().filter(|v| **v == real) {
+                    *v = stored.clone();
+                }
+            }
+        }
     }
     state.dequantized_outputs = true;
     Ok(())

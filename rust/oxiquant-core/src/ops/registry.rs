@@ -1,6 +1,7 @@
 //! The one table from ONNX node types to op types: `(domain, op_type, opsets) -> parser`.
 //! Adding an op is a file under `ops/` and a line here.
 
+use super::control::{If, Loop, Scan};
 use super::logic::{Bitwise, BitwiseNot, Compare, IsInf, IsNaN, Logical, Not, Where};
 use super::math::{BinaryOp, Clip, Einsum, Mod, PRelu, Pow, Softplus, Sum, Trilu, Unary, Variadic};
 use super::math::{Det, EyeLike, Shrink, Window};
@@ -262,6 +263,10 @@ pub static REGISTRY: &[OpEntry] = &[
     ms("QLinearGlobalAveragePool", of::<QOp>),
     ms("QLinearLeakyRelu", of::<QOp>),
     ms("QLinearSigmoid", of::<QOp>),
+    // control flow (ops/control)
+    onnx("If", of::<If>),
+    onnx("Loop", of::<Loop>),
+    since(9, onnx("Scan", of::<Scan>)),
 ];
 
 /// Maps an ONNX node to its op, reading every attribute; an attribute the op does not read

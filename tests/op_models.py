@@ -39,6 +39,8 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
     """NegativeLogLikelihoodLoss SoftmaxCrossEntropyLoss CumProd LpNormalization CenterCropPad Unique EyeLike
     Shrink ReverseSequence Compress Det HannWindow HammingWindow BlackmanWindow""".split()
 )
+# Control flow (bodies run by the engine's own executor).
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset({"If", "Loop", "Scan"})
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

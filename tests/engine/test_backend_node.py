@@ -74,6 +74,8 @@ FAMILY = re.compile(
     FAMILY.pattern + r"|^test_(nllloss|sce|cumprod|l1normalization|l2normalization|lpnormalization|center_crop_pad"
     r"|unique|eyelike|shrink|reversesequence|compress|det|hannwindow|hammingwindow|blackmanwindow)(_|$)"
 )
+# Control flow, and the expanded cases that use it (AffineGrid's use If, LinearAttention's Scan).
+FAMILY = re.compile(FAMILY.pattern + r"|^test_(if|loop\d*|scan\d*|affine_grid|linear_attention)(_|$)")
 # This onnx version's Not cases are opset 1 (below the engine's 7) and its Einsum cases float64:
 # both ops are compared against onnxruntime in test_ops_onnxruntime.py.
 WITHOUT_NODE_CASE = {"Not", "Einsum"}
@@ -156,6 +158,8 @@ OP_DTYPES.update(
         **{op: {BOOL} for op in ("Not", "And", "Or", "Xor")},
         **{op: {F32, BOOL} for op in ("IsNaN", "IsInf")},
         **{op: {F32, I8, I32, I64, U8} for op in ("Abs", "Sign", "Relu", "Min", "Max", "Mod")},
+        # Control flow: trip counts, conditions and carried values of any type.
+        **{op: ANY_DTYPE for op in ("If", "Loop", "Scan")},
         "Neg": {F32, I8, I32, I64},
         "Pow": {F32, I32, I64},
         "Trilu": ANY_DTYPE,
@@ -174,6 +178,7 @@ EXPECTED_REFUSED = [
     (r"^test_(training_)?dropout_.*mask", "Dropout: mask output"),
     (r"^test_maxpool_with_argmax", "MaxPool: Indices output"),
     (r"^test_lppool_3d", "LpPool: 3-D"),
+    (r"^test_scan_sum$", "Scan: opset 8 (batched, sequence_lens)"),
 ]
 # Cases whose expected outputs (onnx's reference code) differ from onnxruntime's, which the engine
 # follows: compared with onnxruntime's outputs instead.
@@ -208,6 +213,7 @@ def _case_module(op: str) -> str:
         "GlobalLpPool": "lppool",
         "SoftmaxCrossEntropyLoss": "softmax_cross_entropy_loss",
         "CenterCropPad": "center_crop_pad",
+        "If": "if_",
     }
     return special.get(op, op.lower())
 
@@ -244,6 +250,9 @@ def _generate(target: Path) -> None:
         try:
             for op in sorted(SUPPORTED_OPS):
                 importlib.import_module(f"onnx.backend.test.case.node.{_case_module(op)}")
+            # Expanded (function body) cases of other ops that run on control flow.
+            for module in ("affinegrid", "linear_attention"):
+                importlib.import_module(f"onnx.backend.test.case.node.{module}")
         finally:
             np.random.set_state(state)
     for case in node_cases._NodeTestCases:
@@ -298,6 +307,17 @@ def _model_opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def _all_ops(graph: onnx.GraphProto) -> set[str]:
+    """The op types of a graph and of its control-flow bodies."""
+    ops = set()
+    for n in graph.node:
+        ops.add(n.op_type)
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                ops |= _all_ops(a.g)
+    return ops
+
+
 @dataclass
 class NodeCase:
     name: str
@@ -314,7 +334,7 @@ def _classify(folder: Path) -> tuple[Optional[NodeCase], str]:
         return None, "other op family"
     model = onnx.load(str(folder / "model.onnx"))
     ops = {n.op_type for n in model.graph.node}
-    if any(n.domain not in ("", "ai.onnx") for n in model.graph.node) or not ops <= SUPPORTED_OPS:
+    if any(n.domain not in ("", "ai.onnx") for n in model.graph.node) or not _all_ops(model.graph) <= SUPPORTED_OPS:
         return None, "uses ops outside the supported list"
     values = [*model.graph.input, *model.graph.output]
     if not all(v.type.HasField("tensor_type") for v in values):

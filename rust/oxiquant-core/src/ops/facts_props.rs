@@ -1753,7 +1753,6 @@ fn control_flow() -> BoxedStrategy<Case> {
                 let b = body(
                     vec![
                         raw_node("Add", &["v", "w"], &["v2"], vec![]),
-                        raw_node("Identity", &["c"], &["c2"], vec![]),
                         raw_node("Relu", &["v2"], &["each"], vec![]),
                     ],
                     &[
@@ -1762,7 +1761,7 @@ fn control_flow() -> BoxedStrategy<Case> {
                         ("v", DType::F32),
                         ("w", DType::F32),
                     ],
-                    &["c2", "v2", "each"],
+                    &["c", "v2", "each"],
                 );
                 let attrs = vec![("body", b), (outer, AttrValue::Int(1))];
                 Case::new(

@@ -36,7 +36,12 @@ impl Loop {
             None => true,
         };
         let passes = self.body.outputs.first().map(|o| &o.name) == self.body.inputs.get(1).map(|i| &i.name);
-        (m.len() == 1 && cond_free && passes).then(|| m[0].max(0) as usize)
+        match m.as_slice() {
+            // No iteration whatever the condition.
+            [m] if *m <= 0 => Some(0),
+            [m] if cond_free && passes => Some(*m as usize),
+            _ => None,
+        }
     }
 }
 

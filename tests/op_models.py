@@ -50,6 +50,8 @@ SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
 SUPPORTED_OPS = SUPPORTED_OPS | frozenset(
     """GridSample AffineGrid Col2Im DeformConv RotaryEmbedding MaxUnpool Swish MeanVarianceNormalization""".split()
 )
+# Control flow (bodies run by the engine's own executor).
+SUPPORTED_OPS = SUPPORTED_OPS | frozenset({"If", "Loop", "Scan"})
 
 # Tolerances of the fp32 comparisons.
 RTOL = 1e-4

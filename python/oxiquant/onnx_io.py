@@ -96,10 +96,13 @@ def _tensor_to_numpy(t: TensorProto, where: str) -> np.ndarray:
 
 
 def _attr_to_part(node_name: str, a: AttributeProto) -> tuple[str, str, Any] | None:
+    if a.type == AttributeProto.GRAPH:
+        # The branches of If, the body of Loop and Scan: the same parts, recursively.
+        return (a.name, "graph", _graph_parts(a.g))
     kind = _ATTR_KINDS.get(a.type)
     if kind is None:
-        # Subgraph and sparse attributes belong to control-flow ops, which the core reports
-        # as unsupported by op type; the attribute itself is not needed for that.
+        # Lists of subgraphs and sparse tensors belong to no op the core implements; it
+        # reports the op as unsupported by its type.
         return None
     value: Any
     if kind == "int":
@@ -122,10 +125,16 @@ def _attr_to_part(node_name: str, a: AttributeProto) -> tuple[str, str, Any] | N
     return (a.name, kind, value)
 
 
-def _value_info_part(v: onnx.ValueInfoProto) -> tuple[str, int, list[Any] | None]:
+def _value_info_part(v: onnx.ValueInfoProto, subgraph: bool = False) -> tuple[str, int, list[Any] | None]:
     tt = v.type.tensor_type
+    if subgraph and not v.type.HasField("tensor_type") and v.type.WhichOneof("value") is None:
+        # A subgraph may leave its values untyped: the core takes their facts from what the
+        # control-flow node is given.
+        return (v.name, TensorProto.FLOAT, None)
     if not v.type.HasField("tensor_type"):
         raise ModelFormatError(f"graph value '{v.name}' is not a tensor (sequences and maps are not supported)")
+    if subgraph and tt.elem_type == TensorProto.UNDEFINED:
+        return (v.name, TensorProto.FLOAT, None)
     shape: list[Any] | None = None
     if tt.HasField("shape"):
         shape = []
@@ -161,9 +170,9 @@ def model_opset(model: onnx.ModelProto) -> int:
     raise ModelFormatError("the model imports no ai.onnx opset")
 
 
-def proto_to_parts(model: onnx.ModelProto) -> dict[str, Any]:
-    """The arguments of `NativeModel.from_parts` for a ModelProto."""
-    g = model.graph
+def _graph_parts(g: onnx.GraphProto, subgraph: bool = True) -> dict[str, Any]:
+    """A graph's name, nodes (subgraph attributes as nested parts), initializers, inputs and
+    outputs."""
     if len(g.sparse_initializer):
         raise ModelFormatError("sparse initializers are not supported")
     nodes = []
@@ -173,12 +182,16 @@ def proto_to_parts(model: onnx.ModelProto) -> dict[str, Any]:
     inits = [(t.name, _tensor_to_numpy(t, "initializer")) for t in g.initializer]
     return {
         "name": g.name or "graph",
-        "opset": model_opset(model),
         "nodes": nodes,
         "initializers": inits,
-        "inputs": [_value_info_part(v) for v in g.input],
-        "outputs": [_value_info_part(v) for v in g.output],
+        "inputs": [_value_info_part(v, subgraph) for v in g.input],
+        "outputs": [_value_info_part(v, subgraph) for v in g.output],
     }
+
+
+def proto_to_parts(model: onnx.ModelProto) -> dict[str, Any]:
+    """The arguments of `NativeModel.from_parts` for a ModelProto."""
+    return {"opset": model_opset(model), **_graph_parts(model.graph, subgraph=False)}
 
 
 def _value_info(name: str, elem: int, shape: list[Any] | None) -> onnx.ValueInfoProto:
@@ -193,25 +206,33 @@ def _initializer(name: str, a: np.ndarray, int4_signed: bool | None) -> onnx.Ten
     return helper.make_tensor(name, kind, list(a.shape), a.astype(np.int64).ravel().tolist())
 
 
-def parts_to_proto(parts: dict[str, Any], ir_version: int | None = None, producer: str = "oxiquant") -> onnx.ModelProto:
-    """Builds a ModelProto from the dict returned by `NativeModel.to_parts`."""
+def _parts_to_graph(parts: dict[str, Any]) -> onnx.GraphProto:
     init_names = {name for name, _ in parts["initializers"]}
     int4 = dict(parts.get("int4", []))
     nodes = []
     for name, op_type, domain, inputs, outputs, attrs in parts["nodes"]:
         node = helper.make_node(op_type, inputs, outputs, name=name, domain=domain or None)
         for key, kind, value in attrs:
+            if kind == "graph":
+                node.attribute.append(helper.make_attribute(key, _parts_to_graph(value)))
+                continue
             if kind == "tensor":
                 value = numpy_helper.from_array(np.asarray(value))
             node.attribute.append(helper.make_attribute(key, value, attr_type=_KIND_TYPES[kind]))
         nodes.append(node)
-    graph = helper.make_graph(
+    return helper.make_graph(
         nodes,
         parts["name"],
         [_value_info(*v) for v in parts["inputs"] if v[0] not in init_names],
         [_value_info(*v) for v in parts["outputs"]],
         initializer=[_initializer(name, np.asarray(a), int4.get(name)) for name, a in parts["initializers"]],
     )
+
+
+def parts_to_proto(parts: dict[str, Any], ir_version: int | None = None, producer: str = "oxiquant") -> onnx.ModelProto:
+    """Builds a ModelProto from the dict returned by `NativeModel.to_parts` (subgraph
+    attributes, kind "graph", as nested parts)."""
+    graph = _parts_to_graph(parts)
     opsets = [helper.make_opsetid("", int(parts["opset"]))]
     # Contrib ops of the QOperator export (QLinearAdd, QGemm ...).
     if any(domain == "com.microsoft" for _, _, domain, *_ in parts["nodes"]):

@@ -12,7 +12,7 @@ Selection is deliberate, not "whatever loads":
      that op in (float32 everywhere; the integer types where the engine has integer kernels);
   3. the model's opset is one the engine accepts (7 to oxiquant.MAX_OPSET; each op only where
      its definition is the one the engine follows, checked in test_opsets.py);
-  4. cases of deliberately unsupported variants (EXPECTED_REFUSED, none at present) must raise
+  4. cases of deliberately unsupported variants (EXPECTED_REFUSED: Scan at opset 8) must raise
      UnsupportedOpError when loaded (or, for a training flag fed at run time, when run:
      EXPECTED_REFUSED_AT_RUN): they are asserted, not skipped (this check comes before the
      dtype filter of 2.).
@@ -79,6 +79,8 @@ FAMILY = re.compile(
     FAMILY.pattern + r"|^test_(gridsample|affine_grid|col2im|deform_conv|basic_deform_conv|rotary_embedding|maxunpool"
     r"|swish|mvn)(_|$)"
 )
+# Control flow, and the expanded cases that use it (AffineGrid's use If, LinearAttention's Scan).
+FAMILY = re.compile(FAMILY.pattern + r"|^test_(if|loop\d*|scan\d*|affine_grid|linear_attention)(_|$)")
 # This onnx version's Not cases are opset 1 (below the engine's 7) and its Einsum cases float64:
 # both ops are compared against onnxruntime in test_ops_onnxruntime.py.
 WITHOUT_NODE_CASE = {"Not", "Einsum"}
@@ -161,6 +163,8 @@ OP_DTYPES.update(
         **{op: {BOOL} for op in ("Not", "And", "Or", "Xor")},
         **{op: {F32, BOOL} for op in ("IsNaN", "IsInf")},
         **{op: {F32, I8, I32, I64, U8} for op in ("Abs", "Sign", "Relu", "Min", "Max", "Mod")},
+        # Control flow: trip counts, conditions and carried values of any type.
+        **{op: ANY_DTYPE for op in ("If", "Loop", "Scan")},
         "Neg": {F32, I8, I32, I64},
         "Pow": {F32, I32, I64},
         "Trilu": ANY_DTYPE,
@@ -212,6 +216,7 @@ MIN_OPSET, MAX_OPSET = 7, oxiquant.MAX_OPSET
 
 # Variants oxiquant deliberately does not run: each must be refused with UnsupportedOpError.
 EXPECTED_REFUSED = [
+    (r"^test_scan_sum$", "Scan: opset 8 (batched, sequence_lens)"),
 ]
 # Cases whose expected outputs (onnx's reference code) differ from onnxruntime's, which the engine
 # follows: compared with onnxruntime's outputs instead.
@@ -248,6 +253,7 @@ def _case_module(op: str) -> str:
         "CenterCropPad": "center_crop_pad",
         "CausalConvWithState": "causal_conv_with_state",
         "LinearAttention": "linear_attention",
+        "If": "if_",
     }
     return special.get(op, op.lower())
 
@@ -284,6 +290,9 @@ def _generate(target: Path) -> None:
         try:
             for op in sorted(SUPPORTED_OPS):
                 importlib.import_module(f"onnx.backend.test.case.node.{_case_module(op)}")
+            # Expanded (function body) cases of other ops that run on control flow.
+            for module in ("affinegrid", "linear_attention"):
+                importlib.import_module(f"onnx.backend.test.case.node.{module}")
         finally:
             np.random.set_state(state)
     for case in node_cases._NodeTestCases:
@@ -338,6 +347,17 @@ def _model_opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def _all_ops(graph: onnx.GraphProto) -> set[str]:
+    """The op types of a graph and of its control-flow bodies."""
+    ops = set()
+    for n in graph.node:
+        ops.add(n.op_type)
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                ops |= _all_ops(a.g)
+    return ops
+
+
 @dataclass
 class NodeCase:
     name: str
@@ -354,7 +374,7 @@ def _classify(folder: Path) -> tuple[Optional[NodeCase], str]:
         return None, "other op family"
     model = onnx.load(str(folder / "model.onnx"))
     ops = {n.op_type for n in model.graph.node}
-    if any(n.domain not in ("", "ai.onnx") for n in model.graph.node) or not ops <= SUPPORTED_OPS:
+    if any(n.domain not in ("", "ai.onnx") for n in model.graph.node) or not _all_ops(model.graph) <= SUPPORTED_OPS:
         return None, "uses ops outside the supported list"
     values = [*model.graph.input, *model.graph.output]
     if not all(v.type.HasField("tensor_type") for v in values):

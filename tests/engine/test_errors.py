@@ -30,17 +30,16 @@ def test_unsupported_ops_are_all_listed_with_first_node():
         helper.make_node("Relu", ["x"], ["a"], name="r"),
         helper.make_node("Bernoulli", ["a"], ["b"], name="det_first"),
         helper.make_node("Bernoulli", ["b"], ["c"], name="det_second"),
-        helper.make_node("MaxUnpool", ["c", "k"], ["d"], name="unpool_node", kernel_shape=[2]),
+        helper.make_node("Multinomial", ["c"], ["d"], name="sample_node", sample_size=2),
     ]
-    k = onnx.numpy_helper.from_array(np.array([1], np.int64), "k")
-    proto = zoo.make_model(nodes, [VI("x", 1, [1, 4])], [VI("d", 1, None)], [k])
+    proto = zoo.make_model(nodes, [VI("x", 1, [1, 4])], [VI("d", 7, None)])
     with pytest.raises(oxiquant.UnsupportedOpError) as ei:
         oxiquant.load(proto)
     msg = str(ei.value)
-    assert "Bernoulli (2 nodes, first 'det_first')" in msg and "MaxUnpool (1 node, first 'unpool_node')" in msg
+    assert "Bernoulli (2 nodes, first 'det_first')" in msg and "Multinomial (1 node, first 'sample_node')" in msg
     assert [(u[0], u[1], u[2]) for u in ei.value.unsupported] == [
         ("Bernoulli", "det_first", 2),
-        ("MaxUnpool", "unpool_node", 1),
+        ("Multinomial", "sample_node", 1),
     ]
 
 

@@ -5,7 +5,7 @@ use crate::errors::{ModelFormatError, ShapeError};
 use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use oxiquant_core::graph::{Dim, ValueInfo};
-use oxiquant_core::onnx::{AttrValue, RawNode};
+use oxiquant_core::onnx::{AttrValue, RawGraph, RawNode};
 use oxiquant_core::tensor::{DType, Element, TensorData};
 use oxiquant_core::Tensor;
 use pyo3::prelude::*;
@@ -91,6 +91,9 @@ fn attr_from_py(node: &str, name: &str, kind: &str, value: &Bound<'_, PyAny>) ->
         "floats" => AttrValue::Floats(value.extract().map_err(bad)?),
         "strings" => AttrValue::Strings(value.extract().map_err(bad)?),
         "tensor" => AttrValue::Tensor(tensor_from_py(value, &format!("node '{node}' attribute '{name}'"))?),
+        "graph" => AttrValue::Graph(Box::new(graph_from_py(
+            value.cast::<PyDict>().map_err(|e| bad(e.into()))?,
+        )?)),
         other => {
             return Err(ModelFormatError::new_err(format!(
                 "node '{node}': attribute '{name}' has unsupported kind '{other}'"
@@ -108,7 +111,81 @@ pub fn attr_to_py<'py>(py: Python<'py>, a: &AttrValue) -> PyResult<(String, Boun
         AttrValue::Floats(v) => ("floats".into(), PyList::new(py, v)?.into_any()),
         AttrValue::Strings(v) => ("strings".into(), PyList::new(py, v)?.into_any()),
         AttrValue::Tensor(t) => ("tensor".into(), tensor_to_py(py, t.clone())?),
+        AttrValue::Graph(g) => ("graph".into(), graph_to_py(py, g)?.into_any()),
     })
+}
+
+fn item<'py>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+    d.get_item(key)?
+        .ok_or_else(|| ModelFormatError::new_err(format!("subgraph parts lack '{key}'")))
+}
+
+/// A subgraph attribute's parts (name, nodes, initializers, inputs, outputs: as `from_parts`
+/// takes them); its opset is the enclosing graph's.
+pub fn graph_from_py(d: &Bound<'_, PyDict>) -> PyResult<RawGraph> {
+    let name: String = item(d, "name")?.extract()?;
+    let nodes = item(d, "nodes")?
+        .extract::<Vec<PyNode<'_>>>()?
+        .into_iter()
+        .map(node_from_py)
+        .collect::<PyResult<Vec<_>>>()?;
+    let initializers = item(d, "initializers")?
+        .extract::<Vec<(String, Bound<'_, PyAny>)>>()?
+        .into_iter()
+        .map(|(n, a)| {
+            let t = tensor_from_py(&a, &format!("initializer '{n}'"))?;
+            Ok((n, t))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let infos = |key: &str| -> PyResult<Vec<ValueInfo>> {
+        item(d, key)?
+            .extract::<Vec<PyValueInfo<'_>>>()?
+            .into_iter()
+            .map(value_info_from_py)
+            .collect()
+    };
+    Ok(RawGraph {
+        name,
+        opset: 0,
+        nodes,
+        initializers,
+        inputs: infos("inputs")?,
+        outputs: infos("outputs")?,
+    })
+}
+
+/// The parts of a subgraph attribute (the inverse of `graph_from_py`).
+pub fn graph_to_py<'py>(py: Python<'py>, g: &RawGraph) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &g.name)?;
+    let nodes = PyList::empty(py);
+    for n in &g.nodes {
+        let attrs = PyList::empty(py);
+        for (k, v) in &n.attrs {
+            let (kind, val) = attr_to_py(py, v)?;
+            attrs.append((k, kind, val))?;
+        }
+        nodes.append((&n.name, &n.op_type, &n.domain, &n.inputs, &n.outputs, attrs))?;
+    }
+    d.set_item("nodes", nodes)?;
+    let inits = PyList::empty(py);
+    for (k, t) in &g.initializers {
+        inits.append((k, tensor_to_py(py, t.clone())?))?;
+    }
+    d.set_item("initializers", inits)?;
+    let ins = g
+        .inputs
+        .iter()
+        .map(|v| value_info_to_py(py, v))
+        .collect::<PyResult<Vec<_>>>()?;
+    let outs = g
+        .outputs
+        .iter()
+        .map(|v| value_info_to_py(py, v))
+        .collect::<PyResult<Vec<_>>>()?;
+    d.set_item("inputs", ins)?;
+    d.set_item("outputs", outs)?;
+    Ok(d)
 }
 
 /// (name, op_type, domain, inputs, outputs, [(attr, kind, value)])

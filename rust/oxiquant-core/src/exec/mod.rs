@@ -175,13 +175,40 @@ impl<'g> Executor<'g> {
         Ok(slots)
     }
 
+    /// Runs the graph on its declared inputs in order, unchecked (a control-flow body, whose
+    /// inputs the facts of its node's inputs describe); returns the outputs in order.
+    pub fn run_positional(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        if inputs.len() != self.graph.inputs.len() {
+            return Err(Error::shape(format!(
+                "subgraph '{}' takes {} inputs, given {}",
+                self.graph.name,
+                self.graph.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut slots: Vec<Option<Tensor>> = (0..self.n_slots).map(|_| None).collect();
+        let mut given: Vec<Option<Tensor>> = inputs.into_iter().map(Some).collect();
+        for &(i, slot) in &self.feeds {
+            slots[slot] = given[i].take();
+        }
+        Ok(self.execute(slots, None)?.into_iter().map(|(_, t)| t).collect())
+    }
+
     /// Runs the graph; returns the graph outputs in declaration order.
     pub fn run(
         &self,
         feeds: HashMap<String, Tensor>,
+        observer: Option<&mut Observer<'_>>,
+    ) -> Result<Vec<(String, Tensor)>> {
+        let slots = self.bind(feeds)?;
+        self.execute(slots, observer)
+    }
+
+    fn execute(
+        &self,
+        mut slots: Vec<Option<Tensor>>,
         mut observer: Option<&mut Observer<'_>>,
     ) -> Result<Vec<(String, Tensor)>> {
-        let mut slots = self.bind(feeds)?;
         if let Some(obs) = observer.as_deref_mut() {
             for &(_, slot) in &self.feeds {
                 if let Some(t) = &slots[slot] {

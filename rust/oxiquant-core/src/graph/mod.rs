@@ -328,16 +328,28 @@ impl Graph {
     /// the node. Outputs a node does not compute (Dropout's mask) get no fact, as they get
     /// no value when it runs.
     pub fn infer_facts(&self) -> Result<HashMap<String, ValueFact>> {
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|vi| (vi.name.clone(), ValueFact::of_value_info(vi)))
+            .collect();
+        self.infer_facts_from(inputs, HashMap::new())
+    }
+
+    /// `infer_facts` from the given facts of the inputs instead of the declared ones, and the
+    /// values of those inputs that are known (a control-flow body, from what its node is given).
+    pub fn infer_facts_from(
+        &self,
+        inputs: HashMap<String, ValueFact>,
+        known: HashMap<String, Tensor>,
+    ) -> Result<HashMap<String, ValueFact>> {
         /// Values of up to this many elements computed by a foldable node are constants.
         const SMALL: usize = 1 << 12;
-        let mut facts: HashMap<String, ValueFact> = HashMap::new();
-        for vi in &self.inputs {
-            facts.insert(vi.name.clone(), ValueFact::of_value_info(vi));
-        }
+        let mut facts: HashMap<String, ValueFact> = inputs;
         for (name, t) in &self.initializers {
             facts.insert(name.clone(), ValueFact::of_tensor(t));
         }
-        let mut computed: HashMap<String, Tensor> = HashMap::new();
+        let mut computed: HashMap<String, Tensor> = known;
         let mut not_computed: HashSet<&str> = HashSet::new();
         for n in &self.nodes {
             let op = n.op.op_type();

@@ -13,6 +13,9 @@ pub enum AttrValue {
     Floats(Vec<f32>),
     Strings(Vec<String>),
     Tensor(Tensor),
+    /// A subgraph (the branches of If, the body of Loop and Scan); its `opset` is the
+    /// enclosing graph's.
+    Graph(Box<super::RawGraph>),
 }
 
 impl AttrValue {
@@ -25,6 +28,7 @@ impl AttrValue {
             AttrValue::Floats(_) => "floats",
             AttrValue::Strings(_) => "strings",
             AttrValue::Tensor(_) => "tensor",
+            AttrValue::Graph(_) => "graph",
         }
     }
 }
@@ -143,6 +147,17 @@ impl<'a> AttrReader<'a> {
             None => Ok(None),
             Some(AttrValue::Tensor(t)) => Ok(Some(t.clone())),
             Some(other) => Err(self.wrong(name, "a tensor", other)),
+        }
+    }
+    /// A required subgraph attribute.
+    pub fn graph(&self, name: &str) -> Result<super::RawGraph> {
+        match self.get(name) {
+            None => Err(Error::format(format!(
+                "node '{}' ({}): the subgraph attribute '{name}' is missing",
+                self.node, self.op
+            ))),
+            Some(AttrValue::Graph(g)) => Ok((**g).clone()),
+            Some(other) => Err(self.wrong(name, "a graph", other)),
         }
     }
     /// Marks attributes that are valid but change nothing for inference (e.g. Dropout's ratio).

@@ -575,14 +575,18 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
                     attrs: n.op.to_attrs(graph.opset),
                 });
             }
-            None => w.nodes.push(RawNode {
-                name: n.name.clone(),
-                op_type: n.op.op_type().to_string(),
-                domain: String::new(),
-                inputs,
-                outputs: n.outputs.clone(),
-                attrs: n.op.to_attrs(graph.opset),
-            }),
+            None => {
+                // (Control flow drops its outer-scope inputs and writes its bodies back.)
+                let (inputs, attrs) = n.op.onnx_form(&inputs, graph.opset)?;
+                w.nodes.push(RawNode {
+                    name: n.name.clone(),
+                    op_type: n.op.op_type().to_string(),
+                    domain: String::new(),
+                    inputs,
+                    outputs: n.outputs.clone(),
+                    attrs,
+                })
+            }
         }
     }
     let mut initializers: Vec<(String, Tensor)> = graph

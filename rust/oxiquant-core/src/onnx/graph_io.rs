@@ -40,7 +40,7 @@ impl Graph {
     /// Checks and types a raw graph. Every unsupported op is reported at once, each op type
     /// with its first node; structural problems (dangling edges, cycles, duplicate producers)
     /// name the node and value at fault.
-    pub fn from_raw(raw: RawGraph) -> Result<Graph> {
+    pub fn from_raw(mut raw: RawGraph) -> Result<Graph> {
         if raw.opset > MAX_OPSET {
             return Err(Error::format(format!(
                 "the model uses ai.onnx opset {}, newer than the newest oxiquant knows ({MAX_OPSET})",
@@ -53,6 +53,8 @@ impl Graph {
                 raw.opset
             )));
         }
+        // Outer-scope values read by control-flow bodies become explicit inputs.
+        crate::ops::control::resolve_outer_scope(&mut raw)?;
         let mut initializers = BTreeMap::new();
         for (name, t) in raw.initializers {
             if name.is_empty() {
@@ -245,13 +247,14 @@ impl Graph {
                     op.op_type()
                 )));
             } else {
+                let (inputs, attrs) = op.onnx_form(&n.inputs, self.opset)?;
                 nodes.push(RawNode {
                     name: n.name.clone(),
                     op_type: op.op_type().to_string(),
                     domain: op.domain().to_string(),
-                    inputs: n.inputs.clone(),
+                    inputs,
                     outputs: n.outputs.clone(),
-                    attrs: op.to_attrs(self.opset),
+                    attrs,
                 });
             }
         }

@@ -2090,6 +2090,7 @@ fn any_case() -> BoxedStrategy<Case> {
         attention(),
         element_types(),
         misc_ops(),
+        control_flow(),
     ]
     .boxed()
 }
@@ -2197,4 +2198,130 @@ fn output_facts_are_what_eval_returns() {
         let (ok, total) = ran.get(op).copied().unwrap_or_default();
         assert!(ok * 3 >= total && ok > 0, "{op}: eval ran on {ok} of {total} cases");
     }
+}
+
+// ---- control flow (ops/control) ----
+
+fn raw_node(op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<(&str, AttrValue)>) -> crate::onnx::RawNode {
+    crate::onnx::RawNode {
+        name: String::new(),
+        op_type: op.into(),
+        domain: String::new(),
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: outputs.iter().map(|s| s.to_string()).collect(),
+        attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
+}
+
+/// A body as the loader hands it to the op (outer-scope values already among its inputs).
+fn body(nodes: Vec<crate::onnx::RawNode>, inputs: &[(&str, DType)], outputs: &[&str]) -> AttrValue {
+    let info = |name: &str, dtype: DType| crate::graph::ValueInfo {
+        name: name.into(),
+        dtype,
+        shape: None,
+    };
+    AttrValue::Graph(Box::new(crate::onnx::RawGraph {
+        name: "body".into(),
+        opset: 0,
+        nodes,
+        initializers: Vec::new(),
+        inputs: inputs.iter().map(|&(n, d)| info(n, d)).collect(),
+        outputs: outputs.iter().map(|&n| info(n, DType::F32)).collect(),
+    }))
+}
+
+fn control_flow() -> BoxedStrategy<Case> {
+    let outer = super::control::CAPTURED_ATTR;
+    (
+        prop::sample::select(vec!["If", "If", "Loop", "Scan"]),
+        shape(3),
+        (any::<bool>(), 0i64..4, 0usize..3, any::<u64>()),
+    )
+        .prop_map(move |(op, s, (flag, trips, axis, seed))| match op {
+            "If" => {
+                let then = body(
+                    vec![raw_node("Relu", &["x"], &["t"], vec![])],
+                    &[("x", DType::F32)],
+                    &["t"],
+                );
+                // A constant condition may choose a branch of another shape.
+                let other = if flag {
+                    raw_node("Neg", &["x"], &["e"], vec![])
+                } else {
+                    raw_node("Concat", &["x", "x"], &["e"], vec![("axis", AttrValue::Int(0))])
+                };
+                let els = body(vec![other], &[("x", DType::F32)], &["e"]);
+                let attrs = vec![("then_branch", then), ("else_branch", els), (outer, AttrValue::Int(1))];
+                let c = Case::new(
+                    op,
+                    17,
+                    attrs,
+                    vec![Some(Tensor::scalar(flag ^ (seed % 2 == 0))), f32s(&s, seed)],
+                )
+                .data(&[1]);
+                if flag {
+                    c
+                } else {
+                    c.consts_first()
+                }
+            }
+            "Loop" => {
+                // v = v + w (w an outer value), scan output relu(v), for M iterations.
+                let b = body(
+                    vec![
+                        raw_node("Add", &["v", "w"], &["v2"], vec![]),
+                        raw_node("Relu", &["v2"], &["each"], vec![]),
+                    ],
+                    &[
+                        ("i", DType::I64),
+                        ("c", DType::Bool),
+                        ("v", DType::F32),
+                        ("w", DType::F32),
+                    ],
+                    &["c", "v2", "each"],
+                );
+                let attrs = vec![("body", b), (outer, AttrValue::Int(1))];
+                Case::new(
+                    op,
+                    17,
+                    attrs,
+                    vec![Some(Tensor::scalar(trips)), None, f32s(&s, seed), f32s(&s, seed ^ 7)],
+                )
+                .data(&[2, 3])
+                .consts_first()
+            }
+            _ => {
+                // A running sum over the slices of X along `axis`, its tanh as the scan output.
+                let rank = s.len().max(1);
+                let mut xs = s.clone();
+                if xs.is_empty() {
+                    xs.push(2);
+                }
+                let a = axis % rank;
+                let mut state = xs.clone();
+                state.remove(a);
+                let b = body(
+                    vec![
+                        raw_node("Add", &["acc", "x"], &["acc2"], vec![]),
+                        raw_node("Tanh", &["acc2"], &["y"], vec![]),
+                    ],
+                    &[("acc", DType::F32), ("x", DType::F32)],
+                    &["acc2", "y"],
+                );
+                let out_axis = (seed % (state.len() as u64 + 1)) as i64;
+                let attrs = vec![
+                    ("body", b),
+                    ("num_scan_inputs", AttrValue::Int(1)),
+                    (
+                        "scan_input_axes",
+                        ints(&[a as i64 - if flag { rank as i64 } else { 0 }]),
+                    ),
+                    ("scan_input_directions", ints(&[trips % 2])),
+                    ("scan_output_axes", ints(&[out_axis])),
+                    ("scan_output_directions", ints(&[(trips / 2) % 2])),
+                ];
+                Case::new(op, 17, attrs, vec![f32s(&state, seed), f32s(&xs, seed ^ 3)]).data(&[1])
+            }
+        })
+        .boxed()
 }

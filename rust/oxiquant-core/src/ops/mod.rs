@@ -9,6 +9,7 @@
 //! `scaling` (the PTQ's own op). The integer engine's ops live in `crate::int`, the
 //! inference plan's fused convolution in `nn::fused_conv`.
 
+pub mod control;
 pub mod facts;
 #[cfg(test)]
 mod facts_props;
@@ -174,7 +175,19 @@ pub trait Op: OpObject + fmt::Debug + Send + Sync {
     fn elementwise(&self) -> bool {
         false
     }
+
+    // ---- control flow (ops/control) ----
+
+    /// The node's ONNX inputs and attributes when its inputs are named `inputs` in the graph.
+    /// Control-flow ops drop the outer-scope values their bodies read (explicit inputs in the
+    /// core, implicit in ONNX) and write their bodies back; the others are as they are.
+    fn onnx_form(&self, inputs: &[String], opset: i64) -> Result<OnnxForm> {
+        Ok((inputs.to_vec(), self.to_attrs(opset)))
+    }
 }
+
+/// A node's ONNX inputs and attributes (`Op::onnx_form`).
+pub type OnnxForm = (Vec<String>, Vec<(String, AttrValue)>);
 
 /// Object-safe plumbing every op gets from its `Clone + PartialEq` implementation.
 pub trait OpObject: Any {

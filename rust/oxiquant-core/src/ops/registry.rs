@@ -1,6 +1,7 @@
 //! The one table from ONNX node types to op types: `(domain, op_type, opsets) -> parser`.
 //! Adding an op is a file under `ops/` and a line here.
 
+use super::control::{If, Loop, Scan};
 use super::logic::{Bitwise, BitwiseNot, Compare, IsInf, IsNaN, Logical, Not, Where};
 use super::math::{BinaryOp, Clip, Einsum, Mod, PRelu, Pow, Softplus, Sum, Trilu, Unary, Variadic};
 use super::math::{Det, EyeLike, Shrink, Window};
@@ -295,6 +296,10 @@ pub static REGISTRY: &[OpEntry] = &[
     since(9, onnx("MaxUnpool", of::<MaxUnpool>)),
     since(24, onnx("Swish", of::<Swish>)),
     since(9, onnx("MeanVarianceNormalization", of::<MeanVarianceNorm>)),
+    // control flow (ops/control)
+    onnx("If", of::<If>),
+    onnx("Loop", of::<Loop>),
+    since(9, onnx("Scan", of::<Scan>)),
 ];
 
 /// Maps an ONNX node to its op, reading every attribute; an attribute the op does not read

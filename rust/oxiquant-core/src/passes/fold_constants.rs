@@ -37,6 +37,11 @@ pub fn fold_constants(graph: &mut Graph) -> Result<usize> {
     if folded > 0 {
         graph.prune();
     }
+    // An If whose condition became a constant is replaced by its branch, which may fold further.
+    let inlined = crate::ops::control::inline_constant_ifs(graph)?;
+    if inlined > 0 {
+        folded += inlined + fold_constants(graph)?;
+    }
     Ok(folded)
 }
 

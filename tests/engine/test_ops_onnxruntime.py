@@ -2938,3 +2938,65 @@ def test_geo_op_quantizes_as_a_float_island(kind: str) -> None:
     np.testing.assert_array_equal(q.run(x, mode="int")["y"], q.run(x, mode="fake")["y"])
     qdq = run_reference(q.to_onnx(), {"x": x}, "onnxruntime")["y"]
     np.testing.assert_allclose(qdq, y, rtol=1e-5, atol=1e-6 * np.abs(y).max())
+
+
+# -- Control flow: one self-contained case each (the thorough ones are in test_control_flow.py) --
+def control_flow_cases() -> list[OpCase]:
+    r = rng(613)
+    F, B, I = TensorProto.FLOAT, TensorProto.BOOL, TensorProto.INT64
+    vi = helper.make_tensor_value_info
+
+    def constant_branch(name: str, value: np.ndarray) -> onnx.GraphProto:
+        c = helper.make_node("Constant", [], ["v"], value=numpy_helper.from_array(value))
+        return helper.make_graph([c], name, [], [vi("v", F, list(value.shape))])
+
+    then_b = constant_branch("then", randn(r, 2, 3))
+    else_b = constant_branch("else", randn(r, 2, 3))
+    # Loop body: (iteration, condition, carried) -> (condition, carried + iteration, scanned).
+    loop_body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Cast", ["i"], ["i_f"], to=F),
+            helper.make_node("Add", ["acc", "i_f"], ["acc_out"]),
+            helper.make_node("Mul", ["acc_out", "acc_out"], ["sq"]),
+        ],
+        "loop_body",
+        [vi("i", I, []), vi("cond_in", B, []), vi("acc", F, [3])],
+        [vi("cond_out", B, []), vi("acc_out", F, [3]), vi("sq", F, [3])],
+    )
+    # Scan body: a running sum and its tanh per step.
+    scan_body = helper.make_graph(
+        [helper.make_node("Add", ["s", "x"], ["s_out"]), helper.make_node("Tanh", ["s_out"], ["y"])],
+        "scan_body",
+        [vi("s", F, [4]), vi("x", F, [4])],
+        [vi("s_out", F, [4]), vi("y", F, [4])],
+    )
+    return [
+        make_case("if_true", "If", [np.array(True)], {"then_branch": then_b, "else_branch": else_b}, 13, [F]),
+        make_case("if_false", "If", [np.array(False)], {"then_branch": then_b, "else_branch": else_b}, 13, [F]),
+        make_case(
+            "loop_trip_count",
+            "Loop",
+            [np.array(4, np.int64), np.array(True), randn(r, 3)],
+            {"body": loop_body},
+            13,
+            [F, F],
+            n_outputs=2,
+        ),
+        make_case(
+            "scan_running_sum",
+            "Scan",
+            [randn(r, 4), randn(r, 5, 4)],
+            {"body": scan_body, "num_scan_inputs": 1},
+            11,
+            [F, F],
+            n_outputs=2,
+        ),
+    ]
+
+
+CONTROL_FLOW_CASES = control_flow_cases()
+_TOP_CASES.extend(CONTROL_FLOW_CASES)
+_TOP_IDS.extend(c.id for c in CONTROL_FLOW_CASES)
+assert len(_TOP_IDS) == len(set(_TOP_IDS)), "duplicate case ids"
+ALL_CASES = [*ALL_CASES, *CONTROL_FLOW_CASES]

@@ -2943,7 +2943,7 @@ def test_geo_op_quantizes_as_a_float_island(kind: str) -> None:
 # -- Control flow: one self-contained case each (the thorough ones are in test_control_flow.py) --
 def control_flow_cases() -> list[OpCase]:
     r = rng(613)
-    F, B, I = TensorProto.FLOAT, TensorProto.BOOL, TensorProto.INT64
+    F, B, I64 = TensorProto.FLOAT, TensorProto.BOOL, TensorProto.INT64
     vi = helper.make_tensor_value_info
 
     def constant_branch(name: str, value: np.ndarray) -> onnx.GraphProto:
@@ -2961,7 +2961,7 @@ def control_flow_cases() -> list[OpCase]:
             helper.make_node("Mul", ["acc_out", "acc_out"], ["sq"]),
         ],
         "loop_body",
-        [vi("i", I, []), vi("cond_in", B, []), vi("acc", F, [3])],
+        [vi("i", I64, []), vi("cond_in", B, []), vi("acc", F, [3])],
         [vi("cond_out", B, []), vi("acc_out", F, [3]), vi("sq", F, [3])],
     )
     # Scan body: a running sum and its tanh per step.

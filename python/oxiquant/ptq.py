@@ -106,7 +106,8 @@ def _as_input(arr: Any, name: str, dtype: np.dtype) -> np.ndarray:
                 f"calibration data for input '{name}' is {a.dtype}, the model expects {dtype} "
                 "(preprocess it into the model's input range first)"
             )
-    return np.ascontiguousarray(a)
+    # (np.ascontiguousarray would turn a 0-d input, e.g. a sample rate, into shape [1].)
+    return np.asarray(a, order="C")
 
 
 def _fixed_batch(shape: list[Any] | None) -> int | None:

@@ -283,3 +283,31 @@ def test_split_halves_balanced_for_a_concat_keep_the_other_half() -> None:
     assert sqnr_db(ref, got) > 18  # 1 dB before the fix
     (exported,) = ort_run(q.to_onnx(format="qdq"), {"x": x})
     assert sqnr_db(got, exported) > 35
+
+
+def test_scalar_input_in_calibration_batches():
+    """Silero VAD's `sr`: an int64 scalar input beside the batched ones. A calibration list of
+    dicts must feed it as a 0-d array (it once arrived as shape [1] and was refused)."""
+    rng = np.random.default_rng(3)
+    w = (rng.normal(size=(6, 5)) * 0.4).astype(np.float32)
+    nodes = [
+        h.make_node("MatMul", ["x", "W"], ["m"]),
+        h.make_node("Cast", ["sr"], ["srf"], to=T.FLOAT),
+        h.make_node("Div", ["srf", "k"], ["g"]),
+        h.make_node("Mul", ["m", "g"], ["s"]),
+        h.make_node("Relu", ["s"], ["y"]),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "scalar_input",
+        [h.make_tensor_value_info("x", T.FLOAT, ["n", 6]), h.make_tensor_value_info("sr", T.INT64, [])],
+        [h.make_tensor_value_info("y", T.FLOAT, None)],
+        [nh.from_array(w, "W"), nh.from_array(np.float32(16000.0), "k")],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    sr = np.array(16000, np.int64)
+    calib = [{"x": rng.normal(size=(2, 6)).astype(np.float32), "sr": sr} for _ in range(8)]
+    q = oxiquant.quantize_network(oxiquant.load(model), 8, calib)
+    feeds = {"x": rng.normal(size=(4, 6)).astype(np.float32), "sr": sr}
+    (ref,) = ort_run(model, feeds)
+    assert sqnr_db(ref, q.run(feeds)["y"]) > 30

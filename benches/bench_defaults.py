@@ -45,6 +45,7 @@ DATA = Path(os.environ.get("OXIQUANT_DATA", Path(__file__).resolve().parents[2] 
 BEGIN, END = "<!-- defaults:begin -->", "<!-- defaults:end -->"
 PASSES_BEGIN, PASSES_END = "<!-- rounding:begin -->", "<!-- rounding:end -->"
 EQ_BEGIN, EQ_END = "<!-- equalize:begin -->", "<!-- equalize:end -->"
+WALL_BEGIN, WALL_END = "<!-- walltime:begin -->", "<!-- walltime:end -->"
 # (label, quantize_network options) of the ablation; the preset fills in the rest.
 ABLATION = (
     ("rounding to nearest", {"gptq": False, "bias_correction": False}),
@@ -169,16 +170,60 @@ def equalization(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def wall_time(args: argparse.Namespace) -> list[str]:
+    """The whole `quantize_network` call, one run each, with the passes the issue's targets name
+    (ResNet-20 on 1000 images, MobileNetV2 on the 200 shared ones)."""
+    import time
+
+    out = [
+        f"{run_stamp()}Machine: {cpu_model()}, {os.cpu_count()} cores; CPU features: {cpu_features()}.  ",
+        f"Command: `python benches/bench_defaults.py --wall-time --threads {args.threads}` (run alone on the "
+        "machine). Seconds for the whole `quantize_network` call, default preset otherwise.",
+        "",
+        "| model, calibration | W8A8 | W4A4, GPTQ + bias correction | W4A4, GPTQ + bias correction + CLE "
+        "| W4-8A8, 5.0-bit budget |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    c = np.load(DATA / "cifar10_test.npz")
+    i = np.load(DATA / "imagenet_cal200.npz")
+    settings = (
+        (8, {}),
+        (4, {"gptq": True, "bias_correction": True}),
+        (4, {"gptq": True, "bias_correction": True, "equalize": True}),
+        (8, {"weight_bits_budget": 5.0}),
+    )
+    for name, path, cal in (
+        ("ResNet-20, 1000 images", "akamaster_resnet20_cifar10.onnx", prep(c["images"][:1000])),
+        ("MobileNetV2, 200 images", "mobilenet_v2_imagenet.onnx", prep(i["images"])),
+    ):
+        fm = oxiquant.load(DATA / path)
+        cells = []
+        for bits, kw in settings:
+            t = time.perf_counter()
+            oxiquant.quantize_network(fm, bits, cal, progress=False, **kw)
+            cells.append(f"{time.perf_counter() - t:.1f}")
+            print(name, bits, kw, cells[-1], flush=True)
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write", action="store_true", help="update benches/RESULTS.md")
     ap.add_argument("--passes", action="store_true", help="the weight-rounding passes' ablation instead")
     ap.add_argument("--equalize", action="store_true", help="cross-layer equalization off and on instead")
+    ap.add_argument("--wall-time", action="store_true", help="quantization wall time with every pass instead")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
     oxiquant.set_num_threads(args.threads)
+    if args.wall_time:
+        table = wall_time(args)
+        if args.write:
+            heading = "Quantization wall time (`benches/bench_defaults.py --wall-time`)"
+            write_section(WALL_BEGIN, WALL_END, heading, table)
+        return
     if args.equalize:
         table = equalization(args)
         if args.write:

@@ -42,25 +42,7 @@ impl Op for BatchNorm {
         batch_norm(self.epsilon, inputs)
     }
     fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
-        let op = "BatchNormalization";
-        let x = required(inputs, 0, op, "X")?;
-        expect_dtype(op, x, "X", &[DType::F32])?;
-        expect_min_rank(op, x, "X", 2, "[N, C, ...]")?;
-        for (i, name) in ["scale", "B", "mean", "var"].into_iter().enumerate() {
-            let p = required(inputs, i + 1, op, name)?;
-            expect_dtype(op, p, name, &[DType::F32])?;
-            if let (Some(n), Some(c)) = (p.numel(), x.dim(1).known()) {
-                if n != c {
-                    return Err(fact_error(
-                        op,
-                        format!(
-                            "{name} has shape {}, expected {c} values (one per channel)",
-                            p.shape_string()
-                        ),
-                    ));
-                }
-            }
-        }
+        let x = checked_inputs(inputs, ["scale", "B", "mean", "var"])?;
         Ok(vec![x.clone()])
     }
     fn has_in_place(&self) -> bool {
@@ -128,4 +110,29 @@ pub fn batch_norm_affine(scale: &[f32], b: &[f32], mean: &[f32], var: &[f32], ep
     let mul: Vec<f32> = scale.iter().zip(var).map(|(&g, &v)| g / (v + epsilon).sqrt()).collect();
     let add = b.iter().zip(mean).zip(&mul).map(|((&bb, &m), &k)| bb - m * k).collect();
     (mul, add)
+}
+
+/// BatchNormalization's input facts checked (X float of rank >= 2; the four parameters float,
+/// one value per channel, named `params` in messages); returns X's facts.
+pub(super) fn checked_inputs<'a>(inputs: &[Option<&'a ValueFact>], params: [&str; 4]) -> Result<&'a ValueFact> {
+    let op = "BatchNormalization";
+    let x = required(inputs, 0, op, "X")?;
+    expect_dtype(op, x, "X", &[DType::F32])?;
+    expect_min_rank(op, x, "X", 2, "[N, C, ...]")?;
+    for (i, name) in params.into_iter().enumerate() {
+        let p = required(inputs, i + 1, op, name)?;
+        expect_dtype(op, p, name, &[DType::F32])?;
+        if let (Some(n), Some(c)) = (p.numel(), x.dim(1).known()) {
+            if n != c {
+                return Err(fact_error(
+                    op,
+                    format!(
+                        "{name} has shape {}, expected {c} values (one per channel)",
+                        p.shape_string()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(x)
 }

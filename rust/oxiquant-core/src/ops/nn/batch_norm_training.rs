@@ -3,10 +3,9 @@
 //! statistics `input * momentum + batch * (1 - momentum)` as its optional outputs. Deterministic
 //! (nothing random), computed in f64. A float island for the PTQ.
 
-use super::batch_norm::BatchNorm;
+use super::batch_norm::{checked_inputs, BatchNorm};
 use crate::error::{Error, Result};
 use crate::onnx::attrs::AttrValue;
-use crate::ops::facts::{expect_dtype, expect_min_rank, fact_error, required};
 use crate::ops::{input, FromOnnx, Op, ParseCtx, ValueFact};
 use crate::tensor::{DType, Tensor};
 
@@ -117,25 +116,7 @@ impl Op for BatchNormTraining {
         Ok(out)
     }
     fn output_facts(&self, inputs: &[Option<&ValueFact>], _constants: &[Option<&Tensor>]) -> Result<Vec<ValueFact>> {
-        let op = "BatchNormalization";
-        let x = required(inputs, 0, op, "X")?;
-        expect_dtype(op, x, "X", &[DType::F32])?;
-        expect_min_rank(op, x, "X", 2, "[N, C, ...]")?;
-        for (i, name) in ["scale", "B", "input_mean", "input_var"].into_iter().enumerate() {
-            let p = required(inputs, i + 1, op, name)?;
-            expect_dtype(op, p, name, &[DType::F32])?;
-            if let (Some(n), Some(c)) = (p.numel(), x.dim(1).known()) {
-                if n != c {
-                    return Err(fact_error(
-                        op,
-                        format!(
-                            "{name} has shape {}, expected {c} values (one per channel)",
-                            p.shape_string()
-                        ),
-                    ));
-                }
-            }
-        }
+        let x = checked_inputs(inputs, ["scale", "B", "input_mean", "input_var"])?;
         let mut out = vec![ValueFact::new(Some(DType::F32), x.shape.clone())];
         if self.outputs == 3 {
             let c = ValueFact::new(Some(DType::F32), x.shape.as_ref().map(|_| vec![x.dim(1)]));

@@ -15,7 +15,7 @@ use super::Op;
 use crate::onnx::attrs::{AttrReader, AttrValue};
 use crate::tensor::{DType, Tensor, TensorData};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use std::collections::BTreeMap;
 
 /// One node to run: an op read from ONNX attributes at an opset, its inputs (`None`:
@@ -2174,11 +2174,14 @@ fn output_facts_are_what_eval_returns() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000); // about 50 cases per op of each generator
-    let mut runner = TestRunner::new(Config {
+                          // A fixed seed: the per-op coverage check below counts random cases, and with a fresh
+                          // seed each run a rarely generated op (Flatten: 8 of 26) could fall under its third.
+    let config = Config {
         cases,
         failure_persistence: None,
         ..Config::default()
-    });
+    };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     let ran: std::cell::RefCell<BTreeMap<&'static str, (usize, usize)>> = Default::default();
     let result = runner.run(&(any_case(), any::<u64>()), |(c, seed)| {
         let ok = check(&c, seed)?;

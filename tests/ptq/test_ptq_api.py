@@ -413,10 +413,6 @@ def test_float_island_is_reported_and_the_model_still_quantizes(calib, op):
     assert [n for n, _, _ in m.quant_info["float_nodes"]] == ["middle"]
 
 
-def logits_step(q: oxiquant.Model) -> float:
-    return next(a["step"] for a in q.quant_info["activations"] if a["tensor"] == "logits")
-
-
 def test_trailing_softmax_stays_float(calib):
     proto = small_cnn()
     proto.graph.node[-1].output[0] = "logits"
@@ -424,16 +420,21 @@ def test_trailing_softmax_stays_float(calib):
     ref = ort_run(proto, {"x": calib})
     q = oxiquant.quantize_network(oxiquant.load(proto), 8, calib)
     assert [n for n, _, _ in q.quant_info["float_nodes"]] == ["softmax"]
+    # Only the Softmax reads the logits: the Gemm's accumulator goes to real values through a
+    # dequantizer, not an 8-bit requantization.
+    roles = {a["tensor"]: a["role"] for a in q.quant_info["activations"]}
+    assert roles.get("logits") == "dequant", roles
     y = q.run(calib)["y"]
     np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
-    # The Softmax is exact on the quantized logits: |dp_i| <= sum_j |dp_i/dx_j| |dx_j| and
-    # sum_j |dp_i/dx_j| = 2 p_i (1 - p_i) <= 1/2, so each sample's output moves by at most half
-    # its largest logit error (the logits' quantization error against onnxruntime's float ones).
+    # The Softmax is exact on the quantized model's logits: |dp_i| <= sum_j |dp_i/dx_j| |dx_j|
+    # and sum_j |dp_i/dx_j| = 2 p_i (1 - p_i) <= 1/2, so each sample's output moves by at most
+    # half its largest logit error (the logits against onnxruntime's float ones).
     logits = onnx.ModelProto.FromString(proto.SerializeToString())
     logits.graph.output[0].name = "logits"
     del logits.graph.node[-1]
-    err = np.abs(q.run(calib, mode="fake", fetch=["logits"])["logits"] * logits_step(q) - ort_run(logits, {"x": calib}))
+    err = np.abs(q.run(calib, fetch=["logits"])["logits"] - ort_run(logits, {"x": calib}))
     assert np.all(np.abs(y - ref).max(axis=1) <= 0.5 * err.max(axis=1) + 1e-6)
+    np.testing.assert_allclose(ort_run(q.to_onnx(), {"x": calib}), y, rtol=1e-5, atol=1e-6)
 
 
 def test_all_zero_weights_and_a_constant_zero_activation(calib):

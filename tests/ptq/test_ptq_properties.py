@@ -319,7 +319,9 @@ def sqnr_gain_db(proto: onnx.ModelProto, per_channel: bool, low: int = 8, high: 
         assert y.shape == ref.shape and np.all(np.isfinite(y))
         s[bits] = sqnr_db(ref, y)
     if np.isinf(s[high]):
-        return np.inf if np.isfinite(s[low]) else 0.0
+        # Nothing quantized at either width (a network of float islands alone): no gain to
+        # measure.
+        return np.inf if np.isfinite(s[low]) else None
     return s[high] - s[low]
 
 

@@ -5,6 +5,9 @@
 //! Rewrites, in topological order, with the dtype of every value tracked:
 //! - Conv / Gemm / MatMul with a quantized input + the quantizer after it (+ a Relu or Clip
 //!   after that) -> one `QConv` / `QGemm` whose epilogue requantizes and clamps;
+//! - Conv / Gemm / MatMul with a quantized input + a dequantizer after it (only float
+//!   islands read its output) -> the op itself on the exact integers in f32, as the
+//!   fake-quantized graph computes it, then the dequantizer's product;
 //! - a quantizer (Scaling with bounds) -> `Requantize` (float in for the input quantizers);
 //! - a Scaling without bounds on integers -> `Dequantize` (into a float island or output);
 //! - Relu / Clip -> integer clamp; pooling -> integer pooling (the average rounded half to
@@ -112,6 +115,17 @@ impl Lowering<'_> {
             [(r, 0)] => Some(r),
             _ => None,
         }
+    }
+
+    /// Whether affine node `idx` is read only by a Scaling node without quantizer bounds (a
+    /// dequantizer: the layer's output stays in float).
+    fn to_float_reader(&self, idx: usize) -> bool {
+        self.sole_reader(idx).is_some_and(|t| {
+            self.src.nodes[t]
+                .op
+                .downcast_ref::<Scaling>()
+                .is_some_and(|sc| sc.quant.is_none())
+        })
     }
 
     /// The requantizer of Scaling node `t`, with a following Relu/Clip folded into its
@@ -255,6 +269,19 @@ impl Lowering<'_> {
             }
         } else if x_int.is_none() && ints.iter().all(Option::is_none) {
             keep(self);
+        } else if affine && x_int.is_some() && self.to_float_reader(idx) {
+            // The layer keeps its output in float (only float islands read it): its exact
+            // integer accumulator, computed in f32 as the fake-quantized graph does, goes
+            // to the dequantizer after it.
+            self.nodes.push(Node {
+                name: node.name.clone(),
+                op: Box::new(IntOp::Float {
+                    op: op.clone_box(),
+                    out: None,
+                }),
+                inputs: node.inputs.clone(),
+                outputs: node.outputs.clone(),
+            });
         } else if affine && x_int.is_some() {
             self.affine(idx)?;
         } else if matches!(unary, Some(Unary::Round | Unary::Floor)) {

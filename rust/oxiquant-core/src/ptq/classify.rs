@@ -72,20 +72,38 @@ pub fn classify(graph: &Graph, n: &Node, acts: &HashSet<String>) -> Class {
     n.op.ptq_class(&facts(graph, n, acts))
 }
 
-/// Why a merge joins the float islands (`float_merges`).
-pub const FLOAT_MERGE: &str = "a merge read only by float ops (or an output merging float values)";
+/// Whether island node `n` could become an integer lookup table (`int::fuse_tables`): an
+/// element-wise op whose constant inputs are single values (Sigmoid, `x * sigmoid(x)`,
+/// `x + 3` of a HardSwish). Its input is then better quantized: the table reads 8 bits.
+pub fn table_candidate(graph: &Graph, n: &Node, acts: &HashSet<String>) -> bool {
+    n.op.elementwise()
+        && n.inputs
+            .iter()
+            .filter(|v| !v.is_empty())
+            .all(|v| match graph.initializers.get(v) {
+                Some(t) => t.len() == 1 && t.rank() <= 1,
+                None => acts.contains(v),
+            })
+}
 
-/// Merges (Add, Sub, Sum, Concat of activations) that join the float islands: what they
-/// compute is read only by float islands (or by other such merges), or it is a graph output
-/// and every value they merge comes from a float island read only by float ops. Nothing
-/// integer reads them, so requantizing their output, and the island outputs they merge,
-/// would only add rounding: e.g. a detector's box coordinates in pixels concatenated with
-/// its class probabilities in [0, 1] into its output (one shared 8-bit scale rounds every
-/// probability to 0), or `x - mean(x)` of a LayerNorm written out as ReduceMean, Sub, Pow,
-/// Sqrt, Div. A MatMul of two activations is not a float reader (`integer_matmul`
-/// multiplies its quantized operands). The set is the largest one closed under these
-/// conditions, so that merges feeding merges join together.
-pub fn float_merges(graph: &Graph, classes: &mut HashMap<String, Class>) {
+/// Why a merge joins the float islands (`float_followers`).
+pub const FLOAT_MERGE: &str = "a merge read only by float ops (or an output merging float values)";
+/// Why a data-movement (or Clip) node joins them.
+pub const FLOAT_MOVE: &str = "data movement read only by float ops (or an output of float values)";
+
+/// Merges (Add, Sub, Sum, Concat of activations), data-movement ops (Reshape, Squeeze,
+/// Gather, Slice, Relu, pooling: the seamless class) and Clips that join the float islands:
+/// what they compute is read only by float islands (or by other such nodes), or it is a
+/// graph output and every value they read comes from a float island read only by float ops.
+/// Nothing integer reads them, so requantizing their output, and the island outputs they
+/// read, would only add rounding: e.g. a detector's box coordinates in pixels concatenated
+/// with its class probabilities in [0, 1] into its output (one shared 8-bit scale rounds
+/// every probability to 0), `x - mean(x)` of a LayerNorm written out as ReduceMean, Sub,
+/// Pow, Sqrt, Div, or a recurrent state that reaches an LSTM through Gather and Unsqueeze.
+/// A MatMul of two activations is not a float reader (`integer_matmul` multiplies its
+/// quantized operands). The set is the largest one closed under these conditions, so that
+/// chains of such nodes join together.
+pub fn float_followers(graph: &Graph, classes: &mut HashMap<String, Class>, acts: &HashSet<String>) {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, n) in graph.nodes.iter().enumerate() {
@@ -98,46 +116,102 @@ pub fn float_merges(graph: &Graph, classes: &mut HashMap<String, Class>) {
     }
     let island = |i: usize| matches!(classes.get(&graph.nodes[i].name), Some(Class::FloatIsland(_)));
     let float_reader = |i: usize| island(i) && !graph.nodes[i].op.is::<MatMul>();
+    // Data movement before an island that may become a lookup table stays integer: the
+    // table reads 8 bits (a Relu before a Sigmoid).
+    let strict_reader = |i: usize| float_reader(i) && !table_candidate(graph, &graph.nodes[i], acts);
+    let moves = |i: usize| {
+        matches!(
+            classes.get(&graph.nodes[i].name),
+            Some(Class::Seamless | Class::Bounded)
+        )
+    };
     let mut candidates: HashSet<usize> = graph
         .nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| matches!(classes.get(&n.name), Some(Class::Merging)))
+        .filter(|(i, n)| moves(*i) || matches!(classes.get(&n.name), Some(Class::Merging)))
         .map(|(i, _)| i)
         .collect();
     loop {
-        let read_by_floats = |v: &str, cand: &HashSet<usize>| {
-            readers
-                .get(v)
-                .is_none_or(|rs| rs.iter().all(|&r| cand.contains(&r) || float_reader(r)))
-        };
-        let dropped: Vec<usize> = candidates
+        loop {
+            let read_by_floats = |v: &str, cand: &HashSet<usize>, strict: bool| {
+                readers.get(v).is_none_or(|rs| {
+                    rs.iter()
+                        .all(|&r| cand.contains(&r) || if strict { strict_reader(r) } else { float_reader(r) })
+                })
+            };
+            let dropped: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&m| {
+                    let n = &graph.nodes[m];
+                    let outputs_ok = n.outputs.iter().all(|o| read_by_floats(o, &candidates, moves(m)));
+                    let is_output = n
+                        .outputs
+                        .iter()
+                        .any(|o| graph.is_graph_output(o) || !readers.contains_key(o.as_str()));
+                    let inputs_float = || {
+                        data_inputs(n.op.as_ref(), n).iter().all(|v| {
+                            producer.get(v).is_some_and(|&p| candidates.contains(&p) || island(p))
+                                && read_by_floats(v, &candidates, false)
+                        })
+                    };
+                    !(outputs_ok && (!is_output || inputs_float()))
+                })
+                .collect();
+            if dropped.is_empty() {
+                break;
+            }
+            for m in dropped {
+                candidates.remove(&m);
+            }
+        }
+        // A node joins only next to a real island (reading one, or read by one, through
+        // other such nodes): a Relu -> MaxPool network with no island at all, or an Add ->
+        // Relu that ends it, stays integer.
+        let mut grounded: HashSet<usize> = HashSet::new();
+        let mut stack: Vec<usize> = candidates
             .iter()
             .copied()
             .filter(|&m| {
                 let n = &graph.nodes[m];
-                let outputs_ok = n.outputs.iter().all(|o| read_by_floats(o, &candidates));
-                let is_output = n
-                    .outputs
+                let reads_island = n
+                    .inputs
                     .iter()
-                    .any(|o| graph.is_graph_output(o) || !readers.contains_key(o.as_str()));
-                let inputs_float = || {
-                    data_inputs(n.op.as_ref(), n).iter().all(|v| {
-                        producer.get(v).is_some_and(|&p| candidates.contains(&p) || island(p))
-                            && read_by_floats(v, &candidates)
-                    })
-                };
-                !(outputs_ok && (!is_output || inputs_float()))
+                    .any(|v| producer.get(v.as_str()).is_some_and(|&p| island(p)));
+                let read_by_island = n.outputs.iter().any(|o| {
+                    readers
+                        .get(o.as_str())
+                        .is_some_and(|rs| rs.iter().any(|&r| float_reader(r)))
+                });
+                reads_island || read_by_island
             })
             .collect();
-        if dropped.is_empty() {
+        while let Some(m) = stack.pop() {
+            if !grounded.insert(m) {
+                continue;
+            }
+            let n = &graph.nodes[m];
+            let ups = n.inputs.iter().filter_map(|v| producer.get(v.as_str()).copied());
+            let downs = n
+                .outputs
+                .iter()
+                .flat_map(|o| readers.get(o.as_str()).into_iter().flatten().copied());
+            stack.extend(
+                ups.chain(downs)
+                    .filter(|k| candidates.contains(k) && !grounded.contains(k)),
+            );
+        }
+        if grounded.len() == candidates.len() {
             break;
         }
-        for m in dropped {
-            candidates.remove(&m);
-        }
+        candidates = grounded;
     }
     for m in candidates {
-        classes.insert(graph.nodes[m].name.clone(), Class::FloatIsland(FLOAT_MERGE.into()));
+        let reason = match classes.get(&graph.nodes[m].name) {
+            Some(Class::Merging) => FLOAT_MERGE,
+            _ => FLOAT_MOVE,
+        };
+        classes.insert(graph.nodes[m].name.clone(), Class::FloatIsland(reason.into()));
     }
 }

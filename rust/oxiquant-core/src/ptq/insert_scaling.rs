@@ -88,7 +88,7 @@ pub fn node_classes(graph: &Graph, excluded: &BTreeSet<String>) -> HashMap<Strin
             (n.name.clone(), c)
         })
         .collect();
-    super::classify::float_merges(graph, &mut classes);
+    super::classify::float_followers(graph, &mut classes, &acts);
     classes
 }
 
@@ -96,24 +96,6 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
     state.expect("insert_scaling_nodes", Stage::Prepared, &[])?;
     let classes = node_classes(graph, &state.excluded);
     let acts = activations(graph);
-    let inputs: Vec<String> = graph
-        .runtime_inputs()
-        .filter(|i| i.dtype == DType::F32 && acts.contains(&i.name))
-        .map(|i| i.name.clone())
-        .collect();
-    for name in inputs {
-        add_after(graph, state, &name, &format!("{name}_quantizer"), Role::Input)?;
-    }
-    // Embedding lookups start activations as graph inputs do.
-    for name in super::classify::embedding_outputs(graph) {
-        add_after(graph, state, &name, &format!("{name}_quantizer"), Role::Input)?;
-    }
-    let snapshot: Vec<(String, String)> = graph
-        .nodes
-        .iter()
-        .filter(|n| !n.op.is::<Scaling>())
-        .map(|n| (n.name.clone(), n.outputs[0].clone()))
-        .collect();
     // MatMuls of two activations (attention's Q K^T, softmax(.) V) take quantized operands
     // and have their product requantized: `integer_matmul` then multiplies the integers.
     let bilinear: HashSet<String> = graph
@@ -127,11 +109,77 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
         })
         .map(|n| n.name.clone())
         .collect();
+    // A graph input that only float islands read stays float: quantizing it would only round
+    // what the islands compute in float (an LSTM's recurrent state, a whole network inside
+    // an If).
+    let only_floats_read = |v: &str| {
+        let readers = graph.consumers(v);
+        !readers.is_empty()
+            && !graph.is_graph_output(v)
+            && readers.iter().all(|&(c, _)| {
+                let reader = &graph.nodes[c].name;
+                !bilinear.contains(reader)
+                    && matches!(classes.get(reader), Some(Class::FloatIsland(_)))
+                    && !super::classify::table_candidate(graph, &graph.nodes[c], &acts)
+            })
+    };
+    let inputs: Vec<String> = graph
+        .runtime_inputs()
+        .filter(|i| i.dtype == DType::F32 && acts.contains(&i.name))
+        .map(|i| i.name.clone())
+        .collect();
+    let (float_sources, mut sources): (Vec<String>, Vec<String>) =
+        inputs.into_iter().partition(|v| only_floats_read(v));
+    let float_sources: HashSet<String> = float_sources.into_iter().collect();
+    // Embedding lookups start activations as graph inputs do (always quantized: their
+    // table is stored in 8 bits).
+    sources.extend(super::classify::embedding_outputs(graph));
+    for name in sources {
+        add_after(graph, state, &name, &format!("{name}_quantizer"), Role::Input)?;
+    }
+    let snapshot: Vec<(String, String)> = graph
+        .nodes
+        .iter()
+        .filter(|n| !n.op.is::<Scaling>())
+        .map(|n| (n.name.clone(), n.outputs[0].clone()))
+        .collect();
     // They are listed as float nodes no longer: `integer_matmul` multiplies their integers
     // (and puts back any it cannot).
     state.float_nodes.retain(|(n, _, _)| !bilinear.contains(n));
+    // Affine nodes whose output only float islands read (a MatMul before its bias Add and a
+    // LayerNorm, a classifier's last layer before its Softmax) keep it in float: a
+    // dequantizer takes their accumulator straight to real values, as a runtime's
+    // integer-to-float matrix product does. Requantizing it to 8 bits would only round, and
+    // coarsely where the outputs have outliers (a transformer's feed-forward output). An
+    // island that may become a lookup table (`table_candidate`) still reads 8 bits.
+    let float_out = |node: usize| {
+        let out = &graph.nodes[node].outputs[0];
+        let readers = graph.consumers(out);
+        !readers.is_empty()
+            && !graph.is_graph_output(out)
+            && readers.iter().all(|&(c, _)| {
+                let r = &graph.nodes[c];
+                !bilinear.contains(&r.name)
+                    && matches!(classes.get(&r.name), Some(Class::FloatIsland(_)))
+                    && !super::classify::table_candidate(graph, r, &acts)
+            })
+    };
+    let float_out_affine: HashSet<String> = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| matches!(classes.get(&n.name), Some(Class::Affine)) && float_out(*i))
+        .map(|(_, n)| n.name.clone())
+        .collect();
+    let mut to_float: HashSet<String> = HashSet::new();
     for (name, out) in &snapshot {
         let role = match classes.get(name) {
+            Some(Class::Affine) if float_out_affine.contains(name) => {
+                let scaler = format!("{name}_to_float");
+                add_after(graph, state, out, &scaler, Role::Dequant)?;
+                to_float.insert(scaler);
+                continue;
+            }
             Some(Class::Affine) => Role::Affine,
             Some(Class::Merging) => Role::Merge,
             Some(Class::FloatIsland(_)) => {
@@ -164,7 +212,13 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
             let from_island = graph
                 .producer(&v)
                 .is_some_and(|p| matches!(classes.get(&graph.nodes[p].name), Some(Class::FloatIsland(_))));
-            if acts.contains(&v) && !from_island || graph.producer(&v).is_some_and(|p| is_scaling(graph, p)) {
+            // (Values an affine node's dequantizer writes are real already.)
+            let real = graph
+                .producer(&v)
+                .is_some_and(|p| to_float.contains(&graph.nodes[p].name));
+            let quantized = acts.contains(&v) && !from_island && !float_sources.contains(&v);
+            let after_scaling = graph.producer(&v).is_some_and(|p| is_scaling(graph, p));
+            if !real && (quantized || after_scaling) {
                 add_on_edge(graph, state, idx, slot, &format!("{name}_dequant{slot}"), Role::Dequant)?;
             }
         }

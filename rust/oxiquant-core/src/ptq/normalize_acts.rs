@@ -45,7 +45,8 @@ impl ScaleRules for ActRules {
             .ok_or_else(|| Error::InvalidArgument(format!("Scaling node '{name}' is unknown to the pipeline")))?;
         let mut constant_zero = false;
         let (factor, s_out) = if info.role == Role::Dequant {
-            (vec![s_in[0]], 1.0)
+            let same = s_in.iter().all(|&s| s == s_in[0]);
+            (if same { vec![s_in[0]] } else { s_in.to_vec() }, 1.0)
         } else {
             let c = match (info.clip, &info.stats) {
                 (Some(c), _) => c,

@@ -198,10 +198,13 @@ impl ScaleRules for ParamRules {
             return Err(Error::InvalidArgument(format!("node '{name}' is not a Scaling node")));
         };
         if role == Some(Role::Dequant) {
-            let s = scalar(s_in, graph, idx, "a dequantizer input")?;
-            if let Some(sc) = graph.nodes[idx].op.downcast_mut::<Scaling>() {
-                sc.factor = vec![s];
-            }
+            // One factor per channel after an affine node that keeps its output in float.
+            sc.factor = if s_in.iter().all(|&s| s == s_in[0]) {
+                vec![s_in[0]]
+            } else {
+                sc.rank = rank;
+                s_in.to_vec()
+            };
             return Ok((1.0, false));
         }
         // A per-channel input scale is absorbed here: the output gets the largest one.

@@ -136,9 +136,11 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                 };
                 let u_x = unit_of(&units, &x).unwrap_or_else(|| vec![1.0]);
                 if info.role == Role::Dequant {
-                    let f = sc.factor[0] / u_x[0];
+                    // Per channel after an affine node that keeps its output in float.
+                    let n = sc.factor.len().max(u_x.len());
+                    let f: Vec<f32> = (0..n).map(|c| pick(&sc.factor, c) / pick(&u_x, c)).collect();
                     graph.nodes[idx].op = Box::new(Scaling {
-                        factor: vec![f],
+                        factor: if f.iter().all(|&x| x == f[0]) { vec![f[0]] } else { f },
                         rank: sc.rank,
                         quant: None,
                     });

@@ -95,9 +95,9 @@ def test_affine_outputs_read_only_by_float_islands_stay_float():
     mu, var = res.mean(-1, keepdims=True), res.var(-1, keepdims=True)
     requantized_alone = sqnr_db(ref, (res - mu) / np.sqrt(var + 1e-5))
     assert sqnr_db(ref, got) > requantized_alone + 3, (sqnr_db(ref, got), requantized_alone)
-    # The QDQ export runs in onnxruntime to the same values (f32 rounding apart).
-    exported = run_ort(q.to_onnx("qdq"), {"x": x})
-    np.testing.assert_allclose(exported, got, rtol=1e-4, atol=1e-4)
+    # Both exports run in onnxruntime to the same values (f32 rounding apart).
+    for fmt in ("qdq", "qoperator"):
+        np.testing.assert_allclose(run_ort(q.to_onnx(fmt), {"x": x}), got, rtol=1e-4, atol=1e-4, err_msg=fmt)
 
 
 def island_reads_the_input() -> onnx.ModelProto:
@@ -131,7 +131,8 @@ def test_an_input_only_float_islands_read_is_not_quantized():
     step = next(a["step"] for a in q.quant_info["activations"] if a["tensor"] == "p")
     w = nh.to_array(proto.graph.initializer[0])
     assert np.abs(got - ref).max() <= 0.5 * step * np.abs(w).sum(axis=0).max() * 1.01 + 1e-6
-    np.testing.assert_allclose(run_ort(q.to_onnx("qdq"), {"x": x}), got, rtol=1e-5, atol=1e-5)
+    for fmt in ("qdq", "qoperator"):
+        np.testing.assert_allclose(run_ort(q.to_onnx(fmt), {"x": x}), got, rtol=1e-5, atol=1e-5, err_msg=fmt)
 
 
 def movement_between_islands() -> onnx.ModelProto:
@@ -172,4 +173,5 @@ def test_data_movement_between_islands_runs_in_float():
     ref = run_ort(proto, {"x": x})
     got = q.run(x)["y"]
     assert sqnr_db(ref, got) > 35, sqnr_db(ref, got)
-    np.testing.assert_allclose(run_ort(q.to_onnx("qdq"), {"x": x}), got, rtol=1e-5, atol=1e-6)
+    for fmt in ("qdq", "qoperator"):
+        np.testing.assert_allclose(run_ort(q.to_onnx(fmt), {"x": x}), got, rtol=1e-5, atol=1e-6, err_msg=fmt)

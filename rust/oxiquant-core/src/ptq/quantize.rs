@@ -143,6 +143,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                         factor: if f.iter().all(|&x| x == f[0]) { vec![f[0]] } else { f },
                         rank: sc.rank,
                         quant: None,
+                        last_axis: sc.last_axis,
                     });
                     None
                 } else {
@@ -161,6 +162,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                     graph.nodes[idx].op = Box::new(Scaling {
                         factor,
                         rank,
+                        last_axis: sc.last_axis,
                         quant: Some(if signed {
                             // Two's complement range, as ONNX int8/int4 saturate: the export is exact.
                             QuantBounds {
@@ -200,7 +202,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                 let mut a = AffineParams::read(graph, idx)?;
                 let bits = state.layer_bits.get(&node.name).copied().unwrap_or(opts.weight_bits);
                 let qw = levels(bits, true);
-                let per_channel = state.per_channel && a.per_channel_ok;
+                let per_channel = super::channelwise(graph, state, idx, &a);
                 let rounded = state
                     .affine
                     .get(&node.name)
@@ -367,6 +369,7 @@ fn dequantize_outputs(graph: &mut Graph, state: &mut PtqState, units: &HashMap<S
                 factor,
                 rank: 0,
                 quant: None,
+                last_axis: false,
             },
         )?;
         // Only the graph output reads real units: nodes that read the value as well (a

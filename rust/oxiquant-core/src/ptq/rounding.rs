@@ -214,7 +214,7 @@ fn round_node(graph: &Graph, state: &PtqState, idx: usize, opts: &RoundingOption
     let bits = opts.bits_of(&node.name);
     let q = levels(bits, true);
     let qf = q as f64;
-    let per_channel = state.per_channel && a.per_channel_ok;
+    let per_channel = super::channelwise(graph, state, idx, &a);
     let alpha: Vec<f32> = match opts.weight_clipping {
         Clipping::Max => vec![1.0; a.channels],
         _ if per_channel => (0..a.channels)

@@ -94,6 +94,13 @@ mod tests {
             (s.clipping, s.per_channel, s.optimize_signs, s.weight_clipping),
             (Clipping::Max, false, false, Clipping::Max)
         );
+        assert!(!s.input_aware);
+        // Input-aware rounding only below 8 activation and weight bits.
+        let best = |a, w| Preset::Best.settings(a, w).input_aware;
+        assert_eq!(
+            (best(4, 4), best(8, 4), best(4, 8), best(8, 8)),
+            (true, false, false, false)
+        );
         for n in Preset::NAMES {
             assert_eq!(Preset::parse(n).unwrap().name(), n);
         }

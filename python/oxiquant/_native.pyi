@@ -129,6 +129,10 @@ class NativeModel:
         layer_bits: Optional[dict[str, int]] = None,
         damp: float = 0.01,
         num_threads: Optional[int] = None,
+        input_batches: Optional[list[dict[str, Any]]] = None,
+        act_bits: Optional[int] = None,
+        optimize_signs: bool = True,
+        single_shift: bool = False,
     ) -> None: ...
     def ptq_affine_nodes(self) -> list[str]: ...
     def ptq_quantize(
@@ -161,10 +165,11 @@ def check_quantize_options(
     optimize_signs: Optional[bool] = None,
     gptq: Optional[bool] = None,
     bias_correction: Optional[bool] = None,
+    input_aware: Optional[bool] = None,
 ) -> dict[str, Any]:
     """Checks `quantize_network`'s arguments and fills in the ones left as None from the
     preset: {preset, nb_bits, weight_bits, clipping, weight_clipping, per_channel,
-    optimize_signs, histograms, gptq, bias_correction}."""
+    optimize_signs, histograms, gptq, bias_correction, input_aware}."""
 
 def check_bits(value: int, what: str = "nb_bits") -> int: ...
 def set_num_threads(n: Optional[int] = None) -> None: ...

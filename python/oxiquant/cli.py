@@ -186,6 +186,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         args.optimize_signs,
         args.gptq,
         args.bias_correction,
+        args.input_aware,
     )
     _say(
         args,
@@ -193,6 +194,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         f"{'per-channel' if st['per_channel'] else 'per-tensor'} weights"
         f"{', signs optimized' if st['optimize_signs'] else ''}"
         f"{', GPTQ rounding' if st['gptq'] else ''}{', bias correction' if st['bias_correction'] else ''}"
+        f"{', input-aware rounding' if st['input_aware'] and not args.single_shift else ''}"
         f"{', cross-layer equalization' if args.equalize else ''}"
         f" (preset {st['preset']})",
     )
@@ -210,6 +212,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         weight_clipping=args.weight_clipping,
         gptq=args.gptq,
         bias_correction=args.bias_correction,
+        input_aware=args.input_aware,
         layer_bits=dict(args.layer_bits or []),
         first_last_bits=args.first_last_bits,
         equalize=args.equalize,
@@ -248,6 +251,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "single_shift": args.single_shift,
                 "gptq": st["gptq"],
                 "bias_correction": st["bias_correction"],
+                "input_aware": st["input_aware"],
                 "layer_bits": dict(args.layer_bits or []),
                 "first_last_bits": args.first_last_bits,
                 "equalize": args.equalize,
@@ -718,11 +722,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="take the weight rounding's mean output shift out of the biases (default: the preset's)",
     )
     q.add_argument(
+        "--input-aware",
+        action=argparse.BooleanOptionalAction,
+        help="round each layer's weights against its inputs in the quantized network, layer by layer "
+        "(default: the preset's; on below 8 activation and weight bits)",
+    )
+    q.add_argument(
         "--layer-samples",
         type=_positive,
         default=256,
         metavar="N",
-        help="calibration samples whose layer inputs --gptq and --bias-correction use (default: 256)",
+        help="calibration samples whose layer inputs --gptq, --bias-correction and --input-aware use (default: 256)",
     )
     q.add_argument(
         "--layer-bits",

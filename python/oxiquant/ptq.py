@@ -270,6 +270,12 @@ def round_weights(
     weight_clipping: str = "max",
     layer_bits: Mapping[str, int] | None = None,
     damp: float = 0.01,
+    input_aware: CalibrationSet | None = None,
+    nb_bits: int | None = None,
+    optimize_signs: bool = True,
+    single_shift: bool = False,
+    input_samples: int = 256,
+    batch_size: int = 32,
 ) -> None:
     """Step 6b (optional, after `normalize_activations`; needs `compute_ranges(...,
     layer_statistics=n)`): puts every Conv/Gemm/MatMul weight on its `weight_bits` grid.
@@ -278,15 +284,64 @@ def round_weights(
     (`damp`: the damping, a fraction of the Hessian's mean diagonal); without it, weights are
     rounded to nearest. `bias_correction` takes the expected output shift `(W_q - W) E[x]`
     out of each bias. `layer_bits={node: bits}` gives single layers other widths.
-    `quantize_normalized_network` must then use the same `weight_bits` and `weight_clipping`."""
+    `quantize_normalized_network` must then use the same `weight_bits` and `weight_clipping`.
+
+    `input_aware=calibration_set` fits each layer to the inputs it reads in the QUANTIZED
+    network (activations on their `nb_bits` grids, earlier layers' weights rounded), over the
+    first `input_samples` samples (in batches of `batch_size`): each weight row moves to the
+    least-squares fit of the float layer's output from the quantized inputs, is rounded by
+    GPTQ against the quantized inputs' Hessian (to nearest without `gptq`), and bias
+    correction matches the mean outputs of the quantized and float networks. The quantized
+    network is made as `quantize_normalized_network(nb_bits, optimize_signs=...)` would (give
+    the values it will be called with); layers are rounded in graph order, each against the
+    network whose earlier layers already have their new weights."""
+    layer_bits_arg = None if layer_bits is None else dict(layer_bits)
+    if input_aware is None:
+        model._native.ptq_round_weights(
+            weight_bits, weight_clipping, bool(gptq), bool(bias_correction), layer_bits_arg, float(damp)
+        )
+        return
+    if nb_bits is None:
+        raise InvalidArgumentError("round_weights: input_aware needs nb_bits (the activations' bit width)")
+    for what, v in (("input_samples", input_samples), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise InvalidArgumentError(f"{what} must be a positive integer, got {v!r}")
+    batches = _first_batches(model, input_aware, int(input_samples), int(batch_size))
     model._native.ptq_round_weights(
         weight_bits,
         weight_clipping,
         bool(gptq),
         bool(bias_correction),
-        None if layer_bits is None else dict(layer_bits),
+        layer_bits_arg,
         float(damp),
+        None,
+        batches,
+        nb_bits,
+        bool(optimize_signs),
+        bool(single_shift),
     )
+
+
+def _first_batches(model: Model, data: CalibrationSet, samples: int, batch_size: int) -> list[dict[str, np.ndarray]]:
+    """The batches of `data` that hold its first `samples` samples (the last one cut)."""
+    if isinstance(data, np.ndarray):
+        data = data[:samples]
+    elif isinstance(data, Mapping):
+        data = {k: np.asarray(v)[:samples] for k, v in data.items()}
+    out: list[dict[str, np.ndarray]] = []
+    seen = 0
+    for feeds in _batches(model, data, batch_size)[0]:
+        n = len(next(iter(feeds.values())))
+        if seen + n > samples:
+            feeds = {k: v[: samples - seen] for k, v in feeds.items()}
+            n = samples - seen
+        out.append(feeds)
+        seen += n
+        if seen >= samples:
+            break
+    if not out:
+        raise InvalidArgumentError("round_weights: input_aware was given an empty calibration set")
+    return out
 
 
 def affine_layers(model: Model) -> list[str]:
@@ -350,6 +405,7 @@ def quantize_network(
     weight_bits_budget: float | None = None,
     budget_samples: int = 8,
     layer_samples: int = 256,
+    input_aware: bool | None = None,
     batch_size: int = 32,
     progress: bool | None = None,
     num_threads: int | None = None,
@@ -388,9 +444,31 @@ def quantize_network(
         if isinstance(budget_samples, bool) or not isinstance(budget_samples, (int, np.integer)) or budget_samples < 1:
             raise InvalidArgumentError(f"budget_samples must be a positive integer, got {budget_samples!r}")
     st = check_quantize_options(
-        nb_bits, clipping, weight_bits, weight_clipping, preset, per_channel, optimize_signs, gptq, bias_correction
+        nb_bits,
+        clipping,
+        weight_bits,
+        weight_clipping,
+        preset,
+        per_channel,
+        optimize_signs,
+        gptq,
+        bias_correction,
+        input_aware,
     )
     rounding = bool(st["gptq"] or st["bias_correction"])
+    # Input-aware rounding reads the calibration set a second time: an array or a dict of
+    # arrays (a one-shot iterable cannot be read twice). The preset asks for it only where
+    # it can run; an explicit True with an iterable is an error.
+    rereadable = isinstance(calibration_set, (np.ndarray, Mapping))
+    if input_aware and not rereadable:
+        raise InvalidArgumentError(
+            "input_aware needs the calibration set as an array or a dict of arrays (it is read a second time)"
+        )
+    # From the preset: only where it can run (the set read twice, no single_shift).
+    from_preset = rereadable and rounding and not single_shift
+    aware = bool(st["input_aware"]) and not no_quant and (bool(input_aware) or from_preset)
+    if aware and not rounding:
+        raise InvalidArgumentError("input_aware rounds the weights: it needs gptq or bias_correction on")
     if isinstance(layer_samples, bool) or not isinstance(layer_samples, (int, np.integer)) or layer_samples < 1:
         raise InvalidArgumentError(f"layer_samples must be a positive integer, got {layer_samples!r}")
     q = model.copy()
@@ -432,7 +510,9 @@ def quantize_network(
         progress=progress,
         num_threads=num_threads,
         histograms=st["histograms"],
-        layer_statistics=layer_samples if rounding else 0,
+        # Input-aware rounding gathers its own statistics (on the quantized network): the
+        # float ones would only round the starting point it replaces.
+        layer_statistics=layer_samples if rounding and not aware else 0,
     )
     adjust_ranges(q, clipping=st["clipping"], nb_bits=st["nb_bits"], optimize_signs=st["optimize_signs"])
     normalize_activations(q)
@@ -444,6 +524,11 @@ def quantize_network(
             bias_correction=st["bias_correction"],
             weight_clipping=st["weight_clipping"],
             layer_bits=bits_by_layer,
+            input_aware=calibration_set if aware else None,
+            nb_bits=st["nb_bits"],
+            optimize_signs=st["optimize_signs"],
+            single_shift=single_shift,
+            input_samples=layer_samples,
         )
     quantize_normalized_network(
         q,

@@ -66,7 +66,7 @@ def test_gptq_lowers_the_output_error_of_a_layer(rng):
 def test_step_by_step_equals_the_one_liner(rng):
     x = rng.standard_normal((32, 3, 8, 8)).astype(np.float32)
     m = oxiquant.load(small_cnn())
-    one = oxiquant.quantize_network(m, 4, x, gptq=True, bias_correction=True, layer_samples=20)
+    one = oxiquant.quantize_network(m, 4, x, gptq=True, bias_correction=True, input_aware=False, layer_samples=20)
     s = m.copy()
     oxiquant.prepare_network(s)
     oxiquant.insert_scaling_nodes(s)

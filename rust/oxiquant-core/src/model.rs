@@ -368,6 +368,18 @@ impl Model {
         self.edit(|g, st| ptq::rounding::round_weights(g, st, opts))
     }
 
+    /// `round_weights`, each layer fitted to its inputs in the quantized network
+    /// (`ptq::input_aware`): `quant` says how activations will be quantized, `batches` are
+    /// calibration batches (run side by side on the current rayon pool).
+    pub fn round_weights_input_aware(
+        &mut self,
+        opts: &ptq::rounding::RoundingOptions,
+        quant: &QuantizeOptions,
+        batches: Vec<HashMap<String, Tensor>>,
+    ) -> Result<()> {
+        self.edit(|g, st| ptq::input_aware::round_weights_input_aware(g, st, opts, quant, batches))
+    }
+
     /// Weight bit widths of single affine nodes for `quantize` (mixed precision).
     pub fn set_layer_bits(&mut self, bits: std::collections::BTreeMap<String, u32>) -> Result<()> {
         for (n, &b) in &bits {

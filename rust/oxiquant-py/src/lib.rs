@@ -392,7 +392,9 @@ impl NativeModel {
 
     /// PTQ step 6b (in place, optional): GPTQ rounding and bias correction of the weights.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (weight_bits, weight_clipping, gptq, bias_correction, layer_bits=None, damp=0.01, num_threads=None))]
+    /// With `input_batches`, each layer is fitted to its inputs in the network quantized to
+    /// `act_bits` activations (`input_aware`), layer by layer.
+    #[pyo3(signature = (weight_bits, weight_clipping, gptq, bias_correction, layer_bits=None, damp=0.01, num_threads=None, input_batches=None, act_bits=None, optimize_signs=true, single_shift=false))]
     fn ptq_round_weights(
         &mut self,
         py: Python<'_>,
@@ -403,6 +405,10 @@ impl NativeModel {
         layer_bits: Option<BTreeMap<String, Bound<'_, PyAny>>>,
         damp: f64,
         num_threads: Option<usize>,
+        input_batches: Option<Vec<Bound<'_, PyDict>>>,
+        act_bits: Option<&Bound<'_, PyAny>>,
+        optimize_signs: bool,
+        single_shift: bool,
     ) -> PyResult<()> {
         let mut opts = core_ptq::rounding::RoundingOptions::new(bits_arg(weight_bits, "weight_bits")?);
         opts.weight_clipping = weight_clipping_arg(weight_clipping)?;
@@ -412,6 +418,25 @@ impl NativeModel {
         opts.layer_bits = layer_bits_arg(layer_bits)?;
         let pool = threads::pool(num_threads)?;
         let m = &mut self.model;
+        if let Some(batches) = input_batches {
+            let batches = batches.iter().map(feeds_from_py).collect::<PyResult<Vec<_>>>()?;
+            let act_bits = match act_bits {
+                Some(b) if !b.is_none() => bits_arg(b, "nb_bits")?,
+                _ => {
+                    return Err(errors::to_py(oxiquant_core::error::Error::InvalidArgument(
+                        "round_weights: input-aware rounding needs nb_bits (the activations' bit width)".into(),
+                    )))
+                }
+            };
+            let mut quant = QuantizeOptions::new(act_bits);
+            quant.optimize_signs = optimize_signs;
+            quant.single_shift = single_shift;
+            return py.detach(|| {
+                guard("round_weights", || {
+                    pool.install(|| m.round_weights_input_aware(&opts, &quant, batches))
+                })
+            });
+        }
         py.detach(|| guard("round_weights", || pool.install(|| m.round_weights(&opts))))
     }
 
@@ -487,7 +512,7 @@ impl NativeModel {
 /// whether calibration needs histograms.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (nb_bits, clipping=None, weight_bits=None, weight_clipping=None, preset="best", per_channel=None, optimize_signs=None, gptq=None, bias_correction=None))]
+#[pyo3(signature = (nb_bits, clipping=None, weight_bits=None, weight_clipping=None, preset="best", per_channel=None, optimize_signs=None, gptq=None, bias_correction=None, input_aware=None))]
 fn check_quantize_options<'py>(
     py: Python<'py>,
     nb_bits: &Bound<'py, PyAny>,
@@ -499,6 +524,7 @@ fn check_quantize_options<'py>(
     optimize_signs: Option<bool>,
     gptq: Option<bool>,
     bias_correction: Option<bool>,
+    input_aware: Option<bool>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let preset = core_ptq::Preset::parse(preset).map_err(errors::to_py)?;
     let bits = bits_arg(nb_bits, "nb_bits")?;
@@ -526,6 +552,7 @@ fn check_quantize_options<'py>(
     d.set_item("histograms", clipping.needs_histograms())?;
     d.set_item("gptq", gptq.unwrap_or(base.gptq))?;
     d.set_item("bias_correction", bias_correction.unwrap_or(base.bias_correction))?;
+    d.set_item("input_aware", input_aware.unwrap_or(base.input_aware))?;
     Ok(d)
 }
 

@@ -129,7 +129,12 @@ pub fn watched_inputs(
 }
 
 /// The group count and row length of node `name` for input `x` and weight `w`.
-fn geometry(name: &str, src: &RowSource, x: &Tensor, w: &[usize]) -> Result<(usize, usize, Option<ConvShape>)> {
+pub(crate) fn geometry(
+    name: &str,
+    src: &RowSource,
+    x: &Tensor,
+    w: &[usize],
+) -> Result<(usize, usize, Option<ConvShape>)> {
     match src {
         RowSource::Conv(c) => {
             let s = c.geometry(x.shape(), w)?;

@@ -15,6 +15,7 @@ pub mod classify;
 pub mod clipping;
 pub mod equalize;
 pub mod exclude;
+pub mod input_aware;
 pub mod insert_scaling;
 pub mod integer_matmul;
 pub mod layer_stats;

@@ -247,6 +247,86 @@ unsafe fn requant_row_avx2(acc: &[i32], bias: i32, f: f64, out: RowOut, unsigned
     }
 }
 
+/// Reference for `requant_cols`: element `j` is requantized with its own bias `bias[j]` and
+/// factor `fp[j]` (the columns of a Gemm are its output channels).
+pub fn requant_cols_ref<O: QElem>(acc: &[i32], bias: &[i32], fp: &[FixedPoint], out: RowOut, dst: &mut [O]) {
+    for (((d, &a), &b), fp) in dst.iter_mut().zip(acc).zip(bias).zip(fp) {
+        requant_row_ref(&[a], b, fp, out, std::slice::from_mut(d));
+    }
+}
+
+/// Fast requantization of a run of columns, each with its own bias and factor (`f[j]`, the
+/// f32 of `requant_cols_ref`'s `fp[j]`). Same conditions and result as `requant_row`: every
+/// `|acc[j] + bias[j]|` below `out.rounding.fast_bound()`, `lo..=hi` inside `O`.
+pub fn requant_cols<O: QElem>(acc: &[i32], bias: &[i32], f: &[f32], out: RowOut, dst: &mut [O]) {
+    let n = acc.len().min(dst.len()).min(bias.len()).min(f.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && super::cpu::features().avx2 {
+        // SAFETY: `cpu::features` has AVX2; `dst` has `n` one-byte elements (i8 or u8).
+        done = unsafe {
+            requant_cols_avx2(
+                &acc[..n],
+                &bias[..n],
+                &f[..n],
+                out,
+                O::UNSIGNED,
+                dst.as_mut_ptr() as *mut u8,
+            )
+        };
+    }
+    for j in done..n {
+        requant_row(&acc[j..j + 1], bias[j], f[j], out, &mut dst[j..j + 1]);
+    }
+}
+
+/// Processes whole groups of eight columns; returns how many it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn requant_cols_avx2(acc: &[i32], bias: &[i32], f: &[f32], out: RowOut, unsigned: bool, dst: *mut u8) -> usize {
+    use std::arch::x86_64::*;
+    // SAFETY: loads read acc, bias and f at [i..i + 8] and stores write dst[i..i + 8], with
+    // i + 8 <= n <= the length of each.
+    unsafe {
+        let (lo, hi, zero) = (
+            _mm256_set1_pd(out.lo as f64),
+            _mm256_set1_pd(out.hi as f64),
+            _mm256_set1_pd(out.zero as f64),
+        );
+        let f32_product = out.rounding == Rounding::F32;
+        let n = acc.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            // Wrapping i32 add: exact, the true sum being below the fast bound.
+            let a = _mm256_add_epi32(
+                _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i),
+                _mm256_loadu_si256(bias.as_ptr().add(i) as *const __m256i),
+            );
+            let fv = _mm256_loadu_ps(f.as_ptr().add(i));
+            let conv = |h: __m128i, fh: __m128| {
+                // The exact product of an i32 below 2^29 and an f32 (53-bit significand).
+                let mut p = _mm256_mul_pd(_mm256_cvtepi32_pd(h), _mm256_cvtps_pd(fh));
+                if f32_product {
+                    p = _mm256_cvtps_pd(_mm256_cvtpd_ps(p));
+                }
+                let r = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
+                _mm256_cvtpd_epi32(_mm256_min_pd(_mm256_max_pd(_mm256_add_pd(r, zero), lo), hi))
+            };
+            let lo4 = conv(_mm256_castsi256_si128(a), _mm256_castps256_ps128(fv));
+            let hi4 = conv(_mm256_extracti128_si256::<1>(a), _mm256_extractf128_ps::<1>(fv));
+            let words = _mm_packs_epi32(lo4, hi4);
+            let bytes = if unsigned {
+                _mm_packus_epi16(words, words)
+            } else {
+                _mm_packs_epi16(words, words)
+            };
+            _mm_storel_epi64(dst.add(i) as *mut __m128i, bytes);
+            i += 8;
+        }
+        i
+    }
+}
+
 /// `requant_row`'s arithmetic for one row, in AVX2 registers, for kernels that requantize
 /// their accumulators before storing them. The same conditions apply: every `acc + bias`
 /// below `out.rounding.fast_bound()` in magnitude, `lo..=hi` inside the output type.
@@ -672,6 +752,46 @@ mod tests {
                 let (mut a, mut b) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
                 requant_row(&acc, bias, f, out, &mut a);
                 requant_row_ref(&acc, bias, &fp, out, &mut b);
+                prop_assert_eq!(a, b);
+            }
+        }
+
+        #[test]
+        fn fast_cols_match_the_integer_reference(
+            cols in proptest::collection::vec(
+                (
+                    -(1i32 << 28)..(1i32 << 28),
+                    -(1i32 << 20)..(1i32 << 20),
+                    prop_oneof![1e-9f32..4.0, 4.0f32..64.0, (1i32..12).prop_map(|k| 2f32.powi(-k))],
+                ),
+                0..40,
+            ),
+            unsigned in any::<bool>(),
+            f32_rounding in any::<bool>(),
+            zero in prop_oneof![Just(0i32), -128i32..256],
+            narrow in any::<bool>(),
+        ) {
+            let rounding = if f32_rounding { Rounding::F32 } else { Rounding::Exact };
+            let acc: Vec<i32> = cols.iter().map(|c| c.0 % (rounding.fast_bound() as i32 - (1 << 20))).collect();
+            let bias: Vec<i32> = cols.iter().map(|c| c.1).collect();
+            let f: Vec<f32> = cols.iter().map(|c| c.2).collect();
+            let fp: Vec<FixedPoint> = f.iter().map(|&f| FixedPoint::from_f32(f).unwrap()).collect();
+            let (lo, hi) = match (unsigned, narrow) {
+                (true, false) => (0, 255),
+                (true, true) => (0, 15),
+                (false, false) => (-128, 127),
+                (false, true) => (-8, 7),
+            };
+            let out = RowOut { rounding, zero: zero.clamp(lo, hi), lo, hi };
+            if unsigned {
+                let (mut a, mut b) = (vec![0u8; acc.len()], vec![0u8; acc.len()]);
+                requant_cols(&acc, &bias, &f, out, &mut a);
+                requant_cols_ref(&acc, &bias, &fp, out, &mut b);
+                prop_assert_eq!(a, b);
+            } else {
+                let (mut a, mut b) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
+                requant_cols(&acc, &bias, &f, out, &mut a);
+                requant_cols_ref(&acc, &bias, &fp, out, &mut b);
                 prop_assert_eq!(a, b);
             }
         }

@@ -210,16 +210,37 @@ pub fn requant_row_ref<O: QElem>(acc: &[i32], bias: i32, fp: &FixedPoint, out: R
 /// rounded to f32 first for `Rounding::F32` (then equal to the IEEE f32 product, the operand
 /// being an exact f32 under the bound).
 pub fn requant_row<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, dst: &mut [O]) {
+    requant_row_with(acc, bias, f, out, false, dst)
+}
+
+/// `requant_row` for sums known to be small: every `|acc[i] + bias|` below 2^24
+/// (`EXACT_F32_BOUND`), where the AVX2 kernel may requantize in f32 lanes
+/// (`RowAvx2::with_small_sums`, eight conversions per instruction). Same result.
+pub fn requant_row_small<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, dst: &mut [O]) {
+    requant_row_with(acc, bias, f, out, true, dst)
+}
+
+fn requant_row_with<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, small: bool, dst: &mut [O]) {
     let n = acc.len().min(dst.len());
     let f32_product = out.rounding == Rounding::F32;
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if n >= 8 && super::cpu::features().avx2 {
+    if n > 0 && super::cpu::features().avx2 {
         // SAFETY: `cpu::features` has AVX2; `dst` has `n` one-byte elements (i8 or u8).
-        done = unsafe { requant_row_avx2(&acc[..n], bias, f as f64, out, O::UNSIGNED, dst.as_mut_ptr() as *mut u8) };
+        unsafe {
+            requant_row_avx2(
+                &acc[..n],
+                bias,
+                f as f64,
+                out,
+                small,
+                O::UNSIGNED,
+                dst.as_mut_ptr() as *mut u8,
+            )
+        };
+        return;
     }
     let (f, lo, hi, zero) = (f as f64, out.lo as f64, out.hi as f64, out.zero as f64);
-    for (d, &a) in dst[done..n].iter_mut().zip(&acc[done..n]) {
+    for (d, &a) in dst[..n].iter_mut().zip(&acc[..n]) {
         let mut p = (a as i64 + bias as i64) as f64 * f;
         if f32_product {
             p = p as f32 as f64;
@@ -229,21 +250,34 @@ pub fn requant_row<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, dst: &
     }
 }
 
-/// Processes whole groups of eight; returns how many elements it wrote.
+/// The whole row: groups of eight, then the last few through one padded group (the lanes
+/// are independent, so the padding's lanes are computed and dropped).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn requant_row_avx2(acc: &[i32], bias: i32, f: f64, out: RowOut, unsigned: bool, dst: *mut u8) -> usize {
+unsafe fn requant_row_avx2(acc: &[i32], bias: i32, f: f64, out: RowOut, small: bool, unsigned: bool, dst: *mut u8) {
     use std::arch::x86_64::*;
-    // SAFETY: loads read acc[i..i + 8] and stores write dst[i..i + 8] with i + 8 <= acc.len().
+    // SAFETY: loads read acc[i..i + 8] and stores write dst[i..i + 8] with i + 8 <= acc.len();
+    // the tail goes through local arrays and copies `acc.len() - i` bytes into `dst[i..]`.
     unsafe {
-        let row = RowAvx2::new(bias, f, out, unsigned);
+        let mut row = RowAvx2::new(bias, f, out, unsigned);
+        if small {
+            row = row.with_small_sums();
+        }
         let mut i = 0;
         while i + 8 <= acc.len() {
             let a = _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i);
             _mm_storel_epi64(dst.add(i) as *mut __m128i, row.bytes8(a));
             i += 8;
         }
-        i
+        let rest = acc.len() - i;
+        if rest > 0 {
+            let mut lanes = [0i32; 8];
+            lanes[..rest].copy_from_slice(&acc[i..]);
+            let mut bytes = [0u8; 16];
+            let a = _mm256_loadu_si256(lanes.as_ptr() as *const __m256i);
+            _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, row.bytes8(a));
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(i), rest);
+        }
     }
 }
 
@@ -751,6 +785,40 @@ mod tests {
                 let out = RowOut { rounding, zero: zero.clamp(lo, hi), lo, hi };
                 let (mut a, mut b) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
                 requant_row(&acc, bias, f, out, &mut a);
+                requant_row_ref(&acc, bias, &fp, out, &mut b);
+                prop_assert_eq!(a, b);
+            }
+        }
+
+        /// `requant_row_small` (f32 lanes) on sums below 2^24, rows of any length (the
+        /// tail through a padded vector), factors that make ties frequent.
+        #[test]
+        fn small_row_matches_the_integer_reference(
+            acc in proptest::collection::vec(-(1i32 << 23)..(1i32 << 23), 0..40),
+            bias in -(1i32 << 22)..(1i32 << 22),
+            f in prop_oneof![1e-9f32..4.0, 4.0f32..64.0, (1i32..12).prop_map(|k| 2f32.powi(-k)), (1i32..200).prop_map(|k| 0.5 / k as f32)],
+            unsigned in any::<bool>(),
+            f32_rounding in any::<bool>(),
+            zero in prop_oneof![Just(0i32), -128i32..256],
+            narrow in any::<bool>(),
+        ) {
+            let fp = FixedPoint::from_f32(f).unwrap();
+            let rounding = if f32_rounding { Rounding::F32 } else { Rounding::Exact };
+            let (lo, hi) = match (unsigned, narrow) {
+                (true, false) => (0, 255),
+                (true, true) => (0, 15),
+                (false, false) => (-128, 127),
+                (false, true) => (-8, 7),
+            };
+            let out = RowOut { rounding, zero: zero.clamp(lo, hi), lo, hi };
+            if unsigned {
+                let (mut a, mut b) = (vec![0u8; acc.len()], vec![0u8; acc.len()]);
+                requant_row_small(&acc, bias, f, out, &mut a);
+                requant_row_ref(&acc, bias, &fp, out, &mut b);
+                prop_assert_eq!(a, b);
+            } else {
+                let (mut a, mut b) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
+                requant_row_small(&acc, bias, f, out, &mut a);
                 requant_row_ref(&acc, bias, &fp, out, &mut b);
                 prop_assert_eq!(a, b);
             }

@@ -221,32 +221,70 @@ pub fn requant_row_small<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, 
 }
 
 fn requant_row_with<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, small: bool, dst: &mut [O]) {
-    let n = acc.len().min(dst.len());
-    let f32_product = out.rounding == Rounding::F32;
+    RowConsts::new::<O>(bias, f, out, small).apply(acc, dst)
+}
+
+/// One channel's requantization (`requant_row`, or `requant_row_small` when `small`) with
+/// its constants set up once, for callers that requantize many short rows of the same
+/// channel (a depthwise plane's rows, a packed product's tiles): the setup cost as much as
+/// the two vectors of a 16-value row.
+#[derive(Clone, Copy)]
+pub struct RowConsts {
+    bias: i32,
+    f: f32,
+    out: RowOut,
+    unsigned: bool,
     #[cfg(target_arch = "x86_64")]
-    if n > 0 && super::cpu::features().avx2 {
-        // SAFETY: `cpu::features` has AVX2; `dst` has `n` one-byte elements (i8 or u8).
-        unsafe {
-            requant_row_avx2(
-                &acc[..n],
-                bias,
-                f as f64,
-                out,
-                small,
-                O::UNSIGNED,
-                dst.as_mut_ptr() as *mut u8,
-            )
-        };
-        return;
-    }
-    let (f, lo, hi, zero) = (f as f64, out.lo as f64, out.hi as f64, out.zero as f64);
-    for (d, &a) in dst[..n].iter_mut().zip(&acc[..n]) {
-        let mut p = (a as i64 + bias as i64) as f64 * f;
-        if f32_product {
-            p = p as f32 as f64;
+    simd: Option<RowAvx2>,
+}
+
+impl RowConsts {
+    /// For output type `O`; `small` promises every `|acc + bias|` below 2^24.
+    pub fn new<O: QElem>(bias: i32, f: f32, out: RowOut, small: bool) -> RowConsts {
+        RowConsts {
+            bias,
+            f,
+            out,
+            unsigned: O::UNSIGNED,
+            #[cfg(target_arch = "x86_64")]
+            simd: super::cpu::features().avx2.then(|| {
+                // SAFETY: `cpu::features` has AVX2.
+                let row = unsafe { RowAvx2::new(bias, f as f64, out, O::UNSIGNED) };
+                if small {
+                    row.with_small_sums()
+                } else {
+                    row
+                }
+            }),
         }
-        let y = (p.round_ties_even() + zero).clamp(lo, hi);
-        *d = O::from_i32(y as i32);
+    }
+
+    /// `dst[i]` from `acc[i]`, as `requant_row` (same conditions); `O` must be the type
+    /// given to `new`.
+    pub fn apply<O: QElem>(&self, acc: &[i32], dst: &mut [O]) {
+        assert_eq!(O::UNSIGNED, self.unsigned, "RowConsts: output type differs from new's");
+        let n = acc.len().min(dst.len());
+        #[cfg(target_arch = "x86_64")]
+        if let Some(row) = &self.simd {
+            // SAFETY: `simd` exists only with AVX2; `dst` has `n` one-byte elements.
+            unsafe { requant_row_avx2(row, &acc[..n], dst.as_mut_ptr() as *mut u8) };
+            return;
+        }
+        let f32_product = self.out.rounding == Rounding::F32;
+        let (f, lo, hi, zero) = (
+            self.f as f64,
+            self.out.lo as f64,
+            self.out.hi as f64,
+            self.out.zero as f64,
+        );
+        for (d, &a) in dst[..n].iter_mut().zip(&acc[..n]) {
+            let mut p = (a as i64 + self.bias as i64) as f64 * f;
+            if f32_product {
+                p = p as f32 as f64;
+            }
+            let y = (p.round_ties_even() + zero).clamp(lo, hi);
+            *d = O::from_i32(y as i32);
+        }
     }
 }
 
@@ -254,15 +292,11 @@ fn requant_row_with<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, small
 /// are independent, so the padding's lanes are computed and dropped).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn requant_row_avx2(acc: &[i32], bias: i32, f: f64, out: RowOut, small: bool, unsigned: bool, dst: *mut u8) {
+unsafe fn requant_row_avx2(row: &RowAvx2, acc: &[i32], dst: *mut u8) {
     use std::arch::x86_64::*;
     // SAFETY: loads read acc[i..i + 8] and stores write dst[i..i + 8] with i + 8 <= acc.len();
     // the tail goes through local arrays and copies `acc.len() - i` bytes into `dst[i..]`.
     unsafe {
-        let mut row = RowAvx2::new(bias, f, out, unsigned);
-        if small {
-            row = row.with_small_sums();
-        }
         let mut i = 0;
         while i + 8 <= acc.len() {
             let a = _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i);

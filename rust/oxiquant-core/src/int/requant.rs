@@ -4,8 +4,7 @@
 use super::{bounds_of, channel_planes, container, to_i32s, widest_input, work_blocks};
 use crate::error::{Error, Result};
 use crate::kernels::requant::{
-    quantize_one, quantize_row, requant_row, requant_row_ref, requant_row_small, FixedPoint, FloatScale, QElem,
-    Rounding, RowOut, EXACT_F32_BOUND,
+    quantize_one, quantize_row, requant_row, requant_row_ref, FixedPoint, FloatScale, QElem, Rounding, RowOut,
 };
 use crate::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
@@ -111,9 +110,7 @@ impl Requant {
     #[inline]
     pub fn row<O: QElem>(&self, c: usize, acc: &[i32], bias: i32, bound: i64, dst: &mut [O]) {
         let c = if self.scale.len() == 1 { 0 } else { c };
-        if bound < EXACT_F32_BOUND {
-            requant_row_small(acc, bias, self.factor[c], self.row_out(), dst);
-        } else if bound < self.rounding.fast_bound() {
+        if bound < self.rounding.fast_bound() {
             requant_row(acc, bias, self.factor[c], self.row_out(), dst);
         } else {
             requant_row_ref(acc, bias, &self.scale[c], self.row_out(), dst);

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels::conv::ConvShape;
 use crate::kernels::qconv_u8s8::{self, ByteInput, ByteOperand, QuadImage, QuadWeights, RunPlan};
 use crate::kernels::qgemm::{self, Kernel, PackedA};
-use crate::kernels::requant::{QElem, EXACT_F32_BOUND};
+use crate::kernels::requant::{QElem, RowConsts, EXACT_F32_BOUND};
 use crate::kernels::{depthwise, qconv_direct};
 use crate::ops::nn::Conv;
 use crate::tensor::{DType, Tensor};
@@ -166,6 +166,11 @@ impl QConv {
                     let xi = &x[(img * s.c + m / mg) * plane_in..][..plane_in];
                     let dst = qconv_u8s8::zeroed(out);
                     let widen = |v: T| v.widen() - zero;
+                    let rq = &self.requant;
+                    let consts = (self.acc_bound < rq.rounding.fast_bound()).then(|| {
+                        let f = rq.factor[if rq.factor.len() == 1 { 0 } else { m }];
+                        RowConsts::new::<O>(self.bias[m], f, rq.row_out(), self.acc_bound < EXACT_F32_BOUND)
+                    });
                     depthwise::plane(
                         &g,
                         xi,
@@ -176,7 +181,10 @@ impl QConv {
                         scratch,
                         |row, acc| {
                             let d = &mut dst[row * ow..(row + 1) * ow];
-                            self.requant.row(m, acc, self.bias[m], self.acc_bound, d)
+                            match &consts {
+                                Some(rc) => rc.apply(acc, d),
+                                None => self.requant.row(m, acc, self.bias[m], self.acc_bound, d),
+                            }
                         },
                     );
                 });
@@ -259,14 +267,33 @@ impl QConv {
                     }
                 } else if pointwise {
                     qgemm::pack_b_rows(xg, cg, npix, zero, &mut panels, parallel);
-                    qgemm::qgemm(
+                    // Each task's rows requantize with constants set up once (`RowConsts`).
+                    let fast = self.acc_bound < self.requant.rounding.fast_bound();
+                    let consts = |bi: usize| -> Vec<RowConsts> {
+                        if !fast {
+                            return Vec::new();
+                        }
+                        let rq = &self.requant;
+                        (bi * qgemm::MR..((bi + 1) * qgemm::MR).min(mg))
+                            .map(|r| {
+                                let c = c0 + r;
+                                let f = rq.factor[if rq.factor.len() == 1 { 0 } else { c }];
+                                RowConsts::new::<O>(self.bias[c], f, rq.row_out(), self.acc_bound < EXACT_F32_BOUND)
+                            })
+                            .collect()
+                    };
+                    qgemm::qgemm_with(
                         kernel,
                         &self.packed[g],
                         &panels,
                         npix,
                         qconv_u8s8::zeroed(dst),
                         parallel,
-                        |row, _, acc, d| epilogue(row, acc, d),
+                        consts,
+                        |rows, row, _, acc, d| match rows.get(row % qgemm::MR) {
+                            Some(rc) => rc.apply(acc, d),
+                            None => epilogue(row, acc, d),
+                        },
                     );
                 } else {
                     pairs.fill(xg, cg, zero, s);

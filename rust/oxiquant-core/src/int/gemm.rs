@@ -4,7 +4,7 @@
 use super::{accumulator_bound, weights_as_i8, Requant};
 use crate::error::{Error, Result};
 use crate::kernels::qgemm::{self, Kernel, PackedA};
-use crate::kernels::requant::QElem;
+use crate::kernels::requant::{requant_cols, QElem};
 use crate::tensor::{DType, Tensor};
 
 /// Quantized Gemm / MatMul with a constant weight: `Y[r][m] = requant(sum_k X[r][k] W[m][k] + b[m])`
@@ -24,6 +24,8 @@ pub struct QGemm {
     pub bias: Vec<i32>,
     pub requant: Requant,
     acc_bound: i64,
+    /// The requantization factor of each output feature (`requant.factor` expanded).
+    col_factor: Vec<f32>,
 }
 
 impl QGemm {
@@ -40,6 +42,15 @@ impl QGemm {
         let mut packed = Vec::new();
         qgemm::pack_b_transposed(weight, m, k, &mut packed);
         let acc_bound = accumulator_bound(weight, m, &bias, x_zero, "Gemm")?;
+        let col_factor = match requant.factor.len() {
+            1 => vec![requant.factor[0]; m],
+            n if n == m => requant.factor.clone(),
+            n => {
+                return Err(Error::shape(format!(
+                    "quantized Gemm: {n} requantization factors for {m} output features"
+                )))
+            }
+        };
         Ok(QGemm {
             k,
             m,
@@ -50,6 +61,7 @@ impl QGemm {
             bias,
             requant,
             acc_bound,
+            col_factor,
         })
     }
 
@@ -80,11 +92,18 @@ impl QGemm {
                 // task split (ResNet-50's classifier at batch 1, 2M products, ran on one
                 // thread when this looked at the rows alone).
                 let parallel = rows > qgemm::MR || rows * self.m * self.k >= 1 << 18;
+                let fast = self.acc_bound < self.requant.rounding.fast_bound();
+                let out = self.requant.row_out();
                 qgemm::qgemm(kernel, &a, &self.packed, self.m, &mut y, parallel, |_, c0, acc, dst| {
                     // Columns are output features: one channel (factor, bias) per element.
-                    for (j, (a, d)) in acc.iter().zip(dst.chunks_mut(1)).enumerate() {
-                        let c = c0 + j;
-                        self.requant.row(c, std::slice::from_ref(a), self.bias[c], self.acc_bound, d);
+                    let cols = c0..c0 + acc.len();
+                    if fast {
+                        requant_cols(acc, &self.bias[cols.clone()], &self.col_factor[cols], out, dst);
+                    } else {
+                        for (j, (a, d)) in acc.iter().zip(dst.chunks_mut(1)).enumerate() {
+                            let c = c0 + j;
+                            self.requant.row(c, std::slice::from_ref(a), self.bias[c], self.acc_bound, d);
+                        }
                     }
                 });
                 Tensor::from_vec(shape.clone(), y)

@@ -371,7 +371,7 @@ impl IntOp {
             }
             IntOp::Pass => x.clone(),
             IntOp::Table(t) => t.eval(x)?,
-            IntOp::IslandTable(t) => t.table.eval(x)?,
+            IntOp::IslandTable(t) => t.eval(x)?,
             IntOp::QAdd(q) => q.eval(x, input(inputs, 1, "B")?)?,
             IntOp::AvgPool(p) => p.eval(x)?,
         };

@@ -174,9 +174,20 @@ impl Geometry {
                 let dst = &mut buf[row + self.pl..row + self.pl + self.w];
                 dst.iter_mut().zip(src).for_each(|(d, &v)| *d = f(v));
             } else {
-                for (xx, &v) in src.iter().enumerate() {
-                    let c = xx + self.pl;
-                    buf[row + (c % self.sw) * self.phase_len + c / self.sw] = f(v);
+                // Column phase by phase: padded column `c = xx + pl` goes to phase `c % sw`,
+                // index `c / sw`; the columns of one phase are every `sw`-th from the first
+                // `xx0` with that phase, and land side by side.
+                for ph in 0..self.sw {
+                    let xx0 = (ph + self.sw - self.pl % self.sw) % self.sw;
+                    if xx0 >= self.w {
+                        continue;
+                    }
+                    let start = row + ph * self.phase_len + (xx0 + self.pl) / self.sw;
+                    let cols = (self.w - xx0).div_ceil(self.sw);
+                    let dst = &mut buf[start..start + cols];
+                    dst.iter_mut()
+                        .zip(src[xx0..].iter().step_by(self.sw))
+                        .for_each(|(d, &v)| *d = f(v));
                 }
             }
         }

@@ -255,6 +255,35 @@ where
     O: Send,
     F: Fn(usize, usize, &[i32], &mut [O]) + Sync,
 {
+    qgemm_with(
+        kernel,
+        a,
+        b,
+        n,
+        out,
+        parallel,
+        |_| (),
+        |_, row, c0, acc, dst| epilogue(row, c0, acc, dst),
+    )
+}
+
+/// `qgemm` whose epilogue also receives a state made once per task by `init(row block)`:
+/// per-row constants set up once for all of the block's tiles rather than once per tile row.
+#[allow(clippy::too_many_arguments)]
+pub fn qgemm_with<O, S, I, F>(
+    kernel: Kernel,
+    a: &PackedA,
+    b: &[i16],
+    n: usize,
+    out: &mut [O],
+    parallel: bool,
+    init: I,
+    epilogue: F,
+) where
+    O: Send,
+    I: Fn(usize) -> S + Sync,
+    F: Fn(&S, usize, usize, &[i32], &mut [O]) + Sync,
+{
     let k2 = a.k2();
     let panels = n.div_ceil(NR);
     assert!(
@@ -271,6 +300,7 @@ where
         let ab = a.block_words(bi);
         let rows = MR.min(m - bi * MR);
         let mut tile = [[0i32; NR]; MR];
+        let state = init(bi);
         for p in p0..p1 {
             run_tile(
                 kernel,
@@ -289,7 +319,7 @@ where
                 // SAFETY: (row grow, columns c0..c0+cols) lies in `out` ([m][n]) and belongs
                 // to this task's tile only.
                 let dst = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(grow * n + c0), cols) };
-                epilogue(grow, c0, &row[..cols], dst);
+                epilogue(&state, grow, c0, &row[..cols], dst);
             }
         }
     };

@@ -210,37 +210,224 @@ pub fn requant_row_ref<O: QElem>(acc: &[i32], bias: i32, fp: &FixedPoint, out: R
 /// rounded to f32 first for `Rounding::F32` (then equal to the IEEE f32 product, the operand
 /// being an exact f32 under the bound).
 pub fn requant_row<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, dst: &mut [O]) {
-    let n = acc.len().min(dst.len());
-    let f32_product = out.rounding == Rounding::F32;
-    let mut done = 0;
+    requant_row_with(acc, bias, f, out, false, dst)
+}
+
+/// `requant_row` for sums known to be small: every `|acc[i] + bias|` below 2^24
+/// (`EXACT_F32_BOUND`), where the AVX2 kernel may requantize in f32 lanes
+/// (`RowAvx2::with_small_sums`, eight conversions per instruction). Same result.
+pub fn requant_row_small<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, dst: &mut [O]) {
+    requant_row_with(acc, bias, f, out, true, dst)
+}
+
+fn requant_row_with<O: QElem>(acc: &[i32], bias: i32, f: f32, out: RowOut, small: bool, dst: &mut [O]) {
     #[cfg(target_arch = "x86_64")]
-    if n >= 8 && super::cpu::features().avx2 {
+    if super::cpu::features().avx2 {
+        let n = acc.len().min(dst.len());
         // SAFETY: `cpu::features` has AVX2; `dst` has `n` one-byte elements (i8 or u8).
-        done = unsafe { requant_row_avx2(&acc[..n], bias, f as f64, out, O::UNSIGNED, dst.as_mut_ptr() as *mut u8) };
+        // The constants are made in place (a `RowConsts` moved around per call cost more
+        // than the row on ResNet-20's direct convolutions).
+        unsafe {
+            requant_row_avx2_once(
+                &acc[..n],
+                bias,
+                f as f64,
+                out,
+                small,
+                O::UNSIGNED,
+                dst.as_mut_ptr() as *mut u8,
+            )
+        };
+        return;
     }
-    let (f, lo, hi, zero) = (f as f64, out.lo as f64, out.hi as f64, out.zero as f64);
-    for (d, &a) in dst[done..n].iter_mut().zip(&acc[done..n]) {
-        let mut p = (a as i64 + bias as i64) as f64 * f;
-        if f32_product {
-            p = p as f32 as f64;
+    RowConsts::new::<O>(bias, f, out, small).apply(acc, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn requant_row_avx2_once(
+    acc: &[i32],
+    bias: i32,
+    f: f64,
+    out: RowOut,
+    small: bool,
+    unsigned: bool,
+    dst: *mut u8,
+) {
+    let mut row = RowAvx2::new(bias, f, out, unsigned);
+    if small {
+        row = row.with_small_sums();
+    }
+    // SAFETY: as the caller's: AVX2, `dst` holds `acc.len()` bytes.
+    unsafe { requant_row_avx2(&row, acc, dst) }
+}
+
+/// One channel's requantization (`requant_row`, or `requant_row_small` when `small`) with
+/// its constants set up once, for callers that requantize many short rows of the same
+/// channel (a depthwise plane's rows, a packed product's tiles): the setup cost as much as
+/// the two vectors of a 16-value row.
+#[derive(Clone, Copy)]
+pub struct RowConsts {
+    bias: i32,
+    f: f32,
+    out: RowOut,
+    unsigned: bool,
+    #[cfg(target_arch = "x86_64")]
+    simd: Option<RowAvx2>,
+}
+
+impl RowConsts {
+    /// For output type `O`; `small` promises every `|acc + bias|` below 2^24.
+    pub fn new<O: QElem>(bias: i32, f: f32, out: RowOut, small: bool) -> RowConsts {
+        RowConsts {
+            bias,
+            f,
+            out,
+            unsigned: O::UNSIGNED,
+            #[cfg(target_arch = "x86_64")]
+            simd: super::cpu::features().avx2.then(|| {
+                // SAFETY: `cpu::features` has AVX2.
+                let row = unsafe { RowAvx2::new(bias, f as f64, out, O::UNSIGNED) };
+                if small {
+                    row.with_small_sums()
+                } else {
+                    row
+                }
+            }),
         }
-        let y = (p.round_ties_even() + zero).clamp(lo, hi);
-        *d = O::from_i32(y as i32);
+    }
+
+    /// `dst[i]` from `acc[i]`, as `requant_row` (same conditions); `O` must be the type
+    /// given to `new`.
+    pub fn apply<O: QElem>(&self, acc: &[i32], dst: &mut [O]) {
+        assert_eq!(O::UNSIGNED, self.unsigned, "RowConsts: output type differs from new's");
+        let n = acc.len().min(dst.len());
+        #[cfg(target_arch = "x86_64")]
+        if let Some(row) = &self.simd {
+            // SAFETY: `simd` exists only with AVX2; `dst` has `n` one-byte elements.
+            unsafe { requant_row_avx2(row, &acc[..n], dst.as_mut_ptr() as *mut u8) };
+            return;
+        }
+        let f32_product = self.out.rounding == Rounding::F32;
+        let (f, lo, hi, zero) = (
+            self.f as f64,
+            self.out.lo as f64,
+            self.out.hi as f64,
+            self.out.zero as f64,
+        );
+        for (d, &a) in dst[..n].iter_mut().zip(&acc[..n]) {
+            let mut p = (a as i64 + self.bias as i64) as f64 * f;
+            if f32_product {
+                p = p as f32 as f64;
+            }
+            let y = (p.round_ties_even() + zero).clamp(lo, hi);
+            *d = O::from_i32(y as i32);
+        }
     }
 }
 
-/// Processes whole groups of eight; returns how many elements it wrote.
+/// The whole row: groups of eight, then the last few through one padded group (the lanes
+/// are independent, so the padding's lanes are computed and dropped).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn requant_row_avx2(acc: &[i32], bias: i32, f: f64, out: RowOut, unsigned: bool, dst: *mut u8) -> usize {
+#[inline]
+unsafe fn requant_row_avx2(row: &RowAvx2, acc: &[i32], dst: *mut u8) {
     use std::arch::x86_64::*;
-    // SAFETY: loads read acc[i..i + 8] and stores write dst[i..i + 8] with i + 8 <= acc.len().
+    // SAFETY: loads read acc[i..i + 8] and stores write dst[i..i + 8] with i + 8 <= acc.len();
+    // the tail goes through local arrays and copies `acc.len() - i` bytes into `dst[i..]`.
     unsafe {
-        let row = RowAvx2::new(bias, f, out, unsigned);
         let mut i = 0;
         while i + 8 <= acc.len() {
             let a = _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i);
             _mm_storel_epi64(dst.add(i) as *mut __m128i, row.bytes8(a));
+            i += 8;
+        }
+        let rest = acc.len() - i;
+        if rest > 0 {
+            let mut lanes = [0i32; 8];
+            lanes[..rest].copy_from_slice(&acc[i..]);
+            let mut bytes = [0u8; 16];
+            let a = _mm256_loadu_si256(lanes.as_ptr() as *const __m256i);
+            _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, row.bytes8(a));
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(i), rest);
+        }
+    }
+}
+
+/// Reference for `requant_cols`: element `j` is requantized with its own bias `bias[j]` and
+/// factor `fp[j]` (the columns of a Gemm are its output channels).
+pub fn requant_cols_ref<O: QElem>(acc: &[i32], bias: &[i32], fp: &[FixedPoint], out: RowOut, dst: &mut [O]) {
+    for (((d, &a), &b), fp) in dst.iter_mut().zip(acc).zip(bias).zip(fp) {
+        requant_row_ref(&[a], b, fp, out, std::slice::from_mut(d));
+    }
+}
+
+/// Fast requantization of a run of columns, each with its own bias and factor (`f[j]`, the
+/// f32 of `requant_cols_ref`'s `fp[j]`). Same conditions and result as `requant_row`: every
+/// `|acc[j] + bias[j]|` below `out.rounding.fast_bound()`, `lo..=hi` inside `O`.
+pub fn requant_cols<O: QElem>(acc: &[i32], bias: &[i32], f: &[f32], out: RowOut, dst: &mut [O]) {
+    let n = acc.len().min(dst.len()).min(bias.len()).min(f.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if n >= 8 && super::cpu::features().avx2 {
+        // SAFETY: `cpu::features` has AVX2; `dst` has `n` one-byte elements (i8 or u8).
+        done = unsafe {
+            requant_cols_avx2(
+                &acc[..n],
+                &bias[..n],
+                &f[..n],
+                out,
+                O::UNSIGNED,
+                dst.as_mut_ptr() as *mut u8,
+            )
+        };
+    }
+    for j in done..n {
+        requant_row(&acc[j..j + 1], bias[j], f[j], out, &mut dst[j..j + 1]);
+    }
+}
+
+/// Processes whole groups of eight columns; returns how many it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn requant_cols_avx2(acc: &[i32], bias: &[i32], f: &[f32], out: RowOut, unsigned: bool, dst: *mut u8) -> usize {
+    use std::arch::x86_64::*;
+    // SAFETY: loads read acc, bias and f at [i..i + 8] and stores write dst[i..i + 8], with
+    // i + 8 <= n <= the length of each.
+    unsafe {
+        let (lo, hi, zero) = (
+            _mm256_set1_pd(out.lo as f64),
+            _mm256_set1_pd(out.hi as f64),
+            _mm256_set1_pd(out.zero as f64),
+        );
+        let f32_product = out.rounding == Rounding::F32;
+        let n = acc.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            // Wrapping i32 add: exact, the true sum being below the fast bound.
+            let a = _mm256_add_epi32(
+                _mm256_loadu_si256(acc.as_ptr().add(i) as *const __m256i),
+                _mm256_loadu_si256(bias.as_ptr().add(i) as *const __m256i),
+            );
+            let fv = _mm256_loadu_ps(f.as_ptr().add(i));
+            let conv = |h: __m128i, fh: __m128| {
+                // The exact product of an i32 below 2^29 and an f32 (53-bit significand).
+                let mut p = _mm256_mul_pd(_mm256_cvtepi32_pd(h), _mm256_cvtps_pd(fh));
+                if f32_product {
+                    p = _mm256_cvtps_pd(_mm256_cvtpd_ps(p));
+                }
+                let r = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
+                _mm256_cvtpd_epi32(_mm256_min_pd(_mm256_max_pd(_mm256_add_pd(r, zero), lo), hi))
+            };
+            let lo4 = conv(_mm256_castsi256_si128(a), _mm256_castps256_ps128(fv));
+            let hi4 = conv(_mm256_extracti128_si256::<1>(a), _mm256_extractf128_ps::<1>(fv));
+            let words = _mm_packs_epi32(lo4, hi4);
+            let bytes = if unsigned {
+                _mm_packus_epi16(words, words)
+            } else {
+                _mm_packs_epi16(words, words)
+            };
+            _mm_storel_epi64(dst.add(i) as *mut __m128i, bytes);
             i += 8;
         }
         i
@@ -672,6 +859,80 @@ mod tests {
                 let (mut a, mut b) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
                 requant_row(&acc, bias, f, out, &mut a);
                 requant_row_ref(&acc, bias, &fp, out, &mut b);
+                prop_assert_eq!(a, b);
+            }
+        }
+
+        /// `requant_row_small` (f32 lanes) on sums below 2^24, rows of any length (the
+        /// tail through a padded vector), factors that make ties frequent.
+        #[test]
+        fn small_row_matches_the_integer_reference(
+            acc in proptest::collection::vec(-(1i32 << 23)..(1i32 << 23), 0..40),
+            bias in -(1i32 << 22)..(1i32 << 22),
+            f in prop_oneof![1e-9f32..4.0, 4.0f32..64.0, (1i32..12).prop_map(|k| 2f32.powi(-k)), (1i32..200).prop_map(|k| 0.5 / k as f32)],
+            unsigned in any::<bool>(),
+            f32_rounding in any::<bool>(),
+            zero in prop_oneof![Just(0i32), -128i32..256],
+            narrow in any::<bool>(),
+        ) {
+            let fp = FixedPoint::from_f32(f).unwrap();
+            let rounding = if f32_rounding { Rounding::F32 } else { Rounding::Exact };
+            let (lo, hi) = match (unsigned, narrow) {
+                (true, false) => (0, 255),
+                (true, true) => (0, 15),
+                (false, false) => (-128, 127),
+                (false, true) => (-8, 7),
+            };
+            let out = RowOut { rounding, zero: zero.clamp(lo, hi), lo, hi };
+            if unsigned {
+                let (mut a, mut b) = (vec![0u8; acc.len()], vec![0u8; acc.len()]);
+                requant_row_small(&acc, bias, f, out, &mut a);
+                requant_row_ref(&acc, bias, &fp, out, &mut b);
+                prop_assert_eq!(a, b);
+            } else {
+                let (mut a, mut b) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
+                requant_row_small(&acc, bias, f, out, &mut a);
+                requant_row_ref(&acc, bias, &fp, out, &mut b);
+                prop_assert_eq!(a, b);
+            }
+        }
+
+        #[test]
+        fn fast_cols_match_the_integer_reference(
+            cols in proptest::collection::vec(
+                (
+                    -(1i32 << 28)..(1i32 << 28),
+                    -(1i32 << 20)..(1i32 << 20),
+                    prop_oneof![1e-9f32..4.0, 4.0f32..64.0, (1i32..12).prop_map(|k| 2f32.powi(-k))],
+                ),
+                0..40,
+            ),
+            unsigned in any::<bool>(),
+            f32_rounding in any::<bool>(),
+            zero in prop_oneof![Just(0i32), -128i32..256],
+            narrow in any::<bool>(),
+        ) {
+            let rounding = if f32_rounding { Rounding::F32 } else { Rounding::Exact };
+            let acc: Vec<i32> = cols.iter().map(|c| c.0 % (rounding.fast_bound() as i32 - (1 << 20))).collect();
+            let bias: Vec<i32> = cols.iter().map(|c| c.1).collect();
+            let f: Vec<f32> = cols.iter().map(|c| c.2).collect();
+            let fp: Vec<FixedPoint> = f.iter().map(|&f| FixedPoint::from_f32(f).unwrap()).collect();
+            let (lo, hi) = match (unsigned, narrow) {
+                (true, false) => (0, 255),
+                (true, true) => (0, 15),
+                (false, false) => (-128, 127),
+                (false, true) => (-8, 7),
+            };
+            let out = RowOut { rounding, zero: zero.clamp(lo, hi), lo, hi };
+            if unsigned {
+                let (mut a, mut b) = (vec![0u8; acc.len()], vec![0u8; acc.len()]);
+                requant_cols(&acc, &bias, &f, out, &mut a);
+                requant_cols_ref(&acc, &bias, &fp, out, &mut b);
+                prop_assert_eq!(a, b);
+            } else {
+                let (mut a, mut b) = (vec![0i8; acc.len()], vec![0i8; acc.len()]);
+                requant_cols(&acc, &bias, &f, out, &mut a);
+                requant_cols_ref(&acc, &bias, &fp, out, &mut b);
                 prop_assert_eq!(a, b);
             }
         }

@@ -65,6 +65,42 @@ impl QGemm {
         })
     }
 
+    /// Whether every accumulator plus bias is an integer an f32 holds exactly (below 2^24 in
+    /// magnitude): then `eval_to_float` gives what the fake-quantized graph's f32 product
+    /// gives on the same integers.
+    pub fn exact_in_f32(&self) -> bool {
+        self.acc_bound < 1 << 24
+    }
+
+    /// `sum_k X[r][k] W[m][k] + b[m]` as f32, not requantized: the layer of a dequantizer
+    /// (its output stays float). Exact when `exact_in_f32`.
+    pub fn eval_to_float(&self, x: &Tensor) -> Result<Tensor> {
+        let xs = x.shape();
+        if xs.is_empty() || *xs.last().unwrap_or(&0) != self.k {
+            return Err(Error::shape(format!(
+                "quantized Gemm expects an input [..., {}], got {xs:?}",
+                self.k
+            )));
+        }
+        let rows = x.len() / self.k.max(1);
+        let mut shape = xs.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = self.m;
+        }
+        let kernel = Kernel::detect();
+        with_qelem!(x.dtype(), T => {
+            let a = PackedA::centered(x.as_slice::<T>()?, rows, self.k, self.x_zero as i16);
+            let mut y = vec![0f32; rows * self.m];
+            let parallel = rows > qgemm::MR || rows * self.m * self.k >= 1 << 18;
+            qgemm::qgemm(kernel, &a, &self.packed, self.m, &mut y, parallel, |_, c0, acc, dst| {
+                for ((d, &a), &b) in dst.iter_mut().zip(acc).zip(&self.bias[c0..]) {
+                    *d = (a + b) as f32;
+                }
+            });
+            Tensor::from_vec(shape, y)
+        })
+    }
+
     /// The weights as i8, for the QOperator export of oxiquant's own models.
     pub fn weight_i8(&self) -> Result<Vec<i8>> {
         weights_as_i8(&self.weight, "quantized Gemm")
@@ -109,5 +145,38 @@ impl QGemm {
                 Tensor::from_vec(shape.clone(), y)
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The float-output product against the plain integer reference plus bias.
+        #[test]
+        fn to_float_matches_the_reference(
+            rows in 1usize..40, k in 1usize..70, m in 1usize..40, seed in any::<u64>(),
+        ) {
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+            let x: Vec<i8> = (0..rows * k).map(|_| (next() % 256) as u8 as i8).collect();
+            let w: Vec<i16> = (0..m * k).map(|_| (next() % 255) as i16 - 127).collect();
+            let bias: Vec<i32> = (0..m).map(|_| (next() % 20001) as i32 - 10000).collect();
+            let g = QGemm::new(&w, m, k, bias.clone(), Requant::new(vec![1.0], -128, 127).unwrap(), 0).unwrap();
+            prop_assert!(g.exact_in_f32());
+            let y = g.eval_to_float(&Tensor::from_vec(vec![rows, k], x.clone()).unwrap()).unwrap();
+            // The reference's right operand is `[k][m]`.
+            let mut wkm = vec![0i16; k * m];
+            for i in 0..m {
+                for j in 0..k {
+                    wkm[j * m + i] = w[i * k + j];
+                }
+            }
+            let want = crate::kernels::qgemm::qgemm_ref(&x, &wkm, rows, k, m);
+            let want: Vec<f32> = want.iter().enumerate().map(|(i, &a)| (a + bias[i % m]) as f32).collect();
+            prop_assert_eq!(y.as_slice::<f32>().unwrap(), &want[..]);
+        }
     }
 }

@@ -72,6 +72,35 @@ fn bias_i32(node: &Node, t: Option<&Tensor>, m: usize) -> Result<Vec<i32>> {
     }
 }
 
+/// The `QGemm` of a Gemm / MatMul node with constant weight `w` (and bias), requantized by `rq`.
+fn qgemm(node: &Node, w: &Tensor, bias_t: Option<&Tensor>, rq: Requant) -> Result<QGemm> {
+    let gemm = node.op.downcast_ref::<Gemm>();
+    let trans_b = gemm.is_some_and(|g| g.trans_b);
+    if gemm.is_some_and(|g| g.trans_a) || w.rank() != 2 {
+        return Err(err(node, "needs transA=0 and a 2-D weight"));
+    }
+    let (r, c) = (w.shape()[0], w.shape()[1]);
+    let wv = weights_i8(node, w)?;
+    // To [m][k] (output features by inputs).
+    let (m, k, wmk) = if trans_b {
+        (r, c, wv)
+    } else {
+        let mut t = vec![0i16; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                t[j * r + i] = wv[i * c + j];
+            }
+        }
+        (c, r, t)
+    };
+    if rq.scale.len() > 1 && rq.scale.len() != m {
+        return Err(err(node, "per-channel factors do not match the output features"));
+    }
+    let mut g = QGemm::new(&wmk, m, k, bias_i32(node, bias_t, m)?, rq, 0).map_err(|e| err(node, e))?;
+    g.matmul = node.op.is::<MatMul>();
+    Ok(g)
+}
+
 /// Bounds of a Relu or constant Clip on integers, if `node` is one.
 fn clamp_bounds(graph: &Graph, node: &Node) -> Result<Option<(i32, i32)>> {
     Ok(
@@ -195,31 +224,7 @@ impl Lowering<'_> {
                 IntOp::Conv(Box::new(conv))
             }
             None if node.op.is::<Gemm>() || node.op.is::<MatMul>() => {
-                let gemm = node.op.downcast_ref::<Gemm>();
-                let trans_b = gemm.is_some_and(|g| g.trans_b);
-                if gemm.is_some_and(|g| g.trans_a) || w.rank() != 2 {
-                    return Err(err(node, "needs transA=0 and a 2-D weight"));
-                }
-                let (r, c) = (w.shape()[0], w.shape()[1]);
-                let wv = weights_i8(node, w)?;
-                // To [m][k] (output features by inputs).
-                let (m, k, wmk) = if trans_b {
-                    (r, c, wv)
-                } else {
-                    let mut t = vec![0i16; r * c];
-                    for i in 0..r {
-                        for j in 0..c {
-                            t[j * r + i] = wv[i * c + j];
-                        }
-                    }
-                    (c, r, t)
-                };
-                if rq.scale.len() > 1 && rq.scale.len() != m {
-                    return Err(err(node, "per-channel factors do not match the output features"));
-                }
-                let mut g = QGemm::new(&wmk, m, k, bias_i32(node, bias_t, m)?, rq, 0).map_err(|e| err(node, e))?;
-                g.matmul = node.op.is::<MatMul>();
-                IntOp::Gemm(Box::new(g))
+                IntOp::Gemm(Box::new(qgemm(node, w, bias_t, rq)?))
             }
             _ => return Err(err(node, "not an affine op")),
         };
@@ -271,14 +276,32 @@ impl Lowering<'_> {
             keep(self);
         } else if affine && x_int.is_some() && self.to_float_reader(idx) {
             // The layer keeps its output in float (only float islands read it): its exact
-            // integer accumulator, computed in f32 as the fake-quantized graph does, goes
-            // to the dequantizer after it.
-            self.nodes.push(Node {
-                name: node.name.clone(),
-                op: Box::new(IntOp::Float {
+            // integer accumulator, as the fake-quantized graph's f32 product computes it,
+            // goes to the dequantizer after it. A Gemm / MatMul runs on the integer kernels
+            // where its sums stay below 2^24 (f32-exact); otherwise, and for a Conv, the op
+            // itself runs in f32 on the integers.
+            let gemm = (op.is::<Gemm>() || op.is::<MatMul>())
+                .then(|| {
+                    let w = self.src.initializers.get(node.inputs.get(1)?)?;
+                    let bias_t = node.inputs.get(2).and_then(|v| self.src.initializers.get(v));
+                    let unit = Requant::new(vec![1.0], -128, 127).ok()?;
+                    qgemm(node, w, bias_t, unit).ok().filter(|g| g.exact_in_f32())
+                })
+                .flatten();
+            let iop = match gemm {
+                Some(g) => IntOp::GemmToFloat {
+                    gemm: Box::new(g),
+                    op: op.clone_box(),
+                },
+                None => IntOp::Float {
                     op: op.clone_box(),
                     out: None,
-                }),
+                },
+            };
+            // (The weight and bias stay inputs, for the QOperator export of the op.)
+            self.nodes.push(Node {
+                name: node.name.clone(),
+                op: Box::new(iop),
                 inputs: node.inputs.clone(),
                 outputs: node.outputs.clone(),
             });

@@ -216,6 +216,13 @@ pub enum IntOp {
     Dequant(Dequant),
     Conv(Box<QConv>),
     Gemm(Box<QGemm>),
+    /// A Gemm / MatMul whose output stays float (a dequantizer after it): the integer
+    /// product plus bias as exact f32 integers (`QGemm::eval_to_float`, its requantizer
+    /// unused), what `op` computes on the same integers in the fake-quantized graph.
+    GemmToFloat {
+        gemm: Box<QGemm>,
+        op: Box<dyn Op>,
+    },
     /// Relu / Clip on integers: type preserving.
     Clip {
         lo: i32,
@@ -268,6 +275,7 @@ impl IntOp {
             IntOp::Dequant(_) => "Dequantize",
             IntOp::Conv(_) => "QConv",
             IntOp::Gemm(_) => "QGemm",
+            IntOp::GemmToFloat { .. } => "QGemmToFloat",
             IntOp::Clip { .. } => "QClip",
             IntOp::Pool(p) if p.max => "QMaxPool",
             IntOp::Pool(_) => "QAveragePool",
@@ -294,6 +302,7 @@ impl IntOp {
             IntOp::Dequant(d) => d.eval(x)?,
             IntOp::Conv(c) => c.eval(x)?,
             IntOp::Gemm(g) => g.eval(x)?,
+            IntOp::GemmToFloat { gemm, .. } => gemm.eval_to_float(x)?,
             IntOp::Clip { lo, hi } => clip(x, *lo, *hi)?,
             IntOp::Pool(p) => qpool(p, x)?,
             IntOp::GlobalPool { max } => qglobal_pool(*max, x)?,
@@ -414,7 +423,7 @@ impl IntOp {
                 let y = c.conv.facts(op, &[Some(&float(x)), Some(&w)])?;
                 ValueFact::new(Some(c.requant.out), y.shape)
             }
-            IntOp::Gemm(g) => {
+            IntOp::Gemm(g) | IntOp::GemmToFloat { gemm: g, .. } => {
                 expect_dtype(op, x, "X", &BYTES)?;
                 let shape = match &x.shape {
                     Some(s) if s.is_empty() || s.last().and_then(DimFact::known).is_some_and(|k| k != g.k) => {
@@ -429,7 +438,12 @@ impl IntOp {
                     }
                     None => None,
                 };
-                ValueFact::new(Some(g.requant.out), shape)
+                let dt = if matches!(self, IntOp::GemmToFloat { .. }) {
+                    DType::F32
+                } else {
+                    g.requant.out
+                };
+                ValueFact::new(Some(dt), shape)
             }
             IntOp::Clip { .. } | IntOp::Pass => {
                 if matches!(self, IntOp::Clip { .. }) {

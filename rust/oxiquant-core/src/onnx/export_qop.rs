@@ -581,7 +581,7 @@ pub fn to_qoperator(graph: &Graph, weight_type: WeightType) -> Result<RawGraph> 
                 }
                 w.node(&n.name, "MatMul", "", inputs, out.clone(), Vec::new());
             }
-            IntOp::Float { op, out: None } => {
+            IntOp::Float { op, out: None } | IntOp::GemmToFloat { op, .. } => {
                 // Not an activation (shape arithmetic, a cast, a comparison): the op on the
                 // exact integer values, its result as it is.
                 let mut inputs = Vec::new();

@@ -177,6 +177,13 @@ def layer_report(
         "outputs": [{"name": k, "sqnr_db": v} for k, v in outputs.items()],
         "worst_layer": worst,
         "float_nodes": [{"node": n, "op": op, "reason": why} for n, op, why in info.get("float_nodes", [])],
+        # Layers whose output stays float: only float ops read it, so a dequantizer takes
+        # their integer accumulator to real values instead of an 8-bit requantizer.
+        "float_outputs": [
+            a["name"].removesuffix("_to_float")
+            for a in info.get("activations", [])
+            if a["role"] == "dequant" and a["name"].endswith("_to_float")
+        ],
         "warnings": list(info.get("warnings", [])),
         # What the optional passes did: per layer, equalization's smallest/largest channel
         # range before and after; the bit allocation's widths and sensitivities.
@@ -243,6 +250,8 @@ def format_report(report: Mapping[str, Any]) -> str:
             + ", ".join(f"{b} bits x {n} layers" for b, n in counts.items())
             + f"; {mean:.2f} bits on average over the weights; most sensitive: {top}"
         )
+    if report.get("float_outputs"):
+        lines.append("output kept in float (only float ops read it): " + ", ".join(report["float_outputs"]))
     for f in report.get("float_nodes", []):
         lines.append(f"kept in float: {f['node']} ({f['op']}): {f['reason']}")
     for w in report.get("warnings", []):

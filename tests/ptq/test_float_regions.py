@@ -86,6 +86,12 @@ def test_affine_outputs_read_only_by_float_islands_stay_float():
     floats = {n: why for n, _, why in q.quant_info["float_nodes"]}
     assert "residual" in floats and "read only by float ops" in floats["residual"]
     assert q.engine == "int", q.engine_note
+    # The report names them.
+    from oxiquant.report import format_report, layer_report
+
+    report = layer_report(oxiquant.load(proto), q, x[:8])
+    assert sorted(report["float_outputs"]) == ["ffn1", "ffn2"]
+    assert "output kept in float (only float ops read it): ffn1" in format_report(report)
     ref = run_ort(proto, {"x": x})
     got = q.run(x)["y"]
     # The integer engine computes what the fake-quantized graph does.

@@ -26,7 +26,8 @@ LAYER_KEYS = {
     "scale", "step", "sqnr_db", "local_sqnr_db", "exact", "clipped_fraction", "histogram",
 }  # fmt: skip
 TOP_KEYS = {
-    "version", "samples", "settings", "layers", "outputs", "worst_layer", "float_nodes", "warnings", "plots", "passes"
+    "version", "samples", "settings", "layers", "outputs", "worst_layer", "float_nodes", "float_outputs", "warnings",
+    "plots", "passes",
 }
 
 

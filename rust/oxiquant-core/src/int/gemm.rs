@@ -75,23 +75,12 @@ impl QGemm {
     /// `sum_k X[r][k] W[m][k] + b[m]` as f32, not requantized: the layer of a dequantizer
     /// (its output stays float). Exact when `exact_in_f32`.
     pub fn eval_to_float(&self, x: &Tensor) -> Result<Tensor> {
-        let xs = x.shape();
-        if xs.is_empty() || *xs.last().unwrap_or(&0) != self.k {
-            return Err(Error::shape(format!(
-                "quantized Gemm expects an input [..., {}], got {xs:?}",
-                self.k
-            )));
-        }
-        let rows = x.len() / self.k.max(1);
-        let mut shape = xs.to_vec();
-        if let Some(last) = shape.last_mut() {
-            *last = self.m;
-        }
+        let (rows, shape) = self.rows_and_shape(x)?;
         let kernel = Kernel::detect();
         with_qelem!(x.dtype(), T => {
             let a = PackedA::centered(x.as_slice::<T>()?, rows, self.k, self.x_zero as i16);
             let mut y = vec![0f32; rows * self.m];
-            let parallel = rows > qgemm::MR || rows * self.m * self.k >= 1 << 18;
+            let parallel = self.parallel(rows);
             qgemm::qgemm(kernel, &a, &self.packed, self.m, &mut y, parallel, |_, c0, acc, dst| {
                 for ((d, &a), &b) in dst.iter_mut().zip(acc).zip(&self.bias[c0..]) {
                     *d = (a + b) as f32;
@@ -101,12 +90,8 @@ impl QGemm {
         })
     }
 
-    /// The weights as i8, for the QOperator export of oxiquant's own models.
-    pub fn weight_i8(&self) -> Result<Vec<i8>> {
-        weights_as_i8(&self.weight, "quantized Gemm")
-    }
-
-    pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
+    /// The rows of input `x` (`[..., k]`) and the output's shape (`[..., m]`).
+    fn rows_and_shape(&self, x: &Tensor) -> Result<(usize, Vec<usize>)> {
         let xs = x.shape();
         if xs.is_empty() || *xs.last().unwrap_or(&0) != self.k {
             return Err(Error::shape(format!(
@@ -114,20 +99,33 @@ impl QGemm {
                 self.k
             )));
         }
-        let rows = x.len() / self.k.max(1);
         let mut shape = xs.to_vec();
         if let Some(last) = shape.last_mut() {
             *last = self.m;
         }
+        Ok((x.len() / self.k.max(1), shape))
+    }
+
+    /// Parallel over row blocks and weight panels once the product is worth a task split
+    /// (ResNet-50's classifier at batch 1, 2M products, ran on one thread when this looked
+    /// at the rows alone).
+    fn parallel(&self, rows: usize) -> bool {
+        rows > qgemm::MR || rows * self.m * self.k >= 1 << 18
+    }
+
+    /// The weights as i8, for the QOperator export of oxiquant's own models.
+    pub fn weight_i8(&self) -> Result<Vec<i8>> {
+        weights_as_i8(&self.weight, "quantized Gemm")
+    }
+
+    pub fn eval(&self, x: &Tensor) -> Result<Tensor> {
+        let (rows, shape) = self.rows_and_shape(x)?;
         let kernel = Kernel::detect();
         with_qelem!(x.dtype(), T => {
             let a = PackedA::centered(x.as_slice::<T>()?, rows, self.k, self.x_zero as i16);
             with_qelem!(self.requant.out, O => {
                 let mut y = vec![O::from_i32(0); rows * self.m];
-                // Parallel over row blocks and weight panels once the product is worth a
-                // task split (ResNet-50's classifier at batch 1, 2M products, ran on one
-                // thread when this looked at the rows alone).
-                let parallel = rows > qgemm::MR || rows * self.m * self.k >= 1 << 18;
+                let parallel = self.parallel(rows);
                 let fast = self.acc_bound < self.requant.rounding.fast_bound();
                 let out = self.requant.row_out();
                 qgemm::qgemm(kernel, &a, &self.packed, self.m, &mut y, parallel, |_, c0, acc, dst| {

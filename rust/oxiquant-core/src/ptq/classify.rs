@@ -160,7 +160,11 @@ pub fn float_followers(graph: &Graph, classes: &mut HashMap<String, Class>, acts
     let float_reader = |i: usize| island(i) && !graph.nodes[i].op.is::<MatMul>();
     // Data movement before an island that may become a lookup table stays integer: the
     // table reads 8 bits (a Relu before a Sigmoid).
-    let strict_reader = |i: usize| float_reader(i) && !table_candidate(graph, &graph.nodes[i], acts, classes);
+    // (Once per node: the fixed point below asks again on every round.)
+    let strict: HashSet<usize> = (0..graph.nodes.len())
+        .filter(|&i| float_reader(i) && !table_candidate(graph, &graph.nodes[i], acts, classes))
+        .collect();
+    let strict_reader = |i: usize| strict.contains(&i);
     let moves = |i: usize| {
         matches!(
             classes.get(&graph.nodes[i].name),

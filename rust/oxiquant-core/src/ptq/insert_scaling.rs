@@ -109,20 +109,33 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
         })
         .map(|n| n.name.clone())
         .collect();
-    // A graph input that only float islands read stays float: quantizing it would only round
-    // what the islands compute in float (an LSTM's recurrent state, a whole network inside
-    // an If).
+    // Whether only float islands read value `v` (none of them a MatMul of two activations or
+    // an island that may become a lookup table, `table_candidate`, which reads 8 bits).
     let only_floats_read = |v: &str| {
         let readers = graph.consumers(v);
         !readers.is_empty()
             && !graph.is_graph_output(v)
             && readers.iter().all(|&(c, _)| {
-                let reader = &graph.nodes[c].name;
-                !bilinear.contains(reader)
-                    && matches!(classes.get(reader), Some(Class::FloatIsland(_)))
-                    && !super::classify::table_candidate(graph, &graph.nodes[c], &acts, &classes)
+                let r = &graph.nodes[c];
+                !bilinear.contains(&r.name)
+                    && matches!(classes.get(&r.name), Some(Class::FloatIsland(_)))
+                    && !super::classify::table_candidate(graph, r, &acts, &classes)
             })
     };
+    // Affine nodes whose output only float islands read (a MatMul before its bias Add and a
+    // LayerNorm, a classifier's last layer before its Softmax) keep it in float: a
+    // dequantizer takes their accumulator straight to real values, as a runtime's
+    // integer-to-float matrix product does. Requantizing it to 8 bits would only round, and
+    // coarsely where the outputs have outliers (a transformer's feed-forward output).
+    let float_out_affine: HashSet<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(classes.get(&n.name), Some(Class::Affine)) && only_floats_read(&n.outputs[0]))
+        .map(|n| n.name.clone())
+        .collect();
+    // A graph input that only float islands read stays float: quantizing it would only round
+    // what the islands compute in float (an LSTM's recurrent state, a whole network inside
+    // an If).
     let inputs: Vec<String> = graph
         .runtime_inputs()
         .filter(|i| i.dtype == DType::F32 && acts.contains(&i.name))
@@ -146,31 +159,6 @@ pub fn insert_scaling_nodes(graph: &mut Graph, state: &mut PtqState) -> Result<(
     // They are listed as float nodes no longer: `integer_matmul` multiplies their integers
     // (and puts back any it cannot).
     state.float_nodes.retain(|(n, _, _)| !bilinear.contains(n));
-    // Affine nodes whose output only float islands read (a MatMul before its bias Add and a
-    // LayerNorm, a classifier's last layer before its Softmax) keep it in float: a
-    // dequantizer takes their accumulator straight to real values, as a runtime's
-    // integer-to-float matrix product does. Requantizing it to 8 bits would only round, and
-    // coarsely where the outputs have outliers (a transformer's feed-forward output). An
-    // island that may become a lookup table (`table_candidate`) still reads 8 bits.
-    let float_out = |node: usize| {
-        let out = &graph.nodes[node].outputs[0];
-        let readers = graph.consumers(out);
-        !readers.is_empty()
-            && !graph.is_graph_output(out)
-            && readers.iter().all(|&(c, _)| {
-                let r = &graph.nodes[c];
-                !bilinear.contains(&r.name)
-                    && matches!(classes.get(&r.name), Some(Class::FloatIsland(_)))
-                    && !super::classify::table_candidate(graph, r, &acts, &classes)
-            })
-    };
-    let float_out_affine: HashSet<String> = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, n)| matches!(classes.get(&n.name), Some(Class::Affine)) && float_out(*i))
-        .map(|(_, n)| n.name.clone())
-        .collect();
     let mut to_float: HashSet<String> = HashSet::new();
     for (name, out) in &snapshot {
         let role = match classes.get(name) {

@@ -40,6 +40,7 @@ from oxiquant.ptq import (
     quantize_network,
     quantize_normalized_network,
     round_weights,
+    split_outlier_channels,
 )
 from oxiquant.report import format_report, layer_report
 
@@ -70,4 +71,5 @@ __all__ = [
     "quantize_normalized_network",
     "round_weights",
     "set_num_threads",
+    "split_outlier_channels",
 ]

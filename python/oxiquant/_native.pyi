@@ -1,7 +1,7 @@
 """Type stub of the native module `oxiquant._native` (hand-written; checked against the module
 by tests/test_stub.py and by `python -m mypy.stubtest oxiquant._native` in scripts/test.sh)."""
 
-from typing import Any, Literal, Optional, final
+from typing import Any, Literal, Optional, Union, final
 
 import numpy as np
 from typing_extensions import TypeAlias
@@ -107,6 +107,11 @@ class NativeModel:
         does not quantize), and the keys of `ptq_info()["activations"]` when it has them."""
     def ptq_prepare(self) -> dict[str, int]: ...
     def ptq_equalize(self, max_sweeps: int = 100, tolerance: float = 1e-4) -> dict[str, Any]: ...
+    def ptq_split_channels_begin(self) -> list[str]: ...
+    def ptq_split_channels_batches(
+        self, batches: list[dict[str, np.ndarray]], num_threads: Optional[int] = None
+    ) -> None: ...
+    def ptq_split_channels_finish(self, ratio: float) -> dict[str, Any]: ...
     def ptq_exclude(self, names: list[str]) -> None: ...
     def ptq_insert_scaling_nodes(self) -> None: ...
     def ptq_normalize_parameters(self, per_channel: bool) -> None: ...
@@ -166,10 +171,11 @@ def check_quantize_options(
     gptq: Optional[bool] = None,
     bias_correction: Optional[bool] = None,
     input_aware: Optional[bool] = None,
+    split_channels: Optional[Union[float, bool]] = None,
 ) -> dict[str, Any]:
     """Checks `quantize_network`'s arguments and fills in the ones left as None from the
     preset: {preset, nb_bits, weight_bits, clipping, weight_clipping, per_channel,
-    optimize_signs, histograms, gptq, bias_correction, input_aware}."""
+    optimize_signs, histograms, gptq, bias_correction, input_aware, split_channels}."""
 
 def check_bits(value: int, what: str = "nb_bits") -> int: ...
 def set_num_threads(n: Optional[int] = None) -> None: ...

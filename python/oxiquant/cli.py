@@ -187,7 +187,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         args.gptq,
         args.bias_correction,
         args.input_aware,
+        args.split_channels,
     )
+    split = st["split_channels"]
     _say(
         args,
         f"{model.summary()}\ncalibrating on {len(calib)} samples, {st['nb_bits']} bits, clipping {st['clipping']}, "
@@ -196,6 +198,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         f"{', GPTQ rounding' if st['gptq'] else ''}{', bias correction' if st['bias_correction'] else ''}"
         f"{', input-aware rounding' if st['input_aware'] and not args.single_shift else ''}"
         f"{', cross-layer equalization' if args.equalize else ''}"
+        f"{f', outlier channels split at {split:g} times the median' if split else ''}"
         f" (preset {st['preset']})",
     )
     t = time.perf_counter()
@@ -213,6 +216,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         gptq=args.gptq,
         bias_correction=args.bias_correction,
         input_aware=args.input_aware,
+        split_channels=args.split_channels,
         layer_bits=dict(args.layer_bits or []),
         first_last_bits=args.first_last_bits,
         equalize=args.equalize,
@@ -252,6 +256,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "gptq": st["gptq"],
                 "bias_correction": st["bias_correction"],
                 "input_aware": st["input_aware"],
+                "split_channels": st["split_channels"],
                 "layer_bits": dict(args.layer_bits or []),
                 "first_last_bits": args.first_last_bits,
                 "equalize": args.equalize,
@@ -726,6 +731,14 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="round each layer's weights against its inputs in the quantized network, layer by layer "
         "(default: the preset's; on below 8 activation and weight bits)",
+    )
+    q.add_argument(
+        "--split-channels",
+        type=float,
+        metavar="RATIO",
+        help="split the channels of values that float islands hand to MatMuls (a transformer's LayerNorm "
+        "outputs) whose range exceeds RATIO times the median channel's; 0 turns it off (default: the "
+        "preset's; 3 for 'best')",
     )
     q.add_argument(
         "--layer-samples",

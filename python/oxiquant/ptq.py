@@ -6,6 +6,7 @@ original) and must run in this order:
     prepare_network(m)
     equalize_layers(m)                                              # optional
     exclude_layers(m, names)                                        # optional
+    split_outlier_channels(m, calibration_set)                      # optional
     insert_scaling_nodes(m)
     normalize_parameters(m, per_channel=...)
     compute_ranges(m, calibration_set)
@@ -68,6 +69,49 @@ def equalize_layers(model: Model, *, max_sweeps: int = 100, tolerance: float = 1
     if not isinstance(tolerance, (int, float, np.floating)) or not tolerance > 0:
         raise InvalidArgumentError(f"tolerance must be a positive number, got {tolerance!r}")
     return dict(model._native.ptq_equalize(int(max_sweeps), float(tolerance)))
+
+
+def split_outlier_channels(
+    model: Model,
+    calibration_set: CalibrationSet,
+    ratio: float = 3.0,
+    *,
+    batch_size: int = 32,
+    progress: bool | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Step 1d (optional, after `prepare_network`): outlier channel splitting. Where a float
+    island (a LayerNorm, say) hands a value to MatMuls with constant weights, and a few of its
+    channels (the axis the MatMuls contract) range over more than `ratio` times the median
+    channel on the calibration set, each such channel becomes `n` copies of `x / n` and its
+    weight row is repeated `n` times: the float function is unchanged, the weights are not
+    rescaled, and the per-tensor 8-bit grid of the value no longer has to cover the outliers
+    (their quantizer then keeps its whole range: max clipping). Other readers of the value
+    (a residual Add) read it unchanged. Runs the float model over the calibration set only
+    when the model has such values. Returns (and keeps in
+    `model.quant_info["split_channels"]`), by value: its channels, the channels added, the
+    largest over median channel range before and after, and the MatMuls reading it."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.integer, np.floating)) or not ratio >= 1:
+        raise InvalidArgumentError(f"ratio must be a number >= 1, got {ratio!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+    native = model._native
+    values = native.ptq_split_channels_begin()
+    if values:
+        batches, total = _batches(model, calibration_set, int(batch_size))
+        per_call = int(num_threads) if num_threads else get_num_threads()
+        bar = _progress_bar(total, progress, "channel ranges")
+        seen = False
+        try:
+            while group := list(itertools.islice(batches, per_call)):
+                native.ptq_split_channels_batches(group, num_threads)
+                bar.update(len(group))
+                seen = True
+        finally:
+            bar.close()
+        if not seen:
+            raise InvalidArgumentError("split_outlier_channels was given an empty calibration set")
+    return dict(native.ptq_split_channels_finish(float(ratio)))
 
 
 def exclude_layers(model: Model, names: Iterable[str]) -> None:
@@ -406,6 +450,7 @@ def quantize_network(
     budget_samples: int = 8,
     layer_samples: int = 256,
     input_aware: bool | None = None,
+    split_channels: float | bool | None = None,
     batch_size: int = 32,
     progress: bool | None = None,
     num_threads: int | None = None,
@@ -421,6 +466,10 @@ def quantize_network(
     argument always wins over the preset. `equalize=True` runs `equalize_layers` after
     `prepare_network` (cross-layer equalization: mostly for per-tensor weights);
     `exclude=[node, ...]` keeps those nodes in float (`exclude_layers`).
+    `split_channels` runs `split_outlier_channels` after them: a ratio >= 1, True (the "best"
+    preset's 3), or False/0 (off; the "aidge" preset). From the preset only where the
+    calibration set is an array or a dict of arrays (it is read twice); it touches only
+    values that float islands hand to MatMuls (transformers), and CNNs have none.
 
     `weight_bits_budget=b` allocates weight widths between `weight_bits` (default 4) and 8
     bits per layer so that their average over the weights (by count) stays within `b`: each
@@ -454,6 +503,7 @@ def quantize_network(
         gptq,
         bias_correction,
         input_aware,
+        split_channels,
     )
     rounding = bool(st["gptq"] or st["bias_correction"])
     # Input-aware rounding reads the calibration set a second time: an array or a dict of
@@ -467,6 +517,11 @@ def quantize_network(
     # From the preset: only where it can run (the set read twice, no single_shift).
     from_preset = rereadable and rounding and not single_shift
     aware = bool(st["input_aware"]) and not no_quant and (bool(input_aware) or from_preset)
+    if split_channels not in (None, False, 0) and not rereadable:
+        raise InvalidArgumentError(
+            "split_channels needs the calibration set as an array or a dict of arrays (it is read a second time)"
+        )
+    split_ratio = st["split_channels"] if rereadable and not no_quant else None
     if aware and not rounding:
         raise InvalidArgumentError("input_aware rounds the weights: it needs gptq or bias_correction on")
     if isinstance(layer_samples, bool) or not isinstance(layer_samples, (int, np.integer)) or layer_samples < 1:
@@ -476,6 +531,10 @@ def quantize_network(
     if equalize:
         equalize_layers(q)
     exclude_layers(q, exclude)
+    if split_ratio is not None:
+        split_outlier_channels(
+            q, calibration_set, split_ratio, batch_size=batch_size, progress=progress, num_threads=num_threads
+        )
     bits_by_layer = dict(layer_bits or {})
     if first_last_bits is not None:
         layers = affine_layers(q)

@@ -187,7 +187,12 @@ def layer_report(
         "warnings": list(info.get("warnings", [])),
         # What the optional passes did: per layer, equalization's smallest/largest channel
         # range before and after; the bit allocation's widths and sensitivities.
-        "passes": {"equalization": info.get("equalization"), "bit_allocation": info.get("bit_allocation")},
+        # and outlier channel splitting's values.
+        "passes": {
+            "equalization": info.get("equalization"),
+            "bit_allocation": info.get("bit_allocation"),
+            "split_channels": info.get("split_channels"),
+        },
         "plots": [],
     }
 
@@ -249,6 +254,14 @@ def format_report(report: Mapping[str, Any]) -> str:
             "weight bits by sensitivity: "
             + ", ".join(f"{b} bits x {n} layers" for b, n in counts.items())
             + f"; {mean:.2f} bits on average over the weights; most sensitive: {top}"
+        )
+    split = passes.get("split_channels")
+    if split:
+        added = sum(v["added"] for v in split.values())
+        worst = max(split, key=lambda k: split[k]["ratio_before"])
+        lines.append(
+            f"outlier channels split: {len(split)} values, {added} channels added; largest/median channel range "
+            f"{split[worst]['ratio_before']:.3g} -> {split[worst]['ratio_after']:.3g} ({worst})"
         )
     if report.get("float_outputs"):
         lines.append("output kept in float (only float ops read it): " + ", ".join(report["float_outputs"]))

@@ -310,6 +310,37 @@ impl NativeModel {
         equalization_dict(py, &r)
     }
 
+    /// PTQ step 1d (optional), part 1: starts gathering per-channel maxima for
+    /// `split_outlier_channels`; returns the values it may split.
+    fn ptq_split_channels_begin(&mut self) -> PyResult<Vec<String>> {
+        guard("split_outlier_channels", || self.model.split_channels_begin())
+    }
+
+    /// PTQ step 1d, part 2: runs calibration batches (side by side, one per thread).
+    #[pyo3(signature = (batches, num_threads=None))]
+    fn ptq_split_channels_batches(
+        &mut self,
+        py: Python<'_>,
+        batches: Vec<Bound<'_, PyDict>>,
+        num_threads: Option<usize>,
+    ) -> PyResult<()> {
+        let batches = batches.iter().map(feeds_from_py).collect::<PyResult<Vec<_>>>()?;
+        let pool = threads::pool(num_threads)?;
+        let m = &mut self.model;
+        py.detach(|| {
+            guard("split_outlier_channels", || {
+                pool.install(|| m.split_channels_batches(batches))
+            })
+        })
+    }
+
+    /// PTQ step 1d, part 3: splits the outlier channels found; returns what it did.
+    fn ptq_split_channels_finish<'py>(&mut self, py: Python<'py>, ratio: f32) -> PyResult<Bound<'py, PyDict>> {
+        let m = &mut self.model;
+        let r = py.detach(|| guard("split_outlier_channels", || m.split_channels_finish(ratio)))?;
+        split_dict(py, &r)
+    }
+
     /// PTQ step 1c (in place, optional): nodes kept in float.
     fn ptq_exclude(&mut self, names: Vec<String>) -> PyResult<()> {
         guard("exclude_layers", || self.model.exclude(&names))
@@ -512,7 +543,7 @@ impl NativeModel {
 /// whether calibration needs histograms.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (nb_bits, clipping=None, weight_bits=None, weight_clipping=None, preset="best", per_channel=None, optimize_signs=None, gptq=None, bias_correction=None, input_aware=None))]
+#[pyo3(signature = (nb_bits, clipping=None, weight_bits=None, weight_clipping=None, preset="best", per_channel=None, optimize_signs=None, gptq=None, bias_correction=None, input_aware=None, split_channels=None))]
 fn check_quantize_options<'py>(
     py: Python<'py>,
     nb_bits: &Bound<'py, PyAny>,
@@ -525,8 +556,13 @@ fn check_quantize_options<'py>(
     gptq: Option<bool>,
     bias_correction: Option<bool>,
     input_aware: Option<bool>,
+    split_channels: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let preset = core_ptq::Preset::parse(preset).map_err(errors::to_py)?;
+    let split = match split_channels {
+        Some(v) if !v.is_none() => Some(split_ratio_arg(v)?),
+        _ => None,
+    };
     let bits = bits_arg(nb_bits, "nb_bits")?;
     let wbits = match weight_bits {
         Some(b) if !b.is_none() => bits_arg(b, "weight_bits")?,
@@ -553,7 +589,23 @@ fn check_quantize_options<'py>(
     d.set_item("gptq", gptq.unwrap_or(base.gptq))?;
     d.set_item("bias_correction", bias_correction.unwrap_or(base.bias_correction))?;
     d.set_item("input_aware", input_aware.unwrap_or(base.input_aware))?;
+    d.set_item("split_channels", split.unwrap_or(base.split_ratio))?;
     Ok(d)
+}
+
+/// `split_channels`: False or 0 (off), True (the default ratio) or a ratio >= 1.
+fn split_ratio_arg(v: &Bound<'_, PyAny>) -> PyResult<Option<f32>> {
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Ok(b.is_true().then_some(core_ptq::preset::DEFAULT_SPLIT_RATIO));
+    }
+    match v.extract::<f64>() {
+        Ok(0.0) => Ok(None),
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(Some(r as f32)),
+        _ => Err(errors::InvalidArgumentError::new_err(format!(
+            "split_channels must be False, True or a ratio >= 1 (largest channel range over the median), got {}",
+            v.repr()?
+        ))),
+    }
 }
 
 /// Checks a bit width argument (`what` names it in the error).
@@ -628,6 +680,24 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// `quant_info["equalization"]` and the result of `ptq_equalize`.
+pub(crate) fn split_dict<'py>(
+    py: Python<'py>,
+    r: &core_ptq::split_channels::SplitReport,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (value, v) in r {
+        let e = PyDict::new(py);
+        e.set_item("channels", v.channels)?;
+        e.set_item("added", v.added)?;
+        e.set_item("ratio_before", v.ratio_before)?;
+        e.set_item("ratio_after", v.ratio_after)?;
+        e.set_item("readers", v.readers.clone())?;
+        e.set_item("scale_node", &v.scale_node)?;
+        d.set_item(value, e)?;
+    }
+    Ok(d)
+}
+
 pub(crate) fn equalization_dict<'py>(
     py: Python<'py>,
     r: &core_ptq::equalize::EqualizeReport,

@@ -49,6 +49,11 @@ pub fn info_to_py<'py>(py: Python<'py>, st: &PtqState) -> PyResult<Bound<'py, Py
         None => None,
     };
     d.set_item("equalization", eq)?;
+    let split = match &st.split {
+        Some(r) => Some(crate::split_dict(py, r)?),
+        None => None,
+    };
+    d.set_item("split_channels", split)?;
     Ok(d)
 }
 

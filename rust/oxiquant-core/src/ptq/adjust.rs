@@ -65,6 +65,7 @@ pub fn adjust_ranges(
         .iter()
         .filter_map(|(name, info)| clip_readers_bound(graph, &info.output).map(|b| (name.clone(), b)))
         .collect();
+    let state_split = state.split_values.clone();
     for (name, info) in state.scaling.iter_mut() {
         if !info.role.calibrated() {
             continue;
@@ -76,6 +77,14 @@ pub fn adjust_ranges(
         })?;
         let signed = signs.get(name).copied().unwrap_or(true);
         info.signed = signed;
+        // A value written by outlier channel splitting keeps its whole range: its largest
+        // values are the channels just split, which clipping would cut again.
+        // (The quantizer writes the value under its name: `Graph::insert_after`.)
+        let method = if state_split.contains(&info.output) {
+            Clipping::Max
+        } else {
+            method
+        };
         let mut clip = clip_value(stats, method, nb_bits, signed);
         if let Some(&cap) = caps.get(name) {
             // The Clips' bounds are in the units the statistics were taken in.

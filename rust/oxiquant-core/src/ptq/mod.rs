@@ -26,6 +26,7 @@ pub mod preset;
 pub mod quantize;
 pub mod rounding;
 pub mod signs;
+pub mod split_channels;
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -171,6 +172,12 @@ pub struct PtqState {
     pub equalization: Option<equalize::EqualizeReport>,
     /// Nodes the user keeps in float (`exclude`): float islands whatever their op.
     pub excluded: BTreeSet<String>,
+    /// Per-channel maxima gathered for `split_outlier_channels` (between its calls).
+    pub channel_maxima: Option<split_channels::ChannelMaxima>,
+    /// Values written by outlier channel splitting, quantized at their whole range.
+    pub split_values: BTreeSet<String>,
+    /// What `split_outlier_channels` did, when it ran.
+    pub split: Option<split_channels::SplitReport>,
 }
 
 impl PtqState {

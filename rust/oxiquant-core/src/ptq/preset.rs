@@ -6,6 +6,9 @@
 use super::Clipping;
 use crate::error::{Error, Result};
 
+/// The "best" preset's `split_ratio` (benches/RESULTS.md, real trained models).
+pub const DEFAULT_SPLIT_RATIO: f32 = 3.0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     Best,
@@ -24,6 +27,9 @@ pub struct Settings {
     pub bias_correction: bool,
     /// Input-aware rounding (`input_aware`): each layer fitted to its quantized inputs.
     pub input_aware: bool,
+    /// Outlier channel splitting of the values float islands hand to MatMuls
+    /// (`split_channels`): the largest channel range allowed, in median channel ranges.
+    pub split_ratio: Option<f32>,
 }
 
 impl Preset {
@@ -69,6 +75,7 @@ impl Preset {
                 // from the float ones GPTQ fits to: fitting to them lifts ResNet-20 W4A4 by 3
                 // points (benches/RESULTS.md, "4-bit activations"); at 8 bits GPTQ is at float.
                 input_aware: act_bits < 8 && weight_bits < 8,
+                split_ratio: Some(DEFAULT_SPLIT_RATIO),
             },
             Preset::Aidge => Settings {
                 clipping: Clipping::Max,
@@ -78,6 +85,7 @@ impl Preset {
                 gptq: false,
                 bias_correction: false,
                 input_aware: false,
+                split_ratio: None,
             },
         }
     }

@@ -214,3 +214,31 @@ def test_an_island_that_may_become_a_table_reads_8_bits():
     got = q.run(x)["y"]
     assert sqnr_db(run_ort(proto, {"x": x}), got) > 30
     np.testing.assert_allclose(got, q.run(x, mode="fake")["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_outputs_of_non_negative_islands_are_quantized_unsigned():
+    """Sqrt, Exp and Sigmoid never output a negative value: their requantized outputs use the
+    unsigned grid (twice the resolution of the signed one), and the engine still matches
+    onnxruntime's float run within that grid's rounding."""
+    rng = np.random.default_rng(5)
+    w = (rng.normal(size=(D, D)) / np.sqrt(D)).astype(np.float32)
+    for op in ("Sqrt", "Exp", "Sigmoid"):
+        nodes = [
+            h.make_node("Abs", ["x"], ["a"], name="abs"),
+            h.make_node(op, ["a"], ["s"], name="island"),
+            h.make_node("MatMul", ["s", "W"], ["y"], name="mm"),
+        ]
+        graph = h.make_graph(
+            nodes,
+            "nonneg",
+            [h.make_tensor_value_info("x", T.FLOAT, ["N", D])],
+            [h.make_tensor_value_info("y", T.FLOAT, ["N", D])],
+            [nh.from_array(w, "W")],
+        )
+        proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+        x = rng.normal(size=(64, D)).astype(np.float32)
+        q = oxiquant.quantize_network(oxiquant.load(proto), 8, x, progress=False)
+        signed = {a["tensor"]: a["signed"] for a in q.quant_info["activations"] if a["role"] == "island_output"}
+        assert signed == {"s": False}, (op, signed)
+        ref = run_ort(proto, {"x": x})
+        assert sqnr_db(ref, q.run(x)["y"]) > 30, op

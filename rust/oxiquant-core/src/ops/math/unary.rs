@@ -396,7 +396,15 @@ impl Op for Unary {
     }
     fn sign_rule(&self, _n: &NodeFacts) -> SignRule {
         match self {
-            Unary::Relu | Unary::Abs | Unary::Acos | Unary::Cosh | Unary::Acosh => SignRule::NonNegative,
+            Unary::Relu
+            | Unary::Abs
+            | Unary::Acos
+            | Unary::Cosh
+            | Unary::Acosh
+            | Unary::Sqrt
+            | Unary::Exp
+            | Unary::Sigmoid
+            | Unary::HardSigmoid { .. } => SignRule::NonNegative,
             Unary::ThresholdedRelu { alpha } if *alpha >= 0.0 => SignRule::NonNegative,
             _ => SignRule::Unknown,
         }

@@ -82,8 +82,8 @@ def split_outlier_channels(
 ) -> dict[str, Any]:
     """Step 1d (optional, after `prepare_network`): outlier channel splitting. Where a float
     island (a LayerNorm, say) hands a value to MatMuls with constant weights, and a few of its
-    channels (the axis the MatMuls contract) range over more than `ratio` times the median
-    channel on the calibration set, each such channel becomes `n` copies of `x / n` and its
+    channels (the last axis, which the MatMuls contract) range over more than `ratio` times the
+    median channel on the calibration set, each such channel becomes `n` copies of `x / n` and its
     weight row is repeated `n` times: the float function is unchanged, the weights are not
     rescaled, and the per-tensor 8-bit grid of the value no longer has to cover the outliers
     (their quantizer then keeps its whole range: max clipping). Other readers of the value
@@ -468,8 +468,9 @@ def quantize_network(
     `exclude=[node, ...]` keeps those nodes in float (`exclude_layers`).
     `split_channels` runs `split_outlier_channels` after them: a ratio >= 1, True (the "best"
     preset's 3), or False/0 (off; the "aidge" preset). From the preset only where the
-    calibration set is an array or a dict of arrays (it is read twice); it touches only
-    values that float islands hand to MatMuls (transformers), and CNNs have none.
+    calibration set is an array, a dict of arrays or a list (it is read twice); it touches only
+    values that float islands hand to MatMuls (a transformer's LayerNorm outputs), and CNNs
+    have none.
 
     `weight_bits_budget=b` allocates weight widths between `weight_bits` (default 4) and 8
     bits per layer so that their average over the weights (by count) stays within `b`: each
@@ -517,11 +518,14 @@ def quantize_network(
     # From the preset: only where it can run (the set read twice, no single_shift).
     from_preset = rereadable and rounding and not single_shift
     aware = bool(st["input_aware"]) and not no_quant and (bool(input_aware) or from_preset)
-    if split_channels not in (None, False, 0) and not rereadable:
+    # (A list of batches can be read twice too: the split walks it before calibration.)
+    split_rereadable = rereadable or isinstance(calibration_set, (list, tuple))
+    if split_channels not in (None, False, 0) and not split_rereadable:
         raise InvalidArgumentError(
-            "split_channels needs the calibration set as an array or a dict of arrays (it is read a second time)"
+            "split_channels needs the calibration set as an array, a dict of arrays or a list of batches "
+            "(it is read a second time)"
         )
-    split_ratio = st["split_channels"] if rereadable and not no_quant else None
+    split_ratio = st["split_channels"] if split_rereadable and not no_quant else None
     if aware and not rounding:
         raise InvalidArgumentError("input_aware rounds the weights: it needs gptq or bias_correction on")
     if isinstance(layer_samples, bool) or not isinstance(layer_samples, (int, np.integer)) or layer_samples < 1:

@@ -148,6 +148,8 @@ def test_a_one_shot_calibration_iterable_cannot_be_read_twice():
     batches = iter([data(8, 7)])
     with pytest.raises(InvalidArgumentError, match="read a second time"):
         oxiquant.quantize_network(oxiquant.load(proto), 8, batches, split_channels=4.0, progress=False)
-    # From the preset, an iterable just runs without the split.
+    # From the preset, an iterable just runs without the split; a list of batches is read twice.
     q = oxiquant.quantize_network(oxiquant.load(proto), 8, iter([data(8, 7)]), progress=False)
     assert q.quant_info["split_channels"] is None
+    q = oxiquant.quantize_network(oxiquant.load(proto), 8, [data(8, 7), data(8, 8)], progress=False)
+    assert q.quant_info["split_channels"]["h"]["added"] > 0

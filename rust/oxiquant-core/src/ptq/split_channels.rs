@@ -233,26 +233,32 @@ pub fn split_outlier_channels(
             .initializers
             .insert(idx_name.clone(), Tensor::from_vec(vec![index.len()], index.clone())?);
         let mut names = Vec::new();
+        let mut done: HashMap<String, String> = HashMap::new();
         for &c in &readers {
             let w_name = graph.nodes[c].inputs[1].clone();
-            let w = &graph.initializers[&w_name];
-            let cols = w.shape()[1];
-            let src = w.as_slice::<f32>()?;
-            let rows: Vec<f32> = index
-                .iter()
-                .flat_map(|&j| src[j as usize * cols..(j as usize + 1) * cols].iter().copied())
-                .collect();
-            let repeated = Tensor::from_vec(vec![index.len(), cols], rows)?;
-            // A weight another node also reads keeps its own copy.
-            let shared = graph.consumers(&w_name).iter().any(|&(o, _)| !readers.contains(&o));
-            let new_w = if shared {
-                let nw = graph.fresh_name(&format!("{w_name}/split"));
+            if let Some(nw) = done.get(&w_name) {
+                // A weight two readers share is repeated once.
                 graph.nodes[c].inputs[1] = nw.clone();
-                nw
             } else {
-                w_name
-            };
-            graph.initializers.insert(new_w, repeated);
+                let w = &graph.initializers[&w_name];
+                let cols = w.shape()[1];
+                let src = w.as_slice::<f32>()?;
+                let rows: Vec<f32> = index
+                    .iter()
+                    .flat_map(|&j| src[j as usize * cols..(j as usize + 1) * cols].iter().copied())
+                    .collect();
+                let repeated = Tensor::from_vec(vec![index.len(), cols], rows)?;
+                // A weight another node also reads keeps its own copy.
+                let shared = graph.consumers(&w_name).iter().any(|&(o, _)| !readers.contains(&o));
+                let new_w = if shared {
+                    graph.fresh_name(&format!("{w_name}/split"))
+                } else {
+                    w_name.clone()
+                };
+                graph.initializers.insert(new_w.clone(), repeated);
+                graph.nodes[c].inputs[1] = new_w.clone();
+                done.insert(w_name, new_w);
+            }
             graph.nodes[c].inputs[0] = split.clone();
             names.push(graph.nodes[c].name.clone());
         }

@@ -149,7 +149,7 @@ def passes(args: argparse.Namespace) -> list[str]:
         fm = oxiquant.load(DATA / path)
         t = time.perf_counter()
         oxiquant.quantize_network(fm, 4, cal, gptq=True, bias_correction=True, progress=False)
-        out.append(f"- {name}: {time.perf_counter() - t:.1f} s")
+        out.append(f"- {name}: {time.perf_counter() - t:.1f} s (load average {os.getloadavg()[0]:.1f})")
         print(out[-1], flush=True)
     return out
 
@@ -232,8 +232,9 @@ def act4(args: argparse.Namespace) -> list[str]:
         f"{run_stamp()}Machine: {cpu_model()}, {os.cpu_count()} cores; CPU features: {cpu_features()}.  ",
         f"Command: `python benches/bench_defaults.py --act4 --threads {args.threads}`. Best preset otherwise "
         "(per-channel, unsigned where provable, MSE activation clipping; input-aware rounding is on by default "
-        "below 8 activation and weight bits); layer statistics on the first 256 calibration samples. Time: the "
-        "whole `quantize_network` call (other jobs shared the machine: times are upper bounds).",
+        "below 8 activation and weight bits); layer statistics on the first 256 calibration samples (input-aware: "
+        "about 128 rows per weight of each layer). Time: the whole `quantize_network` call (other jobs shared the "
+        "machine: times are upper bounds; the 1-minute load average is given with the wall times).",
         "",
         "| model | weights, activations | rounding | top-1 % | agreement with float % | output SQNR dB | time s |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -256,7 +257,7 @@ def act4(args: argparse.Namespace) -> list[str]:
         fm = oxiquant.load(DATA / path)
         t = time.perf_counter()
         oxiquant.quantize_network(fm, 4, cal, progress=False)
-        out.append(f"- {name}: {time.perf_counter() - t:.1f} s")
+        out.append(f"- {name}: {time.perf_counter() - t:.1f} s (load average {os.getloadavg()[0]:.1f})")
         print(out[-1], flush=True)
     return out
 

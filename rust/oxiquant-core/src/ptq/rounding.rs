@@ -97,28 +97,34 @@ pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     Some(l)
 }
 
-/// The upper factor `U` with `U^T U = a^-1` (what GPTQ propagates errors with).
-pub fn inverse_upper_factor(a: &[f64], n: usize) -> Option<Vec<f64>> {
+/// The inverse of the symmetric positive definite `a` (`n x n`), or None when it is not
+/// positive definite: `a^-1 = L^-T L^-1` from its Cholesky factor (rows in parallel).
+pub fn spd_inverse(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let l = cholesky(a, n)?;
     // mt = (L^-1)^T, row c holding column c of L^-1 (zero above the diagonal of L^-1, so
     // row c is zero before index c): forward substitution for L m = e_c.
     let mut mt = vec![0f64; n * n];
-    for c in 0..n {
-        mt[c * n + c] = 1.0 / l[c * n + c];
+    mt.par_chunks_mut(n.max(1)).enumerate().for_each(|(c, row)| {
+        row[c] = 1.0 / l[c * n + c];
         for i in c + 1..n {
-            let s = dot(&l[i * n + c..i * n + i], &mt[c * n + c..c * n + i]);
-            mt[c * n + i] = -s / l[i * n + i];
+            let s = dot(&l[i * n + c..i * n + i], &row[c..i]);
+            row[i] = -s / l[i * n + i];
         }
-    }
+    });
     // a^-1 = L^-T L^-1: (i, j) = sum_p M_{pi} M_{pj} = row i of mt . row j of mt (p >= i, j).
     let mut inv = vec![0f64; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s = dot(&mt[i * n + i..i * n + n], &mt[j * n + i..j * n + n]);
-            inv[i * n + j] = s;
-            inv[j * n + i] = s;
+    inv.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
+        for (j, v) in row.iter_mut().enumerate() {
+            let p = i.max(j);
+            *v = dot(&mt[i * n + p..i * n + n], &mt[j * n + p..j * n + n]);
         }
-    }
+    });
+    Some(inv)
+}
+
+/// The upper factor `U` with `U^T U = a^-1` (what GPTQ propagates errors with).
+pub fn inverse_upper_factor(a: &[f64], n: usize) -> Option<Vec<f64>> {
+    let inv = spd_inverse(a, n)?;
     let lo = cholesky(&inv, n)?;
     // U = lo^T.
     let mut u = vec![0f64; n * n];
@@ -128,6 +134,51 @@ pub fn inverse_upper_factor(a: &[f64], n: usize) -> Option<Vec<f64>> {
         }
     }
     Some(u)
+}
+
+/// `c[m x n] = a[m x k] * b[k x n]` in f64, operands as row-major slices with `a` or `b`
+/// read transposed when asked (the product runs on the current rayon pool).
+pub fn dgemm(m: usize, n: usize, k: usize, a: &[f64], a_t: bool, b: &[f64], b_t: bool) -> Vec<f64> {
+    let mut c = vec![0f64; m * n];
+    if m == 0 || n == 0 || k == 0 {
+        return c;
+    }
+    // Strides: element (i, p) of a at i * ars + p * acs.
+    let (ars, acs) = if a_t { (1, m) } else { (k, 1) };
+    let (brs, bcs) = if b_t { (1, k) } else { (n, 1) };
+    assert!(a.len() >= m * k && b.len() >= k * n, "dgemm operand too short");
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every index read or written lies inside the slices (checked above: `a` holds
+    // m * k elements, `b` k * n, `c` m * n, whatever the orientation).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            acs as isize,
+            ars as isize,
+            b.as_ptr(),
+            bcs as isize,
+            brs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    c
 }
 
 /// The damped Hessian of one group: `H + damp * mean(diag H) * I`, with the columns no
@@ -213,13 +264,26 @@ pub fn input_aware_rows(
     gptq: bool,
     fit: bool,
 ) -> Option<()> {
+    let n = rows.len();
+    if n == 0 || k == 0 {
+        return Some(());
+    }
+    // U for GPTQ against H~, and (with `fit`) the inverse of the more damped H~ + l I.
     let mut d = damp;
     let mut dl = FIT_DAMP.max(damp);
-    let (l, u) = loop {
-        let h = damped(hq, k, d);
-        let hl = damped(hq, k, dl);
-        if let (Some(l), Some(u)) = (cholesky(&hl, k), inverse_upper_factor(&h, k)) {
-            break (l, u);
+    let (minv, u) = loop {
+        let u = if gptq {
+            inverse_upper_factor(&damped(hq, k, d), k)
+        } else {
+            Some(Vec::new())
+        };
+        let m = if fit {
+            spd_inverse(&damped(hq, k, dl), k)
+        } else {
+            Some(Vec::new())
+        };
+        if let (Some(m), Some(u)) = (m, u) {
+            break (m, u);
         }
         d *= 10.0;
         dl = dl.max(d);
@@ -227,51 +291,50 @@ pub fn input_aware_rows(
             return None;
         }
     };
-    rows.par_iter_mut().for_each(|w| {
-        let orig = w.clone();
-        // r = (C - H~) w, then z = (H~ + l I)^-1 r by the Cholesky factor L L^T.
-        let mut z: Vec<f64> = (0..k)
-            .map(|i| dot(&c[i * k..(i + 1) * k], &orig) - dot(&hq[i * k..(i + 1) * k], &orig))
-            .collect();
-        for i in 0..k {
-            let s = dot(&l[i * k..i * k + i], &z[..i]);
-            z[i] = (z[i] - s) / l[i * k + i];
-        }
-        for i in (0..k).rev() {
-            let s: f64 = (i + 1..k).map(|j| l[j * k + i] * z[j]).sum();
-            z[i] = (z[i] - s) / l[i * k + i];
-        }
-        let target: Vec<f64> = orig.iter().zip(&z).map(|(a, b)| if fit { a + b } else { *a }).collect();
-        // `C w`: the cross term of |X~ w_q - X w|^2 = w_q^T H~ w_q - 2 w_q^T C w + const.
-        let cw: Vec<f64> = (0..k).map(|i| dot(&c[i * k..(i + 1) * k], &orig)).collect();
-        let cost = |v: &[f64]| -> f64 {
-            let hv: f64 = (0..k)
-                .filter(|&i| v[i] != 0.0)
-                .map(|i| v[i] * (hq[i * k + i] * v[i] + 2.0 * dot(&hq[i * k + i + 1..(i + 1) * k], &v[i + 1..])))
-                .sum();
-            hv - 2.0 * dot(v, &cw)
-        };
-        let mut best: Vec<f64> = orig.iter().map(|&v| nearest(v, q)).collect();
-        let mut best_cost = cost(&best);
-        let mut cands = vec![target.iter().map(|&v| nearest(v, q)).collect::<Vec<f64>>()];
-        if gptq {
-            let mut g = target.clone();
-            gptq_row(&mut g, &u, q);
-            cands.push(g);
-        }
-        for cand in cands {
-            let cc = cost(&cand);
-            if cc < best_cost {
-                best_cost = cc;
-                best = cand;
+    let w: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    // Row r of `cw` is `C w_r`: the cross term of |X~ w_q - X w|^2 = w_q^T H~ w_q - 2 w_q^T C w + const.
+    let cw = dgemm(n, k, k, &w, false, c, true);
+    // target = w + (H~ + l I)^-1 (C - H~) w, row by row (both matrices symmetric but C).
+    let target: Vec<f64> = if fit {
+        let hw = dgemm(n, k, k, &w, false, hq, false);
+        let r: Vec<f64> = cw.iter().zip(&hw).map(|(a, b)| a - b).collect();
+        let z = dgemm(n, k, k, &r, false, &minv, false);
+        w.iter().zip(&z).map(|(a, b)| a + b).collect()
+    } else {
+        w.clone()
+    };
+    // Candidates: w to nearest, the target to nearest, GPTQ of the target against H~.
+    let mut cands: Vec<Vec<f64>> = vec![w.iter().map(|&v| nearest(v, q)).collect()];
+    if fit {
+        cands.push(target.iter().map(|&v| nearest(v, q)).collect());
+    }
+    if gptq {
+        let mut g = target.clone();
+        g.par_chunks_mut(k).for_each(|row| gptq_row(row, &u, q));
+        cands.push(g);
+    }
+    // Each candidate's objective `v^T H~ v - 2 v . cw` per row, with `H~ v` kept for the descent.
+    let hv: Vec<Vec<f64>> = cands.iter().map(|v| dgemm(n, k, k, v, false, hq, false)).collect();
+    rows.par_iter_mut().enumerate().for_each(|(r, out)| {
+        let span = r * k..(r + 1) * k;
+        let cwr = &cw[span.clone()];
+        let mut best = 0;
+        let mut best_cost = f64::INFINITY;
+        for (i, (v, h)) in cands.iter().zip(&hv).enumerate() {
+            let v = &v[span.clone()];
+            let cost = dot(v, &h[span.clone()]) - 2.0 * dot(v, cwr);
+            if cost < best_cost {
+                best_cost = cost;
+                best = i;
             }
         }
+        out.copy_from_slice(&cands[best][span.clone()]);
         // Only with enough rows: on few (a classifier's 1280 inputs seen 100 times) the
         // descent fits the calibration rows' noise.
         if fit {
-            refine(&mut best, hq, &cw, k, q, 3);
+            let g: Vec<f64> = hv[best][span].iter().zip(cwr).map(|(a, b)| a - b).collect();
+            refine_from(out, hq, g, k, q, 3);
         }
-        w.copy_from_slice(&best);
     });
     Some(())
 }
@@ -281,7 +344,12 @@ pub fn input_aware_rows(
 /// sweeps (or until none moves). The objective never rises.
 pub fn refine(v: &mut [f64], h: &[f64], b: &[f64], k: usize, q: f64, sweeps: usize) {
     // g = H v - b: half the gradient.
-    let mut g: Vec<f64> = (0..k).map(|i| dot(&h[i * k..(i + 1) * k], v) - b[i]).collect();
+    let g: Vec<f64> = (0..k).map(|i| dot(&h[i * k..(i + 1) * k], v) - b[i]).collect();
+    refine_from(v, h, g, k, q, sweeps);
+}
+
+/// `refine` given `g = H v - b` (half the gradient at `v`).
+fn refine_from(v: &mut [f64], h: &[f64], mut g: Vec<f64>, k: usize, q: f64, sweeps: usize) {
     for _ in 0..sweeps {
         let mut moved = false;
         for i in 0..k {
@@ -298,8 +366,9 @@ pub fn refine(v: &mut [f64], h: &[f64], b: &[f64], k: usize, q: f64, sweeps: usi
                 continue;
             };
             v[i] += d;
-            for (j, gj) in g.iter_mut().enumerate() {
-                *gj += d * h[j * k + i];
+            // Column i of the symmetric H is its row i.
+            for (gj, &hji) in g.iter_mut().zip(&h[i * k..(i + 1) * k]) {
+                *gj += d * hji;
             }
             moved = true;
         }
@@ -572,5 +641,42 @@ mod tests {
             }
         }
         assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
+    }
+
+    #[test]
+    fn dgemm_is_the_plain_product_in_every_orientation() {
+        let (m, n, k) = (7, 5, 9);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.31).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.17).cos()).collect();
+        // The same matrices stored transposed.
+        let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let want: Vec<f64> = (0..m * n)
+            .map(|e| (0..k).map(|p| a[(e / n) * k + p] * b[p * n + e % n]).sum())
+            .collect();
+        for (x, xt, y, yt) in [
+            (&a, false, &b, false),
+            (&at, true, &b, false),
+            (&a, false, &bt, true),
+            (&at, true, &bt, true),
+        ] {
+            let got = dgemm(m, n, k, x, xt, y, yt);
+            assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-12), "{xt} {yt}");
+        }
+    }
+
+    #[test]
+    fn spd_inverse_is_the_inverse() {
+        for n in [1, 3, 16] {
+            let a = spd(n, 7 + n as u64);
+            let inv = spd_inverse(&a, n).unwrap();
+            for i in 0..n {
+                for j in 0..n {
+                    let v: f64 = (0..n).map(|p| inv[i * n + p] * a[p * n + j]).sum();
+                    assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-8);
+                }
+            }
+        }
+        assert!(spd_inverse(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
     }
 }

@@ -3,7 +3,9 @@
 //! or within an ulp. `erf` is musl's (the `libm` crate: a few ns a value);
 //! `erf_series` is its plain reference twin, which the tests compare it with.
 
-use std::f64::consts::{FRAC_2_SQRT_PI, SQRT_2};
+#[cfg(test)]
+use std::f64::consts::FRAC_2_SQRT_PI;
+use std::f64::consts::SQRT_2;
 
 /// The error function (musl's rational approximations, within an ulp of f64).
 pub fn erf(x: f64) -> f64 {
@@ -13,6 +15,7 @@ pub fn erf(x: f64) -> f64 {
 /// The error function: its Taylor series below 2.5 (alternating, 60 terms are ample in f64
 /// there), the continued fraction of erfc above (Lentz's method). The reference twin of
 /// `erf`: exact but about 40 ns a value.
+#[cfg(test)]
 pub fn erf_series(x: f64) -> f64 {
     if x.is_nan() {
         return x;
@@ -38,6 +41,7 @@ pub fn erf_series(x: f64) -> f64 {
 }
 
 /// erfc(x) for x >= 2.5: e^(-x^2)/sqrt(pi) * 1/(x + 1/2 / (x + 1 / (x + 3/2 / (x + ...)))).
+#[cfg(test)]
 fn erfc_large(x: f64) -> f64 {
     if x > 27.0 {
         return 0.0;

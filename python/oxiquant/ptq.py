@@ -98,18 +98,9 @@ def split_outlier_channels(
     native = model._native
     values = native.ptq_split_channels_begin()
     if values:
-        batches, total = _batches(model, calibration_set, int(batch_size))
-        per_call = int(num_threads) if num_threads else get_num_threads()
-        bar = _progress_bar(total, progress, "channel ranges")
-        seen = False
-        try:
-            while group := list(itertools.islice(batches, per_call)):
-                native.ptq_split_channels_batches(group, num_threads)
-                bar.update(len(group))
-                seen = True
-        finally:
-            bar.close()
-        if not seen:
+        feed = native.ptq_split_channels_batches
+        fed = _feed_batches(model, calibration_set, batch_size, num_threads, progress, "channel ranges", feed)
+        if not fed:
             raise InvalidArgumentError("split_outlier_channels was given an empty calibration set")
     return dict(native.ptq_split_channels_finish(float(ratio)))
 
@@ -234,6 +225,32 @@ class _NoBar:
         pass
 
 
+def _feed_batches(
+    model: Model,
+    data: CalibrationSet,
+    batch_size: int,
+    num_threads: int | None,
+    progress: bool | None,
+    desc: str,
+    feed: Any,
+) -> int:
+    """Hands `data` to `feed(group, num_threads)` in groups of batches, one batch per thread
+    (the engine runs a group side by side; only that group is held in memory at a time),
+    with a progress bar. Returns the number of batches fed."""
+    batches, total = _batches(model, data, int(batch_size))
+    per_call = int(num_threads) if num_threads else get_num_threads()
+    bar = _progress_bar(total, progress, desc)
+    fed = 0
+    try:
+        while group := list(itertools.islice(batches, per_call)):
+            feed(group, num_threads)
+            bar.update(len(group))
+            fed += len(group)
+    finally:
+        bar.close()
+    return fed
+
+
 def _progress_bar(total: int | None, enabled: bool | None, desc: str) -> Any:
     """A tqdm bar (updated by the caller as work completes), or a stand-in that shows nothing."""
     if enabled is None:
@@ -270,17 +287,8 @@ def compute_ranges(
         raise InvalidArgumentError(f"layer_statistics must be a number of samples >= 0, got {layer_statistics!r}")
     native.ptq_calibration_begin(bool(histograms), int(layer_statistics))
     try:
-        batches, total = _batches(model, calibration_set, int(batch_size))
-        # The engine runs a group of batches side by side, one per thread; only that group
-        # is held in memory at a time.
-        per_call = int(num_threads) if num_threads else get_num_threads()
-        bar = _progress_bar(total, progress, "calibration")
-        try:
-            while group := list(itertools.islice(batches, per_call)):
-                native.ptq_calibration_batches(group, num_threads)
-                bar.update(len(group))
-        finally:
-            bar.close()
+        feed = native.ptq_calibration_batches
+        _feed_batches(model, calibration_set, batch_size, num_threads, progress, "calibration", feed)
         native.ptq_calibration_finish()
     except BaseException:
         # A bad batch, an empty set, Ctrl-C: the model keeps its previous state and ranges.

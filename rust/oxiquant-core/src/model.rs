@@ -327,24 +327,24 @@ impl Model {
     /// split (none: no need to run the calibration data).
     pub fn split_channels_begin(&mut self) -> Result<Vec<String>> {
         self.ptq.expect("split_outlier_channels", Stage::Prepared, &[])?;
-        self.ptq.channel_maxima = Some(Default::default());
-        Ok(ptq::split_channels::candidates(&self.graph, &self.ptq))
+        let values = ptq::split_channels::candidates(&self.graph, &self.ptq);
+        self.ptq.channel_maxima = Some((values.clone(), Default::default()));
+        Ok(values)
     }
 
     /// Runs calibration batches side by side (current rayon pool) for the maxima.
     pub fn split_channels_batches(&mut self, batches: Vec<HashMap<String, Tensor>>) -> Result<()> {
-        let values = ptq::split_channels::candidates(&self.graph, &self.ptq);
-        let acc = self
+        let (values, acc) = self
             .ptq
             .channel_maxima
             .as_mut()
             .ok_or_else(|| Error::InvalidArgument("split_outlier_channels: no gathering in progress".into()))?;
-        ptq::split_channels::observe(&self.graph, &values, batches, acc)
+        ptq::split_channels::observe(&self.graph, values, batches, acc)
     }
 
     /// Splits the outlier channels found (`ptq::split_channels`).
     pub fn split_channels_finish(&mut self, ratio: f32) -> Result<ptq::split_channels::SplitReport> {
-        let maxima = self.ptq.channel_maxima.take().unwrap_or_default();
+        let (_, maxima) = self.ptq.channel_maxima.take().unwrap_or_default();
         self.edit(|g, st| ptq::split_channels::split_outlier_channels(g, st, &maxima, ratio))
     }
 

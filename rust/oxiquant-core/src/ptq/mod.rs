@@ -172,8 +172,9 @@ pub struct PtqState {
     pub equalization: Option<equalize::EqualizeReport>,
     /// Nodes the user keeps in float (`exclude`): float islands whatever their op.
     pub excluded: BTreeSet<String>,
-    /// Per-channel maxima gathered for `split_outlier_channels` (between its calls).
-    pub channel_maxima: Option<split_channels::ChannelMaxima>,
+    /// The values `split_outlier_channels` may split and their per-channel maxima so far
+    /// (between its calls: the candidates are found once, when the gathering begins).
+    pub channel_maxima: Option<(Vec<String>, split_channels::ChannelMaxima)>,
     /// Values written by outlier channel splitting, quantized at their whole range.
     pub split_values: BTreeSet<String>,
     /// What `split_outlier_channels` did, when it ran.

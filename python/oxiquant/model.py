@@ -108,7 +108,8 @@ class Model:
     @property
     def quant_info(self) -> dict[str, Any]:
         """The quantization state as plain data: `stage`, `activations` (per Scaling node: role,
-        tensor, range, clip, clipping, bits, signed, scale, step), `weights` (per affine node:
+        tensor, range, clip, clipping, bits, signed, scale, step, codes: the lowest and highest
+        integer of its grid), `weights` (per affine node:
         weight_scale, weight_bits, weight_clip), `float_nodes` (node, op, why it stays float),
         `warnings`, `equalization` (what `equalize_layers` did, or None) and `bit_allocation`
         (per layer: weight count, sensitivity and width, when `weight_bits_budget` chose them)."""

@@ -367,7 +367,12 @@ def test_quant_info_fields(model, calib, optimize_signs):
         assert a["step"] > 0 and np.isfinite(a["step"])
         assert 0 < a["clip"] <= a["range"] * (1 + 1e-6)
         assert a["min"] <= a["max"] and a["range"] == pytest.approx(max(abs(a["min"]), abs(a["max"])))
-        q_levels = 2 ** (bits - 1) - 1 if a["signed"] else 2**bits - 1
+        half, full = 2 ** (bits - 1) - 1, 2**bits - 1
+        assert a["codes"] == ([-half - 1, half] if a["signed"] else [0, full])
+        # An unsigned input of a merge whose other input is signed keeps the signed unit
+        # (its scale is code `half`); every other quantizer's scale is its top code.
+        shared_unit = a["role"] == "branch" and not a["signed"]
+        q_levels = half if a["signed"] or shared_unit else full
         assert a["step"] == pytest.approx(a["scale"] / q_levels, rel=1e-5)
         if not optimize_signs:
             assert a["signed"]
@@ -376,6 +381,12 @@ def test_quant_info_fields(model, calib, optimize_signs):
         # Gemm output (logits) cannot.
         assert any(not a["signed"] for a in acts)
         assert next(a for a in acts if a["tensor"] == "y")["signed"]
+        # The residual Add's inputs share one step: the unsigned shortcut (after a Relu) and
+        # the signed conv2 output.
+        branch = next(a for a in acts if a["role"] == "branch")
+        sibling = next(a for a in acts if a["name"] == "conv2_scaling")
+        assert not branch["signed"] and sibling["signed"]
+        assert branch["step"] == pytest.approx(sibling["step"], rel=1e-6)
     # The input quantizer's range is the calibration data's.
     inp = next(a for a in acts if a["role"] == "input")
     assert inp["range"] == pytest.approx(float(np.abs(calib).max()))

@@ -538,3 +538,79 @@ fn unsigned_quantizers_only_where_provably_non_negative() {
     let out_q = st.scaling.values().find(|i| i.output == "out").unwrap();
     assert!(out_q.signed);
 }
+
+/// The residual Add's inputs share one integer unit. With `optimize_signs` its shortcut (the
+/// Relu output, non-negative) keeps the unsigned codes `[0, U]` on the unit of the signed
+/// conv2 branch (`Grid::UnsignedSharedUnit`): the same real value per step as its sibling,
+/// and codes above the signed grid's top `Q` in use. The Add of the two codes times the step
+/// is the float Add of the two quantized values (checked against the dequantized inputs).
+#[test]
+fn a_non_negative_shortcut_keeps_unsigned_codes_on_the_merges_unit() {
+    for (bits, clipping) in [(4, Clipping::Mse), (8, Clipping::Mse), (6, Clipping::Max)] {
+        let mut g = residual_cnn(false);
+        let st = ptq_until(
+            &mut g,
+            Stage::Quantized,
+            Steps {
+                bits,
+                clipping,
+                optimize_signs: true,
+                dequantize_outputs: false,
+                ..Steps::default()
+            },
+        );
+        let add = node(&g, "add").clone();
+        let feeding: Vec<(String, &oxiquant_core::ptq::ScalingInfo)> = add
+            .inputs
+            .iter()
+            .map(|v| {
+                let name = g.nodes[g.producer(v).unwrap()].name.clone();
+                let info = &st.scaling[&name];
+                (v.clone(), info)
+            })
+            .collect();
+        let (short, conv) = match (feeding[0].1.signed, feeding[1].1.signed) {
+            (true, false) => (&feeding[1], &feeding[0]),
+            (false, true) => (&feeding[0], &feeding[1]),
+            s => panic!("bits {bits}: the Add's inputs are signed {s:?}, want one of each"),
+        };
+        let (q, u) = (levels(bits, true) as i32, levels(bits, false) as i32);
+        assert_eq!(short.1.codes, Some((0, u)), "bits {bits}");
+        assert_eq!(conv.1.codes, Some((-q - 1, q)), "bits {bits}");
+        let (s_short, s_conv) = (short.1.step.unwrap(), conv.1.step.unwrap());
+        assert!(
+            (s_short / s_conv - 1.0).abs() < 1e-6,
+            "bits {bits}: steps {s_short} and {s_conv}"
+        );
+        let mut above_q = 0;
+        for x in test_inputs() {
+            let got = fetch(&g, &x, &[short.0.clone(), conv.0.clone(), add.outputs[0].clone()]);
+            let (a, b, s) = (
+                got[&short.0].to_f32_vec(),
+                got[&conv.0].to_f32_vec(),
+                got[&add.outputs[0]].to_f32_vec(),
+            );
+            assert!(a.iter().all(|&c| c >= 0.0 && c <= u as f32 && c == c.round()));
+            above_q += a.iter().filter(|&&c| c > q as f32).count();
+            for i in 0..s.len() {
+                let real = (a[i] * s_short) as f64 + (b[i] * s_conv) as f64;
+                assert!(
+                    (s[i] as f64 * s_conv as f64 - real).abs() <= 1e-5 * real.abs().max(1.0),
+                    "bits {bits}"
+                );
+            }
+        }
+        // The shortcut's top code reaches at least its own clipping value (the merge's
+        // shared scale may only widen it), twice the signed grid's reach at the same step.
+        let reach = u as f32 * s_short;
+        assert!(
+            reach >= short.1.clip.unwrap() * (1.0 - 1e-5),
+            "bits {bits}: reach {reach}"
+        );
+        // With MSE clipping the shortcut's values above the signed top are frequent enough to
+        // be kept: codes above Q are in use.
+        if clipping == Clipping::Mse {
+            assert!(above_q > 0, "bits {bits}: the shortcut never uses the codes above {q}");
+        }
+    }
+}

@@ -82,6 +82,7 @@ fn scaling_dict<'py>(py: Python<'py>, name: &str, i: &ScalingInfo, st: &PtqState
     l.set_item("bits", i.bits)?;
     l.set_item("signed", i.signed)?;
     l.set_item("step", i.step)?;
+    l.set_item("codes", i.codes.map(|(lo, hi)| vec![lo, hi]))?;
     l.set_item("power_of_two", i.power_of_two)?;
     if let Some(s) = &i.stats {
         l.set_item("stats", stats_dict(py, s)?)?;

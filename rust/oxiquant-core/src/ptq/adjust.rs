@@ -7,7 +7,7 @@
 //! of a Clip(0, 6) would quantize [0, 6] into less than one step.
 
 use super::clipping::{clip_value, Clipping};
-use super::signs::signedness;
+use super::signs::{grids, Grid};
 use super::{PtqState, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -59,7 +59,7 @@ pub fn adjust_ranges(
             method.name()
         )));
     }
-    let signs = signedness(graph, state, optimize_signs);
+    let grid_of = grids(graph, state, optimize_signs);
     let caps: HashMap<String, f32> = state
         .scaling
         .iter()
@@ -75,8 +75,10 @@ pub fn adjust_ranges(
                 "adjust_ranges: Scaling node '{name}' has no statistics (run compute_ranges)"
             ))
         })?;
-        let signed = signs.get(name).copied().unwrap_or(true);
+        let grid = grid_of.get(name).copied().unwrap_or(Grid::Signed);
+        let signed = grid.signed();
         info.signed = signed;
+        info.scale_per_clip = grid.scale_per_clip(nb_bits);
         // A value written by outlier channel splitting keeps its whole range: its largest
         // values are the channels just split, which clipping would cut again.
         // (The quantizer writes the value under its name: `Graph::insert_after`.)

@@ -503,6 +503,7 @@ pub fn begin_with(state: &mut PtqState, histograms: bool, layer_samples: usize) 
         });
         info.clip = None;
         info.clipping = None;
+        info.scale_per_clip = 1.0;
     }
     state.batches_seen = 0;
     state.samples_seen = 0;

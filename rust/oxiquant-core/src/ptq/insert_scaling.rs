@@ -20,9 +20,11 @@ fn info(role: Role, output: String) -> ScalingInfo {
         calib_scale: 1.0,
         clip: None,
         clipping: None,
+        scale_per_clip: 1.0,
         bits: None,
         signed: true,
         step: None,
+        codes: None,
         power_of_two: None,
     }
 }

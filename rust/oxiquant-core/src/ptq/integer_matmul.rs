@@ -126,9 +126,11 @@ mod tests {
             calib_scale: 1.0,
             clip: None,
             clipping: None,
+            scale_per_clip: 1.0,
             bits: Some(8),
             signed: true,
             step: None,
+            codes: None,
             power_of_two: None,
         }
     }

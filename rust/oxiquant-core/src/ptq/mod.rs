@@ -113,11 +113,16 @@ pub struct ScalingInfo {
     /// The range kept after clipping, in real units, and the method that chose it.
     pub clip: Option<f32>,
     pub clipping: Option<Clipping>,
+    /// The node's scale over its clip: 1, or below 1 for `signs::Grid::UnsignedSharedUnit`,
+    /// whose top code stands for twice its scale (set by `adjust_ranges`).
+    pub scale_per_clip: f32,
     /// Filled by `quantize`.
     pub bits: Option<u32>,
     pub signed: bool,
     /// Real value of one integer step (`S / Q`), after quantization.
     pub step: Option<f32>,
+    /// The lowest and highest code of its grid, after quantization.
+    pub codes: Option<(i32, i32)>,
     /// Whether `single_shift` could make its factor a power of two.
     pub power_of_two: Option<bool>,
 }

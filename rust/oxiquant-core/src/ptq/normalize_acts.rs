@@ -49,7 +49,7 @@ impl ScaleRules for ActRules {
             (if same { vec![s_in[0]] } else { s_in.to_vec() }, 1.0)
         } else {
             let c = match (info.clip, &info.stats) {
-                (Some(c), _) => c,
+                (Some(c), _) => c * info.scale_per_clip,
                 (None, Some(st)) => st.max_abs * info.calib_scale,
                 (None, None) => {
                     return Err(Error::InvalidArgument(format!(

@@ -11,7 +11,7 @@ use super::classify::Class;
 use super::clipping::{levels, Clipping};
 use super::insert_scaling::node_classes;
 use super::normalize_params::set_clip_bounds;
-use super::signs::signedness;
+use super::signs::{grids, Grid};
 use super::{check_bits, max_of, PtqState, Role, Stage};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
@@ -110,7 +110,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
         return Ok(());
     }
     let classes = node_classes(graph, &state.excluded);
-    let signs = signedness(graph, state, opts.optimize_signs);
+    let signs = grids(graph, state, opts.optimize_signs);
     for (n, &b) in &state.layer_bits {
         check_bits(&format!("layer_bits['{n}']"), b as i64)?;
         if !classes.get(n).is_some_and(|c| *c == Class::Affine) {
@@ -147,8 +147,8 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                     });
                     None
                 } else {
-                    let signed = signs.get(&node.name).copied().unwrap_or(true);
-                    let q_out = levels(opts.act_bits, signed) as f32;
+                    let grid = signs.get(&node.name).copied().unwrap_or(Grid::Signed);
+                    let q_out = grid.unit_levels(opts.act_bits) as f32;
                     let n = sc.factor.len().max(u_x.len());
                     let mut factor: Vec<f32> = (0..n).map(|c| pick(&sc.factor, c) * q_out / pick(&u_x, c)).collect();
                     if let Some(&p) = shifted.get(&node.name) {
@@ -159,24 +159,18 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                     } else {
                         sc.rank
                     };
+                    let (lo, hi) = grid.bounds(opts.act_bits);
                     graph.nodes[idx].op = Box::new(Scaling {
                         factor,
                         rank,
                         last_axis: sc.last_axis,
-                        quant: Some(if signed {
-                            // Two's complement range, as ONNX int8/int4 saturate: the export is exact.
-                            QuantBounds {
-                                lo: -q_out - 1.0,
-                                hi: q_out,
-                            }
-                        } else {
-                            QuantBounds { lo: 0.0, hi: q_out }
-                        }),
+                        quant: Some(QuantBounds { lo, hi }),
                     });
                     let s_out = state.scale(&node.outputs[0])[0];
                     if let Some(i) = state.scaling.get_mut(&node.name) {
                         i.bits = Some(opts.act_bits);
-                        i.signed = signed;
+                        i.signed = grid.signed();
+                        i.codes = Some((lo as i32, hi as i32));
                         i.step = Some(s_out / q_out);
                         if opts.single_shift {
                             i.power_of_two = Some(shifted.contains_key(&node.name));
@@ -318,7 +312,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
 fn shift_plan(
     graph: &Graph,
     state: &PtqState,
-    signs: &HashMap<String, bool>,
+    signs: &HashMap<String, Grid>,
     idx: usize,
     u_in: f32,
     qw: u32,
@@ -334,7 +328,11 @@ fn shift_plan(
     if state.scaling.get(&tname).map(|i| i.role) != Some(Role::Affine) {
         return None;
     }
-    let q_out = levels(opts.act_bits, signs.get(&tname).copied().unwrap_or(true)) as f32;
+    let q_out = signs
+        .get(&tname)
+        .copied()
+        .unwrap_or(Grid::Signed)
+        .unit_levels(opts.act_bits) as f32;
     let f: Vec<f32> = (0..channels)
         .map(|c| pick(&sc.factor, c) * q_out * alpha[c] / (u_in * qw as f32))
         .collect();

@@ -737,7 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="RATIO",
         help="split the channels of values that float islands hand to MatMuls (a transformer's LayerNorm "
-        "outputs) whose range exceeds RATIO times the median channel's; 0 turns it off (default: the "
+        "outputs) whose range exceeds RATIO times the median channel's, and smooth into the weights those "
+        "handed to convolutions only (spread above RATIO and 16); 0 turns it off (default: the "
         "preset's; 3 for 'best')",
     )
     q.add_argument(

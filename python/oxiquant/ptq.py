@@ -87,10 +87,13 @@ def split_outlier_channels(
     weight row is repeated `n` times: the float function is unchanged, the weights are not
     rescaled, and the per-tensor 8-bit grid of the value no longer has to cover the outliers
     (their quantizer then keeps its whole range: max clipping). Other readers of the value
-    (a residual Add) read it unchanged. Runs the float model over the calibration set only
-    when the model has such values. Returns (and keeps in
-    `model.quant_info["split_channels"]`), by value: its channels, the channels added, the
-    largest over median channel range before and after, and the MatMuls reading it."""
+    (a residual Add) read it unchanged. A value islands hand to convolutions only is smoothed
+    instead (SmoothQuant's migration of channel ranges into the weights) when its channels
+    (axis 1) spread over more than `ratio` and more than 16 times the median (a speech model's
+    STFT magnitudes). Runs the float model over the calibration set only when the model has
+    such values. Returns (and keeps in `model.quant_info["split_channels"]`), by value: the
+    method ("split" or "smooth"), its channels, the channels added, the largest over median
+    channel range before and after, and the MatMuls or convolutions reading it."""
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.integer, np.floating)) or not ratio >= 1:
         raise InvalidArgumentError(f"ratio must be a number >= 1, got {ratio!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:

@@ -256,12 +256,16 @@ def format_report(report: Mapping[str, Any]) -> str:
             + f"; {mean:.2f} bits on average over the weights; most sensitive: {top}"
         )
     split = passes.get("split_channels")
-    if split:
-        added = sum(v["added"] for v in split.values())
-        worst = max(split, key=lambda k: split[k]["ratio_before"])
+    for method, verb in (("split", "split"), ("smooth", "smoothed into the weights")):
+        done = {k: v for k, v in (split or {}).items() if v.get("method", "split") == method}
+        if not done:
+            continue
+        added = sum(v["added"] for v in done.values())
+        worst = max(done, key=lambda k: done[k]["ratio_before"])
+        extra = f", {added} channels added" if method == "split" else ""
         lines.append(
-            f"outlier channels split: {len(split)} values, {added} channels added; largest/median channel range "
-            f"{split[worst]['ratio_before']:.3g} -> {split[worst]['ratio_after']:.3g} ({worst})"
+            f"outlier channels {verb}: {len(done)} values{extra}; largest/median channel range "
+            f"{done[worst]['ratio_before']:.3g} -> {done[worst]['ratio_after']:.3g} ({worst})"
         )
     if report.get("float_outputs"):
         lines.append("output kept in float (only float ops read it): " + ", ".join(report["float_outputs"]))

@@ -153,3 +153,73 @@ def test_a_one_shot_calibration_iterable_cannot_be_read_twice():
     assert q.quant_info["split_channels"] is None
     q = oxiquant.quantize_network(oxiquant.load(proto), 8, [data(8, 7), data(8, 8)], progress=False)
     assert q.quant_info["split_channels"]["h"]["added"] > 0
+
+
+# -- convolution inputs: smoothing ---------------------------------------------------------
+C, TT = 16, 24
+
+
+def magnitude_block(seed: int = 0) -> onnx.ModelProto:
+    """x [N, C, T] -> |x| * gain (a Sqrt island: sqrt(x^2 * gain^2)), the low channels far
+    above the rest, as a spectrogram's low frequencies are -> Conv(k=3) -> Relu -> Conv(1x1),
+    conv1 weighing every channel about equally in its output."""
+    rng = np.random.default_rng(seed)
+    gain = np.exp(-0.6 * np.arange(C)) * 100 + 1  # channel 0: 101, the median channel about 2
+    inits = [
+        nh.from_array((gain**2).reshape(1, C, 1).astype(np.float32), "g2"),
+        # Trained to weigh the loud channels down: each channel adds about as much to conv1.
+        nh.from_array((rng.normal(size=(8, C, 3)) / np.sqrt(3 * C) / gain[:, None]).astype(np.float32), "w1"),
+        nh.from_array((0.1 * rng.normal(size=8)).astype(np.float32), "b1"),
+        nh.from_array((rng.normal(size=(4, 8, 1)) / np.sqrt(8)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        h.make_node("Mul", ["x", "x"], ["sq"], name="square"),
+        h.make_node("Mul", ["sq", "g2"], ["power"], name="gain"),
+        h.make_node("Sqrt", ["power"], ["mag"], name="sqrt"),
+        h.make_node("Conv", ["mag", "w1", "b1"], ["c1"], pads=[1, 1], name="conv1"),
+        h.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        h.make_node("Conv", ["r1", "w2"], ["y"], name="conv2"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "magnitudes",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", C, TT])],
+        [h.make_tensor_value_info("y", T.FLOAT, None)],
+        inits,
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+
+
+def spectra(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, C, TT)).astype(np.float32)
+
+
+def test_convolution_inputs_are_smoothed_keeping_the_function():
+    proto = magnitude_block()
+    m = oxiquant.load(proto)
+    oxiquant.prepare_network(m)
+    report = oxiquant.split_outlier_channels(m, spectra(16, 1), progress=False)
+    assert list(report) == ["mag"], report
+    r = report["mag"]
+    assert r["method"] == "smooth" and r["added"] == 0 and r["readers"] == ["conv1"], r
+    assert r["ratio_before"] > 16 and r["ratio_after"] < r["ratio_before"] / 4, r
+    x = spectra(8, 2)
+    np.testing.assert_allclose(m.run(x)["y"], run_ort(proto, {"x": x}), rtol=1e-4, atol=1e-4)
+
+
+def test_smoothing_lowers_the_quantization_error_and_runs_the_same_everywhere():
+    proto = magnitude_block()
+    calib, x = spectra(64, 3), spectra(32, 4)
+    ref = run_ort(proto, {"x": x})
+    plain = oxiquant.quantize_network(oxiquant.load(proto), 8, calib, split_channels=False, progress=False)
+    smooth = oxiquant.quantize_network(oxiquant.load(proto), 8, calib, progress=False)
+    assert smooth.quant_info["split_channels"]["mag"]["method"] == "smooth"
+    got_plain, got_smooth = plain.run(x)["y"], smooth.run(x)["y"]
+    assert smooth.engine == "int", smooth.engine_note
+    assert sqnr_db(ref, got_smooth) > sqnr_db(ref, got_plain) + 10, (sqnr_db(ref, got_smooth), sqnr_db(ref, got_plain))
+    np.testing.assert_allclose(got_smooth, smooth.run(x, mode="fake")["y"], rtol=1e-5, atol=1e-5)
+    for fmt in ("qdq", "qoperator"):
+        exported = run_ort(smooth.to_onnx(fmt), {"x": x})
+        np.testing.assert_allclose(exported, got_smooth, rtol=1e-4, atol=1e-4, err_msg=fmt)
+    report = layer_report(oxiquant.load(proto), smooth, x[:4])
+    assert "outlier channels smoothed into the weights: 1 values" in format_report(report)

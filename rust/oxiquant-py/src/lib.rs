@@ -687,6 +687,7 @@ pub(crate) fn split_dict<'py>(
     let d = PyDict::new(py);
     for (value, v) in r {
         let e = PyDict::new(py);
+        e.set_item("method", v.method.name())?;
         e.set_item("channels", v.channels)?;
         e.set_item("added", v.added)?;
         e.set_item("ratio_before", v.ratio_before)?;

@@ -255,9 +255,51 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-9)
 
 
+def detections(out: np.ndarray, conf: float = 0.25, iou: float = 0.7) -> list[tuple[np.ndarray, int]]:
+    """One image's boxes after ultralytics' default post-processing: anchors whose best
+    class score reaches `conf`, then class-wise non-maximum suppression at `iou`.
+    `out`: [4 + classes, anchors] (cx, cy, w, h, scores). Returns (box, class) pairs."""
+    scores = out[4:]
+    cls, best = scores.argmax(axis=0), scores.max(axis=0)
+    keep = []
+    for c in np.unique(cls[best >= conf]):
+        idx = np.where((cls == c) & (best >= conf))[0]
+        idx = idx[np.argsort(-best[idx])]
+        while len(idx):
+            keep.append((out[:4, idx[0]], int(c)))
+            rest = idx[1:]
+            if len(rest):
+                ov = box_iou(np.repeat(out[:4, idx[:1]].T, len(rest), 0), out[:4, rest].T)
+                rest = rest[ov < iou]
+            idx = rest
+    return keep
+
+
+def boxes_found_again(r: np.ndarray, t: np.ndarray, conf: float) -> tuple[int, int]:
+    """How many of the float model's boxes the quantized model finds again (a box of the same
+    class with IoU >= 0.5, each used once), over all images: (found, float boxes)."""
+    found = total = 0
+    for i in range(len(r)):
+        want, got = detections(r[i], conf), detections(t[i], conf)
+        used = set()
+        for box, c in want:
+            total += 1
+            cands = [(j, g) for j, (g, gc) in enumerate(got) if gc == c and j not in used]
+            if not cands:
+                continue
+            ious = box_iou(np.stack([box] * len(cands)), np.stack([g for _, g in cands]))
+            k = int(np.argmax(ious))
+            if ious[k] >= 0.5:
+                used.add(cands[k][0])
+                found += 1
+    return found, total
+
+
 def yolo_task(ref: dict, test: dict) -> str:
-    """At the float model's 10 top-scoring anchors of each image: the IoU of the boxes and
-    the error of the class scores; and how often the top anchor is the same."""
+    """The float model's boxes (confidence 0.25 and 0.1, NMS as ultralytics) found again by the
+    quantized model (same class, IoU >= 0.5); at the float model's 10 top-scoring anchors of
+    each image: the IoU of the boxes and the error of the class scores; and how often the top
+    anchor is the same."""
     r, t = ref["output0"], test["output0"]  # [N, 4 + classes, anchors]
     ious, errs, same = [], [], 0
     for i in range(len(r)):
@@ -266,8 +308,12 @@ def yolo_task(ref: dict, test: dict) -> str:
         ious.append(box_iou(r[i, :4, top].T, t[i, :4, top].T).mean())
         errs.append(np.abs(r[i, 4:, top] - t[i, 4:, top]).max())
         same += int(np.argmax(score_t)) == int(top[0])
+    found = "; ".join(
+        "float boxes found again (conf {:g}): {}/{}".format(c, *boxes_found_again(r, t, c)) for c in (0.25, 0.1)
+    )
     return (
-        f"top-10 anchors: box IoU {np.mean(ious):.3f}, score err {np.mean(errs):.3f}; same top anchor {same}/{len(r)}"
+        f"{found}; top-10 anchors: box IoU {np.mean(ious):.3f}, score err {np.mean(errs):.3f}; "
+        f"same top anchor {same}/{len(r)}"
     )
 
 

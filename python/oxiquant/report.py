@@ -133,6 +133,7 @@ def layer_report(
             "max": a["max"],
             "scale": a["scale"],
             "step": a["step"],
+            "codes": a.get("codes"),
             "sqnr_db": None,
             "local_sqnr_db": None,
             "exact": None,
@@ -147,10 +148,11 @@ def layer_report(
             got = qvals[dst].astype(np.float64) * a["step"]
             entry["sqnr_db"], entry["exact"] = _sqnr_db(x, got)
             entry["local_sqnr_db"], _ = _sqnr_db(x, _quantize(x, a["step"], a["bits"], a["signed"]))
-            clip = a["clip"] if a["clip"] is not None else a["range"]
-            # (a relative margin: the clip is an f32 computed from a rescaled range)
-            beyond = np.abs(x) > clip * (1 + 1e-6)
-            entry["clipped_fraction"] = float(np.mean(beyond)) if clip is not None else None
+            # Beyond the grid's reach (a merge's inputs share its scale, which may exceed their
+            # own clip; a relative margin: the step is an f32 from a rescaled range).
+            lo_code, hi_code = a.get("codes") or (-(2 ** (a["bits"] - 1)), 2 ** (a["bits"] - 1) - 1)
+            reach_lo, reach_hi = lo_code * a["step"] * (1 + 1e-6), hi_code * a["step"] * (1 + 1e-6)
+            entry["clipped_fraction"] = float(np.mean((x > reach_hi) | (x < reach_lo)))
             top = max(float(np.max(np.abs(x))) if x.size else 0.0, float(a["range"] or 0.0), 1e-12)
             lo = 0.0 if not a["signed"] else -top
             counts, _ = np.histogram(x, bins=histogram_bins, range=(lo, top))

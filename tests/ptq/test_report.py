@@ -23,7 +23,7 @@ import reference
 
 LAYER_KEYS = {
     "name", "role", "tensor", "float_tensor", "bits", "signed", "clipping", "range", "clip", "min", "max",
-    "scale", "step", "sqnr_db", "local_sqnr_db", "exact", "clipped_fraction", "histogram",
+    "scale", "step", "codes", "sqnr_db", "local_sqnr_db", "exact", "clipped_fraction", "histogram",
 }  # fmt: skip
 TOP_KEYS = {
     "version", "samples", "settings", "layers", "outputs", "worst_layer", "float_nodes", "float_outputs", "warnings",
@@ -87,9 +87,10 @@ def check_against_onnxruntime(float_model: oxiquant.Model, q: oxiquant.Model, x:
                 assert r["sqnr_db"] is None or r["sqnr_db"] > SQNR_FLOOR_DB - 10, r["name"]
             else:
                 assert r["sqnr_db"] == pytest.approx(want, abs=0.05), r["name"]
-        # Values within the engines' disagreement of the clip value may land on either side.
-        clip, mag = r["clip"], np.abs(ref)
-        low, high = np.mean(mag > clip * (1 + CLIP_RTOL)), np.mean(mag > clip * (1 - CLIP_RTOL))
+        # Beyond the grid's reach, codes times step (values within the engines' disagreement of
+        # the edge may land on either side).
+        lo, hi = r["codes"][0] * r["step"], r["codes"][1] * r["step"]
+        low, high = (float(np.mean((ref > hi * k) | (ref < lo * k))) for k in (1 + CLIP_RTOL, 1 - CLIP_RTOL))
         assert low - 1e-9 <= r["clipped_fraction"] <= high + 1e-9, r["name"]
         assert sum(r["histogram"]["counts"]) == ref.size
     return report

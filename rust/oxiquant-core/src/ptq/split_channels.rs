@@ -200,13 +200,8 @@ pub fn observe(
                 let Ok(x) = t.as_slice::<f32>() else { return };
                 // NaN never wins a max: a NaN channel keeps its other values.
                 let m = if axis == 1 && shape.len() >= 2 && shape[1] > 0 {
-                    let k = shape[1];
-                    let inner: usize = shape[2..].iter().product();
-                    let mut m = vec![0f32; k];
-                    for (i, plane) in x.chunks_exact(inner.max(1)).enumerate() {
-                        let a = &mut m[i % k];
-                        *a = plane.iter().fold(*a, |a, &v| a.max(v.abs()));
-                    }
+                    let mut m = vec![0f32; shape[1]];
+                    fold_axis1_max(x, shape[2..].iter().product(), &mut m);
                     m
                 } else if axis == 0 && shape.last().is_some_and(|&k| k > 0) {
                     let k = shape[shape.len() - 1];
@@ -237,6 +232,50 @@ pub fn observe(
         }
     }
     Ok(())
+}
+
+/// Per channel of axis 1, the largest `|x|` of `x` (`[.., k, inner]` row-major) folded into
+/// `m` (NaN never wins a max: a NaN channel keeps its other values).
+fn fold_axis1_max(x: &[f32], inner: usize, m: &mut [f32]) {
+    let k = m.len();
+    for (i, plane) in x.chunks_exact(inner.max(1)).enumerate() {
+        let a = &mut m[i % k];
+        *a = plane.iter().fold(*a, |a, &v| a.max(v.abs()));
+    }
+}
+
+/// Points every reader at `input` and gives it `new_weight(its weight)`. A weight several
+/// readers share is rewritten once; one that another node also reads keeps its own copy (the
+/// readers get `{name}/{suffix}`). Returns the readers' names.
+fn rewrite_readers(
+    graph: &mut Graph,
+    readers: &[usize],
+    input: &str,
+    suffix: &str,
+    new_weight: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Vec<String>> {
+    let mut done: HashMap<String, String> = HashMap::new();
+    let mut names = Vec::new();
+    for &c in readers {
+        let w_name = graph.nodes[c].inputs[1].clone();
+        if let Some(nw) = done.get(&w_name) {
+            graph.nodes[c].inputs[1] = nw.clone();
+        } else {
+            let w = new_weight(&graph.initializers[&w_name])?;
+            let shared = graph.consumers(&w_name).iter().any(|&(o, _)| !readers.contains(&o));
+            let new_w = if shared {
+                graph.fresh_name(&format!("{w_name}/{suffix}"))
+            } else {
+                w_name.clone()
+            };
+            graph.initializers.insert(new_w.clone(), w);
+            graph.nodes[c].inputs[1] = new_w.clone();
+            done.insert(w_name, new_w);
+        }
+        graph.nodes[c].inputs[0] = input.to_string();
+        names.push(graph.nodes[c].name.clone());
+    }
+    Ok(names)
 }
 
 fn median(x: &[f32]) -> f32 {
@@ -325,36 +364,15 @@ pub fn split_outlier_channels(
         graph
             .initializers
             .insert(idx_name.clone(), Tensor::from_vec(vec![index.len()], index.clone())?);
-        let mut names = Vec::new();
-        let mut done: HashMap<String, String> = HashMap::new();
-        for &c in &readers {
-            let w_name = graph.nodes[c].inputs[1].clone();
-            if let Some(nw) = done.get(&w_name) {
-                // A weight two readers share is repeated once.
-                graph.nodes[c].inputs[1] = nw.clone();
-            } else {
-                let w = &graph.initializers[&w_name];
-                let cols = w.shape()[1];
-                let src = w.as_slice::<f32>()?;
-                let rows: Vec<f32> = index
-                    .iter()
-                    .flat_map(|&j| src[j as usize * cols..(j as usize + 1) * cols].iter().copied())
-                    .collect();
-                let repeated = Tensor::from_vec(vec![index.len(), cols], rows)?;
-                // A weight another node also reads keeps its own copy.
-                let shared = graph.consumers(&w_name).iter().any(|&(o, _)| !readers.contains(&o));
-                let new_w = if shared {
-                    graph.fresh_name(&format!("{w_name}/split"))
-                } else {
-                    w_name.clone()
-                };
-                graph.initializers.insert(new_w.clone(), repeated);
-                graph.nodes[c].inputs[1] = new_w.clone();
-                done.insert(w_name, new_w);
-            }
-            graph.nodes[c].inputs[0] = split.clone();
-            names.push(graph.nodes[c].name.clone());
-        }
+        let names = rewrite_readers(graph, &readers, &split, "split", |w| {
+            let cols = w.shape()[1];
+            let src = w.as_slice::<f32>()?;
+            let rows: Vec<f32> = index
+                .iter()
+                .flat_map(|&j| src[j as usize * cols..(j as usize + 1) * cols].iter().copied())
+                .collect();
+            Tensor::from_vec(vec![index.len(), cols], rows)
+        })?;
         let at = graph.producer(&value).map_or(0, |p| p + 1);
         graph.nodes.insert(
             at,
@@ -442,46 +460,22 @@ fn smooth(graph: &mut Graph, value: &str, m: &[f32], ratio: f32) -> Result<Optio
     let mut w_max = vec![0f32; k];
     for &c in &readers {
         let w = weight_of(graph, c);
-        let inner: usize = w.shape()[2..].iter().product();
-        for (i, chunk) in w.as_slice::<f32>()?.chunks_exact(inner.max(1)).enumerate() {
-            let a = &mut w_max[i % k];
-            *a = chunk.iter().fold(*a, |a, &v| a.max(v.abs()));
-        }
+        fold_axis1_max(w.as_slice::<f32>()?, w.shape()[2..].iter().product(), &mut w_max);
     }
     let s = smooth_factors(m, &w_max, SMOOTH_ALPHA);
-    let mut done: HashMap<String, String> = HashMap::new();
-    let mut names = Vec::new();
     let scale_node = graph.fresh_name(&format!("{value}/smooth_scale"));
     let scaled = graph.fresh_name(&format!("{value}/smoothed"));
     let inv_name = graph.fresh_name(&format!("{value}/smooth_inv"));
     let rank = weight_of(graph, readers[0]).rank();
-    for &c in &readers {
-        let w_name = graph.nodes[c].inputs[1].clone();
-        if let Some(nw) = done.get(&w_name) {
-            graph.nodes[c].inputs[1] = nw.clone();
-        } else {
-            let w = weight_of(graph, c);
-            let inner: usize = w.shape()[2..].iter().product();
-            let mut v = w.as_slice::<f32>()?.to_vec();
-            for (i, chunk) in v.chunks_exact_mut(inner.max(1)).enumerate() {
-                let f = s[i % k];
-                chunk.iter_mut().for_each(|x| *x *= f);
-            }
-            let shared = graph.consumers(&w_name).iter().any(|&(o, _)| !readers.contains(&o));
-            let new_w = if shared {
-                graph.fresh_name(&format!("{w_name}/smooth"))
-            } else {
-                w_name.clone()
-            };
-            graph
-                .initializers
-                .insert(new_w.clone(), Tensor::from_vec(w.shape().to_vec(), v)?);
-            graph.nodes[c].inputs[1] = new_w.clone();
-            done.insert(w_name, new_w);
+    let names = rewrite_readers(graph, &readers, &scaled, "smooth", |w| {
+        let inner: usize = w.shape()[2..].iter().product();
+        let mut v = w.as_slice::<f32>()?.to_vec();
+        for (i, chunk) in v.chunks_exact_mut(inner.max(1)).enumerate() {
+            let f = s[i % k];
+            chunk.iter_mut().for_each(|x| *x *= f);
         }
-        graph.nodes[c].inputs[0] = scaled.clone();
-        names.push(graph.nodes[c].name.clone());
-    }
+        Tensor::from_vec(w.shape().to_vec(), v)
+    })?;
     let mut shape = vec![1usize; rank.max(2)];
     shape[1] = k;
     let inv: Vec<f32> = s.iter().map(|&f| 1.0 / f).collect();

@@ -82,6 +82,7 @@ def allocate_bits(
     low: int,
     high: int,
     fixed: Mapping[str, int] | None = None,
+    what: str = "weight_bits_budget",
 ) -> dict[str, int]:
     """Greedy allocation (module docstring): {layer: bits}, the average over weights within
     `budget`. Layers in `fixed` keep their width (and count in the average)."""
@@ -92,7 +93,7 @@ def allocate_bits(
     allowed = budget * total
     if spent > allowed + 1e-9:
         raise InvalidArgumentError(
-            f"weight_bits_budget {budget} is below the {spent / max(total, 1):.2f} bits the lowest width "
+            f"{what} {budget} is below the {spent / max(total, 1):.2f} bits the lowest width "
             f"{low} and the fixed layer widths already take"
         )
     while True:
@@ -110,9 +111,55 @@ def allocate_bits(
         spent += sensitivity[best][0]
 
 
-def check_budget(budget: Any, low: int, high: int) -> float:
+def check_budget(budget: Any, low: int, high: int, what: str = "weight_bits_budget") -> float:
     if isinstance(budget, bool) or not isinstance(budget, (int, float, np.floating, np.integer)):
-        raise InvalidArgumentError(f"weight_bits_budget must be a number of bits, got {budget!r}")
+        raise InvalidArgumentError(f"{what} must be a number of bits, got {budget!r}")
     if not low <= float(budget) <= high:
-        raise InvalidArgumentError(f"weight_bits_budget must be between {low} and {high} bits, got {budget}")
+        raise InvalidArgumentError(f"{what} must be between {low} and {high} bits, got {budget}")
     return float(budget)
+
+
+def activation_sensitivity(
+    calibrated: Model,
+    reference: np.ndarray,
+    samples: np.ndarray | Mapping[str, np.ndarray],
+    low: int,
+    high: int,
+    clipping: str,
+    optimize_signs: bool,
+    fixed: Iterable[str] = (),
+    on_group: Any = None,
+) -> dict[str, tuple[list[str], int, float]]:
+    """{group: (its quantizers, element count, sensitivity)} for every group of quantizers
+    that share a width (`Model` after `compute_ranges`; the inputs of one Add or Concat form
+    one group), but those with a member in `fixed` (by quantizer, by the value it writes, or
+    by the graph input an input quantizer reads). The sensitivity is how much the first
+    output's mean squared error against `reference` (the float model's on `samples`) grows
+    when that group alone goes to `low` bits, every other activation and every weight being
+    at `high`; the element count is the group's share of the activations (summed over the
+    calibration set), which the budget averages over."""
+    fixed = set(fixed)
+    info = {a["name"]: a for a in calibrated.quant_info["activations"]}
+    known = {q["name"]: {q["name"], q["writes"], q["reads"] if info[q["name"]]["role"] == "input" else q["name"]}
+             for q in calibrated._native.quantizers() if q["name"] in info}  # fmt: skip
+    out_name = calibrated.output_names[0]
+    ref = reference.astype(np.float64)
+
+    def error(widths: dict[str, int]) -> float:
+        from oxiquant.ptq import adjust_ranges, normalize_activations, quantize_normalized_network
+
+        c = calibrated.copy()
+        adjust_ranges(c, clipping=clipping, nb_bits=high, optimize_signs=optimize_signs, activation_bits=widths)
+        normalize_activations(c)
+        quantize_normalized_network(c, high, optimize_signs=optimize_signs)
+        return float(np.mean((c.run(samples)[out_name].astype(np.float64) - ref) ** 2))
+
+    base = error({})
+    result: dict[str, tuple[list[str], int, float]] = {}
+    for group in calibrated._native.ptq_activation_groups():
+        if not any(known.get(a, {a}) & fixed for a in group):
+            count = sum(int((info[a].get("stats") or {}).get("count", 0)) for a in group)
+            result[group[0]] = (group, count, max(error(dict.fromkeys(group, low)) - base, 0.0))
+        if on_group is not None:
+            on_group(1)
+    return result

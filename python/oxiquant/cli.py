@@ -46,10 +46,10 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
 
 def _layer_bits(text: str) -> tuple[str, int]:
-    """NODE=BITS for --layer-bits."""
+    """NAME=BITS for --layer-bits and --activation-bits."""
     name, sep, bits = text.rpartition("=")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NODE=BITS, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected NAME=BITS, got '{text}'")
     return name, _bits(bits)
 
 
@@ -164,7 +164,7 @@ def _batch_size(model: Model, wanted: int) -> int:
 
 # -- quantize -------------------------------------------------------------------------------
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from oxiquant.report import _pyplot, format_report, layer_report, write_plots
+    from oxiquant.report import _pyplot, activation_allocation_line, format_report, layer_report, write_plots
 
     out = Path(args.output)
     if not out.parent.exists():
@@ -199,6 +199,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         f"{', input-aware rounding' if st['input_aware'] and not args.single_shift else ''}"
         f"{', cross-layer equalization' if args.equalize else ''}"
         f"{f', outlier channels split at {split:g} times the median' if split else ''}"
+        f"{f', {args.weight_bits_budget:g} weight bits on average' if args.weight_bits_budget else ''}"
+        f"{f', {args.activation_bits_budget:g} activation bits on average' if args.activation_bits_budget else ''}"
         f" (preset {st['preset']})",
     )
     t = time.perf_counter()
@@ -219,9 +221,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         split_channels=args.split_channels,
         layer_bits=dict(args.layer_bits or []),
         first_last_bits=args.first_last_bits,
+        activation_bits=dict(args.activation_bits or []),
         equalize=args.equalize,
         exclude=args.exclude or [],
         weight_bits_budget=args.weight_bits_budget,
+        activation_bits_budget=args.activation_bits_budget,
         layer_samples=args.layer_samples,
         batch_size=_batch_size(model, args.batch_size),
         progress=_progress_enabled(args),
@@ -232,6 +236,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     q.save(out, format=args.format)
     n_q = sum(1 for a in info["activations"] if a["step"])
     _say(args, f"quantized in {dt:.2f} s: {n_q} quantizers, {len(info['weights'])} weight tensors")
+    if info.get("activation_bit_allocation"):
+        _say(args, activation_allocation_line(info["activation_bit_allocation"]))
     for n, op, why in info["float_nodes"]:
         _say(args, f"kept in float: {n} ({op}): {why}")
     for w in info["warnings"]:
@@ -259,9 +265,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 "split_channels": st["split_channels"],
                 "layer_bits": dict(args.layer_bits or []),
                 "first_last_bits": args.first_last_bits,
+                "activation_bits": dict(args.activation_bits or []),
                 "equalize": args.equalize,
                 "exclude": args.exclude or [],
                 "weight_bits_budget": args.weight_bits_budget,
+                "activation_bits_budget": args.activation_bits_budget,
                 "calibration_samples": len(calib),
             }
         )
@@ -756,7 +764,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight bit width of one Conv/Gemm/MatMul node (repeatable; names as in `oxiquant inspect`)",
     )
     q.add_argument(
-        "--first-last-bits", type=_bits, metavar="BITS", help="weight bit width of the first and last Conv/Gemm/MatMul"
+        "--first-last-bits",
+        type=_bits,
+        metavar="BITS",
+        help="bit width of the first and last Conv/Gemm/MatMul: their weights and the activations they read",
+    )
+    q.add_argument(
+        "--activation-bits",
+        type=_layer_bits,
+        action="append",
+        metavar="VALUE=BITS",
+        help="bit width of one quantized activation, by value or quantizer name (repeatable; the inputs of "
+        "one Add or Concat share the widest)",
     )
     q.add_argument(
         "--equalize",
@@ -774,6 +793,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="BITS",
         help="average weight width to spend by layer sensitivity, between --weight-bits (default 4) and 8",
+    )
+    q.add_argument(
+        "--activation-bits-budget",
+        type=float,
+        metavar="BITS",
+        help="average activation width (over activation elements) to spend by quantizer sensitivity, "
+        "between --bits and 8",
     )
     q.add_argument(
         "--format",

@@ -38,8 +38,10 @@ def _shape_str(shape: list[Any] | None) -> str:
 class Model:
     """A neural network loaded into oxiquant's engine. Build one with `oxiquant.load`."""
 
-    # Set by `quantize_network(weight_bits_budget=...)`; shown as quant_info["bit_allocation"].
+    # Set by `quantize_network(weight_bits_budget=...)` and `(activation_bits_budget=...)`;
+    # shown as quant_info["bit_allocation"] and quant_info["activation_bit_allocation"].
     _bit_allocation: dict[str, Any] | None = None
+    _activation_allocation: dict[str, Any] | None = None
 
     def __init__(
         self, native: NativeModel, ir_version: int | None = None, float_types: Mapping[str, np.dtype] | None = None
@@ -111,10 +113,14 @@ class Model:
         tensor, range, clip, clipping, bits, signed, scale, step, codes: the lowest and highest
         integer of its grid), `weights` (per affine node:
         weight_scale, weight_bits, weight_clip), `float_nodes` (node, op, why it stays float),
-        `warnings`, `equalization` (what `equalize_layers` did, or None) and `bit_allocation`
-        (per layer: weight count, sensitivity and width, when `weight_bits_budget` chose them)."""
+        `warnings`, `equalization` (what `equalize_layers` did, or None), `bit_allocation`
+        (per layer: weight count, sensitivity and width, when `weight_bits_budget` chose them)
+        and `activation_bit_allocation` (per group of quantizers sharing a width: its
+        quantizers, activation elements, sensitivity and width, when `activation_bits_budget`
+        chose them)."""
         info = dict(self._native.ptq_info())
         info["bit_allocation"] = self._bit_allocation
+        info["activation_bit_allocation"] = self._activation_allocation
         return info
 
     @property
@@ -237,7 +243,9 @@ class Model:
         )
 
     def copy(self) -> Model:
-        return Model(self._native.copy(), self._ir_version, self._float_types)
+        c = Model(self._native.copy(), self._ir_version, self._float_types)
+        c._bit_allocation, c._activation_allocation = self._bit_allocation, self._activation_allocation
+        return c
 
     def __copy__(self) -> Model:
         return self.copy()

@@ -301,12 +301,24 @@ def compute_ranges(
 
 
 def adjust_ranges(
-    model: Model, clipping: str = "mse", nb_bits: int = 8, optimize_signs: bool = True
+    model: Model,
+    clipping: str = "mse",
+    nb_bits: int = 8,
+    optimize_signs: bool = True,
+    activation_bits: Mapping[str, int] | None = None,
 ) -> dict[str, float]:
     """Step 5: picks each Scaling node's clipping value for `nb_bits` with `clipping` (max,
     mse, kl, sigma3, sigma4, sigma5; see docs/algorithm.md for what each minimizes). Use the
-    same `optimize_signs` as in `quantize_normalized_network`. Returns {node: clip value}."""
-    model._native.ptq_adjust_ranges(clipping, nb_bits, bool(optimize_signs))
+    same `optimize_signs` as in `quantize_normalized_network`. Returns {node: clip value}.
+
+    `activation_bits={quantizer: bits}` gives single quantizers other widths (mixed
+    activation precision), each named by its Scaling node or the value it writes
+    (`quant_info["activations"]`, keys "name" and "tensor"), an input quantizer also by the
+    graph input it reads. The inputs of one Add or Concat
+    share a unit, so they share a width: the widest asked of any of them. The widths are
+    kept for `quantize_normalized_network` and shown in `quant_info` ("bits")."""
+    widths = None if activation_bits is None else dict(activation_bits)
+    model._native.ptq_adjust_ranges(clipping, nb_bits, bool(optimize_signs), None, widths)
     return {layer["name"]: layer["clip"] for layer in model.quant_info["activations"] if layer["clip"] is not None}
 
 
@@ -455,9 +467,11 @@ def quantize_network(
     bias_correction: bool | None = None,
     layer_bits: Mapping[str, int] | None = None,
     first_last_bits: int | None = None,
+    activation_bits: Mapping[str, int] | None = None,
     equalize: bool = False,
     exclude: Iterable[str] = (),
     weight_bits_budget: float | None = None,
+    activation_bits_budget: float | None = None,
     budget_samples: int = 8,
     layer_samples: int = 256,
     input_aware: bool | None = None,
@@ -489,21 +503,38 @@ def quantize_network(
     on the first `budget_samples` calibration samples, and bits go greedily to the layers
     where they lower it most per weight (`oxiquant.bits`). `layer_bits` and `first_last_bits`
     still fix their layers (counted in the budget). The widths chosen are in
-    `quant_info["weights"]`; the sensitivities in `quant_info["bit_allocation"]`."""
+    `quant_info["weights"]`; the sensitivities in `quant_info["bit_allocation"]`.
+
+    Mixed precision: `layer_bits={node: bits}` sets single layers' weight widths;
+    `activation_bits={value: bits}` single activations' widths (by the value a quantizer
+    writes or its name, `adjust_ranges`); `first_last_bits=b` puts the first and last
+    Conv/Gemm/MatMul at `b` bits, both their weights and the activations they read (the
+    network's input and the classifier's input), as the post-training quantization
+    literature keeps them. Explicit `layer_bits`/`activation_bits` entries win."""
     # Every argument is checked before any work starts (by the core, which checks each once).
+    budgets = [b for b in (weight_bits_budget, activation_bits_budget) if b is not None]
+    if budgets:
+        if not isinstance(calibration_set, (np.ndarray, Mapping)):
+            raise InvalidArgumentError(
+                "a bits budget needs the calibration set as an array or a dict of arrays (its first "
+                "budget_samples samples measure the sensitivities)"
+            )
+        if isinstance(budget_samples, bool) or not isinstance(budget_samples, (int, np.integer)) or budget_samples < 1:
+            raise InvalidArgumentError(f"budget_samples must be a positive integer, got {budget_samples!r}")
+    if activation_bits_budget is not None:
+        from oxiquant import bits as _bits
+
+        if isinstance(nb_bits, bool) or not isinstance(nb_bits, (int, np.integer)) or not 2 <= nb_bits < 8:
+            raise InvalidArgumentError(
+                f"activation_bits_budget spends bits above nb_bits up to 8: nb_bits must be 2 to 7, got {nb_bits!r}"
+            )
+        activation_bits_budget = _bits.check_budget(activation_bits_budget, int(nb_bits), 8, "activation_bits_budget")
     if weight_bits_budget is not None:
         from oxiquant import bits as _bits
 
         low = 4 if weight_bits is None else weight_bits
         weight_bits_budget = _bits.check_budget(weight_bits_budget, low if isinstance(low, int) else 2, 8)
         weight_bits = low
-        if not isinstance(calibration_set, (np.ndarray, Mapping)):
-            raise InvalidArgumentError(
-                "weight_bits_budget needs the calibration set as an array or a dict of arrays (its first "
-                "budget_samples samples measure the layers' sensitivity)"
-            )
-        if isinstance(budget_samples, bool) or not isinstance(budget_samples, (int, np.integer)) or budget_samples < 1:
-            raise InvalidArgumentError(f"budget_samples must be a positive integer, got {budget_samples!r}")
     st = check_quantize_options(
         nb_bits,
         clipping,
@@ -576,6 +607,15 @@ def quantize_network(
             for name, (count, noise) in sens.items()
         }
     insert_scaling_nodes(q)
+    widths = dict(activation_bits or {})
+    if first_last_bits is not None:
+        # The first and last layers at first_last_bits: their weights (above) and the codes
+        # they read (the network's input quantizer, and the classifier's input).
+        layers = affine_layers(q)
+        for name in layers[:1] + layers[-1:]:
+            quantizer = q._native.ptq_input_quantizer(name)
+            if quantizer is not None:
+                widths.setdefault(quantizer, first_last_bits)
     normalize_parameters(q, per_channel=st["per_channel"])
     compute_ranges(
         q,
@@ -588,7 +628,19 @@ def quantize_network(
         # float ones would only round the starting point it replaces.
         layer_statistics=layer_samples if rounding and not aware else 0,
     )
-    adjust_ranges(q, clipping=st["clipping"], nb_bits=st["nb_bits"], optimize_signs=st["optimize_signs"])
+    act_allocation = None
+    if activation_bits_budget is not None:
+        chosen, act_allocation = _allocate_activation_bits(
+            model, q, calibration_set, activation_bits_budget, st, int(budget_samples), widths, progress
+        )
+        widths.update(chosen)
+    adjust_ranges(
+        q,
+        clipping=st["clipping"],
+        nb_bits=st["nb_bits"],
+        optimize_signs=st["optimize_signs"],
+        activation_bits=widths,
+    )
     normalize_activations(q)
     if rounding:
         round_weights(
@@ -617,4 +669,59 @@ def quantize_network(
     )
     if allocation is not None:
         q._bit_allocation = allocation
+    if act_allocation is not None:
+        q._activation_allocation = act_allocation
     return q
+
+
+def _allocate_activation_bits(
+    model: Model,
+    q: Model,
+    calibration_set: CalibrationSet,
+    budget: float,
+    st: Mapping[str, Any],
+    n: int,
+    fixed: Mapping[str, int],
+    progress: bool | None,
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """Activation widths from `activation_bits_budget` (`q` after `compute_ranges`): each
+    group of quantizers that shares a width is measured alone at `nb_bits` with everything
+    else at 8 bits, and bits go greedily where they lower the output error most per
+    activation element (`oxiquant.bits`). Quantizers in `fixed` keep their widths."""
+    from oxiquant import bits as _bits
+
+    first = (
+        {k: np.asarray(v)[:n] for k, v in calibration_set.items()}
+        if isinstance(calibration_set, Mapping)
+        else np.asarray(calibration_set)[:n]
+    )
+    samples = next(_batches(q, first, n)[0])
+    reference = model.run(samples)[model.output_names[0]]
+    low = int(st["nb_bits"])
+    bar = _progress_bar(len(q._native.ptq_activation_groups()), progress, "activation sensitivity")
+    try:
+        sens = _bits.activation_sensitivity(
+            q, reference, samples, low, 8, st["clipping"], st["optimize_signs"], fixed=fixed, on_group=bar.update
+        )
+    finally:
+        bar.close()
+    # The quantizers left out (fixed, or in a group with a fixed one) count in the average
+    # at the width they get: their own, or their group's widest.
+    info = {a["name"]: a for a in q.quant_info["activations"]}
+    names = {qz["name"]: (qz["name"], qz["writes"], qz["reads"]) for qz in q._native.quantizers() if qz["name"] in info}
+    counts = {g: (count, noise) for g, (_, count, noise) in sens.items()}
+    held: dict[str, int] = {}
+    for group in q._native.ptq_activation_groups():
+        if group[0] in sens:
+            continue
+        asked = [fixed[k] for a in group for k in names[a][:2 if info[a]["role"] != "input" else 3] if k in fixed]
+        counts[group[0]] = (sum(int((info[a].get("stats") or {}).get("count", 0)) for a in group), 0.0)
+        held[group[0]] = max([*asked, low])
+    chosen = _bits.allocate_bits(counts, budget, low, 8, fixed=held, what="activation_bits_budget")
+    out: dict[str, int] = {}
+    report = {}
+    for g, (group, count, noise) in sens.items():
+        for name in group:
+            out[name] = chosen[g]
+        report[g] = {"quantizers": group, "elements": count, "sensitivity": noise, "bits": chosen[g]}
+    return out, report

@@ -193,10 +193,25 @@ def layer_report(
         "passes": {
             "equalization": info.get("equalization"),
             "bit_allocation": info.get("bit_allocation"),
+            "activation_bit_allocation": info.get("activation_bit_allocation"),
             "split_channels": info.get("split_channels"),
         },
         "plots": [],
     }
+
+
+def activation_allocation_line(alloc: Mapping[str, Any]) -> str:
+    """One line on what `activation_bits_budget` chose: quantizer groups per width, the
+    average over the activation elements it allocated, the most sensitive group."""
+    total = sum(v["elements"] for v in alloc.values())
+    mean = sum(v["elements"] * v["bits"] for v in alloc.values()) / max(total, 1)
+    counts = {b: sum(1 for v in alloc.values() if v["bits"] == b) for b in sorted({v["bits"] for v in alloc.values()})}
+    top = max(alloc, key=lambda k: alloc[k]["sensitivity"])
+    return (
+        "activation bits by sensitivity: "
+        + ", ".join(f"{b} bits x {n} quantizer groups" for b, n in counts.items())
+        + f"; {mean:.2f} bits on average over their activations; most sensitive: {top}"
+    )
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -257,6 +272,9 @@ def format_report(report: Mapping[str, Any]) -> str:
             + ", ".join(f"{b} bits x {n} layers" for b, n in counts.items())
             + f"; {mean:.2f} bits on average over the weights; most sensitive: {top}"
         )
+    act_alloc = passes.get("activation_bit_allocation")
+    if act_alloc:
+        lines.append(activation_allocation_line(act_alloc))
     split = passes.get("split_channels")
     for method, verb in (("split", "split"), ("smooth", "smoothed into the weights")):
         done = {k: v for k, v in (split or {}).items() if v.get("method", "split") == method}

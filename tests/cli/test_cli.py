@@ -319,3 +319,26 @@ def test_quantize_equalize_exclude_and_bit_budget_flags(tmp_path):
     )
     got = session(str(out)).run(None, {"image": x})[0]
     np.testing.assert_allclose(got, q.run(x)["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_quantize_activation_bit_budget_flag(tmp_path):
+    """--activation-bits-budget gives the API's widths (the fake export run in onnxruntime
+    agrees with it) and says what it chose."""
+    d = digits()
+    out = tmp_path / "q.onnx"
+    r = cli(
+        "quantize", MODEL, "-c", f"{DATA}:calib_images", "--bits", "4", "--activation-bits-budget", "6",
+        "--activation-bits", "image=8", "--format", "fake", "-o", out,
+    )
+    assert "activation bits by sensitivity:" in r.stdout and "6 activation bits on average" in r.stdout
+    q = oxiquant.quantize_network(
+        oxiquant.load(MODEL), 4, d["calib_images"], activation_bits_budget=6, activation_bits={"image": 8},
+        progress=False,
+    )
+    acts = [a for a in q.quant_info["activations"] if a["bits"]]
+    assert next(a["bits"] for a in acts if a["role"] == "input") == 8
+    assert len({a["bits"] for a in acts}) > 1
+    assert sum(a["bits"] * a["stats"]["count"] for a in acts) <= 6 * sum(a["stats"]["count"] for a in acts) + 1e-6
+    x = d["test_images"][:50].astype(np.float32)
+    got = session(str(out)).run(None, {"image": x})[0]
+    np.testing.assert_allclose(got, q.run(x, mode="fake")["logits"], rtol=1e-5, atol=1e-5)

@@ -217,6 +217,39 @@ def test_generated_networks_export_and_agree(net, seed, bits, per_channel, optim
 
 @settings(max_examples=reference.examples(25), deadline=None)
 @given(
+    net=networks(max_blocks=3),
+    seed=st.integers(0, 2**16),
+    bits=st.integers(2, 8),
+    optimize_signs=st.booleans(),
+    data=st.data(),
+)
+def test_generated_networks_with_mixed_activation_widths_export_and_agree(net, seed, bits, optimize_signs, data):
+    """Random quantizers at random other widths (`activation_bits`): every quantizer codes
+    on its width, the inputs of one Add or Concat on one width, and the exports agree with
+    the engine."""
+    m = oxiquant.load(net)
+    shape = [d.dim_value or 4 for d in net.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(seed).standard_normal([8, *shape[1:]]).astype(np.float32)
+    opts = dict(optimize_signs=optimize_signs, dequantize_outputs=False, progress=False)
+    plain = oxiquant.quantize_network(m, bits, x, **opts)
+    tensors = sorted(a["tensor"] for a in plain.quant_info["activations"] if a["bits"] is not None)
+    chosen = data.draw(st.lists(st.sampled_from(tensors), unique=True, max_size=len(tensors)))
+    widths = {t: data.draw(st.integers(2, 8)) for t in chosen}
+    q = oxiquant.quantize_network(m, bits, x, activation_bits=widths, **opts)
+    for a in q.quant_info["activations"]:
+        if a["bits"] is None:
+            continue
+        # Its own width, or a wider one asked of (or kept by) a sibling on a merge.
+        assert a["bits"] >= widths.get(a["tensor"], bits) and a["bits"] in {bits, *widths.values()}, a
+        lo, hi = a["codes"]
+        top = 2 ** (a["bits"] - 1) - 1 if a["signed"] else 2 ** a["bits"] - 1
+        assert hi == top and lo == (-top - 1 if a["signed"] else 0), a
+    floats = ptq_graphs.ends_in_float_island(q, net)
+    check_agrees(q, {"x": x}, bound=reference.step_bound(q.to_onnx("fake")), integer_output=not floats)
+
+
+@settings(max_examples=reference.examples(25), deadline=None)
+@given(
     net=networks(max_blocks=3, exact_sums=True),
     kind=st.sampled_from(ptq_graphs.INPUT_KINDS),
     bits=st.integers(2, 8),

@@ -113,6 +113,39 @@ def test_layer_bits_and_first_last_bits_set_the_weight_widths(rng):
         oxiquant.quantize_network(m, 8, x, layer_bits={"conv2": 1})
 
 
+def test_activation_bits_and_first_last_bits_set_the_activation_widths(rng):
+    """`first_last_bits` puts the codes the first and last layer read (the input quantizer;
+    the Add before the pooled classifier) on its width; `activation_bits` names single
+    activations by value or quantizer; a merge's inputs share the widest; the engine's
+    integers match the QDQ export run in onnxruntime; an unknown name is refused."""
+    x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    m = oxiquant.load(small_cnn())
+
+    def widths(q):
+        return {a["tensor"]: (a["bits"], a["codes"]) for a in q.quant_info["activations"] if a["bits"]}
+
+    q = oxiquant.quantize_network(m, 4, x, first_last_bits=8, dequantize_outputs=False, progress=False)
+    got = widths(q)
+    input_q = next(a["tensor"] for a in q.quant_info["activations"] if a["role"] == "input")
+    assert got[input_q] == (8, [-128, 127]) and got["res"] == (8, [0, 255])
+    assert {t: b for t, (b, _) in got.items() if t not in (input_q, "res")} == dict.fromkeys(
+        [t for t in got if t not in (input_q, "res")], 4
+    )
+    sess = ort.InferenceSession(q.to_onnx("qdq").SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], q.run(x)["y"])
+    # By value (conv2's output) and by quantizer name: conv2 shares the Add with the
+    # shortcut's branch quantizer, which takes its width.
+    q = oxiquant.quantize_network(m, 4, x, activation_bits={"c2": 6, "fc_scaling": 8}, progress=False)
+    got = widths(q)
+    shortcut = next(a["tensor"] for a in q.quant_info["activations"] if a["role"] == "branch")
+    assert got["c2"] == (6, [-32, 31]) and got[shortcut][0] == 6 and got["y"][0] == 8
+    assert got["res"][0] == 4
+    with pytest.raises(oxiquant.InvalidArgumentError, match="'nope' is neither a quantizer"):
+        oxiquant.quantize_network(m, 4, x, activation_bits={"nope": 8}, progress=False)
+    with pytest.raises(oxiquant.InvalidArgumentError, match="activation_bits"):
+        oxiquant.quantize_network(m, 4, x, activation_bits={"c2": 1}, progress=False)
+
+
 def test_cli_flags_give_the_api_result(tmp_path):
     """`oxiquant quantize` with the rounding and mixed-precision flags writes the model the
     Python API gives for the same options (run through onnxruntime)."""
@@ -131,11 +164,12 @@ def test_cli_flags_give_the_api_result(tmp_path):
     args = ["quantize", str(examples.DIGITS_MODEL), "-c", f"{examples.DIGITS_DATA}:calib_images", "-o", str(out)]
     args += ["--bits", "8", "--weight-bits", "4", "--gptq", "--no-bias-correction", "--layer-samples", "64"]
     args += ["--layer-bits", f"{first}=3", "--first-last-bits", "8", "--format", "fake", "--quiet"]
+    args += ["--activation-bits", "image=6"]
     r = subprocess.run([sys.executable, "-m", "oxiquant", *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     q = oxiquant.quantize_network(
         model, 8, calib, weight_bits=4, gptq=True, bias_correction=False, layer_samples=64,
-        layer_bits={first: 3}, first_last_bits=8, progress=False,
+        layer_bits={first: 3}, first_last_bits=8, activation_bits={"image": 6}, progress=False,
     )
     assert {w["name"]: w["weight_bits"] for w in q.quant_info["weights"]}[first] == 3
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -145,4 +179,4 @@ def test_cli_flags_give_the_api_result(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "oxiquant", *args[:6], "--layer-bits", "conv_nope"], capture_output=True, text=True
     )
-    assert r.returncode != 0 and "NODE=BITS" in r.stderr
+    assert r.returncode != 0 and "NAME=BITS" in r.stderr

@@ -385,6 +385,35 @@ impl Model {
         ptq::adjust::adjust_ranges(&self.graph, &mut self.ptq, clipping, nb_bits, optimize_signs)
     }
 
+    /// `adjust_ranges` with activation widths of single quantizers (mixed activation
+    /// precision), keyed by Scaling node or by the value it writes (`ptq::act_bits`). On
+    /// failure the model keeps the widths it had.
+    pub fn adjust_ranges_mixed(
+        &mut self,
+        clipping: Clipping,
+        nb_bits: u32,
+        optimize_signs: bool,
+        act_bits: std::collections::BTreeMap<String, u32>,
+    ) -> Result<()> {
+        let old = std::mem::replace(&mut self.ptq.act_bits, act_bits);
+        let r = self.adjust_ranges(clipping, nb_bits, optimize_signs);
+        if r.is_err() {
+            self.ptq.act_bits = old;
+        }
+        r
+    }
+
+    /// The quantizer (Scaling node) whose codes affine node `node` reads, once the Scaling
+    /// nodes are in (`ptq::act_bits::input_quantizer`).
+    pub fn input_quantizer(&self, node: &str) -> Result<Option<String>> {
+        ptq::act_bits::input_quantizer(&self.graph, &self.ptq, node)
+    }
+
+    /// The quantizers in the groups that share one width (`ptq::act_bits::width_groups`).
+    pub fn activation_groups(&self) -> Vec<Vec<String>> {
+        ptq::act_bits::width_groups(&self.graph, &self.ptq)
+    }
+
     pub fn normalize_activations(&mut self) -> Result<()> {
         self.edit(ptq::normalize_acts::normalize_activations)
     }

@@ -614,3 +614,76 @@ fn a_non_negative_shortcut_keeps_unsigned_codes_on_the_merges_unit() {
         }
     }
 }
+
+/// Mixed activation widths (`act_bits`): the quantizer asked for 8 bits and its sibling on
+/// the residual Add (they share one integer unit, so one width) code on 8 bits, every other
+/// quantizer on the network's 4; every quantized value is an integer within its own
+/// quantizer's codes; a name that is no quantizer is refused before anything changes.
+#[test]
+fn activation_widths_of_single_quantizers_spread_over_their_merge() {
+    let mut g = residual_cnn(false);
+    let steps = Steps {
+        bits: 4,
+        clipping: Clipping::Mse,
+        optimize_signs: true,
+        dequantize_outputs: false,
+        act_bits: &[("c2", 8)],
+        ..Steps::default()
+    };
+    let st = ptq_until(&mut g, Stage::Quantized, steps);
+    let add = node(&g, "add").clone();
+    let owners: Vec<String> = add
+        .inputs
+        .iter()
+        .map(|v| g.nodes[g.producer(v).unwrap()].name.clone())
+        .collect();
+    for (name, info) in &st.scaling {
+        if !info.role.calibrated() {
+            continue;
+        }
+        let want = if owners.contains(name) { 8 } else { 4 };
+        assert_eq!(info.bits, Some(want), "'{name}' (writes '{}')", info.output);
+        let (lo, hi) = info.codes.unwrap();
+        let top = if info.signed {
+            levels(want, true) as i32
+        } else {
+            levels(want, false) as i32
+        };
+        assert_eq!(hi, top, "'{name}'");
+        assert_eq!(lo, if info.signed { -top - 1 } else { 0 }, "'{name}'");
+    }
+    assert!(owners.iter().any(|o| st.scaling[o].output == "c2"));
+    let values: Vec<String> = st
+        .scaling
+        .values()
+        .filter(|i| i.role.calibrated())
+        .map(|i| i.output.clone())
+        .collect();
+    let mut wide = 0;
+    for x in test_inputs() {
+        let got = fetch(&g, &x, &values);
+        for info in st.scaling.values().filter(|i| i.role.calibrated()) {
+            let (lo, hi) = info.codes.unwrap();
+            let v = got[&info.output].to_f32_vec();
+            assert!(
+                v.iter().all(|&c| c == c.round() && c >= lo as f32 && c <= hi as f32),
+                "'{}' leaves its codes [{lo}, {hi}]",
+                info.output
+            );
+            if info.bits == Some(8) {
+                wide += v.iter().filter(|c| c.abs() > 16.0).count();
+            }
+        }
+    }
+    assert!(wide > 0, "the 8-bit quantizers never use a code beyond 4 bits");
+
+    // Unknown names: an error naming the key, and the state as it was.
+    let mut g = residual_cnn(false);
+    let mut st = ptq_until(&mut g, Stage::Calibrated, Steps::default());
+    let before = st.clone();
+    st.act_bits = [("no_such_value".to_string(), 8)].into();
+    let err = oxiquant_core::ptq::adjust::adjust_ranges(&g, &mut st, Clipping::Max, 4, true).unwrap_err();
+    assert!(err.to_string().contains("'no_such_value'"), "{err}");
+    st.act_bits.clear();
+    assert_eq!(st, before);
+}

@@ -395,7 +395,7 @@ impl NativeModel {
     }
 
     /// PTQ step 5.
-    #[pyo3(signature = (clipping, nb_bits, optimize_signs, num_threads=None))]
+    #[pyo3(signature = (clipping, nb_bits, optimize_signs, num_threads=None, activation_bits=None))]
     fn ptq_adjust_ranges(
         &mut self,
         py: Python<'_>,
@@ -403,16 +403,32 @@ impl NativeModel {
         nb_bits: &Bound<'_, PyAny>,
         optimize_signs: bool,
         num_threads: Option<usize>,
+        activation_bits: Option<BTreeMap<String, Bound<'_, PyAny>>>,
     ) -> PyResult<()> {
         let method = clipping_arg(clipping)?;
         let nb_bits = bits_arg(nb_bits, "nb_bits")?;
+        let widths = activation_bits
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, b)| Ok((k.clone(), bits_arg(b, &format!("activation_bits['{k}']"))?)))
+            .collect::<PyResult<BTreeMap<String, u32>>>()?;
         let pool = threads::pool(num_threads)?;
         let m = &mut self.model;
         py.detach(|| {
             guard("adjust_ranges", || {
-                pool.install(|| m.adjust_ranges(method, nb_bits, optimize_signs))
+                pool.install(|| m.adjust_ranges_mixed(method, nb_bits, optimize_signs, widths))
             })
         })
+    }
+
+    /// The quantizer whose codes affine node `node` reads (after `insert_scaling_nodes`).
+    fn ptq_input_quantizer(&self, node: &str) -> PyResult<Option<String>> {
+        guard("input_quantizer", || self.model.input_quantizer(node))
+    }
+
+    /// The quantizers, in the groups that share one width (the inputs of one merge).
+    fn ptq_activation_groups(&self) -> Vec<Vec<String>> {
+        self.model.activation_groups()
     }
 
     /// PTQ step 6 (in place).

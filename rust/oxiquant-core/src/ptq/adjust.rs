@@ -59,6 +59,7 @@ pub fn adjust_ranges(
             method.name()
         )));
     }
+    state.act_widths = super::act_bits::resolve(graph, state, nb_bits)?;
     let grid_of = grids(graph, state, optimize_signs);
     let caps: HashMap<String, f32> = state
         .scaling
@@ -66,6 +67,7 @@ pub fn adjust_ranges(
         .filter_map(|(name, info)| clip_readers_bound(graph, &info.output).map(|b| (name.clone(), b)))
         .collect();
     let state_split = state.split_values.clone();
+    let widths = state.act_widths.clone();
     for (name, info) in state.scaling.iter_mut() {
         if !info.role.calibrated() {
             continue;
@@ -76,6 +78,7 @@ pub fn adjust_ranges(
             ))
         })?;
         let grid = grid_of.get(name).copied().unwrap_or(Grid::Signed);
+        let nb_bits = widths.get(name).copied().unwrap_or(nb_bits);
         let signed = grid.signed();
         info.signed = signed;
         info.scale_per_clip = grid.scale_per_clip(nb_bits);

@@ -8,6 +8,7 @@
 //! stores `t_real / S(t)`; `PtqState::scales` holds `S` for every value (one number, or one
 //! per channel between an affine node and its Scaling node).
 
+pub mod act_bits;
 pub mod adjust;
 pub mod affine;
 pub mod calibrate;
@@ -173,6 +174,11 @@ pub struct PtqState {
     /// Weight bit widths of single affine nodes (mixed precision), overriding the
     /// `weight_bits` of `round_weights` and `quantize_normalized_network`.
     pub layer_bits: BTreeMap<String, u32>,
+    /// Activation widths asked for single quantizers (by Scaling node or the value it
+    /// writes), and the widths `adjust_ranges` resolved from them, by Scaling node, for the
+    /// quantizers whose width is not `nb_bits` (`act_bits`).
+    pub act_bits: BTreeMap<String, u32>,
+    pub act_widths: BTreeMap<String, u32>,
     /// What cross-layer equalization did, when it ran (`equalize`).
     pub equalization: Option<equalize::EqualizeReport>,
     /// Nodes the user keeps in float (`exclude`): float islands whatever their op.

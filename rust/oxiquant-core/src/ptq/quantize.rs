@@ -148,7 +148,8 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                     None
                 } else {
                     let grid = signs.get(&node.name).copied().unwrap_or(Grid::Signed);
-                    let q_out = grid.unit_levels(opts.act_bits) as f32;
+                    let act_bits = super::act_bits::bits_of(state, &node.name, opts.act_bits);
+                    let q_out = grid.unit_levels(act_bits) as f32;
                     let n = sc.factor.len().max(u_x.len());
                     let mut factor: Vec<f32> = (0..n).map(|c| pick(&sc.factor, c) * q_out / pick(&u_x, c)).collect();
                     if let Some(&p) = shifted.get(&node.name) {
@@ -159,7 +160,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                     } else {
                         sc.rank
                     };
-                    let (lo, hi) = grid.bounds(opts.act_bits);
+                    let (lo, hi) = grid.bounds(act_bits);
                     graph.nodes[idx].op = Box::new(Scaling {
                         factor,
                         rank,
@@ -168,7 +169,7 @@ pub fn quantize_network(graph: &mut Graph, state: &mut PtqState, opts: &Quantize
                     });
                     let s_out = state.scale(&node.outputs[0])[0];
                     if let Some(i) = state.scaling.get_mut(&node.name) {
-                        i.bits = Some(opts.act_bits);
+                        i.bits = Some(act_bits);
                         i.signed = grid.signed();
                         i.codes = Some((lo as i32, hi as i32));
                         i.step = Some(s_out / q_out);
@@ -332,7 +333,7 @@ fn shift_plan(
         .get(&tname)
         .copied()
         .unwrap_or(Grid::Signed)
-        .unit_levels(opts.act_bits) as f32;
+        .unit_levels(super::act_bits::bits_of(state, &tname, opts.act_bits)) as f32;
     let f: Vec<f32> = (0..channels)
         .map(|c| pick(&sc.factor, c) * q_out * alpha[c] / (u_in * qw as f32))
         .collect();

@@ -73,6 +73,8 @@ pub struct Steps {
     pub bits: u32,
     pub optimize_signs: bool,
     pub dequantize_outputs: bool,
+    /// Widths of single quantizers (`PtqState::act_bits`).
+    pub act_bits: &'static [(&'static str, u32)],
 }
 
 impl Default for Steps {
@@ -83,6 +85,7 @@ impl Default for Steps {
             bits: 8,
             optimize_signs: false,
             dequantize_outputs: true,
+            act_bits: &[],
         }
     }
 }
@@ -111,6 +114,7 @@ pub fn ptq_until(g: &mut Graph, until: Stage, o: Steps) -> PtqState {
     if reached(&st) {
         return st;
     }
+    st.act_bits = o.act_bits.iter().map(|&(k, b)| (k.to_string(), b)).collect();
     ptq::adjust::adjust_ranges(g, &mut st, o.clipping, o.bits, o.optimize_signs).unwrap();
     if reached(&st) {
         return st;

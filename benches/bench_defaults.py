@@ -5,6 +5,7 @@ optimized signs and activation clipping, at W8A8, W4A8 and W4A4, on real models.
     python benches/bench_defaults.py --passes [--threads 2] [--write]
     python benches/bench_defaults.py --equalize [--threads 2] [--write]
     python benches/bench_defaults.py --act4 [--threads 2] [--write]
+    python benches/bench_defaults.py --targets [--threads 2] [--write]
 
 ResNet-20 (CIFAR-10; calibrated on the first 1000 test images, evaluated on the next 3000) and
 MobileNetV2 (ImageNet; the 200 shared images: calibrated on the first 100, evaluated on the other
@@ -28,7 +29,12 @@ GPTQ + bias correction below 8 weight bits), then automatic bit allocation (`wei
 `--act4` runs input-aware rounding (`quantize_network(input_aware=...)`) off and on, with its
 ablation (without bias correction, without GPTQ), at W4A4 and W4A8, the default preset at
 W8A8, and the wall time of the default W4A4 call (ResNet-20 on 1000 calibration images,
-MobileNetV2 on the 200 shared ones); --write puts it in the "4-bit activations" section."""
+MobileNetV2 on the 200 shared ones); --write puts it in the "4-bit activations" section.
+
+`--targets` measures the one-liner's defaults against issue 24's targets on the split its
+figures use: ResNet-20 calibrated on the first 1000 test images and evaluated on the other
+9000 (as `bench_ptq.py`), MobileNetV2 as above; --write puts it in the "Accuracy targets"
+section."""
 
 from __future__ import annotations
 
@@ -52,6 +58,19 @@ BEGIN, END = "<!-- defaults:begin -->", "<!-- defaults:end -->"
 PASSES_BEGIN, PASSES_END = "<!-- rounding:begin -->", "<!-- rounding:end -->"
 EQ_BEGIN, EQ_END = "<!-- equalize:begin -->", "<!-- equalize:end -->"
 WALL_BEGIN, WALL_END = "<!-- walltime:begin -->", "<!-- walltime:end -->"
+TARGETS_BEGIN, TARGETS_END = "<!-- targets:begin -->", "<!-- targets:end -->"
+# (model, weights, activations, quantize_network options, target top-1 %) of --targets.
+TARGETS = (
+    ("ResNet-20", 8, 8, {}, 91.7),
+    ("ResNet-20", 4, 8, {}, 91.3),
+    ("ResNet-20", 4, 4, {}, 87.0),
+    ("MobileNetV2", 8, 8, {}, 83.0),
+    ("MobileNetV2", 8, 8, {"per_channel": False}, 82.5),
+    ("MobileNetV2", 4, 8, {}, 75.0),
+    ("MobileNetV2", 4, 4, {}, 50.0),
+    ("MobileNetV2", 4, 4, {"activation_bits_budget": 4.5, "first_last_bits": 8}, None),
+    ("MobileNetV2", 4, 8, {"weight_bits_budget": 5.0}, 82.0),
+)
 ACT4_BEGIN, ACT4_END = "<!-- act4:begin -->", "<!-- act4:end -->"
 # (weights, activations, label, quantize_network options) of the --act4 table.
 ACT4 = (
@@ -280,6 +299,59 @@ def act4(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def targets(args: argparse.Namespace) -> list[str]:
+    """The default preset against issue 24's targets, with the time of each call."""
+    import time
+
+    c = np.load(DATA / "cifar10_test.npz")
+    cx, cy = prep(c["images"]), c["labels"]
+    models = {
+        "ResNet-20": (oxiquant.load(DATA / "akamaster_resnet20_cifar10.onnx"), cx[:1000], cx[1000:], cy[1000:]),
+        "MobileNetV2": nets()["MobileNetV2"],
+    }
+    out = [
+        f"{run_stamp()}Machine: {cpu_model()}, {os.cpu_count()} cores; CPU features: {cpu_features()}.  ",
+        f"Command: `python benches/bench_defaults.py --targets --threads {args.threads}`. ResNet-20: calibrated "
+        "on CIFAR-10 test images 0-999, evaluated on the other 9000; MobileNetV2: the 200 shared images, "
+        "calibrated on the first 100, evaluated on the other 100. `quantize_network(model, bits, calib, "
+        "weight_bits=..., **options)`, the default preset otherwise. Time: the whole call.",
+        "",
+        "| model | weights, activations | options | top-1 % | target | met | agreement with float % "
+        "| output SQNR dB | time s |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|",
+    ]
+    fos = {}
+    for name, wb, ab, kw, want in TARGETS:
+        fm, cal, ev, ey = models[name]
+        if name not in fos:
+            fos[name] = logits(fm, ev)
+            out.append(f"| {name} | float | | {(fos[name].argmax(1) == ey).mean() * 100:.2f} | | | 100.00 | | |")
+        t = time.perf_counter()
+        q = oxiquant.quantize_network(fm, ab, cal, weight_bits=wb, batch_size=50, progress=False, **kw)
+        dt = time.perf_counter() - t
+        o = logits(q, ev)
+        top1 = (o.argmax(1) == ey).mean() * 100
+        agree = (o.argmax(1) == fos[name].argmax(1)).mean() * 100
+        fo = fos[name].astype(np.float64)
+        sqnr = 10 * np.log10(float((fo**2).sum()) / float(((o - fo) ** 2).sum()))
+        options = ", ".join(f"{k}={v}" for k, v in kw.items()) or "defaults"
+        alloc = q.quant_info["bit_allocation"]
+        weights = str(wb)
+        if alloc:
+            count = sum(v["weights"] for v in alloc.values())
+            mean = sum(v["weights"] * v["bits"] for v in alloc.values()) / count
+            widths = sorted({v["bits"] for v in alloc.values()})
+            weights = f"{widths[0]}-{widths[-1]}, {mean:.2f} on average,"
+        # A mixed-precision row has no target of its own: it reads against the row above.
+        target, met = ("-", "-") if want is None else (f"{want:g}", "yes" if top1 >= want else "no")
+        out.append(
+            f"| {name} | W{weights} A{activation_widths(q)} | {options} | {top1:.2f} | {target} | {met} | "
+            f"{agree:.2f} | {sqnr:.2f} | {dt:.1f} |"
+        )
+        print(out[-1], flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -288,10 +360,16 @@ def main() -> None:
     ap.add_argument("--equalize", action="store_true", help="cross-layer equalization off and on instead")
     ap.add_argument("--wall-time", action="store_true", help="quantization wall time with every pass instead")
     ap.add_argument("--act4", action="store_true", help="input-aware rounding off and on instead")
+    ap.add_argument("--targets", action="store_true", help="the defaults against issue 24's targets instead")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
     oxiquant.set_num_threads(args.threads)
+    if args.targets:
+        table = targets(args)
+        if args.write:
+            write_section(TARGETS_BEGIN, TARGETS_END, "Accuracy targets (`benches/bench_defaults.py --targets`)", table)
+        return
     if args.act4:
         table = act4(args)
         if args.write:

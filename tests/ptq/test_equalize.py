@@ -324,6 +324,12 @@ def test_the_activation_budget_goes_to_the_sensitive_activation(rng):
     assert sqnr_db(want, mixed.run(x)["y"]) > sqnr_db(want, uniform.run(x)["y"]) + 3
     sess = ort.InferenceSession(q.to_onnx("qdq").SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], q.run(x)["y"])
+    # The report says what the allocation chose.
+    from oxiquant.report import format_report, layer_report
+
+    text = format_report(layer_report(m, mixed, x[:4]))
+    line = next(t for t in text.splitlines() if t.startswith("activation bits by sensitivity:"))
+    assert "most sensitive: " in line and "bits on average over their activations" in line, line
 
 
 def test_activation_budget_arguments_are_checked(rng):

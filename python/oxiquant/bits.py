@@ -119,6 +119,13 @@ def check_budget(budget: Any, low: int, high: int, what: str = "weight_bits_budg
     return float(budget)
 
 
+def group_elements(calibrated: Model, groups: Iterable[list[str]]) -> dict[str, int]:
+    """{group's first quantizer: activation elements its quantizers saw over the calibration
+    set}."""
+    info = {a["name"]: a for a in calibrated.quant_info["activations"]}
+    return {g[0]: sum(int((info[a].get("stats") or {}).get("count", 0)) for a in g) for g in groups}
+
+
 def activation_sensitivity(
     calibrated: Model,
     reference: np.ndarray,
@@ -132,16 +139,12 @@ def activation_sensitivity(
 ) -> dict[str, tuple[list[str], int, float]]:
     """{group: (its quantizers, element count, sensitivity)} for every group of quantizers
     that share a width (`Model` after `compute_ranges`; the inputs of one Add or Concat form
-    one group), but those with a member in `fixed` (by quantizer, by the value it writes, or
-    by the graph input an input quantizer reads). The sensitivity is how much the first
-    output's mean squared error against `reference` (the float model's on `samples`) grows
-    when that group alone goes to `low` bits, every other activation and every weight being
-    at `high`; the element count is the group's share of the activations (summed over the
-    calibration set), which the budget averages over."""
+    one group), but those with a member in `fixed` (quantizer names). The sensitivity is how
+    much the first output's mean squared error against `reference` (the float model's on
+    `samples`) grows when that group alone goes to `low` bits, every other activation and
+    every weight being at `high`; the element count is the group's share of the activations
+    (summed over the calibration set), which the budget averages over."""
     fixed = set(fixed)
-    info = {a["name"]: a for a in calibrated.quant_info["activations"]}
-    known = {q["name"]: {q["name"], q["writes"], q["reads"] if info[q["name"]]["role"] == "input" else q["name"]}
-             for q in calibrated._native.quantizers() if q["name"] in info}  # fmt: skip
     out_name = calibrated.output_names[0]
     ref = reference.astype(np.float64)
 
@@ -155,11 +158,12 @@ def activation_sensitivity(
         return float(np.mean((c.run(samples)[out_name].astype(np.float64) - ref) ** 2))
 
     base = error({})
+    groups = calibrated._native.ptq_activation_groups()
+    elements = group_elements(calibrated, groups)
     result: dict[str, tuple[list[str], int, float]] = {}
-    for group in calibrated._native.ptq_activation_groups():
-        if not any(known.get(a, {a}) & fixed for a in group):
-            count = sum(int((info[a].get("stats") or {}).get("count", 0)) for a in group)
-            result[group[0]] = (group, count, max(error(dict.fromkeys(group, low)) - base, 0.0))
+    for group in groups:
+        if fixed.isdisjoint(group):
+            result[group[0]] = (group, elements[group[0]], max(error(dict.fromkeys(group, low)) - base, 0.0))
         if on_group is not None:
             on_group(1)
     return result

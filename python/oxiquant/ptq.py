@@ -698,25 +698,25 @@ def _allocate_activation_bits(
     samples = next(_batches(q, first, n)[0])
     reference = model.run(samples)[model.output_names[0]]
     low = int(st["nb_bits"])
-    bar = _progress_bar(len(q._native.ptq_activation_groups()), progress, "activation sensitivity")
+    # The fixed widths by quantizer (the core resolves the names `activation_bits` takes).
+    fixed_q = q._native.ptq_quantizer_widths(dict(fixed))
+    groups = q._native.ptq_activation_groups()
+    bar = _progress_bar(len(groups), progress, "activation sensitivity")
     try:
         sens = _bits.activation_sensitivity(
-            q, reference, samples, low, 8, st["clipping"], st["optimize_signs"], fixed=fixed, on_group=bar.update
+            q, reference, samples, low, 8, st["clipping"], st["optimize_signs"], fixed=fixed_q, on_group=bar.update
         )
     finally:
         bar.close()
-    # The quantizers left out (fixed, or in a group with a fixed one) count in the average
-    # at the width they get: their own, or their group's widest.
-    info = {a["name"]: a for a in q.quant_info["activations"]}
-    names = {qz["name"]: (qz["name"], qz["writes"], qz["reads"]) for qz in q._native.quantizers() if qz["name"] in info}
+    # The groups left out (with a fixed member) count in the average at the width they get:
+    # their widest.
     counts = {g: (count, noise) for g, (_, count, noise) in sens.items()}
     held: dict[str, int] = {}
-    for group in q._native.ptq_activation_groups():
-        if group[0] in sens:
-            continue
-        asked = [fixed[k] for a in group for k in names[a][:2 if info[a]["role"] != "input" else 3] if k in fixed]
-        counts[group[0]] = (sum(int((info[a].get("stats") or {}).get("count", 0)) for a in group), 0.0)
-        held[group[0]] = max([*asked, low])
+    left_out = [g for g in groups if g[0] not in sens]
+    elements = _bits.group_elements(q, left_out)
+    for group in left_out:
+        counts[group[0]] = (elements[group[0]], 0.0)
+        held[group[0]] = max([low, *(fixed_q.get(a, low) for a in group)])
     chosen = _bits.allocate_bits(counts, budget, low, 8, fixed=held, what="activation_bits_budget")
     out: dict[str, int] = {}
     report = {}

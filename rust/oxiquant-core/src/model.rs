@@ -409,6 +409,15 @@ impl Model {
         ptq::act_bits::input_quantizer(&self.graph, &self.ptq, node)
     }
 
+    /// Activation widths asked by quantizer name or alias, by Scaling node
+    /// (`ptq::act_bits::named_widths`; merge groups not applied).
+    pub fn quantizer_widths(
+        &self,
+        asked: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<std::collections::BTreeMap<String, u32>> {
+        ptq::act_bits::named_widths(&self.graph, &self.ptq, asked)
+    }
+
     /// The quantizers in the groups that share one width (`ptq::act_bits::width_groups`).
     pub fn activation_groups(&self) -> Vec<Vec<String>> {
         ptq::act_bits::width_groups(&self.graph, &self.ptq)

@@ -66,11 +66,11 @@ fn weight_clipping_arg(v: &Bound<'_, PyAny>) -> PyResult<Clipping> {
     Clipping::parse_weight(&s).map_err(errors::to_py)
 }
 
-/// `{node: bits}` with every width checked.
-fn layer_bits_arg(v: Option<BTreeMap<String, Bound<'_, PyAny>>>) -> PyResult<BTreeMap<String, u32>> {
+/// `{name: bits}` with every width checked; `what` names the argument in errors.
+fn bits_map_arg(v: Option<BTreeMap<String, Bound<'_, PyAny>>>, what: &str) -> PyResult<BTreeMap<String, u32>> {
     v.unwrap_or_default()
         .into_iter()
-        .map(|(k, b)| Ok((k.clone(), bits_arg(&b, &format!("layer_bits['{k}']"))?)))
+        .map(|(k, b)| Ok((k.clone(), bits_arg(&b, &format!("{what}['{k}']"))?)))
         .collect()
 }
 
@@ -407,11 +407,7 @@ impl NativeModel {
     ) -> PyResult<()> {
         let method = clipping_arg(clipping)?;
         let nb_bits = bits_arg(nb_bits, "nb_bits")?;
-        let widths = activation_bits
-            .unwrap_or_default()
-            .iter()
-            .map(|(k, b)| Ok((k.clone(), bits_arg(b, &format!("activation_bits['{k}']"))?)))
-            .collect::<PyResult<BTreeMap<String, u32>>>()?;
+        let widths = bits_map_arg(activation_bits, "activation_bits")?;
         let pool = threads::pool(num_threads)?;
         let m = &mut self.model;
         py.detach(|| {
@@ -424,6 +420,12 @@ impl NativeModel {
     /// The quantizer whose codes affine node `node` reads (after `insert_scaling_nodes`).
     fn ptq_input_quantizer(&self, node: &str) -> PyResult<Option<String>> {
         guard("input_quantizer", || self.model.input_quantizer(node))
+    }
+
+    /// `{quantizer or alias: bits}` as `{Scaling node: bits}` (the names `activation_bits` takes).
+    fn ptq_quantizer_widths(&self, asked: BTreeMap<String, Bound<'_, PyAny>>) -> PyResult<BTreeMap<String, u32>> {
+        let widths = bits_map_arg(Some(asked), "activation_bits")?;
+        guard("activation_bits", || self.model.quantizer_widths(&widths))
     }
 
     /// The quantizers, in the groups that share one width (the inputs of one merge).
@@ -462,7 +464,7 @@ impl NativeModel {
         opts.gptq = gptq;
         opts.bias_correction = bias_correction;
         opts.damp = damp;
-        opts.layer_bits = layer_bits_arg(layer_bits)?;
+        opts.layer_bits = bits_map_arg(layer_bits, "layer_bits")?;
         let pool = threads::pool(num_threads)?;
         let m = &mut self.model;
         if let Some(batches) = input_batches {
@@ -509,7 +511,7 @@ impl NativeModel {
     ) -> PyResult<()> {
         let act_bits = bits_arg(act_bits, "nb_bits")?;
         if layer_bits.is_some() {
-            let lb = layer_bits_arg(layer_bits)?;
+            let lb = bits_map_arg(layer_bits, "layer_bits")?;
             guard("quantize_normalized_network", || self.model.set_layer_bits(lb))?;
         }
         let weight_bits = match weight_bits {

@@ -18,6 +18,28 @@ use std::collections::{BTreeMap, HashMap};
 /// Scaling node name -> the width of its codes, for the quantizers whose width differs
 /// from `nb_bits`. Fails on a name that is no quantizer of the model, or a width out of range.
 pub fn resolve(graph: &Graph, state: &PtqState, nb_bits: u32) -> Result<BTreeMap<String, u32>> {
+    let mut width = named_widths(graph, state, &state.act_bits)?;
+    if width.is_empty() {
+        return Ok(width);
+    }
+    for m in width_groups(graph, state).iter().filter(|m| m.len() > 1) {
+        let widest = m
+            .iter()
+            .map(|o| width.get(o).copied().unwrap_or(nb_bits))
+            .max()
+            .unwrap_or(nb_bits);
+        for o in m {
+            width.insert(o.clone(), widest);
+        }
+    }
+    width.retain(|_, w| *w != nb_bits);
+    Ok(width)
+}
+
+/// The widths `asked` by quantizer name or alias, by Scaling node name (the widest where
+/// two keys name one quantizer), before merge groups are considered. Fails on a name that
+/// is no quantizer of the model, or a width out of range.
+pub fn named_widths(graph: &Graph, state: &PtqState, asked: &BTreeMap<String, u32>) -> Result<BTreeMap<String, u32>> {
     let mut by_tensor: HashMap<&str, &str> = state
         .scaling
         .iter()
@@ -33,7 +55,7 @@ pub fn resolve(graph: &Graph, state: &PtqState, nb_bits: u32) -> Result<BTreeMap
         }
     }
     let mut width: BTreeMap<String, u32> = BTreeMap::new();
-    for (key, &b) in &state.act_bits {
+    for (key, &b) in asked {
         check_bits(&format!("activation_bits['{key}']"), b as i64)?;
         let node = match state.scaling.get(key) {
             Some(i) if i.role.calibrated() => key.as_str(),
@@ -47,20 +69,6 @@ pub fn resolve(graph: &Graph, state: &PtqState, nb_bits: u32) -> Result<BTreeMap
         let w = width.entry(node.to_string()).or_insert(b);
         *w = (*w).max(b);
     }
-    if width.is_empty() {
-        return Ok(width);
-    }
-    for m in width_groups(graph, state).iter().filter(|m| m.len() > 1) {
-        let widest = m
-            .iter()
-            .map(|o| width.get(o).copied().unwrap_or(nb_bits))
-            .max()
-            .unwrap_or(nb_bits);
-        for o in m {
-            width.insert(o.clone(), widest);
-        }
-    }
-    width.retain(|_, w| *w != nb_bits);
     Ok(width)
 }
 

@@ -547,11 +547,30 @@ mod tests {
             .build()
     }
 
-    fn feeds(seed: u32) -> HashMap<String, Tensor> {
-        let x: Vec<f32> = (0..96u32)
+    /// Input "x" of `shape`, deterministic values in [-1, 1) that differ by `seed`.
+    fn seeded_feeds(shape: &[usize], seed: u32) -> HashMap<String, Tensor> {
+        let n = shape.iter().product::<usize>() as u32;
+        let x: Vec<f32> = (0..n)
             .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0)
             .collect();
-        HashMap::from([("x".to_string(), Tensor::from_vec(vec![6, 16], x).unwrap())])
+        HashMap::from([("x".to_string(), Tensor::from_vec(shape.to_vec(), x).unwrap())])
+    }
+
+    fn feeds(seed: u32) -> HashMap<String, Tensor> {
+        seeded_feeds(&[6, 16], seed)
+    }
+
+    /// Every output of `graph` on seeds 0.. equals `before` (the outputs before a rewrite).
+    fn assert_same_outputs(graph: &Graph, before: &[Vec<(String, Tensor)>], feeds: fn(u32) -> HashMap<String, Tensor>) {
+        for (s, b) in before.iter().enumerate() {
+            let a = exec::run(graph, feeds(s as u32)).unwrap();
+            for (got, want) in a.iter().zip(b) {
+                let (x, y) = (got.1.as_slice::<f32>().unwrap(), want.1.as_slice::<f32>().unwrap());
+                for (p, q) in x.iter().zip(y) {
+                    assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{p} vs {q}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -574,13 +593,7 @@ mod tests {
         // The residual Add still reads the LayerNorm output itself.
         let res = &graph.nodes[graph.node_index("res").unwrap()];
         assert!(res.inputs.contains(&"h".to_string()));
-        for (s, b) in before.iter().enumerate() {
-            let a = exec::run(&graph, feeds(s as u32)).unwrap();
-            let (x, y) = (a[0].1.as_slice::<f32>().unwrap(), b[0].1.as_slice::<f32>().unwrap());
-            for (p, q) in x.iter().zip(y) {
-                assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{p} vs {q}");
-            }
-        }
+        assert_same_outputs(&graph, &before, feeds);
         // A ratio below 1 could never be met.
         assert!(split_outlier_channels(&mut graph, &mut state, &acc, 0.5).is_err());
     }
@@ -611,10 +624,7 @@ mod tests {
     }
 
     fn conv_feeds(seed: u32) -> HashMap<String, Tensor> {
-        let x: Vec<f32> = (0..60u32)
-            .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0)
-            .collect();
-        HashMap::from([("x".to_string(), Tensor::from_vec(vec![2, 6, 5], x).unwrap())])
+        seeded_feeds(&[2, 6, 5], seed)
     }
 
     #[test]
@@ -654,15 +664,7 @@ mod tests {
         assert!(r.ratio_before > 3.0 && r.ratio_after < r.ratio_before, "{r:?}");
         assert_eq!(r.readers, vec!["conv1".to_string(), "conv2".to_string()]);
         assert!(state.split_values.is_empty(), "a smoothed value keeps its clipping");
-        for (s, b) in before.iter().enumerate() {
-            let a = exec::run(&graph, conv_feeds(s as u32)).unwrap();
-            for (got, want) in a.iter().zip(b) {
-                let (x, y) = (got.1.as_slice::<f32>().unwrap(), want.1.as_slice::<f32>().unwrap());
-                for (p, q) in x.iter().zip(y) {
-                    assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{p} vs {q}");
-                }
-            }
-        }
+        assert_same_outputs(&graph, &before, conv_feeds);
     }
 
     /// A spread above the split ratio but below `SMOOTH_MIN_SPREAD` is left alone.

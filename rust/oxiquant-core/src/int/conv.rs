@@ -145,6 +145,20 @@ impl QConv {
         Some((q, input, run, bias))
     }
 
+    /// The fused requantization of output channels `c0..c0 + bias.len()` (one group), with
+    /// `bias` the channels' integer biases (shifted by the byte kernels' offset, or not).
+    fn rows_requant(&self, c0: usize, bias: Vec<i32>) -> qconv_u8s8::RowsRequant {
+        let rq = &self.requant;
+        qconv_u8s8::RowsRequant {
+            factor: (c0..c0 + bias.len())
+                .map(|c| rq.factor[if rq.factor.len() == 1 { 0 } else { c }])
+                .collect(),
+            bias,
+            out: rq.row_out(),
+            small_sums: self.acc_bound < EXACT_F32_BOUND,
+        }
+    }
+
     /// Depthwise layers (`depthwise::handles`): one plane per task, the exact i32 sums of
     /// `depthwise::plane`, then the same requantization as the other kernels.
     fn run_depthwise<T: QElem + Ord, O: QElem>(&self, x: &[T], s: &ConvShape, kernel: Kernel) -> Vec<O> {
@@ -158,6 +172,13 @@ impl QConv {
             let w32: Vec<i32> = self.weight.iter().map(|&v| v as i32).collect();
             let path = depthwise::Path::for_int(kernel);
             let zero = self.x_zero as i16;
+            #[cfg(target_arch = "x86_64")]
+            if path == depthwise::Path::Avx2 && self.acc_bound < self.requant.rounding.fast_bound() {
+                self.run_depthwise_avx2::<T, O>(x, s, &g, &mut y);
+                // SAFETY: `run_depthwise_avx2` wrote each of the `len` elements.
+                unsafe { y.set_len(len) };
+                return y;
+            }
             y.spare_capacity_mut()[..len]
                 .par_chunks_mut(npix)
                 .enumerate()
@@ -192,6 +213,71 @@ impl QConv {
         // SAFETY: the chunks tile the `len` elements and `zeroed` wrote each of them.
         unsafe { y.set_len(len) };
         y
+    }
+
+    /// `run_depthwise` on AVX2 when the sums stay under the requantization's fast bound:
+    /// tap pairs through `vpmaddwd`, requantized in registers (`plane_requant_avx2`).
+    /// Writes all `n * m * npix` elements of `y`'s spare capacity.
+    #[cfg(target_arch = "x86_64")]
+    fn run_depthwise_avx2<T: QElem + Ord, O: QElem>(
+        &self,
+        x: &[T],
+        s: &ConvShape,
+        g: &depthwise::Geometry,
+        y: &mut Vec<O>,
+    ) {
+        use crate::kernels::requant::RowAvx2;
+        use rayon::prelude::*;
+        let (plane_in, npix) = (s.h * s.w, s.out[0] * s.out[1]);
+        let (mg, ks) = (s.m / s.group, s.win.kernel[0] * s.win.kernel[1]);
+        let len = s.n * s.m * npix;
+        let taps = g.tap_pairs();
+        let starts: Vec<usize> = taps.iter().map(|t| t.0).collect();
+        // `vpmaddwd` words of each channel's pairs: `w_a` low, `w_b` (or 0) high.
+        let words: Vec<i32> = (0..s.m)
+            .flat_map(|m| {
+                let w = &self.weight[m * ks..(m + 1) * ks];
+                taps.iter()
+                    .map(move |&(_, a, b)| (b.map_or(0, |b| w[b] as i32) << 16) | (w[a] as u16 as i32))
+            })
+            .collect();
+        let rq = &self.requant;
+        let small = self.acc_bound < EXACT_F32_BOUND;
+        // SAFETY: the caller checked AVX2 (`Path::Avx2`).
+        let rows: Vec<RowAvx2> = (0..s.m)
+            .map(|m| {
+                let f = rq.factor[if rq.factor.len() == 1 { 0 } else { m }];
+                let row = unsafe { RowAvx2::new(self.bias[m], f as f64, rq.row_out(), O::UNSIGNED) };
+                if small {
+                    row.with_small_sums()
+                } else {
+                    row
+                }
+            })
+            .collect();
+        let zero = self.x_zero as i16;
+        let np = taps.len();
+        y.spare_capacity_mut()[..len]
+            .par_chunks_mut(npix)
+            .enumerate()
+            .for_each_init(depthwise::Scratch::default, |scratch, (idx, out)| {
+                let (img, m) = (idx / s.m, idx % s.m);
+                let xi = &x[(img * s.c + m / mg) * plane_in..][..plane_in];
+                // SAFETY: AVX2 (the caller's check); `out` is this plane's `oh * ow`
+                // elements of one byte each (`O` is i8 or u8).
+                unsafe {
+                    depthwise::plane_requant_avx2(
+                        g,
+                        xi,
+                        |v: T| v.widen() - zero,
+                        &starts,
+                        &words[m * np..(m + 1) * np],
+                        &rows[m],
+                        scratch,
+                        out.as_mut_ptr() as *mut u8,
+                    )
+                }
+            });
     }
 
     fn run<T: QElem + Ord, O: QElem>(&self, x: &[T], s: &ConvShape, kernel: Kernel) -> Vec<O> {
@@ -250,14 +336,7 @@ impl QConv {
                         ByteOperand::Image { img: &quads, s }
                     };
                     if self.acc_bound < self.requant.rounding.fast_bound() {
-                        let rq = &self.requant;
-                        let factor = (c0..c0 + mg).map(|c| rq.factor[if rq.factor.len() == 1 { 0 } else { c }]);
-                        let rows = qconv_u8s8::RowsRequant {
-                            bias,
-                            factor: factor.collect(),
-                            out: rq.row_out(),
-                            small_sums: self.acc_bound < EXACT_F32_BOUND,
-                        };
+                        let rows = self.rows_requant(c0, bias);
                         qconv_u8s8::conv_requant(q, &operand, run, dst, parallel, kernel, &rows);
                     } else {
                         let dst = qconv_u8s8::zeroed(dst);
@@ -267,34 +346,21 @@ impl QConv {
                     }
                 } else if pointwise {
                     qgemm::pack_b_rows(xg, cg, npix, zero, &mut panels, parallel);
-                    // Each task's rows requantize with constants set up once (`RowConsts`).
-                    let fast = self.acc_bound < self.requant.rounding.fast_bound();
-                    let consts = |bi: usize| -> Vec<RowConsts> {
-                        if !fast {
-                            return Vec::new();
-                        }
-                        let rq = &self.requant;
-                        (bi * qgemm::MR..((bi + 1) * qgemm::MR).min(mg))
-                            .map(|r| {
-                                let c = c0 + r;
-                                let f = rq.factor[if rq.factor.len() == 1 { 0 } else { c }];
-                                RowConsts::new::<O>(self.bias[c], f, rq.row_out(), self.acc_bound < EXACT_F32_BOUND)
-                            })
-                            .collect()
-                    };
-                    qgemm::qgemm_with(
-                        kernel,
-                        &self.packed[g],
-                        &panels,
-                        npix,
-                        qconv_u8s8::zeroed(dst),
-                        parallel,
-                        consts,
-                        |rows, row, _, acc, d| match rows.get(row % qgemm::MR) {
-                            Some(rc) => rc.apply(acc, d),
-                            None => epilogue(row, acc, d),
-                        },
-                    );
+                    if self.acc_bound < self.requant.rounding.fast_bound() {
+                        let rows = self.rows_requant(c0, self.bias[c0..c0 + mg].to_vec());
+                        qgemm::qgemm_requant(kernel, &self.packed[g], &panels, npix, dst, parallel, &rows);
+                    } else {
+                        let dst = qconv_u8s8::zeroed(dst);
+                        qgemm::qgemm(
+                            kernel,
+                            &self.packed[g],
+                            &panels,
+                            npix,
+                            dst,
+                            parallel,
+                            |row, _, acc, d| epilogue(row, acc, d),
+                        );
+                    }
                 } else {
                     pairs.fill(xg, cg, zero, s);
                     let dst = qconv_u8s8::zeroed(dst);

@@ -108,9 +108,7 @@ impl Path {
 /// Where each plane's values go and where each tap reads, for one geometry.
 #[derive(Clone, Debug)]
 pub struct Geometry {
-    h: usize,
     w: usize,
-    pt: usize,
     pl: usize,
     sh: usize,
     sw: usize,
@@ -123,6 +121,12 @@ pub struct Geometry {
     ow: usize,
     /// Output rows per block (about 1024 accumulators: they stay in L1 across the taps).
     block_rows: usize,
+    /// Where input row `yy` starts in the buffer (its row phase and index).
+    row_starts: Vec<usize>,
+    /// Per column phase: the first input column with it, where that column lands relative
+    /// to its row's start, and how many columns it has. Computed once: `fill` runs per
+    /// plane, and the divisions cost more than a short row's copy.
+    col_phases: Vec<(usize, usize, usize)>,
 }
 
 impl Geometry {
@@ -143,16 +147,30 @@ impl Geometry {
                 offsets.push(phase * phase_len + (i * dh / sh) * wq + j * dw / sw);
             }
         }
+        let row_starts = (0..s.h)
+            .map(|yy| {
+                let r = yy + pt;
+                (r % sh) * sw * phase_len + (r / sh) * wq
+            })
+            .collect();
+        // Padded column `c = xx + pl` goes to phase `c % sw`, index `c / sw`; the columns
+        // of one phase are every `sw`-th from the first `xx0` with that phase.
+        let col_phases = (0..sw)
+            .filter_map(|ph| {
+                let xx0 = (ph + sw - pl % sw) % sw;
+                (xx0 < s.w).then(|| (xx0, ph * phase_len + (xx0 + pl) / sw, (s.w - xx0).div_ceil(sw)))
+            })
+            .collect();
         Geometry {
-            h: s.h,
             w: s.w,
-            pt,
             pl,
             sh,
             sw,
             wq,
             phase_len,
             offsets,
+            row_starts,
+            col_phases,
             oh: s.out[0],
             ow: s.out[1],
             block_rows: (1024 / wq.max(1)).max(1),
@@ -160,31 +178,54 @@ impl Geometry {
     }
 
     fn buf_len(&self) -> usize {
-        self.sh * self.sw * self.phase_len
+        // The integer kernel's runs go up to `TAIL` values past the float path's.
+        self.sh * self.sw * self.phase_len + TAIL
+    }
+
+    /// The taps paired for the integer kernel: `(start of the run, tap a, tap b)`, where
+    /// tap b's run starts one value after tap a's (horizontal neighbours at stride 1, taps
+    /// two apart at stride 2), so that one `vpmaddwd` of the buffer at `start + t` by the
+    /// weights `(w_a, w_b)` sums both; a tap with no such partner is paired with a zero
+    /// weight. 3x3: six products for nine taps; 5x5: fifteen for twenty-five.
+    pub fn tap_pairs(&self) -> Vec<(usize, usize, Option<usize>)> {
+        let mut used = vec![false; self.offsets.len()];
+        let mut pairs = Vec::with_capacity(self.offsets.len());
+        for a in 0..self.offsets.len() {
+            if used[a] {
+                continue;
+            }
+            used[a] = true;
+            let b = (0..self.offsets.len()).find(|&b| !used[b] && self.offsets[b] == self.offsets[a] + 1);
+            if let Some(b) = b {
+                used[b] = true;
+            }
+            pairs.push((self.offsets[a], a, b));
+        }
+        pairs
     }
 
     /// Copies one input plane (`h x w`), each value mapped by `f`, into `buf`.
+    #[inline(always)]
     fn fill<X: Copy, L: Lane>(&self, x: &[X], f: impl Fn(X) -> L, buf: &mut Vec<L>) {
         buf.clear();
         buf.resize(self.buf_len(), L::default());
-        for (yy, src) in x.chunks_exact(self.w).take(self.h).enumerate() {
-            let r = yy + self.pt;
-            let row = (r % self.sh) * self.sw * self.phase_len + (r / self.sh) * self.wq;
+        for (src, &row) in x.chunks_exact(self.w).zip(&self.row_starts) {
             if self.sw == 1 {
                 let dst = &mut buf[row + self.pl..row + self.pl + self.w];
                 dst.iter_mut().zip(src).for_each(|(d, &v)| *d = f(v));
+            } else if let [(0, e0, ne), (1, o0, no)] | [(1, o0, no), (0, e0, ne)] = self.col_phases[..] {
+                // Stride 2: even and odd columns in one pass (vectorizes as a deinterleave).
+                let (ev, od) = (row + e0, row + o0);
+                for (i, pair) in src.chunks_exact(2).enumerate() {
+                    buf[ev + i] = f(pair[0]);
+                    buf[od + i] = f(pair[1]);
+                }
+                if ne > no {
+                    buf[ev + ne - 1] = f(src[self.w - 1]);
+                }
             } else {
-                // Column phase by phase: padded column `c = xx + pl` goes to phase `c % sw`,
-                // index `c / sw`; the columns of one phase are every `sw`-th from the first
-                // `xx0` with that phase, and land side by side.
-                for ph in 0..self.sw {
-                    let xx0 = (ph + self.sw - self.pl % self.sw) % self.sw;
-                    if xx0 >= self.w {
-                        continue;
-                    }
-                    let start = row + ph * self.phase_len + (xx0 + self.pl) / self.sw;
-                    let cols = (self.w - xx0).div_ceil(self.sw);
-                    let dst = &mut buf[start..start + cols];
+                for &(xx0, off, cols) in &self.col_phases {
+                    let dst = &mut buf[row + off..row + off + cols];
                     dst.iter_mut()
                         .zip(src[xx0..].iter().step_by(self.sw))
                         .for_each(|(d, &v)| *d = f(v));
@@ -226,6 +267,83 @@ unsafe fn accumulate_avx2<L: Lane>(buf: &[L], offsets: &[usize], w: &[L::Acc], t
 pub struct Scratch<L: Lane> {
     buf: Vec<L>,
     acc: Vec<L::Acc>,
+    /// The integer kernel's requantized outputs, `wq` per row.
+    bytes: Vec<u8>,
+}
+
+/// Values past a phase plane's slack that `plane_requant_avx2` may read: its last run of 16
+/// outputs ends up to 15 past the plane's last output, and its odd half reads one further.
+const TAIL: usize = 32;
+
+/// One integer plane requantized in registers: `x` is the input channel (`h x w`, mapped to
+/// i16 by `f`: the value minus its zero point), `pairs` the starts of `g.tap_pairs()`,
+/// `words[i]` the weights of pair `i` as `vpmaddwd` reads them (`w_a` low, `w_b` high, 0
+/// for a single tap); `dst` receives the `oh x ow` outputs through `row`.
+///
+/// Runs of 16 outputs keep their sums in two registers across all taps: the pair loaded at
+/// `start + t` gives the even outputs `t, t + 2, ...`, the one at `start + t + 1` the odd
+/// ones, interleaved back before requantizing. The sums are those of `plane` (exact i32:
+/// the caller's accumulator bound keeps them below the requantization's fast bound; the
+/// columns past `ow` read neighbouring values of the same buffer, stay under the same bound
+/// and are dropped).
+///
+/// # Safety
+/// The CPU must have AVX2; `dst` must have `oh * ow` writable bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn plane_requant_avx2<X: Copy>(
+    g: &Geometry,
+    x: &[X],
+    f: impl Fn(X) -> i16,
+    pairs: &[usize],
+    words: &[i32],
+    row: &super::requant::RowAvx2,
+    scratch: &mut Scratch<i16>,
+    dst: *mut u8,
+) {
+    use std::arch::x86_64::*;
+    g.fill(x, f, &mut scratch.buf);
+    let n_out = g.oh * g.wq;
+    let chunks = n_out.div_ceil(16);
+    scratch.bytes.resize(chunks * 16, 0);
+    let buf = &scratch.buf;
+    let last = pairs.iter().max().copied().unwrap_or(0) + chunks * 16 + 16;
+    assert!(
+        last <= buf.len() && words.len() >= pairs.len(),
+        "depthwise: runs past the buffer"
+    );
+    // SAFETY: every load reads 16 values at `start + t (+ 1)` with `t + 16 <= chunks * 16`,
+    // inside `buf` (checked above); stores write `bytes[t..t + 16]`, inside its `chunks * 16`;
+    // `dst` has `oh * ow` bytes (the caller's promise) and each row copies `ow <= wq` bytes.
+    unsafe {
+        let bp = buf.as_ptr();
+        let out = scratch.bytes.as_mut_ptr();
+        for c in 0..chunks {
+            let t = c * 16;
+            let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for (&start, &w) in pairs.iter().zip(words) {
+                let wv = _mm256_set1_epi32(w);
+                let p = bp.add(start + t);
+                even = _mm256_add_epi32(even, _mm256_madd_epi16(_mm256_loadu_si256(p as *const __m256i), wv));
+                odd = _mm256_add_epi32(
+                    odd,
+                    _mm256_madd_epi16(_mm256_loadu_si256(p.add(1) as *const __m256i), wv),
+                );
+            }
+            // even = [t, t+2, ..., t+14], odd = [t+1, ..., t+15]: within each 128-bit lane
+            // the unpacks give outputs in order, the permutes put the lanes in order.
+            let lo = _mm256_unpacklo_epi32(even, odd);
+            let hi = _mm256_unpackhi_epi32(even, odd);
+            let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+            let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            let bytes = _mm_unpacklo_epi64(row.bytes8(first), row.bytes8(second));
+            _mm_storeu_si128(out.add(t) as *mut __m128i, bytes);
+        }
+        for y in 0..g.oh {
+            std::ptr::copy_nonoverlapping(out.add(y * g.wq), dst.add(y * g.ow), g.ow);
+        }
+    }
 }
 
 /// Convolves one plane: `x` is the input channel (`h x w`, each value mapped to the lane
@@ -389,6 +507,59 @@ mod tests {
                 for (a, r) in got.iter().zip(&want) {
                     prop_assert!((a - r).abs() <= 1e-5 * (1.0 + r.abs()), "{path:?}: {a} vs {r}");
                 }
+            }
+        }
+
+        /// The AVX2 kernel that pairs taps and requantizes in registers, against the
+        /// reference sums requantized by the reference row: 3x3 and 5x5, strides 1 and 2,
+        /// dilations, any pads, u8 and i8 outputs.
+        #[test]
+        fn requantizing_kernel_matches_reference(c in 1usize..4, h in 1usize..24, w in 1usize..24,
+                                                 k in prop_oneof![Just(3usize), Just(5)],
+                                                 sh in 1usize..3, sw in 1usize..3, d in 1usize..3,
+                                                 pads in proptest::array::uniform4(0usize..3),
+                                                 zero in -128i32..128, unsigned_out in any::<bool>(),
+                                                 exp in 6i32..14, bias in -5000i32..5000, seed in any::<u64>()) {
+            use super::super::requant::{requant_row_ref, FixedPoint, RowAvx2, RowOut};
+            if !Path::available().contains(&Path::Avx2) { return Ok(()); }
+            let Some(s) = shape(1, c, 1, h, w, [k, k], [sh, sw], [d, d], pads) else { return Ok(()); };
+            let mut st = seed | 1;
+            let mut next = || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; st };
+            let x: Vec<u8> = (0..c * h * w).map(|_| next() as u8).collect();
+            let wt: Vec<i8> = (0..c * k * k).map(|_| next() as i8).collect();
+            let f = (1.0 + (next() % 1000) as f32 / 1000.0) * 2f32.powi(-exp);
+            let out = if unsigned_out { RowOut::exact(0, 255) } else { RowOut::exact(-128, 127) };
+            let g = Geometry::new(&s);
+            let taps = g.tap_pairs();
+            let mut covered: Vec<usize> = taps.iter().flat_map(|&(_, a, b)| std::iter::once(a).chain(b)).collect();
+            covered.sort_unstable();
+            prop_assert_eq!(covered, (0..k * k).collect::<Vec<_>>(), "every tap once");
+            let starts: Vec<usize> = taps.iter().map(|t| t.0).collect();
+            let npix = s.out[0] * s.out[1];
+            let one = super::super::conv::ConvShape { c: 1, m: 1, group: 1, ..s };
+            let mut scratch = Scratch::default();
+            for ch in 0..c {
+                let xs: Vec<i16> = x[ch * h * w..(ch + 1) * h * w].iter().map(|&v| v as i16 - zero as i16).collect();
+                let wc = &wt[ch * k * k..(ch + 1) * k * k];
+                let sums: Vec<i32> = super::super::qconv_direct::conv_ref(&xs, wc, &one, 1, 1).iter().map(|&v| v as i32).collect();
+                let words: Vec<i32> = taps.iter().map(|&(_, a, b)| (b.map_or(0, |b| wc[b] as i32) << 16) | (wc[a] as i16 as u16 as i32)).collect();
+                let mut want = vec![0u8; npix];
+                let mut got = vec![0u8; npix];
+                let fp = FixedPoint::from_f32(f).expect("a normal factor");
+                // SAFETY: AVX2 checked above; `got` has `oh * ow` bytes.
+                unsafe {
+                    if unsigned_out {
+                        requant_row_ref::<u8>(&sums, bias, &fp, out, &mut want);
+                    } else {
+                        let mut signed = vec![0i8; npix];
+                        requant_row_ref::<i8>(&sums, bias, &fp, out, &mut signed);
+                        want = signed.iter().map(|&v| v as u8).collect();
+                    }
+                    let row = RowAvx2::new(bias, f as f64, out, unsigned_out).with_small_sums();
+                    plane_requant_avx2(&g, &x[ch * h * w..(ch + 1) * h * w], |v: u8| v as i16 - zero as i16,
+                                       &starts, &words, &row, &mut scratch, got.as_mut_ptr());
+                }
+                prop_assert_eq!(&got, &want, "channel {}", ch);
             }
         }
 

@@ -42,7 +42,8 @@ use super::qconv_direct::{for_each_tile, last_start, TileOut};
 use super::qgemm::{split_tasks, Kernel, MR, NR};
 #[cfg(target_arch = "x86_64")]
 use super::requant::RowAvx2;
-use super::requant::{requant_row, QElem, RowOut};
+pub use super::requant::RowsRequant;
+use super::requant::{requant_row, QElem};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -1033,17 +1034,6 @@ pub fn conv<O, F>(
     });
 }
 
-/// The requantization of each output row of a group, for `conv_requant`: `requant_row`'s
-/// arguments (whose conditions apply: every `acc + bias[row]` below the rounding's fast
-/// bound in magnitude).
-pub struct RowsRequant {
-    pub bias: Vec<i32>,
-    pub factor: Vec<f32>,
-    pub out: RowOut,
-    /// Every `|acc + bias|` is below 2^24 (`RowAvx2::with_small_sums`).
-    pub small_sums: bool,
-}
-
 /// `conv` followed by `requant_row` of each row, done in registers by the SIMD kernel.
 /// `out` (`[m][npix]`) need not be initialized: every element is written.
 ///
@@ -1068,16 +1058,7 @@ pub fn conv_requant<O: QElem>(
     if kernel.is_simd() {
         let offs = b.checked_offsets(a, plan);
         // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected.
-        let consts: Vec<RowAvx2> = (0..a.m)
-            .map(|r| {
-                let row = unsafe { RowAvx2::new(rows.bias[r], rows.factor[r] as f64, rows.out, O::UNSIGNED) };
-                if rows.small_sums {
-                    row.with_small_sums()
-                } else {
-                    row
-                }
-            })
-            .collect();
+        let consts = unsafe { rows.simd_rows::<O>(a.m) };
         // All of `out`, so that all of it gets written (debug builds hand it over filled
         // with a pattern, `filled_chunks`, so that an output the tiles miss shows).
         assert_eq!(out.len(), a.m * b.npix(), "qconv: output size");

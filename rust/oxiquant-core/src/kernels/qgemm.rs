@@ -11,7 +11,11 @@
 //! i32 words each holding the pair `(A[r][2kk], A[r][2kk+1])`; `B` is packed per call into
 //! panels of `NR` columns, `[k2][NR][2]` i16. `k2 = ceil(k / 2)`; padding is zero.
 
+#[cfg(target_arch = "x86_64")]
+use super::requant::RowAvx2;
+use super::requant::{QElem, RowsRequant};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Rows (output channels) per micro-tile.
 pub const MR: usize = 6;
@@ -202,6 +206,52 @@ unsafe fn tile_avx2<const R: usize>(a: &[i32], b: &[i16], k2: usize, tile: &mut 
     }
 }
 
+/// `tile_avx2::<R>` requantized in registers: row `r` of the block goes through `rows[r]`
+/// into the `cols` (at most `NR`) bytes at `dst[r]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2_requant<const R: usize>(
+    a: &[i32],
+    b: &[i16],
+    k2: usize,
+    rows: &[RowAvx2],
+    dst: &[*mut u8],
+    cols: usize,
+) {
+    // SAFETY: as `tile_avx2`; each `dst[r]` (r < R <= rows.len(), dst.len()) has `cols`
+    // writable bytes.
+    unsafe {
+        use std::arch::x86_64::*;
+
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for kk in 0..k2 {
+            let b0 = _mm256_loadu_si256(bp.add(kk * NR * 2) as *const __m256i);
+            let b1 = _mm256_loadu_si256(bp.add(kk * NR * 2 + 16) as *const __m256i);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let w = _mm256_set1_epi32(*ap.add(kk * MR + r));
+                acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(w, b0));
+                acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(w, b1));
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            let (row, d) = (&rows[r], dst[r]);
+            if cols == NR {
+                let lo = row.bytes8(acc_r[0]);
+                let hi = row.bytes8(acc_r[1]);
+                _mm_storeu_si128(d as *mut __m128i, _mm_unpacklo_epi64(lo, hi));
+            } else {
+                let mut tmp = [0u8; 16];
+                _mm_storel_epi64(tmp.as_mut_ptr() as *mut __m128i, row.bytes8(acc_r[0]));
+                if cols > 8 {
+                    _mm_storel_epi64(tmp.as_mut_ptr().add(8) as *mut __m128i, row.bytes8(acc_r[1]));
+                }
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), d, cols);
+            }
+        }
+    }
+}
+
 /// Which micro-kernel runs: the process's kernel level (`cpu::kernel()`), defined with the
 /// CPU-feature table in `kernels::cpu`.
 pub use super::cpu::Kernel;
@@ -326,6 +376,80 @@ pub fn qgemm_with<O, S, I, F>(
     split_tasks(blocks, panels, parallel, task);
 }
 
+/// `qgemm` followed by the requantization of each row (`rows`, row `r` of `a` through
+/// `rows.bias[r]` and `rows.factor[r]`), done in registers by the SIMD kernels. `out`
+/// (`[m][n]`) need not be initialized: every element is written.
+///
+/// Why: on layers with few input channels (MobileNetV2's 1x1 layers, `k` of 16 to 160) a
+/// call per tile row to requantize 16 stored sums cost as much as the products
+/// (benches/RESULTS.md, "Measured design choices (integer engine)").
+pub fn qgemm_requant<O: QElem>(
+    kernel: Kernel,
+    a: &PackedA,
+    b: &[i16],
+    n: usize,
+    out: &mut [MaybeUninit<O>],
+    parallel: bool,
+    rows: &RowsRequant,
+) {
+    assert!(
+        rows.bias.len() >= a.m && rows.factor.len() >= a.m,
+        "qgemm: short requantization"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if kernel.is_simd() {
+        let k2 = a.k2();
+        let panels = n.div_ceil(NR);
+        assert!(
+            b.len() >= panels * k2 * NR * 2 && out.len() >= a.m * n,
+            "qgemm: short buffer"
+        );
+        if n == 0 || a.m == 0 {
+            return;
+        }
+        // SAFETY: a SIMD `Kernel` only exists when AVX2 was detected.
+        let consts = unsafe { rows.simd_rows::<O>(a.m) };
+        // `MaybeUninit<O>` has the layout of `O`, a single byte (i8 or u8).
+        let ptr = OutPtr(out.as_mut_ptr() as *mut u8);
+        let m = a.m;
+        let task = |bi: usize, p0: usize, p1: usize| {
+            let ab = a.block_words(bi);
+            let nr = MR.min(m - bi * MR);
+            let rs = &consts[bi * MR..bi * MR + nr];
+            for p in p0..p1 {
+                let bp = &b[p * k2 * NR * 2..(p + 1) * k2 * NR * 2];
+                let (c0, cols) = (p * NR, NR.min(n - p * NR));
+                let mut dst = [std::ptr::null_mut::<u8>(); MR];
+                for (r, d) in dst.iter_mut().enumerate().take(nr) {
+                    // SAFETY: (row bi*MR + r, columns c0..c0+cols) lies in `out` ([m][n]) and
+                    // belongs to this task's tile only.
+                    *d = unsafe { ptr.get().add((bi * MR + r) * n + c0) };
+                }
+                let d = &dst[..nr];
+                assert!(ab.len() >= k2 * MR && bp.len() >= k2 * NR * 2, "qgemm: short operand");
+                // SAFETY: AVX2 detected; operands checked just above; `d` has `nr` pointers
+                // to `cols` writable bytes each.
+                unsafe {
+                    match nr {
+                        1 => tile_avx2_requant::<1>(ab, bp, k2, rs, d, cols),
+                        2 => tile_avx2_requant::<2>(ab, bp, k2, rs, d, cols),
+                        3 => tile_avx2_requant::<3>(ab, bp, k2, rs, d, cols),
+                        4 => tile_avx2_requant::<4>(ab, bp, k2, rs, d, cols),
+                        5 => tile_avx2_requant::<5>(ab, bp, k2, rs, d, cols),
+                        _ => tile_avx2_requant::<MR>(ab, bp, k2, rs, d, cols),
+                    }
+                }
+            }
+        };
+        split_tasks(m.div_ceil(MR), panels, parallel, task);
+        return;
+    }
+    let out = super::qconv_u8s8::zeroed(out);
+    qgemm(kernel, a, b, n, out, parallel, |row, _, acc, dst| {
+        rows.row(row, acc, dst)
+    });
+}
+
 /// Runs `task(block, first unit, end unit)` over `blocks` row blocks x `units` (panels, or
 /// output rows), all of one block's units in order when not `parallel`; when `parallel`,
 /// cut into enough tasks to balance the rayon pool even when there are few row blocks.
@@ -429,6 +553,65 @@ mod tests {
             let xt: Vec<u8> = (0..n * k).map(|i| x[(i % k) * n + i / k]).collect();
             let pa_x = PackedA::centered(&xt, n, k, xz);
             for r in 0..n { for kk in 0..k { prop_assert_eq!(pa_x.get(r, kk), xc[kk * n + r] as i32); } }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The requantizing product, every kernel and both output types, against the
+        /// reference sums requantized by the reference row (exact or f32 rounding, zero
+        /// points, narrowed bounds, f32 lanes or not).
+        #[test]
+        fn requantizing_product_matches_the_reference(
+            m in 1usize..20, k in 1usize..70, n in 1usize..40, seed in any::<u64>(),
+            unsigned_out in any::<bool>(), f32_rounding in any::<bool>(), small in any::<bool>(),
+            zero in -20i32..20, narrow in 0i32..30, exp in 4i32..14, parallel in any::<bool>(),
+        ) {
+            use crate::kernels::requant::{requant_row_ref, FixedPoint, RowOut, Rounding};
+            let mut s = seed | 1;
+            let mut next = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+            let a: Vec<i8> = (0..m * k).map(|_| next() as i8).collect();
+            let x: Vec<u8> = (0..k * n).map(|_| next() as u8).collect();
+            let x16: Vec<i16> = x.iter().map(|&v| v as i16).collect();
+            let sums = qgemm_ref(&a, &x16, m, k, n);
+            let bias: Vec<i32> = (0..m).map(|_| (next() % 20001) as i32 - 10000).collect();
+            let factor: Vec<f32> = (0..m)
+                .map(|_| (1.0 + (next() % 1000) as f32 / 1000.0) * 2f32.powi(-exp))
+                .collect();
+            let (lo, hi) = if unsigned_out { (narrow, 255) } else { (-128 + narrow, 127) };
+            let out = RowOut {
+                rounding: if f32_rounding { Rounding::F32 } else { Rounding::Exact },
+                zero: if unsigned_out { zero.abs() } else { zero },
+                lo,
+                hi,
+            };
+            let rows = RowsRequant { bias: bias.clone(), factor: factor.clone(), out, small_sums: small };
+            let mut pb = Vec::new();
+            pack_b_rows(&x, k, n, 0, &mut pb, false);
+            let pa = PackedA::new(&a, m, k);
+            fn check<O: QElem + PartialEq + std::fmt::Debug>(
+                pa: &PackedA, pb: &[i16], n: usize, sums: &[i32], rows: &RowsRequant, parallel: bool,
+            ) -> Result<(), TestCaseError> {
+                let m = pa.m;
+                let mut want = vec![O::from_i32(0); m * n];
+                for r in 0..m {
+                    let fp = FixedPoint::from_f32(rows.factor[r]).expect("a normal factor");
+                    requant_row_ref(&sums[r * n..(r + 1) * n], rows.bias[r], &fp, rows.out, &mut want[r * n..(r + 1) * n]);
+                }
+                for kernel in Kernel::available() {
+                    let mut got = vec![MaybeUninit::<O>::uninit(); m * n];
+                    qgemm_requant(kernel, pa, pb, n, &mut got, parallel, rows);
+                    // SAFETY: `qgemm_requant` writes every element.
+                    let got: Vec<O> = got.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+                    prop_assert_eq!(&got, &want, "{:?}", kernel);
+                }
+                Ok(())
+            }
+            if unsigned_out {
+                check::<u8>(&pa, &pb, n, &sums, &rows, parallel)?;
+            } else {
+                check::<i8>(&pa, &pb, n, &sums, &rows, parallel)?;
+            }
         }
     }
 

@@ -326,6 +326,44 @@ impl RowConsts {
     }
 }
 
+/// The requantization of each output row of a layer (or group), for the kernels that
+/// requantize their tiles in registers (`qconv_u8s8::conv_requant`, `qgemm::qgemm_requant`):
+/// `requant_row`'s arguments, whose conditions apply (every `acc + bias[row]` below the
+/// rounding's fast bound in magnitude).
+pub struct RowsRequant {
+    pub bias: Vec<i32>,
+    pub factor: Vec<f32>,
+    pub out: RowOut,
+    /// Every `|acc + bias|` is below 2^24 (`RowAvx2::with_small_sums`).
+    pub small_sums: bool,
+}
+
+impl RowsRequant {
+    /// The AVX2 constants of the first `m` rows, for output type `O`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn simd_rows<O: QElem>(&self, m: usize) -> Vec<RowAvx2> {
+        (0..m)
+            .map(|r| {
+                let row = RowAvx2::new(self.bias[r], self.factor[r] as f64, self.out, O::UNSIGNED);
+                if self.small_sums {
+                    row.with_small_sums()
+                } else {
+                    row
+                }
+            })
+            .collect()
+    }
+
+    /// Row `r` requantized plainly (`requant_row`), for the kernels' non-SIMD paths.
+    pub fn row<O: QElem>(&self, r: usize, acc: &[i32], dst: &mut [O]) {
+        requant_row(acc, self.bias[r], self.factor[r], self.out, dst)
+    }
+}
+
 /// The whole row: groups of eight, then the last few through one padded group (the lanes
 /// are independent, so the padding's lanes are computed and dropped).
 #[cfg(target_arch = "x86_64")]

@@ -20,7 +20,10 @@ its integer engine); onnxruntime fp32; onnxruntime's int8 from its own `quantize
 S8S8: the fastest of the four at that batch (a short alternating run picks it); and
 oxiquant's QDQ (uint8 weights, the default: exact on every CPU; and int8 weights, which
 onnxruntime's AVX2 u8 x s8 kernels run faster but can saturate with 8-bit weights) and
-QOperator exports run in onnxruntime. A model oxiquant cannot export in a form prints the
+QOperator exports run in onnxruntime. The 7-bit columns: `quantize_network(model, 8, calib,
+weight_bits=7)` on the integer engine, and its QDQ export with int8 weights in onnxruntime
+(u8 x s8 pair sums cannot leave i16 on 7-bit weights, so both engines' AVX2 byte kernels
+are exact without VNNI; onnxruntime's `reduce_range`). A model oxiquant cannot export in a form prints the
 error and leaves that column empty. Every configuration alternates
 blocks of all its engines in one process (`bench_fp32.timed_rounds`), each engine on
 `--threads` threads; the ratios are taken within that run. `--quick`: fewer seconds and
@@ -480,6 +483,9 @@ def main() -> None:
         q = oxiquant.quantize_network(m, 8, calib, progress=False)
         if q.engine != "int":
             print(f"  oxiquant int8 runs on its {q.engine} engine: {q.engine_note}", flush=True)
+        # 7-bit weights (onnxruntime's `reduce_range`): u8 x s8 pair sums cannot leave i16, so
+        # the byte kernels run exactly on AVX2 without VNNI, in oxiquant and in onnxruntime.
+        q7 = oxiquant.quantize_network(m, 8, calib, weight_bits=7, progress=False)
         with tempfile.TemporaryDirectory() as tmp:
             forms = ort_int8_forms(proto, calib, Path(tmp))
         ort_int8 = {k: session(v, th) for k, v in forms.items()}
@@ -488,10 +494,11 @@ def main() -> None:
             ("ort_ox_qdq", "qdq", "uint8"),
             ("ort_ox_qdq_s8", "qdq", "int8"),
             ("ort_ox_qop", "qoperator", "uint8"),
+            ("ort_ox7_qdq_s8", "qdq", "int8"),
         )
         for key, fmt, wt in exports:
             try:
-                sessions[key] = session(q.to_onnx(fmt, weight_type=wt), th)
+                sessions[key] = session((q7 if key.startswith("ort_ox7") else q).to_onnx(fmt, weight_type=wt), th)
             except Exception as e:  # the exact error goes in the log; the column says n/a
                 print(f"  oxiquant {fmt} export or onnxruntime session failed: {type(e).__name__}: {e}", flush=True)
         for b in (1, 32):
@@ -503,6 +510,7 @@ def main() -> None:
             fns = {
                 "ox_fp32": lambda m=m, feeds=feeds: m.run(feeds, num_threads=th),
                 "ox_int8": lambda q=q, feeds=feeds: q.run(feeds, num_threads=th),
+                "ox_int8_w7": lambda q=q7, feeds=feeds: q.run(feeds, num_threads=th),
             }
             chosen = dict(sessions)
             if best is not None:
@@ -519,7 +527,8 @@ def main() -> None:
                 f"fp32 {ips['ox_fp32'] / ips['ort_fp32']:.2f}x, "
                 f"int8 {ips['ox_int8'] / ips.get('ort_int8', nan):.2f}x | "
                 f"ort on ox QDQ {ips.get('ort_ox_qdq', nan):8.1f}, int8 weights {ips.get('ort_ox_qdq_s8', nan):8.1f}, "
-                f"QOperator {ips.get('ort_ox_qop', nan):8.1f}",
+                f"QOperator {ips.get('ort_ox_qop', nan):8.1f} | 7-bit weights: ox int8 {ips['ox_int8_w7']:8.1f}, "
+                f"ort on its QDQ {ips.get('ort_ox7_qdq_s8', nan):8.1f}",
                 flush=True,
             )
 
@@ -535,8 +544,10 @@ def main() -> None:
         "",
         "| model | batch | oxiquant fp32 | oxiquant int8 | ort fp32 | ort int8 (fastest form) "
         "| ort on oxiquant's QDQ | ort on oxiquant's QDQ, int8 weights | ort on oxiquant's QOperator "
-        "| **fp32 / ort fp32** | **int8 / ort int8** | **oxiquant's QDQ / ort int8** |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| **fp32 / ort fp32** | **int8 / ort int8** | **oxiquant's QDQ / ort int8** "
+        "| oxiquant int8, 7-bit weights | ort on its QDQ "
+        "| **7-bit: int8 / ort int8** | **7-bit: its QDQ / ort int8** |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     nan = float("nan")
     for title, b, ips, best in rows:
@@ -545,12 +556,18 @@ def main() -> None:
             f"| {ips.get('ort_int8', nan):.1f} ({best}) | {ips.get('ort_ox_qdq', nan):.1f} "
             f"| {ips.get('ort_ox_qdq_s8', nan):.1f} | {ips.get('ort_ox_qop', nan):.1f} "
             f"| **{ips['ox_fp32'] / ips['ort_fp32']:.2f}x** | **{ips['ox_int8'] / ips.get('ort_int8', nan):.2f}x** "
-            f"| **{ips.get('ort_ox_qdq', nan) / ips.get('ort_int8', nan):.2f}x** |"
+            f"| **{ips.get('ort_ox_qdq', nan) / ips.get('ort_int8', nan):.2f}x** "
+            f"| {ips['ox_int8_w7']:.1f} | {ips.get('ort_ox7_qdq_s8', nan):.1f} "
+            f"| **{ips['ox_int8_w7'] / ips.get('ort_int8', nan):.2f}x** "
+            f"| **{ips.get('ort_ox7_qdq_s8', nan) / ips.get('ort_int8', nan):.2f}x** |"
         )
     table.append("")
     table.append(
         "ort int8 is onnxruntime's own `quantize_static` (MinMax, per-channel weights, the same calibration "
         "images), the fastest at that batch of QDQ and QOperator x U8S8 and S8S8 (named in brackets). "
+        "The 7-bit columns quantize with `weight_bits=7` (GPTQ rounding and bias correction on, as below 8 "
+        "weight bits by default): on CPUs without VNNI the u8 x s8 byte kernels are exact on such weights, "
+        "in oxiquant and in onnxruntime (its `reduce_range`); its QDQ export has int8 weights. "
         "The light models and the generated nets (EfficientNet-Lite0-style, YOLOv8n-style, BERT-style) have "
         "random weights: speed only."
     )

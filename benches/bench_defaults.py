@@ -59,6 +59,7 @@ PASSES_BEGIN, PASSES_END = "<!-- rounding:begin -->", "<!-- rounding:end -->"
 EQ_BEGIN, EQ_END = "<!-- equalize:begin -->", "<!-- equalize:end -->"
 WALL_BEGIN, WALL_END = "<!-- walltime:begin -->", "<!-- walltime:end -->"
 TARGETS_BEGIN, TARGETS_END = "<!-- targets:begin -->", "<!-- targets:end -->"
+SEVEN_BEGIN, SEVEN_END = "<!-- sevenbit:begin -->", "<!-- sevenbit:end -->"
 # (model, weights, activations, quantize_network options, target top-1 %) of --targets.
 # onnxruntime's row for the same widths (per-channel unless the options say per-tensor) is
 # the best top-1 of its MinMax, Percentile and Entropy calibrations.
@@ -301,6 +302,37 @@ def act4(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def seven_bit(args: argparse.Namespace) -> list[str]:
+    """8-bit against 7-bit weights (onnxruntime's `reduce_range`): top-1 and the integer
+    engine's images/s at batch 32, the configurations alternating in one process."""
+    from bench_fp32 import timed_rounds
+
+    out = [
+        f"{run_stamp()}Machine: {cpu_model()}, {os.cpu_count()} cores; CPU features: {cpu_features()}; "
+        f"oxiquant's integer kernels: {oxiquant.integer_kernel()}.  ",
+        f"Command: `python benches/bench_defaults.py --seven-bit --threads {args.threads}`. Defaults otherwise "
+        "(GPTQ and bias correction are on below 8 weight bits); images/s of the integer engine at batch 32, "
+        f"{args.threads} threads, median over alternating blocks of the rows of one model.",
+        "",
+        "| model | weights | top-1 % | agreement with float % | output SQNR dB | int8 images/s, batch 32 |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    configs = (
+        ("8 bits", {}),
+        ("8 bits, GPTQ and bias correction", {"gptq": True, "bias_correction": True}),
+        ("7 bits", {"weight_bits": 7}),
+    )
+    for name, (fm, cal, ev, ey) in nets().items():
+        fo = logits(fm, ev)
+        out.append(f"| {name} | float | {(fo.argmax(1) == ey).mean() * 100:.2f} | 100.00 | | |")
+        qs = {label: oxiquant.quantize_network(fm, 8, cal, progress=False, **kw) for label, kw in configs}
+        x = ev[:32]
+        speed = timed_rounds({k: (lambda q=q, x=x: q.run(x)) for k, q in qs.items()}, 2.0)
+        for label, q in qs.items():
+            out.append(f"{row(name, label, q, ev, ey, fo)} {32 / speed[label]:.1f} |")
+    return out
+
+
 def ort_best(path: Path, cal: np.ndarray, ev: np.ndarray, ey: np.ndarray, wb: int, ab: int, per_channel: bool, cache):
     """onnxruntime's `quantize_static` (QDQ, signed weights; activations unsigned, and at 8
     bits signed too: its u8 x s8 kernels can saturate on CPUs without VNNI) with MinMax,
@@ -409,10 +441,18 @@ def main() -> None:
     ap.add_argument("--wall-time", action="store_true", help="quantization wall time with every pass instead")
     ap.add_argument("--act4", action="store_true", help="input-aware rounding off and on instead")
     ap.add_argument("--targets", action="store_true", help="the defaults against issue 24's targets instead")
+    ap.add_argument("--seven-bit", action="store_true", help="8-bit against 7-bit weights, accuracy and speed")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"needs {DATA}")
     oxiquant.set_num_threads(args.threads)
+    if args.seven_bit:
+        table = seven_bit(args)
+        if args.write:
+            write_section(SEVEN_BEGIN, SEVEN_END, "7-bit weights (`benches/bench_defaults.py --seven-bit`)", table)
+        else:
+            print("\n".join(table))
+        return
     if args.targets:
         table = targets(args)
         if args.write:

@@ -37,7 +37,7 @@ PRESETS: list[str]
 # The strings the bindings accept (rust/oxiquant-py/src/lib.rs; clipping names are parsed by
 # `Clipping::parse`, which also takes them in upper case).
 _ExportFormat: TypeAlias = Literal["fake", "qdq", "qoperator"]
-_WeightType: TypeAlias = Literal["uint8", "int8"]
+_WeightType: TypeAlias = Literal["auto", "uint8", "int8"]
 _RunMode: TypeAlias = Literal["int", "fake"]
 _Clipping: TypeAlias = Literal["max", "mse", "kl", "entropy", "sigma3", "sigma4", "sigma5", "percentile"]
 _WeightClipping: TypeAlias = Literal["max", "mse"]
@@ -82,7 +82,7 @@ class NativeModel:
         inputs: list[_ValueInfo],
         outputs: list[_ValueInfo],
     ) -> NativeModel: ...
-    def to_parts(self, format: _ExportFormat = "fake", weight_type: _WeightType = "uint8") -> dict[str, Any]: ...
+    def to_parts(self, format: _ExportFormat = "fake", weight_type: _WeightType = "auto") -> dict[str, Any]: ...
     def run(
         self,
         feeds: dict[str, np.ndarray],

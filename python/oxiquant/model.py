@@ -197,7 +197,7 @@ class Model:
         return self._native.engine()[1]
 
     # -- ONNX out ----------------------------------------------------------------------
-    def to_onnx(self, format: str = "fake", weight_type: str = "uint8") -> onnx.ModelProto:
+    def to_onnx(self, format: str = "fake", weight_type: str = "auto") -> onnx.ModelProto:
         """The model as an ONNX ModelProto.
 
         For a quantized model, `format` picks the form: "fake" (default; quantizers as
@@ -207,13 +207,15 @@ class Model:
         >= 13) or "qoperator" (the integer engine's graph as QLinearConv, QLinearMatMul and
         com.microsoft QGemm / QLinearAdd / QLinearAveragePool / QLinearGlobalAveragePool, for
         runtimes that only run integer operators). `weight_type` for "qdq" and "qoperator":
-        "uint8" (default; the weight plus 128 with zero point 128, which onnxruntime multiplies
-        exactly on every CPU) or "int8" (its AVX2 kernels without VNNI sum u8 x s8 pairs into
-        saturating int16 and can overflow with 8-bit weights). A float model is the same in every format."""
+        "auto" (default: "int8" when every weight lies within +-64, as with `weight_bits=7` or
+        fewer, else "uint8"; both exact), "uint8" (the weight plus 128 with zero point 128,
+        which onnxruntime multiplies exactly on every CPU) or "int8" (onnxruntime's fastest x86
+        kernels; without VNNI they sum u8 x s8 pairs into saturating int16, which 8-bit
+        weights can overflow, 7-bit ones cannot). A float model is the same in every format."""
         # The core checks `format` and `weight_type`, and that the model can take the format.
         return onnx_io.parts_to_proto(self._native.to_parts(format, weight_type), self._ir_version)
 
-    def save(self, path: str | os.PathLike[str], format: str = "fake", weight_type: str = "uint8") -> Path:
+    def save(self, path: str | os.PathLike[str], format: str = "fake", weight_type: str = "auto") -> Path:
         """Writes the model as an ONNX file (weights go to external data past 1 GiB); returns
         the path, so that `oxiquant.load(m.save(p))` round-trips. `format` and `weight_type`
         as in `to_onnx`."""

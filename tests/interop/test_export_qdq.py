@@ -54,7 +54,11 @@ def check_agrees(
     # (A network of float islands alone quantizes nothing: no integer op reads any value.)
     if any(a["role"] != "dequant" for a in q.quant_info["activations"]):
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    want = {onnx.TensorProto.UINT8 if weight_type == "uint8" else onnx.TensorProto.INT8, onnx.TensorProto.INT4}
+    want = {
+        "uint8": {onnx.TensorProto.UINT8},
+        "int8": {onnx.TensorProto.INT8},
+        "auto": {onnx.TensorProto.UINT8, onnx.TensorProto.INT8},
+    }[weight_type] | {onnx.TensorProto.INT4}
     weights = [i for i in proto.graph.initializer if i.data_type in want and len(i.dims) > 1]
     assert weights or not q.quant_info["weights"], f"the weights should be {weight_type} initializers"
     ref = ort_session(proto, fused=fused).run([name], feeds)[0]
@@ -148,6 +152,22 @@ def test_onnxruntime_integer_kernels_agree_with_8_bit_uint8_weights(calib, tmp_p
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     # Every convolution and merge runs as an onnxruntime integer kernel.
     assert {"QLinearConv", "QLinearAdd"} <= ops and "Conv" not in ops, sorted(ops)
+
+
+def test_auto_weight_type_is_int8_only_where_onnxruntime_is_exact(calib):
+    """The default weight type: int8 for 7-bit weights (onnxruntime's u8 x s8 kernels, exact on
+    them on every CPU), uint8 for 8-bit ones; both exports give the engine's integers."""
+    m = oxiquant.load(small_cnn())
+    for bits, want in ((7, onnx.TensorProto.INT8), (8, onnx.TensorProto.UINT8)):
+        q = oxiquant.quantize_network(
+            m, 8, calib, weight_bits=bits, per_channel=True, dequantize_outputs=False, progress=False
+        )
+        for fmt in ("qdq", "qoperator"):
+            types = {i.data_type for i in q.to_onnx(fmt).graph.initializer if len(i.dims) > 1}
+            assert types == {want}, (bits, fmt, types)
+        check_agrees(q, {"x": calib}, fused=True, weight_type="auto")
+    with pytest.raises(oxiquant.InvalidArgumentError, match="'auto', 'uint8' or 'int8'"):
+        q.to_onnx("qdq", weight_type="u8")
 
 
 def test_int8_weights_agree_with_7_bit_weights(calib):

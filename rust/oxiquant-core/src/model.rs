@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::exec;
 use crate::graph::Graph;
-use crate::onnx::export_qdq::WeightType;
+use crate::onnx::export_qdq::{WeightChoice, WeightType};
 use crate::onnx::{export_qdq, export_qop, import_quantized, RawGraph};
 use crate::ops::Scaling;
 use crate::passes;
@@ -77,8 +77,18 @@ impl FromStr for WeightType {
             "uint8" => Ok(WeightType::Uint8),
             "int8" => Ok(WeightType::Int8),
             other => Err(Error::InvalidArgument(format!(
-                "weight_type must be 'uint8' or 'int8', got '{other}'"
+                "weight_type must be 'auto', 'uint8' or 'int8', got '{other}'"
             ))),
+        }
+    }
+}
+
+impl FromStr for WeightChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<WeightChoice> {
+        match s {
+            "auto" => Ok(WeightChoice::Auto),
+            other => other.parse().map(WeightChoice::Fixed),
         }
     }
 }
@@ -241,8 +251,23 @@ impl Model {
     }
 
     /// The model as ONNX-shaped parts, and the initializers to store as 4-bit integers
-    /// (name, signed).
-    pub fn to_raw(&self, format: ExportFormat, weight_type: WeightType) -> Result<(RawGraph, Vec<(String, bool)>)> {
+    /// (name, signed). `WeightChoice::Auto` exports int8 weights where onnxruntime's u8 x s8
+    /// kernels are exact on them (`export_qdq::int8_pairs_exact`), else uint8.
+    pub fn to_raw(&self, format: ExportFormat, weights: WeightChoice) -> Result<(RawGraph, Vec<(String, bool)>)> {
+        match weights {
+            WeightChoice::Fixed(wt) => self.to_raw_with(format, wt),
+            WeightChoice::Auto => {
+                let (raw, int4) = self.to_raw_with(format, WeightType::Int8)?;
+                if export_qdq::int8_pairs_exact(&raw) {
+                    Ok((raw, int4))
+                } else {
+                    self.to_raw_with(format, WeightType::Uint8)
+                }
+            }
+        }
+    }
+
+    fn to_raw_with(&self, format: ExportFormat, weight_type: WeightType) -> Result<(RawGraph, Vec<(String, bool)>)> {
         match format {
             ExportFormat::Fake => Ok((self.graph.to_raw()?, Vec::new())),
             ExportFormat::Qdq if self.ptq.stage != Stage::Quantized => Err(Error::InvalidArgument(

@@ -12,7 +12,7 @@ use convert::{
 };
 use errors::guard;
 use oxiquant_core::model::{Engine, ExportFormat, RunMode};
-use oxiquant_core::onnx::export_qdq::WeightType;
+use oxiquant_core::onnx::export_qdq::WeightChoice;
 use oxiquant_core::onnx::RawGraph;
 use oxiquant_core::ptq::quantize::QuantizeOptions;
 use oxiquant_core::ptq::{self as core_ptq, Clipping};
@@ -123,11 +123,12 @@ impl NativeModel {
     /// The model as ONNX-shaped parts: a dict with name, opset, nodes, initializers, inputs,
     /// outputs (the inverse of `from_parts`). `format`: "fake" (quantizers as Mul/Round/Clip
     /// on integer-valued floats) or "qdq" (QuantizeLinear/DequantizeLinear, 8-bit weights of
-    /// `weight_type` "uint8" (zero point 128) or "int8") or "qoperator" (QLinearConv & co.,
-    /// from the integer engine's graph).
-    #[pyo3(signature = (format="fake", weight_type="uint8"))]
+    /// `weight_type` "auto" (int8 where onnxruntime multiplies them exactly, else uint8),
+    /// "uint8" (zero point 128) or "int8") or "qoperator" (QLinearConv & co., from the
+    /// integer engine's graph).
+    #[pyo3(signature = (format="fake", weight_type="auto"))]
     fn to_parts<'py>(&self, py: Python<'py>, format: &str, weight_type: &str) -> PyResult<Bound<'py, PyDict>> {
-        let wt: WeightType = parse(weight_type)?;
+        let wt: WeightChoice = parse(weight_type)?;
         let format: ExportFormat = parse(format)?;
         let what = match format {
             ExportFormat::Fake => "export",

@@ -143,6 +143,32 @@ pub enum WeightType {
     Uint8,
 }
 
+/// The weight type an export was asked for: one of them, or `Auto` (the default), which
+/// takes `Int8` when no u8 x s8 pair can overflow onnxruntime's saturating i16 sums (every
+/// int8 weight within +-64: weights of 7 bits or fewer) and `Uint8` otherwise. With 7-bit
+/// weights the int8 form runs on onnxruntime's fastest x86 kernels and gives the integer
+/// engine's results on every CPU (benches/RESULTS.md, "Model zoo throughput").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightChoice {
+    Auto,
+    Fixed(WeightType),
+}
+
+/// Whether every int8 tensor of `raw` (weights and their zero points; activations are
+/// uint8), in subgraphs too, lies within +-64: then `255 * 64 * 2 = 32640` bounds every pair
+/// sum of onnxruntime's AVX2 u8 x s8 kernels, and they are exact.
+pub fn int8_pairs_exact(raw: &RawGraph) -> bool {
+    let small = |t: &Tensor| t.dtype() != crate::tensor::DType::I8 || t.to_f32_vec().iter().all(|v| v.abs() <= 64.0);
+    raw.initializers.iter().all(|(_, t)| small(t))
+        && raw.nodes.iter().all(|n| {
+            n.attrs.iter().all(|(_, a)| match a {
+                AttrValue::Tensor(t) => small(t),
+                AttrValue::Graph(g) => int8_pairs_exact(g),
+                _ => true,
+            })
+        })
+}
+
 /// The uint8 zero point that holds integers of a quantizer's range: 0 for unsigned ones,
 /// 128 for signed ones (`[-128, 127]` is `[0, 255]` shifted). Every activation is uint8:
 /// onnxruntime fuses DQ -> Conv/MatMul/Add/... -> Q only where the input and output types
@@ -616,4 +642,44 @@ pub fn to_qdq(graph: &Graph, state: &PtqState, weight_type: WeightType) -> Resul
         },
         w.int4,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(weights: Vec<i8>, sub: Option<RawGraph>) -> RawGraph {
+        let n = weights.len();
+        let nodes = sub
+            .into_iter()
+            .map(|g| RawNode {
+                name: "if".into(),
+                op_type: "If".into(),
+                domain: String::new(),
+                inputs: vec!["c".into()],
+                outputs: vec!["y".into()],
+                attrs: vec![("then_branch".into(), AttrValue::Graph(Box::new(g)))],
+            })
+            .collect();
+        RawGraph {
+            name: "g".into(),
+            opset: 13,
+            nodes,
+            initializers: vec![
+                ("w".into(), Tensor::from_vec(vec![n], weights).unwrap()),
+                // Activation zero points are uint8: never a reason to fall back.
+                ("z".into(), Tensor::scalar(255u8)),
+            ],
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn int8_is_exact_up_to_64_in_magnitude_in_subgraphs_too() {
+        assert!(int8_pairs_exact(&graph(vec![-64, 63, 64, 0], None)));
+        assert!(!int8_pairs_exact(&graph(vec![-65, 3], None)));
+        assert!(!int8_pairs_exact(&graph(vec![1], Some(graph(vec![127], None)))));
+        assert!(int8_pairs_exact(&graph(vec![1], Some(graph(vec![-64], None)))));
+    }
 }

@@ -257,8 +257,8 @@ impl QConv {
                     // SAFETY: AVX2 (the caller's check, `Path::Avx2`); `out` is this plane's
                     // `oh * ow` elements of one byte each (`O` is i8 or u8).
                     unsafe {
-                        let row = RowAvx2::new(self.bias[m], f as f64, rq.row_out(), O::UNSIGNED);
-                        let row = if small { row.with_small_sums() } else { row };
+                        let row =
+                            RowAvx2::new(self.bias[m], f as f64, rq.row_out(), O::UNSIGNED).with_small_sums_if(small);
                         depthwise::plane_requant_avx2(
                             g,
                             xi,

@@ -177,13 +177,12 @@ fn tile_ref(a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
     }
 }
 
-/// The first `R` rows of a micro-tile (the others are left as they are): a block whose
-/// last rows are padding (a Gemm over a batch of one: one row of six) multiplies only the
-/// rows it has.
+/// The sums of the first `R` rows of a micro-tile, two vectors of eight columns per row.
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_avx2<const R: usize>(a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
-    // SAFETY: the caller checked AVX2; every pointer offset stays inside `a`, `b` and `tile`
+unsafe fn tile_sums<const R: usize>(a: &[i32], b: &[i16], k2: usize) -> [[std::arch::x86_64::__m256i; 2]; R] {
+    // SAFETY: the caller checked AVX2 and `a.len() >= k2 * MR`, `b.len() >= k2 * NR * 2`
     // (R <= MR).
     unsafe {
         use std::arch::x86_64::*;
@@ -199,7 +198,20 @@ unsafe fn tile_avx2<const R: usize>(a: &[i32], b: &[i16], k2: usize, tile: &mut 
                 acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(w, b1));
             }
         }
-        for (row, acc_r) in tile.iter_mut().zip(acc) {
+        acc
+    }
+}
+
+/// The first `R` rows of a micro-tile (the others are left as they are): a block whose
+/// last rows are padding (a Gemm over a batch of one: one row of six) multiplies only the
+/// rows it has.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2<const R: usize>(a: &[i32], b: &[i16], k2: usize, tile: &mut [[i32; NR]; MR]) {
+    // SAFETY: as `tile_sums`; the stores stay inside `tile` (R <= MR).
+    unsafe {
+        use std::arch::x86_64::*;
+        for (row, acc_r) in tile.iter_mut().zip(tile_sums::<R>(a, b, k2)) {
             _mm256_storeu_si256(row.as_mut_ptr() as *mut __m256i, acc_r[0]);
             _mm256_storeu_si256(row.as_mut_ptr().add(8) as *mut __m256i, acc_r[1]);
         }
@@ -218,22 +230,12 @@ unsafe fn tile_avx2_requant<const R: usize>(
     dst: &[*mut u8],
     cols: usize,
 ) {
-    // SAFETY: as `tile_avx2`; each `dst[r]` (r < R <= rows.len(), dst.len()) has `cols`
+    // SAFETY: as `tile_sums`; each `dst[r]` (r < R <= rows.len(), dst.len()) has `cols`
     // writable bytes.
     unsafe {
         use std::arch::x86_64::*;
 
-        let mut acc = [[_mm256_setzero_si256(); 2]; R];
-        let (ap, bp) = (a.as_ptr(), b.as_ptr());
-        for kk in 0..k2 {
-            let b0 = _mm256_loadu_si256(bp.add(kk * NR * 2) as *const __m256i);
-            let b1 = _mm256_loadu_si256(bp.add(kk * NR * 2 + 16) as *const __m256i);
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let w = _mm256_set1_epi32(*ap.add(kk * MR + r));
-                acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(w, b0));
-                acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(w, b1));
-            }
-        }
+        let acc = tile_sums::<R>(a, b, k2);
         for (r, acc_r) in acc.iter().enumerate() {
             let (row, d) = (&rows[r], dst[r]);
             if cols == NR {

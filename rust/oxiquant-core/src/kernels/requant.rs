@@ -254,10 +254,7 @@ unsafe fn requant_row_avx2_once(
     unsigned: bool,
     dst: *mut u8,
 ) {
-    let mut row = RowAvx2::new(bias, f, out, unsigned);
-    if small {
-        row = row.with_small_sums();
-    }
+    let row = RowAvx2::new(bias, f, out, unsigned).with_small_sums_if(small);
     // SAFETY: as the caller's: AVX2, `dst` holds `acc.len()` bytes.
     unsafe { requant_row_avx2(&row, acc, dst) }
 }
@@ -287,12 +284,7 @@ impl RowConsts {
             #[cfg(target_arch = "x86_64")]
             simd: super::cpu::features().avx2.then(|| {
                 // SAFETY: `cpu::features` has AVX2.
-                let row = unsafe { RowAvx2::new(bias, f as f64, out, O::UNSIGNED) };
-                if small {
-                    row.with_small_sums()
-                } else {
-                    row
-                }
+                unsafe { RowAvx2::new(bias, f as f64, out, O::UNSIGNED) }.with_small_sums_if(small)
             }),
         }
     }
@@ -348,12 +340,8 @@ impl RowsRequant {
     pub(crate) unsafe fn simd_rows<O: QElem>(&self, m: usize) -> Vec<RowAvx2> {
         (0..m)
             .map(|r| {
-                let row = RowAvx2::new(self.bias[r], self.factor[r] as f64, self.out, O::UNSIGNED);
-                if self.small_sums {
-                    row.with_small_sums()
-                } else {
-                    row
-                }
+                RowAvx2::new(self.bias[r], self.factor[r] as f64, self.out, O::UNSIGNED)
+                    .with_small_sums_if(self.small_sums)
             })
             .collect()
     }
@@ -548,6 +536,16 @@ impl RowAvx2 {
             self.lanes32 = Some(!(self.f32_product || power_of_two));
         }
         self
+    }
+
+    /// `with_small_sums` when `small` (the caller's bound on every `|acc + bias|` is below
+    /// 2^24), else the row as it is.
+    pub(crate) fn with_small_sums_if(self, small: bool) -> RowAvx2 {
+        if small {
+            self.with_small_sums()
+        } else {
+            self
+        }
     }
 
     /// Eight accumulators requantized, as bytes in the low half.

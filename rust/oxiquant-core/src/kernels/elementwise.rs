@@ -132,15 +132,6 @@ pub fn binary_inplace<F: Fn(f32, f32) -> f32 + Sync>(x: &mut [f32], y: &[f32], f
     }
 }
 
-pub fn sigmoid(v: f32) -> f32 {
-    if v >= 0.0 {
-        1.0 / (1.0 + (-v).exp())
-    } else {
-        let e = v.exp();
-        e / (1.0 + e)
-    }
-}
-
 /// `min(max(v, lo), hi)` as onnxruntime computes it: lo > hi yields hi, and NaN stays NaN
 /// (`f32::max`/`f32::min` would replace it by a bound).
 #[inline]

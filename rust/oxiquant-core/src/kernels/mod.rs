@@ -1,6 +1,7 @@
 //! Compute kernels by family. Each fast kernel has a plain reference version beside it and
 //! property tests comparing the two.
 
+pub mod activation;
 pub mod conv;
 pub mod conv_direct;
 pub mod conv_transpose;

@@ -2,13 +2,14 @@
 //! type: the op is a kind. Abs, Neg, Sign and Relu also run on integers.
 
 use crate::error::{Error, Result};
-use crate::kernels::elementwise::{sigmoid, unary_inplace};
+use crate::kernels::activation::{self, sigmoid, sigmoid_slice};
+use crate::kernels::elementwise::unary_inplace;
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{expect_dtype, required};
 use crate::ops::{input, Class, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
 use crate::tensor::{DType, Tensor, TensorData};
 
-use super::special::{erf, gelu, gelu_tanh, mish};
+use super::special::{gelu, gelu_tanh, mish};
 
 /// Activations applied element by element.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -193,7 +194,7 @@ impl Unary {
             Unary::Sqrt => v.sqrt(),
             Unary::Round => v.round_ties_even(),
             Unary::Floor => v.floor(),
-            Unary::Erf => erf(v as f64) as f32,
+            Unary::Erf => activation::erf(v),
             Unary::Gelu { tanh: false } => gelu(v as f64) as f32,
             Unary::Gelu { tanh: true } => gelu_tanh(v as f64) as f32,
             Unary::Elu { alpha } => {
@@ -273,6 +274,8 @@ impl Unary {
             Unary::Round => unary_inplace(x, |v| v.round_ties_even()),
             Unary::Abs => unary_inplace(x, |v| v.abs()),
             Unary::Neg => unary_inplace(x, |v| -v),
+            Unary::Sigmoid => sigmoid_slice(x),
+            Unary::Erf => activation::erf_slice(x),
             other => unary_inplace(x, |v| other.f(v)),
         }
     }

@@ -1,6 +1,7 @@
 //! Softmax.
 
 use crate::error::Result;
+use crate::kernels::activation::exp_shifted;
 use crate::onnx::attrs::AttrValue;
 use crate::ops::facts::{fact_axis, float_like, required};
 use crate::ops::{input, norm_axis, FromOnnx, NodeFacts, Op, ParseCtx, SignRule, ValueFact};
@@ -40,6 +41,15 @@ impl Softmax {
         let v = y.as_mut_slice::<f32>()?;
         if len == 0 || inner == 0 {
             // Empty (a zero-size axis after `axis`, too): nothing to normalize.
+            return Ok(vec![y]);
+        }
+        if inner == 1 {
+            // Rows along the last axis (attention scores): the vector exponentials.
+            v.par_chunks_mut(len).for_each(|row| {
+                let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum = exp_shifted(row, mx);
+                row.iter_mut().for_each(|e| *e /= sum);
+            });
             return Ok(vec![y]);
         }
         v.par_chunks_mut(len * inner).for_each(|blk| {

@@ -70,8 +70,27 @@ where
             oa += idx * ba[d];
             ob += idx * bb[d];
         }
-        for (k, v) in o.iter_mut().enumerate() {
-            *v = f(a[oa + k * la], b[ob + k * lb]);
+        // Contiguous or broadcast last axes as slices, so that the loop vectorizes (a bias
+        // Add over a transformer's rows: 1-2 ns an element through the strided form).
+        match (la, lb) {
+            (1, 1) => o
+                .iter_mut()
+                .zip(&a[oa..oa + last])
+                .zip(&b[ob..ob + last])
+                .for_each(|((v, &x), &y)| *v = f(x, y)),
+            (1, 0) => {
+                let y = b[ob];
+                o.iter_mut().zip(&a[oa..oa + last]).for_each(|(v, &x)| *v = f(x, y));
+            }
+            (0, 1) => {
+                let x = a[oa];
+                o.iter_mut().zip(&b[ob..ob + last]).for_each(|(v, &y)| *v = f(x, y));
+            }
+            _ => {
+                for (k, v) in o.iter_mut().enumerate() {
+                    *v = f(a[oa + k * la], b[ob + k * lb]);
+                }
+            }
         }
     };
     if n >= PAR_MIN {

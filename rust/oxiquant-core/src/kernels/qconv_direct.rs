@@ -68,17 +68,44 @@ impl PairImage {
         self.buf.clear();
         self.buf.resize(len, 0);
         for q in 0..sw {
-            for c in 0..cg {
-                let (cp, e) = (c / 2, c % 2);
+            // Padded column `xq * sw + q` holds input column `xq * sw + q - pl`: the columns
+            // in `lo..hi` hold input, the others padding (0, left from the resize).
+            let lo = pl.saturating_sub(q).div_ceil(sw);
+            let hi = (s.w + pl).saturating_sub(q).div_ceil(sw).min(self.wq);
+            if lo >= hi {
+                continue;
+            }
+            let col0 = lo * sw + q - pl;
+            for cp in 0..self.pairs {
                 let base = (q * self.pairs + cp) * plane;
+                let (c0, c1) = (2 * cp, (2 * cp + 1 < cg).then_some(2 * cp + 1));
                 for y in 0..s.h {
-                    let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
                     let row = base + (y + pt) * self.wq * 2;
-                    // Padded column `xq * sw + q` holds input column `xq * sw + q - pl`.
-                    for xq in 0..self.wq {
-                        let col = (xq * sw + q) as isize - pl as isize;
-                        if col >= 0 && (col as usize) < s.w {
-                            self.buf[row + xq * 2 + e] = src[col as usize].widen() - zero;
+                    let dst = &mut self.buf[row + lo * 2..row + hi * 2];
+                    let plane_row = |c: usize| &x[(c * s.h + y) * s.w + col0..(c * s.h + y + 1) * s.w];
+                    let a = plane_row(c0);
+                    // Two channels side by side, pixel by pixel (the second absent: 0).
+                    match (c1.map(plane_row), sw) {
+                        (Some(b), 1) => {
+                            for ((d, &u), &v) in dst.chunks_exact_mut(2).zip(a).zip(b) {
+                                d[0] = u.widen() - zero;
+                                d[1] = v.widen() - zero;
+                            }
+                        }
+                        (Some(b), _) => {
+                            for ((d, &u), &v) in dst
+                                .chunks_exact_mut(2)
+                                .zip(a.iter().step_by(sw))
+                                .zip(b.iter().step_by(sw))
+                            {
+                                d[0] = u.widen() - zero;
+                                d[1] = v.widen() - zero;
+                            }
+                        }
+                        (None, _) => {
+                            for (d, &u) in dst.chunks_exact_mut(2).zip(a.iter().step_by(sw)) {
+                                d[0] = u.widen() - zero;
+                            }
                         }
                     }
                 }

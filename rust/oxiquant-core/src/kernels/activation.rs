@@ -15,9 +15,11 @@
 //! degree-7 polynomial for `e^r` on `|r| <= ln2 / 2`, and `2^n` put in the exponent bits;
 //! about 1 ULP against the correctly rounded value.
 
+#[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
 
 /// Below this many elements the work stays on the calling thread.
+#[cfg(target_arch = "x86_64")]
 const PAR_MIN: usize = 1 << 15;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -31,7 +33,7 @@ const P: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
 ];
 // erf(x) / x on |x| < 1, a polynomial in x^2 (least squares in f64 against `erf`; 2e-7
 // relative in f32, the evaluation's own rounding).
@@ -41,8 +43,8 @@ const ERF_SMALL: [f32; 7] = [
     5.192_941_5e-3,
     -2.685_606_3e-2,
     1.128_363_5e-1,
-    -3.761_262_9e-1,
-    1.128_379_2,
+    -3.761_263e-1,
+    std::f32::consts::FRAC_2_SQRT_PI,
 ];
 // e^(x^2) erfc(x) on 1 <= x <= 4, a polynomial in u = (x - 2.5) / 1.5 (Chebyshev least
 // squares in f64; 2e-7 relative in f32).
@@ -288,6 +290,7 @@ mod avx2 {
 }
 
 /// Whether this process runs the AVX2 + FMA kernels (`cpu::features()`).
+#[cfg(target_arch = "x86_64")]
 fn simd() -> bool {
     let f = super::cpu::features();
     f.avx2 && f.fma
@@ -295,16 +298,15 @@ fn simd() -> bool {
 
 /// `f` over `x` in place, in parallel for large tensors: `vector` when the CPU allows it
 /// (it must give `twin`'s bits on every element), else `twin` element by element.
+#[cfg(target_arch = "x86_64")]
 fn apply(x: &mut [f32], twin: fn(f32) -> f32, vector: unsafe fn(&mut [f32])) {
     let block = |x: &mut [f32]| {
-        #[cfg(target_arch = "x86_64")]
         if simd() {
             // SAFETY: `vector` needs AVX2 and FMA, present (`simd`).
             unsafe { vector(x) };
-            return;
+        } else {
+            x.iter_mut().for_each(|v| *v = twin(*v));
         }
-        let _ = vector;
-        x.iter_mut().for_each(|v| *v = twin(*v));
     };
     if x.len() >= PAR_MIN {
         x.par_chunks_mut(4096).for_each(block);
